@@ -1,0 +1,1 @@
+"""Pure estimation: architecture -> parameters -> memory, FLOPs -> time -> dollars."""

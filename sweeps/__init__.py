@@ -1,0 +1,1 @@
+"""Real fine-tunes (trials), their metrics, Optuna sweeps, the DuckDB results store."""

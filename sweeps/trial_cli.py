@@ -1,0 +1,7 @@
+"""``paretune trial`` (registered by ``tui.cli``)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,181 @@
+"""The contract between one trial, the sweep around it, the store and the UI.
+
+:class:`TrialConfig` says everything needed to run one real fine-tune and reproduce it;
+:class:`TrialResult` is everything measured about it. Both validate on construction
+(unknown keys are rejected) and serialise to plain JSON (``model_dump(mode="json")``),
+which is what ``paretune trial --format json`` prints, what a trial's child process
+sends to its parent, and what the DuckDB store flattens into typed columns.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "METHODS",
+    "TrialState",
+    "TrialConfig",
+    "StepLog",
+    "Quality",
+    "Forgetting",
+    "Measured",
+    "Predicted",
+    "Hardware",
+    "TrialResult",
+]
+
+METHODS = ("full", "lora", "qlora", "dora", "freeze")
+Method = Literal["full", "lora", "qlora", "dora", "freeze"]
+TrialState = Literal["complete", "oom", "failed", "timeout"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrialConfig(_Strict):
+    """One fine-tune, fully specified. ``model="demo"`` uses the bundled demo model and data."""
+
+    # What to train, on what.
+    model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
+    train: str | None = Field(None, description="JSONL task file, or HF dataset name; None: demo")
+    eval: str | None = Field(None, description="held-out JSONL; None: a seeded split of train")
+    retain: str | None = Field(None, description="retain probe JSONL ({'text'}); None: demo's")
+    eval_fraction: float = Field(0.1, gt=0, lt=1, description="split when eval is None")
+    max_seq_len: int = Field(256, gt=0)
+    packing: bool = False
+    bad_rows: Literal["skip", "fail"] = "fail"
+
+    # The method and its hyperparameters.
+    method: Method = "lora"
+    rank: int = Field(8, gt=0, description="LoRA/DoRA/QLoRA rank")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale alpha/rank, or /sqrt(rank))")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    use_rslora: bool = False
+    targets: str = Field("all", description="'attn', 'mlp', 'all', or comma-separated names")
+    freeze_trainable_layers: int = Field(2, gt=0, description="method 'freeze': top k layers")
+    lr: float = Field(2e-4, gt=0)
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd"] = "adamw"
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    batch: int = Field(8, gt=0, description="micro-batch size")
+    grad_accum: int = Field(1, gt=0)
+    grad_checkpointing: bool = False
+    seed: int = 0
+
+    # Evaluation.
+    eval_every: int = Field(10, gt=0, description="score the eval set every N optimizer steps")
+    early_stopping: bool = False
+    max_new_tokens: int = Field(16, gt=0, description="greedy generation length for exact match")
+
+    # Where and how it runs.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    time_limit_s: float | None = Field(None, gt=0)
+    memory_limit_gb: float | None = Field(None, gt=0, description="child address-space cap")
+    save: Literal["adapter", "full", "none"] = "adapter"
+    run_dir: str = "runs"
+
+    # Pricing of the hardware it runs on (catalogue ids, or an override).
+    gpu: str | None = Field(None, description="catalogue GPU id the run is priced as")
+    provider: str | None = None
+    usd_per_hour: float | None = Field(None, ge=0, description="override of the hourly price")
+    cpu_instance: str | None = Field(None, description="catalogue CPU instance for CPU runs")
+
+    # Bookkeeping when run by a sweep.
+    study: str | None = None
+    trial_number: int | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("`targets` must be 'attn', 'mlp', 'all' or module names, got ''")
+        return value.strip()
+
+
+class StepLog(_Strict):
+    """One logged optimizer step (and, every ``eval_every`` steps, the eval NLL)."""
+
+    step: int
+    epoch: float
+    loss: float
+    lr: float
+    tokens_per_s: float
+    peak_gb: float
+    eval_nll: float | None = None
+
+
+class Quality(_Strict):
+    eval_nll: float | None = None
+    base_eval_nll: float | None = None
+    exact_match: float | None = None
+    base_exact_match: float | None = None
+    train_nll: float | None = None
+    overfit_gap: float | None = None
+    generalization_gap: float | None = None
+    best_step: int | None = None
+
+
+class Forgetting(_Strict):
+    retain_delta_nll: float | None = None
+    retain_kl: float | None = None
+    fact_recall_drop: float | None = None
+    base_retain_nll: float | None = None
+    base_fact_recall: float | None = None
+
+
+class Measured(_Strict):
+    peak_gb: float | None = None
+    peak_reserved_gb: float | None = None
+    wall_s: float | None = None
+    load_s: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    tokens: int | None = None
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    steps: int | None = None
+
+
+class Predicted(_Strict):
+    """The planner's prediction for the same configuration."""
+
+    peak_gb: float | None = None
+    hours: float | None = None
+    dollars: float | None = None
+
+
+class Hardware(_Strict):
+    device: str = "cpu"
+    device_name: str | None = None
+    devices: int = 1
+    gpu: str | None = None
+    provider: str | None = None
+    cpu_instance: str | None = None
+    usd_per_hour: float | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class TrialResult(_Strict):
+    """Everything measured about one trial; ``state`` is the outcome."""
+
+    state: TrialState
+    method: Method
+    params: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    quality: Quality = Field(default_factory=Quality)
+    forgetting: Forgetting = Field(default_factory=Forgetting)
+    measured: Measured = Field(default_factory=Measured)
+    predicted: Predicted = Field(default_factory=Predicted)
+    dollars: float | None = None
+    hardware: Hardware = Field(default_factory=Hardware)
+    artifact: str | None = None
+    error: str | None = None
+    steps: list[StepLog] = Field(default_factory=list)
+    command: str | None = Field(None, description="the `paretune trial ...` that reproduces it")
+    config: TrialConfig | None = None

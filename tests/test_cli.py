@@ -1,0 +1,66 @@
+"""The command line skeleton: help, version, one place for user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pricing.errors import UserError, did_you_mean, suggest
+
+
+def _paretune(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_commands() -> None:
+    done = _paretune("--help")
+    assert done.returncode == 0, done.stderr
+    assert "Usage: paretune" in done.stdout
+    assert "tui" in done.stdout
+
+
+def test_version() -> None:
+    done = _paretune("--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith("paretune, version ")
+
+
+def test_unknown_command_exits_2() -> None:
+    done = _paretune("no-such-command")
+    assert done.returncode == 2
+    assert "No such command" in done.stderr
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys; from tui.cli import main; "
+        "heavy = [m for m in ('torch', 'transformers', 'optuna', 'textual', 'peft') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_user_error_keeps_message_and_hint() -> None:
+    error = UserError("unknown GPU 'h10'", did_you_mean("h10", ["h100-sxm", "h200", "a100-80gb"]))
+    assert error.message == "unknown GPU 'h10'"
+    assert "h100-sxm" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"), [("h100", "h100-sxm"), ("runpd", "runpod"), ("lamda", "lambda")]
+)
+def test_suggest_finds_close_names(word: str, expected: str) -> None:
+    assert expected in suggest(word, ["h100-sxm", "runpod", "lambda", "aws", "h200"])
+
+
+def test_import_contracts_hold() -> None:
+    lint = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run([str(lint)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
