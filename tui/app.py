@@ -1,21 +1,85 @@
-"""The Textual application (placeholder until the screens land)."""
+"""The Textual application: plan, sweeps, SQL and frontier screens, one per mode.
+
+``paretune`` with no arguments (or ``paretune tui [--db PATH]``) calls :func:`run_app`.
+Screens never call each other: they post messages (``tui.messages``) that the app routes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from textual import on
+from textual.app import App
+from textual.binding import Binding
+
+from tui.messages import OpenTrial, SweepThisPlan
+
+__all__ = ["ParetuneApp", "run_app", "DEFAULT_DB"]
+
+DEFAULT_DB = Path("runs") / "results.duckdb"
+
+
+def _screen(module: str, name: str):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)()
+
+
+class ParetuneApp(App):
+    """paretune's terminal UI. ``db`` is the DuckDB results file (it may not exist yet)."""
+
+    TITLE = "paretune"
+    CSS_PATH = "app.tcss"
+    # Each screen's module is imported when its mode is first opened.
+    MODES = {
+        "plan": lambda: _screen("tui.plan_screen", "PlanScreen"),
+        "sweeps": lambda: _screen("tui.sweeps_screen", "SweepsScreen"),
+        "sql": lambda: _screen("tui.sql_screen", "SqlScreen"),
+        "frontier": lambda: _screen("tui.frontier_screen", "FrontierScreen"),
+    }
+    DEFAULT_MODE = "plan"
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("f2", "switch_mode('plan')", "Plan"),
+        Binding("f3", "switch_mode('sweeps')", "Sweeps"),
+        Binding("f4", "switch_mode('sql')", "SQL"),
+        Binding("f5", "switch_mode('frontier')", "Frontier"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self, db: Path | None = None, *, run_dir: Path | None = None, start: str = "plan"
+    ) -> None:
+        super().__init__()
+        self.db_path = Path(db) if db is not None else DEFAULT_DB
+        # Specs, logs and trial artifacts of sweeps launched from the app go here.
+        self.run_dir = Path(run_dir) if run_dir is not None else self.db_path.parent
+        self._start_mode = start
+
+    def on_mount(self) -> None:
+        if self._start_mode != self.DEFAULT_MODE:
+            self.switch_mode(self._start_mode)
+
+    def action_help(self) -> None:
+        from tui.help_screen import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    @on(SweepThisPlan)
+    async def _sweep_this_plan(self, message: SweepThisPlan) -> None:
+        await self.switch_mode("sweeps")
+        self.screen.post_message(SweepThisPlan(message.inputs))
+
+    @on(OpenTrial)
+    async def _open_trial(self, message: OpenTrial) -> None:
+        await self.switch_mode("sweeps")
+        self.screen.post_message(OpenTrial(message.study, message.trial_number))
+
 
 def run_app(db: Path | None = None) -> None:
-    from textual.app import App
-    from textual.widgets import Footer, Header, Static
+    """Open the terminal UI on the plan screen, reading results from ``db``.
 
-    class ParetuneApp(App):
-        TITLE = "paretune"
-        BINDINGS = [("q", "quit", "Quit")]
-
-        def compose(self):
-            yield Header()
-            yield Static("paretune — the plan screen is coming.")
-            yield Footer()
-
-    ParetuneApp().run()
+    Without ``db``, uses ``runs/results.duckdb`` (it need not exist yet).
+    """
+    ParetuneApp(db=db).run()

@@ -1,0 +1,9 @@
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+
+class PlanScreen(Screen):
+    def compose(self):
+        yield Header()
+        yield Static("coming")
+        yield Footer()
