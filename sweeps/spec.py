@@ -1,0 +1,647 @@
+"""The sweep spec: one TOML file that says what to search, where it runs and what it may spend.
+
+A spec is read with :func:`load_spec` (``tomllib``, then validated: unknown keys are
+rejected and every error names its key path, e.g. ``search.rank.low must be >= 1, got 0``)
+and written back, commented, with :func:`write_spec` (what the terminal UI's "sweep this
+plan" uses). :meth:`SweepSpec.trial_config` turns one point of the search space into the
+:class:`~sweeps.types.TrialConfig` that a trial runs.
+
+Each search parameter is written in one of three forms::
+
+    rank = 8                                 # fixed: every trial uses 8
+    targets = ["attn", "mlp", "all"]         # categorical: the sampler picks one
+    rank = { low = 4, high = 64, log = true }  # a range (log scale, optional integer step)
+
+Relative data paths (``[data]``) are read from the spec file's folder; run paths
+(``[run]``: storage, results, run folder) from the current directory.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from pricing.errors import UserError
+from sweeps.types import METHODS, TrialConfig
+
+__all__ = [
+    "SpecError",
+    "Fixed",
+    "Choice",
+    "Range",
+    "Param",
+    "SweepSpec",
+    "load_spec",
+    "write_spec",
+    "spec_from_text",
+    "ADAPTER_METHODS",
+    "QUALITY_METRICS",
+    "FORGETTING_METRICS",
+    "COST_METRICS",
+]
+
+ADAPTER_METHODS = ("lora", "qlora", "dora")
+"""Methods that train low-rank adapters: rank, alpha, rsLoRA and targets apply to them."""
+
+# metric name -> direction; the store and the frontier work on "smaller is better" values.
+QUALITY_METRICS = {"eval_nll": "minimize", "exact_match": "maximize"}
+FORGETTING_METRICS = {
+    "retain_delta_nll": "minimize",
+    "retain_kl": "minimize",
+    "fact_recall_drop": "minimize",
+}
+COST_METRICS = {"dollars": "minimize", "hours": "minimize"}
+
+
+class SpecError(UserError):
+    """A sweep spec that cannot be read or does not validate."""
+
+    title = "Bad sweep spec"
+
+
+# ---------------------------------------------------------------- search-space parameters
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Every trial uses ``value``."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The sampler picks one of ``values``."""
+
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range ``[low, high]``; ``log`` samples on a log scale; ints when ``integer``."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+
+Param = Fixed | Choice | Range
+
+
+@dataclass(frozen=True)
+class _ParamKind:
+    type: type
+    low: float | None = None  # inclusive lower bound of any value
+    low_exclusive: bool = False
+    high: float | None = None  # exclusive upper bound
+    choices: tuple[str, ...] | None = None
+    adapter_only: bool = False
+    help: str = ""
+
+
+# The searchable hyperparameters: TrialConfig field (or alpha_ratio) -> what it may hold.
+SEARCHABLE: dict[str, _ParamKind] = {
+    "rank": _ParamKind(int, low=1, adapter_only=True, help="adapter rank; higher: more capacity, more memory"),
+    "alpha_ratio": _ParamKind(float, low=0, low_exclusive=True, adapter_only=True, help="LoRA alpha = alpha_ratio x rank"),
+    "lr": _ParamKind(float, low=0, low_exclusive=True, help="peak learning rate"),
+    "targets": _ParamKind(str, adapter_only=True, help="modules given adapters: 'attn', 'mlp', 'all' or names"),
+    "epochs": _ParamKind(float, low=0, low_exclusive=True, help="passes over the training set"),
+    "max_steps": _ParamKind(int, low=1, help="stop after this many optimizer steps"),
+    "use_rslora": _ParamKind(bool, adapter_only=True, help="scale by alpha/sqrt(rank) (rsLoRA)"),
+    "dropout": _ParamKind(float, low=0, high=1, help="adapter dropout"),
+    "batch": _ParamKind(int, low=1, help="micro-batch size"),
+    "grad_accum": _ParamKind(int, low=1, help="gradient accumulation steps"),
+    "warmup_ratio": _ParamKind(float, low=0, high=1, help="fraction of steps warming up"),
+    "weight_decay": _ParamKind(float, low=0, help="AdamW weight decay"),
+    "freeze_trainable_layers": _ParamKind(int, low=1, help="method 'freeze': train the top k layers"),
+    "lr_schedule": _ParamKind(str, choices=("cosine", "linear", "constant")),
+    "optimizer": _ParamKind(str, choices=("adamw", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd")),
+}
+
+# TrialConfig fields a spec sets elsewhere, so [trial] may not set them.
+_SET_ELSEWHERE = {
+    "model", "train", "eval", "retain", "method", "alpha", "device", "gpu", "provider",
+    "usd_per_hour", "cpu_instance", "study", "trial_number", "run_dir", "save",
+    "time_limit_s", "memory_limit_gb", "seed",
+}
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _check_value(path: str, kind: _ParamKind, value: Any) -> Any:
+    """Validate one value of a parameter; return it converted to the parameter's type."""
+    if kind.type is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path} must be true or false, got {_fmt(value)}")
+        return value
+    if kind.type is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{path} must be a non-empty string, got {_fmt(value)}")
+        if kind.choices and value not in kind.choices:
+            raise ValueError(f"{path} must be one of {', '.join(kind.choices)}; got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{path} must be a number, got {_fmt(value)}")
+    if kind.type is int and not float(value).is_integer():
+        raise ValueError(f"{path} must be a whole number, got {value}")
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{path} must be finite, got {value}")
+    if kind.low is not None:
+        if kind.low_exclusive and value <= kind.low:
+            raise ValueError(f"{path} must be > {_fmt(kind.low)}, got {value}")
+        if not kind.low_exclusive and value < kind.low:
+            raise ValueError(f"{path} must be >= {_fmt(kind.low)}, got {value}")
+    if kind.high is not None and value >= kind.high:
+        raise ValueError(f"{path} must be < {_fmt(kind.high)}, got {value}")
+    return int(value) if kind.type is int else float(value)
+
+
+def parse_param(path: str, kind: _ParamKind, raw: Any) -> Param:
+    """Read one parameter written as a scalar, a list or a ``{low, high, log, step}`` table."""
+    if isinstance(raw, (Fixed, Choice, Range)):
+        raw = _param_to_raw(raw)
+    if isinstance(raw, list):
+        if not raw:
+            raise ValueError(f"{path} must list at least one value")
+        values = tuple(_check_value(f"{path}[{i}]", kind, v) for i, v in enumerate(raw))
+        if len(set(values)) != len(values):
+            raise ValueError(f"{path} lists a value twice: {list(raw)}")
+        return Fixed(values[0]) if len(values) == 1 else Choice(values)
+    if isinstance(raw, Mapping):
+        if kind.type not in (int, float):
+            raise ValueError(
+                f"{path} is not numeric: give one value or a list of values, not a range"
+            )
+        unknown = set(raw) - {"low", "high", "log", "step"}
+        if unknown:
+            raise ValueError(
+                f"{path}.{sorted(unknown)[0]} is not a range key (use low, high, log, step)"
+            )
+        for key in ("low", "high"):
+            if key not in raw:
+                raise ValueError(f"{path}.{key} is missing (a range needs low and high)")
+        low = _check_value(f"{path}.low", kind, raw["low"])
+        high = _check_value(f"{path}.high", kind, raw["high"])
+        if high < low:
+            raise ValueError(f"{path}.high must be >= {path}.low ({low}), got {high}")
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            raise ValueError(f"{path}.log must be true or false, got {_fmt(log)}")
+        if log and low <= 0:
+            raise ValueError(f"{path}.low must be > 0 on a log scale, got {low}")
+        step = raw.get("step")
+        if step is not None:
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+                raise ValueError(f"{path}.step must be a positive number, got {_fmt(step)}")
+            if log:
+                raise ValueError(f"{path}: step and log cannot be combined")
+        if low == high:
+            return Fixed(low)
+        return Range(low, high, log=log, step=step, integer=kind.type is int)
+    return Fixed(_check_value(path, kind, raw))
+
+
+def _param_to_raw(param: Param) -> Any:
+    if isinstance(param, Fixed):
+        return param.value
+    if isinstance(param, Choice):
+        return list(param.values)
+    table: dict[str, Any] = {"low": param.low, "high": param.high}
+    if param.log:
+        table["log"] = True
+    if param.step is not None:
+        table["step"] = param.step
+    return table
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _at_subpath(error: ValueError) -> PydanticCustomError:
+    """An error whose text starts with the key path below the section it was raised in."""
+    return PydanticCustomError("spec_subpath", "{text}", {"text": str(error)})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Section):
+    """What to train on; None everywhere means the bundled demo's data."""
+
+    train: str | None = Field(None, description="JSONL task file or HF dataset name")
+    eval: str | None = Field(None, description="held-out JSONL; None: a seeded split of train")
+    retain: str | None = Field(None, description="retain probe JSONL for forgetting")
+
+
+class HardwareSection(_Section):
+    """Where trials run and what they are priced and gated as."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpu: str | None = Field(None, description="catalogue GPU id: the feasibility gate and price")
+    provider: str | None = Field(None, description="catalogue provider for the hourly price")
+    usd_per_hour: float | None = Field(None, ge=0, description="override of the hourly price")
+    cpu_instance: str | None = Field(None, description="catalogue CPU instance for CPU runs")
+    gpus: list[int] = Field(default_factory=list, description="GPU indices: one worker each")
+    memory_gb: float | None = Field(None, gt=0, description="override of the GPU's memory")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_distinct(cls, gpus: list[int]) -> list[int]:
+        if any(g < 0 for g in gpus):
+            raise ValueError(f"GPU indices must be >= 0, got {gpus}")
+        if len(set(gpus)) != len(gpus):
+            raise ValueError(f"GPU indices must be distinct, got {gpus}")
+        return gpus
+
+
+class SearchSection(_Section):
+    """The search space: methods, then any of :data:`SEARCHABLE` as fixed, list or range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    methods: tuple[str, ...] = ("lora",)
+    params: dict[str, Param] = Field(default_factory=dict)
+    lr_by_method: dict[str, Param] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, raw: Any) -> Any:
+        try:
+            return cls._parse_raw(raw)
+        except ValueError as error:
+            raise _at_subpath(error) from None
+
+    @classmethod
+    def _parse_raw(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping):
+            raise ValueError("must be a table")
+        if "params" in raw or "lr_by_method" in raw:  # already parsed (constructed in code)
+            return raw
+        raw = dict(raw)
+        methods = raw.pop("methods", ["lora"])
+        if isinstance(methods, str):
+            methods = [methods]
+        if not isinstance(methods, list) or not methods:
+            raise ValueError("methods must be a non-empty list, e.g. [\"lora\", \"dora\"]")
+        for i, m in enumerate(methods):
+            if m not in METHODS:
+                raise ValueError(f"methods[{i}] must be one of {', '.join(METHODS)}; got {m!r}")
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"methods lists a method twice: {methods}")
+        params: dict[str, Param] = {}
+        lr_by_method: dict[str, Param] = {}
+        for name, value in raw.items():
+            if name not in SEARCHABLE:
+                raise ValueError(
+                    f"{name} is not a searchable parameter (use one of "
+                    f"{', '.join(['methods', *SEARCHABLE])}; other trial settings go in [trial])"
+                )
+            kind = SEARCHABLE[name]
+            if name == "lr" and isinstance(value, Mapping) and set(value) & set(METHODS):
+                for method, sub in value.items():
+                    if method not in methods:
+                        raise ValueError(
+                            f"lr.{method}: {method!r} is not in methods {methods}"
+                        )
+                    lr_by_method[method] = parse_param(f"lr.{method}", kind, sub)
+                missing = [m for m in methods if m not in lr_by_method]
+                if missing:
+                    raise ValueError(f"lr.{missing[0]} is missing (lr is given per method)")
+                continue
+            params[name] = parse_param(name, kind, value)
+        return {"methods": tuple(methods), "params": params, "lr_by_method": lr_by_method}
+
+    def param(self, name: str) -> Param | None:
+        return self.params.get(name)
+
+
+class TrialSection(_Section):
+    """Any other :class:`TrialConfig` setting, fixed for every trial."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, raw: Any) -> Any:
+        try:
+            return cls._check_known(raw)
+        except ValueError as error:
+            raise _at_subpath(error) from None
+
+    @classmethod
+    def _check_known(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping):
+            raise ValueError("must be a table")
+        for key in raw:
+            if key in _SET_ELSEWHERE:
+                raise ValueError(f"{key} is set by the spec itself, not in [trial]")
+            if key not in TrialConfig.model_fields:
+                raise ValueError(
+                    f"{key} is not a trial setting (see `paretune trial --help` for the list)"
+                )
+        try:
+            TrialConfig(**raw)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return raw
+
+
+class ObjectivesSection(_Section):
+    """The three objectives the sweep trades off."""
+
+    quality: Literal["eval_nll", "exact_match"] = "eval_nll"
+    forgetting: Literal["retain_delta_nll", "retain_kl", "fact_recall_drop"] = "retain_delta_nll"
+    cost: Literal["dollars", "hours"] = "dollars"
+
+    def names(self) -> tuple[str, str, str]:
+        return (self.quality, self.forgetting, self.cost)
+
+    def directions(self) -> list[str]:
+        return [
+            QUALITY_METRICS[self.quality],
+            FORGETTING_METRICS[self.forgetting],
+            COST_METRICS[self.cost],
+        ]
+
+
+class BudgetSection(_Section):
+    """When to stop launching trials; at least one limit is required."""
+
+    dollars: float | None = Field(None, gt=0, description="stop before spending more")
+    hours: float | None = Field(None, gt=0, description="stop before more trial-hours")
+    trials: int | None = Field(None, gt=0, description="trials to run (infeasible ones excluded)")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetSection:
+        if self.dollars is None and self.hours is None and self.trials is None:
+            raise ValueError("set at least one of dollars, hours or trials")
+        return self
+
+
+class RunSection(_Section):
+    """Where the study and the results live, and what each trial keeps."""
+
+    dir: str = Field("runs", description="run folder: journal, artifacts (relative to cwd)")
+    storage: str | None = Field(
+        None, description="journal file path or postgresql:// URL; default <dir>/<name>.journal"
+    )
+    results: str = Field("runs/results.duckdb", description="DuckDB results file")
+    save: Literal["frontier", "all", "none"] = "frontier"
+    timeout_s: float | None = Field(None, gt=0, description="per-trial wall-clock limit")
+    memory_limit_gb: float | None = Field(None, gt=0, description="per-trial memory cap")
+    max_retries: int = Field(2, ge=0, description="re-runs of a trial whose worker died")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_kind(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "://" in value and not value.startswith(("postgresql", "postgres://")):
+            raise ValueError(
+                f"must be a journal file path or a postgresql:// URL, got {value!r}"
+            )
+        return value
+
+
+class SweepSpec(_Section):
+    """A whole sweep; construct it in code or with :func:`load_spec`."""
+
+    name: str = Field(..., min_length=1, description="study name (one study per name)")
+    model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    seed: int = 0
+    data: DataSection = Field(default_factory=DataSection)
+    hardware: HardwareSection = Field(default_factory=HardwareSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    trial: TrialSection = Field(default_factory=TrialSection)
+    objectives: ObjectivesSection = Field(default_factory=ObjectivesSection)
+    budget: BudgetSection = Field(default_factory=lambda: BudgetSection(trials=10))
+    run: RunSection = Field(default_factory=RunSection)
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, name: str) -> str:
+        if not all(c.isalnum() or c in "-_." for c in name):
+            raise ValueError(f"use letters, digits, '-', '_' or '.', got {name!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _not_set_twice(self) -> SweepSpec:
+        for key in self.trial.model_extra or {}:
+            if key in self.search.params or (key == "lr" and self.search.lr_by_method):
+                raise ValueError(f"trial.{key} is also set in [search]; keep one of them")
+        return self
+
+    # -- derived values
+
+    @property
+    def storage_url(self) -> str:
+        """The Optuna storage: a postgresql:// URL or a journal file path."""
+        return self.run.storage or str(Path(self.run.dir) / f"{self.name}.journal")
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.storage_url.startswith(("postgresql", "postgres://"))
+
+    def trial_config(self, params: Mapping[str, Any], *, trial_number: int | None = None) -> TrialConfig:
+        """The :class:`TrialConfig` for one point: sampled ``params`` over the fixed ones."""
+        method = params["method"]
+        values: dict[str, Any] = {}
+        for name, param in self.search.params.items():
+            if isinstance(param, Fixed):
+                values[name] = param.value
+        lr_name = lr_param_name(self, method)
+        for name, value in params.items():
+            if name == lr_name:
+                values["lr"] = value
+            elif name in SEARCHABLE:
+                values[name] = value
+        if "lr" not in values and method in self.search.lr_by_method:
+            fixed = self.search.lr_by_method[method]
+            if isinstance(fixed, Fixed):
+                values["lr"] = fixed.value
+        if method not in ADAPTER_METHODS:
+            for name in ("rank", "alpha_ratio", "targets", "use_rslora"):
+                values.pop(name, None)
+        ratio = values.pop("alpha_ratio", None)
+        if ratio is not None:
+            values["alpha"] = float(ratio) * int(values.get("rank", TrialConfig.model_fields["rank"].default))
+        hw = self.hardware
+        return TrialConfig(
+            **{**dict(self.trial.model_extra or {}), **values},
+            model=self.model,
+            train=self.data.train,
+            eval=self.data.eval,
+            retain=self.data.retain,
+            method=method,
+            device=hw.device,
+            gpu=hw.gpu,
+            provider=hw.provider,
+            usd_per_hour=hw.usd_per_hour,
+            cpu_instance=hw.cpu_instance,
+            seed=self.seed,
+            run_dir=str(Path(self.run.dir) / self.name),
+            save="none" if self.run.save == "none" else "adapter" if method in ADAPTER_METHODS else "full",
+            time_limit_s=self.run.timeout_s,
+            memory_limit_gb=self.run.memory_limit_gb,
+            study=self.name,
+            trial_number=trial_number,
+        )
+
+
+def lr_param_name(spec: SweepSpec, method: str) -> str:
+    """The Optuna parameter name of the learning rate (per method when ranges differ)."""
+    return f"lr_{method}" if spec.search.lr_by_method else "lr"
+
+
+# ---------------------------------------------------------------- reading and writing
+
+
+def _error_text(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"])
+        msg = item["msg"]
+        if item["type"] == "spec_subpath":
+            text = item["ctx"]["text"]
+            lines.append(f"{loc} {text}" if text.startswith("must") else f"{loc}.{text}")
+        elif item["type"] == "value_error":
+            lines.append(f"{loc}: {msg.removeprefix('Value error, ')}" if loc else msg.removeprefix("Value error, "))
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"{loc} is not a known key")
+        elif item["type"] == "missing":
+            lines.append(f"{loc} is missing")
+        else:
+            lines.append(f"{loc}: {msg} (got {item.get('input')!r})")
+    return "; ".join(lines)
+
+
+def spec_from_text(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> SweepSpec:
+    """Parse and validate TOML text; relative data paths resolve against ``base_dir``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{source} is not valid TOML: {error}", "Check the line it names.") from None
+    if base_dir is not None and isinstance(raw.get("data"), dict):
+        for key in ("train", "eval", "retain"):
+            value = raw["data"].get(key)
+            if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
+                raw["data"][key] = str((base_dir / value).resolve())
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(
+            f"{source}: {_error_text(error)}",
+            "Fix the key named above; `examples/demo.toml` shows every section.",
+        ) from None
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.endswith((".jsonl", ".json", ".txt", ".parquet")) or value.startswith(("./", "../"))
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec file; raises :class:`SpecError` naming the bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"no sweep spec at {path}", "Copy one from examples/ (demo.toml).") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"cannot read the sweep spec {path}: {error}") from None
+    return spec_from_text(text, source=str(path), base_dir=path.parent)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def _line(key: str, value: Any, comment: str) -> str:
+    return f"{key} = {_toml_value(value)}" + (f"  # {comment}" if comment else "")
+
+
+def write_spec(spec: SweepSpec, path: str | Path) -> Path:
+    """Write ``spec`` as a commented TOML file that :func:`load_spec` reads back equal."""
+    path = Path(path)
+    out: list[str] = [
+        f"# Sweep spec. Run it with:  paretune sweep run {path.name}",
+        "# Rerunning the same command resumes the study; `paretune sweep status` shows progress.",
+        "",
+        _line("name", spec.name, "study name: one study per name"),
+        _line("model", spec.model, "'demo', a Hugging Face id, or a local model folder"),
+        _line("sampler", spec.sampler, "tpe (default), nsga2, gp, random"),
+        _line("seed", spec.seed, ""),
+        "",
+        "[data]  # omit a key to use the bundled demo's data",
+    ]
+    for key, comment in (("train", "JSONL task file"), ("eval", "held-out JSONL"), ("retain", "retain probe JSONL")):
+        value = getattr(spec.data, key)
+        out.append(_line(key, value, comment) if value is not None else f"# {key} = \"...\"  # {comment}")
+    out += ["", "[hardware]"]
+    hw_help = {name: f.description or "" for name, f in HardwareSection.model_fields.items()}
+    for name in HardwareSection.model_fields:
+        value = getattr(spec.hardware, name)
+        if value is None or value == []:
+            out.append(f"# {name} = ...  # {hw_help[name]}")
+        else:
+            out.append(_line(name, value, hw_help[name]))
+    out += ["", "[search]  # each parameter: a value (fixed), a list (choice) or { low, high, log }"]
+    out.append(_line("methods", list(spec.search.methods), ", ".join(METHODS)))
+    for name, param in spec.search.params.items():
+        out.append(_line(name, _param_to_raw(param), SEARCHABLE[name].help))
+    for method, param in spec.search.lr_by_method.items():
+        out.append(_line(f"lr.{method}", _param_to_raw(param), f"learning rate for {method}"))
+    out += ["", "[trial]  # other trial settings, fixed for every trial"]
+    for key, value in (spec.trial.model_extra or {}).items():
+        out.append(_line(key, value, ""))
+    obj = spec.objectives
+    out += [
+        "",
+        "[objectives]",
+        _line("quality", obj.quality, "eval_nll (lower is better) or exact_match"),
+        _line("forgetting", obj.forgetting, "retain_delta_nll, retain_kl or fact_recall_drop"),
+        _line("cost", obj.cost, "dollars or hours"),
+        "",
+        "[budget]  # the sweep stops launching before any limit would be passed",
+    ]
+    for key, comment in (("dollars", "total spend"), ("hours", "total trial hours"), ("trials", "trials run")):
+        value = getattr(spec.budget, key)
+        out.append(_line(key, value, comment) if value is not None else f"# {key} = ...  # {comment}")
+    run = spec.run
+    out += ["", "[run]", _line("dir", run.dir, "run folder (journal, artifacts)")]
+    out.append(_line("storage", run.storage, "journal file or postgresql:// URL") if run.storage else "# storage = \"postgresql://user@host/db\"  # default: a journal file in dir")
+    out.append(_line("results", run.results, "DuckDB results file"))
+    out.append(_line("save", run.save, "artifacts kept: frontier, all or none"))
+    if run.timeout_s is not None:
+        out.append(_line("timeout_s", run.timeout_s, "per-trial limit"))
+    if run.memory_limit_gb is not None:
+        out.append(_line("memory_limit_gb", run.memory_limit_gb, "per-trial memory cap"))
+    out.append(_line("max_retries", run.max_retries, "re-runs of a trial whose worker died"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
