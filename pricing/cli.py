@@ -1,7 +1,241 @@
-"""Command-line commands of this package (registered by ``tui.cli``)."""
+"""``paretune prices``: the catalogue as a table, JSON or CSV (registered by ``tui.cli``).
+
+The catalogue itself is imported inside the command so that ``paretune --help`` does not
+pay for pydantic and YAML.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+if TYPE_CHECKING:
+    from pricing.catalog import Catalog
+    from pricing.models import GPU, ApiPrice, Offer
+
+# A price older than this is shown in yellow in the table: GPU prices moved by tens of
+# percent within weeks in 2026 (see the research notes on pricing).
+_STALE_AFTER_DAYS = 60
+
+
+class _Selection:
+    """What one `paretune prices` call shows, after filters and the as-of date."""
+
+    def __init__(
+        self, catalog: Catalog, gpu: str | None, provider: str | None, as_of: dt.date | None
+    ):
+        self.today = as_of or dt.date.today()
+        gpu_id = catalog.gpu(gpu).id if gpu else None
+        provider_id = catalog.check_provider(provider) if provider else None
+        self.offers: list[Offer] = catalog.offers(gpu_id, provider_id, as_of)
+        offered = {offer.gpu for offer in self.offers}
+        self.gpus: list[GPU] = [
+            g
+            for g in catalog.gpus
+            if (gpu_id is None or g.id == gpu_id) and (provider_id is None or g.id in offered)
+        ]
+        self.apis: list[ApiPrice] = [
+            api for api in catalog.apis(as_of) if provider_id is None or api.provider == provider_id
+        ]
+        self.show_apis_in_table = gpu_id is None
+        self.override_file = catalog.override_file
+
+    def offers_of(self, gpu_id: str) -> list[Offer]:
+        return [offer for offer in self.offers if offer.gpu == gpu_id]
+
+
+def _as_json(selection: _Selection) -> dict[str, Any]:
+    # Prices as JSON numbers: every catalogue price has few enough digits that float's
+    # shortest repr prints it exactly as written in the data file.
+    return {
+        "gpus": [
+            {
+                "id": g.id,
+                "name": g.name,
+                "memory_gb": g.memory_gb,
+                "bf16_tflops": g.bf16_tflops,
+                "bandwidth_gbps": g.bandwidth_gbps,
+            }
+            for g in selection.gpus
+        ],
+        "offers": [
+            {
+                "gpu": o.gpu,
+                "provider": o.provider,
+                "usd_per_hour": float(o.usd_per_hour),
+                "source": o.source,
+                "checked": o.checked.isoformat(),
+                "verified": o.verified,
+            }
+            for g in selection.gpus
+            for o in selection.offers_of(g.id)
+        ],
+        "apis": [
+            {
+                "provider": a.provider,
+                "model_bracket": a.model_bracket,
+                "method": a.method,
+                "usd_per_mtok": float(a.usd_per_mtok),
+                "source": a.source,
+                "checked": a.checked.isoformat(),
+                "verified": a.verified,
+            }
+            for a in selection.apis
+        ],
+    }
+
+
+_CSV_COLUMNS = (
+    "gpu", "provider", "usd_per_hour", "gpus_per_instance", "instance", "region",
+    "source", "checked", "age_days", "verified",
+)  # fmt: skip
+
+
+def _write_csv(selection: _Selection) -> None:
+    import csv
+    import sys
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(_CSV_COLUMNS)
+    for g in selection.gpus:
+        for o in selection.offers_of(g.id):
+            writer.writerow(
+                [
+                    o.gpu, o.provider, str(o.usd_per_hour), o.gpus_per_instance, o.instance,
+                    o.region or "", o.source, o.checked.isoformat(),
+                    o.age_days(selection.today), str(o.verified).lower(),
+                ]
+            )  # fmt: skip
+
+
+def _age(days: int) -> str:
+    text = f"{days} d"
+    return f"[yellow]{text}[/]" if days > _STALE_AFTER_DAYS else text
+
+
+def _tflops(g: GPU) -> str:
+    if g.bf16_tflops is not None:
+        return f"{g.bf16_tflops:g}"
+    return f"no BF16 (FP16 {g.fp16_tflops:g})"
+
+
+def _print_tables(selection: _Selection) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        # Piped or redirected: rich would assume 80 columns and wrap every cell.
+        console = Console(width=160)
+
+    def table(title: str) -> Table:
+        return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+
+    gpus = table("GPUs (memory in GB = 10^9 bytes; dense TFLOP/s)")
+    for header, justify in [
+        ("GPU", "left"), ("name", "left"), ("memory GB", "right"), ("BF16 TFLOP/s", "right"),
+        ("bandwidth GB/s", "right"), ("cheapest $/GPU-h", "right"), ("at", "left"),
+    ]:  # fmt: skip
+        gpus.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for g in selection.gpus:
+        offers = selection.offers_of(g.id)
+        cheapest = offers[0] if offers else None
+        gpus.add_row(
+            g.id, g.name, f"{g.memory_gb:g}", _tflops(g), f"{g.bandwidth_gbps:g}",
+            f"{cheapest.usd_per_hour}" if cheapest else "-",
+            cheapest.provider if cheapest else "",
+        )  # fmt: skip
+    console.print(gpus)
+
+    offers = table(f"Offers, cheapest first per GPU (USD per GPU-hour; age on {selection.today})")
+    for header, justify in [
+        ("GPU", "left"), ("provider", "left"), ("$/GPU-h", "right"), ("GPUs", "right"),
+        ("instance", "left"), ("region", "left"), ("checked", "left"), ("age", "right"),
+        ("verified", "left"),
+    ]:  # fmt: skip
+        offers.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for g in selection.gpus:
+        for i, o in enumerate(selection.offers_of(g.id)):
+            offers.add_row(
+                g.id if i == 0 else "", o.provider, str(o.usd_per_hour),
+                str(o.gpus_per_instance), o.instance, o.region or "", o.checked.isoformat(),
+                _age(o.age_days(selection.today)), "yes" if o.verified else "no",
+                end_section=i == len(selection.offers_of(g.id)) - 1,
+            )  # fmt: skip
+    console.print(offers)
+
+    if selection.show_apis_in_table and selection.apis:
+        apis = table("Fine-tuning APIs (USD per million tokens processed)")
+        for header, justify in [
+            ("provider", "left"), ("model / size", "left"), ("method", "left"),
+            ("$/Mtok", "right"), ("checked", "left"), ("age", "right"), ("verified", "left"),
+        ]:  # fmt: skip
+            apis.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for a in selection.apis:
+            apis.add_row(
+                a.provider, a.model_bracket, a.method, str(a.usd_per_mtok),
+                a.checked.isoformat(), _age(a.age_days(selection.today)),
+                "yes" if a.verified else "no",
+            )  # fmt: skip
+        console.print(apis)
+    if selection.override_file is not None:
+        console.print(f"Merged with your price file: {selection.override_file}")
+
+
+@click.command("prices")
+@click.option(
+    "--gpu", "gpu", metavar="ID", help="Only this GPU (id or alias, e.g. h100, 'A100 40GB')."
+)
+@click.option("--provider", metavar="NAME", help="Only this provider's offers and API prices.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="table for reading; json (GPUs, offers, APIs) or csv (offers) for scripts.",
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Price override file merged over the shipped catalogue "
+    "(default: $PARETUNE_PRICES, else prices.yaml in the user config directory).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Use the prices known on that date; ages are counted up to it.",
+)
+def prices_command(
+    gpu: str | None,
+    provider: str | None,
+    output_format: str,
+    prices_file: Path | None,
+    as_of: dt.datetime | None,
+) -> None:
+    """List GPUs and their hourly offers, cheapest first, with the age of each price."""
+    from pricing.catalog import load_catalog
+
+    catalog = load_catalog(prices_file)
+    selection = _Selection(catalog, gpu, provider, as_of.date() if as_of else None)
+    if output_format == "json":
+        import json
+
+        click.echo(json.dumps(_as_json(selection), indent=2))
+    elif output_format == "csv":
+        _write_csv(selection)
+    else:
+        _print_tables(selection)
+
+
+COMMANDS: list[click.Command] = [prices_command]

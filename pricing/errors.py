@@ -14,7 +14,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["UserError", "suggest", "did_you_mean"]
+__all__ = [
+    "PricingError",
+    "UnknownCpuInstanceError",
+    "UnknownGPUError",
+    "UnknownProviderError",
+    "UserError",
+    "did_you_mean",
+    "suggest",
+]
 
 
 class UserError(Exception):
@@ -41,7 +49,7 @@ def suggest(word: str, choices: Iterable[str], *, n: int = 3, cutoff: float = 0.
     lowered = {c.lower(): c for c in choices}
     found = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=cutoff)
     # Substring matches help with ids like "h100" vs "h100-sxm".
-    for key, original in lowered.items():
+    for key in lowered:
         if word.lower() in key and key not in found and len(found) < n:
             found.append(key)
     return [lowered[f] for f in found]
@@ -55,3 +63,50 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
         return "Did you mean " + " or ".join(repr(c) for c in close) + "?"
     shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
     return f"Valid choices: {shown}."
+
+
+class PricingError(UserError):
+    """A price file that cannot be used: unreadable, not YAML, or an entry that fails checks.
+
+    ``file``, ``entry`` and ``field`` say where: the path, the entry (``offers[3] (h100-sxm
+    on lambda)``) and the field (``usd_per_hour``), each None when it does not apply.
+    """
+
+    title = "Bad price file"
+
+    def __init__(
+        self,
+        problem: str,
+        hint: str | None = None,
+        *,
+        file: str | None = None,
+        entry: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        where = ", ".join(
+            part
+            for part in (file, entry, f"field '{field}'" if field else None)
+            if part is not None
+        )
+        super().__init__(f"{where}: {problem}" if where else problem, hint)
+        self.file = file
+        self.entry = entry
+        self.field = field
+
+
+class UnknownGPUError(UserError):
+    """A GPU name that is neither an id nor an alias in the catalogue."""
+
+    title = "Unknown GPU"
+
+
+class UnknownProviderError(UserError):
+    """A provider name the catalogue has no prices for."""
+
+    title = "Unknown provider"
+
+
+class UnknownCpuInstanceError(UserError):
+    """A CPU instance id the catalogue does not list."""
+
+    title = "Unknown CPU instance"
