@@ -1,9 +1,226 @@
+"""The frontier screen: quality vs forgetting (or either vs cost), Pareto points marked.
+
+Every axis is "lower is better": quality is the held-out task's mean NLL, forgetting the
+retain set's ΔNLL, cost the trial's measured dollars. Points are coloured by method; the
+Pareto-optimal ones are drawn large. The table under the chart lists the same points;
+moving through it marks the point on the chart, Enter opens the trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Select, Static
+
+from tui.frontier_data import AXES, VIEWS, FrontierPoint, load_points, load_study_names
+from tui.messages import OpenTrial
+from tui.widgets import ErrorLine
+
+__all__ = ["FrontierScreen"]
+
+# Fixed per method, so a method keeps its colour across studies and views.
+METHOD_COLOURS = {
+    "full": "red",
+    "lora": "blue",
+    "qlora": "green",
+    "dora": "magenta",
+    "freeze": "orange",
+}
+
+
+@dataclass
+class StudiesLoaded(Message):
+    studies: list[str]
+
+
+@dataclass
+class PointsLoaded(Message):
+    study: str
+    points: list[FrontierPoint]
+
+
+@dataclass
+class LoadFailed(Message):
+    error: BaseException
 
 
 class FrontierScreen(Screen):
-    def compose(self):
+    BINDINGS = [
+        Binding("m", "next_view", "Next view"),
+        Binding("ctrl+r", "reload", "Reload"),
+    ]
+    DEFAULT_CSS = """
+    FrontierScreen #frontier-bar { height: 3; }
+    FrontierScreen #study { width: 40; }
+    FrontierScreen #view { width: 1fr; padding: 1 1 0 1; }
+    FrontierScreen #chart { height: 2fr; min-height: 10; }
+    FrontierScreen #points { height: 1fr; min-height: 5; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view = 0
+        self.points: list[FrontierPoint] = []
+        self.study: str | None = None
+
+    def compose(self) -> ComposeResult:
+        from textual.containers import Horizontal
+        from textual_plotext import PlotextPlot
+
         yield Header()
-        yield Static("coming")
+        with Horizontal(id="frontier-bar"):
+            yield Select([], prompt="study", id="study", allow_blank=True)
+            yield Static("", id="view")
+        yield ErrorLine(id="frontier-error")
+        yield PlotextPlot(id="chart")
+        yield DataTable(id="points", cursor_type="row", zebra_stripes=True)
         yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#points", DataTable)
+        table.add_columns("pareto", "trial", "method", "rank", "lr", "quality", "forgetting", "$")
+        self._show_view_name()
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        # New trials may have landed while another screen was shown.
+        if self.is_mounted:
+            self.action_reload()
+
+    # -- loading -----------------------------------------------------------------------
+
+    def action_reload(self) -> None:
+        self._load(self.study)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="frontier")
+    def _load(self, study: str | None) -> None:
+        try:
+            studies = load_study_names(self.app.db_path)
+            self.post_message(StudiesLoaded(studies))
+            chosen = study if study in studies else (studies[0] if studies else None)
+            if chosen is not None:
+                self.post_message(PointsLoaded(chosen, load_points(self.app.db_path, chosen)))
+        except Exception as error:
+            self.post_message(LoadFailed(error))
+
+    @on(StudiesLoaded)
+    def _studies_loaded(self, message: StudiesLoaded) -> None:
+        select = self.query_one("#study", Select)
+        with select.prevent(Select.Changed):
+            select.set_options([(name, name) for name in message.studies])
+        if not message.studies:
+            self.query_one("#frontier-error", ErrorLine).show_text(
+                f"No studies in {self.app.db_path} yet: run a sweep (F3) first."
+            )
+
+    @on(PointsLoaded)
+    def _points_loaded(self, message: PointsLoaded) -> None:
+        self.query_one("#frontier-error", ErrorLine).clear()
+        self.study, self.points = message.study, message.points
+        select = self.query_one("#study", Select)
+        if select.value != message.study:
+            with select.prevent(Select.Changed):
+                select.value = message.study
+        self._fill_table()
+        self._draw()
+
+    @on(LoadFailed)
+    def _load_failed(self, message: LoadFailed) -> None:
+        self.query_one("#frontier-error", ErrorLine).show_error(message.error)
+
+    @on(Select.Changed, "#study")
+    def _study_chosen(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str) and event.value != self.study:
+            self._load(event.value)
+
+    # -- drawing -----------------------------------------------------------------------
+
+    def action_next_view(self) -> None:
+        self.view = (self.view + 1) % len(VIEWS)
+        self._show_view_name()
+        self._draw()
+
+    def _show_view_name(self) -> None:
+        x, y = VIEWS[self.view]
+        self.query_one("#view", Static).update(
+            f"{AXES[y].label} vs {AXES[x].label} — lower is better on both; M: next view"
+        )
+
+    def _fill_table(self) -> None:
+        table = self.query_one("#points", DataTable)
+        table.clear()
+        for point in self.points:
+            table.add_row(
+                "★" if point.pareto else "",
+                str(point.number),
+                point.method,
+                "" if point.rank is None else str(point.rank),
+                "" if point.lr is None else f"{point.lr:.1e}",
+                _fmt(point.quality),
+                _fmt(point.forgetting),
+                "" if point.dollars is None else f"{point.dollars:.4f}",
+                key=str(point.number),
+            )
+
+    def _draw(self) -> None:
+        from textual_plotext import PlotextPlot
+
+        chart = self.query_one("#chart", PlotextPlot)
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        x_axis, y_axis = (AXES[name] for name in VIEWS[self.view])
+        plotted = [p for p in self.points if x_axis.of(p) is not None and y_axis.of(p) is not None]
+        for method in sorted({p.method for p in plotted}):
+            ours = [p for p in plotted if p.method == method]
+            plt.scatter(
+                [x_axis.of(p) for p in ours],
+                [y_axis.of(p) for p in ours],
+                color=METHOD_COLOURS.get(method, "white"),
+                marker="dot",
+                label=method,
+            )
+        pareto = [p for p in plotted if p.pareto]
+        if pareto:
+            pareto.sort(key=x_axis.of)
+            plt.plot(
+                [x_axis.of(p) for p in pareto],
+                [y_axis.of(p) for p in pareto],
+                color="yellow",
+                marker="braille",
+                label="Pareto",
+            )
+            for p in pareto:
+                plt.scatter([x_axis.of(p)], [y_axis.of(p)],
+                            color=METHOD_COLOURS.get(p.method, "white"), marker="★")
+        selected = self._selected_point()
+        if selected is not None and selected in plotted:
+            plt.scatter([x_axis.of(selected)], [y_axis.of(selected)], color="white", marker="◉")
+        plt.xlabel(x_axis.label)
+        plt.ylabel(y_axis.label)
+        plt.title(f"{self.study or 'no study'}: {len(plotted)} trials, {len(pareto)} on the frontier")
+        chart.refresh()
+
+    def _selected_point(self) -> FrontierPoint | None:
+        table = self.query_one("#points", DataTable)
+        if not self.points or table.cursor_row is None or table.row_count == 0:
+            return None
+        return self.points[min(table.cursor_row, len(self.points) - 1)]
+
+    @on(DataTable.RowHighlighted, "#points")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._draw()
+
+    @on(DataTable.RowSelected, "#points")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        point = self.points[event.cursor_row]
+        self.app.post_message(OpenTrial(point.study, point.number))
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"

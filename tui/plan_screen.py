@@ -1,9 +1,396 @@
+"""The plan screen: per method, peak memory, fit, GPUs, hours and dollars, as you type.
+
+Every input change re-reads the form and recomputes the table in the handler (the
+planner is pure and fast). Two things can be slow and run in thread workers: resolving
+a model name that is not in the built-in catalogue (a local folder or a Hugging Face id)
+and the step simulator (Ctrl+S).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.suggester import SuggestFromList
+from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, Select, Static
+
+from pricing.errors import UserError
+from tui.messages import SweepThisPlan
+from tui.plan_inputs import (
+    BadInput,
+    PlanForm,
+    PlanRequest,
+    PlanView,
+    plan_command,
+    plan_view,
+    planner_inputs,
+)
+from tui.widgets import ErrorLine
+
+__all__ = ["PlanScreen"]
+
+_INPUTS = {  # widget id -> PlanForm field
+    "model": "model",
+    "seq-len": "seq_len",
+    "batch": "batch",
+    "grad-accum": "grad_accum",
+    "dataset": "dataset",
+    "epochs": "epochs",
+    "gpus": "gpus",
+    "rank": "rank",
+}
+_SELECTS = {"gpu": "gpu", "provider": "provider", "targets": "targets", "optimizer": "optimizer"}
+_BAR_WIDTH = 28
+
+
+@dataclass
+class ModelResolved(Message):
+    name: str
+    arch: Any | None
+    error: BaseException | None = None
+
+
+@dataclass
+class Simulated(Message):
+    request: PlanRequest
+    peaks_gb: dict[str, float]
+    error: BaseException | None = None
 
 
 class PlanScreen(Screen):
-    def compose(self):
+    BINDINGS = [
+        Binding("ctrl+y", "copy_command", "Copy command"),
+        Binding("ctrl+s", "simulate", "Simulate"),
+        Binding("ctrl+w", "sweep_plan", "Sweep this plan"),
+    ]
+    DEFAULT_CSS = """
+    PlanScreen #plan-body { height: 1fr; }
+    PlanScreen #plan-form { width: 40; min-width: 34; border-right: tall $panel; padding: 0 1 0 0; }
+    PlanScreen .field { height: 1; margin: 0 0 0 1; }
+    PlanScreen .field Label { width: 13; color: $text-muted; }
+    PlanScreen .field Input, PlanScreen .field Select { width: 1fr; }
+    PlanScreen #model-matches { color: $text-muted; height: auto; margin: 0 0 1 1; }
+    PlanScreen #grad-ckpt { margin: 0 0 0 1; }
+    PlanScreen #plan-out { width: 1fr; padding: 0 1; }
+    PlanScreen #methods { height: auto; max-height: 9; }
+    PlanScreen #cheapest, PlanScreen #breakdown, PlanScreen #api-prices { margin: 1 0 0 0; height: auto; }
+    PlanScreen #sim-status { height: 1; color: $text-muted; }
+    PlanScreen #price-age { color: $text-muted; margin: 1 0 0 0; }
+    """
+
+    def __init__(self, form: PlanForm | None = None) -> None:
+        super().__init__()
+        from planner import list_models
+        from pricing import load_catalog
+
+        self.catalog = load_catalog()
+        self.models = list_models()
+        self.form = form or PlanForm()
+        self.arch: Any | None = None
+        self.arch_name: str | None = None
+        self.view: PlanView | None = None
+        self.simulated: dict[str, float] = {}
+        self.simulated_for: PlanRequest | None = None
+        self.selected_method = "lora"
+
+    # -- layout ------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        from planner.specs import OPTIMIZERS, TARGET_GROUPS
+
+        names = sorted({n for arch in self.models for n in (arch.name, *arch.aliases)})
+        gpu_ids = [gpu.id for gpu in self.catalog.gpus]
+        f = self.form
         yield Header()
-        yield Static("coming")
+        with Horizontal(id="plan-body"):
+            with VerticalScroll(id="plan-form"):
+                yield from self._field("model", Input(
+                    f.model, id="model", compact=True,
+                    suggester=SuggestFromList(names, case_sensitive=False),
+                    placeholder="name, HF id or folder",
+                ))
+                yield Static("", id="model-matches")
+                yield from self._field("seq length", Input(f.seq_len, id="seq-len", compact=True))
+                yield from self._field("micro-batch", Input(f.batch, id="batch", compact=True))
+                yield from self._field("grad accum", Input(f.grad_accum, id="grad-accum", compact=True))
+                yield from self._field("dataset", Input(
+                    f.dataset, id="dataset", compact=True, placeholder="20M or 50k x 400"))
+                yield from self._field("epochs", Input(f.epochs, id="epochs", compact=True))
+                yield from self._field("GPU", Select(
+                    [(g, g) for g in gpu_ids], value=f.gpu, id="gpu", compact=True,
+                    allow_blank=False))
+                yield from self._field("GPU count", Input(f.gpus, id="gpus", compact=True))
+                yield from self._field("provider", Select(
+                    [(p, p) for p in self.catalog.providers], value=f.provider or Select.NULL,
+                    prompt="cheapest", id="provider", compact=True))
+                yield from self._field("LoRA rank", Input(f.rank, id="rank", compact=True))
+                yield from self._field("targets", Select(
+                    [(t, t) for t in TARGET_GROUPS], value=f.targets, id="targets",
+                    compact=True, allow_blank=False))
+                yield from self._field("optimizer", Select(
+                    [(o, o) for o in OPTIMIZERS], value=f.optimizer, id="optimizer",
+                    compact=True, allow_blank=False))
+                yield Checkbox("gradient checkpointing", f.grad_checkpointing, id="grad-ckpt",
+                               compact=True)
+            with VerticalScroll(id="plan-out"):
+                yield ErrorLine(id="plan-error")
+                yield DataTable(id="methods", cursor_type="row")
+                yield Static("", id="sim-status")
+                yield Static("", id="cheapest")
+                yield Static("", id="breakdown")
+                yield Static("", id="api-prices")
+                yield Static("", id="price-age")
         yield Footer()
+
+    def _field(self, label: str, widget) -> ComposeResult:
+        with Horizontal(classes="field"):
+            yield Label(label)
+            yield widget
+
+    def on_mount(self) -> None:
+        table = self.query_one("#methods", DataTable)
+        table.add_columns("method", "peak GB", "fits", "min GPUs", "hours", "dollars", "simulated GB")
+        self._model_changed(self.form.model)
+
+    # -- reading the form --------------------------------------------------------------
+
+    def _read_form(self) -> PlanForm:
+        values: dict[str, Any] = {}
+        for widget_id, name in _INPUTS.items():
+            values[name] = self.query_one(f"#{widget_id}", Input).value
+        for widget_id, name in _SELECTS.items():
+            value = self.query_one(f"#{widget_id}", Select).value
+            values[name] = "" if value is Select.NULL else str(value)
+        values["grad_checkpointing"] = self.query_one("#grad-ckpt", Checkbox).value
+        return PlanForm(**values)
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if event.input.id == "model":
+            self._model_changed(event.value)
+        else:
+            self.recompute()
+
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _choice_changed(self, event) -> None:
+        event.stop()
+        self.recompute()
+
+    # -- the model ---------------------------------------------------------------------
+
+    def _model_changed(self, name: str) -> None:
+        from planner import search_models
+
+        name = name.strip()
+        matches = search_models(name) if name else ()
+        shown = ", ".join(m.name for m in matches[:4]) + (" …" if len(matches) > 4 else "")
+        self.query_one("#model-matches", Static).update(
+            f"catalogue: {shown}" if matches else "not in the catalogue: HF id or local folder"
+        )
+        exact = next((m for m in self.models
+                      if name.lower() in {m.name.lower(), *(a.lower() for a in m.aliases),
+                                          (m.hf_id or "").lower()}), None)
+        if exact is not None:
+            # A catalogue entry resolves instantly, in the handler.
+            self.arch, self.arch_name = exact, name
+            self.recompute()
+        else:
+            self._resolve_model(name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="resolve")
+    def _resolve_model(self, name: str) -> None:
+        from planner import resolve_model
+
+        if not name:
+            self.post_message(ModelResolved(name, None, BadInput(
+                "model: type a catalogue name, a Hugging Face id or a local folder")))
+            return
+        try:
+            self.post_message(ModelResolved(name, resolve_model(name)))
+        except Exception as error:  # a UserError in the normal case; shown inline either way
+            self.post_message(ModelResolved(name, None, error))
+
+    @on(ModelResolved)
+    def _model_resolved(self, message: ModelResolved) -> None:
+        if message.name != self.query_one("#model", Input).value.strip():
+            return  # the user has typed on since: a newer lookup is coming
+        if message.error is not None:
+            self.arch, self.arch_name = None, None
+            self._show_error(message.error)
+            return
+        self.arch, self.arch_name = message.arch, message.name
+        self.recompute()
+
+    # -- computing and showing ---------------------------------------------------------
+
+    def recompute(self) -> None:
+        """Re-read the form and redraw every output (called on each change)."""
+        try:
+            request = self._read_form().parse()
+            if self.arch is None:
+                return
+            view = plan_view(request, self.arch, self.catalog)
+        except UserError as error:
+            self._show_error(error)
+            return
+        self.query_one("#plan-error", ErrorLine).clear()
+        self.view = view
+        self._show_view(view)
+
+    def _show_error(self, error: BaseException) -> None:
+        self.query_one("#plan-error", ErrorLine).show_error(error)
+
+    def _show_view(self, view: PlanView) -> None:
+        table = self.query_one("#methods", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        sims = self.simulated if self.simulated_for == view.request else {}
+        for row in view.rows:
+            fits = Text("✓", style="bold green") if row.fits else Text("✗", style="bold red")
+            name = Text(row.label, style="bold" if row is view.cheapest else "")
+            table.add_row(
+                name,
+                f"{row.peak_gb:,.1f}",
+                fits,
+                "" if row.min_gpus is None else str(row.min_gpus),
+                "" if row.hours is None else f"{row.hours:,.2f}",
+                "" if row.dollars is None else f"${row.dollars:,.2f}",
+                f"{sims[row.method]:,.1f}" if row.method in sims else "",
+                key=row.method,
+            )
+        table.move_cursor(row=cursor, animate=False)
+        request = view.request
+        if view.cheapest is not None:
+            c = view.cheapest
+            where = request.provider or "the cheapest provider"
+            cheapest = Text.assemble(
+                ("Cheapest that fits: ", "bold"), (c.label, "bold green"),
+                f" — ${c.dollars:,.2f}, {c.hours:,.2f} h on {request.gpus}× {request.gpu} at {where}",
+            )
+        else:
+            cheapest = Text(
+                f"No method fits on {request.gpus}× {request.gpu} with a known price: "
+                "raise the GPU count or lower the sequence length or micro-batch.", style="yellow")
+        self.query_one("#cheapest", Static).update(cheapest)
+        self._show_breakdown()
+        self.query_one("#api-prices", Static).update(_api_table(view))
+        today = getattr(self.app, "today", None) or date.today()
+        checked = view.prices_checked
+        age = (
+            f"GPU prices checked {checked.isoformat()} ({(today - checked).days} days ago)"
+            if checked else f"no price on record for {request.gpu}"
+        )
+        self.query_one("#price-age", Static).update(
+            f"{age}; {view.total_params_b:,.2f}B parameters; memory in GB = 10^9 bytes."
+        )
+
+    @on(DataTable.RowHighlighted, "#methods")
+    def _method_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value:
+            self.selected_method = event.row_key.value
+            self._show_breakdown()
+
+    def _show_breakdown(self) -> None:
+        row = self.view.row(self.selected_method) if self.view else None
+        target = self.query_one("#breakdown", Static)
+        if row is None or not row.breakdown_gb:
+            target.update("")
+            return
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold")
+        grid.add_column()
+        grid.add_column(justify="right")
+        largest = max(row.breakdown_gb.values())
+        for term, gb in sorted(row.breakdown_gb.items(), key=lambda kv: -kv[1]):
+            cells = int(round(_BAR_WIDTH * gb / largest)) if largest else 0
+            grid.add_row(term.replace("_", " "), Text("█" * max(cells, 1), style="cyan"),
+                         f"{gb:,.2f} GB")
+        title = Text(f"Memory of {row.label} (peak {row.peak_gb:,.1f} GB)", style="bold")
+        from rich.console import Group
+
+        target.update(Group(title, grid))
+
+    # -- actions -----------------------------------------------------------------------
+
+    def _request(self) -> PlanRequest | None:
+        try:
+            return self._read_form().parse()
+        except UserError as error:
+            self._show_error(error)
+            return None
+
+    def action_copy_command(self) -> None:
+        request = self._request()
+        if request is None:
+            return
+        command = plan_command(request)
+        self.app.copy_to_clipboard(command)
+        self.notify(command, title="Copied")
+
+    def action_simulate(self) -> None:
+        request = self._request()
+        if request is None or self.arch is None:
+            return
+        status = self.query_one("#sim-status", Static)
+        status.loading = True
+        self._simulate(request, self.arch)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="simulate")
+    def _simulate(self, request: PlanRequest, arch: Any) -> None:
+        from planner.simulate import simulate
+
+        peaks: dict[str, float] = {}
+        try:
+            for kind in ("full", "lora", "qlora", "dora", "freeze"):
+                workload, method = planner_inputs(request, kind)
+                peaks[kind] = simulate(arch, workload, method).peak_bytes / 1e9
+        except Exception as error:
+            self.post_message(Simulated(request, peaks, error))
+            return
+        self.post_message(Simulated(request, peaks))
+
+    @on(Simulated)
+    def _simulated(self, message: Simulated) -> None:
+        status = self.query_one("#sim-status", Static)
+        status.loading = False
+        if message.error is not None:
+            self._show_error(message.error)
+        self.simulated, self.simulated_for = message.peaks_gb, message.request
+        status.update("simulated: peak of two real training steps on fake tensors (per GPU)")
+        if self.view is not None:
+            self._show_view(self.view)
+
+    def action_sweep_plan(self) -> None:
+        request = self._request()
+        if request is None or self.view is None:
+            return
+        inputs = request.as_dict()
+        inputs["methods"] = [r.method for r in self.view.rows if r.fits]
+        inputs["cheapest_dollars"] = self.view.cheapest.dollars if self.view.cheapest else None
+        self.app.post_message(SweepThisPlan(inputs))
+
+
+def _api_table(view: PlanView) -> Table | str:
+    if not view.api_prices:
+        return Text(f"No fine-tuning API trains a {view.total_params_b:,.1f}B model with LoRA.",
+                    style="dim")
+    tokens = view.request.dataset_tokens * view.request.epochs
+    table = Table(title=f"Fine-tuning APIs for the same {tokens / 1e6:,.1f}M tokens",
+                  title_justify="left", box=None, padding=(0, 1), show_edge=False)
+    table.add_column("provider")
+    table.add_column("model")
+    table.add_column("dollars", justify="right")
+    for provider, bracket, dollars in view.api_prices[:5]:
+        table.add_row(provider, bracket, f"${dollars:,.2f}")
+    return table

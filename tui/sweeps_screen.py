@@ -1,9 +1,405 @@
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+"""The sweeps screen: launch, watch and stop sweeps; studies, trials and one trial's detail.
+
+A sweep launched here is a detached ``paretune sweep run SPEC`` process (see
+``tui.launcher``): it keeps running when the app closes and can be stopped from here.
+The studies and trials tables refresh by polling the results database in a thread
+worker every couple of seconds; nothing here blocks the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    Static,
+    TabbedContent,
+    TabPane,
+    TextArea,
+)
+
+from pricing.errors import UserError
+from tui.launcher import LaunchedSweep, launch_sweep, launched_sweeps, stop_sweep
+from tui.messages import OpenTrial, SweepThisPlan
+from tui.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
+from tui.widgets import ErrorLine
+
+__all__ = ["SweepsScreen", "POLL_S"]
+
+POLL_S = 2.0
+"""Seconds between refreshes of the studies and trials tables."""
+
+
+class LaunchError(UserError):
+    title = "Cannot launch"
+
+
+@dataclass
+class StudiesLoaded(Message):
+    studies: list[StudySummary]
+    study: str | None
+    trials: list[dict]
+
+
+@dataclass
+class TrialLoaded(Message):
+    study: str
+    number: int
+    detail: TrialDetail | None
+
+
+@dataclass
+class LoadFailed(Message):
+    error: BaseException
+
+
+class OpenSpecScreen(ModalScreen[Path | None]):
+    """Ask for a sweep spec file to open."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    DEFAULT_CSS = """
+    OpenSpecScreen { align: center middle; }
+    OpenSpecScreen > Vertical { width: 70; height: auto; border: thick $primary; padding: 1; background: $surface; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Sweep spec file (.toml):")
+            yield Input(placeholder="examples/demo.toml", id="spec-path")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(Path(event.value).expanduser() if event.value.strip() else None)
 
 
 class SweepsScreen(Screen):
-    def compose(self):
+    BINDINGS = [
+        Binding("ctrl+o", "open_spec", "Open spec"),
+        Binding("ctrl+s", "save_spec", "Save spec", priority=True),
+        Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+k", "stop", "Stop sweep", priority=True),
+        Binding("ctrl+r", "refresh", "Refresh"),
+    ]
+    DEFAULT_CSS = """
+    SweepsScreen #launch-status { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
+    SweepsScreen #studies { height: 1fr; min-height: 4; }
+    SweepsScreen #trials { height: 2fr; min-height: 5; }
+    SweepsScreen #spec-editor { height: 1fr; }
+    SweepsScreen #spec-path-line { height: 1; padding: 0 1; }
+    SweepsScreen #sweep-log { height: auto; max-height: 8; padding: 0 1; color: $text-muted; }
+    SweepsScreen #trial-text { height: auto; }
+    SweepsScreen #loss-curve { height: 14; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.study: str | None = None
+        self.studies: list[StudySummary] = []
+        self.trials: list[dict] = []
+        self.spec_path: Path | None = None
+        self.launched: LaunchedSweep | None = None
+
+    def compose(self) -> ComposeResult:
+        from textual_plotext import PlotextPlot
+
         yield Header()
-        yield Static("coming")
+        yield Static("", id="launch-status")
+        yield ErrorLine(id="sweeps-error")
+        with TabbedContent(initial="studies-tab", id="sweeps-tabs"):
+            with TabPane("Studies", id="studies-tab"):
+                yield DataTable(id="studies", cursor_type="row")
+                yield DataTable(id="trials", cursor_type="row", zebra_stripes=True)
+            with TabPane("Trial", id="trial-tab"):
+                with VerticalScroll():
+                    yield Static("Pick a trial on the Studies tab (Enter).", id="trial-text")
+                    yield PlotextPlot(id="loss-curve")
+            with TabPane("Spec", id="spec-tab"):
+                yield Static("No spec open: Ctrl+O opens one; F2 → Ctrl+W sweeps a plan.",
+                             id="spec-path-line")
+                yield TextArea.code_editor("", id="spec-editor")
+                yield Static("", id="sweep-log")
         yield Footer()
+
+    def on_mount(self) -> None:
+        studies = self.query_one("#studies", DataTable)
+        studies.add_columns("study", "progress", "complete", "failed", "running", "spend")
+        trials = self.query_one("#trials", DataTable)
+        trials.add_columns(
+            "#", "state", "method", "rank", "lr", "eval NLL", "retain ΔNLL", "$", "GB pred", "GB meas"
+        )
+        found = launched_sweeps(self.app.run_dir)
+        if found and found[0].running:
+            self.launched = found[0]  # a sweep started by an earlier session of the app
+        self._show_launch_status()
+        self.action_refresh()
+        self.set_interval(POLL_S, self._poll)
+
+    # -- polling -----------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        # Refresh while a sweep runs (ours or any study with running trials).
+        if self.launched is not None or any(s.running for s in self.studies):
+            self.action_refresh()
+        self._show_launch_status()
+
+    def action_refresh(self) -> None:
+        self._load(self.study)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sweeps-load")
+    def _load(self, study: str | None) -> None:
+        try:
+            studies = load_studies(self.app.db_path)
+            names = [s.name for s in studies]
+            chosen = study if study in names else (names[0] if names else None)
+            trials = load_trials(self.app.db_path, chosen) if chosen else []
+            self.post_message(StudiesLoaded(studies, chosen, trials))
+        except Exception as error:
+            self.post_message(LoadFailed(error))
+
+    @on(StudiesLoaded)
+    def _studies_loaded(self, message: StudiesLoaded) -> None:
+        self.query_one("#sweeps-error", ErrorLine).clear()
+        self.studies, self.study, self.trials = message.studies, message.study, message.trials
+        table = self.query_one("#studies", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for s in message.studies:
+            table.add_row(s.name, s.progress, str(s.complete), str(s.failed), str(s.running),
+                          s.spend, key=s.name)
+        if message.study is not None:
+            index = [s.name for s in message.studies].index(message.study)
+            if index != cursor:
+                table.move_cursor(row=index, animate=False)
+        trials = self.query_one("#trials", DataTable)
+        trial_cursor = trials.cursor_row
+        trials.clear()
+        for row in message.trials:
+            trials.add_row(*(_cell(row.get(c), c) for c in _TRIAL_COLUMNS), key=str(row["number"]))
+        if message.trials:
+            trials.move_cursor(row=min(trial_cursor, len(message.trials) - 1), animate=False)
+
+    @on(LoadFailed)
+    def _load_failed(self, message: LoadFailed) -> None:
+        self.query_one("#sweeps-error", ErrorLine).show_error(message.error)
+
+    @on(DataTable.RowHighlighted, "#studies")
+    def _study_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if 0 <= event.cursor_row < len(self.studies):
+            name = self.studies[event.cursor_row].name
+            if name != self.study:
+                self.study = name
+                self._load(name)
+
+    @on(DataTable.RowSelected, "#trials")
+    def _trial_selected(self, event: DataTable.RowSelected) -> None:
+        if self.study is not None and 0 <= event.cursor_row < len(self.trials):
+            self.open_trial(self.study, int(self.trials[event.cursor_row]["number"]))
+
+    # -- one trial ---------------------------------------------------------------------
+
+    @on(OpenTrial)
+    def _open_trial_message(self, message: OpenTrial) -> None:
+        self.open_trial(message.study, message.trial_number)
+
+    def open_trial(self, study: str, number: int) -> None:
+        self.query_one("#sweeps-tabs", TabbedContent).active = "trial-tab"
+        self.query_one("#trial-text", Static).update(f"Loading trial {number} of {study}…")
+        self._load_trial(study, number)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sweeps-trial")
+    def _load_trial(self, study: str, number: int) -> None:
+        try:
+            self.post_message(TrialLoaded(study, number, load_trial(self.app.db_path, study, number)))
+        except Exception as error:
+            self.post_message(LoadFailed(error))
+
+    @on(TrialLoaded)
+    def _trial_loaded(self, message: TrialLoaded) -> None:
+        from textual_plotext import PlotextPlot
+
+        text = self.query_one("#trial-text", Static)
+        plot = self.query_one("#loss-curve", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if message.detail is None:
+            text.update(f"Trial {message.number} of {message.study} is not in the database.")
+            plot.refresh()
+            return
+        text.update(trial_detail_table(message.study, message.number, message.detail.row))
+        steps = message.detail.steps
+        if steps:
+            plt.plot([s["step"] for s in steps], [s["loss"] for s in steps], label="train loss",
+                     marker="braille", color="blue")
+            evals = [s for s in steps if s.get("eval_nll") is not None]
+            if evals:
+                plt.plot([s["step"] for s in evals], [s["eval_nll"] for s in evals],
+                         label="eval NLL", marker="braille", color="red")
+            plt.xlabel("optimizer step")
+        plt.title(f"trial {message.number}: loss curve" + ("" if steps else " (no steps logged)"))
+        plot.refresh()
+
+    # -- spec editing and launching ----------------------------------------------------
+
+    @on(SweepThisPlan)
+    def _sweep_this_plan(self, message: SweepThisPlan) -> None:
+        from sweeps.spec import write_spec
+        from tui.plan_spec import spec_from_plan
+
+        try:
+            spec = spec_from_plan(message.inputs, run_dir=self.app.run_dir, db=self.app.db_path)
+            path = write_spec(spec, self.app.run_dir / "specs" / f"{spec.name}.toml")
+        except Exception as error:
+            self.query_one("#sweeps-error", ErrorLine).show_error(error)
+            return
+        self.show_spec(path)
+
+    def show_spec(self, path: Path) -> None:
+        """Open ``path`` in the spec editor (the Spec tab)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            self.query_one("#sweeps-error", ErrorLine).show_error(
+                LaunchError(f"cannot read {path}: {error.strerror}", "Check the path.")
+            )
+            return
+        self.query_one("#sweeps-error", ErrorLine).clear()
+        self.spec_path = path
+        self.query_one("#spec-editor", TextArea).text = text
+        self.query_one("#spec-path-line", Static).update(
+            f"{path} — edit, Ctrl+S saves, Ctrl+L launches"
+        )
+        self.query_one("#sweeps-tabs", TabbedContent).active = "spec-tab"
+
+    def action_open_spec(self) -> None:
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self.show_spec(path)
+
+        self.app.push_screen(OpenSpecScreen(), chosen)
+
+    def _validated_spec_text(self):
+        """Parse the editor's text as a spec; show the error inline and return None if bad."""
+        from sweeps.spec import spec_from_text
+
+        if self.spec_path is None:
+            self.query_one("#sweeps-error", ErrorLine).show_error(
+                LaunchError("no sweep spec is open", "Ctrl+O opens one; F2 then Ctrl+W makes one.")
+            )
+            return None
+        text = self.query_one("#spec-editor", TextArea).text
+        try:
+            spec = spec_from_text(text, source=self.spec_path.name, base_dir=self.spec_path.parent)
+        except UserError as error:
+            self.query_one("#sweeps-error", ErrorLine).show_error(error)
+            return None
+        self.query_one("#sweeps-error", ErrorLine).clear()
+        return spec, text
+
+    def action_save_spec(self) -> bool:
+        checked = self._validated_spec_text()
+        if checked is None:
+            return False
+        _, text = checked
+        self.spec_path.write_text(text, encoding="utf-8")
+        self.notify(f"Saved {self.spec_path}")
+        return True
+
+    def action_launch(self) -> None:
+        if self.launched is not None and self.launched.running:
+            self.query_one("#sweeps-error", ErrorLine).show_error(
+                LaunchError(
+                    f"a sweep launched from here is still running (pid {self.launched.pid})",
+                    "Stop it with Ctrl+K, or run more workers with `paretune sweep run`.",
+                )
+            )
+            return
+        if not self.action_save_spec():
+            return
+        spec, _ = self._validated_spec_text()
+        self.launched = launch_sweep(self.spec_path, self.app.run_dir)
+        if Path(spec.run.results).resolve() != Path(self.app.db_path).resolve():
+            self.notify(
+                f"This sweep writes its results to {spec.run.results}, not {self.app.db_path}.",
+                severity="warning",
+            )
+        self.query_one("#sweeps-tabs", TabbedContent).active = "studies-tab"
+        self._show_launch_status()
+
+    def action_stop(self) -> None:
+        if self.launched is None or not self.launched.running:
+            self.query_one("#sweeps-error", ErrorLine).show_error(
+                LaunchError("no sweep launched from here is running", None)
+            )
+            return
+        stop_sweep(self.launched)
+        self.notify(f"Sent Ctrl-C to the sweep (pid {self.launched.pid}); it stops after cleanup.")
+
+    def _show_launch_status(self) -> None:
+        status = self.query_one("#launch-status", Static)
+        sweep = self.launched
+        if sweep is None:
+            status.update(f"results: {self.app.db_path} · Ctrl+O opens a spec, Ctrl+L launches it")
+            return
+        code = sweep.exit_code()
+        state = "running" if code is None else ("finished" if code == 0 else f"exited with {code}")
+        status.update(f"sweep {Path(sweep.spec).name} (pid {sweep.pid}) {state} · log: {sweep.log}")
+        self.query_one("#sweep-log", Static).update(Text(sweep.log_tail(6)))
+        if code is not None:
+            # Show its final rows once, then stop polling for it.
+            self.launched = None if code == 0 else sweep
+            if code != 0:
+                self.query_one("#sweeps-error", ErrorLine).show_text(
+                    Text(f"The sweep exited with status {code}:\n{sweep.log_tail(6)}")
+                )
+                self.launched = None
+            self.action_refresh()
+
+
+_TRIAL_COLUMNS = (
+    "number", "state", "method", "rank", "lr", "eval_nll", "retain_delta_nll", "dollars",
+    "predicted_peak_gb", "measured_peak_gb",
+)
+
+
+def _cell(value, column: str) -> str | Text:
+    if value is None:
+        return ""
+    if column == "state":
+        colour = {"complete": "green", "running": "yellow"}.get(value, "red")
+        return Text(str(value), style=colour)
+    if column == "lr":
+        return f"{value:.1e}"
+    if column == "dollars":
+        return f"{value:.4f}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def trial_detail_table(study: str, number: int, row: dict) -> Table:
+    """Every non-empty column of a trial's row, grouped as the user reads them."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("study / trial", f"{study} / {number}")
+    for key, value in row.items():
+        if key in ("study", "number") or value is None or value == "":
+            continue
+        shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+        style = "red" if key == "error" else ""
+        table.add_row(key, Text(shown, style=style))
+    return table

@@ -1,0 +1,82 @@
+"""What the frontier screen draws, read from the results database (blocking: use a worker).
+
+A point is one complete trial. ``pareto`` comes from the store's ``frontier`` view, so the
+chart marks exactly the trials ``paretune frontier`` and SQL users see as Pareto-optimal
+(over the study's three objectives, not just the two axes on screen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui.db import query_rows
+
+__all__ = ["FrontierPoint", "Axis", "AXES", "VIEWS", "load_points", "load_study_names"]
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    study: str
+    number: int
+    method: str
+    rank: int | None
+    lr: float | None
+    quality: float | None  # eval NLL on the held-out task (lower is better)
+    forgetting: float | None  # retain-set ΔNLL (lower is better)
+    dollars: float | None
+    pareto: bool
+
+
+@dataclass(frozen=True)
+class Axis:
+    label: str
+    of: Callable[[FrontierPoint], float | None]
+
+
+AXES = {
+    "quality": Axis("quality: eval NLL", lambda p: p.quality),
+    "forgetting": Axis("forgetting: retain ΔNLL", lambda p: p.forgetting),
+    "cost": Axis("cost: $", lambda p: p.dollars),
+}
+# (x, y) pairs the M key cycles through.
+VIEWS = [("forgetting", "quality"), ("cost", "quality"), ("cost", "forgetting")]
+
+
+def load_study_names(db: Path) -> list[str]:
+    """Study names, most recently started first; [] when there is no database yet."""
+    if not Path(db).exists():
+        return []
+    return [row["name"] for row in query_rows(db, _STUDIES_SQL)]
+
+
+def load_points(db: Path, study: str) -> list[FrontierPoint]:
+    """The complete trials of ``study`` with their objectives, in trial order."""
+    rows = query_rows(db, _POINTS_SQL, [study])
+    return [
+        FrontierPoint(
+            study=row["study"],
+            number=int(row["number"]),
+            method=row["method"],
+            rank=row["rank"],
+            lr=row["lr"],
+            quality=row["eval_nll"],
+            forgetting=row["retain_delta_nll"],
+            dollars=row["dollars"],
+            pareto=bool(row["pareto"]),
+        )
+        for row in rows
+    ]
+
+
+_STUDIES_SQL = "SELECT name FROM studies ORDER BY created DESC, name"
+
+_POINTS_SQL = """
+SELECT t.study, t.number, t.method, t.rank, t.lr, t.eval_nll, t.retain_delta_nll, t.dollars,
+       f.number IS NOT NULL AS pareto
+FROM trials t
+LEFT JOIN frontier f ON f.study = t.study AND f.number = t.number
+WHERE t.study = ? AND t.state = 'complete'
+ORDER BY t.number
+"""

@@ -1,0 +1,257 @@
+"""The plan screen's inputs as plain values, and what the screen shows for them.
+
+Nothing here imports textual: the screen reads its widgets into a :class:`PlanForm` of
+strings, :meth:`PlanForm.parse` checks them (a :class:`BadInput` names the field), and
+:func:`plan_view` asks the planner for every method. The planner is pure and takes about
+a millisecond per method, so the screen recomputes on every keystroke.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+from pricing.errors import UserError
+
+__all__ = [
+    "BadInput",
+    "PlanForm",
+    "PlanRequest",
+    "MethodRow",
+    "PlanView",
+    "parse_tokens",
+    "plan_view",
+    "plan_command",
+    "planner_inputs",
+    "PLAN_METHODS",
+]
+
+PLAN_METHODS = ("full", "lora", "qlora", "dora", "freeze")
+
+
+class BadInput(UserError):
+    """A plan screen field that cannot be read."""
+
+    title = "Bad input"
+
+
+_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def _number(field_name: str, text: str) -> float:
+    cleaned = text.strip().lower().replace(",", "").replace("_", "")
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgt]?)", cleaned)
+    if not match:
+        raise BadInput(
+            f"{field_name}: cannot read {text.strip()!r} as a number",
+            "Write e.g. 2048, 1.5e6, 20M or 2B.",
+        )
+    return float(match.group(1)) * _SUFFIXES.get(match.group(2), 1.0)
+
+
+def _positive_int(field_name: str, text: str) -> int:
+    value = _number(field_name, text)
+    if value < 1 or not float(value).is_integer():
+        raise BadInput(f"{field_name} must be a whole number of at least 1, got {text.strip()!r}")
+    return int(value)
+
+
+def parse_tokens(text: str) -> int:
+    """Dataset size in tokens: ``20M``, ``1.5e7``, or examples × average tokens (``50k x 400``)."""
+    parts = re.split(r"\s*[x×*]\s*", text.strip().lower())
+    if len(parts) == 2:
+        examples = _number("dataset size (examples)", parts[0])
+        average = _number("dataset size (tokens per example)", parts[1])
+        tokens = examples * average
+    elif len(parts) == 1:
+        tokens = _number("dataset size", parts[0])
+    else:
+        raise BadInput(
+            f"dataset size: cannot read {text.strip()!r}",
+            "Write tokens (20M) or examples × average tokens (50k x 400).",
+        )
+    if tokens < 1:
+        raise BadInput(f"dataset size must be at least one token, got {text.strip()!r}")
+    return int(round(tokens))
+
+
+@dataclass(frozen=True)
+class PlanForm:
+    """The plan screen's fields exactly as typed (strings), or chosen (select values)."""
+
+    model: str = "llama-3.1-8b"
+    seq_len: str = "2048"
+    batch: str = "4"
+    grad_accum: str = "4"
+    dataset: str = "20M"
+    epochs: str = "1"
+    gpu: str = "h100-sxm"
+    gpus: str = "1"
+    provider: str = ""  # "" = the cheapest provider renting the GPU
+    rank: str = "16"
+    targets: str = "all"
+    optimizer: str = "adamw"
+    grad_checkpointing: bool = True
+
+    def parse(self) -> PlanRequest:
+        """Check every field; raises :class:`BadInput` naming the first bad one."""
+        if not self.model.strip():
+            raise BadInput("model: type a catalogue name, a Hugging Face id or a local folder")
+        epochs = _number("epochs", self.epochs)
+        if epochs <= 0 or math.isinf(epochs):
+            raise BadInput(f"epochs must be more than 0, got {self.epochs.strip()!r}")
+        return PlanRequest(
+            model=self.model.strip(),
+            seq_len=_positive_int("sequence length", self.seq_len),
+            batch=_positive_int("micro-batch", self.batch),
+            grad_accum=_positive_int("gradient accumulation", self.grad_accum),
+            dataset_tokens=parse_tokens(self.dataset),
+            epochs=epochs,
+            gpu=self.gpu,
+            gpus=_positive_int("GPU count", self.gpus),
+            provider=self.provider or None,
+            rank=_positive_int("LoRA rank", self.rank),
+            targets=self.targets.strip() or "all",
+            optimizer=self.optimizer,
+            grad_checkpointing=self.grad_checkpointing,
+        )
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Checked plan inputs: what the planner is asked."""
+
+    model: str
+    seq_len: int
+    batch: int
+    grad_accum: int
+    dataset_tokens: int
+    epochs: float
+    gpu: str
+    gpus: int
+    provider: str | None
+    rank: int
+    targets: str
+    optimizer: str
+    grad_checkpointing: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MethodRow:
+    method: str
+    label: str
+    peak_gb: float
+    fits: bool
+    min_gpus: int | None
+    hours: float | None
+    dollars: float | None
+    breakdown_gb: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """Everything the plan screen shows for one request."""
+
+    request: PlanRequest
+    rows: tuple[MethodRow, ...]
+    cheapest: MethodRow | None
+    api_prices: tuple[tuple[str, str, float], ...]  # (provider, model bracket, dollars)
+    prices_checked: date | None
+    total_params_b: float
+
+    def row(self, method: str) -> MethodRow | None:
+        return next((r for r in self.rows if r.method == method), None)
+
+
+def _fnum(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
+    """The planner's ``Workload`` and ``MethodSpec`` for ``request`` and method ``kind``."""
+    from planner import MethodSpec, Workload
+
+    workload = Workload(
+        seq_len=request.seq_len,
+        batch=request.batch,
+        grad_accum=request.grad_accum,
+        dataset_tokens=request.dataset_tokens,
+        epochs=request.epochs,
+    )
+    method = MethodSpec(
+        kind=kind,
+        rank=request.rank,
+        alpha=2.0 * request.rank,  # the common alpha = 2 x rank; alpha does not change memory
+        targets=request.targets,
+        optimizer=request.optimizer,
+        grad_checkpointing=request.grad_checkpointing,
+        gpus=request.gpus,
+    )
+    return workload, method
+
+
+def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
+    """Estimate every method for ``request`` on ``arch``; the cheapest that fits is marked."""
+    from planner import estimate
+
+    rows = []
+    prices_checked = None
+    for kind in PLAN_METHODS:
+        workload, method = planner_inputs(request, kind)
+        est = estimate(arch, workload, method, gpu=request.gpu, provider=request.provider)
+        rows.append(
+            MethodRow(
+                method=kind,
+                label=method.label(),
+                peak_gb=float(est.peak_gb),
+                fits=bool(est.fits),
+                min_gpus=est.min_gpus,
+                hours=_fnum(est.hours),
+                dollars=_fnum(est.dollars),
+                breakdown_gb={term: float(b) / 1e9 for term, b in est.breakdown.items() if b},
+            )
+        )
+        checked = getattr(est, "price_checked", None)
+        if checked is not None:
+            prices_checked = checked if prices_checked is None else min(prices_checked, checked)
+    affordable = [r for r in rows if r.fits and r.dollars is not None]
+    cheapest = min(affordable, key=lambda r: r.dollars) if affordable else None
+    total_params_b = arch.total_params / 1e9
+    api_prices = tuple(
+        (price.provider, price.model_bracket, float(dollars))
+        for price, dollars in catalog.api_cost(
+            total_params_b, int(round(request.dataset_tokens * request.epochs)), "lora"
+        )
+    )
+    if prices_checked is None:
+        offers = catalog.offers(request.gpu, request.provider)
+        prices_checked = offers[0].checked if offers else None
+    return PlanView(request, tuple(rows), cheapest, api_prices, prices_checked, total_params_b)
+
+
+def plan_command(request: PlanRequest) -> str:
+    """The ``paretune plan ...`` command line that prints the same estimates."""
+    words = [
+        "paretune", "plan", request.model,
+        "--seq-len", str(request.seq_len),
+        "--batch", str(request.batch),
+        "--grad-accum", str(request.grad_accum),
+        "--tokens", str(request.dataset_tokens),
+        "--epochs", f"{request.epochs:g}",
+        "--gpu", request.gpu,
+        "--gpus", str(request.gpus),
+    ]
+    if request.provider:
+        words += ["--provider", request.provider]
+    words += ["--rank", str(request.rank), "--targets", request.targets]
+    words += ["--optimizer", request.optimizer]
+    if not request.grad_checkpointing:
+        words.append("--no-grad-checkpointing")
+    return shlex.join(words)
