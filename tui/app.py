@@ -6,6 +6,7 @@ Screens never call each other: they post messages (``tui.messages``) that the ap
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from textual import on
@@ -48,17 +49,21 @@ class ParetuneApp(App):
     ]
 
     def __init__(
-        self, db: Path | None = None, *, run_dir: Path | None = None, start: str = "plan"
+                self,
+        db: Path | None = None,
+        *,
+        run_dir: Path | None = None,
+        start: str = "plan",
+        today: date | None = None,
     ) -> None:
+        # The first screen is the start mode's, so other screens load only when opened.
+        self.DEFAULT_MODE = start
         super().__init__()
         self.db_path = Path(db) if db is not None else DEFAULT_DB
         # Specs, logs and trial artifacts of sweeps launched from the app go here.
         self.run_dir = Path(run_dir) if run_dir is not None else self.db_path.parent
-        self._start_mode = start
+        self.today = today
 
-    def on_mount(self) -> None:
-        if self._start_mode != self.DEFAULT_MODE:
-            self.switch_mode(self._start_mode)
 
     def action_help(self) -> None:
         from tui.help_screen import HelpScreen
