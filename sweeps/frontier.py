@@ -1,0 +1,224 @@
+"""The quality-forgetting-cost frontier: Pareto set, hypervolume and charts.
+
+All objectives here are "smaller is better" (the store's ``objective_*`` columns already
+negate maximised metrics such as exact match). :func:`pareto_mask` and
+:func:`hypervolume` are plain numpy, reused by the terminal UI and the benchmarks;
+:func:`plot_frontier` (matplotlib: PNG, SVG, or an HTML page with the SVG inline) and
+:func:`terminal_frontier` (plotext) draw trials as points coloured by method and sized by
+cost, with the Pareto points joined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "pareto_mask",
+    "hypervolume",
+    "reference_point",
+    "frontier_hypervolume",
+    "plot_frontier",
+    "terminal_frontier",
+    "AXES",
+    "METHOD_COLOURS",
+]
+
+AXES = {
+    "quality": ("objective_quality", "quality (eval NLL; lower is better)"),
+    "forgetting": ("objective_forgetting", "forgetting (retain dNLL; lower is better)"),
+    "cost": ("objective_cost", "cost ($)"),
+}
+"""Axis name -> (store column, label) for the charts."""
+
+METHOD_COLOURS = {
+    "full": "#d62728",
+    "lora": "#1f77b4",
+    "qlora": "#17becf",
+    "dora": "#2ca02c",
+    "freeze": "#9467bd",
+}
+
+
+def pareto_mask(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``points`` (minimisation, any dimension).
+
+    A row is dominated when another row is <= in every objective and < in at least one;
+    duplicates of a non-dominated row are all kept.
+    """
+    values = np.asarray(points, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"points must be a 2-D array (trials x objectives), got shape {values.shape}")
+    n = len(values)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        no_worse = np.all(values <= values[i], axis=1)
+        better = np.any(values < values[i], axis=1)
+        if np.any(no_worse & better):
+            mask[i] = False
+    return mask
+
+
+def reference_point(points: Sequence[Sequence[float]] | np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """The worst value of each objective pushed out by ``margin`` of its range.
+
+    The hypervolume of a set is only comparable with another measured against the same
+    reference point; benchmarks fix it once from all the points they compare.
+    """
+    values = np.asarray(points, dtype=float)
+    worst = values.max(axis=0)
+    span = worst - values.min(axis=0)
+    span = np.where(span > 0, span, np.maximum(np.abs(worst), 1e-12))
+    return worst + margin * span
+
+
+def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, reference: Sequence[float]) -> float:
+    """The volume dominated by ``points`` and bounded by ``reference`` (minimisation).
+
+    Exact, by slicing along the last objective (the "hypervolume by slicing objectives"
+    scheme, While et al., IEEE TEC 2006): fine for the hundreds of trials a sweep has.
+    Points not strictly better than the reference in every objective add nothing.
+    """
+    ref = np.asarray(reference, dtype=float)
+    values = np.asarray(points, dtype=float).reshape(-1, ref.size)
+    values = values[np.all(values < ref, axis=1)]
+    if len(values) == 0:
+        return 0.0
+    values = values[pareto_mask(values)]
+    return float(_slice_volume(values, ref))
+
+
+def _slice_volume(values: np.ndarray, ref: np.ndarray) -> float:
+    if values.shape[1] == 1:
+        return float(ref[0] - values[:, 0].min())
+    order = np.argsort(values[:, -1])
+    values = values[order]
+    volume = 0.0
+    for i in range(len(values)):
+        upper = values[i + 1, -1] if i + 1 < len(values) else ref[-1]
+        depth = upper - values[i, -1]
+        if depth <= 0:
+            continue
+        volume += depth * _slice_volume(values[: i + 1, :-1], ref[:-1])
+    return volume
+
+
+def frontier_hypervolume(rows: list[dict[str, Any]], reference: Sequence[float] | None = None) -> float:
+    """Hypervolume of completed store rows over the three ``objective_*`` columns."""
+    columns = ("objective_quality", "objective_forgetting", "objective_cost")
+    points = [
+        [row[c] for c in columns]
+        for row in rows
+        if row.get("state") == "complete" and all(row.get(c) is not None for c in columns)
+    ]
+    if not points:
+        return 0.0
+    return hypervolume(points, reference if reference is not None else reference_point(points))
+
+
+# ---------------------------------------------------------------- charts
+
+
+def _chart_data(rows: list[dict[str, Any]], x: str, y: str) -> dict[str, Any]:
+    columns = [AXES[a][0] for a in (x, y)]
+    done = [
+        r for r in rows
+        if r.get("state") == "complete" and all(r.get(c) is not None for c in columns)
+    ]
+    objectives = ("objective_quality", "objective_forgetting", "objective_cost")
+    full = np.array(
+        [[r.get(c) if r.get(c) is not None else np.inf for c in objectives] for r in done]
+    ).reshape(-1, 3)
+    on_front = pareto_mask(full) if len(done) else np.zeros(0, dtype=bool)
+    xs = np.array([r[columns[0]] for r in done], dtype=float)
+    ys = np.array([r[columns[1]] for r in done], dtype=float)
+    # The 2-D front of the two plotted objectives, joined left to right.
+    front_2d = pareto_mask(np.column_stack([xs, ys])) if len(done) else np.zeros(0, dtype=bool)
+    order = np.argsort(xs[front_2d]) if len(done) else np.zeros(0, dtype=int)
+    return {
+        "rows": done, "xs": xs, "ys": ys, "on_front": on_front,
+        "front_x": xs[front_2d][order], "front_y": ys[front_2d][order],
+    }
+
+
+def plot_frontier(
+    rows: list[dict[str, Any]], out: str | Path, *, x: str = "forgetting", y: str = "quality",
+    title: str | None = None,
+) -> Path:
+    """Draw completed trials to ``out`` (.png, .svg or .html): colour = method, size = cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    data = _chart_data(rows, x, y)
+    figure, axes = plt.subplots(figsize=(8, 5.5), dpi=120)
+    costs = np.array([r.get("objective_cost") or 0.0 for r in data["rows"]], dtype=float)
+    sizes = 30 + 270 * (costs - costs.min()) / (np.ptp(costs) or 1.0) if len(costs) else costs
+    methods = [r.get("method") or "?" for r in data["rows"]]
+    for method in sorted(set(methods)):
+        chosen = np.array([m == method for m in methods])
+        axes.scatter(
+            data["xs"][chosen], data["ys"][chosen], s=sizes[chosen],
+            c=METHOD_COLOURS.get(method, "#7f7f7f"), alpha=0.75, label=method,
+            edgecolors=np.where(data["on_front"][chosen], "black", "none"),
+        )
+    if len(data["front_x"]):
+        axes.plot(data["front_x"], data["front_y"], "-", color="black", lw=1, alpha=0.6,
+                  label=f"Pareto front ({x} vs {y})", drawstyle="steps-post")
+    for row, xv, yv, front in zip(data["rows"], data["xs"], data["ys"], data["on_front"]):
+        if front:
+            axes.annotate(f"#{row['number']}", (xv, yv), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
+    axes.set_xlabel(AXES[x][1])
+    axes.set_ylabel(AXES[y][1])
+    axes.set_title(title or "trials (size: cost; outlined: Pareto-optimal on all three)")
+    axes.grid(alpha=0.3)
+    if data["rows"]:
+        axes.legend(fontsize=8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".html":
+        import io
+
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
+        out.write_text(
+            "<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{title or 'paretune frontier'}</title></head><body>\n{buffer.getvalue()}\n</body></html>\n",
+            encoding="utf-8",
+        )
+    else:
+        figure.savefig(out, bbox_inches="tight")
+    plt.close(figure)
+    return out
+
+
+def terminal_frontier(
+    rows: list[dict[str, Any]], *, x: str = "forgetting", y: str = "quality",
+    width: int | None = None, height: int | None = None, title: str | None = None,
+) -> str:
+    """The same chart as text for the terminal (plotext); returns the rendered string."""
+    import plotext as plt
+
+    data = _chart_data(rows, x, y)
+    plt.clear_figure()
+    if width and height:
+        plt.plotsize(width, height)
+    methods = [r.get("method") or "?" for r in data["rows"]]
+    markers = {"full": "x", "lora": "o", "qlora": "+", "dora": "*", "freeze": "#"}
+    for method in sorted(set(methods)):
+        chosen = np.array([m == method for m in methods])
+        plt.scatter(
+            data["xs"][chosen].tolist(), data["ys"][chosen].tolist(),
+            label=method, marker=markers.get(method, "dot"),
+        )
+    if len(data["front_x"]) > 1:
+        plt.plot(data["front_x"].tolist(), data["front_y"].tolist(), label="Pareto front")
+    plt.xlabel(AXES[x][1])
+    plt.ylabel(AXES[y][1])
+    plt.title(title or "trials")
+    return plt.build()

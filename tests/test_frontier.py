@@ -1,0 +1,74 @@
+"""Pareto mask and hypervolume against Optuna's own implementations; charts are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeps.frontier import frontier_hypervolume, hypervolume, pareto_mask, plot_frontier, reference_point, terminal_frontier
+
+
+def test_pareto_mask_small_case() -> None:
+    points = [[1, 5, 1], [2, 2, 2], [3, 3, 3], [1, 5, 1], [0, 9, 9]]
+    assert pareto_mask(points).tolist() == [True, True, False, True, True]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_agrees_with_optuna(dims: int) -> None:
+    from optuna._hypervolume import compute_hypervolume
+    from optuna.study._multi_objective import _is_pareto_front
+
+    rng = np.random.default_rng(dims)
+    for _ in range(20):
+        points = rng.random((25, dims))
+        ours = pareto_mask(points)
+        theirs = _is_pareto_front(points, assume_unique_lexsorted=False)
+        assert ours.tolist() == theirs.tolist()
+        ref = reference_point(points)
+        assert hypervolume(points, ref) == pytest.approx(
+            compute_hypervolume(points[theirs], ref), rel=1e-12
+        )
+
+
+def test_hypervolume_by_hand() -> None:
+    # Two boxes [0,2]x[1,2] and [1,2]x[0,2] overlap in [1,2]x[1,2]: 2 + 2 - 1.
+    assert hypervolume([[0, 1], [1, 0]], [2, 2]) == pytest.approx(3.0)
+    assert hypervolume([[3, 3]], [2, 2]) == 0.0
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for number, (q, f, c, method) in enumerate(
+        [(1.0, 0.5, 0.01, "lora"), (0.8, 0.9, 0.02, "full"), (1.2, 0.2, 0.005, "dora"), (1.3, 0.95, 0.03, "lora")]
+    ):
+        rows.append({"number": number, "state": "complete", "method": method,
+                     "objective_quality": q, "objective_forgetting": f, "objective_cost": c})
+    rows.append({"number": 4, "state": "oom", "method": "full", "objective_quality": None,
+                 "objective_forgetting": None, "objective_cost": None})
+    return rows
+
+
+def test_frontier_hypervolume_ignores_failed_and_dominated() -> None:
+    rows = _rows()
+    reference = [2.0, 1.0, 0.05]
+    with_dominated = frontier_hypervolume(rows, reference)
+    without = frontier_hypervolume([r for r in rows if r["number"] != 3], reference)
+    assert with_dominated == pytest.approx(without) and with_dominated > 0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".html"])
+def test_plot_files(tmp_path: Path, suffix: str) -> None:
+    out = plot_frontier(_rows(), tmp_path / f"front{suffix}")
+    data = out.read_bytes()
+    assert len(data) > 1000
+    if suffix == ".png":
+        assert data.startswith(b"\x89PNG")
+    else:
+        assert b"<svg" in data
+
+
+def test_terminal_chart_mentions_methods() -> None:
+    text = terminal_frontier(_rows(), width=80, height=20)
+    assert "lora" in text and "full" in text
