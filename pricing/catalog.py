@@ -41,7 +41,7 @@ from pricing.errors import (
     UserError,
     did_you_mean,
 )
-from pricing.models import GPU, ApiPrice, CpuInstance, Offer, PriceFile, Provider
+from pricing.models import GPU, ApiPrice, CpuInstance, Offer, PriceFile, Provider, _Record
 
 __all__ = ["SHIPPED_DATA_DIR", "Catalog", "default_override_path", "load_catalog"]
 
@@ -253,6 +253,22 @@ def _entry_label(raw: Any, section: str, index: int) -> str:
     return label
 
 
+@functools.cache
+def _loader() -> type:
+    """A safe YAML loader that leaves dates as text, for pydantic to check per field.
+
+    The stock loader turns `checked: 2026-13-01` into a bare ValueError with no line or
+    entry; as text it reaches validation, which names the entry and the field.
+    """
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = type("PriceFileLoader", (base,), {})
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    return loader
+
+
 def _read_layer(path: Path) -> _Layer:
     """Parse and validate one price file; raise PricingError naming file, entry and field."""
     shown = str(path)
@@ -267,7 +283,7 @@ def _read_layer(path: Path) -> _Layer:
     except (OSError, UnicodeDecodeError) as error:
         raise PricingError(f"cannot read price file: {error}", file=shown) from None
     try:
-        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        raw = yaml.load(text, Loader=_loader())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -283,6 +299,7 @@ def _read_layer(path: Path) -> _Layer:
         raise PricingError(
             f"the file must be a mapping with lists under gpus, providers, offers, "
             f"cpu_instances or apis, not a {type(raw).__name__}",
+            "Start the file with one of those keys, e.g. `offers:`, and list entries under it.",
             file=shown,
         )
     try:
@@ -292,27 +309,45 @@ def _read_layer(path: Path) -> _Layer:
     return _Layer(shown, prices)
 
 
+_SECTION_MODELS: dict[str, type[_Record]] = {
+    "gpus": GPU,
+    "providers": Provider,
+    "offers": Offer,
+    "cpu_instances": CpuInstance,
+    "apis": ApiPrice,
+}
+
+
 def _explain(error: ValidationError, raw: dict[str, Any], file: str) -> PricingError:
-    """The first validation problem, with its file, entry and field named."""
-    problem = error.errors()[0]
+    """The first validation problem, with its file, entry and field named.
+
+    An unknown key is reported before anything else: a misspelt field is also a missing
+    one, and the misspelling is what the user has to fix.
+    """
+    problems = sorted(error.errors(), key=lambda p: p["type"] != "extra_forbidden")
+    problem = problems[0]
     loc = problem["loc"]
     message = problem["msg"]
-    if problem["type"] == "extra_forbidden":
-        message = "unknown key (not a field of this kind of entry)"
-    elif problem["type"] == "missing":
-        message = "missing: every entry needs it"
-    if len(loc) >= 3 and isinstance(loc[1], int):
-        section, index, field = str(loc[0]), loc[1], ".".join(str(p) for p in loc[2:])
-        entry = _entry_label(raw, section, index)
-    elif len(loc) == 2 and isinstance(loc[1], int):
-        section, index = str(loc[0]), loc[1]
-        entry, field = _entry_label(raw, section, index), None
+    hint = "See the README's `prices` section for the fields of each kind of entry."
+    section = str(loc[0]) if loc else ""
+    if len(loc) >= 2 and isinstance(loc[1], int):
+        entry = _entry_label(raw, section, loc[1])
+        field = ".".join(str(p) for p in loc[2:]) or None
     else:
         entry, field = None, ".".join(str(p) for p in loc) or None
-        if problem["type"] == "extra_forbidden":
-            message = "unknown section (use gpus, providers, offers, cpu_instances or apis)"
-    fields_hint = "See the README's `prices` section for the fields of each kind of entry."
-    return PricingError(message, fields_hint, file=file, entry=entry, field=field)
+    if problem["type"] == "extra_forbidden":
+        if entry is None:
+            message = "unknown section"
+            hint = did_you_mean(section, _SECTION_MODELS)
+        else:
+            message = "unknown key (not a field of this kind of entry)"
+            hint = did_you_mean(str(loc[-1]), _SECTION_MODELS[section].model_fields)
+    elif problem["type"] == "missing":
+        message = "missing: every entry needs it"
+    if len(problems) > 1:
+        more = len(problems) - 1
+        message += f" (and {more} more problem{'s' if more > 1 else ''} in this file)"
+    return PricingError(message, hint, file=file, entry=entry, field=field)
 
 
 def _merge(layers: Sequence[_Layer], override_file: Path | None) -> Catalog:
