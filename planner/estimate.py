@@ -1,0 +1,393 @@
+"""From memory and FLOPs to fits, GPUs, hours and dollars; and the full plan.
+
+``estimate`` answers for one method on one GPU; ``plan`` answers for every method,
+choosing the cheapest GPU x provider x GPU count that fits when no GPU is given.
+Both are pure functions of their inputs and the pricing catalogue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from planner.arch import ModelArch
+from planner.memory import TERMS, constants, memory_terms, trainable_params
+from planner.specs import METHODS, MethodSpec, Workload
+
+if TYPE_CHECKING:
+    from pricing import GPU, Catalog, Offer
+
+__all__ = [
+    "Estimate",
+    "PlanRow",
+    "ApiQuote",
+    "Plan",
+    "estimate",
+    "plan",
+    "training_flops",
+    "max_fit",
+    "GB",
+    "TERMS",
+    "default_methods",
+]
+
+GB = 1_000_000_000
+"""GB = 10^9 bytes, everywhere in paretune."""
+
+_CENT = Decimal("0.01")
+
+
+def training_flops(arch: ModelArch, workload: Workload, method: MethodSpec) -> float:
+    """FLOPs of the whole run (all epochs).
+
+    Kaplan et al. 2020 / PaLM (Chowdhery et al. 2022, appendix B): 6·N per token for
+    forward + backward of the weights, plus 12·L·(heads·head_dim)·s for attention.
+    A frozen weight skips its weight-gradient matmul (4·N); layers below the trained
+    ones in ``freeze`` run forward only (2·N); LoRA adapters add 6·(their params);
+    gradient checkpointing recomputes one forward of the layers it backpropagates.
+    N counts active parameters (MoE) taking part in matmuls, including the lm_head.
+    """
+    s = workload.seq_len
+    tokens = workload.tokens
+    L = arch.layers
+    head = arch.vocab * arch.hidden
+    body = arch.compute_params - head  # decoder layers' matmul parameters per token
+    per_layer = body / L
+    attn_per_layer = 12 * arch.q_dim * s  # forward 4·q_dim·s, backward 8·q_dim·s
+    if method.kind == "full":
+        per_token = 6 * body + 6 * head + L * attn_per_layer
+        backward_layers = L
+    elif method.kind == "freeze":
+        k = min(method.freeze_layers, L)
+        per_token = (2 * per_layer * (L - k) + 6 * per_layer * k + 4 * head
+                     + (L - k) * attn_per_layer / 3 + k * attn_per_layer)
+        backward_layers = k
+    else:
+        adapters = trainable_params(arch, method)
+        per_token = 4 * body + 4 * head + 6 * adapters + L * attn_per_layer
+        backward_layers = L
+    if method.grad_checkpointing:
+        per_token += backward_layers * (2 * per_layer + attn_per_layer / 3)
+    return float(per_token) * tokens
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Memory, compute, time and money of one method on one GPU type.
+
+    ``breakdown`` maps each of ``planner.memory.TERMS`` to bytes on one GPU and sums to
+    ``peak_bytes``. With ``gpu=None`` (no GPU chosen, e.g. a CPU run) there is no CUDA
+    framework overhead and ``fits``, ``min_gpus``, ``hours`` and ``dollars`` are None.
+    ``dollars`` is None too when no provider rents that GPU (or the chosen provider does
+    not). ``min_gpus`` is the fewest GPUs of this type that fit, sharding with the
+    method's ``sharding`` or, if that is ``none``, with ZeRO-3; None if even 64 do not.
+    """
+
+    model: str
+    method: MethodSpec
+    workload: Workload
+    breakdown: dict[str, int]
+    trainable_params: int
+    flops: float
+    mfu: float
+    gpu: str | None = None
+    gpus: int = 1
+    gpu_memory_bytes: int | None = None
+    fits: bool | None = None
+    min_gpus: int | None = None
+    hours: float | None = None
+    dollars: Decimal | None = None
+    provider: str | None = None
+    usd_per_gpu_hour: Decimal | None = field(default=None, repr=False)
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.breakdown.values())
+
+    @property
+    def peak_gb(self) -> float:
+        return self.peak_bytes / GB
+
+    @property
+    def breakdown_gb(self) -> dict[str, float]:
+        return {term: round(value / GB, 3) for term, value in self.breakdown.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The per-method object of ``paretune plan --format json``."""
+        return {
+            "method": self.method.kind,
+            "trainable_params": self.trainable_params,
+            "peak_gb": round(self.peak_gb, 3),
+            "breakdown_gb": self.breakdown_gb,
+            "fits": self.fits,
+            "gpu": self.gpu,
+            "gpus": self.gpus,
+            "min_gpus": self.min_gpus,
+            "hours": None if self.hours is None else round(self.hours, 4),
+            "dollars": None if self.dollars is None else float(self.dollars),
+            "provider": self.provider,
+        }
+
+
+def _mfu(method: MethodSpec) -> float:
+    return float(constants()["mfu"][method.kind])
+
+
+def _hours(flops: float, gpu: GPU, gpus: int, mfu: float) -> float:
+    # Time = FLOPs / (GPUs × peak dense 16-bit FLOP/s × MFU) (PaLM appendix B).
+    return flops / (gpus * gpu.matmul_tflops * 1e12 * mfu) / 3600
+
+
+def _dollars(hours: float, offer: Offer, gpus: int) -> Decimal:
+    # Instances come in fixed sizes: 3 GPUs on an 8-GPU instance pay for 8.
+    rented = math.ceil(gpus / offer.gpus_per_instance) * offer.gpus_per_instance
+    cost = Decimal(repr(hours)) * offer.usd_per_hour * rented
+    return cost.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+class _Peaks:
+    """Peak bytes of one method per GPU count, computed once each (plan() asks often)."""
+
+    def __init__(self, arch: ModelArch, workload: Workload, method: MethodSpec) -> None:
+        self.arch, self.workload, self.method = arch, workload, method
+        self._scaled = method if method.sharding != "none" else method.with_(sharding="zero3")
+        self._cache: dict[int, int] = {}
+
+    def peak(self, gpus: int) -> int:
+        found = self._cache.get(gpus)
+        if found is None:
+            spec = self.method if gpus == self.method.gpus else self._scaled
+            found = memory_terms(self.arch, self.workload, spec, gpus=gpus).peak_bytes
+            self._cache[gpus] = found
+        return found
+
+    def min_gpus(self, memory_bytes: int) -> int | None:
+        for n in constants()["min_gpus_candidates"]:
+            if self.peak(n) <= memory_bytes:
+                return n
+        return None
+
+
+def _catalog(catalog: Catalog | None) -> Catalog:
+    if catalog is not None:
+        return catalog
+    from pricing import load_catalog
+
+    return load_catalog()
+
+
+def estimate(
+    arch: ModelArch,
+    workload: Workload,
+    method: MethodSpec,
+    gpu: str | None = None,
+    provider: str | None = None,
+    catalog: Catalog | None = None,
+) -> Estimate:
+    """Memory, fit, time and cost of ``method`` on ``method.gpus`` GPUs of type ``gpu``.
+
+    ``provider`` picks whose price is used (default: the cheapest renting that GPU).
+    ``catalog`` defaults to :func:`pricing.load_catalog`. Raises a ``UserError`` for an
+    unknown GPU or provider, a rank above the hidden size, or an unknown target module.
+    """
+    terms = memory_terms(arch, workload, method, on_gpu=gpu is not None)
+    flops = training_flops(arch, workload, method)
+    mfu = _mfu(method)
+    base = dict(model=arch.name, method=method, workload=workload, breakdown=terms.breakdown,
+                trainable_params=terms.trainable_params, flops=flops, mfu=mfu, gpus=method.gpus)
+    if gpu is None:
+        if provider is not None:
+            _catalog(catalog).check_provider(provider)
+        return Estimate(**base)
+    cat = _catalog(catalog)
+    chosen = cat.gpu(gpu)
+    provider_id = cat.check_provider(provider) if provider is not None else None
+    fits = terms.peak_bytes <= chosen.memory_bytes
+    peaks = _Peaks(arch, workload, method)
+    peaks._cache[method.gpus] = terms.peak_bytes
+    hours = _hours(flops, chosen, method.gpus, mfu)
+    offer = cat.cheapest(chosen.id, provider_id)
+    return Estimate(
+        **base,
+        gpu=chosen.id,
+        gpu_memory_bytes=chosen.memory_bytes,
+        fits=fits,
+        min_gpus=peaks.min_gpus(chosen.memory_bytes),
+        hours=hours,
+        dollars=_dollars(hours, offer, method.gpus) if offer is not None else None,
+        provider=offer.provider if offer is not None else provider_id,
+        usd_per_gpu_hour=offer.usd_per_hour if offer is not None else None,
+    )
+
+
+# -- the largest workload that fits ------------------------------------------------------
+
+
+def _largest(fits: Any, start: int, limit: int) -> int:
+    """The largest n in [1, limit] with fits(n), assuming fits is monotone (0 if none)."""
+    if not fits(1):
+        return 0
+    low, high = 1, min(max(start, 1), limit)
+    while high < limit and fits(high):
+        low, high = high, min(high * 2, limit)
+    if fits(high):
+        return high
+    while high - low > 1:  # fits(low) and not fits(high)
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def max_fit(arch: ModelArch, workload: Workload, method: MethodSpec, memory_bytes: int,
+            *, on_gpu: bool = True) -> tuple[int, int]:
+    """(longest sequence at ``workload.batch``, largest micro-batch at ``workload.seq_len``)
+    whose peak fits in ``memory_bytes`` on ``method.gpus`` GPUs; 0 where nothing fits.
+    The sequence is capped at the model's ``max_position_embeddings``."""
+
+    def fits_seq(s: int) -> bool:
+        return memory_terms(arch, workload.with_(seq_len=s), method, on_gpu=on_gpu).peak_bytes <= memory_bytes
+
+    def fits_batch(b: int) -> bool:
+        return memory_terms(arch, workload.with_(batch=b), method, on_gpu=on_gpu).peak_bytes <= memory_bytes
+
+    seq_cap = arch.max_position or 1 << 20
+    return (_largest(fits_seq, workload.seq_len, seq_cap),
+            _largest(fits_batch, workload.batch, 1 << 16))
+
+
+_max_fit_search = max_fit  # plan() has a flag of the same name
+
+
+# -- the plan ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One method's answer; ``max_seq_len`` / ``max_batch`` only with ``max_fit=True``."""
+
+    estimate: Estimate
+    max_seq_len: int | None = None
+    max_batch: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.estimate.to_json()
+        if self.max_seq_len is not None:
+            out["max_seq_len"] = self.max_seq_len
+            out["max_batch"] = self.max_batch
+        return out
+
+
+@dataclass(frozen=True)
+class ApiQuote:
+    """What a fine-tuning API charges for the same tokens."""
+
+    provider: str
+    model: str
+    method: str
+    dollars: Decimal
+
+    def to_json(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model, "method": self.method,
+                "dollars": float(self.dollars)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every method for one model and workload (the answer of ``paretune plan``)."""
+
+    arch: ModelArch
+    workload: Workload
+    rows: tuple[PlanRow, ...]
+    apis: tuple[ApiQuote, ...] = ()
+
+    @property
+    def estimates(self) -> tuple[Estimate, ...]:
+        return tuple(r.estimate for r in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        w = self.workload
+        return {
+            "model": {"name": self.arch.name, "total_params": self.arch.total_params,
+                      "active_params": self.arch.active_params},
+            "workload": {"seq_len": w.seq_len, "batch": w.batch, "grad_accum": w.grad_accum,
+                         "tokens": w.tokens, "epochs": w.epochs},
+            "methods": [r.to_json() for r in self.rows],
+            "apis": [q.to_json() for q in self.apis],
+        }
+
+
+def default_methods(**settings: Any) -> tuple[MethodSpec, ...]:
+    """One :class:`MethodSpec` per method kind, sharing ``settings``."""
+    return tuple(MethodSpec(kind=kind, **settings) for kind in METHODS)
+
+
+def _cheapest_anywhere(arch: ModelArch, workload: Workload, method: MethodSpec,
+                       cat: Catalog, provider: str | None) -> Estimate:
+    """The cheapest GPU type × provider × GPU count (at least ``method.gpus``) that fits."""
+    peaks = _Peaks(arch, workload, method)
+    flops = training_flops(arch, workload, method)
+    mfu = _mfu(method)
+    best: tuple[Decimal, Any, Any, int] | None = None
+    for offer in cat.offers(provider=provider):
+        gpu = cat.gpu(offer.gpu)
+        n = peaks.min_gpus(gpu.memory_bytes)
+        if n is None:
+            continue
+        n = max(n, method.gpus)
+        cost = _dollars(_hours(flops, gpu, n, mfu), offer, n)
+        if best is None or cost < best[0]:
+            best = (cost, gpu, offer, n)
+    if best is None:
+        return estimate(arch, workload, method, provider=provider, catalog=cat)
+    _, gpu, offer, n = best
+    spec = method if n == method.gpus else method.with_(
+        gpus=n, sharding=method.sharding if method.sharding != "none" else "zero3")
+    return estimate(arch, workload, spec, gpu=gpu.id, provider=offer.provider, catalog=cat)
+
+
+def plan(
+    arch: ModelArch,
+    workload: Workload,
+    methods: Sequence[MethodSpec] | None = None,
+    *,
+    gpu: str | None = None,
+    provider: str | None = None,
+    catalog: Catalog | None = None,
+    max_fit: bool = False,
+    apis: bool = True,
+) -> Plan:
+    """Estimate every method (default: one of each kind with default settings).
+
+    With ``gpu`` every method is sized on ``method.gpus`` GPUs of that type; without,
+    each method gets the cheapest GPU type × provider × GPU count that fits (respecting
+    ``provider`` if given). ``max_fit`` adds the longest sequence and largest micro-batch
+    that fit on the chosen GPU. ``apis`` adds what each fine-tuning API would charge.
+    """
+    cat = _catalog(catalog)
+    chosen_methods = tuple(methods) if methods else default_methods()
+    provider_id = cat.check_provider(provider) if provider is not None else None
+    rows = []
+    for method in chosen_methods:
+        if gpu is not None:
+            est = estimate(arch, workload, method, gpu=gpu, provider=provider_id, catalog=cat)
+        else:
+            est = _cheapest_anywhere(arch, workload, method, cat, provider_id)
+        if max_fit and est.gpu_memory_bytes is not None:
+            seq, batch = _max_fit_search(arch, workload, est.method, est.gpu_memory_bytes)
+            rows.append(PlanRow(est, seq, batch))
+        elif max_fit:
+            rows.append(PlanRow(est, 0, 0))
+        else:
+            rows.append(PlanRow(est))
+    quotes: list[ApiQuote] = []
+    if apis:
+        billions = arch.total_params / 1e9
+        for kind in ("lora", "full"):
+            for price, dollars in cat.api_cost(billions, workload.tokens, kind):
+                quotes.append(ApiQuote(price.provider, price.model, kind,
+                                       dollars.quantize(_CENT, rounding=ROUND_HALF_UP)))
+    return Plan(arch=arch, workload=workload, rows=tuple(rows), apis=tuple(quotes))
+

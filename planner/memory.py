@@ -1,0 +1,333 @@
+"""Peak GPU memory of one training step, as named terms in bytes.
+
+Every term is computed for one GPU. ``peak = sum(terms)``: the loss phase (logits)
+and the backward of a recomputed layer never hold memory at the same time, so the
+recomputed layer is charged only for what it needs beyond the memory the loss freed.
+Each formula names its source; constants live in ``planner/data/constants.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from pricing.errors import did_you_mean
+
+from planner.arch import LinearShape, ModelArch
+from planner.errors import InvalidSpecError
+from planner.specs import MethodSpec, Workload
+
+__all__ = ["TERMS", "constants", "MemoryTerms", "memory_terms", "targeted_shapes", "trainable_params"]
+
+TERMS = (
+    "weights",
+    "adapter_weights",
+    "gradients",
+    "optimizer_states",
+    "activations",
+    "logits_loss",
+    "framework_overhead",
+)
+"""Breakdown keys, in the order they are shown."""
+
+
+@cache
+def constants() -> dict[str, Any]:
+    """The planner's constants (value per name); sources are in the JSON file."""
+    text = resources.files("planner").joinpath("data/constants.json").read_text(encoding="utf-8")
+    return {k: v["value"] for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+# -- which modules an adapter method trains ----------------------------------------------
+
+
+def targeted_shapes(arch: ModelArch, method: MethodSpec) -> tuple[LinearShape, ...]:
+    """The Linear layers LoRA/DoRA adapt for ``method.targets`` on ``arch``.
+
+    ``attn``/``mlp``/``all`` select groups (``all`` is peft's ``all-linear`` minus the
+    lm_head); a tuple selects modules by name (``q_proj`` or ``experts.down_proj``).
+    Raises :class:`InvalidSpecError` for a name the architecture does not have.
+    """
+    shapes = arch.linear_shapes()
+    targets = method.targets
+    if targets == "all":
+        return shapes
+    if targets in ("attn", "mlp"):
+        return tuple(s for s in shapes if s.group == targets)
+    wanted = set(targets)
+    chosen = tuple(s for s in shapes if s.name in wanted or s.name.rsplit(".", 1)[-1] in wanted)
+    known = {s.name for s in shapes} | {s.name.rsplit(".", 1)[-1] for s in shapes}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise InvalidSpecError(
+            f"method: unknown target module {unknown[0]!r} for {arch.name} ({arch.model_type})",
+            did_you_mean(unknown[0], sorted(known | {"attn", "mlp", "all"})),
+        )
+    return chosen
+
+
+def _adapter_params(arch: ModelArch, method: MethodSpec) -> int:
+    """LoRA: r·(d_in + d_out) per adapted Linear (Hu et al. 2021, section 4); DoRA adds a
+    magnitude vector of d_out per module (Liu et al. 2024, eq. 5)."""
+    r = method.rank
+    total = 0
+    for s in targeted_shapes(arch, method):
+        per_module = r * (s.d_in + s.d_out) + (s.d_out if method.kind == "dora" else 0)
+        total += per_module * s.count * s.layers
+    return total
+
+
+def _trained_layers(arch: ModelArch, method: MethodSpec) -> int:
+    """Decoder layers gradients flow through: all, or the top k for ``freeze``."""
+    if method.kind == "freeze":
+        return min(method.freeze_layers, arch.layers)
+    return arch.layers
+
+
+def trainable_params(arch: ModelArch, method: MethodSpec) -> int:
+    """Parameters with gradients: all (full), the top k layers plus the final norm
+    (freeze, LLaMA-Factory's ``freeze_trainable_layers``), or the adapters."""
+    if method.kind == "full":
+        return arch.total_params
+    if method.kind == "freeze":
+        final_norm = arch.hidden * (2 if arch.layer_norm else 1)
+        return arch.layer_params * _trained_layers(arch, method) + final_norm
+    return _adapter_params(arch, method)
+
+
+# -- the terms ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryTerms:
+    """Bytes per term on one GPU, and the facts derived on the way."""
+
+    breakdown: dict[str, int]
+    trainable_params: int
+    adapter_params: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.breakdown.values())
+
+
+def _adafactor_states(arch: ModelArch, method: MethodSpec) -> int:
+    """Adafactor (Shazeer & Stern 2018, section 3): an fp32 row and column accumulator
+    per matrix, a full fp32 accumulator per vector; no first moment by default."""
+    if method.uses_adapters:
+        total = 0
+        for s in targeted_shapes(arch, method):
+            # A: r x d_in, B: d_out x r, DoRA magnitude: a vector of d_out.
+            per = (method.rank + s.d_in) + (s.d_out + method.rank)
+            per += s.d_out if method.kind == "dora" else 0
+            total += per * s.count * s.layers
+        return 4 * total
+    layer_fraction = _trained_layers(arch, method) / arch.layers
+    matrices = 0
+    vectors = 0
+    for s in arch.linear_shapes():
+        matrices += (s.d_in + s.d_out) * s.count * s.layers
+        vectors += (s.d_out if s.bias else 0) * s.count * s.layers
+    vectors += arch.norm_params
+    if method.kind == "freeze":
+        return int(4 * (matrices + vectors) * layer_fraction)
+    matrices += arch.router_params // max(arch.experts, 1) + (arch.vocab + arch.hidden)
+    if not arch.tied_embeddings:
+        matrices += arch.vocab + arch.hidden
+    if arch.learned_positions:
+        matrices += arch.learned_positions + arch.hidden
+    return 4 * (matrices + vectors)
+
+
+def _optimizer_bytes(arch: ModelArch, method: MethodSpec, trainable: int, trainable_dtype_bytes: int) -> int:
+    per_param = constants()["optimizer_bytes_per_param"]
+    opt = method.optimizer
+    if opt == "adafactor":
+        return _adafactor_states(arch, method)
+    if opt == "sgd":
+        # torch.optim.SGD: one momentum buffer shaped and typed like the parameter.
+        return trainable * trainable_dtype_bytes
+    if opt == "adamw":
+        # Mixed precision (ZeRO section 3.1): 16-bit trainables get an fp32 master copy +
+        # two fp32 moments (12 B); fp32 trainables (adapters, fp32 runs) just the moments (8 B).
+        return trainable * (12 if trainable_dtype_bytes == 2 else 8)
+    if opt == "adamw_bf16":
+        # Moments in the parameter dtype: 2 x 2 B for bf16 weights, 2 x 4 B for fp32 adapters.
+        return trainable * 2 * trainable_dtype_bytes
+    return int(trainable * per_param[opt])  # 8-bit AdamW (bitsandbytes), paged or not
+
+
+def _layer_saved_values(arch: ModelArch, method: MethodSpec, targeted: set[str] | None,
+                        seq_len: int, moe: bool) -> float:
+    """Values (of the 16-bit compute dtype) one decoder layer saves for its backward,
+    per token. Follows Korthikanti et al. 2022 (section 4.1) tensor by tensor, adapted
+    to pre-norm decoders: SwiGLU keeps gate, up, act(gate) and their product; GQA keeps
+    K/V at kv_heads width; a frozen Linear that no adapter targets does not save its
+    input (autograd saves a matmul input only to compute the weight gradient).
+    ``targeted`` is None when every weight trains (full, freeze)."""
+    c = constants()
+    ab = c["activation_bytes_per_value"]
+    h, i = arch.hidden, arch.intermediate
+
+    def saves_input(*names: str) -> bool:
+        return targeted is None or any(n in targeted for n in names)
+
+    if arch.model_type == "gpt2":
+        attn = h + (h if saves_input("c_attn") else 0) + 3 * h + h
+        mlp = h + (h if saves_input("c_fc") else 0) + i + (i if saves_input("mlp.c_proj") else 0)
+    else:
+        qkv_names = ("qkv_proj",) if arch.fused_qkv else ("q_proj", "k_proj", "v_proj")
+        attn = h + (h if saves_input(*qkv_names) else 0) + arch.q_dim + 2 * arch.kv_dim
+        attn += arch.q_dim  # attention output O: kept by the kernel, and o_proj's input
+        if arch.qk_norm:
+            attn += arch.q_dim + arch.kv_dim  # inputs of the per-head q/k RMSNorms
+        if moe:
+            e, k, mi = arch.experts, arch.experts_per_token, arch.moe_intermediate
+            mlp = h + (h if targeted is None else 0) + e * 4 / ab  # fp32 router logits
+            per_expert = h + 3 * mi + (mi if saves_input("down_proj") else 0)
+            mlp += k * per_expert
+            si = arch.shared_expert_intermediate
+            if si:
+                mlp += 3 * si + (si if saves_input("down_proj") else 0)
+        else:
+            up_names = ("gate_up_proj",) if arch.fused_gate_up else ("gate_proj", "up_proj")
+            mlp = h + (h if saves_input(*up_names) else 0)
+            mlp += (3 * i if arch.gated_mlp else i) + (i if saves_input("down_proj") else 0)
+        mlp += (arch.norms_per_layer - 2) * h  # gemma's post-attention / post-MLP norms
+    values = attn + mlp
+    # Attention scores: eager keeps QK^T and the softmax (Korthikanti: 5·a·s per token,
+    # minus the dropout mask); SDPA / FlashAttention keep only an fp32 log-sum-exp per head.
+    if method.attention == "eager":
+        values += arch.heads * seq_len * c["eager_attention_bytes_per_score"] / ab
+    else:
+        values += arch.heads * c["flash_lse_bytes_per_head_token"] / ab
+    if targeted is not None:
+        values += _adapter_saved_values(arch, method, moe)
+    return values
+
+
+def _adapter_saved_values(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
+    """Per token and layer: each adapted module keeps its A-projection output (r values);
+    with dropout, the dropped input copy and its 1-byte mask; DoRA also keeps the base
+    output to backpropagate into the magnitude (peft DoraLinearLayer.forward)."""
+    values = 0.0
+    for s in targeted_shapes(arch, method):
+        expert = s.name.startswith(("experts.", "shared_expert."))
+        dense_mlp = s.group == "mlp" and not expert
+        if (moe and dense_mlp) or (not moe and expert):
+            continue  # that module lives in the other kind of layer
+        copies = s.active_count
+        per = method.rank
+        if method.lora_dropout > 0:
+            per += s.d_in * 1.5
+        if method.kind == "dora":
+            per += s.d_out
+        values += per * copies
+    return values
+
+
+def _largest_tensor_values(arch: ModelArch) -> int:
+    widest = max(arch.intermediate, arch.q_dim + 2 * arch.kv_dim, arch.hidden)
+    if arch.is_moe:
+        widest = max(widest, arch.moe_intermediate * arch.experts_per_token)
+    return widest
+
+
+def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
+                 on_gpu: bool = True, gpus: int | None = None) -> MemoryTerms:
+    """The memory terms of one training step on one of ``gpus`` GPUs (default:
+    ``method.gpus``). ``on_gpu=False`` leaves out the CUDA framework overhead."""
+    c = constants()
+    n_gpus = method.gpus if gpus is None else gpus
+    if method.uses_adapters and method.rank > arch.hidden:
+        raise InvalidSpecError(
+            f"method: `rank` {method.rank} is larger than the hidden size {arch.hidden} of {arch.name}",
+            f"Use a rank of at most {arch.hidden} (typical: 8-64).",
+        )
+    pb = c["bytes_per_param"][method.precision]
+    ab = c["activation_bytes_per_value"]
+    tokens = workload.seq_len * workload.batch
+
+    # Weights. QLoRA (Dettmers et al. 2023): decoder Linear weights in NF4 (4 bits) with
+    # double-quantized constants (0.127 bits); embeddings, lm_head, norms and MoE routers
+    # stay 16-bit (transformers keeps the output embedding out of bitsandbytes), and each
+    # matmul dequantizes one weight to 16-bit first (a transient of the largest Linear).
+    if method.kind == "qlora":
+        quantized = arch.linear_params - arch.router_params
+        bits = c["nf4_bits_per_param"] + c["nf4_double_quant_bits_per_param"]
+        largest = max(s.d_in * s.d_out for s in arch.linear_shapes())
+        weights = quantized * bits / 8 + (arch.total_params - quantized) * pb + largest * pb
+        layer_weight_bytes = (arch.linear_params - arch.router_params) / arch.layers * bits / 8
+    else:
+        weights = arch.total_params * pb
+        layer_weight_bytes = arch.layer_params * pb
+
+    adapter_params = _adapter_params(arch, method) if method.uses_adapters else 0
+    adapter_weights = adapter_params * c["adapter_bytes_per_param"]
+    trainable = adapter_params if method.uses_adapters else trainable_params(arch, method)
+    trainable_dtype_bytes = c["adapter_bytes_per_param"] if method.uses_adapters else pb
+    # Gradients in the trainable parameters' dtype (ZeRO section 3.1: 2 B/param for 16-bit).
+    gradients = trainable * trainable_dtype_bytes
+    optimizer_states = _optimizer_bytes(arch, method, trainable, trainable_dtype_bytes)
+
+    # Sharding (ZeRO section 5): stage 2 partitions gradients and optimizer states over
+    # N GPUs; stage 3 (FSDP full shard) also the weights, plus the all-gathered full
+    # weights of the layers being computed and prefetched.
+    if n_gpus > 1 and method.sharding in ("zero2", "zero3"):
+        gradients /= n_gpus
+        optimizer_states /= n_gpus
+        if method.sharding == "zero3":
+            weights = weights / n_gpus + c["zero3_gathered_layers"] * layer_weight_bytes
+            adapter_weights /= n_gpus
+
+    # Activations.
+    targeted = None if not method.uses_adapters else {
+        n for s in targeted_shapes(arch, method) for n in (s.name, s.name.rsplit(".", 1)[-1])
+    }
+    backward_layers = _trained_layers(arch, method)
+    moe_layers = min(arch.moe_layers, backward_layers)
+    dense_layers = backward_layers - moe_layers
+    per_layer = {
+        False: _layer_saved_values(arch, method, targeted, workload.seq_len, moe=False),
+        True: _layer_saved_values(arch, method, targeted, workload.seq_len, moe=True)
+        if arch.is_moe else 0.0,
+    }
+    # The final norm's input, and its output when the lm_head weight trains.
+    head_values = arch.hidden + (arch.hidden if method.kind == "full" else 0)
+    full_stack = (dense_layers * per_layer[False] + moe_layers * per_layer[True] + head_values)
+    logits_loss = tokens * arch.vocab * c["loss_bytes_per_logit"]
+    if method.grad_checkpointing:
+        # Full recomputation (Korthikanti section 5; HF gradient_checkpointing): each layer
+        # keeps only its input; the backward of one layer rebuilds its activations and
+        # holds their gradients (bounded by its widest tensor, twice).
+        stored = (backward_layers * arch.hidden + head_values) * ab * tokens
+        layer = max(per_layer[False] if dense_layers else 0, per_layer[True])
+        recompute = (layer + 2 * _largest_tensor_values(arch)) * ab * tokens
+        activations = stored + max(0.0, recompute - logits_loss)
+    else:
+        activations = full_stack * ab * tokens
+
+    framework = 0.0
+    if on_gpu:
+        # CUDA context, cuBLAS workspace, and the caching allocator's fragmentation of the
+        # short-lived terms (research notes: reserved > allocated).
+        framework = (c["cuda_context_bytes"] + c["cublas_workspace_bytes"]
+                     + c["allocator_fragmentation"] * (activations + logits_loss))
+
+    breakdown = {
+        "weights": weights,
+        "adapter_weights": adapter_weights,
+        "gradients": gradients,
+        "optimizer_states": optimizer_states,
+        "activations": activations,
+        "logits_loss": logits_loss,
+        "framework_overhead": framework,
+    }
+    return MemoryTerms(
+        breakdown={k: int(round(v)) for k, v in breakdown.items()},
+        trainable_params=trainable,
+        adapter_params=adapter_params,
+    )

@@ -1,0 +1,178 @@
+"""What is trained and how: the planner's two frozen, validated inputs.
+
+Both are frozen dataclasses that check themselves on construction and raise
+:class:`planner.errors.InvalidSpecError` naming the bad field, so a value that
+reaches the formulas is always in range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal, get_args
+
+from pricing.errors import did_you_mean
+
+from planner.errors import InvalidSpecError
+
+__all__ = [
+    "Workload",
+    "MethodSpec",
+    "METHODS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "ATTENTIONS",
+    "SHARDINGS",
+    "TARGET_GROUPS",
+]
+
+MethodKind = Literal["full", "lora", "qlora", "dora", "freeze"]
+Optimizer = Literal["adamw", "adamw_bf16", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd"]
+Precision = Literal["bf16", "fp16", "fp32"]
+Attention = Literal["sdpa", "flash", "eager"]
+Sharding = Literal["none", "zero2", "zero3"]
+
+METHODS: tuple[str, ...] = get_args(MethodKind)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+ATTENTIONS: tuple[str, ...] = get_args(Attention)
+SHARDINGS: tuple[str, ...] = get_args(Sharding)
+TARGET_GROUPS = ("attn", "mlp", "all")
+ADAPTER_METHODS = ("lora", "qlora", "dora")
+
+
+def _positive_int(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidSpecError(
+            f"{owner}: `{name}` must be a positive integer, got {value!r}",
+            f"Give {name.replace('_', '-')} a whole number of at least 1.",
+        )
+
+
+def _positive_number(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidSpecError(
+            f"{owner}: `{name}` must be a positive number, got {value!r}",
+            f"Give {name.replace('_', '-')} a number above 0.",
+        )
+
+
+def _choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidSpecError(
+            f"{owner}: unknown {name} {value!r}", did_you_mean(str(value), choices)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """How much data goes through the model, and in what shape.
+
+    ``batch`` is the micro-batch per GPU (sequences per forward pass);
+    ``grad_accum`` micro-batches make one optimizer step. ``dataset_tokens`` is
+    the size of one epoch in tokens (padding included unless ``packing``).
+    """
+
+    seq_len: int = 2048
+    batch: int = 1
+    grad_accum: int = 1
+    dataset_tokens: int = 10_000_000
+    epochs: float = 1.0
+    packing: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch", "grad_accum", "dataset_tokens"):
+            _positive_int("workload", name, getattr(self, name))
+        _positive_number("workload", "epochs", self.epochs)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens processed over the whole run (dataset tokens × epochs)."""
+        return int(round(self.dataset_tokens * self.epochs))
+
+    def with_(self, **changes: object) -> Workload:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """A fine-tuning method and the settings that change its memory and time.
+
+    ``kind``: ``full`` (all weights), ``lora``, ``qlora`` (LoRA on an NF4 base with
+    double quantization), ``dora`` (LoRA plus a magnitude vector per module), or
+    ``freeze`` (train only the top ``freeze_layers`` decoder layers).
+    ``targets``: ``attn``, ``mlp``, ``all`` or module names (``("q_proj", "v_proj")``).
+    ``optimizer``: ``adamw`` (16-bit weights with an fp32 master copy, the mixed-precision
+    default of DeepSpeed/FSDP), ``adamw_bf16`` (pure bf16: states in bf16, no master
+    copy), ``adamw8bit`` / ``paged_adamw8bit`` (bitsandbytes), ``adafactor`` (factored
+    second moment, no momentum), ``sgd`` (momentum in the parameter dtype).
+    ``gpus`` and ``sharding`` (``none`` = data parallel, ``zero2``, ``zero3``/FSDP).
+    """
+
+    kind: MethodKind = "lora"
+    rank: int = 16
+    alpha: float = 32.0
+    targets: str | tuple[str, ...] = "all"
+    optimizer: Optimizer = "adamw"
+    precision: Precision = "bf16"
+    grad_checkpointing: bool = True
+    attention: Attention = "sdpa"
+    gpus: int = 1
+    sharding: Sharding = "none"
+    freeze_layers: int = 2
+    lora_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("method", "method", self.kind, METHODS)
+        _choice("method", "optimizer", self.optimizer, OPTIMIZERS)
+        _choice("method", "precision", self.precision, PRECISIONS)
+        _choice("method", "attention", self.attention, ATTENTIONS)
+        _choice("method", "sharding", self.sharding, SHARDINGS)
+        _positive_int("method", "rank", self.rank)
+        _positive_number("method", "alpha", self.alpha)
+        _positive_int("method", "gpus", self.gpus)
+        _positive_int("method", "freeze_layers", self.freeze_layers)
+        if not isinstance(self.grad_checkpointing, bool):
+            raise InvalidSpecError(
+                f"method: `grad_checkpointing` must be true or false, got {self.grad_checkpointing!r}"
+            )
+        if isinstance(self.lora_dropout, bool) or not 0 <= self.lora_dropout < 1:
+            raise InvalidSpecError(
+                f"method: `lora_dropout` must be in [0, 1), got {self.lora_dropout!r}"
+            )
+        targets = self.targets
+        if isinstance(targets, str):
+            if "," in targets:
+                targets = tuple(t.strip() for t in targets.split(",") if t.strip())
+            elif targets not in TARGET_GROUPS:
+                targets = (targets,)
+        elif isinstance(targets, list):
+            targets = tuple(targets)
+        if isinstance(targets, tuple) and (not targets or not all(isinstance(t, str) and t for t in targets)):
+            raise InvalidSpecError(
+                f"method: `targets` must be attn, mlp, all or module names, got {self.targets!r}"
+            )
+        object.__setattr__(self, "targets", targets)
+        if self.kind == "qlora" and self.precision == "fp32":
+            raise InvalidSpecError(
+                "method: qlora computes in 16-bit; `precision` fp32 is not supported with it",
+                "Use --precision bf16 (or fp16 on GPUs without bf16).",
+            )
+
+    @property
+    def uses_adapters(self) -> bool:
+        return self.kind in ADAPTER_METHODS
+
+    @property
+    def scaling(self) -> float:
+        """LoRA's alpha / rank (changes the update size, not memory)."""
+        return self.alpha / self.rank
+
+    def with_(self, **changes: object) -> MethodSpec:
+        return replace(self, **changes)
+
+    def label(self) -> str:
+        if self.uses_adapters:
+            return f"{self.kind} r={self.rank}"
+        if self.kind == "freeze":
+            return f"freeze top {self.freeze_layers}"
+        return self.kind
