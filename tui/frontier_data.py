@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.db import query_rows
 
 __all__ = ["FrontierPoint", "Axis", "AXES", "VIEWS", "load_points", "load_study_names"]
 
@@ -45,15 +44,20 @@ VIEWS = [("forgetting", "quality"), ("cost", "quality"), ("cost", "forgetting")]
 
 
 def load_study_names(db: Path) -> list[str]:
-    """Study names, most recently started first; [] when there is no database yet."""
+    """Study names, most recently created first; [] when there is no database yet."""
+    from sweeps.store import ResultsStore
+
     if not Path(db).exists():
         return []
-    return [row["name"] for row in query_rows(db, _STUDIES_SQL)]
+    return [row["study"] for row in ResultsStore(db, lock_timeout_s=5.0).studies()]
 
 
 def load_points(db: Path, study: str) -> list[FrontierPoint]:
     """The complete trials of ``study`` with their objectives, in trial order."""
-    rows = query_rows(db, _POINTS_SQL, [study])
+    from sweeps.store import ResultsStore
+
+    store = ResultsStore(db, lock_timeout_s=5.0)
+    pareto = {row["number"] for row in store.frontier(study)}
     return [
         FrontierPoint(
             study=row["study"],
@@ -64,19 +68,8 @@ def load_points(db: Path, study: str) -> list[FrontierPoint]:
             quality=row["eval_nll"],
             forgetting=row["retain_delta_nll"],
             dollars=row["dollars"],
-            pareto=bool(row["pareto"]),
+            pareto=row["number"] in pareto,
         )
-        for row in rows
+        for row in store.trials(study)
+        if row["state"] == "complete"
     ]
-
-
-_STUDIES_SQL = "SELECT name FROM studies ORDER BY created DESC, name"
-
-_POINTS_SQL = """
-SELECT t.study, t.number, t.method, t.rank, t.lr, t.eval_nll, t.retain_delta_nll, t.dollars,
-       f.number IS NOT NULL AS pareto
-FROM trials t
-LEFT JOIN frontier f ON f.study = t.study AND f.number = t.number
-WHERE t.study = ? AND t.state = 'complete'
-ORDER BY t.number
-"""

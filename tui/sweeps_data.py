@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui.db import query_rows
 
 __all__ = ["StudySummary", "TrialDetail", "load_studies", "load_trials", "load_trial"]
 
@@ -48,56 +47,54 @@ class TrialDetail:
 
 def load_studies(db: Path) -> list[StudySummary]:
     """Every study with its progress and spend, newest first; [] without a database."""
+    from sweeps.store import ResultsStore
+
     if not Path(db).exists():
         return []
+    store = ResultsStore(db, lock_timeout_s=_READ_WAIT_S)
+    running = {
+        row["study"]: row["running"]
+        for row in _dicts(store, "SELECT study, count(*) FILTER (WHERE state = 'running') "
+                          "AS running FROM trials GROUP BY study")
+    }
     return [
         StudySummary(
-            name=row["name"],
+            name=row["study"],
             trials=int(row["trials"] or 0),
             complete=int(row["complete"] or 0),
             failed=int(row["failed"] or 0),
-            running=int(row["running"] or 0),
-            spent=float(row["spent"] or 0.0),
+            running=int(running.get(row["study"], 0) or 0),
+            spent=float(row["dollars"] or 0.0),
             budget_dollars=row.get("budget_dollars"),
             budget_trials=row.get("budget_trials"),
-            created=row.get("created"),
+            created=row.get("created_at"),
         )
-        for row in query_rows(db, _STUDIES_SQL)
+        for row in store.studies()
     ]
 
 
 def load_trials(db: Path, study: str) -> list[dict[str, Any]]:
-    """The trials of ``study``, in trial order (the columns the trial table shows)."""
-    return query_rows(db, _TRIALS_SQL, [study])
+    """The trials of ``study``, in trial order (every column)."""
+    from sweeps.store import ResultsStore
+
+    return ResultsStore(db, lock_timeout_s=_READ_WAIT_S).trials(study)
 
 
 def load_trial(db: Path, study: str, number: int) -> TrialDetail | None:
     """One trial's whole row and its logged steps; None if it is not in the database."""
-    rows = query_rows(db, "SELECT * FROM trials WHERE study = ? AND number = ?", [study, number])
+    from sweeps.store import ResultsStore
+
+    store = ResultsStore(db, lock_timeout_s=_READ_WAIT_S)
+    rows = _dicts(store, "SELECT * FROM trials WHERE study = ? AND number = ?", [study, number])
     if not rows:
         return None
-    steps = query_rows(
-        db,
-        "SELECT step, loss, eval_nll FROM steps WHERE study = ? AND number = ? ORDER BY step",
-        [study, number],
-    )
-    return TrialDetail(rows[0], steps)
+    return TrialDetail(rows[0], store.steps(study, number))
 
 
-_STUDIES_SQL = """
-SELECT s.name, s.created, s.budget_dollars, s.budget_trials,
-       count(t.number) AS trials,
-       count(*) FILTER (WHERE t.state = 'complete') AS complete,
-       count(*) FILTER (WHERE t.state IN ('failed', 'oom', 'timeout')) AS failed,
-       count(*) FILTER (WHERE t.state = 'running') AS running,
-       coalesce(sum(t.dollars), 0) AS spent
-FROM studies s LEFT JOIN trials t ON t.study = s.name
-GROUP BY ALL
-ORDER BY s.created DESC, s.name
-"""
+# A sweep holds the write lock only for a moment between trials; a poll waits that long.
+_READ_WAIT_S = 5.0
 
-_TRIALS_SQL = """
-SELECT number, state, method, rank, lr, eval_nll, retain_delta_nll, dollars,
-       predicted_peak_gb, measured_peak_gb
-FROM trials WHERE study = ? ORDER BY number
-"""
+
+def _dicts(store, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+    columns, rows = store.query(sql, params)
+    return [dict(zip(columns, row)) for row in rows]

@@ -212,6 +212,7 @@ class SweepsScreen(Screen):
 
     @on(OpenTrial)
     def _open_trial_message(self, message: OpenTrial) -> None:
+        message.stop()  # handled here: it must not bubble back to the app that routed it
         self.open_trial(message.study, message.trial_number)
 
     def open_trial(self, study: str, number: int) -> None:
@@ -256,6 +257,7 @@ class SweepsScreen(Screen):
 
     @on(SweepThisPlan)
     def _sweep_this_plan(self, message: SweepThisPlan) -> None:
+        message.stop()  # handled here: it must not bubble back to the app that routed it
         from sweeps.spec import write_spec
         from tui.plan_spec import spec_from_plan
 

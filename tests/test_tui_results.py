@@ -1,0 +1,148 @@
+"""The sweeps and frontier screens on a real results file written through ResultsStore."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from sweeps.spec import load_spec
+from sweeps.store import ResultsStore
+from tui.app import ParetuneApp
+from tui.messages import SweepThisPlan
+from tui.widgets import ErrorLine
+
+STUDY = "demo-frontier"
+# (method, rank, lr, eval_nll, retain_delta_nll, dollars, state)
+TRIALS = [
+    ("lora", 8, 2e-4, 1.10, 0.05, 0.010, "complete"),
+    ("lora", 16, 5e-4, 0.95, 0.12, 0.012, "complete"),
+    ("dora", 8, 3e-4, 1.00, 0.04, 0.020, "complete"),
+    ("full", None, 5e-5, 0.80, 0.40, 0.050, "complete"),
+    ("freeze", None, 1e-4, 1.30, 0.30, 0.030, "complete"),  # dominated by trial 0
+    ("qlora", 8, 2e-4, None, None, 0.001, "oom"),
+]
+
+
+def write_study(db: Path) -> None:
+    store = ResultsStore(db)
+    store.write_study({
+        "study": STUDY, "model": "demo", "sampler": "tpe", "quality_metric": "eval_nll",
+        "forgetting_metric": "retain_delta_nll", "cost_metric": "dollars",
+        "budget_dollars": 1.0, "budget_trials": 8, "created_at": datetime(2026, 1, 2, 3, 4, 5),
+    })
+    rows, steps = [], []
+    for number, (method, rank, lr, nll, forget, dollars, state) in enumerate(TRIALS):
+        rows.append({
+            "study": STUDY, "number": number, "state": state, "method": method, "rank": rank,
+            "lr": lr, "eval_nll": nll, "retain_delta_nll": forget, "dollars": dollars,
+            "objective_quality": nll, "objective_forgetting": forget, "objective_cost": dollars,
+            "predicted_peak_gb": 0.5, "measured_peak_gb": 0.4 if state == "complete" else None,
+            "error": "CUDA out of memory (simulated budget)" if state == "oom" else None,
+            "command": f"paretune trial --method {method}",
+            "artifact": f"runs/{STUDY}/trial-{number}" if state == "complete" else None,
+        })
+        if state == "complete":
+            steps += [
+                {"study": STUDY, "number": number, "step": s, "loss": 3.0 / s,
+                 "eval_nll": 2.0 / s if s % 5 == 0 else None}
+                for s in range(1, 21)
+            ]
+    store.write_trials(rows, steps)
+
+
+@pytest.fixture(scope="module")
+def results_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("results") / "results.duckdb"
+    write_study(db)
+    return db
+
+
+def shown_text(widget) -> str:
+    """What a Static shows, as plain text (it may hold a rich Table)."""
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()
+
+
+async def _settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_frontier_draws_study_and_marks_pareto(results_db: Path) -> None:
+    app = ParetuneApp(db=results_db, start="frontier")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        screen = app.screen
+        assert screen.study == STUDY
+        assert [p.number for p in screen.points] == [0, 1, 2, 3, 4]  # the OOM trial is not drawn
+        assert {p.number for p in screen.points if p.pareto} == {
+            row["number"] for row in ResultsStore(results_db).frontier(STUDY)
+        }
+        assert not next(p for p in screen.points if p.number == 4).pareto
+        chart = screen.query_one("#chart")
+        drawn = chart.plt.build()
+        assert f"{STUDY}: 5 trials" in drawn
+        assert "forgetting" in str(screen.query_one("#view").render())
+        await pilot.press("m")
+        assert "cost" in str(screen.query_one("#view").render())
+        # Selecting a point opens that trial on the sweeps screen.
+        screen.query_one("#points").focus()
+        await pilot.press("down", "down", "enter")
+        await _settle(pilot)
+        await _settle(pilot)
+        detail = shown_text(app.screen.query_one("#trial-text"))
+        assert f"{STUDY} / 2" in detail
+        assert "dora" in detail
+
+
+async def test_sweeps_screen_lists_study_and_failed_trial_detail(results_db: Path) -> None:
+    app = ParetuneApp(db=results_db, start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        screen = app.screen
+        studies = screen.query_one("#studies")
+        assert studies.row_count == 1
+        assert studies.get_row_at(0)[:4] == [STUDY, "6/8", "5", "1"]
+        assert screen.query_one("#trials").row_count == len(TRIALS)
+        screen.query_one("#trials").focus()
+        await pilot.press(*["down"] * 5, "enter")
+        await _settle(pilot)
+        detail = shown_text(screen.query_one("#trial-text"))
+        assert "CUDA out of memory" in detail
+        assert "paretune trial --method qlora" in detail
+
+
+async def test_sweep_this_plan_writes_a_spec_that_loads(results_db: Path, tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb", start="sweeps")
+    inputs = dict(
+        model="llama-3.1-8b", seq_len=1024, batch=2, grad_accum=8, dataset_tokens=5_000_000,
+        epochs=2.0, gpu="h100-sxm", gpus=1, provider=None, rank=16, targets="all",
+        optimizer="adamw", grad_checkpointing=True, methods=["lora", "qlora"],
+        cheapest_dollars=3.5,
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        app.post_message(SweepThisPlan(inputs))
+        await _settle(pilot)
+        screen = app.screen
+        assert screen.spec_path is not None and screen.spec_path.exists()
+        spec = load_spec(screen.spec_path)
+        assert spec.model == "llama-3.1-8b" and spec.hardware.gpu == "h100-sxm"
+        assert spec.search.methods == ("lora", "qlora")
+        assert spec.budget.dollars == 35.0 and spec.budget.trials == 10
+        assert spec.run.results == str(tmp_path / "results.duckdb")
+        assert "# " in screen.spec_path.read_text()  # commented
+        # An edit that breaks the spec is refused inline and not saved.
+        editor = screen.query_one("#spec-editor")
+        good = editor.text
+        editor.text = good.replace('methods = ["lora", "qlora"]', 'methods = ["lora", "qlra"]')
+        await pilot.press("ctrl+s")
+        error = screen.query_one("#sweeps-error", ErrorLine)
+        assert error.shown and "qlra" in str(error.render())
+        assert load_spec(screen.spec_path) == spec
