@@ -129,6 +129,11 @@ class Catalog:
         """Every provider id, sorted."""
         return tuple(sorted(self._providers))
 
+    @property
+    def gpu_providers(self) -> tuple[str, ...]:
+        """The providers that rent at least one GPU (no API-only or CPU-only ones), sorted."""
+        return tuple(sorted({offer.provider for offer in self._all_offers}))
+
     def provider(self, name: str) -> Provider:
         """The provider with this id or display name ('lambda', 'Lambda', 'Vast.ai')."""
         found = self._provider_by_name.get(_normal(name))

@@ -60,6 +60,7 @@ def test_shipped_catalogue_has_the_researched_gpus_and_providers(shipped: Catalo
     assert set(shipped.providers) >= {*GPU_PROVIDERS, "ori", "openai", "local"}
     for provider in GPU_PROVIDERS:
         assert shipped.offers(provider=provider), f"no GPU offer from {provider}"
+    assert shipped.gpu_providers == tuple(sorted(GPU_PROVIDERS))
     assert all(isinstance(g, GPU) for g in shipped.gpus)
 
 
@@ -412,3 +413,15 @@ def test_missing_override_file_is_an_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PARETUNE_PRICES", str(tmp_path / "also-nope.yaml"))
     with pytest.raises(PricingError, match="also-nope.yaml"):
         load_catalog()
+
+
+def test_readme_example_price_file_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[
+        readme.index("<!-- section: prices -->") : readme.index("<!-- /section: prices -->")
+    ]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    catalog = load_catalog(_write(tmp_path / "prices.yaml", example))
+    assert catalog.cheapest("h100", "lambda").usd_per_hour == Decimal("2.50")  # type: ignore[union-attr]
+    assert catalog.gpu("AMD MI300X").id == "mi300x"
+    assert catalog.cpu_instance("local-cpu").usd_per_hour == Decimal("0.03")
