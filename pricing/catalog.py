@@ -307,6 +307,8 @@ def _read_layer(path: Path) -> _Layer:
             "Start the file with one of those keys, e.g. `offers:`, and list entries under it.",
             file=shown,
         )
+    # `offers:` with nothing under it yet is an empty list, not an error.
+    raw = {key: [] if value is None else value for key, value in raw.items()}
     try:
         prices = PriceFile.model_validate(raw)
     except ValidationError as error:

@@ -302,6 +302,8 @@ def test_edited_override_file_is_read_again(tmp_path: Path) -> None:
 def test_empty_override_file_changes_nothing(tmp_path: Path, shipped: Catalog) -> None:
     catalog = load_catalog(_write(tmp_path / "empty.yaml", "# nothing yet\n"))
     assert catalog.offers() == shipped.offers()
+    catalog = load_catalog(_write(tmp_path / "sections.yaml", "offers:\napis:\n"))
+    assert catalog.apis() == shipped.apis()
 
 
 _GOOD_OFFER = (
@@ -362,8 +364,16 @@ BAD_FILES = {
         "provider",
         "unknown provider 'lamda'",
     ),
+    "id not lowercase": (
+        "offers:\n  - " + _GOOD_OFFER.replace("provider: lambda", "provider: Lambda") + "\n",
+        "offers[0] (h100 on Lambda)",
+        "provider",
+        "ids are lowercase, e.g. 'lambda'",
+    ),
     "unknown section": ("offer:\n  - " + _GOOD_OFFER + "\n", None, "offer", "unknown section"),
     "not a mapping": ("- " + _GOOD_OFFER + "\n", None, None, "must be a mapping"),
+    "section not a list": ("offers:\n  gpu: h100\n", None, "offers", "valid list"),
+    "entry not a mapping": ("offers:\n  - h100\n", "offers[0]", None, "valid dictionary"),
     "one price twice on one day": (
         "offers:\n  - " + _GOOD_OFFER + "\n  - " + _GOOD_OFFER + "\n",
         "offers[1] (h100 on lambda)",
