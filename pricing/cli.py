@@ -14,7 +14,7 @@ import click
 
 if TYPE_CHECKING:
     from pricing.catalog import Catalog
-    from pricing.models import GPU, ApiPrice, Offer
+    from pricing.models import GPU, ApiPrice, CpuInstance, Offer
 
 # A price older than this is shown in yellow in the table: GPU prices moved by tens of
 # percent within weeks in 2026 (see the research notes on pricing).
@@ -40,7 +40,13 @@ class _Selection:
         self.apis: list[ApiPrice] = [
             api for api in catalog.apis(as_of) if provider_id is None or api.provider == provider_id
         ]
-        self.show_apis_in_table = gpu_id is None
+        self.cpu_instances: list[CpuInstance] = [
+            cpu
+            for cpu in catalog.cpu_instances
+            if provider_id is None or cpu.provider == provider_id
+        ]
+        # API and CPU prices do not depend on the GPU: a --gpu table leaves them out.
+        self.show_gpu_free_tables = gpu_id is None
         self.override_file = catalog.override_file
 
     def offers_of(self, gpu_id: str) -> list[Offer]:
@@ -168,7 +174,24 @@ def _print_tables(selection: _Selection) -> None:
             )  # fmt: skip
     console.print(offers)
 
-    if selection.show_apis_in_table and selection.apis:
+    if selection.show_gpu_free_tables and selection.cpu_instances:
+        cpus = table("CPU instances (for CPU runs; USD per instance-hour)")
+        for header, justify in [
+            ("id", "left"), ("provider", "left"), ("$/h", "right"), ("vCPUs", "right"),
+            ("memory GB", "right"), ("region", "left"), ("checked", "left"), ("age", "right"),
+            ("verified", "left"),
+        ]:  # fmt: skip
+            cpus.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for c in selection.cpu_instances:
+            cpus.add_row(
+                c.id, c.provider, str(c.usd_per_hour), str(c.vcpus or ""),
+                f"{c.memory_gb:g}" if c.memory_gb else "", c.region or "",
+                c.checked.isoformat(), _age(c.age_days(selection.today)),
+                "yes" if c.verified else "no",
+            )  # fmt: skip
+        console.print(cpus)
+
+    if selection.show_gpu_free_tables and selection.apis:
         apis = table("Fine-tuning APIs (USD per million tokens processed)")
         for header, justify in [
             ("provider", "left"), ("model / size", "left"), ("method", "left"),

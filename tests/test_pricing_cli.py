@@ -43,6 +43,7 @@ def test_table_lists_gpus_offers_and_ages() -> None:
     assert "GPUs (memory in GB = 10^9 bytes" in out
     assert "Offers, cheapest first per GPU" in out
     assert "Fine-tuning APIs" in out
+    assert "CPU instances" in out and "local-cpu" in out and "c7i.xlarge" in out
     for text in ("h100-sxm", "rtx-6000-ada", "vast-ai", "runpod-secure", "no BF16 (FP16 65)"):
         assert text in out
     offers_table = out[out.index("Offers, cheapest first") : out.index("Fine-tuning APIs")]
