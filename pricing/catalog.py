@@ -48,7 +48,7 @@ __all__ = ["SHIPPED_DATA_DIR", "Catalog", "default_override_path", "load_catalog
 SHIPPED_DATA_DIR = Path(__file__).parent / "data"
 OVERRIDE_ENV = "PARETUNE_PRICES"
 
-_Dated = TypeVar("_Dated", Offer, CpuInstance, ApiPrice)
+_PriceT = TypeVar("_PriceT", Offer, CpuInstance, ApiPrice)
 
 
 def default_override_path() -> Path:
@@ -63,9 +63,9 @@ def _normal(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _latest(entries: Iterable[_Dated], as_of: date | None) -> list[_Dated]:
+def _latest(entries: Iterable[_PriceT], as_of: date | None) -> list[_PriceT]:
     """Per history key, the entry checked last on or before ``as_of`` (any date if None)."""
-    chosen: dict[Any, _Dated] = {}
+    chosen: dict[Any, _PriceT] = {}
     for entry in entries:
         if as_of is not None and entry.checked > as_of:
             continue

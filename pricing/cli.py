@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pricing.models import GPU, ApiPrice, CpuInstance, Offer
 
 # A price older than this is shown in yellow in the table: GPU prices moved by tens of
-# percent within weeks in 2026 (see the research notes on pricing).
+# percent within weeks in 2026.
 _STALE_AFTER_DAYS = 60
 
 

@@ -55,7 +55,7 @@ GPU_PROVIDERS = [
 ]  # fmt: skip
 
 
-def test_shipped_catalogue_has_the_researched_gpus_and_providers(shipped: Catalog) -> None:
+def test_shipped_catalogue_has_the_required_gpus_and_providers(shipped: Catalog) -> None:
     assert {g.id for g in shipped.gpus} >= set(REQUIRED_GPUS)
     assert set(shipped.providers) >= {*GPU_PROVIDERS, "ori", "openai", "local"}
     for provider in GPU_PROVIDERS:
