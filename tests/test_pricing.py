@@ -66,10 +66,11 @@ def test_shipped_catalogue_has_the_required_gpus_and_providers(shipped: Catalog)
 
 def test_every_price_has_a_web_source_and_a_past_checked_date(shipped: Catalog) -> None:
     today = date.today()
-    priced: list[Offer | ApiPrice] = [*shipped.offers(), *shipped.apis()]
+    priced: list[Offer | ApiPrice] = list(shipped.apis(as_of=None))
     for gpu in shipped.gpus:
-        priced += shipped.offer_history(gpu.id, "runpod-secure")
-    assert len(priced) > 40
+        for provider in shipped.gpu_providers:
+            priced += shipped.offer_history(gpu.id, provider)  # past prices too
+    assert len(priced) > len(shipped.offers()) > 40
     for price in priced:
         assert re.match(r"https?://\S+$", price.source), price
         assert isinstance(price.checked, date) and price.checked <= today, price
