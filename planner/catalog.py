@@ -92,6 +92,10 @@ def _from_hub(repo_id: str, revision: str | None) -> ModelArch | None:
 
     try:
         path = hf_hub_download(repo_id, "config.json", revision=revision)
+    except LocalEntryNotFoundError:
+        # Offline (HF_HUB_OFFLINE=1 or no network) and not in the cache. A subclass of
+        # EntryNotFoundError in huggingface_hub, so it is caught first.
+        return None
     except GatedRepoError:
         raise UnknownModelError(
             f"the Hub repo {repo_id!r} is gated: its config.json needs an access token",
@@ -109,8 +113,7 @@ def _from_hub(repo_id: str, revision: str | None) -> ModelArch | None:
             + (f" at revision {revision!r}" if revision else ""),
             "Pass a local config.json instead.",
         ) from None
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        # Offline (HF_HUB_OFFLINE=1 or no network) and not in the cache.
+    except (OSError, ValueError):  # network failures surface as OSError subclasses
         return None
     arch = _from_local(Path(path))
     return arch_from_config(arch.hf_config, name=repo_id.split("/")[-1], hf_id=repo_id)

@@ -299,16 +299,20 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
     head_values = arch.hidden + (arch.hidden if method.kind == "full" else 0)
     full_stack = (dense_layers * per_layer[False] + moe_layers * per_layer[True] + head_values)
     logits_loss = tokens * arch.vocab * c["loss_bytes_per_logit"]
+    # The backward of a layer holds gradients of its activations: bounded by its widest
+    # tensor, twice (the incoming gradient and the one being produced).
+    backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
     if method.grad_checkpointing:
         # Full recomputation (Korthikanti section 5; HF gradient_checkpointing): each layer
-        # keeps only its input; the backward of one layer rebuilds its activations and
-        # holds their gradients (bounded by its widest tensor, twice).
+        # keeps only its input; the backward of one layer first rebuilds its activations.
         stored = (backward_layers * arch.hidden + head_values) * ab * tokens
         layer = max(per_layer[False] if dense_layers else 0, per_layer[True])
-        recompute = (layer + 2 * _largest_tensor_values(arch)) * ab * tokens
-        activations = stored + max(0.0, recompute - logits_loss)
+        working = layer * ab * tokens + backward_temporaries
     else:
-        activations = full_stack * ab * tokens
+        stored = full_stack * ab * tokens
+        working = backward_temporaries
+    # The loss phase and a layer's backward never overlap: charge only the excess.
+    activations = stored + max(0.0, working - logits_loss)
 
     framework = 0.0
     if on_gpu:
