@@ -152,6 +152,7 @@ class MethodRow:
     min_gpus: int | None
     hours: float | None
     dollars: float | None
+    provider: str | None  # whose price the dollars use
     breakdown_gb: dict[str, float] = field(default_factory=dict)
 
 
@@ -205,7 +206,9 @@ def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
     prices_checked = None
     for kind in PLAN_METHODS:
         workload, method = planner_inputs(request, kind)
-        est = estimate(arch, workload, method, gpu=request.gpu, provider=request.provider)
+        est = estimate(
+            arch, workload, method, gpu=request.gpu, provider=request.provider, catalog=catalog
+        )
         rows.append(
             MethodRow(
                 method=kind,
@@ -215,12 +218,13 @@ def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
                 min_gpus=est.min_gpus,
                 hours=_fnum(est.hours),
                 dollars=_fnum(est.dollars),
+                provider=est.provider,
                 breakdown_gb={term: float(b) / 1e9 for term, b in est.breakdown.items() if b},
             )
         )
-        checked = getattr(est, "price_checked", None)
-        if checked is not None:
-            prices_checked = checked if prices_checked is None else min(prices_checked, checked)
+        if est.provider is not None and prices_checked is None:
+            offers = catalog.offers(request.gpu, est.provider)
+            prices_checked = offers[0].checked if offers else None
     affordable = [r for r in rows if r.fits and r.dollars is not None]
     cheapest = min(affordable, key=lambda r: r.dollars) if affordable else None
     total_params_b = arch.total_params / 1e9
@@ -230,9 +234,6 @@ def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
             total_params_b, int(round(request.dataset_tokens * request.epochs)), "lora"
         )
     )
-    if prices_checked is None:
-        offers = catalog.offers(request.gpu, request.provider)
-        prices_checked = offers[0].checked if offers else None
     return PlanView(request, tuple(rows), cheapest, api_prices, prices_checked, total_params_b)
 
 

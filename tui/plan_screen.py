@@ -29,6 +29,7 @@ from tui.plan_inputs import (
     BadInput,
     PlanForm,
     PlanRequest,
+    PLAN_METHODS,
     PlanView,
     plan_command,
     plan_view,
@@ -49,7 +50,8 @@ _INPUTS = {  # widget id -> PlanForm field
     "rank": "rank",
 }
 _SELECTS = {"gpu": "gpu", "provider": "provider", "targets": "targets", "optimizer": "optimizer"}
-_BAR_WIDTH = 28
+_BAR_WIDTH = 20
+_RESOLVE_PAUSE_S = 0.3
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Simulated(Message):
     request: PlanRequest
     peaks_gb: dict[str, float]
     error: BaseException | None = None
+    done: bool = False
 
 
 class PlanScreen(Screen):
@@ -74,9 +77,9 @@ class PlanScreen(Screen):
     ]
     DEFAULT_CSS = """
     PlanScreen #plan-body { height: 1fr; }
-    PlanScreen #plan-form { width: 40; min-width: 34; border-right: tall $panel; padding: 0 1 0 0; }
+    PlanScreen #plan-form { width: 33; border-right: tall $panel; padding: 0 1 0 0; }
     PlanScreen .field { height: 1; margin: 0 0 0 1; }
-    PlanScreen .field Label { width: 13; color: $text-muted; }
+    PlanScreen .field Label { width: 12; color: $text-muted; }
     PlanScreen .field Input, PlanScreen .field Select { width: 1fr; }
     PlanScreen #model-matches { color: $text-muted; height: auto; margin: 0 0 1 1; }
     PlanScreen #grad-ckpt { margin: 0 0 0 1; }
@@ -101,6 +104,7 @@ class PlanScreen(Screen):
         self.simulated: dict[str, float] = {}
         self.simulated_for: PlanRequest | None = None
         self.selected_method = "lora"
+        self._resolve_timer = None
 
     # -- layout ------------------------------------------------------------------------
 
@@ -158,7 +162,7 @@ class PlanScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#methods", DataTable)
-        table.add_columns("method", "peak GB", "fits", "min GPUs", "hours", "dollars", "simulated GB")
+        table.add_columns("method", "peak GB", "fits", "GPUs", "hours", "$", "sim GB")
         self._model_changed(self.form.model)
 
     # -- reading the form --------------------------------------------------------------
@@ -206,7 +210,11 @@ class PlanScreen(Screen):
             self.arch, self.arch_name = exact, name
             self.recompute()
         else:
-            self._resolve_model(name)
+            # A folder or Hub id may take a while (disk, network): resolve it in a worker,
+            # once typing pauses, so a half-typed id does not start a lookup per keystroke.
+            if self._resolve_timer is not None:
+                self._resolve_timer.stop()
+            self._resolve_timer = self.set_timer(_RESOLVE_PAUSE_S, lambda: self._resolve_model(name))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="resolve")
     def _resolve_model(self, name: str) -> None:
@@ -261,19 +269,21 @@ class PlanScreen(Screen):
             name = Text(row.label, style="bold" if row is view.cheapest else "")
             table.add_row(
                 name,
-                f"{row.peak_gb:,.1f}",
+                _gb(row.peak_gb),
                 fits,
                 "" if row.min_gpus is None else str(row.min_gpus),
                 "" if row.hours is None else f"{row.hours:,.2f}",
                 "" if row.dollars is None else f"${row.dollars:,.2f}",
-                f"{sims[row.method]:,.1f}" if row.method in sims else "",
+                _gb(sims[row.method]) if row.method in sims else "",
                 key=row.method,
             )
+        if self.simulated_for is None and view.cheapest is not None and cursor == 0:
+            cursor = [r.method for r in view.rows].index(self.selected_method)
         table.move_cursor(row=cursor, animate=False)
         request = view.request
         if view.cheapest is not None:
             c = view.cheapest
-            where = request.provider or "the cheapest provider"
+            where = c.provider or request.provider or "no known provider"
             cheapest = Text.assemble(
                 ("Cheapest that fits: ", "bold"), (c.label, "bold green"),
                 f" — ${c.dollars:,.2f}, {c.hours:,.2f} h on {request.gpus}× {request.gpu} at {where}",
@@ -350,24 +360,26 @@ class PlanScreen(Screen):
     def _simulate(self, request: PlanRequest, arch: Any) -> None:
         from planner.simulate import simulate
 
+        # One message per method, so the column fills in as each simulation finishes.
         peaks: dict[str, float] = {}
-        try:
-            for kind in ("full", "lora", "qlora", "dora", "freeze"):
+        for kind in PLAN_METHODS:
+            try:
                 workload, method = planner_inputs(request, kind)
                 peaks[kind] = simulate(arch, workload, method).peak_bytes / 1e9
-        except Exception as error:
-            self.post_message(Simulated(request, peaks, error))
-            return
-        self.post_message(Simulated(request, peaks))
+            except Exception as error:
+                self.post_message(Simulated(request, dict(peaks), error, done=True))
+                return
+            self.post_message(Simulated(request, dict(peaks), done=kind == PLAN_METHODS[-1]))
 
     @on(Simulated)
     def _simulated(self, message: Simulated) -> None:
         status = self.query_one("#sim-status", Static)
-        status.loading = False
+        if message.done:
+            status.loading = False
+            status.update("sim GB: peak of two training steps simulated on fake tensors (per GPU)")
         if message.error is not None:
             self._show_error(message.error)
         self.simulated, self.simulated_for = message.peaks_gb, message.request
-        status.update("simulated: peak of two real training steps on fake tensors (per GPU)")
         if self.view is not None:
             self._show_view(self.view)
 
@@ -381,16 +393,23 @@ class PlanScreen(Screen):
         self.app.post_message(SweepThisPlan(inputs))
 
 
+def _gb(value: float) -> str:
+    # Small models are planned too (the demo is a few MB): keep three significant digits.
+    return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
+
+
 def _api_table(view: PlanView) -> Table | str:
     if not view.api_prices:
         return Text(f"No fine-tuning API trains a {view.total_params_b:,.1f}B model with LoRA.",
                     style="dim")
+    from rich.console import Group
+
     tokens = view.request.dataset_tokens * view.request.epochs
-    table = Table(title=f"Fine-tuning APIs for the same {tokens / 1e6:,.1f}M tokens",
-                  title_justify="left", box=None, padding=(0, 1), show_edge=False)
+    title = Text(f"Fine-tuning APIs (LoRA) for the same {tokens / 1e6:,.1f}M tokens", style="bold")
+    table = Table(box=None, padding=(0, 1), show_edge=False)
     table.add_column("provider")
     table.add_column("model")
     table.add_column("dollars", justify="right")
     for provider, bracket, dollars in view.api_prices[:5]:
         table.add_row(provider, bracket, f"${dollars:,.2f}")
-    return table
+    return Group(title, table)

@@ -1,0 +1,140 @@
+"""The plan screen: recomputes on every change, errors inline, simulate, sweep this plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sweeps.spec import load_spec
+from tui.app import ParetuneApp
+from tui.plan_inputs import BadInput, PlanForm, parse_tokens, plan_command
+from tui.widgets import ErrorLine
+
+
+TINY_CONFIG = {
+    "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "tie_word_embeddings": False, "max_position_embeddings": 512,
+}
+
+
+@pytest.fixture()
+def tiny_model(tmp_path: Path) -> Path:
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_CONFIG))
+    return folder
+
+
+def peak_column(app) -> list[str]:
+    table = app.screen.query_one("#methods")
+    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+
+
+async def _type(pilot, widget_id: str, text: str) -> None:
+    field = pilot.app.screen.query_one(f"#{widget_id}")
+    field.value = text
+    await pilot.pause()
+
+
+async def _settle(pilot) -> None:
+    await pilot.pause(0.4)  # the model lookup waits for typing to pause
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_table_follows_model_and_sequence_length(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        first = peak_column(app)
+        assert len(first) == 5 and all(float(v.replace(",", "")) > 0 for v in first)
+        await _type(pilot, "seq-len", "8192")
+        longer = peak_column(app)
+        assert all(float(a.replace(",", "")) > float(b.replace(",", ""))
+                   for a, b in zip(longer, first))
+        await _type(pilot, "model", "qwen2.5-0.5b")
+        await _settle(pilot)
+        smaller = peak_column(app)
+        assert smaller != longer
+        assert app.screen.view.request.model == "qwen2.5-0.5b"
+        assert app.screen.view.total_params_b < 1
+        assert not app.screen.query_one("#plan-error", ErrorLine).shown
+
+
+async def test_local_config_folder_is_resolved(tmp_path: Path, tiny_model: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _type(pilot, "model", str(tiny_model))
+        await _settle(pilot)
+        assert not app.screen.query_one("#plan-error", ErrorLine).shown
+        assert app.screen.view.total_params_b < 0.001
+
+
+async def test_bad_model_and_bad_number_show_inline_errors(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        before = peak_column(app)
+        await _type(pilot, "model", "no-such-model-xyz")
+        await _settle(pilot)
+        error = app.screen.query_one("#plan-error", ErrorLine)
+        assert error.shown
+        assert "Unknown model" in str(error.render())
+        assert "no-such-model-xyz" in str(error.render())
+        assert peak_column(app) == before  # the last good plan stays on screen
+        await _type(pilot, "model", "llama-3.1-8b")
+        await _settle(pilot)
+        assert not error.shown
+        await _type(pilot, "batch", "two")
+        assert error.shown and "micro-batch" in str(error.render())
+        await _type(pilot, "batch", "2")
+        assert not error.shown
+
+
+async def test_simulate_fills_the_simulated_column(tmp_path: Path, tiny_model: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _type(pilot, "model", str(tiny_model))
+        await _settle(pilot)
+        await _type(pilot, "seq-len", "256")
+        await _type(pilot, "batch", "1")
+        await pilot.press("ctrl+s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.screen.query_one("#methods")
+        simulated = [str(table.get_row_at(i)[6]) for i in range(table.row_count)]
+        assert all(simulated), simulated
+        assert set(app.screen.simulated) == {"full", "lora", "qlora", "dora", "freeze"}
+        assert all(gb > 0 for gb in app.screen.simulated.values())
+        # full fine-tuning keeps gradients and optimizer states of every weight: the largest
+        assert max(app.screen.simulated, key=app.screen.simulated.get) == "full"
+
+
+async def test_sweep_this_plan_opens_a_spec_that_loads(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb", run_dir=tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+w")
+        await _settle(pilot)
+        screen = app.screen
+        assert screen.query_one("#sweeps-tabs").active == "spec-tab"
+        spec = load_spec(screen.spec_path)
+        assert spec.model == "llama-3.1-8b" and spec.hardware.gpu == "h100-sxm"
+        # the planned methods that fit on one H100 (full fine-tuning of 8B does not)
+        assert "full" not in spec.search.methods and "lora" in spec.search.methods
+
+
+def test_form_parsing_and_command_line() -> None:
+    assert parse_tokens("20M") == 20_000_000
+    assert parse_tokens("50k x 400") == 20_000_000
+    assert parse_tokens("1.5e6") == 1_500_000
+    with pytest.raises(BadInput, match="dataset size"):
+        parse_tokens("lots")
+    with pytest.raises(BadInput, match="epochs"):
+        PlanForm(epochs="0").parse()
+    command = plan_command(PlanForm(provider="lambda", grad_checkpointing=False).parse())
+    assert command.startswith("paretune plan llama-3.1-8b --seq-len 2048")
+    assert "--provider lambda" in command and "--no-grad-checkpointing" in command
