@@ -1,0 +1,595 @@
+"""The peak memory of a real training step, simulated on the CPU with no GPU and no weights.
+
+``simulate(arch, workload, method)`` builds the model from its config with transformers,
+applies the method the way a trial does (peft LoRA/DoRA with the same rank and targets,
+QLoRA, full, freeze), sets gradient checkpointing and the attention implementation,
+builds the optimizer and runs two real training steps on *fake* tensors (shapes, no
+data), counting every storage alive. It is a second, independent answer to "will it
+fit", and the referee of the analytic formulas in :mod:`planner`.
+
+What is simulated and what is added analytically:
+
+- simulated: weights, adapters, gradients, optimizer states of torch AdamW (fused),
+  SGD and transformers Adafactor, every activation and temporary of the forward,
+  backward and optimizer step, in the order the real step allocates and frees them;
+- QLoRA: the base runs in 16-bit for the activations (bitsandbytes dequantizes to the
+  compute dtype before each matmul), and the 16-bit bytes of the quantized Linear
+  weights are replaced by their NF4 bytes;
+- 8-bit optimizers (``adamw8bit``, ``paged_adamw8bit``): bitsandbytes kernels do not
+  run on fake tensors, so the step runs torch AdamW and its states are replaced by the
+  bitsandbytes state bytes;
+- ``framework_overhead`` (CUDA context, workspaces, allocator slack) is the planner's
+  own analytic term;
+- attention: CPU kernels stand in for CUDA ones; ``flash`` is simulated as ``sdpa``
+  (the CPU flash kernel, which like CUDA flash keeps no s x s matrix).
+
+Speed: decoder layers are identical, so by default the step is simulated for a few
+layers and every term is extrapolated linearly to the real depth
+(``SimulatedPeak.extrapolated``); a test checks this against a full simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from planner.arch import ModelArch
+    from planner.specs import MethodSpec, Workload
+
+__all__ = ["SimulatedPeak", "simulate", "TERMS"]
+
+GB = 1e9
+
+# Breakdown terms, named as in the analytic estimate where they mean the same thing.
+TERMS = (
+    "weights",
+    "adapter_weights",
+    "gradients",
+    "optimizer_states",
+    "activations",
+    "logits_loss",
+    "framework_overhead",
+)
+
+# Layer counts simulated before extrapolating: two even counts, so that families whose
+# layers alternate two kinds (Gemma 2 sliding-window / global) stay balanced.
+_FEW_LAYERS = (2, 4)
+
+# bitsandbytes 8-bit blockwise optimizers: one byte per state value plus one fp32 absmax
+# per block of 256 values (bitsandbytes/optim/optimizer.py, Optimizer8bit, block size
+# 256); tensors under 4096 elements keep 32-bit states (``min_8bit_size=4096``).
+_BNB_BLOCK = 256
+_BNB_MIN_8BIT_SIZE = 4096
+
+# NF4 with double quantization (Dettmers et al. 2023, QLoRA, section 3): 4 bits per
+# weight, one 8-bit absmax per block of 64 weights and one fp32 second-level constant
+# per 256 blocks: 4 + 8/64 + 32/(64*256) bits per parameter.
+_NF4_BITS_PER_PARAM = 4 + 8 / 64 + 32 / (64 * 256)
+
+
+@dataclass(frozen=True)
+class SimulatedPeak:
+    """The simulated peak of one training step, by term.
+
+    ``breakdown`` holds bytes per term (see ``TERMS``) at the moment of the peak;
+    ``activations`` includes the backward's temporaries; ``logits_loss`` is the part
+    of the activations that does not grow with depth (embeddings output, logits, the
+    fp32 loss and their gradients) and is only separated when the result was
+    extrapolated (otherwise it stays inside ``activations``). ``peak_phase`` says
+    whether the peak fell in the forward/backward or in the optimizer step;
+    ``phases`` holds the breakdown at the peak of each (``forward_backward``,
+    ``optimizer_step``): gradients are all alive only in the latter.
+    """
+
+    peak_bytes: int
+    breakdown: dict[str, int]
+    layers_simulated: int
+    layers: int
+    extrapolated: bool
+    peak_phase: str
+    phases: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def peak_gb(self) -> float:
+        return self.peak_bytes / GB
+
+    @property
+    def breakdown_gb(self) -> dict[str, float]:
+        return {term: nbytes / GB for term, nbytes in self.breakdown.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``paretune plan --simulate``."""
+        return {
+            "peak_gb": round(self.peak_gb, 3),
+            "breakdown_gb": {t: round(v, 3) for t, v in self.breakdown_gb.items()},
+            "peak_phase": self.peak_phase,
+            "layers_simulated": self.layers_simulated,
+            "extrapolated": self.extrapolated,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One training step's settings, in the simulator's terms (from Workload + MethodSpec)."""
+
+    kind: str  # full | lora | qlora | dora | freeze
+    rank: int
+    alpha: float
+    lora_dropout: float
+    target_modules: tuple[str, ...]  # the planner's targeted Linear names (q_proj, experts.up_proj)
+    optimizer: str  # adamw | adamw_bf16 | adamw8bit | paged_adamw8bit | adafactor | sgd
+    param_dtype: str  # dtype the weights are stored in
+    autocast_dtype: str | None  # mixed precision: compute dtype under autocast
+    grad_checkpointing: bool
+    attention: str  # sdpa | eager
+    seq_len: int
+    batch: int
+    micro_batches: int  # micro-batches simulated per step (gradients accumulate)
+    trainable_layers: int  # freeze: top decoder layers that train
+
+
+def simulate(
+    arch: ModelArch,
+    workload: Workload,
+    method: MethodSpec,
+    *,
+    extrapolate: bool = True,
+) -> SimulatedPeak:
+    """Simulate two training steps of ``arch`` under ``method`` and return the peak.
+
+    ``extrapolate=False`` simulates every layer (slower, exact); by default a model
+    deeper than a few layers is simulated at a few depths and extrapolated linearly.
+    """
+    step, notes = _step_from_spec(arch, workload, method)
+    return _simulate_config(arch.hf_config, arch.layers, step, notes, extrapolate)
+
+
+# -- from the planner's types -------------------------------------------------------------
+
+
+def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec) -> tuple[_Step, list[str]]:
+    from planner.memory import targeted_shapes
+
+    notes: list[str] = []
+    attention = method.attention
+    if attention == "flash":
+        notes.append("flash attention simulated with the CPU sdpa flash kernel")
+        attention = "sdpa"
+    if method.optimizer in ("adamw8bit", "paged_adamw8bit"):
+        notes.append(f"{method.optimizer} states: bitsandbytes bytes (the step ran torch AdamW)")
+    if method.kind == "qlora":
+        notes.append("QLoRA base simulated in 16-bit; quantized weights counted as NF4 bytes")
+    if method.gpus > 1:
+        notes.append("simulated on one device without sharding")
+    param_dtype, autocast_dtype = _dtypes(method.precision)
+    targets: tuple[str, ...] = ()
+    if method.uses_adapters:
+        targets = tuple(dict.fromkeys(s.name for s in targeted_shapes(arch, method)))
+    step = _Step(
+        kind=method.kind,
+        rank=method.rank,
+        alpha=float(method.alpha),
+        lora_dropout=float(method.lora_dropout),
+        target_modules=targets,
+        optimizer=method.optimizer,
+        param_dtype=param_dtype,
+        autocast_dtype=autocast_dtype,
+        grad_checkpointing=method.grad_checkpointing,
+        attention=attention,
+        seq_len=workload.seq_len,
+        batch=workload.batch,
+        # Gradients accumulate from the second micro-batch on; two show every effect.
+        micro_batches=min(workload.grad_accum, 2),
+        trainable_layers=min(method.freeze_layers, arch.layers) if method.kind == "freeze" else arch.layers,
+    )
+    return step, notes
+
+
+def _dtypes(precision: str) -> tuple[str, str | None]:
+    """(weight dtype, autocast dtype or None) for the planner's ``precision``.
+
+    16-bit weights compute in their own dtype; fp32 weights compute under bf16
+    autocast, as the planner's activation bytes assume (a 16-bit compute dtype).
+    """
+    if precision == "fp16":
+        return "float16", None
+    if precision == "fp32":
+        return "float32", "bfloat16"
+    return "bfloat16", None
+
+
+# -- the simulation -----------------------------------------------------------------------
+
+
+def _simulate_config(
+    hf_config: dict[str, Any],
+    layers: int,
+    step: _Step,
+    notes: list[str],
+    extrapolate: bool,
+) -> SimulatedPeak:
+    """Simulate, at a few depths when extrapolating, and combine into one peak."""
+    frozen_layers = layers - step.trainable_layers if step.kind == "freeze" else 0
+    dims = {"frozen": frozen_layers, "trainable": layers - frozen_layers}
+    low, high = _FEW_LAYERS
+    axes = {d: n > high and extrapolate for d, n in dims.items()}
+    if not any(axes.values()):
+        _, phases, run_notes = _run(hf_config, dims["frozen"], dims["trainable"], step)
+        deepest = layers
+    else:
+        base = {d: (low if axes[d] else n) for d, n in dims.items()}
+        runs = {"base": _run(hf_config, base["frozen"], base["trainable"], step)}
+        for d, extrapolated in axes.items():
+            if extrapolated:
+                point = dict(base, **{d: high})
+                runs[d] = _run(hf_config, point["frozen"], point["trainable"], step)
+        run_notes = runs["base"][2]
+        # Each phase is extrapolated on its own and the highest taken afterwards: the
+        # phase holding the peak can change with depth (the optimizer step when shallow,
+        # the backward when deep).
+        phases = {phase: _extrapolate_phase(runs, phase, dims, base, axes)
+                  for phase in runs["base"][1]}
+        deepest = sum(base.values()) + high - low
+    phases = {phase: _with_overhead(terms) for phase, terms in phases.items()}
+    peak_phase = max(phases, key=lambda phase: sum(phases[phase].values()))
+    return SimulatedPeak(
+        peak_bytes=sum(phases[peak_phase].values()),
+        breakdown=phases[peak_phase],
+        layers_simulated=deepest,
+        layers=layers,
+        extrapolated=deepest < layers,
+        peak_phase=peak_phase,
+        phases=phases,
+        notes=tuple(dict.fromkeys(notes + run_notes)),
+    )
+
+
+def _extrapolate_phase(
+    runs: dict[str, tuple[dict[str, dict[str, int]], dict[str, dict[str, int]], list[str]]],
+    phase: str,
+    dims: dict[str, int],
+    base: dict[str, int],
+    axes: dict[str, bool],
+) -> dict[str, int]:
+    low, high = _FEW_LAYERS
+    base_terms = runs["base"][1][phase]
+    out: dict[str, float] = {t: float(v) for t, v in base_terms.items()}
+    layer_independent: dict[str, float] = dict(out)
+    for d, extrapolated in axes.items():
+        if not extrapolated:
+            continue
+        deeper = runs[d][1][phase]
+        for term in out:
+            per_layer = (deeper.get(term, 0) - base_terms[term]) / (high - low)
+            out[term] += (dims[d] - base[d]) * per_layer
+            layer_independent[term] -= base[d] * per_layer
+    result = {t: max(0, round(v)) for t, v in out.items()}
+    # What the activations would be with no layers at all is the part that does not grow
+    # with depth: the embedding output, the logits, the fp32 loss and their gradients.
+    fixed = round(layer_independent["activations"])
+    if 0 < fixed <= result["activations"]:
+        result["logits_loss"] = fixed
+        result["activations"] -= fixed
+    return result
+
+
+def _with_overhead(terms: dict[str, int]) -> dict[str, int]:
+    out = {t: int(terms.get(t, 0)) for t in TERMS if t != "framework_overhead"}
+    out["framework_overhead"] = _framework_overhead(out)
+    return out
+
+
+def _framework_overhead(terms: dict[str, int]) -> int:
+    """The planner's CUDA overhead term (``planner.memory.memory_terms``: context,
+    cuBLAS workspace, allocator fragmentation of the short-lived memory), applied to
+    the simulated short-lived memory."""
+    from planner.memory import constants
+
+    c = constants()
+    short_lived = terms["activations"] + terms["logits_loss"]
+    return round(c["cuda_context_bytes"] + c["cublas_workspace_bytes"]
+                 + c["allocator_fragmentation"] * short_lived)
+
+
+def _run(
+    hf_config: dict[str, Any], frozen_layers: int, trainable_layers: int, step: _Step
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]], list[str]]:
+    """Two training steps of a model with this many layers, on fake tensors.
+
+    Returns (raw peaks by MemTracker category, peaks by breakdown term, notes), both
+    keyed by phase ("forward_backward", "optimizer_step").
+    """
+    import torch
+
+    from planner import _torch_memory as tm
+
+    notes: list[str] = []
+    layers = frozen_layers + trainable_layers
+    model, attention_used = _build_model(hf_config, layers, step)
+    if attention_used != step.attention:
+        notes.append(f"{model.config.model_type} has no {step.attention} attention; simulated {attention_used}")
+    if step.grad_checkpointing:
+        _enable_checkpointing(model)
+    model = _apply_method(model, step, trainable_layers)
+    model.train()
+    vocab = model.config.get_text_config().vocab_size
+
+    fake = tm.fake_tensor_mode()
+    with fake:
+        tm.materialize_as_fake(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = _build_optimizer(trainable, step)
+        with tm.PeakTracker(model, optimizer) as tracker:
+            for _ in range(2):
+                tracker.start_phase("forward_backward")
+                for _ in range(step.micro_batches):
+                    loss = _forward_loss(model, step, vocab)
+                    (loss / step.micro_batches).backward()
+                    del loss
+                    tracker.end_iteration()
+                tracker.start_phase("optimizer_step")
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            raw = tracker.phase_peaks()
+        counts = _parameter_bytes(model, step)
+    terms = {phase: _terms(peak, counts, step) for phase, peak in raw.items()}
+    del torch
+    return raw, terms, notes
+
+
+def _forward_loss(model: Any, step: _Step, vocab: int) -> Any:
+    """The loss of one micro-batch; the model outputs (logits) are dropped on return,
+    as a training loop that keeps only the loss does."""
+    import torch
+
+    input_ids = torch.randint(0, vocab, (step.batch, step.seq_len))
+    if step.autocast_dtype is None:
+        return model(input_ids=input_ids, labels=input_ids).loss
+    with torch.autocast("cpu", dtype=getattr(torch, step.autocast_dtype)):
+        return model(input_ids=input_ids, labels=input_ids).loss
+
+
+def _build_model(hf_config: dict[str, Any], layers: int, step: _Step) -> tuple[Any, str]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_dict = dict(hf_config)
+    model_type = config_dict.pop("model_type")
+    layer_key = "n_layer" if model_type == "gpt2" else "num_hidden_layers"
+    config_dict[layer_key] = layers
+    if isinstance(config_dict.get("layer_types"), list):
+        config_dict["layer_types"] = config_dict["layer_types"][:layers]
+    config_dict["use_cache"] = False
+    config = AutoConfig.for_model(model_type, **config_dict)
+    _drop_out_of_vocab_token_ids(config)
+    dtype = getattr(torch, step.param_dtype)
+    attention = step.attention
+    with torch.device("meta"):
+        try:
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=attention, dtype=dtype)
+        except ValueError:
+            # Families without an sdpa path (Gemma 2 needs eager for its logit soft-capping).
+            attention = "eager"
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=attention, dtype=dtype)
+    return model, attention
+
+
+def _drop_out_of_vocab_token_ids(config: Any) -> None:
+    # Special-token ids do not change memory; small test vocabularies can make them invalid.
+    text = config.get_text_config()
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(text, key, None)
+        if isinstance(value, int) and value >= text.vocab_size:
+            setattr(text, key, None)
+
+
+def _enable_checkpointing(model: Any) -> None:
+    # transformers 5 renamed gradient checkpointing to activation checkpointing; both
+    # default to torch's non-reentrant checkpoint.
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable()
+    else:  # pragma: no cover - transformers < 5
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _apply_method(model: Any, step: _Step, trainable_layers: int) -> Any:
+    if step.kind == "full":
+        return model
+    if step.kind == "freeze":
+        # The top k decoder layers and the final norm train (the planner's count).
+        decoder_layers = _decoder_layers(model)
+        for param in model.parameters():
+            param.requires_grad_(False)
+        trained = list(decoder_layers[len(decoder_layers) - trainable_layers:])
+        trained.append(_final_norm(model))
+        for module in trained:
+            for param in module.parameters():
+                param.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    # Dense Linear layers are targeted by module name. transformers keeps each MoE
+    # layer's experts as 3-D parameters, not Linear modules: peft adapts those through
+    # ``target_parameters``.
+    linear = [t for t in step.target_modules if not t.startswith("experts.")]
+    experts = _expert_parameters(model, step.target_modules)
+    config = LoraConfig(
+        r=step.rank,
+        lora_alpha=step.alpha,
+        lora_dropout=step.lora_dropout,
+        target_modules=linear or None,
+        target_parameters=experts or None,
+        use_dora=step.kind == "dora",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def _expert_parameters(model: Any, targets: tuple[str, ...]) -> list[str]:
+    wanted = {t.removeprefix("experts.") for t in targets if t.startswith("experts.")}
+    if not wanted:
+        return []
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters() if ".experts." in name}
+    chosen = []
+    for name in sorted(names):
+        # gate and up projections are fused into gate_up_proj in transformers 5.
+        if any(part in wanted for part in name.removesuffix("_proj").split("_")) or name in wanted:
+            chosen.append(f"experts.{name}")
+    return chosen
+
+
+def _final_norm(model: Any) -> Any:
+    decoder_layers = _decoder_layers(model)
+    norm = None
+    for module in model.modules():
+        if module is decoder_layers:
+            continue
+        if type(module).__name__.lower().endswith(("rmsnorm", "layernorm")) and not any(
+            module is m for m in decoder_layers.modules()
+        ):
+            norm = module
+    if norm is None:
+        raise RuntimeError(f"no final norm found in {type(model).__name__}")
+    return norm
+
+
+def _decoder_layers(model: Any) -> Any:
+    from torch import nn
+
+    layers = model.config.get_text_config().num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == layers:
+            return module
+    raise RuntimeError(f"no list of {layers} decoder layers in {type(model).__name__}")
+
+
+def _build_optimizer(params: list[Any], step: _Step) -> Any:
+    import torch
+
+    if step.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    if step.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False)
+    sixteen_bit = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
+    if step.optimizer == "adamw" and sixteen_bit:
+        return _master_weight_adamw(params)
+    # adamw on fp32 trainables (adapters, fp32 runs), adamw_bf16, and the 8-bit AdamW
+    # variants whose states are replaced by bitsandbytes' bytes afterwards.
+    return torch.optim.AdamW(params, lr=1e-4, fused=True)
+
+
+def _master_weight_adamw(params: list[Any]) -> Any:
+    """Mixed-precision AdamW as the planner's ``adamw`` means it (ZeRO section 3.1):
+    16-bit weights and gradients, an fp32 master copy and two fp32 moments per weight.
+
+    Each weight's gradient is upcast to fp32 just before its update and freed after it,
+    so the step's transient is one weight's fp32 gradient.
+    """
+    import torch
+    from torch.optim.adamw import adamw
+
+    class MasterWeightAdamW(torch.optim.Optimizer):
+        def __init__(self, params: list[Any]) -> None:
+            super().__init__(params, {"lr": 1e-4})
+
+        @torch.no_grad()
+        def step(self, closure: Any = None) -> None:
+            for group in self.param_groups:
+                for param in group["params"]:
+                    if param.grad is None:
+                        continue
+                    state = self.state[param]
+                    if not state:
+                        state["master"] = param.detach().float()
+                        state["exp_avg"] = torch.zeros_like(state["master"])
+                        state["exp_avg_sq"] = torch.zeros_like(state["master"])
+                        state["step"] = torch.tensor(0.0)
+                    adamw(
+                        [state["master"]], [param.grad.float()], [state["exp_avg"]],
+                        [state["exp_avg_sq"]], [], [state["step"]], fused=True,
+                        amsgrad=False, beta1=0.9, beta2=0.999, lr=group["lr"],
+                        weight_decay=0.0, eps=1e-8, maximize=False,
+                    )
+                    param.copy_(state["master"])
+
+    return MasterWeightAdamW(params)
+
+
+@dataclass(frozen=True)
+class _ParameterBytes:
+    adapter: int  # trainable adapter parameters (peft methods)
+    quantized_16bit: int  # decoder weights QLoRA stores in NF4, as simulated (16-bit)
+    quantized_nf4: int  # the same weights in NF4
+    dequantized: int  # the largest quantized matrix back in 16-bit (QLoRA's transient)
+    trainable_numels: tuple[int, ...]  # for the 8-bit optimizer states
+
+
+def _parameter_bytes(model: Any, step: _Step) -> _ParameterBytes:
+    adapter = 0
+    if step.kind in ("lora", "qlora", "dora"):
+        adapter = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    quantized_16bit = quantized_numel = dequantized = 0
+    if step.kind == "qlora":
+        # The planner's QLoRA convention: every frozen weight matrix of the decoder
+        # layers in NF4 (experts included), MoE routers, norms, embeddings and the head in
+        # 16-bit (transformers keeps the output embedding out of bitsandbytes).
+        for name, param in _decoder_layers(_unwrap(model)).named_parameters():
+            if param.requires_grad or param.dim() < 2 or _is_router(name):
+                continue
+            quantized_16bit += param.numel() * param.element_size()
+            quantized_numel += param.numel()
+            matrix = param[0] if param.dim() == 3 else param
+            # bitsandbytes dequantizes a weight to the compute dtype before its matmul.
+            dequantized = max(dequantized, matrix.numel() * param.element_size())
+    trainable_numels = tuple(p.numel() for p in model.parameters() if p.requires_grad)
+    return _ParameterBytes(
+        adapter=adapter,
+        quantized_16bit=quantized_16bit,
+        quantized_nf4=math.ceil(quantized_numel * _NF4_BITS_PER_PARAM / 8),
+        dequantized=dequantized,
+        trainable_numels=trainable_numels,
+    )
+
+
+def _is_router(parameter_name: str) -> bool:
+    module = parameter_name.rsplit(".", 2)[-2] if parameter_name.count(".") >= 1 else ""
+    return module in ("gate", "router", "shared_expert_gate")
+
+
+def _unwrap(model: Any) -> Any:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _terms(peak: dict[str, int], counts: _ParameterBytes, step: _Step) -> dict[str, int]:
+    """MemTracker categories at one peak -> the planner's breakdown terms."""
+    weights = peak["parameters"] + peak["buffers"] - counts.adapter
+    weights += counts.quantized_nf4 - counts.quantized_16bit + counts.dequantized
+    optimizer_states = peak["optimizer_states"]
+    if step.optimizer in ("adamw8bit", "paged_adamw8bit") and optimizer_states:
+        optimizer_states = _bnb_adamw_state_bytes(counts.trainable_numels)
+    return {
+        "weights": weights,
+        "adapter_weights": counts.adapter,
+        "gradients": peak["gradients"],
+        "optimizer_states": optimizer_states,
+        "activations": peak["activations"] + peak["temporaries"] + peak["other"],
+        "logits_loss": 0,
+    }
+
+
+def _bnb_adamw_state_bytes(numels: tuple[int, ...]) -> int:
+    """bitsandbytes AdamW8bit: two states per parameter, 8-bit blockwise when large enough."""
+    total = 0
+    for n in numels:
+        if n < _BNB_MIN_8BIT_SIZE:
+            total += 2 * 4 * n
+        else:
+            total += 2 * (n + 4 * math.ceil(n / _BNB_BLOCK))
+    return total
