@@ -148,7 +148,7 @@ class FrontierScreen(Screen):
     def _show_view_name(self) -> None:
         x, y = VIEWS[self.view]
         self.query_one("#view", Static).update(
-            f"{AXES[y].label} vs {AXES[x].label} — lower is better on both; M: next view"
+            f"{AXES[y].label} vs {AXES[x].label} (lower is better) · M: next view"
         )
 
     def _fill_table(self) -> None:
@@ -185,19 +185,12 @@ class FrontierScreen(Screen):
                 marker="dot",
                 label=method,
             )
+        # Pareto-optimal over all three objectives: a 2-D view shows them as stars, not a
+        # line, since a point can be on the frontier only because of the third objective.
         pareto = [p for p in plotted if p.pareto]
         if pareto:
-            pareto.sort(key=x_axis.of)
-            plt.plot(
-                [x_axis.of(p) for p in pareto],
-                [y_axis.of(p) for p in pareto],
-                color="yellow",
-                marker="braille",
-                label="Pareto",
-            )
-            for p in pareto:
-                plt.scatter([x_axis.of(p)], [y_axis.of(p)],
-                            color=METHOD_COLOURS.get(p.method, "white"), marker="★")
+            plt.scatter([x_axis.of(p) for p in pareto], [y_axis.of(p) for p in pareto],
+                        color="yellow", marker="★", label="Pareto-optimal")
         selected = self._selected_point()
         if selected is not None and selected in plotted:
             plt.scatter([x_axis.of(selected)], [y_axis.of(selected)], color="white", marker="◉")

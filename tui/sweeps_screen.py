@@ -94,8 +94,11 @@ class SweepsScreen(Screen):
         Binding("ctrl+r", "refresh", "Refresh"),
     ]
     DEFAULT_CSS = """
+    SweepsScreen #sweeps-tabs { height: 1fr; }
+    SweepsScreen ContentSwitcher { height: 1fr; }
+    SweepsScreen TabPane { height: 1fr; padding: 0; }
     SweepsScreen #launch-status { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
-    SweepsScreen #studies { height: 1fr; min-height: 4; }
+    SweepsScreen #studies { height: auto; max-height: 8; margin-bottom: 1; }
     SweepsScreen #trials { height: 2fr; min-height: 5; }
     SweepsScreen #spec-editor { height: 1fr; }
     SweepsScreen #spec-path-line { height: 1; padding: 0 1; }
