@@ -313,6 +313,11 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
         working = backward_temporaries
     # The loss phase and a layer's backward never overlap: charge only the excess.
     activations = stored + max(0.0, working - logits_loss)
+    if method.optimizer.startswith("paged_"):
+        # Paged optimizers keep their states in CUDA unified memory, evicted to host RAM
+        # under pressure (bitsandbytes docs, "Paged optimizers"): they need to be resident
+        # only during the optimizer step, when activations and the loss are freed.
+        optimizer_states = max(0.0, optimizer_states - (activations + logits_loss))
 
     framework = 0.0
     if on_gpu:
