@@ -325,15 +325,18 @@ def default_methods(**settings: Any) -> tuple[MethodSpec, ...]:
 
 
 def _cheapest_anywhere(arch: ModelArch, workload: Workload, method: MethodSpec,
-                       cat: Catalog, provider: str | None) -> Estimate:
+                       cat: Catalog, provider: str | None,
+                       offers: Sequence[tuple[Offer, GPU]]) -> Estimate:
     """The cheapest GPU type × provider × GPU count (at least ``method.gpus``) that fits."""
     peaks = _Peaks(arch, workload, method)
     flops = training_flops(arch, workload, method)
     mfu = _mfu(method)
     best: tuple[Decimal, Any, Any, int] | None = None
-    for offer in cat.offers(provider=provider):
-        gpu = cat.gpu(offer.gpu)
-        n = peaks.min_gpus(gpu.memory_bytes)
+    counts: dict[str, int | None] = {}
+    for offer, gpu in offers:
+        if gpu.id not in counts:
+            counts[gpu.id] = peaks.min_gpus(gpu.memory_bytes)
+        n = counts[gpu.id]
         if n is None:
             continue
         n = max(n, method.gpus)
@@ -369,12 +372,13 @@ def plan(
     cat = _catalog(catalog)
     chosen_methods = tuple(methods) if methods else default_methods()
     provider_id = cat.check_provider(provider) if provider is not None else None
+    offers = [] if gpu is not None else [(o, cat.gpu(o.gpu)) for o in cat.offers(provider=provider_id)]
     rows = []
     for method in chosen_methods:
         if gpu is not None:
             est = estimate(arch, workload, method, gpu=gpu, provider=provider_id, catalog=cat)
         else:
-            est = _cheapest_anywhere(arch, workload, method, cat, provider_id)
+            est = _cheapest_anywhere(arch, workload, method, cat, provider_id, offers)
         if max_fit and est.gpu_memory_bytes is not None:
             seq, batch = _max_fit_search(arch, workload, est.method, est.gpu_memory_bytes)
             rows.append(PlanRow(est, seq, batch))
