@@ -447,6 +447,17 @@ class SweepSpec(_Section):
 
     # -- derived values
 
+    def to_raw(self) -> dict[str, Any]:
+        """The spec as plain TOML-shaped data (what :func:`spec_from_text` reads back)."""
+        raw = self.model_dump(mode="json", exclude={"search", "trial"}, exclude_none=True)
+        search: dict[str, Any] = {"methods": list(self.search.methods)}
+        search.update({k: _param_to_raw(v) for k, v in self.search.params.items()})
+        if self.search.lr_by_method:
+            search["lr"] = {k: _param_to_raw(v) for k, v in self.search.lr_by_method.items()}
+        raw["search"] = search
+        raw["trial"] = dict(self.trial.model_extra or {})
+        return raw
+
     @property
     def storage_url(self) -> str:
         """The Optuna storage: a postgresql:// URL or a journal file path."""

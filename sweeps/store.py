@@ -526,6 +526,8 @@ def _state_of(trial: optuna.trial.FrozenTrial) -> str:
 
     if trial.user_attrs.get("state"):
         return str(trial.user_attrs["state"])
+    if trial.state == TrialState.FAIL and "worker_host" in trial.user_attrs:
+        return "lost"  # failed by Optuna's heartbeat check: its worker stopped answering
     return {
         TrialState.COMPLETE: "complete",
         TrialState.FAIL: "failed",
@@ -540,15 +542,17 @@ def trial_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str
     rows: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     directions = [d.name.lower() for d in study.directions]
+    deleted = study.user_attrs.get("deleted_artifacts")
     for trial in study.get_trials(deepcopy=False):
-        row, trial_steps = trial_row(study.study_name, trial, directions)
+        row, trial_steps = trial_row(study.study_name, trial, directions, deleted_artifacts=deleted)
         rows.append(row)
         steps.extend(trial_steps)
     return rows, steps
 
 
 def trial_row(
-    study_name: str, trial: optuna.trial.FrozenTrial, directions: list[str]
+    study_name: str, trial: optuna.trial.FrozenTrial, directions: list[str],
+    *, deleted_artifacts: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One ``trials`` row and its ``steps`` rows, from the trial's Optuna record.
 
@@ -570,7 +574,7 @@ def trial_row(
         "number": trial.number,
         "state": _state_of(trial),
         "error": attrs.get("error") or result.get("error"),
-        "retry_of": attrs.get("retry_of"),
+        "retry_of": attrs.get("retry_of", trial.system_attrs.get("failed_trial")),
         "params": dict(trial.params),
     }
     for name in _CONFIG_FIELDS:
@@ -618,6 +622,8 @@ def trial_row(
     row["started_at"] = trial.datetime_start
     row["finished_at"] = trial.datetime_complete
     row["artifact"] = attrs.get("artifact", result.get("artifact"))
+    if row["artifact"] in (deleted_artifacts or ()):
+        row["artifact"] = None  # deleted by the artifact policy (not on the frontier)
     row["command"] = result.get("command") or attrs.get("command")
     row["config"] = config or None
     steps = [

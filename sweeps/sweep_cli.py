@@ -1,7 +1,365 @@
-"""``paretune sweep``, ``sql``, ``frontier``, ``results`` (registered by ``tui.cli``)."""
+"""``paretune sweep``, ``sql``, ``frontier``, ``results`` (registered by ``tui.cli``).
+
+Heavy imports (optuna, duckdb, matplotlib) happen inside the commands, so ``paretune --help``
+stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from pricing.errors import UserError
+
+DEFAULT_DB = Path("runs") / "results.duckdb"
+
+
+class SweepUsageError(UserError):
+    title = "Sweep"
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _parse_gpus(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise SweepUsageError(f"--gpus must list distinct GPU indices like 0,1,2; got {value!r}")
+    return parts
+
+
+def _slots(spec: Any, gpus: list[str] | None, workers: int | None) -> list[str | None]:
+    if gpus is None and spec.hardware.gpus:
+        gpus = [str(g) for g in spec.hardware.gpus]
+    if gpus is not None:
+        if workers is not None and workers != len(gpus):
+            raise SweepUsageError(
+                f"--workers {workers} does not match {len(gpus)} GPU(s) {','.join(gpus)}",
+                "One worker runs per GPU; drop --workers or list that many GPUs.",
+            )
+        return list(gpus)
+    return [None] * (workers or 1)
+
+
+def _summary(console: Any, state: Any, spec: Any) -> None:
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(state.failed.items())) or "none"
+    console.print(
+        f"study {spec.name}: {state.done} complete, failed: {failed}, infeasible {state.infeasible}; "
+        f"spent ${state.dollars:.4f}"
+        + (f" of ${spec.budget.dollars:.2f} (${spec.budget.dollars - state.dollars:.4f} left)"
+           if spec.budget.dollars is not None else "")
+        + f", {state.hours:.3f} h; frontier size {state.frontier_size}",
+        markup=False, highlight=False,
+    )
+    if state.stop_reason:
+        console.print(f"stopped: {state.stop_reason}", markup=False, highlight=False)
+
+
+def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: int | None,
+         storage: str | None, seed_offset: int) -> None:
+    from sweeps.progress import watch
+    from sweeps.spec import load_spec
+    from sweeps.worker import Sweep
+
+    spec = load_spec(spec_path)
+    if workers is not None and workers < 1:
+        raise SweepUsageError(f"--workers must be >= 1, got {workers}")
+    if max_trials is not None and max_trials < 0:
+        raise SweepUsageError(f"--max-trials must be >= 0, got {max_trials}")
+    slots = _slots(spec, _parse_gpus(gpus), workers)
+    sweep = Sweep(spec, slots=slots, max_trials=max_trials, storage_url=storage,
+                  seed_offset=seed_offset)
+    console = _console()
+    console.print(
+        f"sweep {spec.name}: storage {sweep.storage_url}, results {spec.run.results}, "
+        f"{len(slots)} worker(s)" + (f" on GPU {','.join(s for s in slots if s)}" if any(slots) else ""),
+        markup=False, highlight=False,
+    )
+    try:
+        state = watch(sweep, console)
+    except KeyboardInterrupt:
+        _summary(console, sweep.state, spec)
+        console.print("Interrupted: no trial left running; rerun the same command to resume.",
+                      markup=False, highlight=False)
+        raise SystemExit(130) from None
+    _summary(console, state, spec)
+
+
+@click.group("sweep")
+def sweep_group() -> None:
+    """Run, join and inspect Optuna sweeps of real fine-tunes."""
+
+
+@sweep_group.command("run")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--gpus", default=None, help="GPU indices, one worker each (e.g. 0,1).")
+@click.option("--workers", type=int, default=None, help="Workers (CPU; or one per --gpus).")
+@click.option("--max-trials", type=int, default=None, help="Launch at most N trials in this run.")
+def sweep_run(spec: Path, gpus: str | None, workers: int | None, max_trials: int | None) -> None:
+    """Run (or resume) the sweep described by SPEC.
+
+    Each trial runs in its own process pinned to one GPU. The study lives in the spec's
+    storage (a journal file by default), so rerunning the same command resumes it;
+    results land in the DuckDB file named by the spec. Ctrl-C stops cleanly.
+    """
+    _run(spec, gpus=gpus, workers=workers, max_trials=max_trials, storage=None, seed_offset=0)
+
+
+@sweep_group.command("worker")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--storage", required=True, help="The shared study: postgresql://user@host/db (or a journal file).")
+@click.option("--max-trials", type=int, default=None, help="Launch at most N trials from this worker.")
+def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
+    """Join SPEC's study as one more worker (one per GPU; pin it with CUDA_VISIBLE_DEVICES).
+
+    Start as many as you like on as many machines as share STORAGE; together they run
+    exactly the spec's trial budget.
+    """
+    slot = os.environ.get("CUDA_VISIBLE_DEVICES")
+    _run(spec, gpus=slot if slot and slot.replace(",", "").isdigit() else None, workers=None,
+         max_trials=max_trials, storage=storage, seed_offset=1000 + os.getpid() % 100000)
+
+
+@sweep_group.command("status")
+@click.argument("study", required=False)
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+              show_default=True, help="DuckDB results file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def sweep_status(study: str | None, db: Path, fmt: str) -> None:
+    """Progress, spend, best trials and failures by reason of STUDY (or of every study)."""
+    from sweeps.frontier import frontier_hypervolume
+    from sweeps.store import ResultsStore
+
+    store = ResultsStore(db)
+    studies = store.studies()
+    if study is not None:
+        studies = [s for s in studies if s["study"] == study]
+        if not studies:
+            from pricing.errors import did_you_mean
+
+            raise SweepUsageError(f"no study {study!r} in {db}",
+                                  did_you_mean(study, [s["study"] for s in store.studies()]))
+    report = []
+    for row in studies:
+        trials = store.trials(row["study"])
+        failures: dict[str, int] = {}
+        for t in trials:
+            if t["state"] not in ("complete", "running", "waiting"):
+                failures[t["state"]] = failures.get(t["state"], 0) + 1
+        best = store.frontier(row["study"])
+        report.append({
+            "study": row["study"], "model": row["model"], "trials": row["trials"],
+            "complete": row["complete"], "running": sum(t["state"] == "running" for t in trials),
+            "failures": failures, "dollars": row["dollars"], "budget_dollars": row["budget_dollars"],
+            "budget_trials": row["budget_trials"],
+            "hypervolume": frontier_hypervolume(trials),
+            "frontier": [{k: t[k] for k in ("number", "method", "rank", "lr", "eval_nll",
+                                            "retain_delta_nll", "dollars", "artifact")} for t in best],
+        })
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    console = _console()
+    if not report:
+        console.print(f"no studies in {db}", markup=False)
+    for item in report:
+        budget = f" of ${item['budget_dollars']:.2f}" if item["budget_dollars"] else ""
+        trials_budget = f" of {item['budget_trials']}" if item["budget_trials"] else ""
+        console.print(
+            f"[bold]{item['study']}[/bold] ({item['model']}): {item['complete']} complete{trials_budget}, "
+            f"{item['running']} running, {item['trials']} recorded; spent ${item['dollars']:.4f}{budget}; "
+            f"hypervolume {item['hypervolume']:.4g}"
+        )
+        if item["failures"]:
+            console.print("  not completed: " + ", ".join(f"{k} {v}" for k, v in sorted(item["failures"].items())),
+                          markup=False)
+        table = Table(title="Pareto-optimal trials", title_justify="left")
+        for column in ("#", "method", "rank", "lr", "eval NLL", "retain dNLL", "$", "artifact"):
+            table.add_column(column)
+        for t in item["frontier"]:
+            table.add_row(str(t["number"]), t["method"] or "", _num(t["rank"]), _num(t["lr"]),
+                          _num(t["eval_nll"]), _num(t["retain_delta_nll"]), _num(t["dollars"]),
+                          t["artifact"] or "")
+        console.print(table)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@click.command("sql")
+@click.argument("query")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+              show_default=True, help="DuckDB results file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="How to print the rows (json: a list of row objects).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the rows to FILE instead (.parquet, .csv or .json).")
+@click.option("--write", is_flag=True, help="Allow statements that change the file.")
+def sql_command(query: str, db: Path, fmt: str, out: Path | None, write: bool) -> None:
+    """Run SQL QUERY against the results file (read-only unless --write).
+
+    Tables: studies, trials, steps; views: frontier, calibration (see the README).
+    """
+    from sweeps.store import ResultsStore
+
+    store = ResultsStore(db)
+    if out is not None and out.suffix.lower() == ".parquet":
+        table = store.arrow(query)
+        import pyarrow.parquet as pq
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out)
+        click.echo(f"wrote {table.num_rows} rows to {out}", err=True)
+        return
+    columns, rows = store.query(query, write=write)
+    if out is not None:
+        fmt = {".csv": "csv", ".json": "json"}.get(out.suffix.lower(), fmt)
+    text = _format_rows(columns, rows, fmt)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {len(rows)} rows to {out}", err=True)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+def _format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=_json_default) + "\n"
+    if fmt == "csv":
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return buffer.getvalue()
+    if not columns:
+        return "OK\n"
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*[_num(v) if not isinstance(v, str) else v for v in row])
+    console = Console(width=max(100, os.get_terminal_size().columns if sys.stdout.isatty() else 200),
+                      record=True, file=open(os.devnull, "w"))
+    console.print(table)
+    return console.export_text() + f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n"
+
+
+def _json_default(value: Any) -> Any:
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+@click.command("frontier")
+@click.argument("study", required=False)
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+              show_default=True, help="DuckDB results file.")
+@click.option("--x", "x_axis", type=click.Choice(["quality", "forgetting", "cost"]), default="forgetting",
+              show_default=True)
+@click.option("--y", "y_axis", type=click.Choice(["quality", "forgetting", "cost"]), default="quality",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write FILE.png, .svg or .html instead of drawing in the terminal.")
+def frontier_command(study: str | None, db: Path, x_axis: str, y_axis: str, out: Path | None) -> None:
+    """Chart STUDY's trials: method by colour, cost by size, Pareto points joined.
+
+    Without STUDY, the most recently created study. Prints the frontier size and hypervolume.
+    """
+    from sweeps.frontier import frontier_hypervolume, plot_frontier, terminal_frontier
+    from sweeps.store import ResultsStore
+
+    if x_axis == y_axis:
+        raise SweepUsageError(f"--x and --y are both {x_axis!r}", "Pick two different objectives.")
+    store = ResultsStore(db)
+    studies = [s["study"] for s in store.studies()]
+    if not studies:
+        raise SweepUsageError(f"no studies in {db}", "Run a sweep first: paretune sweep run SPEC")
+    if study is None:
+        study = studies[0]
+    elif study not in studies:
+        from pricing.errors import did_you_mean
+
+        raise SweepUsageError(f"no study {study!r} in {db}", did_you_mean(study, studies))
+    rows = store.trials(study)
+    complete = [r for r in rows if r["state"] == "complete"]
+    if not complete:
+        raise SweepUsageError(f"study {study!r} has no completed trials yet",
+                              "`paretune sweep status` shows what happened to its trials.")
+    front = store.frontier(study)
+    title = f"{study}: {len(complete)} trials, {len(front)} Pareto-optimal"
+    if out is not None:
+        if out.suffix.lower() not in (".png", ".svg", ".html"):
+            raise SweepUsageError(f"--out must end in .png, .svg or .html, got {out.name!r}")
+        plot_frontier(rows, out, x=x_axis, y=y_axis, title=title)
+        click.echo(f"wrote {out}")
+    else:
+        size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((100, 30))
+        click.echo(terminal_frontier(rows, x=x_axis, y=y_axis, width=size.columns, height=max(15, size.lines - 6),
+                                     title=title))
+    click.echo(f"frontier: trials {', '.join('#' + str(r['number']) for r in front)}; "
+               f"hypervolume {frontier_hypervolume(rows):.4g}")
+
+
+@click.group("results")
+def results_group() -> None:
+    """The DuckDB results file."""
+
+
+@results_group.command("sync")
+@click.option("--storage", required=True, help="Optuna storage: a journal file or postgresql:// URL.")
+@click.option("--study", "studies", multiple=True, help="Only this study (repeatable); default: all.")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+              show_default=True, help="DuckDB results file (created if missing).")
+def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
+    """Import studies from an Optuna storage into the results file (idempotent)."""
+    import optuna
+
+    from sweeps.store import ResultsStore
+    from sweeps.worker import open_storage
+
+    if not storage.startswith(("postgresql", "postgres://")) and not Path(storage).exists():
+        raise SweepUsageError(f"no journal file at {storage}", "Pass the storage the sweep used.")
+    backend = open_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
+    chosen = list(studies) or names
+    missing = [s for s in chosen if s not in names]
+    if missing:
+        from pricing.errors import did_you_mean
+
+        raise SweepUsageError(f"no study {missing[0]!r} in {storage}", did_you_mean(missing[0], names))
+    store = ResultsStore(db)
+    for name in chosen:
+        count = store.sync_study(optuna.load_study(study_name=name, storage=backend), storage=storage)
+        click.echo(f"{name}: {count} trials -> {db}")
+
+
+COMMANDS: list[click.Command] = [sweep_group, sql_command, frontier_command, results_group]

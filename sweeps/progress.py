@@ -1,0 +1,112 @@
+"""The live sweep display: trials and dollars against the budget, running trials, frontier."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from sweeps.worker import Sweep, SweepState
+
+__all__ = ["render_state", "watch"]
+
+
+def _budget(value: float, limit: float | None, unit: str = "") -> str:
+    if unit == "$":
+        return f"${value:.4f}" + (f" / ${limit:.2f}" if limit is not None else "")
+    return f"{value:g}{unit}" + (f" / {limit:g}{unit}" if limit is not None else "")
+
+
+def render_state(state: SweepState) -> RenderableType:
+    """One panel: totals, then a row per running trial, then the latest events."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    with state.lock:
+        failed = sum(state.failed.values())
+        head = Text.assemble(
+            ("study ", "dim"), (state.study, "bold"),
+            ("   trials ", "dim"), _budget(state.done + failed, state.budget_trials),
+            ("   spent ", "dim"), _budget(state.dollars, state.budget_dollars, "$"),
+            ("   hours ", "dim"), f"{state.hours:.3f}" + (f" / {state.budget_hours:g}" if state.budget_hours else ""),
+            ("   frontier ", "dim"), str(state.frontier_size),
+            ("   failed ", "dim"), ", ".join(f"{k} {v}" for k, v in state.failed.items()) or "0",
+            ("   infeasible ", "dim"), str(state.infeasible),
+        )
+        table = Table(box=None, pad_edge=False, header_style="dim")
+        for column in ("trial", "slot", "method", "step", "loss", "elapsed"):
+            table.add_column(column)
+        now = time.monotonic()
+        for running in sorted(state.running.values(), key=lambda r: r.number):
+            step = "-" if running.step is None else (
+                f"{running.step}" + (f"/{running.max_steps}" if running.max_steps else ""))
+            loss = "-" if running.loss is None else f"{running.loss:.4f}"
+            table.add_row(f"#{running.number}", running.slot, running.method, step, loss,
+                          f"{now - running.started:.0f}s")
+        events = [Text(e, style="yellow") for e in state.events[-5:]]
+    return Group(head, table, *events)
+
+
+def watch(sweep: Sweep, console: Console) -> SweepState:
+    """Run ``sweep`` with a live display (a TTY) or one line per event (logs, pipes)."""
+    import threading
+
+    if not console.is_terminal:
+        printed = 0
+        done = threading.Event()
+        result: dict[str, SweepState] = {}
+        error: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                result["state"] = sweep.run()
+            except BaseException as caught:  # re-raised in the main thread
+                error.append(caught)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        try:
+            while not done.wait(0.5):
+                printed = _print_new_events(sweep.state, console, printed)
+        except KeyboardInterrupt:
+            sweep.stop("interrupted")
+            thread.join()
+            _print_new_events(sweep.state, console, printed)
+            raise
+        _print_new_events(sweep.state, console, printed)
+        if error:
+            raise error[0]
+        return result["state"]
+
+    from rich.live import Live
+
+    with Live(render_state(sweep.state), console=console, refresh_per_second=2) as live:
+        import threading
+
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(0.5):
+                live.update(render_state(sweep.state))
+
+        refresher = threading.Thread(target=refresh, daemon=True)
+        refresher.start()
+        try:
+            return sweep.run()
+        finally:
+            stop.set()
+            refresher.join()
+            live.update(render_state(sweep.state))
+
+
+def _print_new_events(state: SweepState, console: Console, printed: int) -> int:
+    with state.lock:
+        new = state.events[printed:]
+    for line in new:
+        console.print(line, markup=False, highlight=False)
+    return printed + len(new)

@@ -1,0 +1,725 @@
+"""The sweep loop: ask Optuna, gate, run one isolated trial, tell, record; per GPU, resumable.
+
+One :class:`Sweep` drives one study from one process with one worker thread per slot (a
+GPU index, or ``None`` for an unpinned CPU slot). Each trial runs in its own child process
+(:func:`sweeps.isolation.run_trial_isolated`) pinned with ``CUDA_VISIBLE_DEVICES``, so a
+crash or an out-of-memory error ends that trial only and frees its memory.
+
+What makes it trustworthy overnight:
+
+- the trial budget is checked and the trial asked under one lock (a file lock for the
+  journal, a PostgreSQL advisory lock for a shared database), so any number of workers on
+  any number of machines run exactly the requested number of trials;
+- ``oom`` / ``failed`` / ``timeout`` trials are told to Optuna as failed, with the reason in
+  the user attributes ``state`` and ``error``; the sweep goes on;
+- stopping (Ctrl-C) ends the running trials' processes, tells them as ``interrupted`` and
+  queues their parameters again, so no trial is left RUNNING and a rerun resumes them;
+- a trial left RUNNING by a worker that died is found on the next start (journal: the
+  worker's host and pid are recorded on each trial; PostgreSQL: Optuna's heartbeats), told
+  as ``lost``, and re-queued up to ``run.max_retries`` times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pricing.errors import UserError
+from sweeps.gate import Gate, Prediction, Spend, budget_refusal
+from sweeps.spec import ADAPTER_METHODS, Choice, Fixed, Range, SweepSpec, lr_param_name
+from sweeps.store import ResultsStore, StoreError, study_row, trial_row
+from sweeps.types import StepLog, TrialConfig, TrialResult
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "Sweep",
+    "SweepState",
+    "SweepError",
+    "open_storage",
+    "open_study",
+    "suggest",
+    "recover_dead_workers",
+    "COUNTED_STATES",
+]
+
+COUNTED_STATES = ("complete", "oom", "failed", "timeout", "running")
+"""Trial states that use up the trial budget (infeasible, over-budget, interrupted and lost
+trials do not: the first two never ran, the last two are run again)."""
+
+HEARTBEAT_INTERVAL_S = 20
+HEARTBEAT_GRACE_S = 60
+
+
+class SweepError(UserError):
+    """A sweep that cannot start (bad storage, a study with other objectives, ...)."""
+
+    title = "Sweep"
+
+
+# ---------------------------------------------------------------- storage and study
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (any path) or a PostgreSQL URL (``RDBStorage`` with heartbeats)."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # multivariate TPE, heartbeats and fail_stale_trials are marked experimental; we rely on them.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url.startswith(("postgresql", "postgres://")):
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=HEARTBEAT_GRACE_S,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot connect"
+            raise SweepError(
+                f"cannot open the study database {_redact(url)}: {str(error).splitlines()[0]}",
+                "Check that PostgreSQL runs and the URL (user, host, database) is right; "
+                "`pip install 'paretune[distributed]'` provides the driver.",
+            ) from None
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except (OSError, ValueError) as error:
+        raise SweepError(f"cannot open the journal file {path}: {error}") from None
+
+
+def _redact(url: str) -> str:
+    from sweeps.store import _redact as redact
+
+    return redact(url) or url
+
+
+def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler; each worker gets its own seed so workers do not repeat each other."""
+    import optuna
+
+    seed = spec.seed + seed_offset
+    if spec.sampler == "tpe":
+        # group=True: the space is conditional (rank only for adapters, lr per method).
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constant_liar=True, n_startup_trials=5)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def open_study(spec: SweepSpec, storage: Any, *, sampler: Any = None, storage_url: str | None = None) -> optuna.Study:
+    """Create the spec's study, or load it if it exists (same objectives required)."""
+    import optuna
+
+    objectives = list(spec.objectives.names())
+    study = optuna.create_study(
+        study_name=spec.name, storage=storage, directions=spec.objectives.directions(),
+        sampler=sampler or make_sampler(spec), load_if_exists=True,
+    )
+    existing = study.user_attrs.get("objectives")
+    if existing is None:
+        study.set_user_attr("objectives", objectives)
+        study.set_user_attr("spec", spec.to_raw())
+        study.set_user_attr("created_at", datetime.now().isoformat(timespec="seconds"))
+        study.set_user_attr("storage", _redact(storage_url or spec.storage_url))
+    elif list(existing) != objectives:
+        raise SweepError(
+            f"study {spec.name!r} already exists with objectives {existing}, "
+            f"but the spec asks for {objectives}",
+            "Give the spec a new `name` to start another study.",
+        )
+    return study
+
+
+def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
+    """Sample one point of the spec's search space on ``trial`` (conditional on method)."""
+    methods = spec.search.methods
+    method = methods[0] if len(methods) == 1 else trial.suggest_categorical("method", list(methods))
+    params: dict[str, Any] = {"method": method}
+    for name, param in spec.search.params.items():
+        if name in ("rank", "alpha_ratio", "targets", "use_rslora") and method not in ADAPTER_METHODS:
+            continue
+        if name == "freeze_trainable_layers" and method != "freeze":
+            continue
+        value = _suggest_one(trial, name, param)
+        if value is not None:
+            params[name] = value
+    if spec.search.lr_by_method:
+        value = _suggest_one(trial, lr_param_name(spec, method), spec.search.lr_by_method[method])
+        if value is not None:
+            params[lr_param_name(spec, method)] = value
+    return params
+
+
+def _suggest_one(trial: optuna.Trial, name: str, param: Any) -> Any:
+    if isinstance(param, Fixed):
+        return None  # fixed values come from the spec, not from Optuna
+    if isinstance(param, Choice):
+        return trial.suggest_categorical(name, list(param.values))
+    assert isinstance(param, Range)
+    if param.integer:
+        return trial.suggest_int(name, int(param.low), int(param.high), log=param.log,
+                                 step=int(param.step) if param.step else 1)
+    return trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
+
+
+# ---------------------------------------------------------------- worker liveness
+
+
+def _this_worker() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "worker_host": socket.gethostname(),
+        "worker_pid": os.getpid(),
+        "worker_started": psutil.Process().create_time(),
+    }
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if started is not None and abs(process.create_time() - started) > 1.0:
+            return False  # the pid was reused by another process
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _retry_count(trial: optuna.trial.FrozenTrial) -> int:
+    return int(trial.user_attrs.get("retries", 0))
+
+
+def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> bool:
+    """Queue ``trial``'s parameters again (so a resumed sweep runs them first)."""
+    retries = _retry_count(trial)
+    if retries >= max_retries or not trial.params:
+        return False
+    study.enqueue_trial(
+        dict(trial.params),
+        user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number), "retries": retries + 1},
+    )
+    return True
+
+
+def recover_dead_workers(study: optuna.Study, *, max_retries: int) -> list[int]:
+    """Fail (as ``lost``) and re-queue RUNNING trials whose worker on this host is dead.
+
+    With PostgreSQL, Optuna's heartbeats do the same across machines
+    (:func:`optuna.storages.fail_stale_trials`); this handles the journal file, where the
+    worker's host and pid are on each trial.
+    """
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    with contextlib.suppress(Exception):
+        optuna.storages.fail_stale_trials(study)
+    host = socket.gethostname()
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("worker_host") != host or "worker_pid" not in attrs:
+            continue
+        if _alive(int(attrs["worker_pid"]), attrs.get("worker_started")):
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "state", "lost")
+            study._storage.set_trial_user_attr(
+                trial._trial_id, "error",
+                f"worker pid {attrs['worker_pid']} on {host} died while the trial ran",
+            )
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError, UpdateFinishedTrialError):
+            continue  # another worker recovered it first
+        _requeue(study, trial, max_retries)
+        recovered.append(trial.number)
+    return recovered
+
+
+# ---------------------------------------------------------------- the shared state
+
+
+@dataclass
+class RunningTrial:
+    number: int
+    method: str
+    slot: str
+    started: float
+    step: int | None = None
+    loss: float | None = None
+    max_steps: int | None = None
+
+
+@dataclass
+class SweepState:
+    """What the progress display shows; updated by the worker threads."""
+
+    study: str
+    budget_trials: int | None
+    budget_dollars: float | None
+    budget_hours: float | None
+    done: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    infeasible: int = 0
+    dollars: float = 0.0
+    hours: float = 0.0
+    frontier_size: int = 0
+    running: dict[str, RunningTrial] = field(default_factory=dict)
+    stop_reason: str | None = None
+    events: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def event(self, text: str) -> None:
+        with self.lock:
+            self.events.append(text)
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+TrialRunner = Callable[..., TrialResult]
+
+
+class Sweep:
+    """Runs one spec's study from this process: one worker thread per slot.
+
+    ``slots``: GPU indices as strings (each trial pinned with CUDA_VISIBLE_DEVICES) or
+    ``None`` entries for unpinned CPU workers. ``max_trials`` caps the trials this process
+    launches (the spec's budget caps the study). ``run_trial`` is the isolated trial
+    runner (default :func:`sweeps.isolation.run_trial_isolated`).
+    """
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        *,
+        slots: list[str | None] | None = None,
+        max_trials: int | None = None,
+        storage_url: str | None = None,
+        seed_offset: int = 0,
+        run_trial: TrialRunner | None = None,
+    ) -> None:
+        self.spec = spec
+        self.slots = slots or [None]
+        self.max_trials = max_trials
+        self.storage_url = storage_url or spec.storage_url
+        self.seed_offset = seed_offset
+        self._run_trial = run_trial
+        self.storage = open_storage(self.storage_url)
+        self.study = open_study(spec, self.storage, storage_url=self.storage_url)
+        self.gate = Gate(spec)
+        self.store = ResultsStore(spec.run.results)
+        self.stop_event = threading.Event()
+        self.state = SweepState(spec.name, spec.budget.trials, spec.budget.dollars, spec.budget.hours)
+        self._launched = 0
+        self._launched_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._heartbeats: dict[int, threading.Event] = {}
+        self.worker = _this_worker()
+        self.recovered = recover_dead_workers(self.study, max_retries=spec.run.max_retries)
+        if self.recovered:
+            self.state.event(f"re-queued trial(s) {self.recovered} left running by a dead worker")
+        self._write_study_row()
+        self._refresh_state()
+
+    # -- public
+
+    def run(self) -> SweepState:
+        """Run until the budget, ``max_trials`` or :meth:`stop`; return the final state."""
+        threads = [
+            threading.Thread(target=self._worker, args=(index, slot), name=f"sweep-{slot}", daemon=True)
+            for index, slot in enumerate(self.slots)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)
+        except KeyboardInterrupt:
+            self.stop("interrupted")
+            for thread in threads:
+                thread.join()
+            raise
+        finally:
+            self.sync_results()
+        return self.state
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop launching, end the running trials' processes, and wait for them to be told."""
+        if not self.stop_event.is_set():
+            with self.state.lock:
+                self.state.stop_reason = self.state.stop_reason or reason
+            self.stop_event.set()
+        _end_children()
+
+    def sync_results(self) -> None:
+        """Rebuild this study's rows in the results file from the Optuna storage."""
+        try:
+            self.store.sync_study(self.study, storage=self.storage_url)
+        except StoreError as error:
+            self.state.event(f"results file not updated: {error.message} (results are safe in "
+                             f"{_redact(self.storage_url)}; `paretune results sync` imports them)")
+
+    # -- the per-slot loop
+
+    def _worker(self, index: int, slot: str | None) -> None:
+        import optuna
+
+        study = optuna.load_study(
+            study_name=self.spec.name, storage=self.storage,
+            sampler=make_sampler(self.spec, self.seed_offset + index),
+        )
+        infeasible_in_a_row = 0
+        while not self.stop_event.is_set():
+            with self._launched_lock:
+                if self.max_trials is not None and self._launched >= self.max_trials:
+                    self._finish(f"--max-trials {self.max_trials} reached")
+                    return
+            with self._ask_lock():
+                if self.stop_event.is_set():
+                    return
+                picked = self._ask_and_gate(study, slot)
+            if picked is None:
+                return
+            trial, config, prediction = picked
+            if config is None:  # infeasible: recorded, never run
+                infeasible_in_a_row += 1
+                if infeasible_in_a_row >= 20:
+                    self._finish("20 infeasible trials in a row: the search space does not fit "
+                                 "the target GPU; shrink it or pick a larger GPU")
+                    return
+                continue
+            infeasible_in_a_row = 0
+            self._run_and_tell(study, trial, config, slot)
+
+    def _ask_and_gate(self, study: optuna.Study, slot: str | None) -> Any:
+        """Under the ask lock: budget check, ask, gate. None when the sweep must stop."""
+        from optuna.trial import TrialState
+
+        spend = _spend(study)
+        refusal = budget_refusal(self.spec, spend, Prediction())
+        if refusal:
+            self._finish(refusal)
+            return None
+        trial = study.ask()
+        params = suggest(trial, self.spec)
+        config = self.spec.trial_config(params, trial_number=trial.number)
+        prediction = self.gate.predict(config)
+        attrs = {
+            **self.worker,
+            "config": config.model_dump(mode="json"),
+            "predicted_peak_gb": prediction.peak_gb,
+            "predicted_hours": prediction.hours,
+            "predicted_dollars": prediction.dollars,
+            "gpu_memory_gb": prediction.gpu_memory_gb,
+            "cuda_visible_devices": slot,
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if prediction.note:
+            trial.set_user_attr("gate_note", prediction.note)
+        if not prediction.fits:
+            trial.set_constraint("peak_gb_over_gpu_memory", prediction.overflow_gb)
+            trial.set_user_attr("state", "infeasible")
+            trial.set_user_attr("error", prediction.reason())
+            cost = prediction.dollars if prediction.dollars is not None else math.inf
+            study.tell(trial, [math.inf, math.inf, cost])
+            with self.state.lock:
+                self.state.infeasible += 1
+            self.state.event(f"trial {trial.number}: {prediction.reason()}")
+            self._record(study, trial.number)
+            return trial, None, prediction
+        trial.set_constraint("peak_gb_over_gpu_memory", min(prediction.overflow_gb, 0.0))
+        refusal = budget_refusal(self.spec, spend, prediction)
+        if refusal:
+            trial.set_user_attr("state", "over_budget")
+            trial.set_user_attr("error", refusal)
+            study.tell(trial, state=TrialState.FAIL)
+            self._record(study, trial.number)
+            self._finish(refusal)
+            return None
+        with self._launched_lock:
+            self._launched += 1
+        return trial, config, prediction
+
+    def _run_and_tell(self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig, slot: str | None) -> None:
+        from optuna.trial import TrialState
+
+        key = slot if slot is not None else f"cpu{threading.get_ident() % 1000}"
+        running = RunningTrial(trial.number, config.method, key, time.monotonic(), max_steps=config.max_steps)
+        with self.state.lock:
+            self.state.running[key] = running
+
+        def on_step(step: StepLog) -> None:
+            running.step, running.loss = step.step, step.loss
+
+        env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
+        heartbeat = self._start_heartbeat(trial._trial_id)
+        try:
+            result = self._runner()(config, on_step=on_step, env=env, timeout_s=_hard_timeout(self.spec))
+        except Exception as error:  # the runner itself broke: record it, keep the sweep going
+            result = TrialResult(state="failed", method=config.method, config=config,
+                                 error=f"{type(error).__name__}: {error}")
+        finally:
+            heartbeat.set()
+            with self.state.lock:
+                self.state.running.pop(key, None)
+        stopping = self.stop_event.is_set()
+        payload = result.model_dump(mode="json")
+        trial.set_user_attr("result", payload)
+        trial.set_user_attr("artifact", result.artifact)
+        if result.command:
+            trial.set_user_attr("command", result.command)
+        values = _objective_values(self.spec, result)
+        if result.state == "complete" and values is not None:
+            trial.set_user_attr("state", "complete")
+            study.tell(trial, values)
+            with self.state.lock:
+                self.state.done += 1
+            names = self.spec.objectives.names()
+            self.state.event(
+                f"trial {trial.number} complete ({config.method}): "
+                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values))
+            )
+        elif stopping and result.state != "complete":
+            trial.set_user_attr("state", "interrupted")
+            trial.set_user_attr("error", "the sweep was stopped while this trial ran; re-queued")
+            study.tell(trial, state=TrialState.FAIL)
+            _requeue(study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1)
+            self.state.event(f"trial {trial.number}: interrupted, re-queued for the next run")
+        else:
+            state = result.state if result.state != "complete" else "failed"
+            error = result.error or f"objective {self.spec.objectives.names()} not measured"
+            trial.set_user_attr("state", state)
+            trial.set_user_attr("error", error)
+            study.tell(trial, state=TrialState.FAIL)
+            with self.state.lock:
+                self.state.failed[state] = self.state.failed.get(state, 0) + 1
+            self.state.event(f"trial {trial.number}: {state}: {error.splitlines()[0][:160]}")
+        if self.spec.run.save == "frontier":
+            with self._ask_lock():
+                _prune_artifacts(study)
+        self._record(study, trial.number)
+        self._refresh_state(study)
+
+    # -- helpers
+
+    def _runner(self) -> TrialRunner:
+        if self._run_trial is None:
+            from sweeps.isolation import run_trial_isolated
+
+            self._run_trial = run_trial_isolated
+        return self._run_trial
+
+    def _finish(self, reason: str) -> None:
+        with self.state.lock:
+            if self.state.stop_reason is None:
+                self.state.stop_reason = reason
+
+    def _record(self, study: optuna.Study, number: int) -> None:
+        trial = study.get_trials(deepcopy=False)[number]
+        row, steps = trial_row(study.study_name, trial, [d.name.lower() for d in study.directions],
+                               deleted_artifacts=study.user_attrs.get("deleted_artifacts"))
+        try:
+            self.store.write_trials([row], steps)
+        except StoreError as error:
+            self.state.event(f"trial {number} not written to {self.store.path}: {error.message}; "
+                             "`paretune results sync` imports it later")
+
+    def _write_study_row(self) -> None:
+        try:
+            self.store.write_study(study_row(self.study, storage=self.storage_url))
+        except StoreError as error:
+            self.state.event(f"results file not updated: {error.message}")
+
+    def _refresh_state(self, study: optuna.Study | None = None) -> None:
+        from sweeps.frontier import pareto_mask
+
+        study = study or self.study
+        trials = study.get_trials(deepcopy=False)
+        spend = _spend(study, trials)
+        points = [t.values for t in trials if t.user_attrs.get("state") == "complete" and t.values]
+        with self.state.lock:
+            self.state.dollars, self.state.hours = spend.dollars, spend.hours
+            self.state.done = sum(1 for t in trials if t.user_attrs.get("state") == "complete")
+            self.state.frontier_size = int(pareto_mask(_minimised(study, points)).sum()) if points else 0
+
+    @contextlib.contextmanager
+    def _ask_lock(self) -> Iterator[None]:
+        """Serialise budget checks and asks across threads, processes and machines."""
+        with self._thread_lock, _storage_lock(self.storage, self.storage_url, self.spec.name):
+            yield
+
+    def _start_heartbeat(self, trial_id: int) -> threading.Event:
+        """Record Optuna heartbeats for a running trial (PostgreSQL only)."""
+        done = threading.Event()
+        record = getattr(self.storage, "record_heartbeat", None)
+        if record is None or not self.storage_url.startswith(("postgresql", "postgres://")):
+            return done
+
+        def beat() -> None:
+            while True:
+                with contextlib.suppress(Exception):
+                    record(trial_id)
+                if done.wait(HEARTBEAT_INTERVAL_S):
+                    return
+
+        threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}").start()
+        return done
+
+
+def _hard_timeout(spec: SweepSpec) -> float | None:
+    # The trial stops itself at time_limit_s; the parent kills it if it overruns by far.
+    return None if spec.run.timeout_s is None else spec.run.timeout_s * 1.2 + 60
+
+
+def _objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
+    quality = getattr(result.quality, spec.objectives.quality)
+    forgetting = getattr(result.forgetting, spec.objectives.forgetting)
+    if spec.objectives.cost == "dollars":
+        cost = result.dollars
+    else:
+        wall = result.measured.wall_s
+        cost = None if wall is None else wall / 3600 * result.hardware.devices
+    values = [quality, forgetting, cost]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _minimised(study: optuna.Study, points: list[list[float]]) -> list[list[float]]:
+    from optuna.study import StudyDirection
+
+    signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    return [[s * v for s, v in zip(signs, p)] for p in points]
+
+
+def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
+    """Trials, dollars and hours used so far; running trials count at their prediction."""
+    trials = trials if trials is not None else study.get_trials(deepcopy=False)
+    counted = 0
+    dollars = hours = 0.0
+    measured_dollars: list[float] = []
+    measured_hours: list[float] = []
+    from optuna.trial import TrialState
+
+    for trial in trials:
+        attrs = trial.user_attrs
+        state = attrs.get("state")
+        if trial.state == TrialState.RUNNING and "config" in attrs and state is None:
+            counted += 1
+            dollars += attrs.get("predicted_dollars") or 0.0
+            hours += attrs.get("predicted_hours") or 0.0
+            continue
+        if state not in COUNTED_STATES:
+            if state not in ("interrupted", "lost"):
+                continue
+        else:
+            counted += 1
+        result = attrs.get("result") or {}
+        spent = result.get("dollars")
+        wall = (result.get("measured") or {}).get("wall_s")
+        if spent is not None:
+            dollars += spent
+            measured_dollars.append(spent)
+        if wall is not None:
+            hours += wall / 3600.0
+            measured_hours.append(wall / 3600.0)
+    return Spend(
+        trials=counted, dollars=dollars, hours=hours,
+        mean_dollars=sum(measured_dollars) / len(measured_dollars) if measured_dollars else None,
+        mean_hours=sum(measured_hours) / len(measured_hours) if measured_hours else None,
+    )
+
+
+@contextlib.contextmanager
+def _storage_lock(storage: Any, url: str, study_name: str) -> Iterator[None]:
+    """A lock every worker of the study shares: an advisory lock in PostgreSQL, else a file lock."""
+    if url.startswith(("postgresql", "postgres://")):
+        from sqlalchemy import text
+
+        key = zlib.crc32(f"paretune:{study_name}".encode())
+        with storage.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
+    import fcntl
+
+    path = Path(f"{url}.ask-lock")  # not "<journal>.lock": Optuna's own journal lock uses it
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _prune_artifacts(study: optuna.Study) -> None:
+    """Policy ``save = "frontier"``: delete artifacts of trials the frontier leaves behind."""
+    from sweeps.frontier import pareto_mask
+
+    host = socket.gethostname()
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("state") == "complete" and t.values]
+    if not done:
+        return
+    mask = pareto_mask(_minimised(study, [list(t.values) for t in done]))
+    for trial, keep in zip(done, mask):
+        artifact = trial.user_attrs.get("artifact")
+        if keep or not artifact or trial.user_attrs.get("worker_host") != host:
+            continue
+        deleted = list(study.user_attrs.get("deleted_artifacts") or [])
+        if artifact in deleted:
+            continue
+        shutil.rmtree(artifact, ignore_errors=True)
+        # A finished trial's attributes are frozen; the study keeps the list instead.
+        study.set_user_attr("deleted_artifacts", [*deleted, artifact])
+
+
+def _end_children() -> None:
+    """Terminate this process's child processes (the running trials), then kill stragglers."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
