@@ -313,11 +313,24 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
         working = backward_temporaries
     # The loss phase and a layer's backward never overlap: charge only the excess.
     activations = stored + max(0.0, working - logits_loss)
-    if method.optimizer.startswith("paged_"):
-        # Paged optimizers keep their states in CUDA unified memory, evicted to host RAM
-        # under pressure (bitsandbytes docs, "Paged optimizers"): they need to be resident
-        # only during the optimizer step, when activations and the loss are freed.
-        optimizer_states = max(0.0, optimizer_states - (activations + logits_loss))
+    # Two moments hold the peak: the loss phase (activations and logits alive) and the end
+    # of the backward / optimizer step (all gradients and states alive, activations freed).
+    # Terms that exist only in the second are charged for what they need beyond the
+    # memory the first one freed, so that the terms still add up to the peak:
+    # - with grad_accum 1 the gradients of the last step were freed (zero_grad sets them
+    #   to None, the default in torch and the HF Trainer) and are rebuilt while the
+    #   backward frees activations; with grad_accum > 1 they persist through the forward;
+    # - paged optimizers keep their states in CUDA unified memory, evicted to host RAM
+    #   under pressure (bitsandbytes docs, "Paged optimizers"): resident only in the step.
+    transient = activations + logits_loss
+    late_gradients = gradients if workload.grad_accum == 1 else 0.0
+    late_states = optimizer_states if method.optimizer.startswith("paged_") else 0.0
+    late = late_gradients + late_states
+    if late > 0:
+        charged = max(0.0, late - transient)
+        # Split the excess in proportion (integer bytes are rounded below).
+        gradients -= late_gradients * (1 - charged / late)
+        optimizer_states -= late_states * (1 - charged / late)
 
     framework = 0.0
     if on_gpu:

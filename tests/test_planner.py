@@ -67,7 +67,21 @@ def test_breakdown_structure(kind: str, optimizer: str, ckpt: bool) -> None:
             assert est.breakdown["adapter_weights"] == 0
         if kind == "full":
             assert est.trainable_params == arch.total_params
-            assert est.breakdown["gradients"] == 2 * arch.total_params
+            # With grad_accum > 1 the gradients live through the forward: all charged.
+            accum = estimate(arch, WORK.with_(grad_accum=4), method)
+            assert accum.breakdown["gradients"] == 2 * arch.total_params
+            assert accum.peak_bytes >= est.peak_bytes
+
+
+def test_gradients_of_one_step_do_not_overlap_the_activations() -> None:
+    """grad_accum 1: peak = weights + states + max(activations + loss, gradients)."""
+    method = MethodSpec(kind="full", optimizer="adamw8bit")
+    for arch, work in ((GPT2, WORK), (DENSE, WORK), (DENSE, WORK.with_(seq_len=8192, batch=4))):
+        one = memory_terms(arch, work, method).breakdown
+        accum = memory_terms(arch, work.with_(grad_accum=2), method).breakdown
+        transient = accum["activations"] + accum["logits_loss"]
+        assert one["gradients"] == max(0, accum["gradients"] - transient)
+        assert sum(one.values()) == sum(accum.values()) - min(accum["gradients"], transient)
 
 
 @pytest.mark.parametrize(("kind", "optimizer", "ckpt"), COMBOS)
@@ -79,6 +93,7 @@ def test_monotonicity(kind: str, optimizer: str, ckpt: bool) -> None:
         assert _peak(arch, WORK.with_(seq_len=4096), method) > base
         assert _peak(arch, WORK.with_(batch=3), method) > base
         assert _peak(arch, WORK.with_(batch=8), method) >= _peak(arch, WORK.with_(batch=3), method)
+        assert _peak(arch, WORK.with_(grad_accum=2), method) >= base
         if method.uses_adapters:
             assert _peak(arch, WORK, method.with_(rank=64)) > base
             assert _peak(arch, WORK, method.with_(rank=128)) > _peak(arch, WORK, method.with_(rank=64))
@@ -94,7 +109,7 @@ def test_monotonicity(kind: str, optimizer: str, ckpt: bool) -> None:
 
 def test_mixed_precision_adamw_is_16_bytes_per_param_and_8bit_much_less() -> None:
     full = MethodSpec(kind="full", optimizer="adamw")
-    terms = memory_terms(DENSE, WORK, full).breakdown
+    terms = memory_terms(DENSE, WORK.with_(grad_accum=2), full).breakdown
     n = DENSE.total_params
     assert terms["weights"] == 2 * n and terms["gradients"] == 2 * n
     assert terms["optimizer_states"] == 12 * n
@@ -104,10 +119,12 @@ def test_mixed_precision_adamw_is_16_bytes_per_param_and_8bit_much_less() -> Non
     assert 2 * n <= eight["optimizer_states"] < 2.1 * n
     # Paged states live in unified memory: resident only in the step, when activations
     # and the loss are gone, so only what exceeds them is charged.
-    paged = memory_terms(DENSE, WORK, full.with_(optimizer="paged_adamw8bit")).breakdown
-    transient = eight["activations"] + eight["logits_loss"]
-    assert paged["optimizer_states"] == max(0, eight["optimizer_states"] - transient)
-    assert sum(paged.values()) == sum(eight.values()) - min(eight["optimizer_states"], transient)
+    accum = WORK.with_(grad_accum=2)  # gradients persist: only the states are paged
+    eight2 = memory_terms(DENSE, accum, full.with_(optimizer="adamw8bit")).breakdown
+    paged = memory_terms(DENSE, accum, full.with_(optimizer="paged_adamw8bit")).breakdown
+    transient = eight2["activations"] + eight2["logits_loss"]
+    assert paged["optimizer_states"] == max(0, eight2["optimizer_states"] - transient)
+    assert sum(paged.values()) == sum(eight2.values()) - min(eight2["optimizer_states"], transient)
     sgd = memory_terms(DENSE, WORK, full.with_(optimizer="sgd")).breakdown
     assert sgd["optimizer_states"] == 2 * n
     ada = memory_terms(DENSE, WORK, full.with_(optimizer="adafactor")).breakdown
@@ -116,10 +133,11 @@ def test_mixed_precision_adamw_is_16_bytes_per_param_and_8bit_much_less() -> Non
 
 def test_zero_sharding_divides_the_right_terms() -> None:
     method = MethodSpec(kind="full", optimizer="adamw")
-    one = memory_terms(DENSE, WORK, method).breakdown
-    z2 = memory_terms(DENSE, WORK, method.with_(sharding="zero2", gpus=4)).breakdown
-    z3 = memory_terms(DENSE, WORK, method.with_(sharding="zero3", gpus=4)).breakdown
-    ddp = memory_terms(DENSE, WORK, method.with_(gpus=4)).breakdown
+    work = WORK.with_(grad_accum=2)  # gradients persist, so every term is charged whole
+    one = memory_terms(DENSE, work, method).breakdown
+    z2 = memory_terms(DENSE, work, method.with_(sharding="zero2", gpus=4)).breakdown
+    z3 = memory_terms(DENSE, work, method.with_(sharding="zero3", gpus=4)).breakdown
+    ddp = memory_terms(DENSE, work, method.with_(gpus=4)).breakdown
     assert ddp == one
     assert z2["weights"] == one["weights"]
     assert z2["gradients"] == pytest.approx(one["gradients"] / 4, abs=1)
