@@ -26,7 +26,8 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
 @click.option("--batch", type=int, default=1, show_default=True,
               help="Micro-batch: sequences per GPU per forward pass.")
 @click.option("--grad-accum", type=int, default=1, show_default=True,
-              help="Micro-batches per optimizer step (does not change peak memory).")
+              help="Micro-batches per optimizer step; above 1 the gradients stay alive "
+                   "through the next forward, which can raise the peak.")
 @click.option("--grad-checkpointing/--no-grad-checkpointing", default=True, show_default=True,
               help="Recompute activations in the backward (less memory, one more forward).")
 @click.option("--optimizer", default="adamw", show_default=True,
@@ -59,7 +60,8 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
 @click.option("--simulate", is_flag=True,
               help="Also simulate one training step with fake tensors (slow; imports torch).")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]),
-              default="table", show_default=True)
+              default="table", show_default=True,
+              help="A table, or one JSON object (see the README for its shape).")
 def plan_command(model: str, methods: tuple[str, ...], seq_len: int, batch: int,
                  grad_accum: int, grad_checkpointing: bool, optimizer: str, precision: str,
                  attention: str, rank: int, alpha: float, targets: str, freeze_layers: int,
