@@ -138,3 +138,30 @@ def test_form_parsing_and_command_line() -> None:
     command = plan_command(PlanForm(provider="lambda", grad_checkpointing=False).parse())
     assert command.startswith("paretune plan llama-3.1-8b --seq-len 2048")
     assert "--provider lambda" in command and "--no-grad-checkpointing" in command
+
+
+async def test_copied_command_prints_the_same_plan(tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _type(pilot, "seq-len", "1024")
+        await _type(pilot, "dataset", "10k x 500")
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        command = app.clipboard
+        shown = {row.method: row for row in app.screen.view.rows}
+    words = shlex.split(command)
+    assert words[:2] == ["paretune", "plan"] and "--dataset-tokens" in words
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", *words[1:], "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = {m["method"]: m for m in json.loads(done.stdout)["methods"]}
+    for method, row in printed.items():
+        assert row["peak_gb"] == pytest.approx(shown[method].peak_gb, abs=1e-3)
+        assert row["fits"] == shown[method].fits
+        assert row["dollars"] == pytest.approx(shown[method].dollars)

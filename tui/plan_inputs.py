@@ -244,14 +244,15 @@ def plan_command(request: PlanRequest) -> str:
         "--seq-len", str(request.seq_len),
         "--batch", str(request.batch),
         "--grad-accum", str(request.grad_accum),
-        "--tokens", str(request.dataset_tokens),
+        "--dataset-tokens", str(request.dataset_tokens),
         "--epochs", f"{request.epochs:g}",
         "--gpu", request.gpu,
         "--gpus", str(request.gpus),
     ]
     if request.provider:
         words += ["--provider", request.provider]
-    words += ["--rank", str(request.rank), "--targets", request.targets]
+    words += ["--rank", str(request.rank), "--alpha", f"{2.0 * request.rank:g}"]
+    words += ["--targets", request.targets]
     words += ["--optimizer", request.optimizer]
     if not request.grad_checkpointing:
         words.append("--no-grad-checkpointing")
