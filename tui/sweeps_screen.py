@@ -114,6 +114,7 @@ class SweepsScreen(Screen):
         self.trials: list[dict] = []
         self.spec_path: Path | None = None
         self.launched: LaunchedSweep | None = None
+        self._final_refresh_done = False
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -154,7 +155,9 @@ class SweepsScreen(Screen):
 
     def _poll(self) -> None:
         # Refresh while a sweep runs (ours or any study with running trials).
-        if self.launched is not None or any(s.running for s in self.studies):
+        if (self.launched is not None and self.launched.running) or any(
+            s.running for s in self.studies
+        ):
             self.action_refresh()
         self._show_launch_status()
 
@@ -336,6 +339,7 @@ class SweepsScreen(Screen):
             return
         spec, _ = self._validated_spec_text()
         self.launched = launch_sweep(self.spec_path, self.app.run_dir)
+        self._final_refresh_done = False
         if Path(spec.run.results).resolve() != Path(self.app.db_path).resolve():
             self.notify(
                 f"This sweep writes its results to {spec.run.results}, not {self.app.db_path}.",
@@ -363,14 +367,13 @@ class SweepsScreen(Screen):
         state = "running" if code is None else ("finished" if code == 0 else f"exited with {code}")
         status.update(f"sweep {Path(sweep.spec).name} (pid {sweep.pid}) {state} · log: {sweep.log}")
         self.query_one("#sweep-log", Static).update(Text(sweep.log_tail(6)))
-        if code is not None:
-            # Show its final rows once, then stop polling for it.
-            self.launched = None if code == 0 else sweep
+        if code is not None and not self._final_refresh_done:
+            # Once it ends: show its last rows, and why it stopped if it failed.
+            self._final_refresh_done = True
             if code != 0:
                 self.query_one("#sweeps-error", ErrorLine).show_text(
                     Text(f"The sweep exited with status {code}:\n{sweep.log_tail(6)}")
                 )
-                self.launched = None
             self.action_refresh()
 
 
