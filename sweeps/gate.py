@@ -111,7 +111,7 @@ class Gate:
 
             workload = Workload(
                 seq_len=config.max_seq_len,
-                micro_batch=config.batch,
+                batch=config.batch,
                 grad_accum=config.grad_accum,
                 dataset_tokens=_dataset_tokens(config),
                 epochs=config.epochs,
@@ -123,12 +123,18 @@ class Gate:
                 alpha=config.alpha,
                 targets=config.targets,
                 optimizer=config.optimizer,
+                precision="bf16" if config.precision == "auto" else config.precision,
                 grad_checkpointing=config.grad_checkpointing,
+                freeze_layers=config.freeze_trainable_layers,
+                lora_dropout=config.dropout,
             )
             est = estimate(arch, workload, method, gpu=hw.gpu, provider=hw.provider)
         except (ImportError, TypeError, UserError, ValueError) as error:
             return Prediction(gpu_memory_gb=self.gpu_memory_gb, note=f"no planner prediction: {error}")
         dollars = float(est.dollars) if est.dollars is not None else None
+        if est.hours is not None and getattr(est, "usd_per_gpu_hour", None) is not None:
+            # est.dollars is rounded to cents; small trials need the unrounded figure.
+            dollars = est.hours * float(est.usd_per_gpu_hour) * est.gpus
         if self.usd_per_hour is not None and est.hours is not None:
             dollars = est.hours * self.usd_per_hour
         return Prediction(
