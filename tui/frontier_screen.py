@@ -56,7 +56,7 @@ class FrontierScreen(Screen):
     ]
     DEFAULT_CSS = """
     FrontierScreen #frontier-bar { height: 3; }
-    FrontierScreen #study { width: 40; }
+    FrontierScreen #study { width: 30; }
     FrontierScreen #view { width: 1fr; padding: 1 1 0 1; }
     FrontierScreen #chart { height: 2fr; min-height: 10; }
     FrontierScreen #points { height: 1fr; min-height: 5; }
@@ -148,7 +148,7 @@ class FrontierScreen(Screen):
     def _show_view_name(self) -> None:
         x, y = VIEWS[self.view]
         self.query_one("#view", Static).update(
-            f"{AXES[y].label} vs {AXES[x].label} (lower is better) · M: next view"
+            f"y: {AXES[y].label} · x: {AXES[x].label} · lower is better · M: next view"
         )
 
     def _fill_table(self) -> None:

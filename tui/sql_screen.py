@@ -138,7 +138,7 @@ class SqlScreen(Screen):
         Binding("ctrl+e", "export", "Export", priority=True),
     ]
     DEFAULT_CSS = """
-    SqlScreen #editor { height: 10; }
+    SqlScreen #editor { height: 30%; min-height: 5; max-height: 14; }
     SqlScreen #results { height: 1fr; }
     SqlScreen #no-rows { padding: 1; color: $text-muted; }
     """
