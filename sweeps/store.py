@@ -354,7 +354,7 @@ class ResultsStore:
         with self.connect() as connection:
             try:
                 relation = connection.execute(sql, params) if params is not None else connection.execute(sql)
-                return relation.fetch_arrow_table() if hasattr(relation, "fetch_arrow_table") else relation.arrow()
+                return relation.to_arrow_table()
             except duckdb.Error as error:
                 raise SqlError(str(error), _sql_hint(str(error), False)) from None
 
