@@ -1,0 +1,344 @@
+"""Task, eval and retain data for a trial: read, check, render, tokenize, batch.
+
+Formats (one JSON object per line):
+
+- ``{"prompt": str, "completion": str}``: the loss is on the completion tokens only; the
+  completion is followed by the tokenizer's end-of-sequence token so the model learns to stop.
+- ``{"messages": [{"role": ..., "content": ...}, ...]}``: the last message is the assistant's
+  answer (the completion), everything before it is the prompt. With a tokenizer that has a
+  chat template the conversation is rendered with it (``add_generation_prompt=True`` for the
+  prompt); without one it is rendered plainly as ``"role: content"`` lines followed by
+  ``"assistant:"``, and the answer follows after a space.
+- retain set: ``{"text": str}``, scored on every token.
+
+Bad rows (not JSON, wrong keys, empty text) are reported as ``file:line: why``; with
+``bad_rows="fail"`` the first one stops the trial with a :class:`DataError`, with ``"skip"``
+they are skipped and counted. A Hugging Face dataset is read by name as ``hf:NAME`` or
+``hf:NAME:SPLIT`` when the optional ``datasets`` package is installed.
+
+Tokenized data is cached on disk by a hash of the file contents, the tokenizer and the
+settings, so the many trials of a sweep tokenize once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pricing.errors import UserError
+
+__all__ = [
+    "DataError",
+    "Example",
+    "Tokenized",
+    "load_examples",
+    "load_texts",
+    "split_eval",
+    "tokenize_examples",
+    "tokenize_texts",
+    "batches",
+]
+
+_TOKENIZE_VERSION = 1
+_EVAL_SPLIT_SEED = 0  # fixed, so every trial of a sweep is scored on the same held-out rows
+
+
+class DataError(UserError):
+    """A data file that cannot be read as the format it should be in."""
+
+    title = "Bad data"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task example, already rendered to text; ``source`` is ``file:line``."""
+
+    prompt: str
+    completion: str
+    source: str
+    templated: bool = False  # rendered by a chat template, which adds its own special tokens
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Token ids and labels (``-100`` where no loss is taken)."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    truncated: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for ids in self.input_ids)
+
+
+def _read_rows(path: str, *, bad_rows: str) -> tuple[list[tuple[str, dict]], list[str]]:
+    """``(source, row)`` pairs of a JSONL file or ``hf:`` dataset, and the bad-row reports."""
+    if path.startswith("hf:"):
+        return _read_hf(path), []
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(
+            f"data file {path!r} does not exist",
+            "Give a JSONL file path, or hf:NAME[:SPLIT] for a Hugging Face dataset.",
+        )
+    rows, bad = [], []
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            source = f"{file}:{number}"
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("a line must be a JSON object")
+            except ValueError as error:
+                bad.append(f"{source}: not a JSON object ({error})")
+                if bad_rows == "fail":
+                    _fail(bad)
+                continue
+            rows.append((source, row))
+    return rows, bad
+
+
+def _fail(bad: list[str]) -> None:
+    raise DataError(
+        f"bad row: {bad[-1]}",
+        "Fix the row, or pass bad_rows = \"skip\" to skip bad rows (they are counted).",
+    )
+
+
+def _read_hf(spec: str) -> list[tuple[str, dict]]:
+    parts = spec.split(":")
+    name, split = parts[1], (parts[2] if len(parts) > 2 else "train")
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"reading the Hugging Face dataset {name!r} needs the 'datasets' package",
+            "Install it with `pip install datasets`, or export the data to a JSONL file.",
+        ) from None
+    try:
+        loaded = datasets.load_dataset(name, split=split)
+    except Exception as error:  # network, unknown name, unknown split: all user-fixable
+        raise DataError(f"cannot load the dataset {name!r} split {split!r}: {error}") from None
+    return [(f"{name}[{split}]:{i + 1}", dict(row)) for i, row in enumerate(loaded)]
+
+
+def _render_messages(messages: list, tokenizer) -> tuple[str, str, bool]:
+    """(prompt, completion, templated) of a chat; the last message is the answer."""
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(
+            messages[:-1], tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        if full.startswith(prompt):
+            return prompt, full[len(prompt) :], True
+    lines = [f"{m['role']}: {m['content']}" for m in messages[:-1]]
+    return "\n".join(lines + ["assistant:"]), " " + messages[-1]["content"], False
+
+
+def _example(source: str, row: dict, tokenizer) -> Example:
+    if "messages" in row:
+        messages = row["messages"]
+        valid = isinstance(messages, list) and len(messages) >= 2 and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str) for m in messages
+        )
+        if not valid:
+            raise ValueError('"messages" must be a list of at least two {"role", "content"}')
+        if messages[-1]["role"] != "assistant":
+            raise ValueError('the last message must have role "assistant" (it is the answer)')
+        prompt, completion, templated = _render_messages(messages, tokenizer)
+        return Example(prompt, completion, source, templated)
+    if set(row) >= {"prompt", "completion"}:
+        prompt, completion = row["prompt"], row["completion"]
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise ValueError('"prompt" and "completion" must be strings')
+        if not completion.strip():
+            raise ValueError('"completion" is empty')
+        return Example(prompt, completion, source)
+    raise ValueError(f'expected "prompt" and "completion", or "messages"; got keys {sorted(row)}')
+
+
+def load_examples(path: str, tokenizer, *, bad_rows: str = "fail") -> tuple[list[Example], list[str]]:
+    """Task examples of a JSONL file (or ``hf:`` dataset) and the reports of skipped rows."""
+    rows, bad = _read_rows(path, bad_rows=bad_rows)
+    examples = []
+    for source, row in rows:
+        try:
+            examples.append(_example(source, row, tokenizer))
+        except (ValueError, KeyError, TypeError) as error:
+            bad.append(f"{source}: {error}")
+            if bad_rows == "fail":
+                _fail(bad)
+    if not examples:
+        raise DataError(f"no usable examples in {path!r}", "\n".join(bad[:5]) or None)
+    return examples, bad
+
+
+def load_texts(path: str, *, bad_rows: str = "fail") -> tuple[list[str], list[str]]:
+    """The ``{"text"}`` rows of a retain file and the reports of skipped rows."""
+    rows, bad = _read_rows(path, bad_rows=bad_rows)
+    texts = []
+    for source, row in rows:
+        text = row.get("text")
+        if isinstance(text, str) and text.strip():
+            texts.append(text)
+            continue
+        bad.append(f'{source}: expected a non-empty "text" string')
+        if bad_rows == "fail":
+            _fail(bad)
+    if not texts:
+        raise DataError(f"no usable text in retain file {path!r}")
+    return texts, bad
+
+
+def load_facts(path: str) -> list[dict]:
+    """Fact probes ``{"prompt", "answer"}`` (the demo's ``facts.jsonl``)."""
+    rows, _ = _read_rows(path, bad_rows="fail")
+    for source, row in rows:
+        if not (isinstance(row.get("prompt"), str) and isinstance(row.get("answer"), str)):
+            raise DataError(f'{source}: a fact probe needs "prompt" and "answer" strings')
+    return [row for _, row in rows]
+
+
+def split_eval(examples: list[Example], fraction: float) -> tuple[list[Example], list[Example]]:
+    """(train, eval): a seeded split, the same for every trial on the same file."""
+    if len(examples) < 2:
+        raise DataError(
+            f"cannot split {len(examples)} example(s) into train and eval",
+            "Give more examples, or an eval file.",
+        )
+    order = list(range(len(examples)))
+    random.Random(_EVAL_SPLIT_SEED).shuffle(order)
+    held = min(len(examples) - 1, max(1, math.ceil(len(examples) * fraction)))
+    held_out = set(order[:held])
+    train = [e for i, e in enumerate(examples) if i not in held_out]
+    return train, [e for i, e in enumerate(examples) if i in held_out]
+
+
+# --- tokenization ----------------------------------------------------------------------------
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    digest.update(backend.to_str().encode() if backend is not None else repr(tokenizer).encode())
+    digest.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    return digest.hexdigest()
+
+
+def _cache_file(kind: str, payload: object, tokenizer, cache_dir: Path | None) -> Path | None:
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256()
+    digest.update(json.dumps([_TOKENIZE_VERSION, kind, payload], sort_keys=True).encode())
+    digest.update(_tokenizer_fingerprint(tokenizer).encode())
+    return cache_dir / f"{kind}-{digest.hexdigest()[:24]}.json"
+
+
+def _cached(file: Path | None, build) -> Tokenized:
+    if file is not None and file.exists():
+        stored = json.loads(file.read_text())
+        return Tokenized(**stored)
+    tokenized = build()
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = file.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(tokenized.__dict__))
+        os.replace(temporary, file)  # concurrent trials may race; both write the same thing
+    return tokenized
+
+
+def tokenize_examples(
+    examples: Sequence[Example], tokenizer, *, max_seq_len: int, cache_dir: Path | None = None
+) -> Tokenized:
+    """Prompt + completion + EOS; labels mask the prompt. Too long: cut at ``max_seq_len``."""
+    payload = [max_seq_len, [[e.prompt, e.completion, e.templated] for e in examples]]
+
+    def build() -> Tokenized:
+        all_ids, all_labels, truncated, skipped = [], [], 0, []
+        for example in examples:
+            prompt = tokenizer(example.prompt, add_special_tokens=not example.templated)
+            completion = tokenizer(example.completion, add_special_tokens=False)
+            prompt_ids = prompt["input_ids"]
+            completion_ids = completion["input_ids"] + [tokenizer.eos_token_id]
+            ids = (prompt_ids + completion_ids)[:max_seq_len]
+            labels = ([-100] * len(prompt_ids) + completion_ids)[:max_seq_len]
+            if len(prompt_ids) + len(completion_ids) > max_seq_len:
+                truncated += 1
+            if all(label == -100 for label in labels[1:]):
+                skipped.append(f"{example.source}: the prompt fills max_seq_len={max_seq_len}")
+                continue
+            all_ids.append(ids)
+            all_labels.append(labels)
+        return Tokenized(all_ids, all_labels, truncated, skipped)
+
+    return _cached(_cache_file("task", payload, tokenizer, cache_dir), build)
+
+
+def tokenize_texts(
+    texts: Sequence[str], tokenizer, *, max_seq_len: int, cache_dir: Path | None = None
+) -> Tokenized:
+    """Plain text scored on every token after the first (retain sets)."""
+    payload = [max_seq_len, list(texts)]
+
+    def build() -> Tokenized:
+        ids = [tokenizer(t)["input_ids"][:max_seq_len] for t in texts]
+        truncated = sum(len(tokenizer(t)["input_ids"]) > max_seq_len for t in texts)
+        return Tokenized(ids, [list(row) for row in ids], truncated)
+
+    return _cached(_cache_file("text", payload, tokenizer, cache_dir), build)
+
+
+def _packed(data: Tokenized, max_seq_len: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Concatenate examples into rows of ``max_seq_len``; attention crosses example borders
+    (the usual cheap packing; the loss mask still covers only completion tokens)."""
+    flat_ids = [token for row in data.input_ids for token in row]
+    flat_labels = [label for row in data.labels for label in row]
+    ids = [flat_ids[i : i + max_seq_len] for i in range(0, len(flat_ids), max_seq_len)]
+    labels = [flat_labels[i : i + max_seq_len] for i in range(0, len(flat_labels), max_seq_len)]
+    return ids, labels
+
+
+def batches(
+    data: Tokenized,
+    *,
+    batch_size: int,
+    pad_id: int,
+    packing: bool = False,
+    max_seq_len: int | None = None,
+    shuffle_seed: int | None = None,
+) -> Iterator[dict]:
+    """Right-padded tensor batches ``{"input_ids", "attention_mask", "labels"}``."""
+    import torch
+
+    if packing:
+        if max_seq_len is None:
+            raise ValueError("packing needs max_seq_len")
+        ids, labels = _packed(data, max_seq_len)
+    else:
+        ids, labels = data.input_ids, data.labels
+    order = list(range(len(ids)))
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(order)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in chosen)
+        input_ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
+        label_ids = torch.full((len(chosen), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        for row, i in enumerate(chosen):
+            n = len(ids[i])
+            input_ids[row, :n] = torch.tensor(ids[i])
+            label_ids[row, :n] = torch.tensor(labels[i])
+            mask[row, :n] = 1
+        yield {"input_ids": input_ids, "attention_mask": mask, "labels": label_ids}
