@@ -97,7 +97,7 @@ async def test_frontier_draws_study_and_marks_pareto(results_db: Path) -> None:
         await _settle(pilot)
         await _settle(pilot)
         detail = shown_text(app.screen.query_one("#trial-text"))
-        assert f"{STUDY} / 2" in detail
+        assert f"{STUDY} / 2" in detail and "parameters" in detail
         assert "dora" in detail
 
 

@@ -58,6 +58,16 @@ async def test_sql_error_is_inline_and_keeps_last_result(results_db: Path) -> No
         assert "no_such_table" in str(error.render())
 
 
+async def test_console_cannot_change_the_results_file(results_db: Path) -> None:
+    app = ParetuneApp(db=results_db, start="sql")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _run_sql(pilot, "DELETE FROM big")
+        error = app.screen.query_one("#sql-error", ErrorLine)
+        assert error.shown and "read-only" in str(error.render()).lower()
+    with duckdb.connect(str(results_db), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM big").fetchone() == (100_000,)
+
+
 async def test_export_csv_and_parquet(results_db: Path, tmp_path: Path) -> None:
     app = ParetuneApp(db=results_db, start="sql")
     async with app.run_test(size=(120, 40)) as pilot:

@@ -398,16 +398,62 @@ def _cell(value, column: str) -> str | Text:
     return str(value)
 
 
+# How a trial's row is shown: groups of columns in the order a user reads them.
+_DETAIL_GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("outcome", ("state", "error", "retry_of")),
+    ("parameters", (
+        "method", "rank", "alpha", "use_rslora", "targets", "lr", "epochs", "max_steps", "batch",
+        "grad_accum", "dropout", "warmup_ratio", "weight_decay", "optimizer", "lr_schedule",
+        "freeze_trainable_layers", "max_seq_len", "seed",
+    )),
+    ("quality", (
+        "eval_nll", "base_eval_nll", "exact_match", "base_exact_match", "train_nll",
+        "overfit_gap", "generalization_gap", "best_step",
+    )),
+    ("forgetting", ("retain_delta_nll", "retain_kl", "fact_recall_drop", "base_retain_nll")),
+    ("memory GB", ("predicted_peak_gb", "measured_peak_gb", "measured_peak_reserved_gb",
+                   "gpu_memory_gb")),
+    ("time and cost", (
+        "predicted_hours", "wall_s", "train_s", "eval_s", "tokens_per_s", "mfu", "steps_done",
+        "predicted_dollars", "dollars", "usd_per_hour",
+    )),
+    ("hardware", ("device", "device_name", "devices", "gpu", "provider", "cpu_instance")),
+    ("reproduce", ("artifact", "command")),
+]
+_NOT_SHOWN = {"study", "number", "params", "config", "versions", "objective_quality",
+              "objective_forgetting", "objective_cost"}
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def trial_detail_table(study: str, number: int, row: dict) -> Table:
-    """Every non-empty column of a trial's row, grouped as the user reads them."""
+    """A trial's non-empty columns, grouped: outcome, parameters, metrics, memory, cost..."""
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(style="dim", no_wrap=True)
     table.add_column()
-    table.add_row("study / trial", f"{study} / {number}")
-    for key, value in row.items():
-        if key in ("study", "number") or value is None or value == "":
+    table.add_row("trial", "", f"{study} / {number}")
+    placed: set[str] = set()
+    for group, columns in _DETAIL_GROUPS:
+        heading = group
+        for column in columns:
+            placed.add(column)
+            value = row.get(column)
+            if value is None or value == "":
+                continue
+            style = "red" if column == "error" else "green" if value == "complete" else ""
+            if column == "state" and value != "complete":
+                style = "red"
+            table.add_row(heading, column, Text(_shown(value), style=style))
+            heading = ""
+    heading = "other"
+    for column, value in row.items():
+        if column in placed or column in _NOT_SHOWN or value is None or value == "":
             continue
-        shown = f"{value:.6g}" if isinstance(value, float) else str(value)
-        style = "red" if key == "error" else ""
-        table.add_row(key, Text(shown, style=style))
+        table.add_row(heading, column, _shown(value))
+        heading = ""
     return table
