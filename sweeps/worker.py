@@ -342,6 +342,10 @@ class Sweep:
         self._launched_lock = threading.Lock()
         self._thread_lock = threading.Lock()
         self._heartbeats: dict[int, threading.Event] = {}
+        self.timings: list[dict[str, float]] = []
+        """Per launched trial, seconds spent: ask_gate (ask + gate under the lock), run (the
+        isolated trial, as seen by the parent), trial_wall (as measured inside the trial),
+        tell_write (tell, artifact policy, results write). For benchmarks/sweep_overhead.py."""
         self.worker = _this_worker()
         self.recovered = recover_dead_workers(self.study, max_retries=spec.run.max_retries)
         if self.recovered:
@@ -403,10 +407,12 @@ class Sweep:
                 if self.max_trials is not None and self._launched >= self.max_trials:
                     self._finish(f"--max-trials {self.max_trials} reached")
                     return
+            started = time.perf_counter()
             with self._ask_lock():
                 if self.stop_event.is_set():
                     return
                 picked = self._ask_and_gate(study, slot)
+            ask_gate_s = time.perf_counter() - started
             if picked is None:
                 return
             trial, config, prediction = picked
@@ -418,7 +424,7 @@ class Sweep:
                     return
                 continue
             infeasible_in_a_row = 0
-            self._run_and_tell(study, trial, config, slot)
+            self._run_and_tell(study, trial, config, slot, ask_gate_s)
 
     def _ask_and_gate(self, study: optuna.Study, slot: str | None) -> Any:
         """Under the ask lock: budget check, ask, gate. None when the sweep must stop."""
@@ -432,6 +438,18 @@ class Sweep:
         trial = study.ask()
         params = suggest(trial, self.spec)
         config = self.spec.trial_config(params, trial_number=trial.number)
+        overrides = trial.user_attrs.get("overrides")
+        if overrides:  # enqueued with settings of its own, e.g. a longer time limit
+            from pydantic import ValidationError
+
+            try:
+                config = TrialConfig(**{**config.model_dump(), **overrides})
+            except (ValidationError, TypeError) as error:
+                trial.set_user_attr("state", "failed")
+                trial.set_user_attr("error", f"bad overrides {overrides}: {error}")
+                study.tell(trial, state=TrialState.FAIL)
+                self._record(study, trial.number)
+                return trial, None, Prediction()
         prediction = self.gate.predict(config)
         attrs = {
             **self.worker,
@@ -470,7 +488,10 @@ class Sweep:
             self._launched += 1
         return trial, config, prediction
 
-    def _run_and_tell(self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig, slot: str | None) -> None:
+    def _run_and_tell(
+        self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig, slot: str | None,
+        ask_gate_s: float = 0.0,
+    ) -> None:
         from optuna.trial import TrialState
 
         key = slot if slot is not None else f"cpu{threading.get_ident() % 1000}"
@@ -483,6 +504,7 @@ class Sweep:
 
         env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
         heartbeat = self._start_heartbeat(trial._trial_id)
+        run_started = time.perf_counter()
         try:
             result = self._runner()(config, on_step=on_step, env=env, timeout_s=_hard_timeout(self.spec))
         except Exception as error:  # the runner itself broke: record it, keep the sweep going
@@ -492,6 +514,8 @@ class Sweep:
             heartbeat.set()
             with self.state.lock:
                 self.state.running.pop(key, None)
+        run_s = time.perf_counter() - run_started
+        tell_started = time.perf_counter()
         stopping = self.stop_event.is_set()
         payload = result.model_dump(mode="json")
         trial.set_user_attr("result", payload)
@@ -529,6 +553,11 @@ class Sweep:
                 _prune_artifacts(study)
         self._record(study, trial.number)
         self._refresh_state(study)
+        with self.state.lock:
+            self.timings.append({
+                "ask_gate": ask_gate_s, "run": run_s, "trial_wall": result.measured.wall_s or 0.0,
+                "tell_write": time.perf_counter() - tell_started,
+            })
 
     # -- helpers
 
