@@ -43,6 +43,9 @@ class TrialConfig(_Strict):
     train: str | None = Field(None, description="JSONL task file, or HF dataset name; None: demo")
     eval: str | None = Field(None, description="held-out JSONL; None: a seeded split of train")
     retain: str | None = Field(None, description="retain probe JSONL ({'text'}); None: demo's")
+    facts: str | None = Field(
+        None, description="fact probes JSONL ({'prompt', 'answer'}); None: the demo's on the demo"
+    )
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="split when eval is None")
     max_seq_len: int = Field(256, gt=0)
     packing: bool = False
@@ -71,6 +74,9 @@ class TrialConfig(_Strict):
     # Evaluation.
     eval_every: int = Field(10, gt=0, description="score the eval set every N optimizer steps")
     early_stopping: bool = False
+    early_stopping_patience: int = Field(
+        3, gt=0, description="stop after this many evals without a new best eval_nll"
+    )
     max_new_tokens: int = Field(16, gt=0, description="greedy generation length for exact match")
 
     # Where and how it runs.

@@ -1,0 +1,866 @@
+"""One real fine-tune, measured: :func:`run_trial` reads top to bottom.
+
+    result = run_trial(TrialConfig(method="lora", rank=8, lr=2e-4, max_steps=40))
+    result.quality.eval_nll, result.forgetting.retain_kl, result.measured.peak_gb
+
+The steps, in order: resolve the hardware and its price; load the tokenizer and the data;
+score the base model once (cached on disk per model and data, since a sweep runs many
+trials on one base); load the model for the method (full, LoRA, QLoRA, DoRA or freeze);
+train in one loop that logs every optimizer step; score quality and forgetting; record
+memory, time, tokens and dollars beside the planner's prediction; save the adapter and a
+model card. It runs in the calling process; :func:`sweeps.isolation.run_trial_isolated`
+runs it in a child process with memory and time limits.
+
+Bad input (an unknown target module, a missing file, an unknown GPU id) raises a
+:class:`pricing.errors.UserError` subclass before any training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pricing.errors import UserError
+from sweeps.types import (
+    Forgetting,
+    Hardware,
+    Measured,
+    Predicted,
+    Quality,
+    StepLog,
+    TrialConfig,
+    TrialResult,
+)
+
+__all__ = ["run_trial", "TrialError", "trial_command", "ATTENTION_MODULES", "MLP_MODULES"]
+
+_BASE_METRICS_VERSION = 1
+_TRAIN_NLL_ROWS = 512  # train NLL at the end is scored on at most this many rows
+
+# Linear-layer names per group across the common decoder families (Llama/Qwen/Mistral,
+# GPT-2, GPT-NeoX, Phi, MPT); a module is targeted when its own name is in the group.
+ATTENTION_MODULES = (
+    "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "query_key_value",
+    "Wqkv", "out_proj", "dense",
+)
+MLP_MODULES = (
+    "gate_proj", "up_proj", "down_proj", "gate_up_proj", "c_fc", "c_proj", "fc1", "fc2",
+    "dense_h_to_4h", "dense_4h_to_h", "w1", "w2", "w3",
+)
+
+
+class TrialError(UserError):
+    """A trial configuration that cannot run as given."""
+
+    title = "Cannot run this trial"
+
+
+# --- where it runs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sources:
+    model: str
+    train: str
+    eval: str | None
+    retain: str | None
+    facts: str | None
+
+
+def _sources(config: TrialConfig) -> _Sources:
+    if config.model == "demo":
+        from sweeps.demo import ensure_demo
+
+        demo = ensure_demo()
+        return _Sources(
+            model=str(demo.model_dir),
+            train=config.train or str(demo.train),
+            eval=config.eval or (None if config.train else str(demo.eval)),
+            retain=config.retain or str(demo.retain),
+            facts=config.facts or (str(demo.facts) if not config.train else None),
+        )
+    if config.train is None:
+        raise TrialError(
+            f"model {config.model!r} needs training data",
+            "Give train = \"task.jsonl\" (prompt/completion or messages rows), or use model = \"demo\".",
+        )
+    return _Sources(config.model, config.train, config.eval, config.retain, config.facts)
+
+
+def _device(requested: str):
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrialError(
+            "device 'cuda' was asked for but no CUDA GPU is visible",
+            "Use --device cpu (or auto), or check CUDA_VISIBLE_DEVICES and the torch build.",
+        )
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def _precision(config: TrialConfig, device) -> str:
+    """The compute precision: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU."""
+    import torch
+
+    wanted = config.precision
+    on_gpu = device.type == "cuda"
+    if wanted == "auto":
+        if not on_gpu:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if wanted == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise TrialError(
+            f"this GPU ({torch.cuda.get_device_name(device)}) does not support bf16",
+            "Use --precision fp16 (or auto).",
+        )
+    if wanted == "fp16" and not on_gpu:
+        raise TrialError("fp16 training needs a CUDA GPU", "Use precision auto, fp32 or bf16 on CPU.")
+    return wanted
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def _price(config: TrialConfig) -> tuple[float | None, str | None, str | None]:
+    """(USD per hour for all devices, provider, gpu id) of the hardware, from the catalogue."""
+    if config.usd_per_hour is not None:
+        return config.usd_per_hour, config.provider, config.gpu
+    if config.gpu is None and config.cpu_instance is None:
+        return None, config.provider, None
+    from pricing import load_catalog
+
+    catalog = load_catalog()
+    if config.gpu is not None:
+        gpu_id = catalog.gpu(config.gpu).id
+        offer = catalog.cheapest(gpu_id, config.provider)
+        if offer is None:
+            raise TrialError(
+                f"no price for GPU {gpu_id!r}" + (f" at {config.provider!r}" if config.provider else ""),
+                "Give usd_per_hour, another provider, or see `paretune prices`.",
+            )
+        return float(offer.usd_per_hour), offer.provider, gpu_id
+    instance = catalog.cpu_instance(config.cpu_instance)
+    return float(instance.usd_per_hour), instance.provider, None
+
+
+# --- the base model's scores, cached ------------------------------------------------------------
+
+
+def _model_fingerprint(path: str) -> str:
+    """A local model folder by its files' names, sizes and times; a Hub id by its name."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    entries = sorted(
+        (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir() if p.is_file()
+    )
+    return json.dumps([str(folder.resolve()), entries])
+
+
+def _base_cache_dir(key_parts: list[Any]) -> Path:
+    from sweeps.demo import demo_cache_root
+
+    digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode())
+    return demo_cache_root() / "base-scores" / digest.hexdigest()[:24]
+
+
+def _score_base(model, tokenizer, data: _Data, config: TrialConfig) -> dict[str, Any]:
+    from sweeps.metrics import base_topk, completion_nll, fact_recall
+
+    scores: dict[str, Any] = {"eval_nll": completion_nll(model, data.eval_batches())[0]}
+    scores["exact_match"] = _exact_match(model, tokenizer, data, config)
+    if data.retain is not None:
+        scores["retain_nll"] = completion_nll(model, data.retain_batches())[0]
+        scores["retain_topk"] = base_topk(model, data.retain_batches())
+    if data.facts:
+        scores["fact_recall"] = fact_recall(model, tokenizer, data.facts)
+    return scores
+
+
+def _load_base_scores(folder: Path) -> dict[str, Any] | None:
+    import torch
+
+    if not (folder / "scores.json").exists():
+        return None
+    scores = json.loads((folder / "scores.json").read_text())
+    if (folder / "retain_topk.pt").exists():
+        scores["retain_topk"] = torch.load(folder / "retain_topk.pt")
+    return scores
+
+
+def _save_base_scores(folder: Path, scores: dict[str, Any]) -> None:
+    import torch
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    building.mkdir(exist_ok=True)
+    plain = {k: v for k, v in scores.items() if k != "retain_topk"}
+    if "retain_topk" in scores:
+        torch.save(scores["retain_topk"], building / "retain_topk.pt")
+    (building / "scores.json").write_text(json.dumps(plain))
+    try:
+        os.replace(building, folder)  # another trial may have won the race: keep theirs
+    except OSError:
+        import shutil
+
+        shutil.rmtree(building, ignore_errors=True)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Data:
+    train: Any
+    eval: Any
+    eval_examples: list
+    retain: Any | None
+    facts: list[dict]
+    pad_id: int
+    config: TrialConfig
+    bad_rows: list[str]
+    fingerprint: str
+
+    def eval_batches(self):
+        from sweeps.data import batches
+
+        return batches(self.eval, batch_size=self.config.batch, pad_id=self.pad_id)
+
+    def retain_batches(self):
+        from sweeps.data import batches
+
+        return batches(self.retain, batch_size=self.config.batch, pad_id=self.pad_id)
+
+    def train_score_batches(self):
+        from sweeps.data import Tokenized, batches
+
+        head = Tokenized(self.train.input_ids[:_TRAIN_NLL_ROWS], self.train.labels[:_TRAIN_NLL_ROWS])
+        return batches(head, batch_size=self.config.batch, pad_id=self.pad_id)
+
+
+def _load_data(config: TrialConfig, sources: _Sources, tokenizer) -> _Data:
+    from sweeps.data import (
+        load_examples,
+        load_facts,
+        load_texts,
+        split_eval,
+        tokenize_examples,
+        tokenize_texts,
+    )
+    from sweeps.demo import demo_cache_root
+
+    cache = demo_cache_root() / "tokenized"
+    train_examples, bad = load_examples(sources.train, tokenizer, bad_rows=config.bad_rows)
+    if sources.eval is not None:
+        eval_examples, bad_eval = load_examples(sources.eval, tokenizer, bad_rows=config.bad_rows)
+        bad += bad_eval
+    else:
+        train_examples, eval_examples = split_eval(train_examples, config.eval_fraction)
+    length = config.max_seq_len
+    train = tokenize_examples(train_examples, tokenizer, max_seq_len=length, cache_dir=cache)
+    evaluation = tokenize_examples(eval_examples, tokenizer, max_seq_len=length, cache_dir=cache)
+    retain = None
+    if sources.retain is not None:
+        texts, bad_retain = load_texts(sources.retain, bad_rows=config.bad_rows)
+        bad += bad_retain
+        retain = tokenize_texts(texts, tokenizer, max_seq_len=length, cache_dir=cache)
+    facts = load_facts(sources.facts) if sources.facts else []
+    if not train.input_ids:
+        raise TrialError("no training example fits in max_seq_len", "Raise max_seq_len.")
+    fingerprint = hashlib.sha256(
+        json.dumps([evaluation.input_ids, retain.input_ids if retain else None, facts]).encode()
+    ).hexdigest()
+    return _Data(train, evaluation, eval_examples, retain, facts, tokenizer.pad_token_id,
+                 config, bad, fingerprint)
+
+
+def _exact_match(model, tokenizer, data: _Data, config: TrialConfig) -> float:
+    from sweeps.metrics import exact_match, greedy_continuations
+
+    examples = data.eval_examples
+    said = greedy_continuations(
+        model,
+        tokenizer,
+        [e.prompt for e in examples],
+        max_new_tokens=config.max_new_tokens,
+        batch=max(config.batch, 16),
+        add_special_tokens=not examples[0].templated,
+    )
+    return exact_match(said, [e.completion for e in examples])
+
+
+# --- the model and the method -------------------------------------------------------------------
+
+
+def _load_model(path: str, config: TrialConfig, device, precision: str, *, quantized: bool):
+    from transformers import AutoModelForCausalLM
+
+    import torch
+
+    # Full and freeze train fp32 master weights under autocast; adapter methods keep the
+    # frozen base in the compute precision, which is where their memory saving comes from.
+    weights = torch.float32 if config.method in ("full", "freeze") else _dtype(precision)
+    kwargs: dict[str, Any] = {"dtype": weights}
+    if quantized:
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.float32 if precision == "fp32" else _dtype(precision)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["device_map"] = {"": device.index if device.type == "cuda" else "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise TrialError(f"cannot load model {path!r}: {error}",
+                         "Give a local model folder, a Hub id, or model = \"demo\".") from None
+    if not quantized:
+        model.to(device)
+    return model
+
+
+def _linear_names(model) -> list[str]:
+    import torch
+
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Linear4bit":
+            names.append(name)
+    return names
+
+
+def _target_modules(model, targets: str) -> list[str]:
+    """Module names (leaf names, as peft matches them) for 'attn', 'mlp', 'all' or a list."""
+    linear = [n for n in _linear_names(model) if "lm_head" not in n]
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
+    if targets in ("attn", "mlp", "all"):
+        groups = {"attn": ATTENTION_MODULES, "mlp": MLP_MODULES,
+                  "all": ATTENTION_MODULES + MLP_MODULES}
+        chosen = [leaf for leaf in leaves if leaf in groups[targets]]
+        if not chosen:
+            raise TrialError(
+                f"no {targets!r} linear layers recognised in this model",
+                "Name the modules instead, e.g. --targets " + ",".join(leaves[:4]),
+            )
+        return chosen
+    wanted = [t.strip() for t in targets.split(",") if t.strip()]
+    from pricing.errors import did_you_mean
+
+    for name in wanted:
+        if name not in leaves:
+            raise TrialError(f"the model has no linear module named {name!r}",
+                             did_you_mean(name, leaves))
+    return wanted
+
+
+def _decoder_layers(model):
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise TrialError("cannot find the decoder layers of this model for method 'freeze'")
+    return max(lists, key=len)
+
+
+def _apply_method(model, config: TrialConfig):
+    """Make exactly the parameters the method trains trainable; return the model to train."""
+    if config.method == "full":
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return model
+    if config.method == "freeze":
+        layers = _decoder_layers(model)
+        if config.freeze_trainable_layers > len(layers):
+            raise TrialError(
+                f"freeze_trainable_layers={config.freeze_trainable_layers} but the model has "
+                f"{len(layers)} layers",
+                f"Use at most {len(layers)}.",
+            )
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for layer in list(layers)[-config.freeze_trainable_layers :]:
+            for parameter in layer.parameters():
+                parameter.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = _target_modules(model, config.targets)
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.grad_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        use_rslora=config.use_rslora,  # scale alpha/sqrt(r) (Kalajdzievski 2023)
+        use_dora=config.method == "dora",
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _optimizer(config: TrialConfig, parameters: list, device):
+    import torch
+
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(parameters, lr=config.lr, scale_parameter=False, relative_step=False,
+                         warmup_init=False, weight_decay=config.weight_decay)
+    import bitsandbytes as bnb
+
+    if config.optimizer == "paged_adamw8bit" and device.type != "cuda":
+        raise TrialError("paged_adamw8bit pages optimizer state between GPU and CPU memory; "
+                         "it needs a CUDA GPU", "Use adamw8bit or adamw on CPU.")
+    kind = bnb.optim.PagedAdamW8bit if config.optimizer == "paged_adamw8bit" else bnb.optim.AdamW8bit
+    return kind(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def _peak_gb(device) -> tuple[float, float | None]:
+    """(peak, reserved) in GB: CUDA max allocated/reserved, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        import torch
+
+        return (torch.cuda.max_memory_allocated(device) / 1e9,
+                torch.cuda.max_memory_reserved(device) / 1e9)
+    import resource
+
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9, None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "peft", "bitsandbytes"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _planner_prediction(config: TrialConfig, model_path: str, precision: str, data: _Data,
+                        epochs: float) -> tuple[Predicted, Any]:
+    """The planner's estimate of this same run; empty when it cannot model the model."""
+    try:
+        from planner import MethodSpec, Workload, estimate, resolve_model
+
+        longest = max(len(ids) for ids in data.train.input_ids)
+        arch = resolve_model(model_path)
+        workload = Workload(
+            seq_len=config.max_seq_len if config.packing else longest,
+            batch=config.batch,
+            grad_accum=config.grad_accum,
+            dataset_tokens=max(1, data.train.tokens),
+            epochs=epochs,
+            packing=config.packing,
+        )
+        method = MethodSpec(
+            kind=config.method, rank=config.rank, alpha=config.alpha, targets=config.targets,
+            optimizer=config.optimizer, precision=precision if config.method != "qlora" or
+            precision != "fp32" else "bf16", grad_checkpointing=config.grad_checkpointing,
+            freeze_layers=config.freeze_trainable_layers, lora_dropout=config.dropout,
+        )
+        found = estimate(arch, workload, method, gpu=config.gpu, provider=config.provider)
+    except Exception:  # noqa: BLE001 - a prediction is optional; the measurement is not
+        return Predicted(), None
+    dollars = float(found.dollars) if found.dollars is not None else None
+    return Predicted(peak_gb=found.peak_gb, hours=found.hours, dollars=dollars), found
+
+
+def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -> float | None:
+    """Model FLOPs utilisation (PaLM, Chowdhery et al. 2022, App. B): achieved training
+    FLOP/s over the GPU's dense 16-bit peak; the FLOPs per token are the planner's."""
+    if device.type != "cuda" or predicted_estimate is None:
+        return None
+    try:
+        import torch
+        from pricing import load_catalog
+
+        catalog = load_catalog()
+        name = config.gpu or torch.cuda.get_device_name(device).removeprefix("NVIDIA ")
+        peak = catalog.gpu(name).matmul_tflops * 1e12
+    except Exception:  # noqa: BLE001 - an unknown GPU only means no MFU
+        return None
+    per_token = predicted_estimate.flops / max(1, predicted_estimate.workload.tokens)
+    return per_token * tokens_per_s / peak
+
+
+# --- the command that reproduces a trial ------------------------------------------------------
+
+_FLAGS = {
+    "method": "--method", "rank": "--rank", "alpha": "--alpha", "lr": "--lr",
+    "targets": "--targets", "epochs": "--epochs", "max_steps": "--max-steps",
+    "batch": "--batch", "seed": "--seed", "device": "--device",
+}
+
+
+def trial_command(config: TrialConfig, spec_path: Path | None = None) -> str:
+    """``paretune trial ...`` with flags when they say it all, else ``--spec`` the saved TOML."""
+    defaults = TrialConfig()
+    changed = {
+        name for name in TrialConfig.model_fields
+        if getattr(config, name) != getattr(defaults, name)
+        and name not in ("study", "trial_number", "run_dir")
+    }
+    if changed - set(_FLAGS) - {"model"} or config.model != "demo":
+        if spec_path is not None:
+            return f"paretune trial --spec {spec_path}"
+    words = ["paretune", "trial", "--demo"]
+    for name, flag in _FLAGS.items():
+        if name in changed or name in ("method", "lr"):
+            words += [flag, str(getattr(config, name))]
+    return " ".join(words)
+
+
+def _write_spec(config: TrialConfig, path: Path) -> None:
+    import tomli_w
+
+    values = {k: v for k, v in config.model_dump(mode="json").items() if v is not None}
+    path.write_text("# paretune trial --spec " + path.name + "\n" + tomli_w.dumps(values))
+
+
+# --- the trial --------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _cycle_batches(data: _Data, config: TrialConfig):
+    """Micro-batches forever, reshuffled each epoch; yields (epoch_float, batch)."""
+    from sweeps.data import batches
+
+    epoch = 0
+    while True:
+        chunk = list(batches(data.train, batch_size=config.batch, pad_id=data.pad_id,
+                             packing=config.packing, max_seq_len=config.max_seq_len,
+                             shuffle_seed=config.seed * 10_007 + epoch))
+        for index, batch in enumerate(chunk):
+            yield epoch + (index + 1) / len(chunk), batch
+        epoch += 1
+
+
+def _run_dir(config: TrialConfig) -> Path:
+    name = (f"trial-{config.trial_number:04d}" if config.trial_number is not None
+            else f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    return Path(config.run_dir) / (config.study or "trials") / name
+
+
+def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None = None
+              ) -> TrialResult:
+    """Fine-tune, evaluate and measure one configuration; raises ``UserError`` on bad input."""
+    started = time.perf_counter()
+    import torch
+    from transformers import AutoTokenizer, get_scheduler
+
+    from sweeps.metrics import completion_nll, fact_recall, retain_kl
+
+    # 1. Where it runs and what an hour of it costs (bad ids fail here, before any work).
+    device = _device(config.device)
+    precision = _precision(config, device)
+    usd_per_hour, provider, gpu_id = _price(config)
+    sources = _sources(config)
+    _seed_everything(config.seed)
+
+    # 2. Tokenizer and data.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(sources.model)
+    except (OSError, ValueError) as error:
+        raise TrialError(f"cannot load the tokenizer of {sources.model!r}: {error}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data = _load_data(config, sources, tokenizer)
+
+    # 3. The base model's scores: once per (model, data, precision), then from disk.
+    quantized = config.method == "qlora"
+    base_key = [_BASE_METRICS_VERSION, _model_fingerprint(sources.model), data.fingerprint,
+                precision, device.type, config.max_new_tokens, config.batch]
+    base_folder = _base_cache_dir(base_key)
+    base = _load_base_scores(base_folder)
+    model = None
+    if base is None:
+        # The base is always the unquantized model, so QLoRA's forgetting includes the
+        # damage of quantization itself.
+        scorer = _load_model(sources.model, config.model_copy(update={"method": "lora"}),
+                             device, precision, quantized=False)
+        base = _score_base(scorer, tokenizer, data, config)
+        _save_base_scores(base_folder, base)
+        if not quantized and config.method not in ("full", "freeze"):
+            model = scorer
+        else:
+            del scorer
+    if model is None:
+        model = _load_model(sources.model, config, device, precision, quantized=quantized)
+    _seed_everything(config.seed)
+    model = _apply_method(model, config)
+    if config.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model.config.use_cache = False
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable_params = sum(p.numel() for p in trainable)
+    total_params = sum(p.numel() for p in model.parameters())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    load_s = time.perf_counter() - started
+
+    # 4. The schedule: epochs or max_steps, with gradient accumulation.
+    micro_per_epoch = math.ceil(
+        (len(data.train.input_ids) if not config.packing
+         else math.ceil(data.train.tokens / config.max_seq_len)) / config.batch)
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.grad_accum))
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    optimizer = _optimizer(config, trainable, device)
+    schedule = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
+    scheduler = get_scheduler(schedule, optimizer,
+                              num_warmup_steps=int(config.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    autocast = (torch.autocast(device.type, dtype=_dtype(precision)) if precision != "fp32"
+                else torch.autocast(device.type, enabled=False))
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    # 5. The training loop: one optimizer step per `grad_accum` micro-batches.
+    steps: list[StepLog] = []
+    best_nll, best_step, best_state = math.inf, None, None
+    evals_since_best = 0
+    tokens_trained, train_s, epoch = 0, 0.0, 0.0
+    micro_batches = _cycle_batches(data, config)
+    model.train()
+    for step in range(1, total_steps + 1):
+        step_started = time.perf_counter()
+        window = [next(micro_batches) for _ in range(config.grad_accum)]
+        epoch = window[-1][0]
+        # Token-weighted mean over the whole accumulation window, not a mean of means.
+        scored = sum(int((b["labels"][:, 1:] != -100).sum()) for _, b in window)
+        step_loss, step_tokens = 0.0, 0
+        for _, batch in window:
+            input_ids = batch["input_ids"].to(device)
+            labels = batch["labels"][:, 1:].to(device)
+            with autocast:
+                logits = model(input_ids=input_ids,
+                               attention_mask=batch["attention_mask"].to(device)).logits
+            loss_sum = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                ignore_index=-100, reduction="sum")
+            loss = loss_sum / max(1, scored)
+            (scaler.scale(loss) if scaler else loss).backward()
+            step_loss += float(loss.detach())
+            step_tokens += int(batch["attention_mask"].sum())
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - step_started
+        train_s += elapsed
+        tokens_trained += step_tokens
+
+        eval_nll = None
+        if step % config.eval_every == 0 or step == total_steps:
+            eval_nll = completion_nll(model, data.eval_batches())[0]
+            model.train()
+            if eval_nll < best_nll:
+                best_nll, best_step, evals_since_best = eval_nll, step, 0
+                if config.early_stopping:
+                    best_state = {n: p.detach().to("cpu", copy=True)
+                                  for n, p in model.named_parameters() if p.requires_grad}
+            else:
+                evals_since_best += 1
+        log = StepLog(step=step, epoch=round(epoch, 4), loss=step_loss, lr=lr,
+                      tokens_per_s=step_tokens / elapsed if elapsed > 0 else 0.0,
+                      peak_gb=round(_peak_gb(device)[0], 4), eval_nll=eval_nll)
+        steps.append(log)
+        if on_step is not None:
+            on_step(log)
+        if config.early_stopping and evals_since_best >= config.early_stopping_patience:
+            break
+    final_seen = steps[-1].eval_nll
+    if config.early_stopping and best_state is not None and final_seen != best_nll:
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in best_state.items():
+                named[name].copy_(value.to(named[name].device))
+    model.eval()
+    peak_gb, reserved_gb = _peak_gb(device)
+
+    # 6. Quality and forgetting, against the cached base scores.
+    eval_started = time.perf_counter()
+    eval_nll = completion_nll(model, data.eval_batches())[0]
+    train_nll = completion_nll(model, data.train_score_batches())[0]
+    quality = Quality(
+        eval_nll=eval_nll,
+        base_eval_nll=base["eval_nll"],
+        exact_match=_exact_match(model, tokenizer, data, config),
+        base_exact_match=base["exact_match"],
+        train_nll=train_nll,
+        overfit_gap=eval_nll - min(best_nll, eval_nll),
+        generalization_gap=eval_nll - train_nll,
+        best_step=best_step,
+    )
+    forgetting = Forgetting()
+    if data.retain is not None:
+        retain_nll = completion_nll(model, data.retain_batches())[0]
+        recall = fact_recall(model, tokenizer, data.facts) if data.facts else None
+        forgetting = Forgetting(
+            retain_delta_nll=retain_nll - base["retain_nll"],
+            retain_kl=retain_kl(model, data.retain_batches(), base["retain_topk"]),
+            fact_recall_drop=(base["fact_recall"] - recall) if recall is not None else None,
+            base_retain_nll=base["retain_nll"],
+            base_fact_recall=base.get("fact_recall"),
+        )
+    eval_s = time.perf_counter() - eval_started
+
+    # 7. Artifacts: the adapter (or the trained weights) and a model card.
+    folder = _run_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_path = folder / "trial.toml"
+    _write_spec(config, spec_path)
+    command = trial_command(config, spec_path)
+    artifact = _save_artifacts(model, tokenizer, config, folder) if config.save != "none" else None
+
+    # 8. Measurements, dollars and the planner's prediction for the same run.
+    wall_s = time.perf_counter() - started
+    tokens_per_s = tokens_trained / train_s if train_s > 0 else 0.0
+    epochs_run = len(steps) / steps_per_epoch
+    predicted, estimate = _planner_prediction(config, sources.model, precision, data, epochs_run)
+    dollars = wall_s / 3600 * usd_per_hour if usd_per_hour is not None else None
+    measured = Measured(
+        peak_gb=peak_gb, peak_reserved_gb=reserved_gb, wall_s=wall_s, load_s=load_s,
+        train_s=train_s, eval_s=eval_s, tokens=tokens_trained, tokens_per_s=tokens_per_s,
+        mfu=_mfu(estimate, tokens_per_s, device, config), steps=len(steps),
+    )
+    hardware = Hardware(
+        device=device.type,
+        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else f"{platform.processor() or platform.machine()} "
+                          f"({torch.get_num_threads()} threads)"),
+        devices=1, gpu=gpu_id, provider=provider, cpu_instance=config.cpu_instance,
+        usd_per_hour=usd_per_hour, versions=_versions(),
+    )
+    result = TrialResult(
+        state="complete", method=config.method,
+        params={"rank": config.rank, "alpha": config.alpha, "lr": config.lr,
+                "targets": config.targets, "epochs": config.epochs,
+                "max_steps": config.max_steps, "batch": config.batch,
+                "grad_accum": config.grad_accum, "use_rslora": config.use_rslora,
+                "dropout": config.dropout, "seed": config.seed, "precision": precision,
+                "trainable_params": trainable_params, "total_params": total_params,
+                "bad_rows_skipped": len(data.bad_rows)},
+        quality=quality, forgetting=forgetting, measured=measured, predicted=predicted,
+        dollars=dollars, hardware=hardware, artifact=str(artifact) if artifact else None,
+        steps=steps, command=command, config=config,
+    )
+    _write_card(folder, result)
+    return result
+
+
+def _save_artifacts(model, tokenizer, config: TrialConfig, folder: Path) -> Path:
+    """The peft adapter; for full/freeze the trained weights (full: only with save='full')."""
+    if config.save == "full":
+        merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        merged.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        return folder / "model"
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(folder / "adapter")
+        return folder / "adapter"
+    if config.method == "freeze":
+        from safetensors.torch import save_file
+
+        trained = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
+                   if p.requires_grad}
+        (folder / "trained_layers").mkdir(exist_ok=True)
+        save_file(trained, folder / "trained_layers" / "model.safetensors")
+        return folder / "trained_layers"
+    return folder  # full fine-tune with save='adapter': the weights are large; card only
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _write_card(folder: Path, result: TrialResult) -> None:
+    config = result.config
+    assert config is not None
+    q, f, m = result.quality, result.forgetting, result.measured
+    lines = [
+        f"# {config.method} fine-tune of {config.model}",
+        "",
+        f"- base model: `{config.model}`",
+        f"- method: {config.method}; rank {config.rank}, alpha {config.alpha}, "
+        f"targets {config.targets}, lr {config.lr} ({config.lr_schedule}), "
+        f"batch {config.batch} x {config.grad_accum}, seed {config.seed}",
+        f"- trainable parameters: {result.params.get('trainable_params')} of "
+        f"{result.params.get('total_params')}",
+        f"- steps: {m.steps}; tokens: {m.tokens}; wall {_fmt(m.wall_s, 1)} s "
+        f"(train {_fmt(m.train_s, 1)} s); peak {_fmt(m.peak_gb, 3)} GB on {result.hardware.device}",
+        "",
+        "| metric | value | base |",
+        "|---|---|---|",
+        f"| eval NLL (completion tokens) | {_fmt(q.eval_nll)} | {_fmt(q.base_eval_nll)} |",
+        f"| exact match | {_fmt(q.exact_match, 3)} | {_fmt(q.base_exact_match, 3)} |",
+        f"| overfit gap | {_fmt(q.overfit_gap)} | |",
+        f"| retain ΔNLL | {_fmt(f.retain_delta_nll)} | |",
+        f"| retain KL(base ‖ fine-tuned) | {_fmt(f.retain_kl)} | |",
+        f"| fact recall drop | {_fmt(f.fact_recall_drop, 3)} | {_fmt(f.base_fact_recall, 3)} |",
+        "",
+        "Reproduce:",
+        "",
+        "```bash",
+        result.command or "",
+        "```",
+        "",
+    ]
+    (folder / "README.md").write_text("\n".join(lines))
+    (folder / "result.json").write_text(result.model_dump_json(indent=2))
