@@ -135,7 +135,10 @@ def test_form_parsing_and_command_line() -> None:
         parse_tokens("lots")
     with pytest.raises(BadInput, match="epochs"):
         PlanForm(epochs="0").parse()
-    command = plan_command(PlanForm(provider="lambda", grad_checkpointing=False).parse())
+    command = plan_command(
+        PlanForm(provider="lambda", gpus="2", sharding="zero3", grad_checkpointing=False).parse()
+    )
+    assert "--gpus 2 --sharding zero3" in command
     assert command.startswith("paretune plan llama-3.1-8b --seq-len 2048")
     assert "--provider lambda" in command and "--no-grad-checkpointing" in command
 
@@ -165,3 +168,22 @@ async def test_copied_command_prints_the_same_plan(tmp_path: Path) -> None:
         assert row["peak_gb"] == pytest.approx(shown[method].peak_gb, abs=1e-3)
         assert row["fits"] == shown[method].fits
         assert row["dollars"] == pytest.approx(shown[method].dollars)
+
+
+async def test_provider_and_gpu_count_change_the_plan(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        cheapest = app.screen.view.row("lora")
+        app.screen.query_one("#provider").value = "lambda"
+        await pilot.pause()
+        at_lambda = app.screen.view.row("lora")
+        assert at_lambda.provider == "lambda" and cheapest.provider != "lambda"
+        assert at_lambda.dollars > cheapest.dollars  # the default is the cheapest provider
+        assert app.screen.view.row("full").fits is False
+        await _type(pilot, "gpus", "4")
+        assert app.screen.view.row("full").fits is False  # four full copies: data parallel
+        app.screen.query_one("#sharding").value = "zero3"
+        await pilot.pause()
+        assert app.screen.view.row("full").fits is True  # split four ways
+        assert "4× h100-sxm" in str(app.screen.query_one("#cheapest").render())

@@ -91,6 +91,7 @@ class PlanForm:
     epochs: str = "1"
     gpu: str = "h100-sxm"
     gpus: str = "1"
+    sharding: str = "none"  # with several GPUs: zero2, or zero3 (FSDP) to split the weights
     provider: str = ""  # "" = the cheapest provider renting the GPU
     rank: str = "16"
     targets: str = "all"
@@ -113,6 +114,7 @@ class PlanForm:
             epochs=epochs,
             gpu=self.gpu,
             gpus=_positive_int("GPU count", self.gpus),
+            sharding=self.sharding or "none",
             provider=self.provider or None,
             rank=_positive_int("LoRA rank", self.rank),
             targets=self.targets.strip() or "all",
@@ -133,6 +135,7 @@ class PlanRequest:
     epochs: float
     gpu: str
     gpus: int
+    sharding: str
     provider: str | None
     rank: int
     targets: str
@@ -194,6 +197,7 @@ def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
         optimizer=request.optimizer,
         grad_checkpointing=request.grad_checkpointing,
         gpus=request.gpus,
+        sharding=request.sharding,
     )
     return workload, method
 
@@ -249,6 +253,8 @@ def plan_command(request: PlanRequest) -> str:
         "--gpu", request.gpu,
         "--gpus", str(request.gpus),
     ]
+    if request.sharding != "none":
+        words += ["--sharding", request.sharding]
     if request.provider:
         words += ["--provider", request.provider]
     words += ["--rank", str(request.rank), "--alpha", f"{2.0 * request.rank:g}"]

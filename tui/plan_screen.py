@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -49,7 +50,13 @@ _INPUTS = {  # widget id -> PlanForm field
     "gpus": "gpus",
     "rank": "rank",
 }
-_SELECTS = {"gpu": "gpu", "provider": "provider", "targets": "targets", "optimizer": "optimizer"}
+_SELECTS = {
+    "gpu": "gpu",
+    "sharding": "sharding",
+    "provider": "provider",
+    "targets": "targets",
+    "optimizer": "optimizer",
+}
 _BAR_WIDTH = 20
 _RESOLVE_PAUSE_S = 0.3
 
@@ -109,7 +116,7 @@ class PlanScreen(Screen):
     # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        from planner.specs import OPTIMIZERS, TARGET_GROUPS
+        from planner.specs import OPTIMIZERS, SHARDINGS, TARGET_GROUPS
 
         names = sorted({n for arch in self.models for n in (arch.name, *arch.aliases)})
         gpu_ids = [gpu.id for gpu in self.catalog.gpus]
@@ -133,6 +140,9 @@ class PlanScreen(Screen):
                     [(g, g) for g in gpu_ids], value=f.gpu, id="gpu", compact=True,
                     allow_blank=False))
                 yield from self._field("GPU count", Input(f.gpus, id="gpus", compact=True))
+                yield from self._field("sharding", Select(
+                    [(h, h) for h in SHARDINGS], value=f.sharding, id="sharding",
+                    compact=True, allow_blank=False))
                 yield from self._field("provider", Select(
                     [(p, p) for p in self.catalog.providers], value=f.provider or Select.NULL,
                     prompt="cheapest", id="provider", compact=True))
@@ -360,16 +370,21 @@ class PlanScreen(Screen):
     def _simulate(self, request: PlanRequest, arch: Any) -> None:
         from planner.simulate import simulate
 
-        # One message per method, so the column fills in as each simulation finishes.
+        # One message per method, so the column fills in as each simulation finishes; the
+        # highlighted method goes first. A newer request (or leaving the app) cancels the rest.
+        worker = get_current_worker()
+        order = sorted(PLAN_METHODS, key=lambda kind: kind != self.selected_method)
         peaks: dict[str, float] = {}
-        for kind in PLAN_METHODS:
+        for kind in order:
+            if worker.is_cancelled:
+                return
             try:
                 workload, method = planner_inputs(request, kind)
                 peaks[kind] = simulate(arch, workload, method).peak_bytes / 1e9
             except Exception as error:
                 self.post_message(Simulated(request, dict(peaks), error, done=True))
                 return
-            self.post_message(Simulated(request, dict(peaks), done=kind == PLAN_METHODS[-1]))
+            self.post_message(Simulated(request, dict(peaks), done=kind == order[-1]))
 
     @on(Simulated)
     def _simulated(self, message: Simulated) -> None:
