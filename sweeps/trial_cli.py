@@ -1,7 +1,210 @@
-"""``paretune trial`` (registered by ``tui.cli``)."""
+"""``paretune trial`` (registered by ``tui.cli``): one real fine-tune, measured.
+
+Heavy libraries are imported only inside the command (and the trial itself runs in a child
+process), so ``paretune --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from pricing.errors import UserError
+
+__all__ = ["COMMANDS", "trial_command", "config_from_spec", "TrialSpecError"]
+
+
+class TrialSpecError(UserError):
+    """A trial spec file that cannot be read as a :class:`TrialConfig`."""
+
+    title = "Bad trial spec"
+
+
+def _midpoint(param: Any) -> Any:
+    """A representative value of a sweep parameter: the first choice, or a range's middle."""
+    from sweeps.spec import Choice, Fixed, Range
+
+    if isinstance(param, Fixed):
+        return param.value
+    if isinstance(param, Choice):
+        return param.values[0]
+    assert isinstance(param, Range)
+    middle = (math.sqrt(param.low * param.high) if param.log
+              else (param.low + param.high) / 2)
+    return round(middle) if param.integer else middle
+
+
+def config_from_spec(path: Path):
+    """A :class:`TrialConfig` from a trial-only TOML (its fields, flat) or a sweep spec
+    (its first method at the first choice / middle of each search range)."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from sweeps.types import TrialConfig
+
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise TrialSpecError(f"cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise TrialSpecError(f"{path} is not valid TOML: {error}") from None
+    if "search" in raw or "data" in raw or "hardware" in raw:
+        from sweeps.spec import load_spec
+
+        spec = load_spec(path)
+        method = spec.search.methods[0]
+        params: dict[str, Any] = {"method": method}
+        for name, param in spec.search.params.items():
+            params[name] = _midpoint(param)
+        if method in spec.search.lr_by_method:
+            from sweeps.spec import lr_param_name
+
+            params[lr_param_name(spec, method)] = _midpoint(spec.search.lr_by_method[method])
+        return spec.trial_config(params)
+    base = path.parent
+    for key in ("train", "eval", "retain", "facts"):  # data paths are relative to the spec
+        value = raw.get(key)
+        if isinstance(value, str) and not value.startswith("hf:") and not Path(value).is_absolute():
+            raw[key] = str(base / value)
+    if isinstance(raw.get("model"), str) and (base / raw["model"]).is_dir():
+        raw["model"] = str(base / raw["model"])
+    try:
+        return TrialConfig(**raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
+        )
+        raise TrialSpecError(
+            f"{path}: {problems}",
+            "Keys are TrialConfig fields (method, rank, alpha, lr, targets, epochs, "
+            "max_steps, batch, train, eval, ...); see the README section on `paretune trial`.",
+        ) from None
+
+
+_OVERRIDES = ("method", "rank", "alpha", "lr", "targets", "epochs", "max_steps", "batch", "seed",
+              "device", "run_dir", "memory_limit_gb", "time_limit_s", "model", "train", "eval")
+
+
+def _table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(value: Any, digits: int = 4) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    q, f, m, p = result.quality, result.forgetting, result.measured, result.predicted
+    table = Table(title=f"trial: {result.method} -> {result.state}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("base / predicted", justify="right")
+    rows = [
+        ("eval NLL", fmt(q.eval_nll), fmt(q.base_eval_nll)),
+        ("exact match", fmt(q.exact_match, 3), fmt(q.base_exact_match, 3)),
+        ("overfit gap", fmt(q.overfit_gap), ""),
+        ("generalization gap", fmt(q.generalization_gap), ""),
+        ("retain ΔNLL", fmt(f.retain_delta_nll), ""),
+        ("retain KL", fmt(f.retain_kl), ""),
+        ("fact recall drop", fmt(f.fact_recall_drop, 3), fmt(f.base_fact_recall, 3)),
+        ("peak GB", fmt(m.peak_gb, 3), fmt(p.peak_gb, 3)),
+        ("wall s (train s)", f"{fmt(m.wall_s, 1)} ({fmt(m.train_s, 1)})",
+         fmt(p.hours * 3600, 1) if p.hours is not None else "-"),
+        ("tokens/s", fmt(m.tokens_per_s, 0), ""),
+        ("dollars", fmt(result.dollars, 6), fmt(p.dollars, 6)),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    if result.artifact:
+        console.print(f"artifact: {result.artifact}")
+    if result.command:
+        console.print(f"reproduce: {result.command}")
+    if result.error:
+        console.print(f"[red]{result.error}[/red]")
+
+
+@click.command("trial")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Trial TOML (TrialConfig fields) or a sweep spec (its first point).")
+@click.option("--demo", is_flag=True, help="Fine-tune the bundled demo model on the demo task.")
+@click.option("--model", help="Model: 'demo', a local folder or a Hugging Face id.")
+@click.option("--train", help="Task JSONL (prompt/completion or messages), or hf:NAME[:SPLIT].")
+@click.option("--eval", "eval_", help="Held-out JSONL (default: a seeded split of --train).")
+@click.option("--method", type=click.Choice(["full", "lora", "qlora", "dora", "freeze"]))
+@click.option("--rank", type=int, help="LoRA/DoRA/QLoRA rank (default 8).")
+@click.option("--alpha", type=float, help="LoRA alpha (default 16).")
+@click.option("--lr", type=float, help="Peak learning rate (default 2e-4).")
+@click.option("--targets", help="attn, mlp, all, or comma-separated module names (default all).")
+@click.option("--epochs", type=float, help="Epochs over the training set (default 1).")
+@click.option("--max-steps", type=int, help="Optimizer steps; overrides --epochs.")
+@click.option("--batch", type=int, help="Micro-batch size (default 8).")
+@click.option("--seed", type=int, help="Random seed (default 0).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--run-dir", help="Where artifacts go (default runs/).")
+@click.option("--memory-limit-gb", type=float, help="Cap the trial process's address space.")
+@click.option("--time-limit-s", type=float, help="Stop the trial after this many seconds.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def trial_command(spec_path: Path | None, demo: bool, output: str, eval_: str | None,
+                  **flags: Any) -> None:
+    """Run one real fine-tune and report quality, forgetting, memory, time and dollars.
+
+    Exit code 0 when the trial completes, 1 when it ends oom, failed or timeout (the JSON
+    still says which), 2 for bad input.
+    """
+    from sweeps.isolation import run_trial_isolated
+    from sweeps.types import TrialConfig
+
+    if spec_path is None and not demo and not flags.get("train") and not flags.get("model"):
+        raise TrialSpecError("say what to fine-tune", "Pass --demo, --spec FILE, or --model and --train.")
+    if spec_path is not None and demo:
+        raise TrialSpecError("--spec and --demo are exclusive", "Pass one of them.")
+    config = config_from_spec(spec_path) if spec_path is not None else TrialConfig()
+    flags["eval"] = eval_
+    overrides = {k: v for k, v in flags.items() if k in _OVERRIDES and v is not None}
+    if overrides:
+        from pydantic import ValidationError
+
+        try:
+            config = TrialConfig(**{**config.model_dump(), **overrides})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise TrialSpecError(f"--{'-'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    result = _run_with_progress(config, run_trial_isolated)
+    if output == "json":
+        payload = result.model_dump(mode="json")
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        _table(result)
+    if result.state != "complete":
+        raise click.exceptions.Exit(1)
+
+
+def _run_with_progress(config, runner):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task(f"{config.method} trial", total=config.max_steps, status="loading")
+
+        def on_step(step) -> None:
+            status = f"step {step.step} loss {step.loss:.3f}"
+            if step.eval_nll is not None:
+                status += f" eval {step.eval_nll:.3f}"
+            progress.update(task, completed=step.step, status=status)
+
+        return runner(config, on_step=on_step, raise_user_errors=True)
+
+
+COMMANDS: list[click.Command] = [trial_command]

@@ -1,0 +1,247 @@
+"""Run one trial in a child process, so a crash, an out-of-memory error or a hang ends that
+trial only, and its memory (GPU memory included) goes back with the process.
+
+    result = run_trial_isolated(config, on_step=print, env={"CUDA_VISIBLE_DEVICES": "1"})
+
+The child is ``python -m sweeps.isolation``: it reads the :class:`TrialConfig` as JSON on
+stdin and writes JSON lines on a dedicated pipe (``{"step": ...}`` per optimizer step, then
+one ``{"result": ...}``, or ``{"user_error": ...}`` for bad input). Its stdout goes to the
+parent's stderr (library chatter must not mix with results) and its stderr is kept so that
+a crash can be reported with its last lines.
+
+Outcomes: ``complete``; ``oom`` for CUDA out-of-memory or ``MemoryError`` (the child caps its
+own address space at ``config.memory_limit_gb`` with ``RLIMIT_AS`` once its libraries are
+loaded); ``timeout`` when ``timeout_s`` (or ``config.time_limit_s``) passes, after which the
+child's whole process group is killed; ``failed`` for anything else, with the end of its
+stderr. :func:`run_trial_isolated` never raises for a trial's failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+
+from pricing.errors import UserError
+from sweeps.types import StepLog, TrialConfig, TrialResult
+
+__all__ = ["run_trial_isolated", "TrialInputError"]
+
+_STDERR_TAIL_LINES = 20
+_OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "MemoryError",
+                "Cannot allocate memory", "std::bad_alloc", "DefaultCPUAllocator: can't allocate")
+
+
+class TrialInputError(UserError):
+    """Bad input found by the trial's child process (re-raised in the parent on request)."""
+
+    title = "Cannot run this trial"
+
+
+def _tail(path: str, lines: int = _STDERR_TAIL_LINES) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def _ended(config: TrialConfig, state: str, error: str) -> TrialResult:
+    return TrialResult(state=state, method=config.method, error=error, config=config)
+
+
+def run_trial_isolated(
+    config: TrialConfig,
+    *,
+    on_step: Callable[[StepLog], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+    raise_user_errors: bool = False,
+) -> TrialResult:
+    """Run :func:`sweeps.trial.run_trial` in a child process; see the module docstring.
+
+    ``env`` is added to the child's environment (e.g. ``CUDA_VISIBLE_DEVICES``).
+    ``timeout_s`` defaults to ``config.time_limit_s``. With ``raise_user_errors`` a bad
+    configuration found by the child raises :class:`TrialInputError` here (the command
+    line's exit code 2); otherwise it is a ``failed`` trial like any other.
+    """
+    limit = timeout_s if timeout_s is not None else config.time_limit_s
+    read_fd, write_fd = os.pipe()
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["PYTHONUNBUFFERED"] = "1"
+    stderr_file = tempfile.NamedTemporaryFile(
+        prefix="paretune-trial-", suffix=".stderr", delete=False
+    )
+    started = time.monotonic()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "sweeps.isolation", str(write_fd)],
+            stdin=subprocess.PIPE,
+            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
+            stderr=stderr_file,
+            pass_fds=(write_fd,),
+            env=child_env,
+            start_new_session=True,  # its own process group: a timeout kills all of it
+        )
+    except OSError as error:
+        os.close(read_fd)
+        os.close(write_fd)
+        stderr_file.close()
+        os.unlink(stderr_file.name)
+        return _ended(config, "failed", f"could not start the trial process: {error}")
+    os.close(write_fd)
+    assert child.stdin is not None
+    child.stdin.write(config.model_dump_json().encode())
+    child.stdin.close()
+
+    result: TrialResult | None = None
+    user_error: dict | None = None
+    timed_out = False
+    buffer = b""
+    selector = selectors.DefaultSelector()
+    reader = os.fdopen(read_fd, "rb", buffering=0)
+    selector.register(reader, selectors.EVENT_READ)
+    try:
+        open_pipe = True
+        while open_pipe:
+            remaining = None if limit is None else limit - (time.monotonic() - started)
+            if remaining is not None and remaining <= 0:
+                timed_out = True
+                break
+            if not selector.select(timeout=remaining if remaining is not None else None):
+                continue
+            chunk = reader.read(65536)
+            if not chunk:
+                open_pipe = False
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                if "step" in message and on_step is not None:
+                    on_step(StepLog.model_validate(message["step"]))
+                elif "result" in message:
+                    result = TrialResult.model_validate(message["result"])
+                elif "user_error" in message:
+                    user_error = message["user_error"]
+    finally:
+        selector.close()
+        reader.close()
+        if timed_out or child.poll() is None:
+            _kill_group(child)
+        child.wait()
+        stderr_file.close()
+        tail = _tail(stderr_file.name)
+        os.unlink(stderr_file.name)
+
+    if timed_out:
+        return _ended(config, "timeout", f"the trial ran past its time limit of {limit:g} s")
+    if result is not None:
+        return result
+    if user_error is not None:
+        if raise_user_errors:
+            raise TrialInputError(user_error["message"], user_error.get("hint"))
+        hint = f" ({user_error['hint']})" if user_error.get("hint") else ""
+        return _ended(config, "failed", user_error["message"] + hint)
+    if any(marker in tail for marker in _OOM_MARKERS):
+        return _ended(config, "oom", _oom_message(tail, config))
+    how = (f"killed by signal {-child.returncode}" if child.returncode < 0
+           else f"exit code {child.returncode}")
+    return _ended(config, "failed", f"the trial process ended without a result ({how})\n{tail}")
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+def _kill_group(child: subprocess.Popen) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _oom_message(tail: str, config: TrialConfig) -> str:
+    lines = [line for line in tail.splitlines() if any(m in line for m in _OOM_MARKERS)]
+    found = lines[-1].strip() if lines else tail.splitlines()[-1]
+    if config.memory_limit_gb is not None:
+        found += f" (memory limit {config.memory_limit_gb:g} GB)"
+    return found
+
+
+# --- the child ----------------------------------------------------------------------------------
+
+
+def _limit_memory(limit_gb: float | None) -> None:
+    """Cap the address space at ``limit_gb`` GB; called once torch and friends are imported,
+    so the cap bounds what the trial allocates rather than the libraries' own mappings."""
+    if limit_gb is None:
+        return
+    import resource
+
+    cap = int(limit_gb * 1e9)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def _child(write_fd: int) -> int:
+    channel = os.fdopen(write_fd, "w", buffering=1)
+
+    def send(message: dict) -> None:
+        channel.write(json.dumps(message) + "\n")
+
+    config = TrialConfig.model_validate_json(sys.stdin.read())
+    try:
+        import torch  # noqa: F401 - loaded before the memory cap, see _limit_memory
+        import transformers  # noqa: F401
+
+        from sweeps.trial import run_trial
+
+        if config.method in ("qlora",) or config.optimizer.endswith("8bit"):
+            import bitsandbytes  # noqa: F401
+        if config.method != "full":
+            import peft  # noqa: F401
+        _limit_memory(config.memory_limit_gb)
+        result = run_trial(config, on_step=lambda step: send({"step": step.model_dump(mode="json")}))
+    except UserError as error:
+        send({"user_error": {"message": error.message, "hint": error.hint}})
+        return 2
+    except MemoryError as error:
+        result = _ended(config, "oom", f"MemoryError: {error or 'out of memory'}"
+                        + (f" (memory limit {config.memory_limit_gb:g} GB)"
+                           if config.memory_limit_gb else ""))
+    except Exception as error:  # noqa: BLE001 - classified, then reported to the parent
+        import traceback
+
+        if _is_cuda_oom(error):
+            result = _ended(config, "oom", str(error).splitlines()[0])
+        else:
+            text = traceback.format_exc()
+            tail = "\n".join(text.strip().splitlines()[-_STDERR_TAIL_LINES:])
+            result = _ended(config, "failed", tail)
+    send({"result": result.model_dump(mode="json")})
+    channel.close()
+    return 0
+
+
+def _is_cuda_oom(error: BaseException) -> bool:
+    name = type(error).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(error).lower()
+
+
+if __name__ == "__main__":
+    sys.exit(_child(int(sys.argv[1])))
