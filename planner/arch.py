@@ -93,6 +93,9 @@ class ModelArch:
     shared_expert_intermediate: int = 0
     moe_layers: int = 0
     max_position: int = 0
+    attention_dropout: float = 0.0  # on the attention probabilities (gpt2 attn_pdrop)
+    residual_dropout: float = 0.0  # on each block's output (gpt2 / phi3 resid_pdrop)
+    activation: str = "silu"  # hidden_act / activation_function
     hf_id: str | None = None
     family: str = ""
     aliases: tuple[str, ...] = ()
@@ -337,7 +340,21 @@ def arch_from_config(
     common: dict[str, Any] = dict(name=name, model_type=model_type, hf_id=hf_id, family=family,
                                   aliases=tuple(aliases), hf_config=hf_config)
 
+    def rate(*keys: str, default: float = 0.0) -> float:
+        for key in keys:
+            value = config.get(key)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                    raise ModelConfigError(
+                        f"config of {name!r}: field `{key}` must be a dropout rate in [0, 1), "
+                        f"got {value!r}", "Fix the config.json.")
+                return float(value)
+        return default
+
     if model_type == "gpt2":
+        common.update(attention_dropout=rate("attn_pdrop", default=0.1),
+                      residual_dropout=rate("resid_pdrop", default=0.1),
+                      activation=str(config.get("activation_function") or "gelu_new"))
         h = f(("n_embd", "hidden_size"))
         heads = f(("n_head", "num_attention_heads"))
         inner = config.get("n_inner")
@@ -350,6 +367,10 @@ def arch_from_config(
             max_position=f(("n_positions", "max_position_embeddings")), **common,
         )
 
+    common.update(attention_dropout=rate("attention_dropout"),
+                  residual_dropout=rate("resid_pdrop"),
+                  activation=str(config.get("hidden_act") or config.get("hidden_activation")
+                                 or "silu"))
     h = f("hidden_size")
     heads = f("num_attention_heads")
     kv_heads = f("num_key_value_heads", heads)

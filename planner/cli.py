@@ -131,7 +131,7 @@ def _plan_json(result: Plan, simulated: list[Any] | None) -> dict[str, Any]:
     out = result.to_json()
     if simulated is not None:
         for row, sim in zip(out["methods"], simulated, strict=True):
-            row["simulated"] = {
+            row["simulated"] = sim.to_dict() if hasattr(sim, "to_dict") else {
                 "peak_gb": round(sim.peak_bytes / 1e9, 3),
                 "breakdown_gb": {k: round(v / 1e9, 3) for k, v in sim.breakdown.items()},
             }

@@ -53,11 +53,23 @@ def targeted_shapes(arch: ModelArch, method: MethodSpec) -> tuple[LinearShape, .
     """
     shapes = arch.linear_shapes()
     targets = method.targets
+    if method.kind == "dora" and targets in ("all", "mlp"):
+        # peft applies DoRA only to modules, and transformers 5 stores each MoE layer's
+        # experts as one 3-D parameter: DoRA adapts the rest.
+        shapes = tuple(s for s in shapes if not s.name.startswith("experts."))
     if targets == "all":
         return shapes
     if targets in ("attn", "mlp"):
         return tuple(s for s in shapes if s.group == targets)
     wanted = set(targets)
+    if method.kind == "dora" and any(s.name.startswith("experts.") and (
+            s.name in wanted or s.name.rsplit(".", 1)[-1] in wanted) for s in shapes):
+        if any(t.startswith("experts.") for t in wanted):
+            raise InvalidSpecError(
+                f"method: DoRA cannot adapt the expert parameters of {arch.name}",
+                "transformers stores each MoE layer's experts as one 3-D parameter, which "
+                "peft adapts with LoRA only; use --method lora for experts.",
+            )
     chosen = tuple(s for s in shapes if s.name in wanted or s.name.rsplit(".", 1)[-1] in wanted)
     known = {s.name for s in shapes} | {s.name.rsplit(".", 1)[-1] for s in shapes}
     unknown = sorted(wanted - known)
@@ -160,73 +172,106 @@ def _optimizer_bytes(arch: ModelArch, method: MethodSpec, trainable: int, traina
     return int(trainable * per_param[opt])  # 8-bit AdamW (bitsandbytes), paged or not
 
 
-def _layer_saved_values(arch: ModelArch, method: MethodSpec, targeted: set[str] | None,
-                        seq_len: int, moe: bool) -> float:
-    """Values (of the 16-bit compute dtype) one decoder layer saves for its backward,
-    per token. Follows Korthikanti et al. 2022 (section 4.1) tensor by tensor, adapted
-    to pre-norm decoders: SwiGLU keeps gate, up, act(gate) and their product; GQA keeps
-    K/V at kv_heads width; a frozen Linear that no adapter targets does not save its
-    input (autograd saves a matmul input only to compute the weight gradient).
-    ``targeted`` is None when every weight trains (full, freeze)."""
+def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: bool) -> float:
+    """Bytes one decoder layer saves for its backward, per token, tensor by tensor as the
+    transformers and peft implementations save them (Korthikanti et al. 2022, section
+    4.1, redone for pre-norm, gated, GQA decoders):
+
+    - RMSNorm upcasts its input and keeps the fp32 copy (4 B per value); when its weight
+      trains it also keeps the normalised 16-bit input of the weight multiply. LayerNorm
+      (gpt2) keeps its 16-bit input.
+    - A Linear keeps its input only to compute its weight's gradient, i.e. when the
+      weight trains (full, freeze); bitsandbytes' 4-bit MatMul4Bit keeps only the
+      quantized weight.
+    - Attention keeps the rotated Q and K, V (at kv-head width: GQA), its output and an
+      fp32 log-sum-exp per head (SDPA / flash); eager attention keeps the fp32 softmax
+      and its 16-bit copy (6 B per score). o_proj's input is a contiguous copy of it.
+    - SwiGLU keeps gate, up and act(gate) (and their product, down_proj's input, if it
+      is kept); a plain MLP (gpt2) keeps the GELU input (and output).
+    - Dropout (when the config has it: gpt2) keeps a 1-byte mask per value.
+    - LoRA (peft) casts each adapted module's input to the fp32 adapter dtype and keeps
+      that copy and the r-wide A output; with dropout, the dropped copy and its mask;
+      DoRA also keeps the base output (16-bit) and the LoRA output (fp32) for the
+      magnitude's gradient (peft DoraLinearLayer.forward).
+    """
     c = constants()
     ab = c["activation_bytes_per_value"]
     h, i = arch.hidden, arch.intermediate
-
-    def saves_input(*names: str) -> bool:
-        return targeted is None or any(n in targeted for n in names)
-
+    trains_base = method.kind in ("full", "freeze")
+    base_keeps_input = trains_base
+    norm = (2 * h if arch.layer_norm else 4 * h) + (ab * h if trains_base and not arch.layer_norm else 0)
+    linear_in = ab * h if base_keeps_input else 0
+    total = 2 * norm + 2 * linear_in  # the two pre-norms and the Linear inputs they feed
     if arch.model_type == "gpt2":
-        attn = h + (h if saves_input("c_attn") else 0) + 3 * h + h
-        mlp = h + (h if saves_input("c_fc") else 0) + i + (i if saves_input("mlp.c_proj") else 0)
+        total += ab * 3 * h + ab * h + (ab * h if base_keeps_input else 0)  # qkv, out, c_proj in
+        total += ab * i + (ab * i if base_keeps_input else 0)  # GELU input, c_proj input
     else:
-        qkv_names = ("qkv_proj",) if arch.fused_qkv else ("q_proj", "k_proj", "v_proj")
-        attn = h + (h if saves_input(*qkv_names) else 0) + arch.q_dim + 2 * arch.kv_dim
-        attn += arch.q_dim  # attention output O: kept by the kernel, and o_proj's input
-        if arch.qk_norm:
-            attn += arch.q_dim + arch.kv_dim  # inputs of the per-head q/k RMSNorms
+        total += ab * (arch.q_dim + 2 * arch.kv_dim)  # rotated Q, K and V
+        total += ab * arch.q_dim + (ab * arch.q_dim if base_keeps_input else 0)  # out, o_proj in
+        if arch.qk_norm:  # per-head RMSNorms on q and k, fp32 inputs
+            total += 4 * (arch.q_dim + arch.kv_dim) + (ab * (arch.q_dim + arch.kv_dim) if trains_base else 0)
         if moe:
             e, k, mi = arch.experts, arch.experts_per_token, arch.moe_intermediate
-            mlp = h + (h if targeted is None else 0) + e * 4 / ab  # fp32 router logits
-            per_expert = h + 3 * mi + (mi if saves_input("down_proj") else 0)
-            mlp += k * per_expert
+            total += 4 * e  # fp32 router logits and softmax
+            # Each token is copied to its k experts; each expert is a SwiGLU of width mi.
+            per_expert = ab * h + ab * 3 * mi + (ab * mi if base_keeps_input else 0)
+            total += k * per_expert
             si = arch.shared_expert_intermediate
             if si:
-                mlp += 3 * si + (si if saves_input("down_proj") else 0)
+                total += ab * 3 * si + (ab * si if base_keeps_input else 0)
         else:
-            up_names = ("gate_up_proj",) if arch.fused_gate_up else ("gate_proj", "up_proj")
-            mlp = h + (h if saves_input(*up_names) else 0)
-            mlp += (3 * i if arch.gated_mlp else i) + (i if saves_input("down_proj") else 0)
-        mlp += (arch.norms_per_layer - 2) * h  # gemma's post-attention / post-MLP norms
-    values = attn + mlp
-    # Attention scores: eager keeps QK^T and the softmax (Korthikanti: 5·a·s per token,
-    # minus the dropout mask); SDPA / FlashAttention keep only an fp32 log-sum-exp per head.
+            gated = 3 if arch.gated_mlp else 1
+            total += ab * gated * i + (ab * i if base_keeps_input else 0)
+        extra_norms = arch.norms_per_layer - 2  # gemma's post-attention / post-MLP norms
+        total += extra_norms * (4 * h + (ab * h if trains_base else 0))
+    if arch.activation == "gelu_new":
+        # transformers' NewGELUActivation is composed of elementwise ops that keep the tanh
+        # output, 0.5·x and 1 + tanh: three more copies of the MLP width.
+        total += 3 * ab * i
+    if arch.residual_dropout > 0:
+        total += 2 * h  # nn.Dropout keeps a 1-byte mask per value, twice per block
     if method.attention == "eager":
-        values += arch.heads * seq_len * c["eager_attention_bytes_per_score"] / ab
+        # gpt2's eager attention runs the softmax in the 16-bit dtype: one 2-byte copy.
+        per_score = ab if arch.model_type == "gpt2" else c["eager_attention_bytes_per_score"]
+        total += arch.heads * seq_len * per_score
+        if arch.attention_dropout > 0:
+            total += arch.heads * seq_len * (1 + ab)  # the mask and the dropped copy
     else:
-        values += arch.heads * c["flash_lse_bytes_per_head_token"] / ab
-    if targeted is not None:
-        values += _adapter_saved_values(arch, method, moe)
-    return values
+        # SDPA / flash draw dropout inside the kernel: nothing s x s is kept.
+        total += arch.heads * c["flash_lse_bytes_per_head_token"]
+    if method.uses_adapters:
+        total += _adapter_saved_bytes(arch, method, moe)
+    return total
 
 
-def _adapter_saved_values(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
-    """Per token and layer: each adapted module keeps its A-projection output (r values);
-    with dropout, the dropped input copy and its 1-byte mask; DoRA also keeps the base
-    output to backpropagate into the magnitude (peft DoraLinearLayer.forward)."""
-    values = 0.0
+def _expert_delta_bytes(arch: ModelArch, method: MethodSpec) -> float:
+    """Per MoE layer (not per token): LoRA on expert parameters (peft
+    ``target_parameters``) adds B·A to every expert's weight in each forward and keeps
+    the merged 16-bit weights for the backward."""
+    if not (method.uses_adapters and arch.is_moe):
+        return 0.0
+    ab = constants()["activation_bytes_per_value"]
+    return sum(ab * s.count * s.d_in * s.d_out for s in targeted_shapes(arch, method)
+               if s.name.startswith("experts."))
+
+
+def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
+    """Per token and layer, what the adapters keep (see ``_layer_saved_bytes``)."""
+    adapter = constants()["adapter_bytes_per_param"]
+    ab = constants()["activation_bytes_per_value"]
+    total = 0.0
     for s in targeted_shapes(arch, method):
         expert = s.name.startswith(("experts.", "shared_expert."))
         dense_mlp = s.group == "mlp" and not expert
         if (moe and dense_mlp) or (not moe and expert):
             continue  # that module lives in the other kind of layer
-        copies = s.active_count
-        per = method.rank
+        per = adapter * (s.d_in + method.rank)
         if method.lora_dropout > 0:
-            per += s.d_in * 1.5
+            per += adapter * s.d_in + s.d_in  # the dropped copy and its 1-byte mask
         if method.kind == "dora":
-            per += s.d_out
-        values += per * copies
-    return values
+            per += ab * s.d_out + adapter * s.d_out
+        total += per * s.active_count
+    return total
 
 
 def _largest_tensor_values(arch: ModelArch) -> int:
@@ -283,33 +328,35 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
             weights = weights / n_gpus + c["zero3_gathered_layers"] * layer_weight_bytes
             adapter_weights /= n_gpus
 
-    # Activations.
-    targeted = None if not method.uses_adapters else {
-        n for s in targeted_shapes(arch, method) for n in (s.name, s.name.rsplit(".", 1)[-1])
-    }
+    # Activations (bytes per token, then times the tokens of a micro-batch).
     backward_layers = _trained_layers(arch, method)
     moe_layers = min(arch.moe_layers, backward_layers)
     dense_layers = backward_layers - moe_layers
     per_layer = {
-        False: _layer_saved_values(arch, method, targeted, workload.seq_len, moe=False),
-        True: _layer_saved_values(arch, method, targeted, workload.seq_len, moe=True)
-        if arch.is_moe else 0.0,
+        False: _layer_saved_bytes(arch, method, workload.seq_len, moe=False),
+        True: _layer_saved_bytes(arch, method, workload.seq_len, moe=True) if arch.is_moe else 0.0,
     }
-    # The final norm's input, and its output when the lm_head weight trains.
-    head_values = arch.hidden + (arch.hidden if method.kind == "full" else 0)
-    full_stack = (dense_layers * per_layer[False] + moe_layers * per_layer[True] + head_values)
+    # The final norm's fp32 input; with a training lm_head, also the normalised input of
+    # the norm's weight multiply and the lm_head's input.
+    head = (2 if arch.layer_norm else 4) * arch.hidden
+    if method.kind == "full":
+        head += 2 * ab * arch.hidden
+    full_stack = dense_layers * per_layer[False] + moe_layers * per_layer[True] + head
+    expert_deltas = _expert_delta_bytes(arch, method)
     logits_loss = tokens * arch.vocab * c["loss_bytes_per_logit"]
     # The backward of a layer holds gradients of its activations: bounded by its widest
     # tensor, twice (the incoming gradient and the one being produced).
     backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
     if method.grad_checkpointing:
         # Full recomputation (Korthikanti section 5; HF gradient_checkpointing): each layer
-        # keeps only its input; the backward of one layer first rebuilds its activations.
-        stored = (backward_layers * arch.hidden + head_values) * ab * tokens
-        layer = max(per_layer[False] if dense_layers else 0, per_layer[True])
-        working = layer * ab * tokens + backward_temporaries
+        # keeps only its 16-bit input; the backward of one layer first rebuilds its
+        # activations.
+        stored = (backward_layers * ab * arch.hidden + head) * tokens
+        layer = max(per_layer[False] * tokens if dense_layers else 0,
+                    per_layer[True] * tokens + expert_deltas if moe_layers else 0)
+        working = layer + backward_temporaries
     else:
-        stored = full_stack * ab * tokens
+        stored = full_stack * tokens + moe_layers * expert_deltas
         working = backward_temporaries
     # The loss phase and a layer's backward never overlap: charge only the excess.
     activations = stored + max(0.0, working - logits_loss)
