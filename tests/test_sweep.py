@@ -1,0 +1,206 @@
+"""Real demo sweeps end to end: the command line, real trials in child processes, a real
+journal file and DuckDB file; OOM in the middle, kill -9 and resume, Ctrl-C, parallel workers.
+
+Trials are kept tiny (a few optimizer steps of the bundled demo model) so the whole file
+runs in a few minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+
+from sweeps.spec import load_spec
+from sweeps.store import ResultsStore
+from sweeps.worker import open_storage
+
+ROOT = Path(__file__).parent.parent
+
+
+def write_demo_spec(folder: Path, name: str, *, trials: int, save: str = "frontier",
+                    storage: str | None = None, extra_run: str = "") -> Path:
+    """A tiny demo spec: LoRA (two ranks) and freeze, 2 optimizer steps per trial."""
+    spec = folder / f"{name}.toml"
+    storage_line = f'storage = "{storage}"' if storage else ""
+    spec.write_text(f"""
+name = "{name}"
+model = "demo"
+seed = 0
+[hardware]
+device = "cpu"
+usd_per_hour = 0.10
+[search]
+methods = ["lora", "freeze"]
+rank = [2, 8]
+lr = {{ low = 1e-4, high = 1e-2, log = true }}
+max_steps = 2
+[trial]
+batch = 4
+eval_every = 2
+max_seq_len = 64
+[budget]
+trials = {trials}
+[run]
+dir = "{folder / 'runs'}"
+results = "{folder / 'results.duckdb'}"
+save = "{save}"
+timeout_s = 300
+{storage_line}
+{extra_run}
+""")
+    return spec
+
+
+def paretune(*args: str, cwd: Path | None = None, **popen: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
+                          timeout=600, cwd=cwd, env=_env(), **popen)
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tui.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def load(spec_path: Path) -> optuna.Study:
+    spec = load_spec(spec_path)
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.user_attrs.get("state", t.state.name.lower()) for t in study.get_trials(deepcopy=False)]
+
+
+def wait_for_running_trial(spec_path: Path, process: subprocess.Popen[str], timeout: float = 240) -> int:
+    """The number of a trial that is RUNNING and whose child process has started training."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            study = load(spec_path)
+        except KeyError:
+            time.sleep(0.5)
+            continue
+        running = [t for t in study.get_trials(deepcopy=False)
+                   if t.state == optuna.trial.TrialState.RUNNING and "config" in t.user_attrs]
+        children = psutil.Process(process.pid).children(recursive=True)
+        if running and children:
+            return running[0].number
+        time.sleep(0.3)
+    raise AssertionError("no trial started running in time")
+
+
+def test_demo_sweep_end_to_end_with_an_oom_trial_in_the_middle(demo, tmp_path: Path) -> None:
+    spec = write_demo_spec(tmp_path, "e2e", trials=4)
+    # Create the study without launching, then queue an out-of-memory trial as trial 1.
+    created = paretune("sweep", "run", str(spec), "--max-trials", "0")
+    assert created.returncode == 0, created.stdout + created.stderr
+    study = load(spec)
+    study.enqueue_trial({"method": "lora"})
+    study.enqueue_trial({"method": "lora"}, user_attrs={"overrides": {"memory_limit_gb": 0.05}})
+
+    done = paretune("sweep", "run", str(spec), "--gpus", "0,1")  # pinned, though trials run on CPU
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trial budget reached (4 of 4)" in done.stdout
+    study = load(spec)
+    assert states(study) == ["complete", "oom", "complete", "complete"]
+    assert study.trials[1].state == optuna.trial.TrialState.FAIL
+    assert study.trials[1].user_attrs["error"]
+
+    store = ResultsStore(tmp_path / "results.duckdb")
+    rows = store.trials("e2e")
+    assert [r["state"] for r in rows] == states(study)
+    complete = [r for r in rows if r["state"] == "complete"]
+    assert all(r["eval_nll"] is not None and r["retain_delta_nll"] is not None and r["dollars"] > 0
+               for r in complete)
+    assert all(r["command"] and r["command"].startswith("paretune trial") for r in complete)
+    assert store.steps("e2e", complete[0]["number"])  # the loss curve is stored
+    # Artifact policy "frontier": exactly the Pareto-optimal trials keep their artifacts.
+    front = {r["number"] for r in store.frontier("e2e")}
+    assert front
+    for row in complete:
+        if row["number"] in front:
+            assert row["artifact"] and Path(row["artifact"]).exists()
+        else:
+            assert row["artifact"] is None
+    status = paretune("sweep", "status", "e2e", "--db", str(tmp_path / "results.duckdb"))
+    assert "oom 1" in status.stdout and "3 complete of 4" in status.stdout
+    assert {r["cuda_visible_devices"] for r in rows} == {"0", "1"}
+
+
+def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
+    spec = write_demo_spec(tmp_path, "killed", trials=2, save="none")
+    first = start("sweep", "run", str(spec))
+    # Let one trial complete, then kill the worker while the next one trains.
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "runs" / "killed.journal").exists() or "complete" not in states(load(spec)):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.3)
+    victim = wait_for_running_trial(spec, first)
+    children = psutil.Process(first.pid).children(recursive=True)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    for child in children:  # a trial process in its own session survives its parent's group
+        if child.is_running():
+            child.kill()
+    completed_before = {t.number for t in load(spec).trials if t.user_attrs.get("state") == "complete"}
+    assert load(spec).trials[victim].state == optuna.trial.TrialState.RUNNING  # the zombie
+
+    resumed = paretune("sweep", "run", str(spec))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = load(spec)
+    trials = study.trials
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+    assert trials[victim].user_attrs["state"] == "lost"
+    assert completed_before <= {t.number for t in trials if t.user_attrs.get("state") == "complete"}
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == victim]
+    assert len(retries) == 1 and retries[0].user_attrs["state"] == "complete"
+    assert retries[0].params == trials[victim].params
+    assert sum(t.user_attrs.get("state") == "complete" for t in trials) == 2  # the study finished
+    rows = ResultsStore(tmp_path / "results.duckdb").trials("killed")
+    assert [r["state"] for r in rows] == states(study)
+
+
+def test_ctrl_c_leaves_nothing_running_and_rerun_resumes(demo, tmp_path: Path) -> None:
+    spec = write_demo_spec(tmp_path, "ctrlc", trials=1, save="none")
+    first = start("sweep", "run", str(spec))
+    victim = wait_for_running_trial(spec, first)
+    os.killpg(first.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 130, output
+    assert "no trial left running" in output
+    study = load(spec)
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+    assert study.trials[victim].user_attrs["state"] == "interrupted"
+    assert not psutil.Process().children(recursive=True) or all(
+        c.pid != first.pid for c in psutil.Process().children(recursive=True))
+
+    resumed = paretune("sweep", "run", str(spec))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trials = load(spec).trials
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim)
+    assert retry.number == victim + 1 and retry.params == trials[victim].params  # run first
+    assert sum(t.user_attrs.get("state") == "complete" for t in trials) == 1
+
+
+def test_two_journal_workers_share_one_study(demo, tmp_path: Path) -> None:
+    spec = write_demo_spec(tmp_path, "pair", trials=3, save="none")
+    journal = str(tmp_path / "runs" / "pair.journal")
+    workers = [start("sweep", "worker", str(spec), "--storage", journal) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    trials = load(spec).trials
+    assert [t.user_attrs["state"] for t in trials] == ["complete"] * 3  # exactly the budget
+    pids = {t.user_attrs["worker_pid"] for t in trials}
+    assert pids == {w.pid for w in workers}  # both took part
