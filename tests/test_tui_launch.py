@@ -77,6 +77,16 @@ async def test_sweep_launched_from_the_app_completes(demo, tmp_path: Path, monke
         trials = screen.query_one("#trials")
         assert trials.row_count == 2
         assert [str(trials.get_row_at(i)[1]) for i in range(2)] == ["complete", "complete"]
+        # The frontier screen draws the real demo study.
+        await pilot.press("f5")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        frontier = app.screen
+        assert frontier.study == "tui-demo" and len(frontier.points) == 2
+        assert any(point.pareto for point in frontier.points)
+        assert all(point.quality is not None and point.forgetting is not None
+                   for point in frontier.points)
+        assert "tui-demo: 2 trials" in frontier.query_one("#chart").plt.build()
     # The record lets a later session of the app find the sweep and its log.
     found = launched_sweeps(Path("runs"))
     assert found and found[0].pid == launched.pid and Path(found[0].log).exists()
