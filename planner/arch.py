@@ -96,6 +96,8 @@ class ModelArch:
     attention_dropout: float = 0.0  # on the attention probabilities (gpt2 attn_pdrop)
     residual_dropout: float = 0.0  # on each block's output (gpt2 / phi3 resid_pdrop)
     activation: str = "silu"  # hidden_act / activation_function
+    attention_softcap: float | None = None  # gemma2 attn_logit_softcapping
+    final_softcap: float | None = None  # gemma2 final_logit_softcapping
     hf_id: str | None = None
     family: str = ""
     aliases: tuple[str, ...] = ()
@@ -184,9 +186,10 @@ class ModelArch:
             add("up_proj", "mlp", h, i, mb, layers=self.dense_layers)
         add("down_proj", "mlp", i, h, mb, layers=self.dense_layers)
         if self.is_moe:
+            # transformers 5 stores each MoE layer's experts as two 3-D parameters, gate and
+            # up fused: [experts, 2·mi, h] and [experts, h, mi].
             e, k, mi = self.experts, self.experts_per_token, self.moe_intermediate
-            add("experts.gate_proj", "mlp", h, mi, False, e, self.moe_layers, k)
-            add("experts.up_proj", "mlp", h, mi, False, e, self.moe_layers, k)
+            add("experts.gate_up_proj", "mlp", h, 2 * mi, False, e, self.moe_layers, k)
             add("experts.down_proj", "mlp", mi, h, False, e, self.moe_layers, k)
             si = self.shared_expert_intermediate
             if si:
@@ -402,6 +405,11 @@ def arch_from_config(
         kw["qk_norm"] = True
     if model_type in ("gemma2", "gemma3_text"):
         kw["norms_per_layer"] = 4
+        # Config-class defaults: gemma2 soft-caps attention scores (50) and logits (30).
+        defaults = (50.0, 30.0) if model_type == "gemma2" else (None, None)
+        for field_name, key, default in (("attention_softcap", "attn_logit_softcapping", defaults[0]),
+                                         ("final_softcap", "final_logit_softcapping", defaults[1])):
+            kw[field_name] = config.get(key, default)
     if model_type == "phi3":
         kw["fused_qkv"] = True
         kw["fused_gate_up"] = True

