@@ -146,3 +146,23 @@ async def test_sweep_this_plan_writes_a_spec_that_loads(results_db: Path, tmp_pa
         error = screen.query_one("#sweeps-error", ErrorLine)
         assert error.shown and "qlra" in str(error.render())
         assert load_spec(screen.spec_path) == spec
+
+
+async def test_open_spec_lists_specs_at_hand(tmp_path: Path, monkeypatch) -> None:
+    from sweeps.spec import SweepSpec, write_spec
+
+    monkeypatch.chdir(tmp_path)
+    write_spec(SweepSpec(name="first"), tmp_path / "examples" / "first.toml")
+    app = ParetuneApp(db=Path("runs/results.duckdb"), start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert app.screen.query_one("#spec-list").option_count == 1
+        await pilot.press("tab", "enter")  # from the path field into the list; pick the first
+        await pilot.pause()
+        screen = app.screen
+        assert screen.spec_path == Path("examples/first.toml")
+        assert 'name = "first"' in screen.query_one("#spec-editor").text
+        # A path that does not exist is an inline error, not a crash.
+        screen.show_spec(Path("no/such.toml"))
+        assert "cannot read" in str(screen.query_one("#sweeps-error").render())

@@ -66,23 +66,49 @@ class LoadFailed(Message):
     error: BaseException
 
 
+def find_specs(run_dir: Path) -> list[Path]:
+    """Sweep specs near at hand: ./*.toml, examples/*.toml and the run folder's specs/."""
+    found: list[Path] = []
+    for folder in (Path("."), Path("examples"), Path(run_dir) / "specs"):
+        found += sorted(p for p in folder.glob("*.toml") if p.name != "pyproject.toml")
+    return list(dict.fromkeys(found))
+
+
 class OpenSpecScreen(ModalScreen[Path | None]):
-    """Ask for a sweep spec file to open."""
+    """Pick a sweep spec from the list, or type any path."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     DEFAULT_CSS = """
     OpenSpecScreen { align: center middle; }
-    OpenSpecScreen > Vertical { width: 70; height: auto; border: thick $primary; padding: 1; background: $surface; }
+    OpenSpecScreen > Vertical { width: 80%; max-width: 90; height: auto; max-height: 80%;
+                                border: thick $primary; padding: 0 1; background: $surface; }
+    OpenSpecScreen OptionList { height: auto; max-height: 12; }
     """
 
+    def __init__(self, candidates: list[Path]) -> None:
+        super().__init__()
+        self.candidates = candidates
+
     def compose(self) -> ComposeResult:
+        from textual.suggester import SuggestFromList
+        from textual.widgets import OptionList
+
         with Vertical():
-            yield Label("Sweep spec file (.toml):")
-            yield Input(placeholder="examples/demo.toml", id="spec-path")
+            yield Label("Sweep spec file (.toml) — type a path, or pick one below:")
+            yield Input(
+                placeholder="examples/demo.toml",
+                id="spec-path",
+                suggester=SuggestFromList([str(p) for p in self.candidates]),
+            )
+            if self.candidates:
+                yield OptionList(*[str(p) for p in self.candidates], id="spec-list")
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         self.dismiss(Path(event.value).expanduser() if event.value.strip() else None)
+
+    def on_option_list_option_selected(self, event) -> None:
+        self.dismiss(self.candidates[event.option_index])
 
 
 class SweepsScreen(Screen):
@@ -297,7 +323,7 @@ class SweepsScreen(Screen):
             if path is not None:
                 self.show_spec(path)
 
-        self.app.push_screen(OpenSpecScreen(), chosen)
+        self.app.push_screen(OpenSpecScreen(find_specs(self.app.run_dir)), chosen)
 
     def _validated_spec_text(self):
         """Parse the editor's text as a spec; show the error inline and return None if bad."""
