@@ -366,7 +366,7 @@ class ResultsStore:
         """One dict per study with counts by state, spend and the frontier size."""
         return self._dicts(
             """
-            SELECT s.study, s.model, s.sampler, s.gpu, s.provider, s.budget_dollars,
+            SELECT s.study, s.model, s.storage, s.sampler, s.gpu, s.provider, s.budget_dollars,
                    s.budget_trials, s.created_at,
                    count(t.number) AS trials,
                    count(t.number) FILTER (WHERE t.state = 'complete') AS complete,
