@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,9 @@ def trial_command(spec_path: Path | None, demo: bool, output: str, eval_: str | 
     else:
         _table(result)
     if result.state != "complete":
-        raise click.exceptions.Exit(1)
+        # SystemExit, not click's Exit: the entry point runs click with standalone_mode=False,
+        # where click turns Exit into a return value and the code would be lost.
+        sys.exit(1)
 
 
 def _run_with_progress(config, runner):

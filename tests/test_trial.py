@@ -1,0 +1,133 @@
+"""Real fine-tunes of the demo model: every method, and evidence that the metrics are real."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sweeps.trial import TrialError, run_trial
+from sweeps.types import TrialConfig, TrialResult
+
+# Short trials: a few dozen steps of a ~2M-parameter model. max_new_tokens=4 is enough for
+# the demo's one-word answers and keeps greedy generation cheap.
+_SHORT = dict(max_new_tokens=4, eval_every=10)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, demo) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def lora_usual(runs) -> TrialResult:
+    """LoRA at rank 8 with its usual learning rate (2e-4 .. 3e-4 in the literature)."""
+    return run_trial(TrialConfig(method="lora", rank=8, alpha=16, lr=3e-4, max_steps=30,
+                                 run_dir=str(runs), **_SHORT))
+
+
+@pytest.fixture(scope="module")
+def full_high_lr(runs) -> TrialResult:
+    """Full fine-tuning at 1e-3, twenty times its usual 1e-5 .. 5e-5."""
+    return run_trial(TrialConfig(method="full", lr=1e-3, max_steps=30, save="none",
+                                 run_dir=str(runs), **_SHORT))
+
+
+def test_lora_learns_the_task(lora_usual: TrialResult) -> None:
+    q = lora_usual.quality
+    assert lora_usual.state == "complete"
+    assert q.eval_nll < q.base_eval_nll - 1.0
+    assert q.base_exact_match == 0.0
+    assert [s.step for s in lora_usual.steps] == list(range(1, 31))
+    assert [s.step for s in lora_usual.steps if s.eval_nll is not None] == [10, 20, 30]
+
+
+def test_full_fine_tuning_at_high_lr_forgets_more_than_lora(
+    lora_usual: TrialResult, full_high_lr: TrialResult
+) -> None:
+    lora, full = lora_usual.forgetting, full_high_lr.forgetting
+    assert full.retain_delta_nll > lora.retain_delta_nll + 0.2
+    assert full.retain_kl > lora.retain_kl
+    assert full.fact_recall_drop > lora.fact_recall_drop + 0.05
+    assert full.base_fact_recall == lora.base_fact_recall >= 0.8
+
+
+def _tiny_train(folder: Path, demo, rows: int = 6) -> Path:
+    lines = demo.train.read_text().splitlines()[:rows]
+    path = folder / "tiny.jsonl"
+    path.write_text("\n".join(lines[:3] + ["{broken"] + lines[3:]) + "\n")
+    return path
+
+
+def test_many_epochs_on_a_tiny_set_overfit_and_early_stopping_keeps_the_best(
+    runs, demo, tmp_path
+) -> None:
+    tiny = _tiny_train(tmp_path, demo)
+    settings = dict(method="full", lr=3e-3, train=str(tiny), eval=str(demo.eval),
+                    bad_rows="skip", batch=6, max_steps=40, eval_every=2, warmup_ratio=0.0,
+                    lr_schedule="constant", save="none", run_dir=str(runs), max_new_tokens=4)
+    overfit = run_trial(TrialConfig(**settings))
+    assert overfit.params["bad_rows_skipped"] == 1
+    curve = [s.eval_nll for s in overfit.steps if s.eval_nll is not None]
+    assert overfit.quality.overfit_gap > 0.5
+    assert overfit.quality.overfit_gap == pytest.approx(overfit.quality.eval_nll - min(curve))
+    assert overfit.quality.generalization_gap > 1.0  # train NLL far below eval NLL
+
+    stopped = run_trial(TrialConfig(**settings, early_stopping=True, early_stopping_patience=2))
+    stopped_curve = [s.eval_nll for s in stopped.steps if s.eval_nll is not None]
+    assert len(stopped.steps) < 40
+    assert stopped.quality.eval_nll == pytest.approx(min(stopped_curve), abs=1e-4)
+    assert stopped.quality.overfit_gap == pytest.approx(0.0, abs=1e-4)
+    assert stopped.quality.best_step == stopped.steps[stopped_curve.index(min(stopped_curve)) * 2 + 1].step
+
+
+@pytest.mark.parametrize("method", ["qlora", "dora", "freeze"])
+def test_every_method_runs_end_to_end(method: str, runs) -> None:
+    result = run_trial(TrialConfig(method=method, lr=1e-3, max_steps=4, eval_every=2,
+                                   run_dir=str(runs), max_new_tokens=4))
+    assert result.state == "complete"
+    assert result.quality.eval_nll < result.quality.base_eval_nll
+    assert math.isfinite(result.forgetting.retain_kl)
+    assert result.measured.tokens > 0 and result.measured.peak_gb > 0
+    trainable, total = result.params["trainable_params"], result.params["total_params"]
+    assert 0 < trainable < total
+    assert Path(result.artifact).is_dir()
+
+
+def test_artifacts_model_card_and_reproducing_command(lora_usual: TrialResult) -> None:
+    from sweeps.trial_cli import config_from_spec
+
+    adapter = Path(lora_usual.artifact)
+    assert (adapter / "adapter_config.json").exists()
+    card = (adapter.parent / "README.md").read_text()
+    assert "lora fine-tune of demo" in card and lora_usual.command in card
+    assert lora_usual.command == (
+        "paretune trial --demo --method lora --lr 0.0003 --max-steps 30"
+    ) or lora_usual.command.startswith("paretune trial --spec ")
+    again = config_from_spec(adapter.parent / "trial.toml")
+    assert again == lora_usual.config
+
+
+def test_planner_prediction_and_measurements_sit_side_by_side(lora_usual: TrialResult) -> None:
+    m, p = lora_usual.measured, lora_usual.predicted
+    assert p.peak_gb is not None and p.peak_gb > 0
+    assert m.train_s > 0 and m.wall_s >= m.load_s + m.train_s
+    assert m.tokens_per_s == pytest.approx(m.tokens / m.train_s)
+    assert lora_usual.hardware.device == "cpu" and "torch" in lora_usual.hardware.versions
+
+
+def test_dollars_use_the_hourly_price(runs) -> None:
+    result = run_trial(TrialConfig(max_steps=1, usd_per_hour=3.6, save="none",
+                                   run_dir=str(runs), max_new_tokens=2))
+    assert result.dollars == pytest.approx(result.measured.wall_s / 3600 * 3.6)
+
+
+def test_bad_input_is_a_user_error_before_training(runs) -> None:
+    with pytest.raises(TrialError, match="no linear module named 'q_prj'") as error:
+        run_trial(TrialConfig(targets="q_prj", max_steps=1, run_dir=str(runs)))
+    assert "q_proj" in error.value.hint
+    with pytest.raises(TrialError, match="freeze_trainable_layers=9"):
+        run_trial(TrialConfig(method="freeze", freeze_trainable_layers=9, max_steps=1,
+                              run_dir=str(runs)))

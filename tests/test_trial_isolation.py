@@ -1,0 +1,81 @@
+"""Trials in a child process: out of memory, time limits and crashes end the trial, not us."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sweeps.isolation import run_trial_isolated
+from sweeps.types import TrialConfig
+
+
+def test_out_of_memory_child_ends_as_oom_and_the_parent_carries_on(tmp_path: Path, demo) -> None:
+    config = TrialConfig(max_steps=2, memory_limit_gb=0.05, run_dir=str(tmp_path))
+    result = run_trial_isolated(config)
+    assert result.state == "oom", result.error
+    assert "memory" in result.error.lower()
+    # The parent is fine and can run the next trial.
+    steps = []
+    done = run_trial_isolated(
+        TrialConfig(max_steps=2, eval_every=1, max_new_tokens=2, run_dir=str(tmp_path),
+                    save="none"),
+        on_step=steps.append,
+    )
+    assert done.state == "complete", done.error
+    assert [s.step for s in steps] == [1, 2]
+    assert done.steps == steps
+
+
+def test_time_limit_ends_as_timeout(tmp_path: Path) -> None:
+    result = run_trial_isolated(TrialConfig(max_steps=10_000, run_dir=str(tmp_path)),
+                                timeout_s=2)
+    assert result.state == "timeout"
+    assert "2 s" in result.error
+
+
+def test_bad_input_in_the_child_is_a_failed_trial(tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    result = run_trial_isolated(TrialConfig(model=str(broken), train=str(tmp_path / "t.jsonl"),
+                                            run_dir=str(tmp_path)))
+    assert result.state == "failed"
+    assert "does not exist" in result.error or "cannot load" in result.error
+
+
+def _paretune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd,
+                          env={**__import__("os").environ,
+                               "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+def test_cli_json_contract(tmp_path: Path, demo) -> None:
+    done = _paretune("trial", "--demo", "--max-steps", "3", "--lr", "1e-3", "--format", "json",
+                     "--run-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["state"] == "complete"
+    assert {"state", "method", "params", "quality", "forgetting", "measured", "predicted",
+            "dollars", "hardware", "artifact", "error"} <= set(payload)
+    assert {"eval_nll", "base_eval_nll", "exact_match", "overfit_gap",
+            "generalization_gap"} <= set(payload["quality"])
+    assert {"retain_delta_nll", "retain_kl", "fact_recall_drop"} <= set(payload["forgetting"])
+    assert {"peak_gb", "wall_s", "train_s", "tokens", "tokens_per_s"} <= set(payload["measured"])
+    assert {"peak_gb", "hours", "dollars"} <= set(payload["predicted"])
+
+
+def test_cli_bad_input_exits_2_and_trial_failure_exits_1(tmp_path: Path) -> None:
+    missing = _paretune("trial", "--spec", "nope.toml", cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot read nope.toml" in missing.stderr
+    spec = tmp_path / "trial.toml"
+    spec.write_text('method = "lora"\nrnak = 4\n')
+    typo = _paretune("trial", "--spec", str(spec), cwd=tmp_path)
+    assert typo.returncode == 2 and "rnak" in typo.stderr
+    spec.write_text('method = "lora"\nmax_steps = 2\nmemory_limit_gb = 0.05\n'
+                    f'run_dir = "{tmp_path / "runs"}"\n')
+    oom = _paretune("trial", "--spec", str(spec), "--format", "json", cwd=tmp_path)
+    assert oom.returncode == 1
+    assert json.loads(oom.stdout)["state"] == "oom"
