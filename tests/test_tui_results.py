@@ -26,27 +26,27 @@ TRIALS = [
 ]
 
 
-def write_study(db: Path) -> None:
+def write_study(db: Path, study: str = STUDY, created: datetime = datetime(2026, 1, 2, 3, 4, 5)) -> None:
     store = ResultsStore(db)
     store.write_study({
-        "study": STUDY, "model": "demo", "sampler": "tpe", "quality_metric": "eval_nll",
+        "study": study, "model": "demo", "sampler": "tpe", "quality_metric": "eval_nll",
         "forgetting_metric": "retain_delta_nll", "cost_metric": "dollars",
-        "budget_dollars": 1.0, "budget_trials": 8, "created_at": datetime(2026, 1, 2, 3, 4, 5),
+        "budget_dollars": 1.0, "budget_trials": 8, "created_at": created,
     })
     rows, steps = [], []
     for number, (method, rank, lr, nll, forget, dollars, state) in enumerate(TRIALS):
         rows.append({
-            "study": STUDY, "number": number, "state": state, "method": method, "rank": rank,
+            "study": study, "number": number, "state": state, "method": method, "rank": rank,
             "lr": lr, "eval_nll": nll, "retain_delta_nll": forget, "dollars": dollars,
             "objective_quality": nll, "objective_forgetting": forget, "objective_cost": dollars,
             "predicted_peak_gb": 0.5, "measured_peak_gb": 0.4 if state == "complete" else None,
             "error": "CUDA out of memory (simulated budget)" if state == "oom" else None,
             "command": f"paretune trial --method {method}",
-            "artifact": f"runs/{STUDY}/trial-{number}" if state == "complete" else None,
+            "artifact": f"runs/{study}/trial-{number}" if state == "complete" else None,
         })
         if state == "complete":
             steps += [
-                {"study": STUDY, "number": number, "step": s, "loss": 3.0 / s,
+                {"study": study, "number": number, "step": s, "loss": 3.0 / s,
                  "eval_nll": 2.0 / s if s % 5 == 0 else None}
                 for s in range(1, 21)
             ]
@@ -166,3 +166,23 @@ async def test_open_spec_lists_specs_at_hand(tmp_path: Path, monkeypatch) -> Non
         # A path that does not exist is an inline error, not a crash.
         screen.show_spec(Path("no/such.toml"))
         assert "cannot read" in str(screen.query_one("#sweeps-error").render())
+
+
+async def test_chosen_study_stays_chosen_across_refreshes(tmp_path: Path) -> None:
+    db = tmp_path / "results.duckdb"
+    write_study(db, "older", datetime(2025, 1, 1))
+    write_study(db, "newer", datetime(2026, 1, 1))
+    app = ParetuneApp(db=db, start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        screen = app.screen
+        assert screen.study == "newer"  # newest first
+        screen.query_one("#studies").focus()
+        await pilot.press("down")
+        await _settle(pilot)
+        assert screen.study == "older"
+        for _ in range(3):
+            await pilot.press("ctrl+r")
+            await _settle(pilot)
+        assert screen.study == "older"
+        assert screen.query_one("#studies").cursor_row == 1

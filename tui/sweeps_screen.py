@@ -205,23 +205,25 @@ class SweepsScreen(Screen):
     def _studies_loaded(self, message: StudiesLoaded) -> None:
         self.query_one("#sweeps-error", ErrorLine).clear()
         self.studies, self.study, self.trials = message.studies, message.study, message.trials
+        # Refilling a table moves its cursor: those moves are not the user's choice.
         table = self.query_one("#studies", DataTable)
-        cursor = table.cursor_row
-        table.clear()
-        for s in message.studies:
-            table.add_row(s.name, s.progress, str(s.complete), str(s.failed), str(s.running),
-                          s.spend, key=s.name)
-        if message.study is not None:
-            index = [s.name for s in message.studies].index(message.study)
-            if index != cursor:
+        with table.prevent(DataTable.RowHighlighted):
+            table.clear()
+            for s in message.studies:
+                table.add_row(s.name, s.progress, str(s.complete), str(s.failed),
+                              str(s.running), s.spend, key=s.name)
+            if message.study is not None:
+                index = [s.name for s in message.studies].index(message.study)
                 table.move_cursor(row=index, animate=False)
         trials = self.query_one("#trials", DataTable)
         trial_cursor = trials.cursor_row
-        trials.clear()
-        for row in message.trials:
-            trials.add_row(*(_cell(row.get(c), c) for c in _TRIAL_COLUMNS), key=str(row["number"]))
-        if message.trials:
-            trials.move_cursor(row=min(trial_cursor, len(message.trials) - 1), animate=False)
+        with trials.prevent(DataTable.RowHighlighted):
+            trials.clear()
+            for row in message.trials:
+                trials.add_row(*(_cell(row.get(c), c) for c in _TRIAL_COLUMNS),
+                               key=str(row["number"]))
+            if message.trials:
+                trials.move_cursor(row=min(trial_cursor, len(message.trials) - 1), animate=False)
 
     @on(LoadFailed)
     def _load_failed(self, message: LoadFailed) -> None:
