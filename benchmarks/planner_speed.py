@@ -38,32 +38,42 @@ def _median_seconds(action, repeat: int) -> float:
 
 def _row(label: str, ours_s: float, target_s: float) -> None:
     unit, scale = ("ms", 1e3) if target_s < 0.1 else ("s", 1.0)
-    print(f"{label:<58} {ours_s * scale:>9.3f} {unit:<2} {target_s * scale:>9.3f} {unit:<2} "
-          f"{ours_s / target_s:>7.2f}")
+    print(
+        f"{label:<58} {ours_s * scale:>9.3f} {unit:<2} {target_s * scale:>9.3f} {unit:<2} "
+        f"{ours_s / target_s:>7.2f}"
+    )
 
 
 def main() -> None:
     catalog = load_catalog()
     workload = Workload(seq_len=2048, batch=2, dataset_tokens=50_000_000)
     pairs = len(catalog.offers())
-    print(f"catalogue: {len(catalog.gpus)} GPUs, {len(catalog.providers)} providers, "
-          f"{pairs} GPU x provider offers; 5 methods")
+    print(
+        f"catalogue: {len(catalog.gpus)} GPUs, {len(catalog.providers)} providers, "
+        f"{pairs} GPU x provider offers; 5 methods"
+    )
     print(f"{'measurement':<58} {'ours':>12} {'target':>12} {'ratio':>7}")
     print("-" * 93)
     for name in ("llama-3.1-8b", "qwen3-30b-a3b"):
         arch = resolve_model(name)
-        seconds = _median_seconds(lambda: plan(arch, workload, catalog=catalog), repeat=200)
+        seconds = _median_seconds(
+            lambda arch=arch: plan(arch, workload, catalog=catalog), repeat=200
+        )
         _row(f"full plan, {name} (5 methods x {pairs} offers)", seconds, 0.002)
     arch = resolve_model("llama-3.1-8b")
     seconds = _median_seconds(
-        lambda: plan(arch, workload, gpu="h100", catalog=catalog, max_fit=True), repeat=50)
+        lambda: plan(arch, workload, gpu="h100", catalog=catalog, max_fit=True), repeat=50
+    )
     _row("plan --max-fit on one GPU, llama-3.1-8b (5 methods)", seconds, 0.010)
 
     command = [sys.executable, "-m", "tui.cli", "plan", "llama-3.1-8b"]
-    probe = [sys.executable, "-c",
-             "import sys; from tui.cli import run\n"
-             "try:\n    run(['plan', 'llama-3.1-8b'])\nexcept SystemExit:\n    pass\n"
-             "print('torch imported:', 'torch' in sys.modules)"]
+    probe = [
+        sys.executable,
+        "-c",
+        "import sys; from tui.cli import run\n"
+        "try:\n    run(['plan', 'llama-3.1-8b'])\nexcept SystemExit:\n    pass\n"
+        "print('torch imported:', 'torch' in sys.modules)",
+    ]
     walls = []
     for _ in range(7):
         start = time.perf_counter()

@@ -41,63 +41,131 @@ class Row:
 
 
 ROWS = [
-    Row("LLaMA-7B QLoRA base weights (NF4 + double quant)", "llama-2-7b", Workload(),
-        MethodSpec(kind="qlora"), 5_048e6, "QLoRA paper, figure 6", weights_only=True,
+    Row(
+        "LLaMA-7B QLoRA base weights (NF4 + double quant)",
+        "llama-2-7b",
+        Workload(),
+        MethodSpec(kind="qlora"),
+        5_048e6,
+        "QLoRA paper, figure 6",
+        weights_only=True,
         note="the paper's reference code (prepare_model_for_kbit_training) upcasts the "
-             "unquantized embeddings, lm_head and norms to fp32 (+0.5 GB here); paretune "
-             "assumes they stay 16-bit, as transformers + peft load them today"),
-    Row("Llama2-7B QLoRA, 1x RTX 4090, bs 4, seq 2048", "llama-2-7b",
+        "unquantized embeddings, lm_head and norms to fp32 (+0.5 GB here); paretune "
+        "assumes they stay 16-bit, as transformers + peft load them today",
+    ),
+    Row(
+        "Llama2-7B QLoRA, 1x RTX 4090, bs 4, seq 2048",
+        "llama-2-7b",
         Workload(seq_len=2048, batch=4),
         MethodSpec(kind="qlora", rank=8, alpha=16, targets="all", optimizer="adamw"),
-        12.3e9, "torchtune README (v0.1); its memory log divided by 1e9 then",
+        12.3e9,
+        "torchtune README (v0.1); its memory log divided by 1e9 then",
         note="torchtune v0.1 returned fp32 logits from the model and kept them alive through "
-             "the backward: 16 B per logit instead of transformers' 12 (+1.0 GB here); "
-             "v0.1 configs also used lora_dropout 0.05, which keeps a copy of every adapted "
-             "input"),
-    Row("Llama2-7B LoRA, 1x RTX 4090, bs 4, seq 2048", "llama-2-7b",
+        "the backward: 16 B per logit instead of transformers' 12 (+1.0 GB here); "
+        "v0.1 configs also used lora_dropout 0.05, which keeps a copy of every adapted "
+        "input",
+    ),
+    Row(
+        "Llama2-7B LoRA, 1x RTX 4090, bs 4, seq 2048",
+        "llama-2-7b",
         Workload(seq_len=2048, batch=4),
         MethodSpec(kind="lora", rank=8, alpha=16, targets=("q_proj", "v_proj")),
-        21.3e9, "torchtune README (v0.1)",
-        note="torchtune v0.1's fp32 logits (+1.0 GB, see above)"),
-    Row("Llama2-7B full, PagedAdamW, 1x RTX 4090", "llama-2-7b",
+        21.3e9,
+        "torchtune README (v0.1)",
+        note="torchtune v0.1's fp32 logits (+1.0 GB, see above)",
+    ),
+    Row(
+        "Llama2-7B full, PagedAdamW, 1x RTX 4090",
+        "llama-2-7b",
         Workload(seq_len=2048, batch=4),
         MethodSpec(kind="full", optimizer="paged_adamw8bit"),
-        24.1e9, "torchtune README (v0.1)",
+        24.1e9,
+        "torchtune README (v0.1)",
         note="torchtune's low-memory recipe steps the optimizer inside the backward "
-             "(optimizer_in_bwd), so the 13.5 GB of gradients never exist at once; paretune "
-             "models the standard backward-then-step loop, which needs them all. The figure "
-             "is also the whole 24 GB card: paged states were evicted to host memory"),
-    Row("Llama2-70B LoRA, 8x A100 FSDP, bs 4, seq 4096", "llama-2-70b",
+        "(optimizer_in_bwd), so the 13.5 GB of gradients never exist at once; paretune "
+        "models the standard backward-then-step loop, which needs them all. The figure "
+        "is also the whole 24 GB card: paged states were evicted to host memory",
+    ),
+    Row(
+        "Llama2-70B LoRA, 8x A100 FSDP, bs 4, seq 4096",
+        "llama-2-70b",
         Workload(seq_len=4096, batch=4),
-        MethodSpec(kind="lora", rank=8, alpha=16, targets=("q_proj", "v_proj"), gpus=8,
-                   sharding="zero3"),
-        26.4e9, "torchtune README (v0.1)",
+        MethodSpec(
+            kind="lora", rank=8, alpha=16, targets=("q_proj", "v_proj"), gpus=8, sharding="zero3"
+        ),
+        26.4e9,
+        "torchtune README (v0.1)",
         note="the stated bs 4 x seq 4096 cannot fit in 26.4 GB with any recomputation scheme: "
-             "the checkpointed layer inputs alone are 80 layers x 8192 x 2 B x 16,384 tokens "
-             "= 21.5 GB on top of 17.2 GB of sharded weights. The recipe's default data "
-             "(Alpaca, unpacked) are a few hundred tokens per example, so the measured "
-             "sequences were far shorter than 4096"),
-    Row("Llama2-70B full, PagedAdamW, 8x A100 FSDP, bs 4, seq 4096", "llama-2-70b",
+        "the checkpointed layer inputs alone are 80 layers x 8192 x 2 B x 16,384 tokens "
+        "= 21.5 GB on top of 17.2 GB of sharded weights. The recipe's default data "
+        "(Alpaca, unpacked) are a few hundred tokens per example, so the measured "
+        "sequences were far shorter than 4096",
+    ),
+    Row(
+        "Llama2-70B full, PagedAdamW, 8x A100 FSDP, bs 4, seq 4096",
+        "llama-2-70b",
         Workload(seq_len=4096, batch=4),
         MethodSpec(kind="full", optimizer="paged_adamw8bit", gpus=8, sharding="zero3"),
-        70.4e9, "torchtune README (v0.1)"),
-    Row("Llama2-7B LoRA, ctx 8192, bs 1, FA2, ZeRO-2, 8x A100", "llama-2-7b",
+        70.4e9,
+        "torchtune README (v0.1)",
+    ),
+    Row(
+        "Llama2-7B LoRA, ctx 8192, bs 1, FA2, ZeRO-2, 8x A100",
+        "llama-2-7b",
         Workload(seq_len=8192, batch=1),
-        MethodSpec(kind="lora", rank=8, alpha=16, targets="attn", attention="flash", gpus=8,
-                   sharding="zero2"),
-        25.7e9, "LongLoRA (Chen et al. 2023), table 12", allocator_peak=False,
+        MethodSpec(
+            kind="lora",
+            rank=8,
+            alpha=16,
+            targets="attn",
+            attention="flash",
+            gpus=8,
+            sharding="zero2",
+        ),
+        25.7e9,
+        "LongLoRA (Chen et al. 2023), table 12",
+        allocator_peak=False,
         note="transformers of 2023 (4.31-4.34) upcast the logits to fp32 inside the model, "
-             "returned them, and made a shifted fp32 copy for the loss: about 20 B per logit "
-             "instead of today's 12 (+2.1 GB at 8192 x 32,000 logits); DeepSpeed's ZeRO-2 "
-             "buffers add more"),
-    Row("bloomz-7b1 LoRA, A100-80GB", None, None, None, 32e9, "PEFT README",
-        skip="BLOOM (ALiBi, embedding LayerNorm) is not in the supported families"),
-    Row("T0_3B full, A100-80GB", None, None, None, 47.14e9, "PEFT README",
-        skip="encoder-decoder (T5): the planner models decoder-only transformers"),
-    Row("T0_3B LoRA, A100-80GB", None, None, None, 14.4e9, "PEFT README",
-        skip="encoder-decoder (T5)"),
-    Row("mt0-xxl (12B) LoRA, A100-80GB", None, None, None, 56e9, "PEFT README",
-        skip="encoder-decoder (mT5)"),
+        "returned them, and made a shifted fp32 copy for the loss: about 20 B per logit "
+        "instead of today's 12 (+2.1 GB at 8192 x 32,000 logits); DeepSpeed's ZeRO-2 "
+        "buffers add more",
+    ),
+    Row(
+        "bloomz-7b1 LoRA, A100-80GB",
+        None,
+        None,
+        None,
+        32e9,
+        "PEFT README",
+        skip="BLOOM (ALiBi, embedding LayerNorm) is not in the supported families",
+    ),
+    Row(
+        "T0_3B full, A100-80GB",
+        None,
+        None,
+        None,
+        47.14e9,
+        "PEFT README",
+        skip="encoder-decoder (T5): the planner models decoder-only transformers",
+    ),
+    Row(
+        "T0_3B LoRA, A100-80GB",
+        None,
+        None,
+        None,
+        14.4e9,
+        "PEFT README",
+        skip="encoder-decoder (T5)",
+    ),
+    Row(
+        "mt0-xxl (12B) LoRA, A100-80GB",
+        None,
+        None,
+        None,
+        56e9,
+        "PEFT README",
+        skip="encoder-decoder (mT5)",
+    ),
 ]
 
 
@@ -131,8 +199,10 @@ def rule_of_thumb(row: Row, rule: str) -> float | None:
 
 
 def main() -> None:
-    header = (f"{'row':<58} {'measured':>9} {'paretune':>9} {'error':>7} "
-              f"{'LLaMA-F.':>9} {'error':>7} {'accel.':>9} {'error':>7}")
+    header = (
+        f"{'row':<58} {'measured':>9} {'paretune':>9} {'error':>7} "
+        f"{'LLaMA-F.':>9} {'error':>7} {'accel.':>9} {'error':>7}"
+    )
     print("GB = 10^9 bytes per GPU")
     print(header)
     print("-" * len(header))
@@ -161,13 +231,18 @@ def main() -> None:
         if row.note and abs(error) > 0.10:
             notes.append(f"  {row.label}: {row.note}")
     print("-" * len(header))
-    print(f"median absolute error, {len(errors)} scored rows: paretune {statistics.median(errors):.1%}"
-          f" (mean {statistics.mean(errors):.1%}); on the same rows LLaMA-Factory's table "
-          f"{statistics.median(peer_errors['llamafactory']):.1%}, accelerate's 4x rule "
-          f"{statistics.median(peer_errors['accelerate']):.1%} (peer rows exclude the "
-          f"weights-only row)")
-    print("target: median < 8%. Peers on their own held-out set (research notes): "
-          "fitcheck-llm 12%, ftuneai 16%, LLaMA-Factory 49%, accelerate 121%")
+    print(
+        f"median absolute error, {len(errors)} scored rows: "
+        f"paretune {statistics.median(errors):.1%}"
+        f" (mean {statistics.mean(errors):.1%}); on the same rows LLaMA-Factory's table "
+        f"{statistics.median(peer_errors['llamafactory']):.1%}, accelerate's 4x rule "
+        f"{statistics.median(peer_errors['accelerate']):.1%} (peer rows exclude the "
+        f"weights-only row)"
+    )
+    print(
+        "target: median < 8%. Peers on their own held-out set (research notes): "
+        "fitcheck-llm 12%, ftuneai 16%, LLaMA-Factory 49%, accelerate 121%"
+    )
     if notes:
         print("\nnotes (* = off by more than 20%):")
         print("\n".join(notes))

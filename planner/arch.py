@@ -54,7 +54,9 @@ class LinearShape:
 
     @property
     def params(self) -> int:
-        return (self.d_in * self.d_out + (self.d_out if self.bias else 0)) * self.count * self.layers
+        return (
+            (self.d_in * self.d_out + (self.d_out if self.bias else 0)) * self.count * self.layers
+        )
 
 
 @dataclass(frozen=True)
@@ -158,11 +160,29 @@ class ModelArch:
         qkv, mb = self.qkv_bias, self.mlp_bias
         shapes: list[LinearShape] = []
 
-        def add(name: str, group: Literal["attn", "mlp"], d_in: int, d_out: int, bias: bool,
-                count: int = 1, layers: int = L, active: int | None = None) -> None:
+        def add(
+            name: str,
+            group: Literal["attn", "mlp"],
+            d_in: int,
+            d_out: int,
+            bias: bool,
+            count: int = 1,
+            layers: int = L,
+            active: int | None = None,
+        ) -> None:
             if layers > 0 and count > 0:
-                shapes.append(LinearShape(name, group, d_in, d_out, bias, count, layers,
-                                          count if active is None else active))
+                shapes.append(
+                    LinearShape(
+                        name,
+                        group,
+                        d_in,
+                        d_out,
+                        bias,
+                        count,
+                        layers,
+                        count if active is None else active,
+                    )
+                )
 
         if self.model_type == "gpt2":
             add("c_attn", "attn", h, 3 * h, True)
@@ -251,7 +271,9 @@ class ModelArch:
     @cached_property
     def layer_params(self) -> int:
         """Parameters of one average decoder layer (norms included)."""
-        return (self.linear_params + self.norm_params - self.hidden * (2 if self.layer_norm else 1)) // self.layers
+        return (
+            self.linear_params + self.norm_params - self.hidden * (2 if self.layer_norm else 1)
+        ) // self.layers
 
     @cached_property
     def compute_params(self) -> int:
@@ -280,8 +302,13 @@ class ModelArch:
 # -- building from a config dict ---------------------------------------------------------
 
 
-def _field(cfg: Mapping[str, Any], name: str, key: str | tuple[str, ...], default: Any = ...,
-           kind: type = int) -> Any:
+def _field(
+    cfg: Mapping[str, Any],
+    name: str,
+    key: str | tuple[str, ...],
+    default: Any = ...,
+    kind: type = int,
+) -> Any:
     keys = (key,) if isinstance(key, str) else key
     for k in keys:
         if k in cfg and cfg[k] is not None:
@@ -314,14 +341,17 @@ def arch_from_config(
     family: str = "",
     aliases: tuple[str, ...] = (),
 ) -> ModelArch:
-    """A :class:`ModelArch` from a ``config.json`` dict; ``ModelConfigError`` names the bad field."""
+    """A :class:`ModelArch` from a ``config.json`` dict.
+
+    Raises :class:`ModelConfigError` naming the bad field.
+    """
     if not isinstance(config, Mapping):
         raise ModelConfigError(f"config of {name!r} is not a JSON object", None)
     model_type = config.get("model_type")
     if model_type is None:
         raise ModelConfigError(
             f"config of {name!r} has no field `model_type`",
-            "Every transformers config.json names its model_type (e.g. \"llama\").",
+            'Every transformers config.json names its model_type (e.g. "llama").',
         )
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelConfigError(
@@ -334,46 +364,75 @@ def arch_from_config(
         text = config.get("text_config")
         if not isinstance(text, Mapping):
             raise ModelConfigError(f"config of {name!r}: gemma3 config has no `text_config`", None)
-        hf_config = {"model_type": "gemma3_text", **{k: v for k, v in text.items() if k != "model_type"}}
+        hf_config = {
+            "model_type": "gemma3_text",
+            **{k: v for k, v in text.items() if k != "model_type"},
+        }
         if "tie_word_embeddings" in config and "tie_word_embeddings" not in text:
             hf_config["tie_word_embeddings"] = config["tie_word_embeddings"]
         config, model_type = hf_config, "gemma3_text"
 
     f = lambda key, default=..., kind=int: _field(config, name, key, default, kind)  # noqa: E731
-    common: dict[str, Any] = dict(name=name, model_type=model_type, hf_id=hf_id, family=family,
-                                  aliases=tuple(aliases), hf_config=hf_config)
+    common: dict[str, Any] = dict(
+        name=name,
+        model_type=model_type,
+        hf_id=hf_id,
+        family=family,
+        aliases=tuple(aliases),
+        hf_config=hf_config,
+    )
 
     def rate(*keys: str, default: float = 0.0) -> float:
         for key in keys:
             value = config.get(key)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not 0 <= value < 1
+                ):
                     raise ModelConfigError(
                         f"config of {name!r}: field `{key}` must be a dropout rate in [0, 1), "
-                        f"got {value!r}", "Fix the config.json.")
+                        f"got {value!r}",
+                        "Fix the config.json.",
+                    )
                 return float(value)
         return default
 
     if model_type == "gpt2":
-        common.update(attention_dropout=rate("attn_pdrop", default=0.1),
-                      residual_dropout=rate("resid_pdrop", default=0.1),
-                      activation=str(config.get("activation_function") or "gelu_new"))
+        common.update(
+            attention_dropout=rate("attn_pdrop", default=0.1),
+            residual_dropout=rate("resid_pdrop", default=0.1),
+            activation=str(config.get("activation_function") or "gelu_new"),
+        )
         h = f(("n_embd", "hidden_size"))
         heads = f(("n_head", "num_attention_heads"))
         inner = config.get("n_inner")
         return ModelArch(
-            vocab=f("vocab_size"), hidden=h, intermediate=inner if inner else 4 * h,
-            layers=f(("n_layer", "num_hidden_layers")), heads=heads, kv_heads=heads,
-            head_dim=h // heads, tied_embeddings=f("tie_word_embeddings", True, bool),
-            qkv_bias=True, attn_out_bias=True, mlp_bias=True, gated_mlp=False, layer_norm=True,
-            fused_qkv=True, learned_positions=f(("n_positions", "max_position_embeddings")),
-            max_position=f(("n_positions", "max_position_embeddings")), **common,
+            vocab=f("vocab_size"),
+            hidden=h,
+            intermediate=inner if inner else 4 * h,
+            layers=f(("n_layer", "num_hidden_layers")),
+            heads=heads,
+            kv_heads=heads,
+            head_dim=h // heads,
+            tied_embeddings=f("tie_word_embeddings", True, bool),
+            qkv_bias=True,
+            attn_out_bias=True,
+            mlp_bias=True,
+            gated_mlp=False,
+            layer_norm=True,
+            fused_qkv=True,
+            learned_positions=f(("n_positions", "max_position_embeddings")),
+            max_position=f(("n_positions", "max_position_embeddings")),
+            **common,
         )
 
-    common.update(attention_dropout=rate("attention_dropout"),
-                  residual_dropout=rate("resid_pdrop"),
-                  activation=str(config.get("hidden_act") or config.get("hidden_activation")
-                                 or "silu"))
+    common.update(
+        attention_dropout=rate("attention_dropout"),
+        residual_dropout=rate("resid_pdrop"),
+        activation=str(config.get("hidden_act") or config.get("hidden_activation") or "silu"),
+    )
     h = f("hidden_size")
     heads = f("num_attention_heads")
     kv_heads = f("num_key_value_heads", heads)
@@ -381,12 +440,18 @@ def arch_from_config(
     if head_dim is None:
         raise ModelConfigError(
             f"config of {name!r}: hidden_size {h} is not divisible by num_attention_heads "
-            f"{heads} and there is no `head_dim`", "Add head_dim to the config.",
+            f"{heads} and there is no `head_dim`",
+            "Add head_dim to the config.",
         )
     layers = f("num_hidden_layers")
     kw: dict[str, Any] = dict(
-        vocab=f("vocab_size"), hidden=h, intermediate=f("intermediate_size"), layers=layers,
-        heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+        vocab=f("vocab_size"),
+        hidden=h,
+        intermediate=f("intermediate_size"),
+        layers=layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
         max_position=f("max_position_embeddings", 0),
     )
     # Default tying follows each config class's default (PretrainedConfig: True; llama,
@@ -407,26 +472,36 @@ def arch_from_config(
         kw["norms_per_layer"] = 4
         # Config-class defaults: gemma2 soft-caps attention scores (50) and logits (30).
         defaults = (50.0, 30.0) if model_type == "gemma2" else (None, None)
-        for field_name, key, default in (("attention_softcap", "attn_logit_softcapping", defaults[0]),
-                                         ("final_softcap", "final_logit_softcapping", defaults[1])):
+        for field_name, key, default in (
+            ("attention_softcap", "attn_logit_softcapping", defaults[0]),
+            ("final_softcap", "final_logit_softcapping", defaults[1]),
+        ):
             kw[field_name] = config.get(key, default)
     if model_type == "phi3":
         kw["fused_qkv"] = True
         kw["fused_gate_up"] = True
     if model_type == "mixtral":
-        kw.update(experts=f("num_local_experts"), experts_per_token=f("num_experts_per_tok"),
-                  moe_intermediate=kw["intermediate"], moe_layers=layers)
+        kw.update(
+            experts=f("num_local_experts"),
+            experts_per_token=f("num_experts_per_tok"),
+            moe_intermediate=kw["intermediate"],
+            moe_layers=layers,
+        )
     if model_type in ("qwen2_moe", "qwen3_moe"):
         experts = f("num_experts")
         step = f("decoder_sparse_step", 1)
         dense_only = set(config.get("mlp_only_layers") or [])
         moe_layers = sum(
-            1 for i in range(layers)
+            1
+            for i in range(layers)
             if i not in dense_only and experts > 0 and step > 0 and (i + 1) % step == 0
         )
-        kw.update(experts=experts, experts_per_token=f("num_experts_per_tok"),
-                  moe_intermediate=f("moe_intermediate_size"), moe_layers=moe_layers)
+        kw.update(
+            experts=experts,
+            experts_per_token=f("num_experts_per_tok"),
+            moe_intermediate=f("moe_intermediate_size"),
+            moe_layers=moe_layers,
+        )
         if model_type == "qwen2_moe":
             kw["shared_expert_intermediate"] = f("shared_expert_intermediate_size")
     return ModelArch(**kw, **common)
-

@@ -12,10 +12,9 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pricing.errors import suggest
-
 from planner.arch import ModelArch, arch_from_config
 from planner.errors import ModelConfigError, UnknownModelError
+from pricing.errors import suggest
 
 __all__ = ["resolve_model", "list_models", "search_models"]
 
@@ -25,8 +24,11 @@ def _catalogue() -> tuple[ModelArch, ...]:
     text = resources.files("planner").joinpath("data/models.json").read_text(encoding="utf-8")
     return tuple(
         arch_from_config(
-            entry["config"], name=entry["name"], hf_id=entry.get("hf_id"),
-            family=entry.get("family", ""), aliases=tuple(entry.get("aliases", ())),
+            entry["config"],
+            name=entry["name"],
+            hf_id=entry.get("hf_id"),
+            family=entry.get("family", ""),
+            aliases=tuple(entry.get("aliases", ())),
         )
         for entry in json.loads(text)["models"]
     )
@@ -124,7 +126,11 @@ def _did_you_mean(name: str) -> str:
     close = suggest(name.split("/")[-1], keys, n=3, cutoff=0.4)
     if close:
         names = sorted({_index()[c].name for c in close})
-        return "Did you mean " + " or ".join(repr(n) for n in names) + "? (`paretune models` lists them all)"
+        return (
+            "Did you mean "
+            + " or ".join(repr(n) for n in names)
+            + "? (`paretune models` lists them all)"
+        )
     return "Run `paretune models` for the built-in list, or pass a Hub id or a config.json path."
 
 
@@ -138,7 +144,9 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelArch:
     :class:`ModelConfigError` (naming the bad field).
     """
     if not isinstance(name, str) or not name.strip():
-        raise UnknownModelError("no model given", "Name a catalogue model, a Hub id or a config.json path.")
+        raise UnknownModelError(
+            "no model given", "Name a catalogue model, a Hub id or a config.json path."
+        )
     key = name.strip()
     found = _index().get(key.lower())
     if found is not None and revision is None:

@@ -19,55 +19,130 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
 
 @click.command("plan")
 @click.argument("model")
-@click.option("--method", "methods", multiple=True, metavar="METHOD",
-              help="full, lora, qlora, dora or freeze; repeat for several (default: all five).")
-@click.option("--seq-len", type=int, default=2048, show_default=True,
-              help="Tokens per sequence.")
-@click.option("--batch", type=int, default=1, show_default=True,
-              help="Micro-batch: sequences per GPU per forward pass.")
-@click.option("--grad-accum", type=int, default=1, show_default=True,
-              help="Micro-batches per optimizer step; above 1 the gradients stay alive "
-                   "through the next forward, which can raise the peak.")
-@click.option("--grad-checkpointing/--no-grad-checkpointing", default=True, show_default=True,
-              help="Recompute activations in the backward (less memory, one more forward).")
-@click.option("--optimizer", default="adamw", show_default=True,
-              help="adamw (fp32 master weights), adamw_bf16, adamw8bit, paged_adamw8bit, "
-                   "adafactor or sgd.")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    metavar="METHOD",
+    help="full, lora, qlora, dora or freeze; repeat for several (default: all five).",
+)
+@click.option("--seq-len", type=int, default=2048, show_default=True, help="Tokens per sequence.")
+@click.option(
+    "--batch",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Micro-batch: sequences per GPU per forward pass.",
+)
+@click.option(
+    "--grad-accum",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Micro-batches per optimizer step; above 1 the gradients stay alive "
+    "through the next forward, which can raise the peak.",
+)
+@click.option(
+    "--grad-checkpointing/--no-grad-checkpointing",
+    default=True,
+    show_default=True,
+    help="Recompute activations in the backward (less memory, one more forward).",
+)
+@click.option(
+    "--optimizer",
+    default="adamw",
+    show_default=True,
+    help="adamw (fp32 master weights), adamw_bf16, adamw8bit, paged_adamw8bit, adafactor or sgd.",
+)
 @click.option("--precision", default="bf16", show_default=True, help="bf16, fp16 or fp32.")
 @click.option("--attention", default="sdpa", show_default=True, help="sdpa, flash or eager.")
 @click.option("--rank", type=int, default=16, show_default=True, help="LoRA/QLoRA/DoRA rank.")
 @click.option("--alpha", type=float, default=32.0, show_default=True, help="LoRA alpha.")
-@click.option("--targets", default="all", show_default=True,
-              help="Adapted modules: attn, mlp, all, or comma-separated module names "
-                   "(q_proj,v_proj).")
-@click.option("--freeze-layers", type=int, default=2, show_default=True,
-              help="For the freeze method: how many top decoder layers train.")
-@click.option("--gpu", default=None,
-              help="GPU id or alias (h100, a100-80gb, rtx-4090, ...). Default: the cheapest "
-                   "GPU x provider x count that fits, per method.")
+@click.option(
+    "--targets",
+    default="all",
+    show_default=True,
+    help="Adapted modules: attn, mlp, all, or comma-separated module names (q_proj,v_proj).",
+)
+@click.option(
+    "--freeze-layers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="For the freeze method: how many top decoder layers train.",
+)
+@click.option(
+    "--gpu",
+    default=None,
+    help="GPU id or alias (h100, a100-80gb, rtx-4090, ...). Default: the cheapest "
+    "GPU x provider x count that fits, per method.",
+)
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs per run.")
-@click.option("--sharding", default="none", show_default=True,
-              help="none (data parallel), zero2 or zero3 (FSDP full shard).")
+@click.option(
+    "--sharding",
+    default="none",
+    show_default=True,
+    help="none (data parallel), zero2 or zero3 (FSDP full shard).",
+)
 @click.option("--provider", default=None, help="Price with this provider only.")
-@click.option("--dataset-tokens", type=int, default=None,
-              help="Training tokens per epoch [default: 10,000,000].")
-@click.option("--examples", type=int, default=None,
-              help="Number of examples (with --avg-tokens, instead of --dataset-tokens).")
+@click.option(
+    "--dataset-tokens",
+    type=int,
+    default=None,
+    help="Training tokens per epoch [default: 10,000,000].",
+)
+@click.option(
+    "--examples",
+    type=int,
+    default=None,
+    help="Number of examples (with --avg-tokens, instead of --dataset-tokens).",
+)
 @click.option("--avg-tokens", type=int, default=None, help="Average tokens per example.")
 @click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the data.")
-@click.option("--max-fit", is_flag=True,
-              help="Also find the longest sequence and the largest micro-batch that fit.")
-@click.option("--simulate", is_flag=True,
-              help="Also simulate one training step with fake tensors (slow; imports torch).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]),
-              default="table", show_default=True,
-              help="A table, or one JSON object (see the README for its shape).")
-def plan_command(model: str, methods: tuple[str, ...], seq_len: int, batch: int,
-                 grad_accum: int, grad_checkpointing: bool, optimizer: str, precision: str,
-                 attention: str, rank: int, alpha: float, targets: str, freeze_layers: int,
-                 gpu: str | None, gpus: int, sharding: str, provider: str | None,
-                 dataset_tokens: int | None, examples: int | None, avg_tokens: int | None,
-                 epochs: float, max_fit: bool, simulate: bool, output_format: str) -> None:
+@click.option(
+    "--max-fit",
+    is_flag=True,
+    help="Also find the longest sequence and the largest micro-batch that fit.",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Also simulate one training step with fake tensors (slow; imports torch).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table, or one JSON object (see the README for its shape).",
+)
+def plan_command(
+    model: str,
+    methods: tuple[str, ...],
+    seq_len: int,
+    batch: int,
+    grad_accum: int,
+    grad_checkpointing: bool,
+    optimizer: str,
+    precision: str,
+    attention: str,
+    rank: int,
+    alpha: float,
+    targets: str,
+    freeze_layers: int,
+    gpu: str | None,
+    gpus: int,
+    sharding: str,
+    provider: str | None,
+    dataset_tokens: int | None,
+    examples: int | None,
+    avg_tokens: int | None,
+    epochs: float,
+    max_fit: bool,
+    simulate: bool,
+    output_format: str,
+) -> None:
     """Peak VRAM, fit, GPUs, hours and dollars of fine-tuning MODEL, per method.
 
     MODEL is a catalogue name (`paretune models`), a Hugging Face id (its config.json
@@ -78,14 +153,24 @@ def plan_command(model: str, methods: tuple[str, ...], seq_len: int, batch: int,
     from planner.errors import InvalidSpecError
 
     tokens = _dataset_tokens(dataset_tokens, examples, avg_tokens, InvalidSpecError)
-    workload = Workload(seq_len=seq_len, batch=batch, grad_accum=grad_accum,
-                        dataset_tokens=tokens, epochs=epochs)
+    workload = Workload(
+        seq_len=seq_len, batch=batch, grad_accum=grad_accum, dataset_tokens=tokens, epochs=epochs
+    )
     kinds = tuple(dict.fromkeys(m.strip().lower() for m in methods)) or _METHOD_CHOICES
     specs = [
-        MethodSpec(kind=kind, rank=rank, alpha=alpha, targets=targets, optimizer=optimizer,
-                   precision=precision, grad_checkpointing=grad_checkpointing,
-                   attention=attention, gpus=gpus, sharding=sharding,
-                   freeze_layers=freeze_layers)
+        MethodSpec(
+            kind=kind,
+            rank=rank,
+            alpha=alpha,
+            targets=targets,
+            optimizer=optimizer,
+            precision=precision,
+            grad_checkpointing=grad_checkpointing,
+            attention=attention,
+            gpus=gpus,
+            sharding=sharding,
+            freeze_layers=freeze_layers,
+        )
         for kind in kinds
     ]
     arch = resolve_model(model)
@@ -97,18 +182,23 @@ def plan_command(model: str, methods: tuple[str, ...], seq_len: int, batch: int,
         _print_table(result, simulated, gpu_given=gpu is not None)
 
 
-def _dataset_tokens(dataset_tokens: int | None, examples: int | None, avg_tokens: int | None,
-                    error: type[Exception]) -> int:
+def _dataset_tokens(
+    dataset_tokens: int | None, examples: int | None, avg_tokens: int | None, error: type[Exception]
+) -> int:
     if (examples is None) != (avg_tokens is None):
-        raise error("--examples and --avg-tokens go together",
-                    "Give both (tokens = examples x avg-tokens), or --dataset-tokens alone.")
+        raise error(
+            "--examples and --avg-tokens go together",
+            "Give both (tokens = examples x avg-tokens), or --dataset-tokens alone.",
+        )
     if examples is not None and avg_tokens is not None:
         if dataset_tokens is not None:
             raise error("give either --dataset-tokens or --examples with --avg-tokens, not both")
         for name, value in (("examples", examples), ("avg_tokens", avg_tokens)):
             if value <= 0:
-                raise error(f"workload: `{name}` must be a positive integer, got {value}",
-                            f"Give --{name.replace('_', '-')} a whole number of at least 1.")
+                raise error(
+                    f"workload: `{name}` must be a positive integer, got {value}",
+                    f"Give --{name.replace('_', '-')} a whole number of at least 1.",
+                )
         return examples * avg_tokens
     return 10_000_000 if dataset_tokens is None else dataset_tokens
 
@@ -131,10 +221,14 @@ def _plan_json(result: Plan, simulated: list[Any] | None) -> dict[str, Any]:
     out = result.to_json()
     if simulated is not None:
         for row, sim in zip(out["methods"], simulated, strict=True):
-            row["simulated"] = sim.to_dict() if hasattr(sim, "to_dict") else {
-                "peak_gb": round(sim.peak_bytes / 1e9, 3),
-                "breakdown_gb": {k: round(v / 1e9, 3) for k, v in sim.breakdown.items()},
-            }
+            row["simulated"] = (
+                sim.to_dict()
+                if hasattr(sim, "to_dict")
+                else {
+                    "peak_gb": round(sim.peak_bytes / 1e9, 3),
+                    "breakdown_gb": {k: round(v / 1e9, 3) for k, v in sim.breakdown.items()},
+                }
+            )
     return out
 
 
@@ -148,15 +242,28 @@ def _print_table(result: Plan, simulated: list[Any] | None, *, gpu_given: bool) 
     arch = result.arch
     w = result.workload
     moe = f" ({arch.active_params / 1e9:.2f}B active)" if arch.is_moe else ""
-    click.echo(f"{arch.name}: {arch.total_params:,} parameters{moe}, {arch.layers} layers, "
-               f"vocab {arch.vocab:,}")
-    click.echo(f"workload: seq {w.seq_len}, micro-batch {w.batch}, grad-accum {w.grad_accum}, "
-               f"{w.tokens:,} tokens ({w.epochs:g} epochs)")
+    click.echo(
+        f"{arch.name}: {arch.total_params:,} parameters{moe}, {arch.layers} layers, "
+        f"vocab {arch.vocab:,}"
+    )
+    click.echo(
+        f"workload: seq {w.seq_len}, micro-batch {w.batch}, grad-accum {w.grad_accum}, "
+        f"{w.tokens:,} tokens ({w.epochs:g} epochs)"
+    )
     chosen = "" if gpu_given else "  (no --gpu: cheapest GPU x provider x count that fits)"
     click.echo(f"memory in GB = 10^9 bytes per GPU{chosen}\n")
 
-    headers = ["method", "trainable", "peak GB", "fits", "GPU", "min GPUs", "hours", "$",
-               "provider"]
+    headers = [
+        "method",
+        "trainable",
+        "peak GB",
+        "fits",
+        "GPU",
+        "min GPUs",
+        "hours",
+        "$",
+        "provider",
+    ]
     if simulated is not None:
         headers.insert(3, "sim GB")
     if any(r.max_seq_len is not None for r in result.rows):
@@ -166,7 +273,10 @@ def _print_table(result: Plan, simulated: list[Any] | None, *, gpu_given: bool) 
         e = row.estimate
         fits = "-" if e.fits is None else ("✓" if e.fits else "✗")
         cells = [
-            e.method.label(), _short(e.trainable_params), _fmt_gb(e.peak_gb), fits,
+            e.method.label(),
+            _short(e.trainable_params),
+            _fmt_gb(e.peak_gb),
+            fits,
             "-" if e.gpu is None else f"{e.gpus}x {e.gpu}",
             "-" if e.min_gpus is None else str(e.min_gpus),
             "-" if e.hours is None else f"{e.hours:,.2f}",
@@ -181,15 +291,18 @@ def _print_table(result: Plan, simulated: list[Any] | None, *, gpu_given: bool) 
     _echo_grid(headers, rows)
 
     click.echo("\nmemory breakdown (GB per GPU)")
-    term_rows = [[term] + [_fmt_gb(r.estimate.breakdown[term] / 1e9) for r in result.rows]
-                 for term in TERMS]
+    term_rows = [
+        [term] + [_fmt_gb(r.estimate.breakdown[term] / 1e9) for r in result.rows] for term in TERMS
+    ]
     term_rows.append(["peak"] + [_fmt_gb(r.estimate.peak_gb) for r in result.rows])
     _echo_grid(["term"] + [r.estimate.method.kind for r in result.rows], term_rows)
 
     if result.apis:
         click.echo("\nthe same tokens on fine-tuning APIs")
-        _echo_grid(["provider", "model", "method", "$"],
-                   [[q.provider, q.model, q.method, f"{q.dollars:,.2f}"] for q in result.apis])
+        _echo_grid(
+            ["provider", "model", "method", "$"],
+            [[q.provider, q.model, q.method, f"{q.dollars:,.2f}"] for q in result.apis],
+        )
 
 
 def _short(n: int) -> str:
@@ -215,8 +328,13 @@ def _echo_grid(headers: list[str], rows: list[list[str]]) -> None:
 
 @click.command("models")
 @click.argument("query", required=False)
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]),
-              default="table", show_default=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
 def models_command(query: str | None, output_format: str) -> None:
     """List the built-in model catalogue, or the entries matching QUERY.
 
@@ -232,12 +350,23 @@ def models_command(query: str | None, output_format: str) -> None:
     if not found:
         click.echo(f"no catalogue model matches {query!r}; `paretune models` lists them all")
         return
-    rows = [[a.name, a.family, a.hf_id or "-", f"{a.total_params / 1e9:.2f}B",
-             f"{a.active_params / 1e9:.2f}B" if a.is_moe else "", str(a.layers), f"{a.vocab:,}",
-             ", ".join(a.aliases)]
-            for a in found]
-    _echo_grid(["name", "family", "hugging face id", "params", "active", "layers", "vocab",
-                "aliases"], rows)
+    rows = [
+        [
+            a.name,
+            a.family,
+            a.hf_id or "-",
+            f"{a.total_params / 1e9:.2f}B",
+            f"{a.active_params / 1e9:.2f}B" if a.is_moe else "",
+            str(a.layers),
+            f"{a.vocab:,}",
+            ", ".join(a.aliases),
+        ]
+        for a in found
+    ]
+    _echo_grid(
+        ["name", "family", "hugging face id", "params", "active", "layers", "vocab", "aliases"],
+        rows,
+    )
 
 
 def _model_json(arch: ModelArch) -> dict[str, Any]:

@@ -62,8 +62,13 @@ def training_flops(arch: ModelArch, workload: Workload, method: MethodSpec) -> f
         backward_layers = L
     elif method.kind == "freeze":
         k = min(method.freeze_layers, L)
-        per_token = (2 * per_layer * (L - k) + 6 * per_layer * k + 4 * head
-                     + (L - k) * attn_per_layer / 3 + k * attn_per_layer)
+        per_token = (
+            2 * per_layer * (L - k)
+            + 6 * per_layer * k
+            + 4 * head
+            + (L - k) * attn_per_layer / 3
+            + k * attn_per_layer
+        )
         backward_layers = k
     else:
         adapters = trainable_params(arch, method)
@@ -196,8 +201,16 @@ def estimate(
     terms = memory_terms(arch, workload, method, on_gpu=gpu is not None)
     flops = training_flops(arch, workload, method)
     mfu = _mfu(method)
-    base = dict(model=arch.name, method=method, workload=workload, breakdown=terms.breakdown,
-                trainable_params=terms.trainable_params, flops=flops, mfu=mfu, gpus=method.gpus)
+    base = dict(
+        model=arch.name,
+        method=method,
+        workload=workload,
+        breakdown=terms.breakdown,
+        trainable_params=terms.trainable_params,
+        flops=flops,
+        mfu=mfu,
+        gpus=method.gpus,
+    )
     if gpu is None:
         if provider is not None:
             _catalog(catalog).check_provider(provider)
@@ -241,21 +254,35 @@ def _largest(fits: Any, start: int, limit: int) -> int:
     return low
 
 
-def max_fit(arch: ModelArch, workload: Workload, method: MethodSpec, memory_bytes: int,
-            *, on_gpu: bool = True) -> tuple[int, int]:
+def max_fit(
+    arch: ModelArch,
+    workload: Workload,
+    method: MethodSpec,
+    memory_bytes: int,
+    *,
+    on_gpu: bool = True,
+) -> tuple[int, int]:
     """(longest sequence at ``workload.batch``, largest micro-batch at ``workload.seq_len``)
     whose peak fits in ``memory_bytes`` on ``method.gpus`` GPUs; 0 where nothing fits.
     The sequence is capped at the model's ``max_position_embeddings``."""
 
     def fits_seq(s: int) -> bool:
-        return memory_terms(arch, workload.with_(seq_len=s), method, on_gpu=on_gpu).peak_bytes <= memory_bytes
+        return (
+            memory_terms(arch, workload.with_(seq_len=s), method, on_gpu=on_gpu).peak_bytes
+            <= memory_bytes
+        )
 
     def fits_batch(b: int) -> bool:
-        return memory_terms(arch, workload.with_(batch=b), method, on_gpu=on_gpu).peak_bytes <= memory_bytes
+        return (
+            memory_terms(arch, workload.with_(batch=b), method, on_gpu=on_gpu).peak_bytes
+            <= memory_bytes
+        )
 
     seq_cap = arch.max_position or 1 << 20
-    return (_largest(fits_seq, workload.seq_len, seq_cap),
-            _largest(fits_batch, workload.batch, 1 << 16))
+    return (
+        _largest(fits_seq, workload.seq_len, seq_cap),
+        _largest(fits_batch, workload.batch, 1 << 16),
+    )
 
 
 _max_fit_search = max_fit  # plan() has a flag of the same name
@@ -290,8 +317,12 @@ class ApiQuote:
     dollars: Decimal
 
     def to_json(self) -> dict[str, Any]:
-        return {"provider": self.provider, "model": self.model, "method": self.method,
-                "dollars": float(self.dollars)}
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "method": self.method,
+            "dollars": float(self.dollars),
+        }
 
 
 @dataclass(frozen=True)
@@ -310,10 +341,18 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         w = self.workload
         return {
-            "model": {"name": self.arch.name, "total_params": self.arch.total_params,
-                      "active_params": self.arch.active_params},
-            "workload": {"seq_len": w.seq_len, "batch": w.batch, "grad_accum": w.grad_accum,
-                         "tokens": w.tokens, "epochs": w.epochs},
+            "model": {
+                "name": self.arch.name,
+                "total_params": self.arch.total_params,
+                "active_params": self.arch.active_params,
+            },
+            "workload": {
+                "seq_len": w.seq_len,
+                "batch": w.batch,
+                "grad_accum": w.grad_accum,
+                "tokens": w.tokens,
+                "epochs": w.epochs,
+            },
             "methods": [r.to_json() for r in self.rows],
             "apis": [q.to_json() for q in self.apis],
         }
@@ -324,9 +363,14 @@ def default_methods(**settings: Any) -> tuple[MethodSpec, ...]:
     return tuple(MethodSpec(kind=kind, **settings) for kind in METHODS)
 
 
-def _cheapest_anywhere(arch: ModelArch, workload: Workload, method: MethodSpec,
-                       cat: Catalog, provider: str | None,
-                       offers: Sequence[tuple[Offer, GPU]]) -> Estimate:
+def _cheapest_anywhere(
+    arch: ModelArch,
+    workload: Workload,
+    method: MethodSpec,
+    cat: Catalog,
+    provider: str | None,
+    offers: Sequence[tuple[Offer, GPU]],
+) -> Estimate:
     """The cheapest GPU type × provider × GPU count (at least ``method.gpus``) that fits."""
     peaks = _Peaks(arch, workload, method)
     flops = training_flops(arch, workload, method)
@@ -346,8 +390,13 @@ def _cheapest_anywhere(arch: ModelArch, workload: Workload, method: MethodSpec,
     if best is None:
         return estimate(arch, workload, method, provider=provider, catalog=cat)
     _, gpu, offer, n = best
-    spec = method if n == method.gpus else method.with_(
-        gpus=n, sharding=method.sharding if method.sharding != "none" else "zero3")
+    spec = (
+        method
+        if n == method.gpus
+        else method.with_(
+            gpus=n, sharding=method.sharding if method.sharding != "none" else "zero3"
+        )
+    )
     return estimate(arch, workload, spec, gpu=gpu.id, provider=offer.provider, catalog=cat)
 
 
@@ -372,7 +421,9 @@ def plan(
     cat = _catalog(catalog)
     chosen_methods = tuple(methods) if methods else default_methods()
     provider_id = cat.check_provider(provider) if provider is not None else None
-    offers = [] if gpu is not None else [(o, cat.gpu(o.gpu)) for o in cat.offers(provider=provider_id)]
+    offers = (
+        [] if gpu is not None else [(o, cat.gpu(o.gpu)) for o in cat.offers(provider=provider_id)]
+    )
     rows = []
     for method in chosen_methods:
         if gpu is not None:
@@ -391,7 +442,12 @@ def plan(
         billions = arch.total_params / 1e9
         for kind in ("lora", "full"):
             for price, dollars in cat.api_cost(billions, workload.tokens, kind):
-                quotes.append(ApiQuote(price.provider, price.model, kind,
-                                       dollars.quantize(_CENT, rounding=ROUND_HALF_UP)))
+                quotes.append(
+                    ApiQuote(
+                        price.provider,
+                        price.model,
+                        kind,
+                        dollars.quantize(_CENT, rounding=ROUND_HALF_UP),
+                    )
+                )
     return Plan(arch=arch, workload=workload, rows=tuple(rows), apis=tuple(quotes))
-

@@ -14,13 +14,19 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from pricing.errors import did_you_mean
-
 from planner.arch import LinearShape, ModelArch
 from planner.errors import InvalidSpecError
 from planner.specs import MethodSpec, Workload
+from pricing.errors import did_you_mean
 
-__all__ = ["TERMS", "constants", "MemoryTerms", "memory_terms", "targeted_shapes", "trainable_params"]
+__all__ = [
+    "TERMS",
+    "constants",
+    "MemoryTerms",
+    "memory_terms",
+    "targeted_shapes",
+    "trainable_params",
+]
 
 TERMS = (
     "weights",
@@ -158,7 +164,9 @@ def _adafactor_states(arch: ModelArch, method: MethodSpec) -> int:
     return 4 * (matrices + vectors)
 
 
-def _optimizer_bytes(arch: ModelArch, method: MethodSpec, trainable: int, trainable_dtype_bytes: int) -> int:
+def _optimizer_bytes(
+    arch: ModelArch, method: MethodSpec, trainable: int, trainable_dtype_bytes: int
+) -> int:
     per_param = constants()["optimizer_bytes_per_param"]
     opt = method.optimizer
     if opt == "adafactor":
@@ -203,7 +211,9 @@ def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: b
     h, i = arch.hidden, arch.intermediate
     trains_base = method.kind in ("full", "freeze")
     base_keeps_input = trains_base
-    norm = (2 * h if arch.layer_norm else 4 * h) + (ab * h if trains_base and not arch.layer_norm else 0)
+    norm = (2 * h if arch.layer_norm else 4 * h) + (
+        ab * h if trains_base and not arch.layer_norm else 0
+    )
     linear_in = ab * h if base_keeps_input else 0
     total = 2 * norm + 2 * linear_in  # the two pre-norms and the Linear inputs they feed
     if arch.model_type == "gpt2":
@@ -213,7 +223,9 @@ def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: b
         total += ab * (arch.q_dim + 2 * arch.kv_dim)  # rotated Q, K and V
         total += ab * arch.q_dim + (ab * arch.q_dim if base_keeps_input else 0)  # out, o_proj in
         if arch.qk_norm:  # per-head RMSNorms on q and k, fp32 inputs
-            total += 4 * (arch.q_dim + arch.kv_dim) + (ab * (arch.q_dim + arch.kv_dim) if trains_base else 0)
+            total += 4 * (arch.q_dim + arch.kv_dim) + (
+                ab * (arch.q_dim + arch.kv_dim) if trains_base else 0
+            )
         if moe:
             e, k, mi = arch.experts, arch.experts_per_token, arch.moe_intermediate
             total += 4 * e  # fp32 router logits and softmax
@@ -257,14 +269,19 @@ def _expert_delta_bytes(arch: ModelArch, method: MethodSpec) -> float:
     if not (method.uses_adapters and arch.is_moe):
         return 0.0
     ab = constants()["activation_bytes_per_value"]
-    return sum(ab * s.count * s.d_in * s.d_out for s in targeted_shapes(arch, method)
-               if s.name.startswith("experts."))
+    return sum(
+        ab * s.count * s.d_in * s.d_out
+        for s in targeted_shapes(arch, method)
+        if s.name.startswith("experts.")
+    )
 
 
 def _eager(arch: ModelArch, method: MethodSpec) -> bool:
     """Whether attention materialises the s x s scores: ``eager``, and gemma2 under
     ``sdpa`` (transformers 5 has no SDPA path for its soft-capped attention)."""
-    return method.attention == "eager" or (arch.model_type == "gemma2" and method.attention == "sdpa")
+    return method.attention == "eager" or (
+        arch.model_type == "gemma2" and method.attention == "sdpa"
+    )
 
 
 def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
@@ -295,15 +312,22 @@ def _largest_tensor_values(arch: ModelArch) -> int:
     return widest
 
 
-def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
-                 on_gpu: bool = True, gpus: int | None = None) -> MemoryTerms:
+def memory_terms(
+    arch: ModelArch,
+    workload: Workload,
+    method: MethodSpec,
+    *,
+    on_gpu: bool = True,
+    gpus: int | None = None,
+) -> MemoryTerms:
     """The memory terms of one training step on one of ``gpus`` GPUs (default:
     ``method.gpus``). ``on_gpu=False`` leaves out the CUDA framework overhead."""
     c = constants()
     n_gpus = method.gpus if gpus is None else gpus
     if method.uses_adapters and method.rank > arch.hidden:
         raise InvalidSpecError(
-            f"method: `rank` {method.rank} is larger than the hidden size {arch.hidden} of {arch.name}",
+            f"method: `rank` {method.rank} is larger than the hidden size {arch.hidden} "
+            f"of {arch.name}",
             f"Use a rank of at most {arch.hidden} (typical: 8-64).",
         )
     pb = c["bytes_per_param"][method.precision]
@@ -369,8 +393,10 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
         # keeps only its 16-bit input; the backward of one layer first rebuilds its
         # activations.
         stored = (backward_layers * ab * arch.hidden + head) * tokens
-        layer = max(per_layer[False] * tokens if dense_layers else 0,
-                    per_layer[True] * tokens + expert_deltas if moe_layers else 0)
+        layer = max(
+            per_layer[False] * tokens if dense_layers else 0,
+            per_layer[True] * tokens + expert_deltas if moe_layers else 0,
+        )
         working = layer + backward_temporaries
     else:
         stored = full_stack * tokens + moe_layers * expert_deltas
@@ -396,7 +422,9 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
     rest_gradients = gradients if workload.grad_accum == 1 else 0.0
     if rest_gradients and method.kind == "full":
         shards = n_gpus if n_gpus > 1 and method.sharding in ("zero2", "zero3") else 1
-        head_gradient = min(rest_gradients, arch.vocab * arch.hidden * trainable_dtype_bytes / shards)
+        head_gradient = min(
+            rest_gradients, arch.vocab * arch.hidden * trainable_dtype_bytes / shards
+        )
         rest_gradients -= head_gradient
     head_charged = max(0.0, head_gradient - max(0.0, logits_loss - working))
     late_states = optimizer_states if method.optimizer.startswith("paged_") else 0.0
@@ -412,8 +440,11 @@ def memory_terms(arch: ModelArch, workload: Workload, method: MethodSpec, *,
     if on_gpu:
         # CUDA context, cuBLAS workspace, and the caching allocator's fragmentation of the
         # short-lived terms (research notes: reserved > allocated).
-        framework = (c["cuda_context_bytes"] + c["cublas_workspace_bytes"]
-                     + c["allocator_fragmentation"] * (activations + logits_loss))
+        framework = (
+            c["cuda_context_bytes"]
+            + c["cublas_workspace_bytes"]
+            + c["allocator_fragmentation"] * (activations + logits_loss)
+        )
 
     breakdown = {
         "weights": weights,

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from pricing.errors import did_you_mean
-
 from planner.errors import InvalidSpecError
+from pricing.errors import did_you_mean
 
 __all__ = [
     "Workload",
@@ -133,7 +132,8 @@ class MethodSpec:
         _positive_int("method", "freeze_layers", self.freeze_layers)
         if not isinstance(self.grad_checkpointing, bool):
             raise InvalidSpecError(
-                f"method: `grad_checkpointing` must be true or false, got {self.grad_checkpointing!r}"
+                "method: `grad_checkpointing` must be true or false, "
+                f"got {self.grad_checkpointing!r}"
             )
         if isinstance(self.lora_dropout, bool) or not 0 <= self.lora_dropout < 1:
             raise InvalidSpecError(
@@ -147,7 +147,9 @@ class MethodSpec:
                 targets = (targets,)
         elif isinstance(targets, list):
             targets = tuple(targets)
-        if isinstance(targets, tuple) and (not targets or not all(isinstance(t, str) and t for t in targets)):
+        if isinstance(targets, tuple) and (
+            not targets or not all(isinstance(t, str) and t for t in targets)
+        ):
             raise InvalidSpecError(
                 f"method: `targets` must be attn, mlp, all or module names, got {self.targets!r}"
             )

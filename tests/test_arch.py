@@ -31,13 +31,37 @@ def _transformers_count(config: dict) -> int:
 def test_catalogue_has_the_families_it_promises() -> None:
     assert len(CATALOGUE) >= 25
     types = {a.model_type for a in CATALOGUE}
-    assert {"llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma2", "gemma3_text", "phi3",
-            "gpt2", "qwen3_moe", "qwen2_moe"} <= types
+    assert {
+        "llama",
+        "qwen2",
+        "qwen3",
+        "mistral",
+        "mixtral",
+        "gemma2",
+        "gemma3_text",
+        "phi3",
+        "gpt2",
+        "qwen3_moe",
+        "qwen2_moe",
+    } <= types
     names = [a.name for a in CATALOGUE]
     assert len(names) == len(set(names))
-    for name in ("llama-2-7b", "llama-3.1-405b", "llama-3.2-1b", "llama-3.3-70b", "qwen2.5-0.5b",
-                 "qwen2.5-72b", "qwen3-0.6b", "mixtral-8x22b", "gemma-2-9b", "gemma-3-27b",
-                 "phi-3-mini", "phi-4", "smollm2-135m", "gpt2"):
+    for name in (
+        "llama-2-7b",
+        "llama-3.1-405b",
+        "llama-3.2-1b",
+        "llama-3.3-70b",
+        "qwen2.5-0.5b",
+        "qwen2.5-72b",
+        "qwen3-0.6b",
+        "mixtral-8x22b",
+        "gemma-2-9b",
+        "gemma-3-27b",
+        "phi-3-mini",
+        "phi-4",
+        "smollm2-135m",
+        "gpt2",
+    ):
         assert name in names
 
 
@@ -180,8 +204,9 @@ def _resolve_offline(cache: Path, name: str) -> subprocess.CompletedProcess[str]
         "    print('ERROR', e.message); sys.exit(2)\n"
     )
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_hub_id_reads_the_cached_config_offline(tmp_path: Path) -> None:

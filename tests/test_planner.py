@@ -102,13 +102,18 @@ def test_monotonicity(kind: str, optimizer: str, ckpt: bool) -> None:
         assert _peak(arch, WORK.with_(grad_accum=2), method) >= base
         if method.uses_adapters:
             assert _peak(arch, WORK, method.with_(rank=64)) > base
-            assert _peak(arch, WORK, method.with_(rank=128)) > _peak(arch, WORK, method.with_(rank=64))
+            assert _peak(arch, WORK, method.with_(rank=128)) > _peak(
+                arch, WORK, method.with_(rank=64)
+            )
         # Checkpointing never needs more.
         assert _peak(arch, WORK, method.with_(grad_checkpointing=True)) <= _peak(
-            arch, WORK, method.with_(grad_checkpointing=False))
+            arch, WORK, method.with_(grad_checkpointing=False)
+        )
         # More GPUs with ZeRO-3 never need more per GPU; ZeRO-2 neither.
         for sharding in ("zero2", "zero3"):
-            peaks = [_peak(arch, WORK, method.with_(sharding=sharding, gpus=n)) for n in (1, 2, 4, 8)]
+            peaks = [
+                _peak(arch, WORK, method.with_(sharding=sharding, gpus=n)) for n in (1, 2, 4, 8)
+            ]
             assert peaks == sorted(peaks, reverse=True)
         assert _peak(arch, WORK, method.with_(sharding="zero3", gpus=8)) < base
 
@@ -190,8 +195,9 @@ def test_freeze_trains_only_the_top_layers() -> None:
 
 def test_eager_attention_adds_the_quadratic_scores() -> None:
     sdpa = memory_terms(DENSE, WORK, MethodSpec(kind="lora", grad_checkpointing=False))
-    eager = memory_terms(DENSE, WORK, MethodSpec(kind="lora", grad_checkpointing=False,
-                                                 attention="eager"))
+    eager = memory_terms(
+        DENSE, WORK, MethodSpec(kind="lora", grad_checkpointing=False, attention="eager")
+    )
     extra = eager.breakdown["activations"] - sdpa.breakdown["activations"]
     s, b = WORK.seq_len, WORK.batch
     # 6 B per score (the fp32 softmax and its 16-bit copy), minus flash's 4 B log-sum-exp.
@@ -233,8 +239,9 @@ def test_estimate_on_a_gpu(catalog) -> None:
     assert est.provider == offer.provider
     assert isinstance(est.dollars, Decimal)
     assert est.dollars == (Decimal(repr(est.hours)) * offer.usd_per_hour).quantize(Decimal("0.01"))
-    lambda_ = estimate(arch, w, MethodSpec(kind="qlora"), gpu="h100", provider="lambda",
-                       catalog=catalog)
+    lambda_ = estimate(
+        arch, w, MethodSpec(kind="qlora"), gpu="h100", provider="lambda", catalog=catalog
+    )
     assert lambda_.provider == "lambda" and lambda_.dollars >= est.dollars
 
 
@@ -243,14 +250,24 @@ def test_a_model_too_big_for_one_gpu_needs_several(catalog) -> None:
     est = estimate(arch, WORK, MethodSpec(kind="full"), gpu="h100", catalog=catalog)
     assert est.fits is False
     assert est.min_gpus is not None and est.min_gpus > 8
-    sharded = estimate(arch, WORK, MethodSpec(kind="full", gpus=est.min_gpus, sharding="zero3"),
-                       gpu="h100", catalog=catalog)
+    sharded = estimate(
+        arch,
+        WORK,
+        MethodSpec(kind="full", gpus=est.min_gpus, sharding="zero3"),
+        gpu="h100",
+        catalog=catalog,
+    )
     assert sharded.fits is True
     # Counts are 1-8 GPUs, then whole 8-GPU nodes: the count below did not fit.
     candidates = constants()["min_gpus_candidates"]
     below = candidates[candidates.index(est.min_gpus) - 1]
-    fewer = estimate(arch, WORK, MethodSpec(kind="full", gpus=below, sharding="zero3"),
-                     gpu="h100", catalog=catalog)
+    fewer = estimate(
+        arch,
+        WORK,
+        MethodSpec(kind="full", gpus=below, sharding="zero3"),
+        gpu="h100",
+        catalog=catalog,
+    )
     assert fewer.fits is False
 
 
@@ -278,8 +295,9 @@ def test_plan_without_gpu_picks_the_cheapest_fitting_option(catalog) -> None:
             offer = catalog.cheapest(gpu.id)
             if offer is None:
                 continue
-            alt = estimate(arch, WORK, est.method.with_(gpus=1, sharding="none"), gpu=gpu.id,
-                           catalog=catalog)
+            alt = estimate(
+                arch, WORK, est.method.with_(gpus=1, sharding="none"), gpu=gpu.id, catalog=catalog
+            )
             if alt.fits and alt.dollars is not None:
                 assert est.dollars <= alt.dollars
     assert result.apis  # at least one fine-tuning API trains a 7B model
@@ -326,26 +344,63 @@ def test_unknown_gpu_and_provider(catalog) -> None:
 
 
 def _paretune(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_plan_json_contract() -> None:
-    done = _paretune("plan", "llama-3.1-8b", "--gpu", "a100-80gb", "--method", "lora",
-                     "--method", "qlora", "--examples", "1000", "--avg-tokens", "500",
-                     "--epochs", "3", "--max-fit", "--format", "json")
+    done = _paretune(
+        "plan",
+        "llama-3.1-8b",
+        "--gpu",
+        "a100-80gb",
+        "--method",
+        "lora",
+        "--method",
+        "qlora",
+        "--examples",
+        "1000",
+        "--avg-tokens",
+        "500",
+        "--epochs",
+        "3",
+        "--max-fit",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert set(out) == {"model", "workload", "methods", "apis"}
-    assert out["model"] == {"name": "llama-3.1-8b", "total_params": 8_030_261_248,
-                            "active_params": 8_030_261_248}
-    assert out["workload"] == {"seq_len": 2048, "batch": 1, "grad_accum": 1,
-                               "tokens": 1_500_000, "epochs": 3.0}
+    assert out["model"] == {
+        "name": "llama-3.1-8b",
+        "total_params": 8_030_261_248,
+        "active_params": 8_030_261_248,
+    }
+    assert out["workload"] == {
+        "seq_len": 2048,
+        "batch": 1,
+        "grad_accum": 1,
+        "tokens": 1_500_000,
+        "epochs": 3.0,
+    }
     assert [m["method"] for m in out["methods"]] == ["lora", "qlora"]
     for m in out["methods"]:
-        assert set(m) == {"method", "trainable_params", "peak_gb", "breakdown_gb", "fits", "gpu",
-                          "gpus", "min_gpus", "hours", "dollars", "provider", "max_seq_len",
-                          "max_batch"}
+        assert set(m) == {
+            "method",
+            "trainable_params",
+            "peak_gb",
+            "breakdown_gb",
+            "fits",
+            "gpu",
+            "gpus",
+            "min_gpus",
+            "hours",
+            "dollars",
+            "provider",
+            "max_seq_len",
+            "max_batch",
+        }
         assert list(m["breakdown_gb"]) == list(TERMS)
         assert m["peak_gb"] == pytest.approx(sum(m["breakdown_gb"].values()), abs=0.01)
         assert m["fits"] is True and m["gpu"] == "a100-80gb" and m["gpus"] == 1
@@ -366,12 +421,21 @@ def test_plan_table_and_no_torch() -> None:
         "heavy = [m for m in ('torch', 'transformers', 'optuna', 'textual') if m in sys.modules]\n"
         "print('HEAVY', ','.join(heavy))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("HEAVY")
-    for word in ("peak GB", "fits", "min GPUs", "hours", "max seq", "weights", "logits_loss",
-                 "framework_overhead", "GB = 10^9 bytes", "12.88B active"):
+    for word in (
+        "peak GB",
+        "fits",
+        "min GPUs",
+        "hours",
+        "max seq",
+        "weights",
+        "logits_loss",
+        "framework_overhead",
+        "GB = 10^9 bytes",
+        "12.88B active",
+    ):
         assert word in done.stdout
 
 
