@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeps.spec import SweepSpec  # noqa: E402
-from sweeps.worker import Sweep  # noqa: E402
+from sweeps.spec import SweepSpec
+from sweeps.worker import Sweep
 
 
 def main() -> None:

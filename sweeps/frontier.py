@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "pareto_mask",
-    "hypervolume",
-    "reference_point",
-    "frontier_hypervolume",
-    "plot_frontier",
-    "terminal_frontier",
     "AXES",
     "METHOD_COLOURS",
+    "frontier_hypervolume",
+    "hypervolume",
+    "pareto_mask",
+    "plot_frontier",
+    "reference_point",
+    "terminal_frontier",
 ]
 
 AXES = {

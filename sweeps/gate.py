@@ -20,7 +20,7 @@ from sweeps.types import TrialConfig
 if TYPE_CHECKING:
     from sweeps.spec import SweepSpec
 
-__all__ = ["Prediction", "Gate", "Spend", "budget_refusal"]
+__all__ = ["Gate", "Prediction", "Spend", "budget_refusal"]
 
 
 @dataclass(frozen=True)

@@ -32,19 +32,19 @@ from pricing.errors import UserError
 from sweeps.types import METHODS, TrialConfig
 
 __all__ = [
-    "SpecError",
-    "Fixed",
+    "ADAPTER_METHODS",
+    "COST_METRICS",
+    "FORGETTING_METRICS",
+    "QUALITY_METRICS",
     "Choice",
-    "Range",
+    "Fixed",
     "Param",
+    "Range",
+    "SpecError",
     "SweepSpec",
     "load_spec",
-    "write_spec",
     "spec_from_text",
-    "ADAPTER_METHODS",
-    "QUALITY_METRICS",
-    "FORGETTING_METRICS",
-    "COST_METRICS",
+    "write_spec",
 ]
 
 ADAPTER_METHODS = ("lora", "qlora", "dora")

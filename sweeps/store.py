@@ -20,6 +20,7 @@ Schema (documented for users in the README, generated from :data:`TRIAL_COLUMNS`
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,16 +37,16 @@ if TYPE_CHECKING:
     import pyarrow
 
 __all__ = [
-    "ResultsStore",
-    "StoreError",
-    "ResultsLockedError",
-    "SqlError",
     "DEFAULT_RESULTS",
-    "TRIAL_COLUMNS",
-    "STUDY_COLUMNS",
     "STEP_COLUMNS",
-    "trial_rows",
+    "STUDY_COLUMNS",
+    "TRIAL_COLUMNS",
+    "ResultsLockedError",
+    "ResultsStore",
+    "SqlError",
+    "StoreError",
     "study_row",
+    "trial_rows",
 ]
 
 DEFAULT_RESULTS = Path("runs") / "results.duckdb"
@@ -589,7 +590,7 @@ def trial_row(
     for column, value, direction in zip(
         ("objective_quality", "objective_forgetting", "objective_cost"), values, directions + ["minimize"] * 3
     ):
-        if value is None or value != value or value in (float("inf"), float("-inf")):
+        if value is None or not math.isfinite(value):
             row[column] = None
         else:
             row[column] = -value if direction == "maximize" else value

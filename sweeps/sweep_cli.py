@@ -125,9 +125,9 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
     Start as many as you like on as many machines as share STORAGE; together they run
     exactly the spec's trial budget.
     """
-    slot = os.environ.get("CUDA_VISIBLE_DEVICES")
-    _run(spec, gpus=slot if slot and slot.replace(",", "").isdigit() else None, workers=None,
-         max_trials=max_trials, storage=storage, seed_offset=1000 + os.getpid() % 100000)
+    # One worker; its trials inherit this process's CUDA_VISIBLE_DEVICES (recorded per trial).
+    _run(spec, gpus=None, workers=1, max_trials=max_trials, storage=storage,
+         seed_offset=1000 + os.getpid() % 100000)
 
 
 @sweep_group.command("status")
@@ -262,8 +262,10 @@ def _format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> s
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*[_num(v) if not isinstance(v, str) else v for v in row])
+    import io
+
     console = Console(width=max(100, os.get_terminal_size().columns if sys.stdout.isatty() else 200),
-                      record=True, file=open(os.devnull, "w"))
+                      record=True, file=io.StringIO())
     console.print(table)
     return console.export_text() + f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n"
 

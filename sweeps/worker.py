@@ -31,7 +31,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,14 +45,14 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "COUNTED_STATES",
     "Sweep",
-    "SweepState",
     "SweepError",
+    "SweepState",
     "open_storage",
     "open_study",
-    "suggest",
     "recover_dead_workers",
-    "COUNTED_STATES",
+    "suggest",
 ]
 
 COUNTED_STATES = ("complete", "oom", "failed", "timeout", "running")
@@ -402,7 +402,8 @@ class Sweep:
             sampler=make_sampler(self.spec, self.seed_offset + index),
         )
         infeasible_in_a_row = 0
-        while not self.stop_event.is_set():
+        # A budget stop found by any worker ends every worker's loop (running trials finish).
+        while not self.stop_event.is_set() and self.state.stop_reason is None:
             with self._launched_lock:
                 if self.max_trials is not None and self._launched >= self.max_trials:
                     self._finish(f"--max-trials {self.max_trials} reached")
@@ -458,7 +459,7 @@ class Sweep:
             "predicted_hours": prediction.hours,
             "predicted_dollars": prediction.dollars,
             "gpu_memory_gb": prediction.gpu_memory_gb,
-            "cuda_visible_devices": slot,
+            "cuda_visible_devices": slot if slot is not None else os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -751,4 +752,4 @@ def _end_children() -> None:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

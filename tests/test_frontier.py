@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeps.frontier import frontier_hypervolume, hypervolume, pareto_mask, plot_frontier, reference_point, terminal_frontier
+from sweeps.frontier import (
+    frontier_hypervolume,
+    hypervolume,
+    pareto_mask,
+    plot_frontier,
+    reference_point,
+    terminal_frontier,
+)
 
 
 def test_pareto_mask_small_case() -> None:

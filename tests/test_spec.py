@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.spec import Choice, Fixed, Range, SpecError, SweepSpec, load_spec, spec_from_text, write_spec
+from sweeps.spec import (
+    Choice,
+    Fixed,
+    Range,
+    SpecError,
+    SweepSpec,
+    load_spec,
+    spec_from_text,
+    write_spec,
+)
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
 

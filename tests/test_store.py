@@ -5,14 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from sweeps.store import (
-    STEP_COLUMNS, TRIAL_COLUMNS, ResultsLockedError, ResultsStore, SqlError, StoreError,
+    STEP_COLUMNS,
+    TRIAL_COLUMNS,
+    ResultsLockedError,
+    ResultsStore,
+    SqlError,
+    StoreError,
 )
 from sweeps.types import Forgetting, Hardware, Measured, Quality, StepLog, TrialConfig, TrialResult
 
@@ -54,7 +58,7 @@ def test_sync_is_idempotent_and_typed(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.duckdb")
     assert store.sync_study(study) == 4
     assert store.sync_study(study) == 4
-    columns, rows = store.query("SELECT count(*), count(DISTINCT number) FROM trials")
+    _, rows = store.query("SELECT count(*), count(DISTINCT number) FROM trials")
     assert rows == [(4, 4)]
     trials = store.trials("s")
     assert [t["state"] for t in trials] == ["complete", "complete", "complete", "oom"]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import optuna
 import psutil
-import pytest
 
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore

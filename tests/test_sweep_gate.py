@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from sweeps.gate import Gate, Spend, budget_refusal, Prediction
+from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.spec import SweepSpec
 from sweeps.store import ResultsStore
 from sweeps.worker import Sweep

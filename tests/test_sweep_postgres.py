@@ -13,10 +13,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from test_sweep import paretune, start, write_demo_spec
 
 from sweeps.store import ResultsStore
 from sweeps.worker import open_storage
-from test_sweep import paretune, start, write_demo_spec
 
 URL = os.environ.get("PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

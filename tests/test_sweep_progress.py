@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 from rich.console import Console
@@ -15,7 +16,7 @@ def test_render_state_shows_what_an_overnight_sweep_needs() -> None:
                        done=3, failed={"oom": 1}, infeasible=2, dollars=0.0123, frontier_size=2)
     state.running["0"] = RunningTrial(7, "lora", "0", time.monotonic() - 5, step=12, loss=1.2345, max_steps=40)
     state.event("trial 6: oom: out of memory")
-    console = Console(record=True, width=140, file=open("/dev/null", "w"))
+    console = Console(record=True, width=140, file=io.StringIO())
     console.print(render_state(state))
     text = console.export_text()
     assert "trials 4 / 12" in text
