@@ -334,6 +334,14 @@ def _load_model(path: str, config: TrialConfig, device, precision: str, *, quant
                          "Give a local model folder, a Hub id, or model = \"demo\".") from None
     if not quantized:
         model.to(device)
+    elif device.type == "cpu":
+        # bitsandbytes 0.50 repacks 4-bit weights for AVX512-BF16 the first time a layer runs
+        # in eval mode without gradients, and never packs them back; later training steps
+        # then go through a kernel with no autograd (silently wrong gradients). The trial
+        # evaluates between steps, so keep the training layout.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     return model
 
 
