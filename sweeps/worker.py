@@ -507,7 +507,7 @@ class Sweep:
         heartbeat = self._start_heartbeat(trial._trial_id)
         run_started = time.perf_counter()
         try:
-            result = self._runner()(config, on_step=on_step, env=env, timeout_s=_hard_timeout(self.spec))
+            result = self._runner()(config, on_step=on_step, env=env, timeout_s=config.time_limit_s)
         except Exception as error:  # the runner itself broke: record it, keep the sweep going
             result = TrialResult(state="failed", method=config.method, config=config,
                                  error=f"{type(error).__name__}: {error}")
@@ -624,11 +624,6 @@ class Sweep:
 
         threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}").start()
         return done
-
-
-def _hard_timeout(spec: SweepSpec) -> float | None:
-    # The trial stops itself at time_limit_s; the parent kills it if it overruns by far.
-    return None if spec.run.timeout_s is None else spec.run.timeout_s * 1.2 + 60
 
 
 def _objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
