@@ -473,3 +473,16 @@ def test_gb_is_ten_to_the_ninth() -> None:
     assert GB == 10**9
     est = estimate(DENSE, WORK, MethodSpec())
     assert est.peak_gb == est.peak_bytes / 1e9
+
+
+@pytest.mark.slow
+def test_simulate_flag_adds_the_simulated_peak() -> None:
+    pytest.importorskip("torch")
+    done = _paretune("plan", "smollm2-135m", "--method", "lora", "--seq-len", "128",
+                     "--gpu", "h100", "--simulate", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)["methods"][0]
+    simulated = row["simulated"]
+    assert set(simulated["breakdown_gb"]) == set(TERMS)
+    # Two independent answers to the same question: the formulas and the simulated step.
+    assert simulated["peak_gb"] == pytest.approx(row["peak_gb"], rel=0.10)
