@@ -99,7 +99,8 @@ def main() -> None:
     db = folder / "bench.duckdb"
     with duckdb.connect(str(db)) as connection:
         connection.execute(
-            f"CREATE TABLE big AS SELECT range AS i, range * 0.5 AS half, 'row ' || range AS label, "
+            "CREATE TABLE big AS SELECT range AS i, range * 0.5 AS half, "
+            "'row ' || range AS label, "
             f"range % 7 = 0 AS flag FROM range({ROWS})"
         )
     sql = "SELECT * FROM big ORDER BY i"

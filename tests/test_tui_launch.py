@@ -93,7 +93,9 @@ async def test_sweep_launched_from_the_app_completes(demo, tmp_path: Path, monke
 
 
 @pytest.mark.slow
-async def test_sweep_launched_from_the_app_can_be_stopped(demo, tmp_path: Path, monkeypatch) -> None:
+async def test_sweep_launched_from_the_app_can_be_stopped(
+    demo, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     spec_path = tmp_path / "long.toml"
     spec_path.write_text(

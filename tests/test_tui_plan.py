@@ -12,7 +12,6 @@ from tui.app import ParetuneApp
 from tui.plan_inputs import BadInput, PlanForm, parse_tokens, plan_command
 from tui.widgets import ErrorLine
 
-
 TINY_CONFIG = {
     "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,

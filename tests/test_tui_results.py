@@ -26,7 +26,9 @@ TRIALS = [
 ]
 
 
-def write_study(db: Path, study: str = STUDY, created: datetime = datetime(2026, 1, 2, 3, 4, 5)) -> None:
+def write_study(
+    db: Path, study: str = STUDY, created: datetime = datetime(2026, 1, 2, 3, 4, 5)
+) -> None:
     store = ResultsStore(db)
     store.write_study({
         "study": study, "model": "demo", "sampler": "tpe", "quality_metric": "eval_nll",

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from test_tui_results import write_study
 
 from tui.app import ParetuneApp
-
-from test_tui_results import write_study
 
 SIZE = (120, 40)
 TODAY = date(2026, 11, 28)
@@ -62,7 +61,9 @@ def test_trial_detail(snap_compare, in_tmp: Path) -> None:
 
 def test_sql_screen(snap_compare, in_tmp: Path) -> None:
     with duckdb.connect(str(in_tmp / "results.duckdb")) as connection:
-        connection.execute("CREATE TABLE big AS SELECT range AS i, range * 0.5 AS half FROM range(1000)")
+        connection.execute(
+            "CREATE TABLE big AS SELECT range AS i, range * 0.5 AS half FROM range(1000)"
+        )
 
     async def run_query(pilot) -> None:
         pilot.app.screen.query_one("#editor").text = "SELECT * FROM big ORDER BY i"

@@ -27,7 +27,12 @@ def _screen(module: str, name: str):
 
 
 class ParetuneApp(App):
-    """paretune's terminal UI. ``db`` is the DuckDB results file (it may not exist yet)."""
+    """paretune's terminal UI.
+
+    ``db`` is the DuckDB results file (it may not exist yet); ``run_dir`` holds specs and
+    logs of sweeps launched from the app (default: the folder of ``db``); ``start`` names
+    the first screen (plan, sweeps, sql or frontier).
+    """
 
     TITLE = "paretune"
     CSS_PATH = "app.tcss"
@@ -49,7 +54,7 @@ class ParetuneApp(App):
     ]
 
     def __init__(
-                self,
+        self,
         db: Path | None = None,
         *,
         run_dir: Path | None = None,
@@ -62,8 +67,8 @@ class ParetuneApp(App):
         self.db_path = Path(db) if db is not None else DEFAULT_DB
         # Specs, logs and trial artifacts of sweeps launched from the app go here.
         self.run_dir = Path(run_dir) if run_dir is not None else self.db_path.parent
+        # Price ages are counted to this date (None: today); snapshot tests fix it.
         self.today = today
-
 
     def action_help(self) -> None:
         from tui.help_screen import HelpScreen

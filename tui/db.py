@@ -47,7 +47,10 @@ def query_arrow(db: Path | None, sql: str) -> pa.Table:
             if isinstance(error, duckdb.CatalogException) and (db is None or not Path(db).exists()):
                 hint = f"There is no results file at {db}: run a sweep first, or pass --db."
             elif isinstance(error, duckdb.CatalogException):
-                hint = "Tables: studies, trials, steps; views: frontier, calibration (README, `sweep`)."
+                hint = (
+                    "Tables: studies, trials, steps; views: frontier, calibration "
+                    "(the README's `sweep` section lists every column)."
+                )
             elif "read-only" in str(error).lower():
                 hint = "The SQL screen only reads; change the file with `paretune sql --write`."
             raise SqlError(str(error).strip(), hint) from None

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 __all__ = ["FrontierPoint", "Axis", "AXES", "VIEWS", "load_points", "load_study_names"]
 
 

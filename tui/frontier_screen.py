@@ -196,7 +196,8 @@ class FrontierScreen(Screen):
             plt.scatter([x_axis.of(selected)], [y_axis.of(selected)], color="white", marker="◉")
         plt.xlabel(x_axis.label)
         plt.ylabel(y_axis.label)
-        plt.title(f"{self.study or 'no study'}: {len(plotted)} trials, {len(pareto)} on the frontier")
+        study = self.study or "no study"
+        plt.title(f"{study}: {len(plotted)} trials, {len(pareto)} on the frontier")
         chart.refresh()
 
     def _selected_point(self) -> FrontierPoint | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-__all__ = ["SweepThisPlan", "OpenTrial", "ResultsChanged"]
+__all__ = ["SweepThisPlan", "OpenTrial"]
 
 
 @dataclass
@@ -23,8 +23,3 @@ class OpenTrial(Message):
 
     study: str
     trial_number: int
-
-
-@dataclass
-class ResultsChanged(Message):
-    """The results database gained rows (a sweep is writing): views may refresh."""

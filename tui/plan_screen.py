@@ -8,14 +8,13 @@ and the step simulator (Ctrl+S).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
-from textual.worker import get_current_worker
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -23,14 +22,15 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, Select, Static
+from textual.worker import get_current_worker
 
 from pricing.errors import UserError
 from tui.messages import SweepThisPlan
 from tui.plan_inputs import (
+    PLAN_METHODS,
     BadInput,
     PlanForm,
     PlanRequest,
-    PLAN_METHODS,
     PlanView,
     plan_command,
     plan_view,
@@ -92,7 +92,9 @@ class PlanScreen(Screen):
     PlanScreen #grad-ckpt { margin: 0 0 0 1; }
     PlanScreen #plan-out { width: 1fr; padding: 0 1; }
     PlanScreen #methods { height: auto; max-height: 9; }
-    PlanScreen #cheapest, PlanScreen #breakdown, PlanScreen #api-prices { margin: 1 0 0 0; height: auto; }
+    PlanScreen #cheapest, PlanScreen #breakdown, PlanScreen #api-prices {
+        margin: 1 0 0 0; height: auto;
+    }
     PlanScreen #sim-status { height: 1; color: $text-muted; }
     PlanScreen #price-age { color: $text-muted; margin: 1 0 0 0; }
     """
@@ -132,7 +134,8 @@ class PlanScreen(Screen):
                 yield Static("", id="model-matches")
                 yield from self._field("seq length", Input(f.seq_len, id="seq-len", compact=True))
                 yield from self._field("micro-batch", Input(f.batch, id="batch", compact=True))
-                yield from self._field("grad accum", Input(f.grad_accum, id="grad-accum", compact=True))
+                yield from self._field("grad accum", Input(
+                    f.grad_accum, id="grad-accum", compact=True))
                 yield from self._field("dataset", Input(
                     f.dataset, id="dataset", compact=True, placeholder="20M or 50k x 400"))
                 yield from self._field("epochs", Input(f.epochs, id="epochs", compact=True))
@@ -224,7 +227,9 @@ class PlanScreen(Screen):
             # once typing pauses, so a half-typed id does not start a lookup per keystroke.
             if self._resolve_timer is not None:
                 self._resolve_timer.stop()
-            self._resolve_timer = self.set_timer(_RESOLVE_PAUSE_S, lambda: self._resolve_model(name))
+            self._resolve_timer = self.set_timer(
+                _RESOLVE_PAUSE_S, lambda: self._resolve_model(name)
+            )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="resolve")
     def _resolve_model(self, name: str) -> None:
@@ -296,7 +301,8 @@ class PlanScreen(Screen):
             where = c.provider or request.provider or "no known provider"
             cheapest = Text.assemble(
                 ("Cheapest that fits: ", "bold"), (c.label, "bold green"),
-                f" — ${c.dollars:,.2f}, {c.hours:,.2f} h on {request.gpus}× {request.gpu} at {where}",
+                f" — ${c.dollars:,.2f}, {c.hours:,.2f} h on {request.gpus}× {request.gpu}"
+                f" at {where}",
             )
         else:
             cheapest = Text(

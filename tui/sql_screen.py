@@ -98,11 +98,15 @@ class ExamplesScreen(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
     DEFAULT_CSS = """
     ExamplesScreen { align: center middle; }
-    ExamplesScreen > OptionList { width: 70; height: auto; max-height: 80%; border: thick $primary; }
+    ExamplesScreen > OptionList {
+        width: 70; height: auto; max-height: 80%; border: thick $primary;
+    }
     """
 
     def compose(self) -> ComposeResult:
-        yield OptionList(*[Option(title, id=str(i)) for i, (title, _) in enumerate(EXAMPLE_QUERIES)])
+        yield OptionList(
+            *[Option(title, id=str(i)) for i, (title, _) in enumerate(EXAMPLE_QUERIES)]
+        )
 
     @on(OptionList.OptionSelected)
     def _picked(self, event: OptionList.OptionSelected) -> None:
@@ -115,7 +119,9 @@ class ExportScreen(ModalScreen[Path | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     DEFAULT_CSS = """
     ExportScreen { align: center middle; }
-    ExportScreen > Vertical { width: 70; height: auto; border: thick $primary; padding: 1; background: $surface; }
+    ExportScreen > Vertical {
+        width: 70; height: auto; border: thick $primary; padding: 1; background: $surface;
+    }
     """
 
     def compose(self) -> ComposeResult:
@@ -199,7 +205,8 @@ class SqlScreen(Screen):
         await results.remove_children()
         rows, columns = table.num_rows, table.num_columns
         self.query_one("#sql-status", Static).update(
-            f"{rows:,} row{'s' if rows != 1 else ''} × {columns} column{'s' if columns != 1 else ''}"
+            f"{rows:,} row{'s' if rows != 1 else ''} × "
+            f"{columns} column{'s' if columns != 1 else ''}"
         )
         if columns == 0:
             await results.mount(Static("The statement returned no result set.", id="no-rows"))

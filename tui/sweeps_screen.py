@@ -168,7 +168,8 @@ class SweepsScreen(Screen):
         studies.add_columns("study", "progress", "complete", "failed", "running", "spend")
         trials = self.query_one("#trials", DataTable)
         trials.add_columns(
-            "#", "state", "method", "rank", "lr", "eval NLL", "retain ΔNLL", "$", "GB pred", "GB meas"
+            "#", "state", "method", "rank", "lr", "eval NLL", "retain ΔNLL", "$",
+            "GB pred", "GB meas",
         )
         found = launched_sweeps(self.app.run_dir)
         if found and found[0].running:
@@ -257,7 +258,8 @@ class SweepsScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweeps-trial")
     def _load_trial(self, study: str, number: int) -> None:
         try:
-            self.post_message(TrialLoaded(study, number, load_trial(self.app.db_path, study, number)))
+            detail = load_trial(self.app.db_path, study, number)
+            self.post_message(TrialLoaded(study, number, detail))
         except Exception as error:
             self.post_message(LoadFailed(error))
 
