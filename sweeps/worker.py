@@ -127,6 +127,10 @@ def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseS
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     if spec.sampler == "gp":
+        try:
+            import scipy  # noqa: F401  (GPSampler's optimiser)
+        except ImportError:
+            raise SweepError("sampler 'gp' needs scipy", "pip install scipy, or use sampler = \"tpe\"") from None
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
