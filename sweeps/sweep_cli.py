@@ -85,6 +85,12 @@ def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: 
         f"{len(slots)} worker(s)" + (f" on GPU {','.join(s for s in slots if s)}" if any(slots) else ""),
         markup=False, highlight=False,
     )
+    import signal
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # `kill`, a scheduler's preemption: stop as cleanly as Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         state = watch(sweep, console)
     except KeyboardInterrupt:

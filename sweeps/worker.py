@@ -346,6 +346,7 @@ class Sweep:
         self._launched_lock = threading.Lock()
         self._thread_lock = threading.Lock()
         self._heartbeats: dict[int, threading.Event] = {}
+        self._errors: list[BaseException] = []
         self.timings: list[dict[str, float]] = []
         """Per launched trial, seconds spent: ask_gate (ask + gate under the lock), run (the
         isolated trial, as seen by the parent), trial_wall (as measured inside the trial),
@@ -378,6 +379,8 @@ class Sweep:
             raise
         finally:
             self.sync_results()
+        if self._errors:
+            raise self._errors[0]
         return self.state
 
     def stop(self, reason: str = "stopped") -> None:
@@ -399,6 +402,14 @@ class Sweep:
     # -- the per-slot loop
 
     def _worker(self, index: int, slot: str | None) -> None:
+        try:
+            self._worker_loop(index, slot)
+        except BaseException as error:  # re-raised by run() in the main thread
+            with self.state.lock:
+                self._errors.append(error)
+            self._finish(f"a worker stopped on an error: {type(error).__name__}: {error}")
+
+    def _worker_loop(self, index: int, slot: str | None) -> None:
         import optuna
 
         study = optuna.load_study(
@@ -441,6 +452,19 @@ class Sweep:
             self._finish(refusal)
             return None
         trial = study.ask()
+        try:
+            return self._gate_asked(study, trial, spend, slot)
+        except BaseException as error:
+            # Never leave an asked trial RUNNING: record why it was not run.
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("state", "failed")
+                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+
+    def _gate_asked(self, study: optuna.Study, trial: optuna.Trial, spend: Spend, slot: str | None) -> Any:
+        from optuna.trial import TrialState
+
         params = suggest(trial, self.spec)
         config = self.spec.trial_config(params, trial_number=trial.number)
         overrides = trial.user_attrs.get("overrides")
