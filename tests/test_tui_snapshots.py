@@ -85,3 +85,12 @@ def test_sql_error(snap_compare, in_tmp: Path) -> None:
 def test_frontier_screen(snap_compare, in_tmp: Path) -> None:
     write_study(in_tmp / "results.duckdb")
     assert snap_compare(_app("frontier"), terminal_size=SIZE, run_before=_settle)
+
+
+def test_plan_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
+    assert snap_compare(_app("plan"), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_sweeps_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
+    write_study(in_tmp / "results.duckdb")
+    assert snap_compare(_app("sweeps"), terminal_size=(80, 24), run_before=_settle)
