@@ -131,13 +131,21 @@ ROWS = [
         "buffers add more",
     ),
     Row(
-        "bloomz-7b1 LoRA, A100-80GB",
-        None,
-        None,
-        None,
+        "bloomz-7b1 LoRA, A100-80GB, fp32, bs 8, seq 64",
+        "bloomz-7b1",
+        Workload(seq_len=64, batch=8),
+        MethodSpec(
+            kind="lora",
+            rank=8,
+            alpha=32,
+            targets=("query_key_value",),
+            lora_dropout=0.1,
+            precision="fp32",
+            grad_checkpointing=False,
+        ),
         32e9,
-        "PEFT README",
-        skip="BLOOM (ALiBi, embedding LayerNorm) is not in the supported families",
+        "PEFT README, with the settings of its twitter_complaints causal-LM example (model "
+        "loaded in fp32, max_length 64, batch 8); peak by torch.cuda.max_memory_allocated",
     ),
     Row(
         "T0_3B full, A100-80GB",
@@ -185,7 +193,7 @@ def rule_of_thumb(row: Row, rule: str) -> float | None:
 
     LLaMA-Factory's README table: full (AMP) 18·x GB, LoRA 2·x, QLoRA (4-bit) x/2 for a
     model of x billion parameters. accelerate's estimate-memory: training ≈ 4 × the
-    model's size in its dtype (2 B/param in bf16).
+    model's size in its dtype (2 B/param in bf16, 4 in fp32).
     """
     if row.weights_only or row.method is None or row.model is None:
         return None
@@ -195,7 +203,8 @@ def rule_of_thumb(row: Row, rule: str) -> float | None:
     if rule == "llamafactory":
         factor = {"full": 18.0, "freeze": 18.0, "lora": 2.0, "dora": 2.0, "qlora": 0.5}
         return factor[row.method.kind] * billions * 1e9 / shards
-    return 4 * 2 * billions * 1e9 / shards
+    dtype_bytes = 4 if row.method.precision == "fp32" else 2
+    return 4 * dtype_bytes * billions * 1e9 / shards
 
 
 def main() -> None:

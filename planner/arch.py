@@ -32,6 +32,7 @@ SUPPORTED_MODEL_TYPES = (
     "gemma3",
     "phi3",
     "gpt2",
+    "bloom",
 )
 
 
@@ -89,6 +90,7 @@ class ModelArch:
     fused_qkv: bool = False  # phi3 qkv_proj / gpt2 c_attn: one Linear for q, k and v
     fused_gate_up: bool = False  # phi3 gate_up_proj
     learned_positions: int = 0  # gpt2 wpe rows
+    embedding_norm: bool = False  # bloom's LayerNorm right after the token embedding
     experts: int = 0
     experts_per_token: int = 0
     moe_intermediate: int = 0
@@ -190,6 +192,12 @@ class ModelArch:
             add("c_fc", "mlp", h, self.intermediate, True)
             add("mlp.c_proj", "mlp", self.intermediate, h, True)
             return tuple(shapes)
+        if self.model_type == "bloom":
+            add("query_key_value", "attn", h, 3 * h, True)
+            add("dense", "attn", h, h, True)
+            add("dense_h_to_4h", "mlp", h, self.intermediate, True)
+            add("dense_4h_to_h", "mlp", self.intermediate, h, True)
+            return tuple(shapes)
         if self.fused_qkv:
             add("qkv_proj", "attn", h, self.q_dim + 2 * self.kv_dim, qkv)
         else:
@@ -238,8 +246,10 @@ class ModelArch:
 
     @property
     def embedding_params(self) -> int:
-        """Input token embeddings plus learned position embeddings (gpt2)."""
-        return self.vocab * self.hidden + self.learned_positions * self.hidden
+        """Input token embeddings plus learned position embeddings (gpt2) and the
+        embedding LayerNorm (bloom)."""
+        norm = 2 * self.hidden if self.embedding_norm else 0
+        return self.vocab * self.hidden + self.learned_positions * self.hidden + norm
 
     @property
     def lm_head_params(self) -> int:
@@ -433,6 +443,33 @@ def arch_from_config(
         residual_dropout=rate("resid_pdrop"),
         activation=str(config.get("hidden_act") or config.get("hidden_activation") or "silu"),
     )
+    if model_type == "bloom":
+        h = f(("hidden_size", "n_embed"))
+        heads = f(("n_head", "num_attention_heads"))
+        common.update(
+            attention_dropout=rate("attention_dropout"),
+            residual_dropout=rate("hidden_dropout"),
+            activation="bloom_gelu",
+        )
+        return ModelArch(
+            vocab=f("vocab_size"),
+            hidden=h,
+            intermediate=4 * h,
+            layers=f(("n_layer", "num_hidden_layers")),
+            heads=heads,
+            kv_heads=heads,
+            head_dim=h // heads,
+            tied_embeddings=f("tie_word_embeddings", True, bool),
+            qkv_bias=True,
+            attn_out_bias=True,
+            mlp_bias=True,
+            gated_mlp=False,
+            layer_norm=True,
+            fused_qkv=True,
+            embedding_norm=True,
+            max_position=0,
+            **common,
+        )
     h = f("hidden_size")
     heads = f("num_attention_heads")
     kv_heads = f("num_key_value_heads", heads)

@@ -207,7 +207,7 @@ def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: b
       magnitude's gradient (peft DoraLinearLayer.forward).
     """
     c = constants()
-    ab = c["activation_bytes_per_value"]
+    ab = _activation_bytes(method)
     h, i = arch.hidden, arch.intermediate
     trains_base = method.kind in ("full", "freeze")
     base_keeps_input = trains_base
@@ -216,7 +216,7 @@ def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: b
     )
     linear_in = ab * h if base_keeps_input else 0
     total = 2 * norm + 2 * linear_in  # the two pre-norms and the Linear inputs they feed
-    if arch.model_type == "gpt2":
+    if arch.model_type in ("gpt2", "bloom"):
         total += ab * 3 * h + ab * h + (ab * h if base_keeps_input else 0)  # qkv, out, c_proj in
         total += ab * i + (ab * i if base_keeps_input else 0)  # GELU input, c_proj input
     else:
@@ -268,7 +268,7 @@ def _expert_delta_bytes(arch: ModelArch, method: MethodSpec) -> float:
     the merged 16-bit weights for the backward."""
     if not (method.uses_adapters and arch.is_moe):
         return 0.0
-    ab = constants()["activation_bytes_per_value"]
+    ab = _activation_bytes(method)
     return sum(
         ab * s.count * s.d_in * s.d_out
         for s in targeted_shapes(arch, method)
@@ -276,18 +276,28 @@ def _expert_delta_bytes(arch: ModelArch, method: MethodSpec) -> float:
     )
 
 
+def _activation_bytes(method: MethodSpec) -> int:
+    """Bytes per activation value: the compute dtype (16-bit under bf16/fp16, 4 in fp32)."""
+    if method.precision == "fp32":
+        return constants()["bytes_per_param"]["fp32"]
+    return constants()["activation_bytes_per_value"]
+
+
 def _eager(arch: ModelArch, method: MethodSpec) -> bool:
-    """Whether attention materialises the s x s scores: ``eager``, and gemma2 under
-    ``sdpa`` (transformers 5 has no SDPA path for its soft-capped attention)."""
-    return method.attention == "eager" or (
-        arch.model_type == "gemma2" and method.attention == "sdpa"
+    """Whether attention materialises the s x s scores: ``eager``; gemma2 under ``sdpa``
+    (transformers 5 has no SDPA path for its soft-capped attention); bloom always (it
+    adds ALiBi biases to explicit scores)."""
+    return (
+        method.attention == "eager"
+        or arch.model_type == "bloom"
+        or (arch.model_type == "gemma2" and method.attention == "sdpa")
     )
 
 
 def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
     """Per token and layer, what the adapters keep (see ``_layer_saved_bytes``)."""
     adapter = constants()["adapter_bytes_per_param"]
-    ab = constants()["activation_bytes_per_value"]
+    ab = _activation_bytes(method)
     total = 0.0
     for s in targeted_shapes(arch, method):
         expert = s.name.startswith(("experts.", "shared_expert."))
@@ -331,7 +341,7 @@ def memory_terms(
             f"Use a rank of at most {arch.hidden} (typical: 8-64).",
         )
     pb = c["bytes_per_param"][method.precision]
-    ab = c["activation_bytes_per_value"]
+    ab = _activation_bytes(method)
     tokens = workload.seq_len * workload.batch
 
     # Weights. QLoRA (Dettmers et al. 2023): decoder Linear weights in NF4 (4 bits) with
