@@ -478,11 +478,45 @@ def test_gb_is_ten_to_the_ninth() -> None:
 @pytest.mark.slow
 def test_simulate_flag_adds_the_simulated_peak() -> None:
     pytest.importorskip("torch")
-    done = _paretune("plan", "smollm2-135m", "--method", "lora", "--seq-len", "128",
-                     "--gpu", "h100", "--simulate", "--format", "json")
+    done = _paretune(
+        "plan",
+        "smollm2-135m",
+        "--method",
+        "lora",
+        "--seq-len",
+        "128",
+        "--gpu",
+        "h100",
+        "--simulate",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)["methods"][0]
     simulated = row["simulated"]
     assert set(simulated["breakdown_gb"]) == set(TERMS)
     # Two independent answers to the same question: the formulas and the simulated step.
     assert simulated["peak_gb"] == pytest.approx(row["peak_gb"], rel=0.10)
+
+
+def test_moe_expert_targets_follow_the_fused_parameters() -> None:
+    mixtral = resolve_model("mixtral-8x7b")  # 8 experts, h 4096, expert width 14336
+    by_name = MethodSpec(kind="lora", rank=8, targets=("gate_proj",))
+    # transformers 5 fuses each layer's expert gate and up projections into one parameter.
+    assert estimate(mixtral, WORK, by_name).trainable_params == 32 * 8 * 8 * (4096 + 2 * 14336)
+    with pytest.raises(InvalidSpecError, match="DoRA"):
+        estimate(mixtral, WORK, MethodSpec(kind="dora", targets=("experts.down_proj",)))
+    dora_all = estimate(mixtral, WORK, MethodSpec(kind="dora", rank=8))
+    assert (
+        dora_all.trainable_params
+        == estimate(mixtral, WORK, MethodSpec(kind="dora", rank=8, targets="attn")).trainable_params
+    )
+
+
+def test_fp32_runs_keep_fp32_activations() -> None:
+    half = memory_terms(DENSE, WORK, MethodSpec(kind="full", grad_checkpointing=False))
+    full = memory_terms(
+        DENSE, WORK, MethodSpec(kind="full", grad_checkpointing=False, precision="fp32")
+    )
+    assert full.breakdown["weights"] == 2 * half.breakdown["weights"]
+    assert full.breakdown["activations"] > 1.5 * half.breakdown["activations"]
