@@ -398,6 +398,11 @@ def memory_terms(
     # The backward of a layer holds gradients of its activations: bounded by its widest
     # tensor, twice (the incoming gradient and the one being produced).
     backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
+    if method.kind == "dora":
+        # peft's DoRA builds each adapted module's full weight and B·A in fp32 to take the
+        # column norm (DoraLinearLayer.get_weight_norm): a transient of the largest module.
+        largest = max((s.d_in * s.d_out for s in targeted_shapes(arch, method)), default=0)
+        backward_temporaries += 2 * c["adapter_bytes_per_param"] * largest
     if method.grad_checkpointing:
         # Full recomputation (Korthikanti section 5; HF gradient_checkpointing): each layer
         # keeps only its 16-bit input; the backward of one layer first rebuilds its
