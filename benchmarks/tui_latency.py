@@ -32,9 +32,10 @@ SIZE = (120, 40)
 ROWS = 100_000
 
 
-async def plan_latency(repeats: int) -> list[float]:
+async def plan_latency(repeats: int) -> tuple[list[float], list[float]]:
+    """(input change -> table updated and painted, the handler's recompute alone), seconds."""
     app = ParetuneApp(db=Path(tempfile.mkdtemp()) / "none.duckdb")
-    times = []
+    times, handler = [], []
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         table = app.screen.query_one("#methods")
@@ -47,7 +48,11 @@ async def plan_latency(repeats: int) -> list[float]:
                 await asyncio.sleep(0)
             app.screen._compositor.render_update(full=True)  # and painted
             times.append(time.perf_counter() - start)
-    return times
+        for _ in range(repeats):
+            start = time.perf_counter()
+            app.screen.recompute()
+            handler.append(time.perf_counter() - start)
+    return times, handler
 
 
 async def first_paint(db: Path, sql: str) -> float:
@@ -94,7 +99,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
 
-    plan = asyncio.run(plan_latency(args.repeats))
+    plan, handler = asyncio.run(plan_latency(args.repeats))
     folder = Path(tempfile.mkdtemp())
     db = folder / "bench.duckdb"
     with duckdb.connect(str(db)) as connection:
@@ -112,8 +117,11 @@ def main() -> None:
     print(f"{'measure':52} {'ours':>10} {'reference':>10} {'ratio':>7}")
     print(f"{'plan table after an input change (median, ms)':52} {median_ms:10.1f} {50.0:10.1f} "
           f"{median_ms / 50.0:7.2f}   (reference: the 50 ms aim)")
-    print(f"{'plan table after an input change (worst of %d, ms)' % len(plan):52} {worst_ms:10.1f} "
-          f"{50.0:10.1f} {worst_ms / 50.0:7.2f}")
+    worst = f"plan table after an input change (worst of {len(plan)}, ms)"
+    print(f"{worst:52} {worst_ms:10.1f} {50.0:10.1f} {worst_ms / 50.0:7.2f}")
+    handler_ms = statistics.median(handler) * 1e3
+    print(f"{'  of which the handler recomputing (median, ms)':52} {handler_ms:10.1f} {50.0:10.1f} "
+          f"{handler_ms / 50.0:7.2f}")
     print(f"{'100,000-row result, Ctrl+R to first paint (s)':52} {ours:10.3f} {1.0:10.3f} "
           f"{ours / 1.0:7.2f}   (reference: the 1 s aim)")
     print(f"{'100,000-row result vs Textual DataTable (s)':52} {ours:10.3f} {reference:10.3f} "
