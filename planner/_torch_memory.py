@@ -20,6 +20,7 @@ Import this module only from inside a function: it imports torch at import time.
 
 from __future__ import annotations
 
+import gc
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,12 +115,16 @@ class PeakTracker:
         self._peaks: dict[str, dict[str, int]] = {}
 
     def __enter__(self) -> PeakTracker:
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         self._tracker.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._close_phase()
         self._tracker.__exit__(*exc)
+        if self._gc_was_enabled:
+            gc.enable()
 
     def current(self) -> dict[str, int]:
         """Bytes alive now, by category."""
@@ -128,6 +133,10 @@ class PeakTracker:
     def start_phase(self, name: str) -> None:
         """Close the running phase and start measuring the peak of ``name``."""
         self._close_phase()
+        # Tensors caught in reference cycles (peft's DoRA makes some) are freed whenever
+        # Python's collector happens to run; collecting at each phase start makes the
+        # figures repeatable (the collector is otherwise off while tracking).
+        gc.collect(1)
         self._phase = name
         # Restart peak tracking from what is alive now.
         snapshot = self._tracker.get_tracker_snapshot("current")

@@ -30,8 +30,10 @@ layers and every term is extrapolated linearly to the real depth
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -79,8 +81,9 @@ class SimulatedPeak:
     fp32 loss and their gradients) and is only separated when the result was
     extrapolated (otherwise it stays inside ``activations``). ``peak_phase`` says
     whether the peak fell in the forward/backward or in the optimizer step;
-    ``phases`` holds the breakdown at the peak of each (``forward_backward``,
-    ``optimizer_step``): gradients are all alive only in the latter.
+    ``phases`` holds the breakdown at the peak of each phase of the step (forward,
+    backward of the loss and head, of the top, middle and bottom decoder layers, of the
+    embeddings, optimizer step): gradients are all alive only in the last.
     """
 
     peak_bytes: int
@@ -231,8 +234,12 @@ def _simulate_config(
         # Each phase is extrapolated on its own and the highest taken afterwards: the
         # phase holding the peak can change with depth (the optimizer step when shallow,
         # the backward when deep).
-        phases = {phase: _extrapolate_phase(runs, phase, dims, base, axes)
-                  for phase in runs["base"][1]}
+        # The middle layers' backward is left out: it holds no layer at the shallow depth
+        # (so it does not grow linearly from there), and with layers identical its peak
+        # never exceeds the top or bottom layer's.
+        measured = [phase for phase in runs["base"][1] if phase != "backward_middle_layers"
+                    and all(phase in r[1] for r in runs.values())]
+        phases = {phase: _extrapolate_phase(runs, phase, dims, base, axes) for phase in measured}
         deepest = sum(base.values()) + high - low
     phases = {phase: _with_overhead(terms) for phase, terms in phases.items()}
     peak_phase = max(phases, key=lambda phase: sum(phases[phase].values()))
@@ -301,10 +308,40 @@ def _run(
     """Two training steps of a model with this many layers, on fake tensors.
 
     Returns (raw peaks by MemTracker category, peaks by breakdown term, notes), both
-    keyed by phase ("forward_backward", "optimizer_step").
+    keyed by phase (see ``_PHASES``).
     """
-    import torch
+    # QLoRA runs the very step LoRA runs (a 16-bit base); only the accounting differs,
+    # so one simulated step serves both (``plan --simulate`` asks for both).
+    run_step = replace(step, kind="lora") if step.kind == "qlora" else step
+    config_key = json.dumps(hf_config, sort_keys=True)
+    raw, counts, notes = _run_cached(config_key, frozen_layers, trainable_layers, run_step)
+    terms = {phase: _terms(peak, counts, step) for phase, peak in raw.items()}
+    return raw, terms, list(notes)
 
+
+@lru_cache(maxsize=32)
+def _run_cached(
+    config_key: str, frozen_layers: int, trainable_layers: int, step: _Step
+) -> tuple[dict[str, dict[str, int]], _ParameterBytes, tuple[str, ...]]:
+    import warnings
+
+    hf_config = json.loads(config_key)
+
+    with warnings.catch_warnings():
+        # Noise of running on fake tensors: MemTracker warns for modules freed before
+        # their backward hook, torch when a phase hook sits on a layer whose input needs
+        # no gradient (it then fires earlier, still inside that layer's backward), peft
+        # and transformers about renamed checkpointing APIs.
+        warnings.filterwarnings("ignore", message="Module is None")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")  # gpt2
+        return _run_quietly(hf_config, frozen_layers, trainable_layers, step)
+
+
+def _run_quietly(
+    hf_config: dict[str, Any], frozen_layers: int, trainable_layers: int, step: _Step
+) -> tuple[dict[str, dict[str, int]], _ParameterBytes, tuple[str, ...]]:
     from planner import _torch_memory as tm
 
     notes: list[str] = []
@@ -318,16 +355,17 @@ def _run(
     model.train()
     vocab = model.config.get_text_config().vocab_size
 
-    fake = tm.fake_tensor_mode()
-    with fake:
+    with tm.fake_tensor_mode():
         tm.materialize_as_fake(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _build_optimizer(trainable, step)
         with tm.PeakTracker(model, optimizer) as tracker:
+            hooks = _phase_hooks(model, tracker)
             for _ in range(2):
-                tracker.start_phase("forward_backward")
                 for _ in range(step.micro_batches):
+                    tracker.start_phase("forward")
                     loss = _forward_loss(model, step, vocab)
+                    tracker.start_phase("backward_head")
                     (loss / step.micro_batches).backward()
                     del loss
                     tracker.end_iteration()
@@ -335,10 +373,37 @@ def _run(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             raw = tracker.phase_peaks()
+            for hook in hooks:
+                hook.remove()
         counts = _parameter_bytes(model, step)
-    terms = {phase: _terms(peak, counts, step) for phase, peak in raw.items()}
-    del torch
-    return raw, terms, notes
+    return raw, counts, tuple(notes)
+
+
+# The phases a step is measured in. Within the backward through the decoder layers the
+# memory changes linearly from layer to layer (activations freed, gradients built), so
+# its peak is at the top or the bottom layer: measuring those two separately keeps every
+# phase's peak linear in the depth, which is what makes extrapolation exact.
+_PHASES = ("forward", "backward_head", "backward_top_layer", "backward_middle_layers",
+           "backward_bottom_layer", "backward_tail", "optimizer_step")
+
+
+def _phase_hooks(model: Any, tracker: Any) -> list[Any]:
+    layers = _decoder_layers(model)
+    if len(layers) < 2:
+        return []
+    top, bottom = layers[len(layers) - 1], layers[0]
+
+    def switch(phase: str) -> Any:
+        def hook(*_: Any) -> None:
+            tracker.start_phase(phase)
+        return hook
+
+    return [
+        top.register_full_backward_pre_hook(switch("backward_top_layer")),
+        top.register_full_backward_hook(switch("backward_middle_layers")),
+        bottom.register_full_backward_pre_hook(switch("backward_bottom_layer")),
+        bottom.register_full_backward_hook(switch("backward_tail")),
+    ]
 
 
 def _forward_loss(model: Any, step: _Step, vocab: int) -> Any:
@@ -359,12 +424,12 @@ def _build_model(hf_config: dict[str, Any], layers: int, step: _Step) -> tuple[A
 
     config_dict = dict(hf_config)
     model_type = config_dict.pop("model_type")
-    layer_key = "n_layer" if model_type == "gpt2" else "num_hidden_layers"
-    config_dict[layer_key] = layers
     if isinstance(config_dict.get("layer_types"), list):
         config_dict["layer_types"] = config_dict["layer_types"][:layers]
     config_dict["use_cache"] = False
     config = AutoConfig.for_model(model_type, **config_dict)
+    # Through the config's attribute map, so gpt2's and bloom's n_layer follow too.
+    config.get_text_config().num_hidden_layers = layers
     _drop_out_of_vocab_token_ids(config)
     dtype = getattr(torch, step.param_dtype)
     attention = step.attention
@@ -436,8 +501,9 @@ def _expert_parameters(model: Any, targets: tuple[str, ...]) -> list[str]:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters() if ".experts." in name}
     chosen = []
     for name in sorted(names):
-        # gate and up projections are fused into gate_up_proj in transformers 5.
-        if any(part in wanted for part in name.removesuffix("_proj").split("_")) or name in wanted:
+        # gate and up projections are one gate_up_proj parameter in transformers 5.
+        parts = {f"{part}_proj" for part in name.removesuffix("_proj").split("_")}
+        if name in wanted or parts & wanted:
             chosen.append(f"experts.{name}")
     return chosen
 
@@ -535,10 +601,11 @@ def _parameter_bytes(model: Any, step: _Step) -> _ParameterBytes:
     if step.kind in ("lora", "qlora", "dora"):
         adapter = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     quantized_16bit = quantized_numel = dequantized = 0
-    if step.kind == "qlora":
-        # The planner's QLoRA convention: every frozen weight matrix of the decoder
-        # layers in NF4 (experts included), MoE routers, norms, embeddings and the head in
-        # 16-bit (transformers keeps the output embedding out of bitsandbytes).
+    if step.kind in ("lora", "qlora"):
+        # What QLoRA stores in NF4, by the planner's convention: every frozen weight
+        # matrix of the decoder layers (experts included); MoE routers, norms, embeddings
+        # and the head stay 16-bit (transformers keeps the output embedding out of
+        # bitsandbytes).
         for name, param in _decoder_layers(_unwrap(model)).named_parameters():
             if param.requires_grad or param.dim() < 2 or _is_router(name):
                 continue
@@ -570,7 +637,8 @@ def _unwrap(model: Any) -> Any:
 def _terms(peak: dict[str, int], counts: _ParameterBytes, step: _Step) -> dict[str, int]:
     """MemTracker categories at one peak -> the planner's breakdown terms."""
     weights = peak["parameters"] + peak["buffers"] - counts.adapter
-    weights += counts.quantized_nf4 - counts.quantized_16bit + counts.dequantized
+    if step.kind == "qlora":
+        weights += counts.quantized_nf4 - counts.quantized_16bit + counts.dequantized
     optimizer_states = peak["optimizer_states"]
     if step.optimizer in ("adamw8bit", "paged_adamw8bit") and optimizer_states:
         optimizer_states = _bnb_adamw_state_bytes(counts.trainable_numels)
