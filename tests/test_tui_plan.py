@@ -84,6 +84,10 @@ async def test_bad_model_and_bad_number_show_inline_errors(tmp_path: Path) -> No
         assert "Unknown model" in str(error.render())
         assert "no-such-model-xyz" in str(error.render())
         assert peak_column(app) == before  # the last good plan stays on screen
+        await pilot.press("ctrl+w")  # nothing is swept under a name that did not resolve
+        await pilot.pause()
+        assert app.screen.query_one("#plan-error", ErrorLine).shown
+        assert not (tmp_path / "specs").exists()
         await _type(pilot, "model", "llama-3.1-8b")
         await _settle(pilot)
         assert not error.shown
@@ -116,6 +120,7 @@ async def test_sweep_this_plan_opens_a_spec_that_loads(tmp_path: Path) -> None:
     app = ParetuneApp(db=tmp_path / "results.duckdb", run_dir=tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
+        app.screen.query_one("#seq-len").focus()  # even from a text field
         await pilot.press("ctrl+w")
         await _settle(pilot)
         screen = app.screen

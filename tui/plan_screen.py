@@ -80,7 +80,8 @@ class PlanScreen(Screen):
     BINDINGS = [
         Binding("ctrl+y", "copy_command", "Copy command"),
         Binding("ctrl+s", "simulate", "Simulate"),
-        Binding("ctrl+w", "sweep_plan", "Sweep this plan"),
+        # Inputs take Ctrl+W as "delete a word"; here it means "sweep this plan".
+        Binding("ctrl+w", "sweep_plan", "Sweep this plan", priority=True),
     ]
     DEFAULT_CSS = """
     PlanScreen #plan-body { height: 1fr; }
@@ -225,6 +226,9 @@ class PlanScreen(Screen):
         else:
             # A folder or Hub id may take a while (disk, network): resolve it in a worker,
             # once typing pauses, so a half-typed id does not start a lookup per keystroke.
+            # Until it answers, the table keeps the last model's plan and nothing is copied
+            # or swept under the new name.
+            self.arch, self.arch_name = None, None
             if self._resolve_timer is not None:
                 self._resolve_timer.stop()
             self._resolve_timer = self.set_timer(
@@ -356,9 +360,19 @@ class PlanScreen(Screen):
             self._show_error(error)
             return None
 
+    def _model_ready(self, request: PlanRequest) -> bool:
+        """True when the table shows ``request``'s model; else says why not, inline."""
+        if self.arch is None or self.view is None or self.view.request.model != request.model:
+            self._show_error(BadInput(
+                f"model: {request.model!r} is not resolved (yet)",
+                "Wait for the lookup to finish, or fix the name.",
+            ))
+            return False
+        return True
+
     def action_copy_command(self) -> None:
         request = self._request()
-        if request is None:
+        if request is None or not self._model_ready(request):
             return
         command = plan_command(request)
         self.app.copy_to_clipboard(command)
@@ -406,7 +420,7 @@ class PlanScreen(Screen):
 
     def action_sweep_plan(self) -> None:
         request = self._request()
-        if request is None or self.view is None:
+        if request is None or not self._model_ready(request):
             return
         inputs = request.as_dict()
         inputs["methods"] = [r.method for r in self.view.rows if r.fits]
