@@ -399,10 +399,18 @@ def memory_terms(
     # tensor, twice (the incoming gradient and the one being produced).
     backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
     if method.kind == "dora":
-        # peft's DoRA builds each adapted module's full weight and B·A in fp32 to take the
-        # column norm (DoraLinearLayer.get_weight_norm): a transient of the largest module.
-        largest = max((s.d_in * s.d_out for s in targeted_shapes(arch, method)), default=0)
-        backward_temporaries += 2 * c["adapter_bytes_per_param"] * largest
+        # peft's DoRA rebuilds each adapted module's weight in its forward to take the
+        # column norm (DoraLinearLayer): B·A through an fp32 identity of d_in x d_in
+        # (get_lora_weight), an fp32 copy of the base weight and their sum (3 fp32
+        # d_out x d_in): a transient of the largest module, alive during its forward.
+        adapter = c["adapter_bytes_per_param"]
+        backward_temporaries += max(
+            (
+                adapter * (s.d_in * s.d_in + 3 * s.d_in * s.d_out)
+                for s in targeted_shapes(arch, method)
+            ),
+            default=0,
+        )
     if method.grad_checkpointing:
         # Full recomputation (Korthikanti section 5; HF gradient_checkpointing): each layer
         # keeps only its 16-bit input; the backward of one layer first rebuilds its
