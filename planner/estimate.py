@@ -88,7 +88,7 @@ class Estimate:
     framework overhead and ``fits``, ``min_gpus``, ``hours`` and ``dollars`` are None.
     ``dollars`` is None too when no provider rents that GPU (or the chosen provider does
     not). ``min_gpus`` is the fewest GPUs of this type that fit, sharding with the
-    method's ``sharding`` or, if that is ``none``, with ZeRO-3; None if even 64 do not.
+    method's ``sharding`` or, if that is ``none``, with ZeRO-3; None if even 512 do not.
     """
 
     model: str
