@@ -424,7 +424,8 @@ def _cell(value, column: str) -> str | Text:
     if column == "dollars":
         return f"{value:.4f}"
     if isinstance(value, float):
-        return f"{value:.3f}"
+        # Significant digits, not decimals: forgetting on the demo is a few 1e-3 nats.
+        return f"{value:.4g}"
     return str(value)
 
 
