@@ -334,6 +334,12 @@ def memory_terms(
     ``method.gpus``). ``on_gpu=False`` leaves out the CUDA framework overhead."""
     c = constants()
     n_gpus = method.gpus if gpus is None else gpus
+    if arch.learned_positions and workload.seq_len > arch.learned_positions:
+        raise InvalidSpecError(
+            f"workload: `seq_len` {workload.seq_len} is longer than the "
+            f"{arch.learned_positions} positions {arch.name} has embeddings for",
+            f"Use a sequence length of at most {arch.learned_positions}.",
+        )
     if method.uses_adapters and method.rank > arch.hidden:
         raise InvalidSpecError(
             f"method: `rank` {method.rank} is larger than the hidden size {arch.hidden} "

@@ -325,6 +325,7 @@ def test_plan_respects_provider(catalog) -> None:
         (lambda: MethodSpec(sharding="zero4"), "sharding"),
         (lambda: estimate(DENSE, WORK, MethodSpec(rank=4096)), "rank"),
         (lambda: estimate(DENSE, WORK, MethodSpec(targets=("q_proj", "wq"))), "wq"),
+        (lambda: estimate(GPT2, WORK.with_(seq_len=2048), MethodSpec()), "seq_len"),
     ],
 )
 def test_bad_input_is_a_user_error_naming_the_field(make, field: str) -> None:
