@@ -168,6 +168,16 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelArch:
     raise UnknownModelError(f"unknown model {key!r}", _did_you_mean(key))
 
 
-@cache
+_HUB_ARCHS: dict[tuple[str, str | None], ModelArch] = {}
+
+
 def _hub_cached(repo_id: str, revision: str | None) -> ModelArch | None:
-    return _from_hub(repo_id, revision)
+    """Hub configs read in this process; a failure is not remembered, so a later call
+    can succeed once the network is back (huggingface_hub caches the file on disk)."""
+    key = (repo_id, revision)
+    if key not in _HUB_ARCHS:
+        arch = _from_hub(repo_id, revision)
+        if arch is None:
+            return None
+        _HUB_ARCHS[key] = arch
+    return _HUB_ARCHS[key]
