@@ -191,3 +191,16 @@ async def test_provider_and_gpu_count_change_the_plan(tmp_path: Path) -> None:
         await pilot.pause()
         assert app.screen.view.row("full").fits is True  # split four ways
         assert "4× h100-sxm" in str(app.screen.query_one("#cheapest").render())
+
+
+async def test_targets_take_module_names_and_unknown_ones_are_inline_errors(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        every = app.screen.view.row("lora").breakdown_gb["adapter_weights"]
+        await _type(pilot, "targets", "q_proj,v_proj")
+        two = app.screen.view.row("lora").breakdown_gb["adapter_weights"]
+        assert 0 < two < every
+        await _type(pilot, "targets", "q_proj,no_such_proj")
+        error = app.screen.query_one("#plan-error", ErrorLine)
+        assert error.shown and "no_such_proj" in str(error.render())

@@ -49,12 +49,12 @@ _INPUTS = {  # widget id -> PlanForm field
     "epochs": "epochs",
     "gpus": "gpus",
     "rank": "rank",
+    "targets": "targets",
 }
 _SELECTS = {
     "gpu": "gpu",
     "sharding": "sharding",
     "provider": "provider",
-    "targets": "targets",
     "optimizer": "optimizer",
 }
 _BAR_WIDTH = 20
@@ -151,9 +151,10 @@ class PlanScreen(Screen):
                     [(p, p) for p in self.catalog.providers], value=f.provider or Select.NULL,
                     prompt="cheapest", id="provider", compact=True))
                 yield from self._field("LoRA rank", Input(f.rank, id="rank", compact=True))
-                yield from self._field("targets", Select(
-                    [(t, t) for t in TARGET_GROUPS], value=f.targets, id="targets",
-                    compact=True, allow_blank=False))
+                # attn, mlp, all, or module names such as q_proj,v_proj
+                yield from self._field("targets", Input(
+                    f.targets, id="targets", compact=True,
+                    suggester=SuggestFromList(TARGET_GROUPS), placeholder="attn, mlp, all"))
                 yield from self._field("optimizer", Select(
                     [(o, o) for o in OPTIMIZERS], value=f.optimizer, id="optimizer",
                     compact=True, allow_blank=False))
