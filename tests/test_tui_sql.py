@@ -103,3 +103,14 @@ async def test_example_query_fills_editor(results_db: Path) -> None:
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.query_one("#editor").text == EXAMPLE_QUERIES[0][1]
+
+
+async def test_a_file_that_is_not_duckdb_is_an_inline_error(tmp_path: Path) -> None:
+    not_duckdb = tmp_path / "results.duckdb"
+    not_duckdb.write_text("this is not a database\n")
+    app = ParetuneApp(db=not_duckdb, start="sql")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _run_sql(pilot, "SELECT 1")
+        error = app.screen.query_one("#sql-error", ErrorLine)
+        assert error.shown and "not a readable DuckDB database" in str(error.render())
+    assert not_duckdb.read_text() == "this is not a database\n"  # left untouched
