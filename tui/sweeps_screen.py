@@ -395,7 +395,11 @@ class SweepsScreen(Screen):
             return
         code = sweep.exit_code()
         state = "running" if code is None else ("finished" if code == 0 else f"exited with {code}")
-        status.update(f"sweep {Path(sweep.spec).name} (pid {sweep.pid}) {state} · log: {sweep.log}")
+        last = " ".join(sweep.log_tail(2).split())  # the sweep wraps its lines at 80
+        status.update(
+            f"sweep {Path(sweep.spec).name} (pid {sweep.pid}) {state} · log: {sweep.log}"
+            + (f"\n{last}" if last else "")
+        )
         self.query_one("#sweep-log", Static).update(Text(sweep.log_tail(6)))
         if code is not None and not self._final_refresh_done:
             # Once it ends: show its last rows, and why it stopped if it failed.
