@@ -2,7 +2,7 @@
 
 Every axis is "lower is better": quality is the held-out task's mean NLL, forgetting the
 retain set's ΔNLL, cost the trial's measured dollars. Points are coloured by method; the
-Pareto-optimal ones are drawn large. The table under the chart lists the same points;
+Pareto-optimal ones are yellow stars. The table under the chart lists the same points;
 moving through it marks the point on the chart, Enter opens the trial.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
@@ -69,7 +70,6 @@ class FrontierScreen(Screen):
         self.study: str | None = None
 
     def compose(self) -> ComposeResult:
-        from textual.containers import Horizontal
         from textual_plotext import PlotextPlot
 
         yield Header()
