@@ -28,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner import MethodSpec, Workload, estimate, resolve_model  # noqa: E402
-from planner.memory import constants, targeted_shapes  # noqa: E402
-from planner.simulate import simulate  # noqa: E402
+from planner import MethodSpec, Workload, estimate, resolve_model
+from planner.memory import constants, targeted_shapes
+from planner.simulate import simulate
 
 MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 METHODS = ("full", "lora", "qlora", "dora", "freeze")

@@ -37,12 +37,12 @@ __all__ = [
     "DataError",
     "Example",
     "Tokenized",
+    "batches",
     "load_examples",
     "load_texts",
     "split_eval",
     "tokenize_examples",
     "tokenize_texts",
-    "batches",
 ]
 
 _TOKENIZE_VERSION = 1

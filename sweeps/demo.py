@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DemoAssets", "ensure_demo", "demo_cache_root", "DEMO_VERSION"]
+__all__ = ["DEMO_VERSION", "DemoAssets", "demo_cache_root", "ensure_demo"]
 
 DEMO_VERSION = 1
 """Bump when the generator or the pretraining recipe changes; it keys the cache folder."""

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pricing.errors import UserError
 from sweeps.types import StepLog, TrialConfig, TrialResult
 
-__all__ = ["run_trial_isolated", "TrialInputError"]
+__all__ = ["TrialInputError", "run_trial_isolated"]
 
 _STDERR_TAIL_LINES = 20
 _OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "MemoryError",

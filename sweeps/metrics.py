@@ -27,14 +27,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
+    "KL_TOP_K",
+    "base_topk",
     "completion_nll",
-    "greedy_continuations",
     "exact_match",
     "fact_recall",
-    "base_topk",
-    "retain_kl",
+    "greedy_continuations",
     "normalize_answer",
-    "KL_TOP_K",
+    "retain_kl",
 ]
 
 KL_TOP_K = 256
@@ -48,7 +48,7 @@ def normalize_answer(text: str) -> str:
     return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
 
 
-def _device_of(model) -> "torch.device":
+def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -146,7 +146,7 @@ def fact_recall(model, tokenizer, facts: Sequence[dict], *, max_new_tokens: int 
     return sum(_starts_with(s, f["answer"]) for s, f in zip(said, facts, strict=True)) / len(facts)
 
 
-def _shifted(batch: dict, device) -> tuple["torch.Tensor", "torch.Tensor"]:
+def _shifted(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
     return batch["input_ids"].to(device), batch["labels"][:, 1:].to(device) != -100
 
 
@@ -168,7 +168,7 @@ def base_topk(model, batches: Iterable[dict], *, k: int = KL_TOP_K) -> list[dict
     return kept
 
 
-def _log_rest(logprobs_topk: "torch.Tensor") -> "torch.Tensor":
+def _log_rest(logprobs_topk: torch.Tensor) -> torch.Tensor:
     """log(1 - sum(p_topk)), clamped so an (almost) full top-k does not give log(0)."""
     import torch
 

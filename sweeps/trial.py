@@ -17,7 +17,6 @@ Bad input (an unknown target module, a missing file, an unknown GPU id) raises a
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -42,7 +41,7 @@ from sweeps.types import (
     TrialResult,
 )
 
-__all__ = ["run_trial", "TrialError", "trial_command", "ATTENTION_MODULES", "MLP_MODULES"]
+__all__ = ["ATTENTION_MODULES", "MLP_MODULES", "TrialError", "run_trial", "trial_command"]
 
 _BASE_METRICS_VERSION = 1
 _TRAIN_NLL_ROWS = 512  # train NLL at the end is scored on at most this many rows
@@ -107,6 +106,8 @@ def _device(requested: str):
         )
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":  # the first visible GPU; a sweep pins it with CUDA_VISIBLE_DEVICES
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(requested)
 
 
@@ -308,9 +309,8 @@ def _exact_match(model, tokenizer, data: _Data, config: TrialConfig) -> float:
 
 
 def _load_model(path: str, config: TrialConfig, device, precision: str, *, quantized: bool):
-    from transformers import AutoModelForCausalLM
-
     import torch
+    from transformers import AutoModelForCausalLM
 
     # Full and freeze train fp32 master weights under autocast; adapter methods keep the
     # frozen base in the compute precision, which is where their memory saving comes from.
@@ -517,6 +517,7 @@ def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -
         return None
     try:
         import torch
+
         from pricing import load_catalog
 
         catalog = load_catalog()
@@ -533,7 +534,7 @@ def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -
 _FLAGS = {
     "method": "--method", "rank": "--rank", "alpha": "--alpha", "lr": "--lr",
     "targets": "--targets", "epochs": "--epochs", "max_steps": "--max-steps",
-    "batch": "--batch", "seed": "--seed", "device": "--device",
+    "batch": "--batch", "seed": "--seed", "device": "--device", "run_dir": "--run-dir",
 }
 
 
@@ -543,12 +544,17 @@ def trial_command(config: TrialConfig, spec_path: Path | None = None) -> str:
     changed = {
         name for name in TrialConfig.model_fields
         if getattr(config, name) != getattr(defaults, name)
-        and name not in ("study", "trial_number", "run_dir")
+        and name not in ("study", "trial_number")
     }
-    if changed - set(_FLAGS) - {"model"} or config.model != "demo":
-        if spec_path is not None:
-            return f"paretune trial --spec {spec_path}"
-    words = ["paretune", "trial", "--demo"]
+    needs_spec = bool(changed - set(_FLAGS) - {"model", "train", "eval"})
+    if needs_spec and spec_path is not None:
+        return f"paretune trial --spec {spec_path}"
+    words = ["paretune", "trial"]
+    if config.model == "demo" and config.train is None:
+        words.append("--demo")
+    for name, flag in (("model", "--model"), ("train", "--train"), ("eval", "--eval")):
+        if name in changed:
+            words += [flag, str(getattr(config, name))]
     for name, flag in _FLAGS.items():
         if name in changed or name in ("method", "lr"):
             words += [flag, str(getattr(config, name))]
@@ -603,7 +609,7 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     import torch
     from transformers import AutoTokenizer, get_scheduler
 
-    from sweeps.metrics import completion_nll, fact_recall, retain_kl
+    from sweeps.metrics import completion_nll
 
     # 1. Where it runs and what an hour of it costs (bad ids fail here, before any work).
     device = _device(config.device)
@@ -666,8 +672,10 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     scheduler = get_scheduler(schedule, optimizer,
                               num_warmup_steps=int(config.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    autocast = (torch.autocast(device.type, dtype=_dtype(precision)) if precision != "fp32"
-                else torch.autocast(device.type, enabled=False))
+    def autocast():
+        """Mixed precision for the forward passes (training and evaluation alike)."""
+        return torch.autocast(device.type, dtype=_dtype(precision), enabled=precision != "fp32")
+
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
     # 5. The training loop: one optimizer step per `grad_accum` micro-batches.
@@ -687,7 +695,7 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
         for _, batch in window:
             input_ids = batch["input_ids"].to(device)
             labels = batch["labels"][:, 1:].to(device)
-            with autocast:
+            with autocast():
                 logits = model(input_ids=input_ids,
                                attention_mask=batch["attention_mask"].to(device)).logits
             loss_sum = torch.nn.functional.cross_entropy(
@@ -716,7 +724,8 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
 
         eval_nll = None
         if step % config.eval_every == 0 or step == total_steps:
-            eval_nll = completion_nll(model, data.eval_batches())[0]
+            with autocast():
+                eval_nll = completion_nll(model, data.eval_batches())[0]
             model.train()
             if eval_nll < best_nll:
                 best_nll, best_step, evals_since_best = eval_nll, step, 0
@@ -744,29 +753,8 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
 
     # 6. Quality and forgetting, against the cached base scores.
     eval_started = time.perf_counter()
-    eval_nll = completion_nll(model, data.eval_batches())[0]
-    train_nll = completion_nll(model, data.train_score_batches())[0]
-    quality = Quality(
-        eval_nll=eval_nll,
-        base_eval_nll=base["eval_nll"],
-        exact_match=_exact_match(model, tokenizer, data, config),
-        base_exact_match=base["exact_match"],
-        train_nll=train_nll,
-        overfit_gap=eval_nll - min(best_nll, eval_nll),
-        generalization_gap=eval_nll - train_nll,
-        best_step=best_step,
-    )
-    forgetting = Forgetting()
-    if data.retain is not None:
-        retain_nll = completion_nll(model, data.retain_batches())[0]
-        recall = fact_recall(model, tokenizer, data.facts) if data.facts else None
-        forgetting = Forgetting(
-            retain_delta_nll=retain_nll - base["retain_nll"],
-            retain_kl=retain_kl(model, data.retain_batches(), base["retain_topk"]),
-            fact_recall_drop=(base["fact_recall"] - recall) if recall is not None else None,
-            base_retain_nll=base["retain_nll"],
-            base_fact_recall=base.get("fact_recall"),
-        )
+    with autocast():
+        quality, forgetting = _evaluate(model, tokenizer, data, config, base, best_nll, best_step)
     eval_s = time.perf_counter() - eval_started
 
     # 7. Artifacts: the adapter (or the trained weights) and a model card.
@@ -811,6 +799,36 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     )
     _write_card(folder, result)
     return result
+
+
+def _evaluate(model, tokenizer, data: _Data, config: TrialConfig, base: dict[str, Any],
+              best_nll: float, best_step: int | None) -> tuple[Quality, Forgetting]:
+    """Quality on the task and forgetting of the retain set and facts, against the base."""
+    from sweeps.metrics import completion_nll, fact_recall, retain_kl
+
+    eval_nll = completion_nll(model, data.eval_batches())[0]
+    train_nll = completion_nll(model, data.train_score_batches())[0]
+    quality = Quality(
+        eval_nll=eval_nll,
+        base_eval_nll=base["eval_nll"],
+        exact_match=_exact_match(model, tokenizer, data, config),
+        base_exact_match=base["exact_match"],
+        train_nll=train_nll,
+        overfit_gap=eval_nll - min(best_nll, eval_nll),
+        generalization_gap=eval_nll - train_nll,
+        best_step=best_step,
+    )
+    if data.retain is None:
+        return quality, Forgetting()
+    retain_nll = completion_nll(model, data.retain_batches())[0]
+    recall = fact_recall(model, tokenizer, data.facts) if data.facts else None
+    return quality, Forgetting(
+        retain_delta_nll=retain_nll - base["retain_nll"],
+        retain_kl=retain_kl(model, data.retain_batches(), base["retain_topk"]),
+        fact_recall_drop=(base["fact_recall"] - recall) if recall is not None else None,
+        base_retain_nll=base["retain_nll"],
+        base_fact_recall=base.get("fact_recall"),
+    )
 
 
 def _save_artifacts(model, tokenizer, config: TrialConfig, folder: Path) -> Path:

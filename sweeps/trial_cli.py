@@ -16,7 +16,7 @@ import click
 
 from pricing.errors import UserError
 
-__all__ = ["COMMANDS", "trial_command", "config_from_spec", "TrialSpecError"]
+__all__ = ["COMMANDS", "TrialSpecError", "config_from_spec", "trial_command"]
 
 
 class TrialSpecError(UserError):

@@ -1,0 +1,99 @@
+"""What a trial costs beyond training, on the bundled demo (CPU).
+
+    python benchmarks/trial_overhead.py [--steps 60] [--method full] [--repeats 3]
+
+1. Training throughput: the trial loop's tokens/s (``measured.tokens_per_s``, eval time
+   excluded) against a bare PyTorch loop (forward with labels, backward, clip, AdamW step)
+   on the same model, method and micro-batches. Aim: at least 0.9x. Best of ``--repeats``.
+2. Fixed cost of one isolated trial: spawning the child and importing torch, loading the
+   model, tokenizer, data and cached base scores, evaluating (NLL, greedy exact match,
+   retain KL, fact recall) and saving, against its training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def _bare_loop(config, steps: int) -> float:
+    """Tokens/s of the plainest loop over the same batches the trial would see."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from sweeps import trial as trial_module
+
+    sources = trial_module._sources(config)
+    device = torch.device("cpu")
+    tokenizer = AutoTokenizer.from_pretrained(sources.model)
+    data = trial_module._load_data(config, sources, tokenizer)
+    model = trial_module._load_model(sources.model, config, device, "fp32", quantized=False)
+    model = trial_module._apply_method(model, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr)
+    batches = trial_module._cycle_batches(data, config)
+    torch.manual_seed(config.seed)
+    model.train()
+    tokens, seconds = 0, 0.0
+    for _ in range(steps):
+        _, batch = next(batches)
+        started = time.perf_counter()
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch["labels"]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds += time.perf_counter() - started
+        tokens += int(batch["attention_mask"].sum())
+    return tokens / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--method", default="full")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import tempfile
+
+    from sweeps.demo import ensure_demo
+    from sweeps.isolation import run_trial_isolated
+    from sweeps.trial import run_trial
+    from sweeps.types import TrialConfig
+
+    ensure_demo()
+    runs = tempfile.mkdtemp(prefix="paretune-bench-")
+    config = TrialConfig(method=args.method, lr=1e-3, max_steps=args.steps,
+                         eval_every=10 * args.steps, warmup_ratio=0.0, save="none",
+                         max_new_tokens=4, run_dir=runs)
+    run_trial(config.model_copy(update={"max_steps": 3}))  # warm caches (base scores, tokens)
+
+    ours, bare = 0.0, 0.0
+    for _ in range(args.repeats):
+        ours = max(ours, run_trial(config).measured.tokens_per_s)
+        bare = max(bare, _bare_loop(config, args.steps))
+    print(f"training throughput ({args.method}, {args.steps} steps, demo, CPU; best of "
+          f"{args.repeats})")
+    print(f"  {'trial loop':<28}{ours:>10.0f} tokens/s")
+    print(f"  {'bare PyTorch loop':<28}{bare:>10.0f} tokens/s")
+    print(f"  {'ratio (trial / bare)':<28}{ours / bare:>10.2f}x")
+
+    started = time.perf_counter()
+    result = run_trial_isolated(config.model_copy(update={"save": "adapter"}))
+    total = time.perf_counter() - started
+    m = result.measured
+    spawn = total - m.wall_s
+    rest = m.wall_s - m.load_s - m.train_s - m.eval_s
+    fixed = total - m.train_s
+    print(f"\none isolated trial ({args.method}, {args.steps} steps, state {result.state})")
+    for name, seconds in [("spawn + imports", spawn), ("load (model, data, base)", m.load_s),
+                          ("train", m.train_s), ("evaluate", m.eval_s),
+                          ("save + bookkeeping", rest), ("total", total)]:
+        print(f"  {name:<28}{seconds:>8.2f} s")
+    print(f"  {'fixed cost / training time':<28}{fixed / m.train_s:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
