@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import gc
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Self
 
 import torch
 from torch import nn
@@ -31,7 +30,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["CATEGORIES", "fake_tensor_mode", "materialize_as_fake", "PeakTracker"]
+__all__ = ["CATEGORIES", "PeakTracker", "fake_tensor_mode", "materialize_as_fake"]
 
 # MemTracker's reference types (``_MemRefType`` values) -> the names paretune uses.
 _CATEGORY_OF_REFTYPE = {
@@ -114,7 +113,7 @@ class PeakTracker:
         self._phase: str | None = None
         self._peaks: dict[str, dict[str, int]] = {}
 
-    def __enter__(self) -> PeakTracker:
+    def __enter__(self) -> Self:
         self._gc_was_enabled = gc.isenabled()
         gc.disable()
         self._tracker.__enter__()
@@ -171,14 +170,3 @@ def _by_category(snapshot: dict[torch.device, dict[str, int]]) -> dict[str, int]
                 continue
             totals[_CATEGORY_OF_REFTYPE[name]] += nbytes
     return totals
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Temporarily build new floating-point tensors in ``dtype``."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)

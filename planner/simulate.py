@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from planner.arch import ModelArch
     from planner.specs import MethodSpec, Workload
 
-__all__ = ["SimulatedPeak", "simulate", "TERMS"]
+__all__ = ["TERMS", "SimulatedPeak", "simulate"]
 
 GB = 1e9
 

@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from planner import MethodSpec, Workload, arch_from_config, memory_terms  # noqa: E402
-from planner.memory import constants, trainable_params  # noqa: E402
-from planner.simulate import TERMS, simulate  # noqa: E402
+from planner import MethodSpec, Workload, arch_from_config, memory_terms
+from planner.memory import constants, trainable_params
+from planner.simulate import TERMS, simulate
 
 TINY = dict(
     model_type="llama", vocab_size=256, hidden_size=64, intermediate_size=128,

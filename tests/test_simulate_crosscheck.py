@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from planner import MethodSpec, Workload, arch_from_config, list_models, memory_terms  # noqa: E402
-from planner.simulate import simulate  # noqa: E402
+from planner import MethodSpec, Workload, arch_from_config, list_models, memory_terms
+from planner.simulate import simulate
 
 TOLERANCE = 0.10
 

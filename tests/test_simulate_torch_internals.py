@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
+from torch import nn
 
-from planner import _torch_memory as tm  # noqa: E402
+from planner import _torch_memory as tm
 
 
 def _tiny_model() -> nn.Module:
