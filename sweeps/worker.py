@@ -72,7 +72,7 @@ class SweepError(UserError):
 # ---------------------------------------------------------------- storage and study
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, max_retries: int = 2) -> optuna.storages.BaseStorage:
     """A journal file (any path) or a PostgreSQL URL (``RDBStorage`` with heartbeats)."""
     import warnings
 
@@ -89,7 +89,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 url,
                 heartbeat_interval=HEARTBEAT_INTERVAL_S,
                 grace_period=HEARTBEAT_GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
                 engine_kwargs={"pool_pre_ping": True},
             )
         except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot connect"
@@ -117,8 +117,11 @@ def _redact(url: str) -> str:
 
 def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler; each worker gets its own seed so workers do not repeat each other."""
+    import warnings
+
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seed = spec.seed + seed_offset
     if spec.sampler == "tpe":
         # group=True: the space is conditional (rank only for adapters, lr per method).
@@ -336,7 +339,7 @@ class Sweep:
         self.storage_url = storage_url or spec.storage_url
         self.seed_offset = seed_offset
         self._run_trial = run_trial
-        self.storage = open_storage(self.storage_url)
+        self.storage = open_storage(self.storage_url, max_retries=spec.run.max_retries)
         self.study = open_study(spec, self.storage, storage_url=self.storage_url)
         self.gate = Gate(spec)
         self.store = ResultsStore(spec.run.results)
@@ -446,6 +449,10 @@ class Sweep:
         """Under the ask lock: budget check, ask, gate. None when the sweep must stop."""
         from optuna.trial import TrialState
 
+        # A worker that died since the last ask (here, or a heartbeat gone stale elsewhere).
+        recovered = recover_dead_workers(study, max_retries=self.spec.run.max_retries)
+        if recovered:
+            self.state.event(f"re-queued trial(s) {recovered} left running by a dead worker")
         spend = _spend(study)
         refusal = budget_refusal(self.spec, spend, Prediction())
         if refusal:
