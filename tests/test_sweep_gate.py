@@ -81,3 +81,16 @@ def test_budget_refusal_rules() -> None:
     # Without a planner price, the mean measured cost stands in.
     assert budget_refusal(spec, Spend(trials=2, dollars=0.8, mean_dollars=0.4), Prediction()).startswith("dollar")
     assert budget_refusal(spec, Spend(trials=2, hours=1.9, mean_hours=0.2), Prediction()).startswith("hour")
+
+
+def test_a_corrupt_results_file_loses_nothing(tmp_path: Path) -> None:
+    corrupt = tmp_path / "r.duckdb"
+    corrupt.write_bytes(b"not a database" * 500)
+    spec = _spec(tmp_path, search={"methods": ["full"], "lr": 1e-5})
+    sweep = Sweep(spec)
+    state = sweep.run()  # the sweep goes on: Optuna's storage is the source of truth
+    assert any("not a readable DuckDB database" in e for e in state.events)
+    assert corrupt.read_bytes() == b"not a database" * 500
+    rebuilt = ResultsStore(tmp_path / "new.duckdb")
+    assert rebuilt.sync_study(sweep.study) == 20
+    assert len(rebuilt.trials("gate")) == 20
