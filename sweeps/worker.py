@@ -443,7 +443,7 @@ class Sweep:
                     return
                 continue
             infeasible_in_a_row = 0
-            self._run_and_tell(study, trial, config, slot, ask_gate_s)
+            self._run_and_tell(study, trial, config, slot, ask_gate_s, label=slot or f"cpu{index}")
 
     def _ask_and_gate(self, study: optuna.Study, slot: str | None) -> Any:
         """Under the ask lock: budget check, ask, gate. None when the sweep must stop."""
@@ -526,11 +526,11 @@ class Sweep:
 
     def _run_and_tell(
         self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig, slot: str | None,
-        ask_gate_s: float = 0.0,
+        ask_gate_s: float = 0.0, label: str | None = None,
     ) -> None:
         from optuna.trial import TrialState
 
-        key = slot if slot is not None else f"cpu{threading.get_ident() % 1000}"
+        key = label or slot or "cpu"
         running = RunningTrial(trial.number, config.method, key, time.monotonic(), max_steps=config.max_steps)
         with self.state.lock:
             self.state.running[key] = running
