@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "AXES",
+    "axis_labels",
     "METHOD_COLOURS",
     "frontier_hypervolume",
     "hypervolume",
@@ -144,9 +145,20 @@ def _chart_data(rows: list[dict[str, Any]], x: str, y: str) -> dict[str, Any]:
     }
 
 
+def axis_labels(metrics: dict[str, str | None]) -> dict[str, str]:
+    """Axis labels naming a study's metrics, e.g. ``{"forgetting": "retain_kl"}``."""
+    labels = {name: label for name, (_, label) in AXES.items()}
+    for axis, metric in metrics.items():
+        if metric:
+            better = "higher" if metric == "exact_match" else "lower"
+            shown = "-exact_match" if metric == "exact_match" else metric
+            labels[axis] = f"{axis}: {shown} ({'negated, ' if better == 'higher' else ''}lower is better)"
+    return labels
+
+
 def plot_frontier(
     rows: list[dict[str, Any]], out: str | Path, *, x: str = "forgetting", y: str = "quality",
-    title: str | None = None,
+    title: str | None = None, labels: dict[str, str] | None = None,
 ) -> Path:
     """Draw completed trials to ``out`` (.png, .svg or .html): colour = method, size = cost."""
     import matplotlib
@@ -162,11 +174,15 @@ def plot_frontier(
     methods = [r.get("method") or "?" for r in data["rows"]]
     for method in sorted(set(methods)):
         chosen = np.array([m == method for m in methods])
-        axes.scatter(
-            data["xs"][chosen], data["ys"][chosen], s=sizes[chosen],
-            c=METHOD_COLOURS.get(method, "#7f7f7f"), alpha=0.75, label=method,
-            edgecolors=np.where(data["on_front"][chosen], "black", "none"),
-        )
+        colour = METHOD_COLOURS.get(method, "#7f7f7f")
+        for front in (False, True):  # outlined: Pareto-optimal on all three objectives
+            picked = chosen & (data["on_front"] == front)
+            if picked.any():
+                axes.scatter(
+                    data["xs"][picked], data["ys"][picked], s=sizes[picked], c=colour, alpha=0.75,
+                    label=method if front or not (chosen & data["on_front"]).any() else None,
+                    edgecolors="black" if front else "none", linewidths=1.2,
+                )
     if len(data["front_x"]):
         axes.plot(data["front_x"], data["front_y"], "-", color="black", lw=1, alpha=0.6,
                   label=f"Pareto front ({x} vs {y})", drawstyle="steps-post")
@@ -174,8 +190,9 @@ def plot_frontier(
         if front:
             axes.annotate(f"#{row['number']}", (xv, yv), fontsize=7, xytext=(3, 3),
                           textcoords="offset points")
-    axes.set_xlabel(AXES[x][1])
-    axes.set_ylabel(AXES[y][1])
+    labels = labels or {name: label for name, (_, label) in AXES.items()}
+    axes.set_xlabel(labels[x])
+    axes.set_ylabel(labels[y])
     axes.set_title(title or "trials (size: cost; outlined: Pareto-optimal on all three)")
     axes.grid(alpha=0.3)
     if data["rows"]:
@@ -200,6 +217,7 @@ def plot_frontier(
 def terminal_frontier(
     rows: list[dict[str, Any]], *, x: str = "forgetting", y: str = "quality",
     width: int | None = None, height: int | None = None, title: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> str:
     """The same chart as text for the terminal (plotext); returns the rendered string."""
     import plotext as plt
@@ -218,7 +236,8 @@ def terminal_frontier(
         )
     if len(data["front_x"]) > 1:
         plt.plot(data["front_x"].tolist(), data["front_y"].tolist(), label="Pareto front")
-    plt.xlabel(AXES[x][1])
-    plt.ylabel(AXES[y][1])
+    labels = labels or {name: label for name, (_, label) in AXES.items()}
+    plt.xlabel(labels[x])
+    plt.ylabel(labels[y])
     plt.title(title or "trials")
     return plt.build()

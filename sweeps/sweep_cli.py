@@ -302,7 +302,7 @@ def frontier_command(study: str | None, db: Path, x_axis: str, y_axis: str, out:
 
     Without STUDY, the most recently created study. Prints the frontier size and hypervolume.
     """
-    from sweeps.frontier import frontier_hypervolume, plot_frontier, terminal_frontier
+    from sweeps.frontier import axis_labels, frontier_hypervolume, plot_frontier, terminal_frontier
     from sweeps.store import ResultsStore
 
     if x_axis == y_axis:
@@ -324,15 +324,18 @@ def frontier_command(study: str | None, db: Path, x_axis: str, y_axis: str, out:
                               "`paretune sweep status` shows what happened to its trials.")
     front = store.frontier(study)
     title = f"{study}: {len(complete)} trials, {len(front)} Pareto-optimal"
+    _, metric_rows = store.query(
+        "SELECT quality_metric, forgetting_metric, cost_metric FROM studies WHERE study = ?", [study])
+    labels = axis_labels(dict(zip(("quality", "forgetting", "cost"), metric_rows[0])))
     if out is not None:
         if out.suffix.lower() not in (".png", ".svg", ".html"):
             raise SweepUsageError(f"--out must end in .png, .svg or .html, got {out.name!r}")
-        plot_frontier(rows, out, x=x_axis, y=y_axis, title=title)
+        plot_frontier(rows, out, x=x_axis, y=y_axis, title=title, labels=labels)
         click.echo(f"wrote {out}")
     else:
         size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((100, 30))
         click.echo(terminal_frontier(rows, x=x_axis, y=y_axis, width=size.columns, height=max(15, size.lines - 6),
-                                     title=title))
+                                     title=title, labels=labels))
     click.echo(f"frontier: trials {', '.join('#' + str(r['number']) for r in front)}; "
                f"hypervolume {frontier_hypervolume(rows):.4g}")
 
