@@ -123,3 +123,20 @@ def test_write_spec_of_a_spec_built_in_code(tmp_path: Path) -> None:
     again = load_spec(write_spec(spec, tmp_path / "plan.toml"))
     assert again == spec
     assert again.search.params["rank"] == Choice((8, 16))
+
+
+def test_sweep_run_with_a_malformed_spec_exits_2_naming_the_key(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "s"\n[search]\nrank = { low = 0, high = 8 }\n')
+    root = str(Path(__file__).parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "sweep", "run", str(bad)], capture_output=True, text=True,
+        timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": root}, check=False,
+    )
+    assert done.returncode == 2
+    assert "search.rank.low must be >= 1, got 0" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was created
