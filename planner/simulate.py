@@ -127,6 +127,7 @@ class _Step:
     optimizer: str  # adamw | adamw_bf16 | adamw8bit | paged_adamw8bit | adafactor | sgd
     param_dtype: str  # dtype the weights are stored in
     autocast_dtype: str | None  # mixed precision: compute dtype under autocast
+    recipe: str  # planner | trial (see simulate)
     grad_checkpointing: bool
     attention: str  # sdpa | eager
     seq_len: int
@@ -141,20 +142,34 @@ def simulate(
     method: MethodSpec,
     *,
     extrapolate: bool = True,
+    recipe: str = "planner",
 ) -> SimulatedPeak:
     """Simulate two training steps of ``arch`` under ``method`` and return the peak.
 
     ``extrapolate=False`` simulates every layer (slower, exact); by default a model
     deeper than a few layers is simulated at a few depths and extrapolated linearly.
+
+    ``recipe`` says how a method is run. ``"planner"`` (default) follows the planner's
+    definitions, so that the two can be compared term by term: 16-bit weights, and for
+    ``adamw`` an fp32 master copy plus fp32 moments (DeepSpeed/FSDP mixed precision);
+    ``freeze`` also trains the final norm. ``"trial"`` runs a step as
+    ``sweeps.trial`` does: full and freeze keep fp32 weights and compute under 16-bit
+    autocast, adapters compute under autocast on a 16-bit base, ``adamw`` is torch's
+    AdamW (foreach, as on CUDA), QLoRA goes through ``prepare_model_for_kbit_training``
+    (embeddings, norms and head upcast to fp32), the loop keeps the logits it computed the
+    loss from until the next micro-batch, and ``freeze`` trains the top layers only.
     """
-    step, notes = _step_from_spec(arch, workload, method)
+    if recipe not in ("planner", "trial"):
+        raise ValueError(f"recipe must be 'planner' or 'trial', got {recipe!r}")
+    step, notes = _step_from_spec(arch, workload, method, recipe)
     return _simulate_config(arch.hf_config, arch.layers, step, notes, extrapolate)
 
 
 # -- from the planner's types -------------------------------------------------------------
 
 
-def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec) -> tuple[_Step, list[str]]:
+def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec,
+                    recipe: str = "planner") -> tuple[_Step, list[str]]:
     from planner.memory import targeted_shapes
 
     notes: list[str] = []
@@ -169,6 +184,10 @@ def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec) -> 
     if method.gpus > 1:
         notes.append("simulated on one device without sharding")
     param_dtype, autocast_dtype = _dtypes(method.precision)
+    if recipe == "trial":
+        compute = {"bf16": "bfloat16", "fp16": "float16"}.get(method.precision)
+        param_dtype = "float32" if method.kind in ("full", "freeze") else (compute or "float32")
+        autocast_dtype = compute
     targets: tuple[str, ...] = ()
     if method.uses_adapters:
         targets = tuple(dict.fromkeys(s.name for s in targeted_shapes(arch, method)))
@@ -181,6 +200,7 @@ def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec) -> 
         optimizer=method.optimizer,
         param_dtype=param_dtype,
         autocast_dtype=autocast_dtype,
+        recipe=recipe,
         grad_checkpointing=method.grad_checkpointing,
         attention=attention,
         seq_len=workload.seq_len,
@@ -310,9 +330,11 @@ def _run(
     Returns (raw peaks by MemTracker category, peaks by breakdown term, notes), both
     keyed by phase (see ``_PHASES``).
     """
-    # QLoRA runs the very step LoRA runs (a 16-bit base); only the accounting differs,
-    # so one simulated step serves both (``plan --simulate`` asks for both).
-    run_step = replace(step, kind="lora") if step.kind == "qlora" else step
+    # In the planner recipe QLoRA runs the very step LoRA runs (a 16-bit base); only the
+    # accounting differs, so one simulated step serves both (``plan --simulate`` asks for
+    # both). The trial recipe upcasts QLoRA's unquantized weights, so it runs its own.
+    shared = step.kind == "qlora" and step.recipe == "planner"
+    run_step = replace(step, kind="lora") if shared else step
     config_key = json.dumps(hf_config, sort_keys=True)
     raw, counts, notes = _run_cached(config_key, frozen_layers, trainable_layers, run_step)
     terms = {phase: _terms(peak, counts, step) for phase, peak in raw.items()}
@@ -361,10 +383,11 @@ def _run_quietly(
         optimizer = _build_optimizer(trainable, step)
         with tm.PeakTracker(model, optimizer) as tracker:
             hooks = _phase_hooks(model, tracker)
+            kept = None  # released when the next micro-batch's forward returns
             for _ in range(2):
                 for _ in range(step.micro_batches):
                     tracker.start_phase("forward")
-                    loss = _forward_loss(model, step, vocab)
+                    loss, kept = _forward_loss(model, step, vocab)
                     tracker.start_phase("backward_head")
                     (loss / step.micro_batches).backward()
                     del loss
@@ -372,6 +395,7 @@ def _run_quietly(
                 tracker.start_phase("optimizer_step")
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            del kept
             raw = tracker.phase_peaks()
             for hook in hooks:
                 hook.remove()
@@ -406,16 +430,28 @@ def _phase_hooks(model: Any, tracker: Any) -> list[Any]:
     ]
 
 
-def _forward_loss(model: Any, step: _Step, vocab: int) -> Any:
-    """The loss of one micro-batch; the model outputs (logits) are dropped on return,
-    as a training loop that keeps only the loss does."""
+def _forward_loss(model: Any, step: _Step, vocab: int) -> tuple[Any, Any]:
+    """(loss, what the loop keeps alive besides it) for one micro-batch.
+
+    The planner recipe lets transformers compute the loss and keeps only the loss; the
+    trial recipe computes cross-entropy from the logits as ``sweeps.trial`` does and, like
+    its loop, holds the logits until the next micro-batch.
+    """
+    import contextlib
+
     import torch
 
     input_ids = torch.randint(0, vocab, (step.batch, step.seq_len))
-    if step.autocast_dtype is None:
-        return model(input_ids=input_ids, labels=input_ids).loss
-    with torch.autocast("cpu", dtype=getattr(torch, step.autocast_dtype)):
-        return model(input_ids=input_ids, labels=input_ids).loss
+    autocast = (contextlib.nullcontext() if step.autocast_dtype is None
+                else torch.autocast("cpu", dtype=getattr(torch, step.autocast_dtype)))
+    with autocast:
+        if step.recipe == "planner":
+            return model(input_ids=input_ids, labels=input_ids).loss, None
+        logits = model(input_ids=input_ids).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+            input_ids[:, 1:].reshape(-1), reduction="sum") / input_ids[:, 1:].numel()
+    return loss, logits
 
 
 def _build_model(hf_config: dict[str, Any], layers: int, step: _Step) -> tuple[Any, str]:
@@ -470,7 +506,8 @@ def _apply_method(model: Any, step: _Step, trainable_layers: int) -> Any:
         for param in model.parameters():
             param.requires_grad_(False)
         trained = list(decoder_layers[len(decoder_layers) - trainable_layers:])
-        trained.append(_final_norm(model))
+        if step.recipe == "planner":
+            trained.append(_final_norm(model))
         for module in trained:
             for param in module.parameters():
                 param.requires_grad_(True)
@@ -491,7 +528,28 @@ def _apply_method(model: Any, step: _Step, trainable_layers: int) -> Any:
         use_dora=step.kind == "dora",
         task_type="CAUSAL_LM",
     )
+    if step.kind == "qlora" and step.recipe == "trial":
+        _prepare_for_kbit_training(model)
     return get_peft_model(model, config)
+
+
+def _prepare_for_kbit_training(model: Any) -> None:
+    """What peft's ``prepare_model_for_kbit_training`` does to the parameters: every one
+    that bitsandbytes did not quantize (embeddings, norms, head, routers) in fp32. The
+    16-bit stand-ins of the quantized decoder matrices keep their dtype."""
+    import torch
+
+    quantized = {id(p) for name, p in _decoder_layers(model).named_parameters()
+                 if p.dim() >= 2 and not _is_router(name)}
+    upcast: dict[int, Any] = {}  # keeps tied embeddings tied
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None or id(param) in quantized or param.dtype == torch.float32:
+                continue
+            if id(param) not in upcast:
+                upcast[id(param)] = torch.nn.Parameter(param.detach().float(),
+                                                       requires_grad=param.requires_grad)
+            module._parameters[name] = upcast[id(param)]
 
 
 def _expert_parameters(model: Any, targets: tuple[str, ...]) -> list[str]:
@@ -542,6 +600,9 @@ def _build_optimizer(params: list[Any], step: _Step) -> Any:
         from transformers.optimization import Adafactor
 
         return Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False)
+    if step.optimizer == "adamw" and step.recipe == "trial":
+        # torch's default on CUDA tensors: the multi-tensor (foreach) implementation.
+        return torch.optim.AdamW(params, lr=1e-4, foreach=True)
     sixteen_bit = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
     if step.optimizer == "adamw" and sixteen_bit:
         return _master_weight_adamw(params)

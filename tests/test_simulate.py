@@ -262,3 +262,36 @@ def test_gpu_check_trains_each_method_for_real_on_the_cpu(tmp_path, capsys) -> N
             if line.split()[1:2] in (["qlora"], ["freeze"])]
     assert len(rows) == 2
     assert all(float(row[8].replace(",", "")) > 0 for row in rows)  # measured tokens/s
+
+
+def test_trial_recipe_runs_a_step_as_the_trial_loop_does() -> None:
+    """sweeps.trial: fp32 weights under bf16 autocast for full fine-tuning with torch's
+    foreach AdamW, whose step holds one fp32 temporary per weight; the loop keeps the bf16
+    logits of the last micro-batch through the optimizer step."""
+    arch = tiny_arch()
+    result = simulate(arch, WORKLOAD, MethodSpec(kind="full"), recipe="trial")
+    step = result.phases["optimizer_step"]
+    n = arch.total_params
+    assert 4 * n <= step["weights"] <= 4 * n + 64
+    assert step["gradients"] == 4 * n
+    assert 12 * n <= step["optimizer_states"] <= 12 * n + 4 * 64  # two moments + foreach temporary
+    logits = WORKLOAD.batch * WORKLOAD.seq_len * arch.vocab * 2
+    assert step["activations"] + step["logits_loss"] >= logits
+
+
+def test_trial_recipe_qlora_upcasts_what_bitsandbytes_did_not_quantize() -> None:
+    arch = tiny_arch()
+    method = MethodSpec(kind="qlora", rank=8)
+    planner_recipe = simulate(arch, WORKLOAD, method).breakdown["weights"]
+    trial_recipe = simulate(arch, WORKLOAD, method, recipe="trial").breakdown["weights"]
+    # prepare_model_for_kbit_training: embeddings, head and norms from bf16 to fp32.
+    unquantized = arch.total_params - arch.linear_params
+    assert trial_recipe - planner_recipe == 2 * unquantized
+
+
+def test_trial_recipe_extrapolates_exactly() -> None:
+    arch = tiny_arch(6)
+    method = MethodSpec(kind="lora", rank=8)
+    fast = simulate(arch, WORKLOAD, method, recipe="trial")
+    exact = simulate(arch, WORKLOAD, method, recipe="trial", extrapolate=False)
+    assert fast.extrapolated and fast.peak_bytes == pytest.approx(exact.peak_bytes, rel=0.005)
