@@ -31,7 +31,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -348,7 +348,6 @@ class Sweep:
         self._launched = 0
         self._launched_lock = threading.Lock()
         self._thread_lock = threading.Lock()
-        self._heartbeats: dict[int, threading.Event] = {}
         self._errors: list[BaseException] = []
         self.timings: list[dict[str, float]] = []
         """Per launched trial, seconds spent: ask_gate (ask + gate under the lock), run (the
@@ -780,6 +779,3 @@ def _end_children() -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
