@@ -15,6 +15,18 @@ from sweeps.types import TrialConfig, TrialResult
 _SHORT = dict(max_new_tokens=4, eval_every=10)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: these tiny models gain nothing from more, and on a shared 2-core
+    machine extra threads only contend (the trials run several times faster this way)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, demo) -> Path:
     return tmp_path_factory.mktemp("runs")

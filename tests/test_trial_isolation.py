@@ -10,10 +10,12 @@ from pathlib import Path
 from sweeps.isolation import run_trial_isolated
 from sweeps.types import TrialConfig
 
+_ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models; extra threads only contend
+
 
 def test_out_of_memory_child_ends_as_oom_and_the_parent_carries_on(tmp_path: Path, demo) -> None:
     config = TrialConfig(max_steps=2, memory_limit_gb=0.05, run_dir=str(tmp_path))
-    result = run_trial_isolated(config)
+    result = run_trial_isolated(config, env=_ONE_THREAD)
     assert result.state == "oom", result.error
     assert "memory" in result.error.lower()
     # The parent is fine and can run the next trial.
@@ -22,6 +24,7 @@ def test_out_of_memory_child_ends_as_oom_and_the_parent_carries_on(tmp_path: Pat
         TrialConfig(max_steps=2, eval_every=1, max_new_tokens=2, run_dir=str(tmp_path),
                     save="none"),
         on_step=steps.append,
+        env=_ONE_THREAD,
     )
     assert done.state == "complete", done.error
     assert [s.step for s in steps] == [1, 2]
@@ -49,7 +52,8 @@ def _paretune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True,
                           text=True, timeout=300, cwd=cwd,
                           env={**__import__("os").environ,
-                               "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                               "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                               **_ONE_THREAD})
 
 
 def test_cli_json_contract(tmp_path: Path, demo) -> None:
