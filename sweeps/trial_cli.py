@@ -36,6 +36,8 @@ def _midpoint(param: Any) -> Any:
     assert isinstance(param, Range)
     middle = (math.sqrt(param.low * param.high) if param.log
               else (param.low + param.high) / 2)
+    if param.step:  # stay on the range's grid
+        middle = param.low + round((middle - param.low) / param.step) * param.step
     return round(middle) if param.integer else middle
 
 

@@ -138,3 +138,12 @@ def test_texts_are_scored_on_every_token(demo, tokenizer) -> None:
     texts, _ = load_texts(str(demo.retain))
     data = tokenize_texts(texts[:2], tokenizer, max_seq_len=256)
     assert data.labels == data.input_ids
+
+
+def test_hugging_face_dataset_from_a_local_folder(tmp_path, tokenizer) -> None:
+    pytest.importorskip("datasets", reason="the optional 'datasets' package is not installed")
+    folder = tmp_path / "task"
+    folder.mkdir()
+    _write(folder / "train.jsonl", [{"prompt": "a", "completion": " b"}] * 3)
+    examples, bad = load_examples(f"hf:{folder}:train", tokenizer)
+    assert len(examples) == 3 and not bad

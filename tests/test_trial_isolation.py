@@ -83,3 +83,12 @@ def test_cli_bad_input_exits_2_and_trial_failure_exits_1(tmp_path: Path) -> None
     oom = _paretune("trial", "--spec", str(spec), "--format", "json", cwd=tmp_path)
     assert oom.returncode == 1
     assert json.loads(oom.stdout)["state"] == "oom"
+
+
+def test_a_sweep_spec_gives_its_first_point() -> None:
+    from sweeps.trial_cli import config_from_spec
+
+    config = config_from_spec(Path(__file__).resolve().parents[1] / "examples" / "demo.toml")
+    assert config.model == "demo" and config.method == "lora"
+    assert config.max_steps in (10, 20, 30, 40)  # the middle of the range, on its grid
+    assert config.usd_per_hour == 0.10
