@@ -484,7 +484,7 @@ def _cell(value: Any) -> Any:
 # ---------------------------------------------------------------- Optuna -> rows
 
 
-def _redact(url: str | None) -> str | None:
+def redact_url(url: str | None) -> str | None:
     """A storage URL without its password."""
     if not url or "://" not in url or "@" not in url:
         return url
@@ -504,7 +504,7 @@ def study_row(study: optuna.Study, *, storage: str | None = None) -> dict[str, A
     created = attrs.get("created_at")
     return {
         "study": study.study_name,
-        "storage": _redact(storage or attrs.get("storage")),
+        "storage": redact_url(storage or attrs.get("storage")),
         "model": spec.get("model"),
         "sampler": spec.get("sampler"),
         "quality_metric": objectives[0],

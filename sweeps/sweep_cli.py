@@ -355,7 +355,7 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
     import optuna
 
     from sweeps.store import ResultsStore
-    from sweeps.worker import open_storage
+    from sweeps.study import open_storage
 
     if not storage.startswith(("postgresql", "postgres://")) and not Path(storage).exists():
         raise SweepUsageError(f"no journal file at {storage}", "Pass the storage the sweep used.")

@@ -31,244 +31,31 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pricing.errors import UserError
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
-from sweeps.spec import ADAPTER_METHODS, Choice, Fixed, Range, SweepSpec, lr_param_name
-from sweeps.store import ResultsStore, StoreError, study_row, trial_row
+from sweeps.liveness import recover_dead_workers, requeue, this_worker
+from sweeps.spec import SweepSpec
+from sweeps.study import (
+    HEARTBEAT_INTERVAL_S,
+    is_postgres,
+    make_sampler,
+    open_storage,
+    open_study,
+    suggest,
+)
+from sweeps.store import ResultsStore, StoreError, redact_url, study_row, trial_row
 from sweeps.types import StepLog, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = [
-    "COUNTED_STATES",
-    "Sweep",
-    "SweepError",
-    "SweepState",
-    "open_storage",
-    "open_study",
-    "recover_dead_workers",
-    "suggest",
-]
+__all__ = ["COUNTED_STATES", "Sweep", "SweepState"]
 
 COUNTED_STATES = ("complete", "oom", "failed", "timeout", "running")
 """Trial states that use up the trial budget (infeasible, over-budget, interrupted and lost
 trials do not: the first two never ran, the last two are run again)."""
-
-HEARTBEAT_INTERVAL_S = 20
-HEARTBEAT_GRACE_S = 60
-
-
-class SweepError(UserError):
-    """A sweep that cannot start (bad storage, a study with other objectives, ...)."""
-
-    title = "Sweep"
-
-
-# ---------------------------------------------------------------- storage and study
-
-
-def open_storage(url: str, *, max_retries: int = 2) -> optuna.storages.BaseStorage:
-    """A journal file (any path) or a PostgreSQL URL (``RDBStorage`` with heartbeats)."""
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # multivariate TPE, heartbeats and fail_stale_trials are marked experimental; we rely on them.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if url.startswith(("postgresql", "postgres://")):
-        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-        try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=HEARTBEAT_GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
-                engine_kwargs={"pool_pre_ping": True},
-            )
-        except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot connect"
-            raise SweepError(
-                f"cannot open the study database {_redact(url)}: {str(error).splitlines()[0]}",
-                "Check that PostgreSQL runs and the URL (user, host, database) is right; "
-                "`pip install 'paretune[distributed]'` provides the driver.",
-            ) from None
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    path = Path(url)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    except (OSError, ValueError) as error:
-        raise SweepError(f"cannot open the journal file {path}: {error}") from None
-
-
-def _redact(url: str) -> str:
-    from sweeps.store import _redact as redact
-
-    return redact(url) or url
-
-
-def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler; each worker gets its own seed so workers do not repeat each other."""
-    import warnings
-
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    seed = spec.seed + seed_offset
-    if spec.sampler == "tpe":
-        # group=True: the space is conditional (rank only for adapters, lr per method).
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                          constant_liar=True, n_startup_trials=5)
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    if spec.sampler == "gp":
-        try:
-            import scipy  # noqa: F401  (GPSampler's optimiser)
-        except ImportError:
-            raise SweepError("sampler 'gp' needs scipy", "pip install scipy, or use sampler = \"tpe\"") from None
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def open_study(spec: SweepSpec, storage: Any, *, sampler: Any = None, storage_url: str | None = None) -> optuna.Study:
-    """Create the spec's study, or load it if it exists (same objectives required)."""
-    import optuna
-
-    objectives = list(spec.objectives.names())
-    study = optuna.create_study(
-        study_name=spec.name, storage=storage, directions=spec.objectives.directions(),
-        sampler=sampler or make_sampler(spec), load_if_exists=True,
-    )
-    existing = study.user_attrs.get("objectives")
-    if existing is None:
-        study.set_user_attr("objectives", objectives)
-        study.set_user_attr("spec", spec.to_raw())
-        study.set_user_attr("created_at", datetime.now().isoformat(timespec="seconds"))
-        study.set_user_attr("storage", _redact(storage_url or spec.storage_url))
-    elif list(existing) != objectives:
-        raise SweepError(
-            f"study {spec.name!r} already exists with objectives {existing}, "
-            f"but the spec asks for {objectives}",
-            "Give the spec a new `name` to start another study.",
-        )
-    return study
-
-
-def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
-    """Sample one point of the spec's search space on ``trial`` (conditional on method)."""
-    methods = spec.search.methods
-    method = methods[0] if len(methods) == 1 else trial.suggest_categorical("method", list(methods))
-    params: dict[str, Any] = {"method": method}
-    for name, param in spec.search.params.items():
-        if name in ("rank", "alpha_ratio", "targets", "use_rslora") and method not in ADAPTER_METHODS:
-            continue
-        if name == "freeze_trainable_layers" and method != "freeze":
-            continue
-        value = _suggest_one(trial, name, param)
-        if value is not None:
-            params[name] = value
-    if spec.search.lr_by_method:
-        value = _suggest_one(trial, lr_param_name(spec, method), spec.search.lr_by_method[method])
-        if value is not None:
-            params[lr_param_name(spec, method)] = value
-    return params
-
-
-def _suggest_one(trial: optuna.Trial, name: str, param: Any) -> Any:
-    if isinstance(param, Fixed):
-        return None  # fixed values come from the spec, not from Optuna
-    if isinstance(param, Choice):
-        return trial.suggest_categorical(name, list(param.values))
-    assert isinstance(param, Range)
-    if param.integer:
-        return trial.suggest_int(name, int(param.low), int(param.high), log=param.log,
-                                 step=int(param.step) if param.step else 1)
-    return trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
-
-
-# ---------------------------------------------------------------- worker liveness
-
-
-def _this_worker() -> dict[str, Any]:
-    import psutil
-
-    return {
-        "worker_host": socket.gethostname(),
-        "worker_pid": os.getpid(),
-        "worker_started": psutil.Process().create_time(),
-    }
-
-
-def _alive(pid: int, started: float | None) -> bool:
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if started is not None and abs(process.create_time() - started) > 1.0:
-            return False  # the pid was reused by another process
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _retry_count(trial: optuna.trial.FrozenTrial) -> int:
-    return int(trial.user_attrs.get("retries", 0))
-
-
-def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> bool:
-    """Queue ``trial``'s parameters again (so a resumed sweep runs them first)."""
-    retries = _retry_count(trial)
-    if retries >= max_retries or not trial.params:
-        return False
-    study.enqueue_trial(
-        dict(trial.params),
-        user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number), "retries": retries + 1},
-    )
-    return True
-
-
-def recover_dead_workers(study: optuna.Study, *, max_retries: int) -> list[int]:
-    """Fail (as ``lost``) and re-queue RUNNING trials whose worker on this host is dead.
-
-    With PostgreSQL, Optuna's heartbeats do the same across machines
-    (:func:`optuna.storages.fail_stale_trials`); this handles the journal file, where the
-    worker's host and pid are on each trial.
-    """
-    import optuna
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    with contextlib.suppress(Exception):
-        optuna.storages.fail_stale_trials(study)
-    host = socket.gethostname()
-    recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("worker_host") != host or "worker_pid" not in attrs:
-            continue
-        if _alive(int(attrs["worker_pid"]), attrs.get("worker_started")):
-            continue
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "state", "lost")
-            study._storage.set_trial_user_attr(
-                trial._trial_id, "error",
-                f"worker pid {attrs['worker_pid']} on {host} died while the trial ran",
-            )
-            study.tell(trial.number, state=TrialState.FAIL)
-        except (ValueError, RuntimeError, UpdateFinishedTrialError):
-            continue  # another worker recovered it first
-        _requeue(study, trial, max_retries)
-        recovered.append(trial.number)
-    return recovered
-
 
 # ---------------------------------------------------------------- the shared state
 
@@ -353,7 +140,7 @@ class Sweep:
         """Per launched trial, seconds spent: ask_gate (ask + gate under the lock), run (the
         isolated trial, as seen by the parent), trial_wall (as measured inside the trial),
         tell_write (tell, artifact policy, results write). For benchmarks/sweep_overhead.py."""
-        self.worker = _this_worker()
+        self.worker = this_worker()
         self.recovered = recover_dead_workers(self.study, max_retries=spec.run.max_retries)
         if self.recovered:
             self.state.event(f"re-queued trial(s) {self.recovered} left running by a dead worker")
@@ -399,7 +186,7 @@ class Sweep:
             self.store.sync_study(self.study, storage=self.storage_url)
         except StoreError as error:
             self.state.event(f"results file not updated: {error.message} (results are safe in "
-                             f"{_redact(self.storage_url)}; `paretune results sync` imports them)")
+                             f"{redact_url(self.storage_url)}; `paretune results sync` imports them)")
 
     # -- the per-slot loop
 
@@ -572,7 +359,7 @@ class Sweep:
             trial.set_user_attr("state", "interrupted")
             trial.set_user_attr("error", "the sweep was stopped while this trial ran; re-queued")
             study.tell(trial, state=TrialState.FAIL)
-            _requeue(study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1)
+            requeue(study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1)
             self.state.event(f"trial {trial.number}: interrupted, re-queued for the next run")
         else:
             state = result.state if result.state != "complete" else "failed"
@@ -646,7 +433,7 @@ class Sweep:
         """Record Optuna heartbeats for a running trial (PostgreSQL only)."""
         done = threading.Event()
         record = getattr(self.storage, "record_heartbeat", None)
-        if record is None or not self.storage_url.startswith(("postgresql", "postgres://")):
+        if record is None or not is_postgres(self.storage_url):
             return done
 
         def beat() -> None:
@@ -722,7 +509,7 @@ def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
 @contextlib.contextmanager
 def _storage_lock(storage: Any, url: str, study_name: str) -> Iterator[None]:
     """A lock every worker of the study shares: an advisory lock in PostgreSQL, else a file lock."""
-    if url.startswith(("postgresql", "postgres://")):
+    if is_postgres(url):
         from sqlalchemy import text
 
         key = zlib.crc32(f"paretune:{study_name}".encode())

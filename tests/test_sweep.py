@@ -19,7 +19,7 @@ import psutil
 
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
-from sweeps.worker import open_storage
+from sweeps.study import open_storage
 
 ROOT = Path(__file__).parent.parent
 

@@ -16,7 +16,7 @@ import pytest
 from test_sweep import paretune, start, write_demo_spec
 
 from sweeps.store import ResultsStore
-from sweeps.worker import open_storage
+from sweeps.study import open_storage
 
 URL = os.environ.get("PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

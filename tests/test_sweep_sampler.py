@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from sweeps.spec import load_spec
-from sweeps.worker import make_sampler, suggest
+from sweeps.study import make_sampler, suggest
 
 DEMO = Path(__file__).parent.parent / "examples" / "demo.toml"
 
