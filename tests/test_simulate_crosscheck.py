@@ -52,7 +52,9 @@ _ACTIVATIONS_WHY = (
     "its fp32 upcast input (4h bytes, not 2h) and, when its weight trains, the 16-bit "
     "normalized input too; peft keeps an fp32 copy of every adapted Linear's input "
     "(4*d_in bytes) because it casts x to the fp32 adapter dtype; DoRA keeps more; "
-    "gemma2 has no SDPA path (eager keeps fp32 s x s scores) and soft-caps its logits")
+    "gemma2 has no SDPA path (eager keeps fp32 s x s scores) and soft-caps its logits. "
+    "One gap is the simulator's: gpt2 passes SDPA an explicit mask, so the CPU runs the "
+    "math kernel and keeps s x s scores that CUDA's memory-efficient kernel would not")
 _MOE_ADAPTER_WHY = (
     "planner.memory._adapter_params counts LoRA on experts.gate_proj and experts.up_proj "
     "separately (r*(h+mi) each); transformers 5 fuses them into one 3-D gate_up_proj "
