@@ -252,6 +252,21 @@ def _pretrain(model, blocks, *, steps: int, batch: int, lr: float, warmup: int, 
     import torch
 
     generator = torch.Generator().manual_seed(seed)
+    # One thread: a model this small gains little from more, and on a busy machine extra
+    # OpenMP threads spin against each other (several times slower on 2 shared cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _pretrain_steps(model, blocks, generator, steps=steps, batch=batch, lr=lr,
+                               warmup=warmup)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain_steps(model, blocks, generator, *, steps: int, batch: int, lr: float,
+                    warmup: int) -> float:
+    import torch
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     model.train()
     for step in range(steps):
