@@ -51,9 +51,9 @@ _ACTIVATIONS_WHY = (
     "constants weigh more than at 7B, where the two agree within a few percent, see "
     "benchmarks/simulate_vs_analytic.py): the backward of a recomputed layer with adapters "
     "holds 20-35% more than the formula's working set; DoRA's fp32 weight-norm temporaries; "
-    "MoE routing buffers; Gemma 3's extra norms. One gap is the simulator's: gpt2 passes "
-    "SDPA an explicit mask, so the CPU runs the math kernel and keeps s x s scores that "
-    "CUDA's memory-efficient kernel would not")
+    "MoE routing buffers; Gemma 3's extra norms. One gap is the simulator's: gpt2 trains "
+    "with attention dropout, which the CPU flash kernel lacks, so the CPU runs SDPA's math "
+    "kernel and keeps s x s scores and masks that CUDA's flash kernel would not")
 
 
 def known_disagreements(family: str, kind: str, checkpointing: bool) -> dict[str, str]:
