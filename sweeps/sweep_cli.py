@@ -69,6 +69,7 @@ def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: 
          storage: str | None, seed_offset: int) -> None:
     from sweeps.progress import watch
     from sweeps.spec import load_spec
+    from sweeps.store import redact_url
     from sweeps.worker import Sweep
 
     spec = load_spec(spec_path)
@@ -81,7 +82,7 @@ def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: 
                   seed_offset=seed_offset)
     console = _console()
     console.print(
-        f"sweep {spec.name}: storage {sweep.storage_url}, results {spec.run.results}, "
+        f"sweep {spec.name}: storage {redact_url(sweep.storage_url)}, results {spec.run.results}, "
         f"{len(slots)} worker(s)" + (f" on GPU {','.join(s for s in slots if s)}" if any(slots) else ""),
         markup=False, highlight=False,
     )
