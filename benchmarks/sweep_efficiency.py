@@ -11,7 +11,7 @@ sampler search that same grid, looking measured results up instead of re-running
 samplers see exactly what a real sweep would show them; only the cost of asking twice is
 saved. All hypervolumes use one reference point, taken from the whole grid.
 
-    python benchmarks/sweep_efficiency.py [--n 8] [--seeds 10] [--jobs 2] [--cache runs/bench/sweep_grid.json]
+    python benchmarks/sweep_efficiency.py [--n 12] [--seeds 20] [--jobs 2] [--cache runs/bench/sweep_grid.json]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sweeps.types import TrialConfig
 GRID = {
     "method": ["lora", "dora", "full", "freeze"],
     "rank": [2, 16],  # adapter methods only
-    "lr": [1e-4, 1e-3, 1e-2],
+    "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
     "max_steps": [4, 12],
 }
 
@@ -122,9 +122,9 @@ def search(sampler_name: str, seed: int, n: int, table: dict) -> list[list[float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=8, help="trials N (random also gets 2N)")
+    parser.add_argument("--n", type=int, default=12, help="trials N (random also gets 2N)")
     parser.add_argument("--jobs", type=int, default=2, help="real trials measured at once")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--cache", type=Path, default=Path("runs/bench/sweep_grid.json"))
     args = parser.parse_args()
 
