@@ -10,10 +10,10 @@ parent's stderr (library chatter must not mix with results) and its stderr is ke
 a crash can be reported with its last lines.
 
 Outcomes: ``complete``; ``oom`` for CUDA out-of-memory or ``MemoryError`` (the child caps its
-own address space at ``config.memory_limit_gb`` with ``RLIMIT_AS`` once its libraries are
-loaded); ``timeout`` when ``timeout_s`` (or ``config.time_limit_s``) passes, after which the
-child's whole process group is killed; ``failed`` for anything else, with the end of its
-stderr. :func:`run_trial_isolated` never raises for a trial's failure.
+own memory at ``config.memory_limit_gb`` once its libraries are loaded: its share of the
+GPU on CUDA, its address space (``RLIMIT_AS``) on CPU); ``timeout`` when ``timeout_s`` (or
+``config.time_limit_s``) passes, after which the child's whole process group is killed;
+``failed`` for anything else, with the end of its stderr. :func:`run_trial_isolated` never raises for a trial's failure.
 """
 
 from __future__ import annotations
@@ -184,10 +184,20 @@ def _oom_message(tail: str, config: TrialConfig) -> str:
 # --- the child ----------------------------------------------------------------------------------
 
 
-def _limit_memory(limit_gb: float | None) -> None:
-    """Cap the address space at ``limit_gb`` GB; called once torch and friends are imported,
-    so the cap bounds what the trial allocates rather than the libraries' own mappings."""
+def _limit_memory(limit_gb: float | None, device: str) -> None:
+    """Cap the trial's memory at ``limit_gb`` GB, once torch and friends are imported.
+
+    On a GPU, the CUDA caching allocator's share of the device (an address-space cap would
+    break CUDA, which maps far more virtual memory than it uses); on CPU, the address space
+    (``RLIMIT_AS``), so the cap bounds what the trial allocates on top of the libraries.
+    """
     if limit_gb is None:
+        return
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gb * 1e9 / total), 0)
         return
     import resource
 
@@ -215,7 +225,7 @@ def _child(write_fd: int) -> int:
             import bitsandbytes  # noqa: F401
         if config.method != "full":
             import peft  # noqa: F401
-        _limit_memory(config.memory_limit_gb)
+        _limit_memory(config.memory_limit_gb, config.device)
         result = run_trial(config, on_step=lambda step: send({"step": step.model_dump(mode="json")}))
     except UserError as error:
         send({"user_error": {"message": error.message, "hint": error.hint}})
