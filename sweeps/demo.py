@@ -110,7 +110,11 @@ def ensure_demo(cache_dir: Path | None = None) -> DemoAssets:
 
         with FileLock(str(final) + ".lock"):
             if not (final / "manifest.json").exists():  # another process may have built it
-                building = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+                # Holding the lock, any earlier temporary folder for this key is abandoned
+                # (its builder was killed): clear it.
+                for stale in root.glob(f".building-{final.name}-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                building = Path(tempfile.mkdtemp(prefix=f".building-{final.name}-", dir=root))
                 try:
                     _build(building)
                     os.replace(building, final)  # atomic on one filesystem

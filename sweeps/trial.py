@@ -645,6 +645,8 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
             model = scorer
         else:
             del scorer
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # so the trial's reserved peak is its own
     if model is None:
         model = _load_model(sources.model, config, device, precision, quantized=quantized)
     _seed_everything(config.seed)

@@ -76,3 +76,18 @@ def test_concurrent_builders_share_one_folder(tmp_path: Path) -> None:
     built = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert [p.name for p in built] == [Path(folders.pop()).parent.name]  # no temp folder left
     assert (built[0] / "manifest.json").exists()
+
+
+def test_an_abandoned_build_folder_is_cleared(tmp_path: Path) -> None:
+    from sweeps import demo as demo_module
+
+    demo_module._PRETRAIN["steps"], steps = 5, demo_module._PRETRAIN["steps"]
+    try:
+        final = f"demo-v{demo_module.DEMO_VERSION}-{demo_module._cache_key()}"
+        abandoned = tmp_path / f".building-{final}-killed"
+        abandoned.mkdir()
+        built = ensure_demo(tmp_path)
+    finally:
+        demo_module._PRETRAIN["steps"] = steps
+    assert not abandoned.exists()
+    assert built.root.name == final and (built.root / "manifest.json").exists()
