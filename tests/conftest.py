@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from sweeps.demo import DemoAssets, ensure_demo
+# The test models are tiny: torch gains nothing from more than one CPU thread on them, and on a
+# 2-core machine running a test process plus trial child processes, extra OpenMP threads only
+# spin against each other (trials measured several times slower). Child processes inherit it.
+# An explicit setting in the environment wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from sweeps.demo import DemoAssets, ensure_demo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
