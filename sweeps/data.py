@@ -97,10 +97,12 @@ def _read_rows(path: str, *, bad_rows: str) -> tuple[list[tuple[str, dict]], lis
             source = f"{file}:{number}"
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError("a line must be a JSON object")
             except ValueError as error:
-                bad.append(f"{source}: not a JSON object ({error})")
+                row, why = None, str(error)
+            else:
+                why = f"got a JSON {type(row).__name__}"
+            if not isinstance(row, dict):
+                bad.append(f"{source}: not a JSON object ({why})")
                 if bad_rows == "fail":
                     _fail(bad)
                 continue
@@ -127,7 +129,7 @@ def _read_hf(spec: str) -> list[tuple[str, dict]]:
         ) from None
     try:
         loaded = datasets.load_dataset(name, split=split)
-    except Exception as error:  # network, unknown name, unknown split: all user-fixable
+    except Exception as error:  # noqa: BLE001 - network, unknown name or split: all user-fixable
         raise DataError(f"cannot load the dataset {name!r} split {split!r}: {error}") from None
     return [(f"{name}[{split}]:{i + 1}", dict(row)) for i, row in enumerate(loaded)]
 

@@ -78,7 +78,7 @@ def run_trial_isolated(
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env["PYTHONUNBUFFERED"] = "1"
-    stderr_file = tempfile.NamedTemporaryFile(
+    stderr_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed once the child ends
         prefix="paretune-trial-", suffix=".stderr", delete=False
     )
     started = time.monotonic()

@@ -866,13 +866,14 @@ def _write_card(folder: Path, result: TrialResult) -> None:
         f"# {config.method} fine-tune of {config.model}",
         "",
         f"- base model: `{config.model}`",
-        f"- method: {config.method}; rank {config.rank}, alpha {config.alpha}, "
-        f"targets {config.targets}, lr {config.lr} ({config.lr_schedule}), "
-        f"batch {config.batch} x {config.grad_accum}, seed {config.seed}",
-        f"- trainable parameters: {result.params.get('trainable_params')} of "
-        f"{result.params.get('total_params')}",
-        f"- steps: {m.steps}; tokens: {m.tokens}; wall {_fmt(m.wall_s, 1)} s "
-        f"(train {_fmt(m.train_s, 1)} s); peak {_fmt(m.peak_gb, 3)} GB on {result.hardware.device}",
+        (f"- method: {config.method}; rank {config.rank}, alpha {config.alpha}, "
+         f"targets {config.targets}, lr {config.lr} ({config.lr_schedule}), "
+         f"batch {config.batch} x {config.grad_accum}, seed {config.seed}"),
+        (f"- trainable parameters: {result.params.get('trainable_params')} of "
+         f"{result.params.get('total_params')}"),
+        (f"- steps: {m.steps}; tokens: {m.tokens}; wall {_fmt(m.wall_s, 1)} s "
+         f"(train {_fmt(m.train_s, 1)} s); peak {_fmt(m.peak_gb, 3)} GB on "
+         f"{result.hardware.device}"),
         "",
         "| metric | value | base |",
         "|---|---|---|",

@@ -12,7 +12,7 @@ from sweeps.types import TrialConfig, TrialResult
 
 # Short trials: a few dozen steps of a ~2M-parameter model. max_new_tokens=4 is enough for
 # the demo's one-word answers and keeps greedy generation cheap.
-_SHORT = dict(max_new_tokens=4, eval_every=10)
+_SHORT = {"max_new_tokens": 4, "eval_every": 10}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,9 +76,10 @@ def test_many_epochs_on_a_tiny_set_overfit_and_early_stopping_keeps_the_best(
     runs, demo, tmp_path
 ) -> None:
     tiny = _tiny_train(tmp_path, demo)
-    settings = dict(method="full", lr=3e-3, train=str(tiny), eval=str(demo.eval),
-                    bad_rows="skip", batch=6, max_steps=40, eval_every=2, warmup_ratio=0.0,
-                    lr_schedule="constant", save="none", run_dir=str(runs), max_new_tokens=4)
+    settings = {"method": "full", "lr": 3e-3, "train": str(tiny), "eval": str(demo.eval),
+                "bad_rows": "skip", "batch": 6, "max_steps": 40, "eval_every": 2,
+                "warmup_ratio": 0.0, "lr_schedule": "constant", "save": "none",
+                "run_dir": str(runs), "max_new_tokens": 4}
     overfit = run_trial(TrialConfig(**settings))
     assert overfit.params["bad_rows_skipped"] == 1
     curve = [s.eval_nll for s in overfit.steps if s.eval_nll is not None]

@@ -49,7 +49,7 @@ def test_bad_input_in_the_child_is_a_failed_trial(tmp_path: Path) -> None:
 
 
 def _paretune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, check=False,
                           text=True, timeout=300, cwd=cwd,
                           env={**__import__("os").environ,
                                "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
