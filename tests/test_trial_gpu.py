@@ -1,0 +1,40 @@
+"""The GPU path of a trial (CUDA, bf16, bitsandbytes 4-bit, MFU); skipped without a CUDA GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def test_trial_runs_on_the_gpu_in_its_precision(method: str, tmp_path: Path, demo) -> None:
+    from sweeps.trial import run_trial
+    from sweeps.types import TrialConfig
+
+    result = run_trial(TrialConfig(method=method, lr=1e-3, max_steps=6, eval_every=3,
+                                   device="cuda", run_dir=str(tmp_path), max_new_tokens=4))
+    assert result.state == "complete"
+    assert result.hardware.device == "cuda"
+    expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    assert result.params["precision"] == expected
+    assert result.measured.peak_reserved_gb >= result.measured.peak_gb > 0
+    assert result.quality.eval_nll < result.quality.base_eval_nll
+
+
+def test_gpu_out_of_memory_is_an_oom_trial(tmp_path: Path, demo) -> None:
+    from sweeps.isolation import run_trial_isolated
+    from sweeps.types import TrialConfig
+
+    # 1 MB of GPU for the CUDA allocator: the model does not even load.
+    result = run_trial_isolated(TrialConfig(device="cuda", max_steps=2, memory_limit_gb=0.001,
+                                            run_dir=str(tmp_path)))
+    assert result.state == "oom", result.error
+    assert torch.cuda.memory_allocated() == 0  # the parent holds nothing
