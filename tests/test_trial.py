@@ -143,3 +143,30 @@ def test_bad_input_is_a_user_error_before_training(runs) -> None:
     with pytest.raises(TrialError, match="freeze_trainable_layers=9"):
         run_trial(TrialConfig(method="freeze", freeze_trainable_layers=9, max_steps=1,
                               run_dir=str(runs)))
+
+
+def test_epochs_with_gradient_accumulation_checkpointing_and_rslora(runs) -> None:
+    """96 training rows, micro-batch 8, 2 micro-batches per step: one epoch is 6 steps."""
+    result = run_trial(TrialConfig(method="lora", use_rslora=True, targets="attn", grad_accum=2,
+                                   grad_checkpointing=True, epochs=1, lr=1e-3, eval_every=3,
+                                   save="none", run_dir=str(runs), max_new_tokens=2))
+    assert result.state == "complete"
+    assert [s.step for s in result.steps] == [1, 2, 3, 4, 5, 6]
+    assert result.steps[-1].epoch == pytest.approx(1.0)
+    # Attention projections only: 4 per layer, A (r x 192) and B (192 x r) each, 4 layers.
+    assert result.params["trainable_params"] == 4 * 4 * 2 * 8 * 192
+
+
+def test_packing_trains_on_packed_rows(runs) -> None:
+    result = run_trial(TrialConfig(packing=True, max_seq_len=64, batch=4, max_steps=2,
+                                   save="none", run_dir=str(runs), max_new_tokens=2))
+    assert result.state == "complete"
+    assert result.measured.tokens == 2 * 4 * 64  # full rows, no padding
+
+
+@pytest.mark.parametrize("optimizer", ["adamw8bit", "adafactor", "sgd"])
+def test_other_optimizers(optimizer: str, runs) -> None:
+    result = run_trial(TrialConfig(optimizer=optimizer, lr=1e-3, max_steps=2, eval_every=2,
+                                   save="none", run_dir=str(runs), max_new_tokens=2))
+    assert result.state == "complete"
+    assert result.quality.eval_nll < result.quality.base_eval_nll
