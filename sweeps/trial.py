@@ -652,7 +652,13 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     _seed_everything(config.seed)
     model = _apply_method(model, config)
     if config.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed it; older releases only have the gradient_* spelling.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     model.config.use_cache = False
