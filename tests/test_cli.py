@@ -64,3 +64,22 @@ def test_import_contracts_hold() -> None:
     lint = Path(sys.executable).parent / "lint-imports"
     done = subprocess.run([str(lint)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_exit_code_of_ctx_exit_is_kept() -> None:
+    import click
+
+    from tui import cli
+
+    @click.command("exit-three")
+    @click.pass_context
+    def exit_three(ctx: click.Context) -> None:
+        ctx.exit(3)
+
+    cli.main.add_command(exit_three)
+    try:
+        with pytest.raises(SystemExit) as raised:
+            cli.run(["exit-three"])
+    finally:
+        cli.main.commands.pop("exit-three")
+    assert raised.value.code == 3

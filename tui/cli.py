@@ -83,7 +83,8 @@ def run(argv: list[str] | None = None) -> None:
     """Console-script entry point: run ``main`` and render user errors in one place."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        main.main(args=argv, prog_name="paretune", standalone_mode=False)
+        # Without standalone mode click returns the code of `ctx.exit(n)` instead of exiting.
+        code = main.main(args=argv, prog_name="paretune", standalone_mode=False)
     except UserError as error:
         if debug:
             raise
@@ -102,6 +103,8 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:  # `paretune sql ... | head`
         sys.exit(0)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
