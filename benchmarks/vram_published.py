@@ -45,67 +45,89 @@ ROWS = [
         "LLaMA-7B QLoRA base weights (NF4 + double quant)",
         "llama-2-7b",
         Workload(),
-        MethodSpec(kind="qlora"),
+        MethodSpec(kind="qlora", unquantized_fp32=True),
         5_048e6,
         "QLoRA paper, figure 6",
         weights_only=True,
-        note="the paper's reference code (prepare_model_for_kbit_training) upcasts the "
-        "unquantized embeddings, lm_head and norms to fp32 (+0.5 GB here); paretune "
-        "assumes they stay 16-bit, as transformers + peft load them today",
+        # The paper's code (qlora.py) calls peft's prepare_model_for_kbit_training, which
+        # upcasts the unquantized embeddings, lm_head and norms to fp32.
+        note="with the fp32 upcast (unquantized_fp32=True); the remaining gap is not "
+        "explained by the stored weights",
     ),
     Row(
         "Llama2-7B QLoRA, 1x RTX 4090, bs 4, seq 2048",
         "llama-2-7b",
         Workload(seq_len=2048, batch=4),
-        MethodSpec(kind="qlora", rank=8, alpha=16, targets="all", optimizer="adamw"),
+        MethodSpec(
+            kind="qlora",
+            rank=8,
+            alpha=16,
+            targets="all",
+            optimizer="adamw",
+            lora_dropout=0.05,
+            logit_copies=4,
+        ),
         12.3e9,
         "torchtune README (v0.1); its memory log divided by 1e9 then",
-        note="torchtune v0.1 returned fp32 logits from the model and kept them alive through "
-        "the backward: 16 B per logit instead of transformers' 12 (+1.0 GB here); "
-        "v0.1 configs also used lora_dropout 0.05, which keeps a copy of every adapted "
-        "input",
+        # torchtune v0.1's TransformerDecoder returns `self.output(h).float()`, alive
+        # through the loss backward: 4 fp32 copies of the logits (logit_copies=4);
+        # its configs used lora_dropout 0.05.
+        note="NF4 base, bf16 embeddings and head (torchtune does not upcast them)",
     ),
     Row(
         "Llama2-7B LoRA, 1x RTX 4090, bs 4, seq 2048",
         "llama-2-7b",
         Workload(seq_len=2048, batch=4),
-        MethodSpec(kind="lora", rank=8, alpha=16, targets=("q_proj", "v_proj")),
+        MethodSpec(kind="lora", rank=8, alpha=16, targets=("q_proj", "v_proj"), logit_copies=4),
         21.3e9,
         "torchtune README (v0.1)",
-        note="torchtune v0.1's fp32 logits (+1.0 GB, see above)",
+        note="torchtune v0.1's fp32 logits (logit_copies=4, see above)",
     ),
     Row(
         "Llama2-7B full, PagedAdamW, 1x RTX 4090",
         "llama-2-7b",
         Workload(seq_len=2048, batch=4),
-        MethodSpec(kind="full", optimizer="paged_adamw8bit"),
+        MethodSpec(
+            kind="full", optimizer="paged_adamw8bit", optimizer_in_backward=True, logit_copies=4
+        ),
         24.1e9,
         "torchtune README (v0.1)",
         note="torchtune's low-memory recipe steps the optimizer inside the backward "
-        "(optimizer_in_bwd), so the 13.5 GB of gradients never exist at once; paretune "
-        "models the standard backward-then-step loop, which needs them all. The figure "
-        "is also the whole 24 GB card: paged states were evicted to host memory",
+        "(optimizer_in_bwd, modelled: optimizer_in_backward=True), so the 13.5 GB of "
+        "gradients never exist at once. The figure is the whole 24 GB card: paged states "
+        "were partly evicted to host memory",
     ),
     Row(
-        "Llama2-70B LoRA, 8x A100 FSDP, bs 4, seq 4096",
+        "Llama2-70B LoRA, 8x A100 FSDP, bs 4, seq 4096 (data <=512)",
         "llama-2-70b",
-        Workload(seq_len=4096, batch=4),
+        # The recipe's default data is torchtune's alpaca_dataset, whose max_seq_len
+        # defaults to 512 ("as set by Stanford Alpaca", its docstring), padded per batch:
+        # 4096 is the model's context, not what the step saw. batch_size is per GPU (each
+        # rank's DataLoader). FSDP shards the frozen base over the 8 GPUs, activation
+        # checkpointing on.
+        Workload(seq_len=512, batch=4),
         MethodSpec(
-            kind="lora", rank=8, alpha=16, targets=("q_proj", "v_proj"), gpus=8, sharding="zero3"
+            kind="lora",
+            rank=8,
+            alpha=16,
+            targets=("q_proj", "v_proj"),
+            gpus=8,
+            sharding="zero3",
+            logit_copies=4,
         ),
         26.4e9,
         "torchtune README (v0.1)",
-        note="the stated bs 4 x seq 4096 cannot fit in 26.4 GB with any recomputation scheme: "
-        "the checkpointed layer inputs alone are 80 layers x 8192 x 2 B x 16,384 tokens "
-        "= 21.5 GB on top of 17.2 GB of sharded weights. The recipe's default data "
-        "(Alpaca, unpacked) are a few hundred tokens per example, so the measured "
-        "sequences were far shorter than 4096",
+        note="sequences are at most 512 tokens (the default data's truncation), an upper "
+        "bound: shorter batches need less. At the stated 4096 the prediction is 54 GB: the "
+        "checkpointed layer inputs alone would be 21.5 GB",
     ),
     Row(
         "Llama2-70B full, PagedAdamW, 8x A100 FSDP, bs 4, seq 4096",
         "llama-2-70b",
         Workload(seq_len=4096, batch=4),
-        MethodSpec(kind="full", optimizer="paged_adamw8bit", gpus=8, sharding="zero3"),
+        MethodSpec(
+            kind="full", optimizer="paged_adamw8bit", gpus=8, sharding="zero3", logit_copies=4
+        ),
         70.4e9,
         "torchtune README (v0.1)",
     ),
@@ -121,14 +143,16 @@ ROWS = [
             attention="flash",
             gpus=8,
             sharding="zero2",
+            logit_copies=5,
         ),
         25.7e9,
         "LongLoRA (Chen et al. 2023), table 12",
         allocator_peak=False,
-        note="transformers of 2023 (4.31-4.34) upcast the logits to fp32 inside the model, "
-        "returned them, and made a shifted fp32 copy for the loss: about 20 B per logit "
-        "instead of today's 12 (+2.1 GB at 8192 x 32,000 logits); DeepSpeed's ZeRO-2 "
-        "buffers add more",
+        # transformers of 2023 (4.31-4.34) upcast the logits to fp32 inside the model,
+        # returned them, and made a shifted contiguous fp32 copy for the loss: 5 fp32
+        # copies alive at the loss backward (logit_copies=5).
+        note="DeepSpeed's ZeRO-2 gradient buckets and the reserved (not allocated) memory "
+        "of a whole-process measurement are not modelled",
     ),
     Row(
         "bloomz-7b1 LoRA, A100-80GB, fp32, bs 8, seq 64",

@@ -72,6 +72,31 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     help="For the freeze method: how many top decoder layers train.",
 )
 @click.option(
+    "--optimizer-in-backward/--no-optimizer-in-backward",
+    default=False,
+    show_default=True,
+    help="Step the optimizer per parameter inside the backward and free each gradient "
+    "at once (torchtune's optimizer_in_bwd): the gradients never all exist. Needs "
+    "--grad-accum 1.",
+)
+@click.option(
+    "--unquantized-fp32/--unquantized-16bit",
+    default=False,
+    show_default=True,
+    help="QLoRA: keep the unquantized embeddings, lm_head and norms in fp32, as peft's "
+    "prepare_model_for_kbit_training does (TRL, the QLoRA paper's code), or in the "
+    "16-bit compute dtype (transformers' loading, torchtune).",
+)
+@click.option(
+    "--logit-copies",
+    type=int,
+    default=3,
+    show_default=True,
+    help="fp32 copies of the seq x batch x vocab logits alive in the loss backward: 3 "
+    "with transformers 5; 4 if the model returns fp32 logits (torchtune 0.1); 5 with "
+    "transformers 4.31-4.44's shifted copy.",
+)
+@click.option(
     "--gpu",
     default=None,
     help="GPU id or alias (h100, a100-80gb, rtx-4090, ...). Default: the cheapest "
@@ -131,6 +156,9 @@ def plan_command(
     alpha: float,
     targets: str,
     freeze_layers: int,
+    optimizer_in_backward: bool,
+    unquantized_fp32: bool,
+    logit_copies: int,
     gpu: str | None,
     gpus: int,
     sharding: str,
@@ -170,6 +198,9 @@ def plan_command(
             gpus=gpus,
             sharding=sharding,
             freeze_layers=freeze_layers,
+            optimizer_in_backward=optimizer_in_backward,
+            unquantized_fp32=unquantized_fp32,
+            logit_copies=logit_copies,
         )
         for kind in kinds
     ]

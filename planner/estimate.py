@@ -46,8 +46,9 @@ def training_flops(arch: ModelArch, workload: Workload, method: MethodSpec) -> f
     Kaplan et al. 2020 / PaLM (Chowdhery et al. 2022, appendix B): 6·N per token for
     forward + backward of the weights, plus 12·L·(heads·head_dim)·s for attention.
     A frozen weight skips its weight-gradient matmul (4·N); layers below the trained
-    ones in ``freeze`` run forward only (2·N); LoRA adapters add 6·(their params);
-    gradient checkpointing recomputes one forward of the layers it backpropagates.
+    ones in ``freeze`` run forward only (2·N) unless gradient checkpointing is on
+    (transformers then backpropagates through them too); LoRA adapters add 6·(their
+    params); gradient checkpointing recomputes one forward of the layers it backpropagates.
     N counts active parameters (MoE) taking part in matmuls, including the lm_head.
     """
     s = workload.seq_len
@@ -75,6 +76,13 @@ def training_flops(arch: ModelArch, workload: Workload, method: MethodSpec) -> f
         per_token = 4 * body + 4 * head + 6 * adapters + L * attn_per_layer
         backward_layers = L
     if method.grad_checkpointing:
+        if method.kind == "freeze":
+            # transformers' checkpointing makes the embedding output require grad, so the
+            # frozen layers run a backward too: activation gradients (2·N, attention's
+            # backward 8/12 of its term), after recomputing their forward.
+            frozen = L - backward_layers
+            per_token += frozen * (2 * per_layer + 2 * attn_per_layer / 3)
+            backward_layers = L
         per_token += backward_layers * (2 * per_layer + attn_per_layer / 3)
     return float(per_token) * tokens
 
@@ -124,6 +132,11 @@ class Estimate:
         """The per-method object of ``paretune plan --format json``."""
         return {
             "method": self.method.kind,
+            "framework": {
+                "optimizer_in_backward": self.method.optimizer_in_backward,
+                "unquantized_fp32": self.method.unquantized_fp32,
+                "logit_copies": self.method.logit_copies,
+            },
             "trainable_params": self.trainable_params,
             "peak_gb": round(self.peak_gb, 3),
             "breakdown_gb": self.breakdown_gb,

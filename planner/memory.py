@@ -315,6 +315,27 @@ def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> floa
     return total
 
 
+def _largest_parameter(arch: ModelArch, method: MethodSpec) -> int:
+    """Values of the largest trainable parameter of ``method`` (transformers stores each
+    MoE layer's experts as one 3-D parameter; peft adapts them with one A and B each)."""
+
+    def copies(s: LinearShape) -> int:
+        return s.count if s.name.startswith("experts.") else 1
+
+    if method.uses_adapters:
+        return max(
+            (
+                method.rank * max(s.d_in, s.d_out) * copies(s)
+                for s in targeted_shapes(arch, method)
+            ),
+            default=0,
+        )
+    largest = max(s.d_in * s.d_out * copies(s) for s in arch.linear_shapes())
+    if method.kind == "full":
+        largest = max(largest, arch.vocab * arch.hidden)
+    return largest
+
+
 def _largest_tensor_values(arch: ModelArch) -> int:
     widest = max(arch.intermediate, arch.q_dim + 2 * arch.kv_dim, arch.hidden)
     if arch.is_moe:
@@ -354,11 +375,14 @@ def memory_terms(
     # double-quantized constants (0.127 bits); embeddings, lm_head, norms and MoE routers
     # stay 16-bit (transformers keeps the output embedding out of bitsandbytes), and each
     # matmul dequantizes one weight to 16-bit first (a transient of the largest Linear).
+    # With ``unquantized_fp32`` (peft's prepare_model_for_kbit_training) the parts that
+    # stay unquantized are cast to fp32 (4 B) instead.
     if method.kind == "qlora":
         quantized = arch.linear_params - arch.router_params
         bits = c["nf4_bits_per_param"] + c["nf4_double_quant_bits_per_param"]
         largest = max(s.d_in * s.d_out for s in arch.linear_shapes())
-        weights = quantized * bits / 8 + (arch.total_params - quantized) * pb + largest * pb
+        kept = c["bytes_per_param"]["fp32"] if method.unquantized_fp32 else pb
+        weights = quantized * bits / 8 + (arch.total_params - quantized) * kept + largest * pb
         layer_weight_bytes = (arch.linear_params - arch.router_params) / arch.layers * bits / 8
     else:
         weights = arch.total_params * pb
@@ -371,6 +395,17 @@ def memory_terms(
     # Gradients in the trainable parameters' dtype (ZeRO section 3.1: 2 B/param for 16-bit).
     gradients = trainable * trainable_dtype_bytes
     optimizer_states = _optimizer_bytes(arch, method, trainable, trainable_dtype_bytes)
+    if method.optimizer_in_backward:
+        if workload.grad_accum > 1:
+            raise InvalidSpecError(
+                "method: `optimizer_in_backward` steps on every micro-batch, so it cannot "
+                f"accumulate gradients over grad_accum {workload.grad_accum}",
+                "Use --grad-accum 1 with --optimizer-in-backward.",
+            )
+        # torchtune's optimizer_in_bwd: a hook per parameter steps and frees its gradient
+        # as soon as it is complete, so at most one parameter's gradient is alive (the
+        # largest: a vocab x hidden embedding or lm_head, or one layer matrix).
+        gradients = min(gradients, _largest_parameter(arch, method) * trainable_dtype_bytes)
 
     # Sharding (ZeRO section 5): stage 2 partitions gradients and optimizer states over
     # N GPUs; stage 3 (FSDP full shard) also the weights, plus the all-gathered full
@@ -397,7 +432,9 @@ def memory_terms(
         head += 2 * ab * arch.hidden
     full_stack = dense_layers * per_layer[False] + moe_layers * per_layer[True] + head
     expert_deltas = _expert_delta_bytes(arch, method)
-    loss_bytes = c["loss_bytes_per_logit"]
+    # fp32 copies of the logits alive at the loss backward (MethodSpec.logit_copies: 3 in
+    # transformers 5, the constant's derivation; more where the model returns fp32 logits).
+    loss_bytes = c["loss_bytes_per_logit"] * method.logit_copies / 3
     if arch.final_softcap:
         loss_bytes += ab  # gemma2's tanh logit soft-capping keeps its 16-bit output
     logits_loss = tokens * arch.vocab * loss_bytes
@@ -421,7 +458,11 @@ def memory_terms(
         # Full recomputation (Korthikanti section 5; HF gradient_checkpointing): each layer
         # keeps only its 16-bit input; the backward of one layer first rebuilds its
         # activations.
-        stored = (backward_layers * ab * arch.hidden + head) * tokens
+        # freeze: transformers' gradient checkpointing makes the embedding output require
+        # grad (enable_input_require_grads, so that checkpointed layers get a gradient),
+        # so the backward runs through every layer and every layer keeps its checkpoint.
+        kept_layers = arch.layers if method.kind == "freeze" else backward_layers
+        stored = (kept_layers * ab * arch.hidden + head) * tokens
         layer = max(
             per_layer[False] * tokens if dense_layers else 0,
             per_layer[True] * tokens + expert_deltas if moe_layers else 0,

@@ -105,6 +105,20 @@ class MethodSpec:
     copy), ``adamw8bit`` / ``paged_adamw8bit`` (bitsandbytes), ``adafactor`` (factored
     second moment, no momentum), ``sgd`` (momentum in the parameter dtype).
     ``gpus`` and ``sharding`` (``none`` = data parallel, ``zero2``, ``zero3``/FSDP).
+
+    Framework behaviours that change the peak (defaults: transformers + peft today):
+    ``optimizer_in_backward`` steps the optimizer on each parameter as soon as its
+    gradient is complete and frees that gradient (torchtune's ``optimizer_in_bwd``), so
+    the gradients of the whole model never exist at once; it needs ``grad_accum`` 1.
+    ``unquantized_fp32`` (QLoRA only): True when the run goes through peft's
+    ``prepare_model_for_kbit_training`` (the QLoRA paper's code, TRL, paretune's trial),
+    which casts every parameter bitsandbytes did not quantize (embeddings, lm_head,
+    norms) to fp32; False (default) keeps them in the 16-bit compute dtype, as
+    transformers loads them and torchtune trains them. ``logit_copies``: the fp32 copies of the seq x batch x
+    vocab logits alive at the loss backward: 3 with transformers 5 (log-softmax output,
+    its gradient, the logits' gradient), 4 when the model itself returns fp32 logits that
+    stay referenced (torchtune 0.1), 5 when the loss also makes a shifted contiguous fp32
+    copy (transformers 4.31-4.44's LlamaForCausalLM).
     """
 
     kind: MethodKind = "lora"
@@ -119,6 +133,9 @@ class MethodSpec:
     sharding: Sharding = "none"
     freeze_layers: int = 2
     lora_dropout: float = 0.0
+    optimizer_in_backward: bool = False
+    unquantized_fp32: bool = False
+    logit_copies: int = 3
 
     def __post_init__(self) -> None:
         _choice("method", "method", self.kind, METHODS)
@@ -130,11 +147,12 @@ class MethodSpec:
         _positive_number("method", "alpha", self.alpha)
         _positive_int("method", "gpus", self.gpus)
         _positive_int("method", "freeze_layers", self.freeze_layers)
-        if not isinstance(self.grad_checkpointing, bool):
-            raise InvalidSpecError(
-                "method: `grad_checkpointing` must be true or false, "
-                f"got {self.grad_checkpointing!r}"
-            )
+        for flag in ("grad_checkpointing", "optimizer_in_backward", "unquantized_fp32"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidSpecError(
+                    f"method: `{flag}` must be true or false, got {getattr(self, flag)!r}"
+                )
+        _positive_int("method", "logit_copies", self.logit_copies)
         if isinstance(self.lora_dropout, bool) or not 0 <= self.lora_dropout < 1:
             raise InvalidSpecError(
                 f"method: `lora_dropout` must be in [0, 1), got {self.lora_dropout!r}"

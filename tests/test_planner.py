@@ -387,8 +387,14 @@ def test_plan_json_contract() -> None:
     }
     assert [m["method"] for m in out["methods"]] == ["lora", "qlora"]
     for m in out["methods"]:
+        assert m["framework"] == {
+            "optimizer_in_backward": False,
+            "unquantized_fp32": False,
+            "logit_copies": 3,
+        }
         assert set(m) == {
             "method",
+            "framework",
             "trainable_params",
             "peak_gb",
             "breakdown_gb",
@@ -521,3 +527,117 @@ def test_fp32_runs_keep_fp32_activations() -> None:
     )
     assert full.breakdown["weights"] == 2 * half.breakdown["weights"]
     assert full.breakdown["activations"] > 1.5 * half.breakdown["activations"]
+
+
+# -- framework behaviours (MethodSpec options) -------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("kind", METHODS)
+def test_optimizer_in_backward_never_needs_more(kind: str, optimizer: str) -> None:
+    plain = MethodSpec(kind=kind, optimizer=optimizer)
+    in_backward = plain.with_(optimizer_in_backward=True)
+    for arch in (DENSE, MOE):
+        before = memory_terms(arch, WORK, plain)
+        after = memory_terms(arch, WORK, in_backward)
+        assert after.peak_bytes <= before.peak_bytes
+        assert set(after.breakdown) == set(TERMS)
+        assert after.breakdown["gradients"] <= before.breakdown["gradients"]
+        for term in ("weights", "optimizer_states", "activations", "logits_loss"):
+            assert after.breakdown[term] <= before.breakdown[term]
+
+
+def test_optimizer_in_backward_keeps_one_parameters_gradient() -> None:
+    # Without activations to hide behind (grad_accum 1 charges gradients only beyond the
+    # freed activations), compare the gradient terms of a full fine-tune on a tiny batch.
+    tiny = Workload(seq_len=16, batch=1)
+    full = memory_terms(DENSE, tiny, MethodSpec(kind="full"))
+    stepped = memory_terms(DENSE, tiny, MethodSpec(kind="full", optimizer_in_backward=True))
+    # Llama-3.2-1B's largest parameter is its tied vocab x hidden embedding (bf16).
+    assert stepped.breakdown["gradients"] <= DENSE.vocab * DENSE.hidden * 2
+    assert full.breakdown["gradients"] > stepped.breakdown["gradients"]
+
+
+def test_optimizer_in_backward_refuses_gradient_accumulation() -> None:
+    with pytest.raises(InvalidSpecError, match="grad_accum"):
+        memory_terms(DENSE, WORK.with_(grad_accum=4), MethodSpec(optimizer_in_backward=True))
+
+
+@pytest.mark.parametrize("arch", [DENSE, MOE, GPT2], ids=lambda a: a.name)
+def test_unquantized_fp32_upcast_never_needs_less(arch) -> None:
+    kept = memory_terms(arch, WORK, MethodSpec(kind="qlora"))
+    upcast = memory_terms(arch, WORK, MethodSpec(kind="qlora", unquantized_fp32=True))
+    unquantized = arch.total_params - (arch.linear_params - arch.router_params)
+    # Exactly 2 more bytes for each unquantized parameter (bf16 -> fp32).
+    assert upcast.breakdown["weights"] - kept.breakdown["weights"] == pytest.approx(
+        2 * unquantized, abs=2
+    )
+    assert upcast.peak_bytes > kept.peak_bytes
+    # It only changes QLoRA: the other methods do not quantize anything.
+    for kind in ("full", "lora", "dora", "freeze"):
+        assert _peak(arch, WORK, MethodSpec(kind=kind, unquantized_fp32=True)) == _peak(
+            arch, WORK, MethodSpec(kind=kind)
+        )
+
+
+@pytest.mark.parametrize("kind", METHODS)
+def test_logit_copies_scale_the_loss_term(kind: str) -> None:
+    terms = [
+        memory_terms(DENSE, WORK, MethodSpec(kind=kind, logit_copies=n)) for n in (3, 4, 5)
+    ]
+    tokens = WORK.seq_len * WORK.batch
+    losses = [t.breakdown["logits_loss"] for t in terms]
+    assert losses[0] == tokens * DENSE.vocab * 12
+    assert losses[1] - losses[0] == tokens * DENSE.vocab * 4 == losses[2] - losses[1]
+    assert terms[0].peak_bytes < terms[1].peak_bytes < terms[2].peak_bytes
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("optimizer_in_backward", "yes"), ("unquantized_fp32", 1), ("logit_copies", 0)],
+)
+def test_framework_options_are_validated(field: str, value: object) -> None:
+    with pytest.raises(InvalidSpecError, match=field):
+        MethodSpec(**{field: value})
+
+
+def test_freeze_with_checkpointing_keeps_every_layers_checkpoint() -> None:
+    # transformers' checkpointing makes the embedding output require grad, so all
+    # layers, not only the top k, keep their 16-bit input and run a backward.
+    arch = resolve_model("llama-3.1-8b")
+    work = Workload(seq_len=2048, batch=1)
+    top2 = memory_terms(arch, work, MethodSpec(kind="freeze", freeze_layers=2))
+    top8 = memory_terms(arch, work, MethodSpec(kind="freeze", freeze_layers=8))
+    checkpoints = arch.layers * arch.hidden * 2 * 2048
+    assert top2.breakdown["activations"] >= checkpoints
+    # The checkpoints do not depend on how many layers train.
+    assert abs(top8.breakdown["activations"] - top2.breakdown["activations"]) < 0.1 * checkpoints
+    # Time: the backward through the frozen layers costs FLOPs.
+    no_ckpt = MethodSpec(kind="freeze", freeze_layers=2, grad_checkpointing=False)
+    assert training_flops(arch, work, MethodSpec(kind="freeze", freeze_layers=2)) > (
+        training_flops(arch, work, no_ckpt) + 2 * arch.layer_params * work.tokens * 28
+    )
+
+
+def test_plan_command_takes_the_framework_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "plan", "llama-2-7b", "--method", "qlora",
+         "--unquantized-fp32", "--logit-copies", "4", "--optimizer-in-backward",
+         "--format", "json"],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (method,) = json.loads(done.stdout)["methods"]
+    assert method["framework"] == {
+        "optimizer_in_backward": True,
+        "unquantized_fp32": True,
+        "logit_copies": 4,
+    }
+    refused = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "plan", "llama-2-7b", "--optimizer-in-backward",
+         "--grad-accum", "8"],
+        capture_output=True, text=True, check=False,
+    )
+    assert refused.returncode == 2
+    assert "grad-accum 1" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
