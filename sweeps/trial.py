@@ -502,6 +502,8 @@ def _planner_prediction(config: TrialConfig, model_path: str, precision: str, da
             optimizer=config.optimizer, precision=precision if config.method != "qlora" or
             precision != "fp32" else "bf16", grad_checkpointing=config.grad_checkpointing,
             freeze_layers=config.freeze_trainable_layers, lora_dropout=config.dropout,
+            # QLoRA goes through prepare_model_for_kbit_training: fp32 unquantized parts.
+            unquantized_fp32=config.method == "qlora",
         )
         found = estimate(arch, workload, method, gpu=config.gpu, provider=config.provider)
     except Exception:  # noqa: BLE001 - a prediction is optional; the measurement is not
