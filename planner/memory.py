@@ -441,15 +441,18 @@ def memory_terms(
     # The backward of a layer holds gradients of its activations: bounded by its widest
     # tensor, twice (the incoming gradient and the one being produced).
     backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
+    dora_forward = 0.0
     if method.kind == "dora":
         # peft's DoRA rebuilds each adapted module's weight in its forward to take the
-        # column norm (DoraLinearLayer): B·A through an fp32 identity of d_in x d_in
-        # (get_lora_weight), an fp32 copy of the base weight and their sum (3 fp32
-        # d_out x d_in): a transient of the largest module, alive during its forward.
+        # column norm (DoraLinearLayer.forward / get_lora_weight / get_weight_norm): an
+        # fp32 identity of d_in x d_in, B·A through it (d_out x d_in, kept while the
+        # module's forward runs), an fp32 copy of the base weight, the scaled B·A, their
+        # sum, and the squares torch.linalg.norm reduces (5 fp32 d_out x d_in): a
+        # transient of the largest module, alive during its forward.
         adapter = c["adapter_bytes_per_param"]
-        backward_temporaries += max(
+        dora_forward = max(
             (
-                adapter * (s.d_in * s.d_in + 3 * s.d_in * s.d_out)
+                adapter * (s.d_in * s.d_in + 5 * s.d_in * s.d_out)
                 for s in targeted_shapes(arch, method)
             ),
             default=0,
@@ -467,12 +470,17 @@ def memory_terms(
             per_layer[False] * tokens if dense_layers else 0,
             per_layer[True] * tokens + expert_deltas if moe_layers else 0,
         )
-        working = layer + backward_temporaries
+        # The recomputed forward (with DoRA's transient) runs inside the backward.
+        working = layer + backward_temporaries + dora_forward
+        forward_excess = 0.0
     else:
         stored = full_stack * tokens + moe_layers * expert_deltas
         working = backward_temporaries
+        # DoRA's transient in the last layer's forward: every activation is stored by
+        # then, and the logits do not exist yet, so it is not hidden by them.
+        forward_excess = dora_forward
     # The loss phase and a layer's backward never overlap: charge only the excess.
-    activations = stored + max(0.0, working - logits_loss)
+    activations = stored + max(forward_excess, working - logits_loss)
     # Two moments hold the peak: the loss phase (activations and logits alive) and the end
     # of the backward / optimizer step (all gradients and states alive, activations freed).
     # Terms that exist only in the second are charged for what they need beyond the
