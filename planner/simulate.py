@@ -181,6 +181,9 @@ def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec,
         notes.append(f"{method.optimizer} states: bitsandbytes bytes (the step ran torch AdamW)")
     if method.kind == "qlora":
         notes.append("QLoRA base simulated in 16-bit; quantized weights counted as NF4 bytes")
+        if method.unquantized_fp32 and recipe == "planner":
+            notes.append("unquantized_fp32 is not simulated: embeddings, lm_head and norms stay "
+                         "16-bit here (recipe='trial' upcasts them)")
     if method.gpus > 1:
         notes.append("simulated on one device without sharding")
     param_dtype, autocast_dtype = _dtypes(method.precision)
