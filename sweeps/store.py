@@ -132,8 +132,10 @@ TRIAL_COLUMNS: list[tuple[str, str, str]] = [
     ("predicted_hours", "DOUBLE", "planner: hours on the target GPU"),
     ("predicted_dollars", "DOUBLE", "planner: dollars on the target GPU"),
     ("gpu_memory_gb", "DOUBLE", "memory of the target GPU the gate compared with"),
-    ("measured_peak_gb", "DOUBLE", "measured peak allocated memory"),
+    ("measured_peak_gb", "DOUBLE",
+     "measured peak memory of the trial: CUDA allocated, or CPU resident above the baseline"),
     ("measured_peak_reserved_gb", "DOUBLE", "measured peak reserved memory (CUDA)"),
+    ("measured_process_peak_gb", "DOUBLE", "peak resident memory of the trial process"),
     ("wall_s", "DOUBLE", "trial wall-clock seconds"),
     ("load_s", "DOUBLE", "model and data loading seconds"),
     ("train_s", "DOUBLE", "training seconds"),
@@ -227,6 +229,8 @@ def _create_sql() -> list[str]:
         table("studies", STUDY_COLUMNS),
         table("trials", TRIAL_COLUMNS, ",\n  PRIMARY KEY (study, number)"),
         table("steps", STEP_COLUMNS, ",\n  PRIMARY KEY (study, number, step)"),
+        # Added after the first release: results files written before it gain the column.
+        "ALTER TABLE trials ADD COLUMN IF NOT EXISTS measured_process_peak_gb DOUBLE",
         _FRONTIER_SQL,
         _CALIBRATION_SQL,
     ]
@@ -605,6 +609,7 @@ def trial_row(
     row["gpu_memory_gb"] = attrs.get("gpu_memory_gb")
     row["measured_peak_gb"] = measured.get("peak_gb")
     row["measured_peak_reserved_gb"] = measured.get("peak_reserved_gb")
+    row["measured_process_peak_gb"] = measured.get("process_peak_gb")
     for name in ("wall_s", "load_s", "train_s", "eval_s", "tokens", "tokens_per_s", "mfu"):
         row[name] = measured.get(name)
     row["steps_done"] = measured.get("steps")

@@ -455,18 +455,43 @@ def _optimizer(config: TrialConfig, parameters: list, device):
 # --- measuring ----------------------------------------------------------------------------------
 
 
-def _peak_gb(device) -> tuple[float, float | None]:
-    """(peak, reserved) in GB: CUDA max allocated/reserved, or the process's peak RSS on CPU."""
+def _memory_baseline_gb() -> float:
+    """Start measuring the trial's memory: the resident set now, with the peak reset to it.
+
+    Linux resets the peak resident set ("VmHWM", ``ru_maxrss``) when 5 is written to
+    ``/proc/self/clear_refs`` (proc(5)), so a process that ran something bigger before (a test
+    session, an earlier trial) does not hide this trial's peak. Elsewhere the peak so far is
+    both the baseline and the starting peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+    except (OSError, ValueError, IndexError):
+        return _process_peak_gb()
+
+
+def _process_peak_gb() -> float:
+    """The process's peak resident set size, libraries included."""
+    import resource
+
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+def _peak_gb(device, baseline_gb: float = 0.0) -> tuple[float, float | None]:
+    """(peak, reserved) in GB: CUDA max allocated/reserved, or on CPU the peak resident set
+    above ``baseline_gb``, the resident set after imports and before any data or model was
+    loaded. The planner predicts the trial's own memory (weights, gradients, optimizer state,
+    activations), not the ~0.5 GB of torch and libraries every process carries, so only the
+    growth is comparable with it."""
     if device.type == "cuda":
         import torch
 
         return (torch.cuda.max_memory_allocated(device) / 1e9,
                 torch.cuda.max_memory_reserved(device) / 1e9)
-    import resource
-
-    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9, None
+    return max(0.0, _process_peak_gb() - baseline_gb), None
 
 
 def _versions() -> dict[str, str]:
@@ -616,6 +641,10 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     # 1. Where it runs and what an hour of it costs (bad ids fail here, before any work).
     device = _device(config.device)
     precision = _precision(config, device)
+    # The libraries a trial loads anyway, imported before the memory baseline is taken.
+    import peft  # noqa: F401
+
+    baseline_gb = _memory_baseline_gb() if device.type == "cpu" else 0.0
     usd_per_hour, provider, gpu_id = _price(config)
     sources = _sources(config)
     _seed_everything(config.seed)
@@ -746,7 +775,7 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
                 evals_since_best += 1
         log = StepLog(step=step, epoch=round(epoch, 4), loss=step_loss, lr=lr,
                       tokens_per_s=step_tokens / elapsed if elapsed > 0 else 0.0,
-                      peak_gb=round(_peak_gb(device)[0], 4), eval_nll=eval_nll)
+                      peak_gb=round(_peak_gb(device, baseline_gb)[0], 4), eval_nll=eval_nll)
         steps.append(log)
         if on_step is not None:
             on_step(log)
@@ -759,7 +788,7 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
             for name, value in best_state.items():
                 named[name].copy_(value.to(named[name].device))
     model.eval()
-    peak_gb, reserved_gb = _peak_gb(device)
+    peak_gb, reserved_gb = _peak_gb(device, baseline_gb)
 
     # 6. Quality and forgetting, against the cached base scores.
     eval_started = time.perf_counter()
@@ -782,7 +811,9 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     predicted, estimate = _planner_prediction(config, sources.model, precision, data, epochs_run)
     dollars = wall_s / 3600 * usd_per_hour if usd_per_hour is not None else None
     measured = Measured(
-        peak_gb=peak_gb, peak_reserved_gb=reserved_gb, wall_s=wall_s, load_s=load_s,
+        peak_gb=peak_gb, peak_reserved_gb=reserved_gb,
+        process_peak_gb=_process_peak_gb() if device.type == "cpu" else None,
+        wall_s=wall_s, load_s=load_s,
         train_s=train_s, eval_s=eval_s, tokens=tokens_trained, tokens_per_s=tokens_per_s,
         mfu=_mfu(estimate, tokens_per_s, device, config), steps=len(steps),
     )

@@ -137,8 +137,12 @@ class Forgetting(_Strict):
 
 
 class Measured(_Strict):
+    # peak_gb is the trial's own memory: CUDA max allocated, or on CPU the peak resident set
+    # above the process's baseline after imports (comparable with the planner's prediction);
+    # process_peak_gb is the whole process's peak resident set, libraries included.
     peak_gb: float | None = None
     peak_reserved_gb: float | None = None
+    process_peak_gb: float | None = None
     wall_s: float | None = None
     load_s: float | None = None
     train_s: float | None = None
