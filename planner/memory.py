@@ -441,6 +441,19 @@ def memory_terms(
     # The backward of a layer holds gradients of its activations: bounded by its widest
     # tensor, twice (the incoming gradient and the one being produced).
     backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
+    if method.uses_adapters:
+        # peft adds the fp32 LoRA branch to the 16-bit base output, which promotes the sum
+        # to fp32 (LoraLayer Linear.forward); its backward holds fp32 gradients: the
+        # sum's (d_out), the scaled branch's (d_out) and the adapter input's (d_in), for
+        # the widest adapted module.
+        backward_temporaries += tokens * max(
+            (
+                c["adapter_bytes_per_param"] * (2 * s.d_out + s.d_in)
+                for s in targeted_shapes(arch, method)
+                if not s.name.startswith("experts.")
+            ),
+            default=0,
+        )
     dora_forward = 0.0
     if method.kind == "dora":
         # peft's DoRA rebuilds each adapted module's weight in its forward to take the
