@@ -14,6 +14,16 @@ own memory at ``config.memory_limit_gb`` once its libraries are loaded: its shar
 GPU on CUDA, its address space (``RLIMIT_AS``) on CPU); ``timeout`` when ``timeout_s`` (or
 ``config.time_limit_s``) passes, after which the child's whole process group is killed;
 ``failed`` for anything else, with the end of its stderr. :func:`run_trial_isolated` never raises for a trial's failure.
+
+How the child starts: a CPU trial (``device = "cpu"``) forks from a warm server process that
+has torch, transformers and peft imported already (``multiprocessing`` "forkserver"), which
+saves the ~2-5 s each fresh interpreter spends importing them. The forked child first makes
+itself a new session (so a timeout still kills its whole process group), takes the trial's
+environment, sends its stdout to the parent's stderr and its stderr to the kept file, then
+runs exactly what a fresh child runs. GPU and ``auto`` trials always start a fresh
+interpreter: ``CUDA_VISIBLE_DEVICES`` must be in place before CUDA is initialised, and the
+libraries the server imports may initialise it (bitsandbytes probes the GPU on import), after
+which a forked child could not use CUDA at all.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -65,14 +76,18 @@ def run_trial_isolated(
     env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     raise_user_errors: bool = False,
+    start: str | None = None,
 ) -> TrialResult:
     """Run :func:`sweeps.trial.run_trial` in a child process; see the module docstring.
 
     ``env`` is added to the child's environment (e.g. ``CUDA_VISIBLE_DEVICES``).
     ``timeout_s`` defaults to ``config.time_limit_s``. With ``raise_user_errors`` a bad
     configuration found by the child raises :class:`TrialInputError` here (the command
-    line's exit code 2); otherwise it is a ``failed`` trial like any other.
+    line's exit code 2); otherwise it is a ``failed`` trial like any other. ``start`` is
+    ``"warm"`` (fork from the preloaded server) or ``"fresh"`` (a new interpreter); by default
+    warm for CPU trials and fresh for the rest.
     """
+    warm = (start or ("warm" if config.device == "cpu" else "fresh")) == "warm"
     limit = timeout_s if timeout_s is not None else config.time_limit_s
     read_fd, write_fd = os.pipe()
     child_env = dict(os.environ)
@@ -83,25 +98,32 @@ def run_trial_isolated(
     )
     started = time.monotonic()
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "sweeps.isolation", str(write_fd)],
-            stdin=subprocess.PIPE,
-            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
-            stderr=stderr_file,
-            pass_fds=(write_fd,),
-            env=child_env,
-            start_new_session=True,  # its own process group: a timeout kills all of it
-        )
+        if warm:
+            os.close(read_fd)
+            os.close(write_fd)
+            child, read_fd = _start_warm(config, child_env, stderr_file.name)
+        else:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "sweeps.isolation", str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
+                stderr=stderr_file,
+                pass_fds=(write_fd,),
+                env=child_env,
+                start_new_session=True,  # its own process group: a timeout kills all of it
+            )
     except OSError as error:
-        os.close(read_fd)
-        os.close(write_fd)
+        if not warm:
+            os.close(read_fd)
+            os.close(write_fd)
         stderr_file.close()
         os.unlink(stderr_file.name)
         return _ended(config, "failed", f"could not start the trial process: {error}")
-    os.close(write_fd)
-    assert child.stdin is not None
-    child.stdin.write(config.model_dump_json().encode())
-    child.stdin.close()
+    if not warm:
+        os.close(write_fd)
+        assert child.stdin is not None
+        child.stdin.write(config.model_dump_json().encode())
+        child.stdin.close()
 
     result: TrialResult | None = None
     user_error: dict | None = None
@@ -166,11 +188,98 @@ def _has_fileno(stream) -> bool:
     return True
 
 
-def _kill_group(child: subprocess.Popen) -> None:
+def _kill_group(child) -> None:
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        # A warm child killed before it made its own session: only the process itself.
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# --- warm start: fork from a server with the libraries imported ---------------------------------
+
+# Imported once in the fork server; a module that fails to import there is skipped (and
+# imported by the child as usual).
+_WARM_MODULES = ["torch", "transformers", "peft", "sweeps.trial", "sweeps.metrics", "sweeps.data",
+                 "transformers.models.llama.modeling_llama"]
+_WARM_LOCK = threading.Lock()
+_warm_context = None
+
+
+class _WarmChild:
+    """A forked trial process with the part of ``subprocess.Popen`` the parent uses."""
+
+    def __init__(self, process) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self) -> int:
+        self._process.join()
+        return self._process.exitcode
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+
+def _start_warm(config: TrialConfig, env: dict[str, str], stderr_path: str) -> tuple[_WarmChild, int]:
+    """Fork the trial from the warm server; return the child and the read end of its channel."""
+    global _warm_context
+    import multiprocessing
+
+    with _WARM_LOCK:
+        if _warm_context is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_WARM_MODULES)
+            _warm_context = context
+        context = _warm_context
+    reader, writer = context.Pipe(duplex=False)
+    try:
+        process = context.Process(
+            target=_warm_child, args=(config.model_dump_json(), writer, env, stderr_path),
+            name=f"paretune-trial-{config.trial_number}", daemon=False,
+        )
+        process.start()
+    except Exception as error:  # noqa: BLE001 - the server could not fork: say so as OSError
+        reader.close()
+        writer.close()
+        raise OSError(str(error)) from error
+    writer.close()
+    read_fd = os.dup(reader.fileno())
+    reader.close()
+    return _WarmChild(process), read_fd
+
+
+def _warm_child(config_json: str, writer, env: dict[str, str], stderr_path: str) -> None:
+    """In the forked child: the same isolation a fresh interpreter gets, then the trial."""
+    import multiprocessing
+
+    os.setsid()  # its own process group: a timeout kills all of it
+    # Locks the libraries make (tqdm's) are then plain, not named semaphores registered with
+    # the server's resource tracker, which would report them as leaked when the child exits.
+    multiprocessing.set_start_method("fork", force=True)
+    os.environ.clear()
+    os.environ.update(env)
+    threads = env.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))  # torch read the variable in the server already
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(2, 1)  # library chatter on stdout goes to the parent's stderr
+    kept = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(kept, 2)
+    os.close(kept)
+    write_fd = os.dup(writer.fileno())
+    writer.close()
+    sys.exit(_child(write_fd, config_json))
 
 
 def _oom_message(tail: str, config: TrialConfig) -> str:
@@ -208,13 +317,14 @@ def _limit_memory(limit_gb: float | None, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
-def _child(write_fd: int) -> int:
+def _child(write_fd: int, config_json: str | None = None) -> int:
     channel = os.fdopen(write_fd, "w", buffering=1)
 
     def send(message: dict) -> None:
         channel.write(json.dumps(message) + "\n")
 
-    config = TrialConfig.model_validate_json(sys.stdin.read())
+    config = TrialConfig.model_validate_json(config_json if config_json is not None
+                                             else sys.stdin.read())
     try:
         import torch  # noqa: F401 - loaded before the memory cap, see _limit_memory
         import transformers  # noqa: F401

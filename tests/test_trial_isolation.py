@@ -38,6 +38,34 @@ def test_time_limit_ends_as_timeout(tmp_path: Path) -> None:
     assert "2 s" in result.error
 
 
+def test_a_warm_child_trains_exactly_like_a_fresh_one(tmp_path: Path, demo) -> None:
+    """CPU trials fork from the preloaded server; the outcome is the same as from a new
+    interpreter (same seed, same numbers), with per-step progress on the same channel."""
+    config = TrialConfig(device="cpu", max_steps=3, eval_every=1, max_new_tokens=2,
+                         run_dir=str(tmp_path), save="none")
+    warm_steps = []
+    warm = run_trial_isolated(config, env=_ONE_THREAD, start="warm", on_step=warm_steps.append)
+    fresh = run_trial_isolated(config, env=_ONE_THREAD, start="fresh")
+    assert warm.state == fresh.state == "complete", (warm.error, fresh.error)
+    assert [s.step for s in warm_steps] == [1, 2, 3]
+    assert warm.quality.eval_nll == fresh.quality.eval_nll
+    assert warm.forgetting.retain_kl == fresh.forgetting.retain_kl
+    assert 0 < warm.measured.peak_gb < 0.5  # the trial's own memory, not the libraries'
+
+
+def test_a_warm_child_times_out_and_runs_out_of_memory_like_a_fresh_one(tmp_path: Path,
+                                                                        demo) -> None:
+    hung = run_trial_isolated(TrialConfig(device="cpu", max_steps=10_000, run_dir=str(tmp_path)),
+                              timeout_s=3, start="warm")
+    assert hung.state == "timeout", hung.error
+    capped = run_trial_isolated(TrialConfig(device="cpu", max_steps=2, memory_limit_gb=0.05,
+                                            run_dir=str(tmp_path)), env=_ONE_THREAD, start="warm")
+    assert capped.state == "oom", capped.error
+    missing = run_trial_isolated(TrialConfig(device="cpu", model=str(tmp_path / "nowhere"),
+                                             run_dir=str(tmp_path)), start="warm")
+    assert missing.state == "failed" and missing.error
+
+
 def test_bad_input_in_the_child_is_a_failed_trial(tmp_path: Path) -> None:
     broken = tmp_path / "model"
     broken.mkdir()
