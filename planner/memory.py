@@ -484,8 +484,9 @@ def memory_terms(
             per_layer[False] * tokens if dense_layers else 0,
             per_layer[True] * tokens + expert_deltas if moe_layers else 0,
         )
-        # The recomputed forward (with DoRA's transient) runs inside the backward.
-        working = layer + backward_temporaries + dora_forward
+        # The recomputed forward (with DoRA's transient) runs inside the backward, before
+        # the layer's own gradient temporaries exist.
+        working = layer + max(backward_temporaries, dora_forward)
         forward_excess = 0.0
     else:
         stored = full_stack * tokens + moe_layers * expert_deltas

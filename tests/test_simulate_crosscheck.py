@@ -50,10 +50,8 @@ _ACTIVATIONS_WHY = (
     "residual gaps of planner.memory's activation terms at these tiny sizes (per-token "
     "constants weigh more than at 7B, where the two agree within a few percent, see "
     "benchmarks/simulate_vs_analytic.py): MoE routing buffers and the experts' LoRA "
-    "deltas; DoRA's weight-norm transient with checkpointing at 32 tokens (the formula "
-    "charges it on top of the recomputed layer; the fused modules of phi3, gemma and bloom "
-    "overstate it); Gemma 3's extra norms with full fine-tuning; checkpointed gemma2, bloom "
-    "and mixtral layers. One gap is the simulator's: gpt2 trains with attention dropout, "
+    "deltas; Gemma 3's extra norms with full fine-tuning; checkpointed gemma2, bloom and "
+    "mixtral layers. One gap is the simulator's: gpt2 trains with attention dropout, "
     "which the CPU flash kernel lacks, so the CPU runs SDPA's math kernel and keeps s x s "
     "scores and masks that CUDA's flash kernel would not")
 
@@ -65,15 +63,15 @@ AGREEING: dict[str, set[tuple[str, bool]]] = {
     "mistral": _EVERY_CELL,
     "qwen2": _EVERY_CELL,
     "qwen3": _EVERY_CELL,
-    "phi3": _EVERY_CELL - {("dora", True)},
+    "phi3": _EVERY_CELL,
     "gemma2": {("full", False), ("lora", False), ("lora", True), ("qlora", False),
-               ("qlora", True), ("dora", False)},
+               ("qlora", True), ("dora", False), ("dora", True)},
     "gemma3_text": {("lora", False), ("lora", True), ("qlora", False), ("qlora", True),
-                    ("dora", False)},
-    "bloom": {(kind, False) for kind in ("full", "lora", "qlora", "dora")},
-    "mixtral": {("full", False), ("dora", False)},
-    "qwen3_moe": {("dora", False)},
-    "qwen2_moe": set(),
+                    ("dora", False), ("dora", True)},
+    "bloom": {(kind, False) for kind in ("full", "lora", "qlora", "dora")} | {("dora", True)},
+    "mixtral": {("full", False), ("dora", False), ("dora", True)},
+    "qwen3_moe": {("dora", False), ("dora", True)},
+    "qwen2_moe": {("dora", True)},
     "gpt2": set(),
 }
 
