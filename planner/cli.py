@@ -84,7 +84,7 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     default=False,
     show_default=True,
     help="QLoRA: keep the unquantized embeddings, lm_head and norms in fp32, as peft's "
-    "prepare_model_for_kbit_training does (TRL, the QLoRA paper's code), or in the "
+    "prepare_model_for_kbit_training does (TRL, paretune trial), or in the "
     "16-bit compute dtype (transformers' loading, torchtune).",
 )
 @click.option(

@@ -111,10 +111,11 @@ class MethodSpec:
     gradient is complete and frees that gradient (torchtune's ``optimizer_in_bwd``), so
     the gradients of the whole model never exist at once; it needs ``grad_accum`` 1.
     ``unquantized_fp32`` (QLoRA only): True when the run goes through peft's
-    ``prepare_model_for_kbit_training`` (the QLoRA paper's code, TRL, paretune's trial),
-    which casts every parameter bitsandbytes did not quantize (embeddings, lm_head,
-    norms) to fp32; False (default) keeps them in the 16-bit compute dtype, as
-    transformers loads them and torchtune trains them. ``logit_copies``: the fp32 copies of the seq x batch x
+    ``prepare_model_for_kbit_training`` (TRL, paretune's trial), which casts every
+    parameter bitsandbytes did not quantize (embeddings, lm_head, norms) to fp32; False
+    (default) keeps them in the 16-bit compute dtype, as transformers loads them and
+    torchtune trains them (the QLoRA paper's qlora.py casts embeddings and lm_head back
+    to bf16 after that call). ``logit_copies``: the fp32 copies of the seq x batch x
     vocab logits alive at the loss backward: 3 with transformers 5 (log-softmax output,
     its gradient, the logits' gradient), 4 when the model itself returns fp32 logits that
     stay referenced (torchtune 0.1), 5 when the loss also makes a shifted contiguous fp32
