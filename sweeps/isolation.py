@@ -23,7 +23,10 @@ environment, sends its stdout to the parent's stderr and its stderr to the kept 
 runs exactly what a fresh child runs. GPU and ``auto`` trials always start a fresh
 interpreter: ``CUDA_VISIBLE_DEVICES`` must be in place before CUDA is initialised, and the
 libraries the server imports may initialise it (bitsandbytes probes the GPU on import), after
-which a forked child could not use CUDA at all.
+which a forked child could not use CUDA at all. As with any ``multiprocessing`` start but
+"fork", the child imports the parent's main script (the ``paretune`` command, a benchmark), so
+a script of your own that runs CPU trials needs the ``if __name__ == "__main__":`` guard, or
+``start="fresh"``.
 """
 
 from __future__ import annotations
@@ -246,7 +249,7 @@ def _start_warm(config: TrialConfig, env: dict[str, str], stderr_path: str) -> t
             name=f"paretune-trial-{config.trial_number}", daemon=False,
         )
         process.start()
-    except Exception as error:  # noqa: BLE001 - the server could not fork: say so as OSError
+    except Exception as error:  # the server could not fork: reported as OSError
         reader.close()
         writer.close()
         raise OSError(str(error)) from error
