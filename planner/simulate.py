@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from planner.memory import TERMS
+
 if TYPE_CHECKING:
     from planner.arch import ModelArch
     from planner.specs import MethodSpec, Workload
@@ -43,17 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["TERMS", "SimulatedPeak", "simulate"]
 
 GB = 1e9
-
-# Breakdown terms, named as in the analytic estimate where they mean the same thing.
-TERMS = (
-    "weights",
-    "adapter_weights",
-    "gradients",
-    "optimizer_states",
-    "activations",
-    "logits_loss",
-    "framework_overhead",
-)
 
 # Layer counts simulated before extrapolating: two even counts, so that families whose
 # layers alternate two kinds (Gemma 2 sliding-window / global) stay balanced.

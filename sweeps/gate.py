@@ -107,7 +107,8 @@ class Gate:
         if arch is None:
             return Prediction(gpu_memory_gb=self.gpu_memory_gb, note=self._planner_error)
         try:
-            from planner import MethodSpec, Workload, estimate
+            from planner import Workload, estimate
+            from sweeps.prediction import planner_method
 
             workload = Workload(
                 seq_len=config.max_seq_len,
@@ -117,16 +118,8 @@ class Gate:
                 epochs=config.epochs,
                 packing=config.packing,
             )
-            method = MethodSpec(
-                kind=config.method,
-                rank=config.rank,
-                alpha=config.alpha,
-                targets=config.targets,
-                optimizer=config.optimizer,
-                precision="bf16" if config.precision == "auto" else config.precision,
-                grad_checkpointing=config.grad_checkpointing,
-                freeze_layers=config.freeze_trainable_layers,
-                lora_dropout=config.dropout,
+            method = planner_method(
+                config, precision="bf16" if config.precision == "auto" else config.precision
             )
             est = estimate(arch, workload, method, gpu=hw.gpu, provider=hw.provider)
         except (ImportError, TypeError, UserError, ValueError) as error:

@@ -510,7 +510,8 @@ def _planner_prediction(config: TrialConfig, model_path: str, precision: str, da
                         epochs: float) -> tuple[Predicted, Any]:
     """The planner's estimate of this same run; empty when it cannot model the model."""
     try:
-        from planner import MethodSpec, Workload, estimate, resolve_model
+        from planner import Workload, estimate, resolve_model
+        from sweeps.prediction import planner_method
 
         longest = max(len(ids) for ids in data.train.input_ids)
         arch = resolve_model(model_path)
@@ -522,14 +523,7 @@ def _planner_prediction(config: TrialConfig, model_path: str, precision: str, da
             epochs=epochs,
             packing=config.packing,
         )
-        method = MethodSpec(
-            kind=config.method, rank=config.rank, alpha=config.alpha, targets=config.targets,
-            optimizer=config.optimizer, precision=precision if config.method != "qlora" or
-            precision != "fp32" else "bf16", grad_checkpointing=config.grad_checkpointing,
-            freeze_layers=config.freeze_trainable_layers, lora_dropout=config.dropout,
-            # QLoRA goes through prepare_model_for_kbit_training: fp32 unquantized parts.
-            unquantized_fp32=config.method == "qlora",
-        )
+        method = planner_method(config, precision=precision)
         found = estimate(arch, workload, method, gpu=config.gpu, provider=config.provider)
     except Exception:  # noqa: BLE001 - a prediction is optional; the measurement is not
         return Predicted(), None
