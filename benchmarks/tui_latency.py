@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import duckdb  # noqa: E402
+import duckdb
 
-from tui.app import ParetuneApp  # noqa: E402
+from tui.app import ParetuneApp
 
 SIZE = (120, 40)
 ROWS = 100_000

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner import MethodSpec, Workload, memory_terms, resolve_model  # noqa: E402
-from planner.memory import constants  # noqa: E402
+from planner import MethodSpec, Workload, memory_terms, resolve_model
+from planner.memory import constants
 
 
 @dataclass(frozen=True)

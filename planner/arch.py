@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from planner.errors import ModelConfigError
 
-__all__ = ["ModelArch", "LinearShape", "SUPPORTED_MODEL_TYPES", "arch_from_config"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "LinearShape", "ModelArch", "arch_from_config"]
 
 # Families whose module layout the counter knows. Each maps config keys onto the same
 # decoder-block vocabulary (attention q/k/v/o, MLP gate/up/down or fc/proj, norms).
@@ -382,7 +382,7 @@ def arch_from_config(
             hf_config["tie_word_embeddings"] = config["tie_word_embeddings"]
         config, model_type = hf_config, "gemma3_text"
 
-    f = lambda key, default=..., kind=int: _field(config, name, key, default, kind)  # noqa: E731
+    f = lambda key, default=..., kind=int: _field(config, name, key, default, kind)
     common: dict[str, Any] = dict(
         name=name,
         model_type=model_type,

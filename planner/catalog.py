@@ -16,7 +16,7 @@ from planner.arch import ModelArch, arch_from_config
 from planner.errors import ModelConfigError, UnknownModelError
 from pricing.errors import suggest
 
-__all__ = ["resolve_model", "list_models", "search_models"]
+__all__ = ["list_models", "resolve_model", "search_models"]
 
 
 @cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pricing.errors import UserError
 
-__all__ = ["UnknownModelError", "ModelConfigError", "InvalidSpecError"]
+__all__ = ["InvalidSpecError", "ModelConfigError", "UnknownModelError"]
 
 
 class UnknownModelError(UserError):

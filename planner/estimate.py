@@ -21,17 +21,17 @@ if TYPE_CHECKING:
     from pricing import GPU, Catalog, Offer
 
 __all__ = [
-    "Estimate",
-    "PlanRow",
-    "ApiQuote",
-    "Plan",
-    "estimate",
-    "plan",
-    "training_flops",
-    "max_fit",
     "GB",
     "TERMS",
+    "ApiQuote",
+    "Estimate",
+    "Plan",
+    "PlanRow",
     "default_methods",
+    "estimate",
+    "max_fit",
+    "plan",
+    "training_flops",
 ]
 
 GB = 1_000_000_000

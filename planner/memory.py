@@ -21,8 +21,8 @@ from pricing.errors import did_you_mean
 
 __all__ = [
     "TERMS",
-    "constants",
     "MemoryTerms",
+    "constants",
     "memory_terms",
     "targeted_shapes",
     "trainable_params",

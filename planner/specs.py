@@ -14,14 +14,14 @@ from planner.errors import InvalidSpecError
 from pricing.errors import did_you_mean
 
 __all__ = [
-    "Workload",
-    "MethodSpec",
+    "ATTENTIONS",
     "METHODS",
     "OPTIMIZERS",
     "PRECISIONS",
-    "ATTENTIONS",
     "SHARDINGS",
     "TARGET_GROUPS",
+    "MethodSpec",
+    "Workload",
 ]
 
 MethodKind = Literal["full", "lora", "qlora", "dora", "freeze"]

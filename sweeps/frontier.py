@@ -18,8 +18,8 @@ import numpy as np
 
 __all__ = [
     "AXES",
-    "axis_labels",
     "METHOD_COLOURS",
+    "axis_labels",
     "frontier_hypervolume",
     "hypervolume",
     "pareto_mask",

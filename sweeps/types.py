@@ -15,15 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "METHODS",
-    "TrialState",
-    "TrialConfig",
-    "StepLog",
-    "Quality",
     "Forgetting",
+    "Hardware",
     "Measured",
     "Predicted",
-    "Hardware",
+    "Quality",
+    "StepLog",
+    "TrialConfig",
     "TrialResult",
+    "TrialState",
 ]
 
 METHODS = ("full", "lora", "qlora", "dora", "freeze")

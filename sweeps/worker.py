@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.liveness import recover_dead_workers, requeue, this_worker
 from sweeps.spec import SweepSpec
+from sweeps.store import ResultsStore, StoreError, redact_url, study_row, trial_row
 from sweeps.study import (
     HEARTBEAT_INTERVAL_S,
     is_postgres,
@@ -45,7 +46,6 @@ from sweeps.study import (
     open_study,
     suggest,
 )
-from sweeps.store import ResultsStore, StoreError, redact_url, study_row, trial_row
 from sweeps.types import StepLog, TrialConfig, TrialResult
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from textual.binding import Binding
 
 from tui.messages import OpenTrial, SweepThisPlan
 
-__all__ = ["ParetuneApp", "run_app", "DEFAULT_DB"]
+__all__ = ["DEFAULT_DB", "ParetuneApp", "run_app"]
 
 DEFAULT_DB = Path("runs") / "results.duckdb"
 

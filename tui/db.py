@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from sweeps.store import ResultsStore, SqlError
 
-__all__ = ["query_arrow", "LOCK_WAIT_S"]
+__all__ = ["LOCK_WAIT_S", "query_arrow"]
 
 LOCK_WAIT_S = 5.0
 """How long a read waits for a sweep's write lock before saying the file is busy."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FrontierPoint", "Axis", "AXES", "VIEWS", "load_points", "load_study_names"]
+__all__ = ["AXES", "VIEWS", "Axis", "FrontierPoint", "load_points", "load_study_names"]
 
 
 @dataclass(frozen=True)

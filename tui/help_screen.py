@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-__all__ = ["HelpScreen", "HELP_TEXT"]
+__all__ = ["HELP_TEXT", "HelpScreen"]
 
 HELP_TEXT = """\
 # paretune

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-__all__ = ["SweepThisPlan", "OpenTrial"]
+__all__ = ["OpenTrial", "SweepThisPlan"]
 
 
 @dataclass

@@ -18,16 +18,16 @@ from typing import Any
 from pricing.errors import UserError
 
 __all__ = [
+    "PLAN_METHODS",
     "BadInput",
+    "MethodRow",
     "PlanForm",
     "PlanRequest",
-    "MethodRow",
     "PlanView",
     "parse_tokens",
-    "plan_view",
     "plan_command",
+    "plan_view",
     "planner_inputs",
-    "PLAN_METHODS",
 ]
 
 PLAN_METHODS = ("full", "lora", "qlora", "dora", "freeze")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["spec_from_plan", "PLAN_SWEEP_TRIALS"]
+__all__ = ["PLAN_SWEEP_TRIALS", "spec_from_plan"]
 
 PLAN_SWEEP_TRIALS = 10
 """Trials in a spec made from a plan; the dollar budget is this many planned runs."""

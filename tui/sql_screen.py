@@ -24,7 +24,7 @@ from pricing.errors import UserError
 from tui.db import query_arrow
 from tui.widgets import ErrorLine
 
-__all__ = ["SqlScreen", "EXAMPLE_QUERIES", "export_table", "ExportError"]
+__all__ = ["EXAMPLE_QUERIES", "ExportError", "SqlScreen", "export_table"]
 
 # Over the schema documented in the README's `sweep` section.
 EXAMPLE_QUERIES: list[tuple[str, str]] = [

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StudySummary", "TrialDetail", "load_studies", "load_trials", "load_trial"]
+__all__ = ["StudySummary", "TrialDetail", "load_studies", "load_trial", "load_trials"]
 
 
 @dataclass(frozen=True)

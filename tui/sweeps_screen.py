@@ -37,7 +37,7 @@ from tui.messages import OpenTrial, SweepThisPlan
 from tui.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
 from tui.widgets import ErrorLine
 
-__all__ = ["SweepsScreen", "POLL_S"]
+__all__ = ["POLL_S", "SweepsScreen"]
 
 POLL_S = 2.0
 """Seconds between refreshes of the studies and trials tables."""
@@ -152,10 +152,9 @@ class SweepsScreen(Screen):
             with TabPane("Studies", id="studies-tab"):
                 yield DataTable(id="studies", cursor_type="row")
                 yield DataTable(id="trials", cursor_type="row", zebra_stripes=True)
-            with TabPane("Trial", id="trial-tab"):
-                with VerticalScroll():
-                    yield Static("Pick a trial on the Studies tab (Enter).", id="trial-text")
-                    yield PlotextPlot(id="loss-curve")
+            with TabPane("Trial", id="trial-tab"), VerticalScroll():
+                yield Static("Pick a trial on the Studies tab (Enter).", id="trial-text")
+                yield PlotextPlot(id="loss-curve")
             with TabPane("Spec", id="spec-tab"):
                 yield Static("No spec open: Ctrl+O opens one; F2 → Ctrl+W sweeps a plan.",
                              id="spec-path-line")
