@@ -31,6 +31,7 @@ a script of your own that runs CPU trials needs the ``if __name__ == "__main__":
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import selectors
@@ -50,6 +51,7 @@ __all__ = ["TrialInputError", "run_trial_isolated"]
 _STDERR_TAIL_LINES = 20
 _OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "MemoryError",
                 "Cannot allocate memory", "std::bad_alloc", "DefaultCPUAllocator: can't allocate")
+_CAPPED_OOM_MARKERS = ("Resource temporarily unavailable", "can't start new thread")
 
 
 class TrialInputError(UserError):
@@ -176,7 +178,7 @@ def run_trial_isolated(
             raise TrialInputError(user_error["message"], user_error.get("hint"))
         hint = f" ({user_error['hint']})" if user_error.get("hint") else ""
         return _ended(config, "failed", user_error["message"] + hint)
-    if any(marker in tail for marker in _OOM_MARKERS):
+    if any(marker in tail for marker in _oom_markers(config)):
         return _ended(config, "oom", _oom_message(tail, config))
     how = (f"killed by signal {-child.returncode}" if child.returncode < 0
            else f"exit code {child.returncode}")
@@ -241,6 +243,7 @@ def _start_warm(config: TrialConfig, env: dict[str, str], stderr_path: str) -> t
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(_WARM_MODULES)
             _warm_context = context
+            atexit.register(_stop_warm_server)
         context = _warm_context
     reader, writer = context.Pipe(duplex=False)
     try:
@@ -257,6 +260,21 @@ def _start_warm(config: TrialConfig, env: dict[str, str], stderr_path: str) -> t
     read_fd = os.dup(reader.fileno())
     reader.close()
     return _WarmChild(process), read_fd
+
+
+def _stop_warm_server() -> None:
+    """Stop and reap the warm server and multiprocessing's resource tracker at exit, so that a
+    stopped sweep leaves no process (not even a zombie) in its process group."""
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (getattr(forkserver, "_forkserver", None),
+                   getattr(resource_tracker, "_resource_tracker", None)):
+        stop = getattr(helper, "_stop", None)  # private in CPython 3.8+; absent: exit reaps them
+        if stop is not None:
+            try:
+                stop()
+            except (OSError, ChildProcessError):
+                pass
 
 
 def _warm_child(config_json: str, writer, env: dict[str, str], stderr_path: str) -> None:
@@ -285,8 +303,18 @@ def _warm_child(config_json: str, writer, env: dict[str, str], stderr_path: str)
     sys.exit(_child(write_fd, config_json))
 
 
+def _oom_markers(config: TrialConfig) -> tuple[str, ...]:
+    """What an out-of-memory death looks like in the child's stderr. Under an address-space
+    cap, running out also shows as a thread that cannot be created (EAGAIN), for example in
+    the tokenizers' thread pool."""
+    if config.memory_limit_gb is None:
+        return _OOM_MARKERS
+    return _OOM_MARKERS + _CAPPED_OOM_MARKERS
+
+
 def _oom_message(tail: str, config: TrialConfig) -> str:
-    lines = [line for line in tail.splitlines() if any(m in line for m in _OOM_MARKERS)]
+    markers = _oom_markers(config)
+    lines = [line for line in tail.splitlines() if any(m in line for m in markers)]
     found = lines[-1].strip() if lines else tail.splitlines()[-1]
     if config.memory_limit_gb is not None:
         found += f" (memory limit {config.memory_limit_gb:g} GB)"
