@@ -34,6 +34,22 @@ HEARTBEAT_INTERVAL_S = 20
 HEARTBEAT_GRACE_S = 60
 
 
+def _seconds_from_env(name: str, default: int) -> int:
+    """A positive whole number of seconds from ``name``, else ``default``."""
+    import os
+
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SweepError(f"{name} must be a positive whole number of seconds, got {raw!r}")
+    return value
+
+
 class SweepError(UserError):
     """A sweep that cannot start (bad storage, a study with other objectives, ...)."""
 
@@ -55,8 +71,11 @@ def open_storage(url: str, *, max_retries: int = 2) -> optuna.storages.BaseStora
         try:
             return RDBStorage(
                 url,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=HEARTBEAT_GRACE_S,
+                # A worker on another machine counts as dead once its trial's heartbeat is
+                # older than the grace period; both are tunable for slow networks (and tests).
+                heartbeat_interval=_seconds_from_env(
+                    "PARETUNE_HEARTBEAT_INTERVAL_S", HEARTBEAT_INTERVAL_S),
+                grace_period=_seconds_from_env("PARETUNE_HEARTBEAT_GRACE_S", HEARTBEAT_GRACE_S),
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
                 engine_kwargs={"pool_pre_ping": True},
             )

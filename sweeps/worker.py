@@ -436,11 +436,13 @@ class Sweep:
         if record is None or not is_postgres(self.storage_url):
             return done
 
+        interval = self.storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL_S
+
         def beat() -> None:
             while True:
                 with contextlib.suppress(Exception):
                     record(trial_id)
-                if done.wait(HEARTBEAT_INTERVAL_S):
+                if done.wait(interval):
                     return
 
         threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}").start()

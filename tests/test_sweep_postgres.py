@@ -7,13 +7,17 @@ PARETUNE_REQUIRE_POSTGRES=1 (set by .ci/run), where a missing server is a failur
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 import uuid
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
-from test_sweep import paretune, start, write_demo_spec
+from test_sweep import paretune, start, wait_for_running_trial, write_demo_spec
 
 from sweeps.store import ResultsStore
 from sweeps.study import open_storage
@@ -66,3 +70,55 @@ def test_three_workers_run_exactly_the_budget_once_each(demo, postgres_url: str,
             optuna.delete_study(study_name=name, storage=storage)
         except KeyError:
             pass
+
+
+def test_a_worker_that_stops_answering_is_failed_by_heartbeat_and_its_trial_retried(
+    demo, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a worker on another machine looks like when it dies: its trial stays RUNNING and
+    # only the heartbeat, not a local pid check, can tell. Short heartbeats keep the test quick.
+    monkeypatch.setenv("PARETUNE_HEARTBEAT_INTERVAL_S", "1")
+    monkeypatch.setenv("PARETUNE_HEARTBEAT_GRACE_S", "3")
+    name = f"pg-hb-{uuid.uuid4().hex[:10]}"
+    spec = write_demo_spec(tmp_path, name, trials=2, save="none", storage=postgres_url)
+    storage = open_storage(postgres_url)
+    try:
+        # Create the study, then queue a first trial long enough to be killed mid-training.
+        created = paretune("sweep", "worker", str(spec), "--storage", postgres_url,
+                           "--max-trials", "0")
+        assert created.returncode == 0, created.stdout + created.stderr
+        optuna.load_study(study_name=name, storage=storage).enqueue_trial(
+            {"method": "lora"}, user_attrs={"overrides": {"max_steps": 400}})
+        first = start("sweep", "worker", str(spec), "--storage", postgres_url)
+        victim = wait_for_running_trial(spec, first)
+        children = psutil.Process(first.pid).children(recursive=True)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        for child in children:
+            if child.is_running():
+                child.kill()
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert study.trials[victim].state == optuna.trial.TrialState.RUNNING
+        time.sleep(5)  # past the grace period: its heartbeat is now stale
+
+        second = paretune("sweep", "worker", str(spec), "--storage", postgres_url)
+        assert second.returncode == 0, second.stdout + second.stderr
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        assert trials[victim].state == optuna.trial.TrialState.FAIL
+        assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+        retried = [t for t in trials
+                   if t.system_attrs.get("failed_trial") == victim]
+        assert len(retried) == 1 and retried[0].user_attrs["state"] == "complete"
+        assert retried[0].params == trials[victim].params
+        assert sum(t.user_attrs.get("state") == "complete" for t in trials) == 2
+
+        db = tmp_path / "synced.duckdb"
+        synced = paretune("results", "sync", "--storage", postgres_url, "--study", name,
+                          "--db", str(db))
+        assert synced.returncode == 0, synced.stderr
+        states = {r["number"]: r["state"] for r in ResultsStore(db).trials(name)}
+        assert states[victim] == "lost"
+    finally:
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=name, storage=storage)
