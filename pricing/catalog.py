@@ -397,28 +397,19 @@ def _merge(layers: Sequence[_Layer], override_file: Path | None) -> Catalog:
                     field="gpu",
                 )
             new_offers.append((offer.model_copy(update={"gpu": gpu.id}), f"{layer.path}, {label}"))
-        _check_history(new_offers, layer.path)
-        replaced = {(o.gpu, o.provider) for o, _ in new_offers}
-        offers = [pair for pair in offers if (pair[0].gpu, pair[0].provider) not in replaced]
-        offers += new_offers
-
+        offers = _replace_histories(
+            offers, new_offers, lambda o: (o.gpu, o.provider), layer.path
+        )
         new_cpus = [
             (cpu, f"{layer.path}, cpu_instances[{i}] ({cpu.id})")
             for i, cpu in enumerate(prices.cpu_instances)
         ]
-        _check_history(new_cpus, layer.path)
-        replaced_cpus = {c.id for c, _ in new_cpus}
-        cpu_instances = [pair for pair in cpu_instances if pair[0].id not in replaced_cpus]
-        cpu_instances += new_cpus
-
+        cpu_instances = _replace_histories(cpu_instances, new_cpus, lambda c: c.id, layer.path)
         new_apis = [
             (api, f"{layer.path}, apis[{i}] ({api.provider} {api.model} {api.method})")
             for i, api in enumerate(prices.apis)
         ]
-        _check_history(new_apis, layer.path)
-        replaced_apis = {a.history_key for a, _ in new_apis}
-        apis = [pair for pair in apis if pair[0].history_key not in replaced_apis]
-        apis += new_apis
+        apis = _replace_histories(apis, new_apis, lambda a: a.history_key, layer.path)
 
     for record, origin in [*offers, *cpu_instances, *apis]:
         if record.provider not in providers:
@@ -457,6 +448,18 @@ def _check_not_repeated(
         entry=label,
         field="id",
     )
+
+
+def _replace_histories(
+    existing: list[tuple[Any, str]],
+    new: list[tuple[Any, str]],
+    key: Callable[[Any], Any],
+    file: str,
+) -> list[tuple[Any, str]]:
+    """A later layer's entries replace the whole price history of each key they name."""
+    _check_history(new, file)
+    replaced = {key(record) for record, _ in new}
+    return [pair for pair in existing if key(pair[0]) not in replaced] + new
 
 
 def _check_history(entries: Sequence[tuple[Any, str]], file: str) -> None:
