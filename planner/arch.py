@@ -409,6 +409,27 @@ def arch_from_config(
                 return float(value)
         return default
 
+    def gpt_style(h: int, heads: int, intermediate: int, **extra: Any) -> ModelArch:
+        # GPT-2 and BLOOM: fused biased QKV, LayerNorm, a plain (ungated) 4h MLP, MHA.
+        return ModelArch(
+            vocab=f("vocab_size"),
+            hidden=h,
+            intermediate=intermediate,
+            layers=f(("n_layer", "num_hidden_layers")),
+            heads=heads,
+            kv_heads=heads,
+            head_dim=h // heads,
+            tied_embeddings=f("tie_word_embeddings", True, bool),
+            qkv_bias=True,
+            attn_out_bias=True,
+            mlp_bias=True,
+            gated_mlp=False,
+            layer_norm=True,
+            fused_qkv=True,
+            **extra,
+            **common,
+        )
+
     if model_type == "gpt2":
         common.update(
             attention_dropout=rate("attn_pdrop", default=0.1),
@@ -418,31 +439,9 @@ def arch_from_config(
         h = f(("n_embd", "hidden_size"))
         heads = f(("n_head", "num_attention_heads"))
         inner = config.get("n_inner")
-        return ModelArch(
-            vocab=f("vocab_size"),
-            hidden=h,
-            intermediate=inner if inner else 4 * h,
-            layers=f(("n_layer", "num_hidden_layers")),
-            heads=heads,
-            kv_heads=heads,
-            head_dim=h // heads,
-            tied_embeddings=f("tie_word_embeddings", True, bool),
-            qkv_bias=True,
-            attn_out_bias=True,
-            mlp_bias=True,
-            gated_mlp=False,
-            layer_norm=True,
-            fused_qkv=True,
-            learned_positions=f(("n_positions", "max_position_embeddings")),
-            max_position=f(("n_positions", "max_position_embeddings")),
-            **common,
-        )
-
-    common.update(
-        attention_dropout=rate("attention_dropout"),
-        residual_dropout=rate("resid_pdrop"),
-        activation=str(config.get("hidden_act") or config.get("hidden_activation") or "silu"),
-    )
+        positions = f(("n_positions", "max_position_embeddings"))
+        return gpt_style(h, heads, inner if inner else 4 * h,
+                         learned_positions=positions, max_position=positions)
     if model_type == "bloom":
         h = f(("hidden_size", "n_embed"))
         heads = f(("n_head", "num_attention_heads"))
@@ -451,25 +450,13 @@ def arch_from_config(
             residual_dropout=rate("hidden_dropout"),
             activation="bloom_gelu",
         )
-        return ModelArch(
-            vocab=f("vocab_size"),
-            hidden=h,
-            intermediate=4 * h,
-            layers=f(("n_layer", "num_hidden_layers")),
-            heads=heads,
-            kv_heads=heads,
-            head_dim=h // heads,
-            tied_embeddings=f("tie_word_embeddings", True, bool),
-            qkv_bias=True,
-            attn_out_bias=True,
-            mlp_bias=True,
-            gated_mlp=False,
-            layer_norm=True,
-            fused_qkv=True,
-            embedding_norm=True,
-            max_position=0,
-            **common,
-        )
+        return gpt_style(h, heads, 4 * h, embedding_norm=True, max_position=0)
+
+    common.update(
+        attention_dropout=rate("attention_dropout"),
+        residual_dropout=rate("resid_pdrop"),
+        activation=str(config.get("hidden_act") or config.get("hidden_activation") or "silu"),
+    )
     h = f("hidden_size")
     heads = f("num_attention_heads")
     kv_heads = f("num_key_value_heads", heads)
