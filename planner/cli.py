@@ -7,6 +7,7 @@ Imports of the planner and the price catalogue happen inside the commands, so th
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -135,6 +136,15 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     help="Also simulate one training step with fake tensors (slow; imports torch).",
 )
 @click.option(
+    "--simulate-recipe",
+    metavar="[planner|trial]",
+    default=None,
+    help="How --simulate runs each method: planner (as the planner defines it, so the "
+    "two compare term by term) or trial (as `paretune trial` runs it: QLoRA through peft's "
+    "fp32 upcast, full and freeze in fp32 under autocast, torch AdamW, the loop's own "
+    "cross-entropy). Implies --simulate.  [default: planner]",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["table", "json"]),
@@ -169,6 +179,7 @@ def plan_command(
     epochs: float,
     max_fit: bool,
     simulate: bool,
+    simulate_recipe: str | None,
     output_format: str,
 ) -> None:
     """Peak VRAM, fit, GPUs, hours and dollars of fine-tuning MODEL, per method.
@@ -180,6 +191,8 @@ def plan_command(
     from planner import MethodSpec, Workload, plan, resolve_model
     from planner.errors import InvalidSpecError
 
+    recipe = _simulate_recipe(simulate_recipe, InvalidSpecError)
+    simulate = simulate or simulate_recipe is not None
     tokens = _dataset_tokens(dataset_tokens, examples, avg_tokens, InvalidSpecError)
     workload = Workload(
         seq_len=seq_len, batch=batch, grad_accum=grad_accum, dataset_tokens=tokens, epochs=epochs
@@ -206,11 +219,39 @@ def plan_command(
     ]
     arch = resolve_model(model)
     result = plan(arch, workload, specs, gpu=gpu, provider=provider, max_fit=max_fit)
-    simulated = _simulate(result) if simulate else None
+    simulated = _simulate(result, recipe) if simulate else None
     if output_format == "json":
         click.echo(json.dumps(_plan_json(result, simulated), indent=2))
     else:
-        _print_table(result, simulated, gpu_given=gpu is not None)
+        _print_table(result, simulated, recipe, gpu_given=gpu is not None)
+
+
+# What each of the simulator's recipes (planner.simulate.RECIPES) means, for the table's
+# footnote under its column.
+_RECIPE_NOTES = {
+    "planner": "each method as the planner defines it, so it compares term by term with "
+    "peak GB",
+    "trial": "each method as `paretune trial` runs it (QLoRA's unquantized weights "
+    "upcast to fp32 by prepare_model_for_kbit_training, full and freeze in fp32 under "
+    "bf16 autocast, torch AdamW, the loop's own cross-entropy)",
+}
+
+
+def _simulate_recipe(recipe: str | None, error: type[Exception]) -> str:
+    """The checked ``--simulate-recipe`` (``planner`` when not given)."""
+    if recipe is None:
+        return "planner"
+    from planner.simulate import RECIPES  # light: torch is imported only to simulate
+    from pricing.errors import did_you_mean
+
+    chosen = recipe.strip().lower()
+    if chosen not in RECIPES:
+        raise error(
+            f"--simulate-recipe: unknown recipe {recipe!r}; it is planner (each method as the "
+            "planner defines it) or trial (as `paretune trial` runs it)",
+            did_you_mean(chosen, RECIPES),
+        )
+    return chosen
 
 
 def _dataset_tokens(
@@ -234,8 +275,8 @@ def _dataset_tokens(
     return 10_000_000 if dataset_tokens is None else dataset_tokens
 
 
-def _simulate(result: Plan) -> list[Any]:
-    """Run the fake-tensor simulator for each method (None where it cannot)."""
+def _simulate(result: Plan, recipe: str) -> list[Any]:
+    """Run the fake-tensor simulator for each method under ``recipe``."""
     try:
         from planner.simulate import simulate
     except ImportError:
@@ -245,21 +286,17 @@ def _simulate(result: Plan) -> list[Any]:
             "--simulate needs the step simulator, which this installation lacks",
             "Run without --simulate.",
         ) from None
-    return [simulate(result.arch, result.workload, est.method) for est in result.estimates]
+    return [
+        simulate(result.arch, result.workload, est.method, recipe=recipe)
+        for est in result.estimates
+    ]
 
 
 def _plan_json(result: Plan, simulated: list[Any] | None) -> dict[str, Any]:
     out = result.to_json()
     if simulated is not None:
         for row, sim in zip(out["methods"], simulated, strict=True):
-            row["simulated"] = (
-                sim.to_dict()
-                if hasattr(sim, "to_dict")
-                else {
-                    "peak_gb": round(sim.peak_bytes / 1e9, 3),
-                    "breakdown_gb": {k: round(v / 1e9, 3) for k, v in sim.breakdown.items()},
-                }
-            )
+            row["simulated"] = sim.to_dict()
     return out
 
 
@@ -267,7 +304,9 @@ def _fmt_gb(value: float) -> str:
     return f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
 
 
-def _print_table(result: Plan, simulated: list[Any] | None, *, gpu_given: bool) -> None:
+def _print_table(
+    result: Plan, simulated: list[Any] | None, recipe: str, *, gpu_given: bool
+) -> None:
     from planner import TERMS
 
     arch = result.arch
@@ -296,7 +335,7 @@ def _print_table(result: Plan, simulated: list[Any] | None, *, gpu_given: bool) 
         "provider",
     ]
     if simulated is not None:
-        headers.insert(3, "sim GB")
+        headers.insert(3, f"sim GB ({recipe})")
     if any(r.max_seq_len is not None for r in result.rows):
         headers += ["max seq", "max batch"]
     rows = []
@@ -320,6 +359,10 @@ def _print_table(result: Plan, simulated: list[Any] | None, *, gpu_given: bool) 
             cells += [f"{row.max_seq_len:,}", f"{row.max_batch:,}"]
         rows.append(cells)
     _echo_grid(headers, rows)
+    if simulated is not None:
+        note = f"sim GB ({recipe}): two training steps simulated on fake tensors, "
+        note += _RECIPE_NOTES[recipe]
+        click.echo(textwrap.fill(note, width=100, subsequent_indent="  "))
 
     click.echo("\nmemory breakdown (GB per GPU)")
     term_rows = [

@@ -42,9 +42,12 @@ if TYPE_CHECKING:
     from planner.arch import ModelArch
     from planner.specs import MethodSpec, Workload
 
-__all__ = ["TERMS", "SimulatedPeak", "simulate"]
+__all__ = ["RECIPES", "TERMS", "SimulatedPeak", "simulate"]
 
 GB = 1e9
+
+RECIPES = ("planner", "trial")
+"""How ``simulate`` runs a method: as the planner defines it, or as ``paretune trial`` does."""
 
 # Layer counts simulated before extrapolating: two even counts, so that families whose
 # layers alternate two kinds (Gemma 2 sliding-window / global) stay balanced.
@@ -74,7 +77,8 @@ class SimulatedPeak:
     whether the peak fell in the forward/backward or in the optimizer step;
     ``phases`` holds the breakdown at the peak of each phase of the step (forward,
     backward of the loss and head, of the top, middle and bottom decoder layers, of the
-    embeddings, optimizer step): gradients are all alive only in the last.
+    embeddings, optimizer step): gradients are all alive only in the last. ``recipe`` is
+    the one the step ran under (see ``simulate``).
     """
 
     peak_bytes: int
@@ -85,6 +89,7 @@ class SimulatedPeak:
     peak_phase: str
     phases: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default=())
+    recipe: str = "planner"
 
     @property
     def peak_gb(self) -> float:
@@ -102,6 +107,7 @@ class SimulatedPeak:
             "peak_phase": self.peak_phase,
             "layers_simulated": self.layers_simulated,
             "extrapolated": self.extrapolated,
+            "recipe": self.recipe,
             "notes": list(self.notes),
         }
 
@@ -150,8 +156,13 @@ def simulate(
     (embeddings, norms and head upcast to fp32), the loop keeps the logits it computed the
     loss from until the next micro-batch, and ``freeze`` trains the top layers only.
     """
-    if recipe not in ("planner", "trial"):
-        raise ValueError(f"recipe must be 'planner' or 'trial', got {recipe!r}")
+    if recipe not in RECIPES:
+        from planner.errors import InvalidSpecError
+        from pricing.errors import did_you_mean
+
+        raise InvalidSpecError(
+            f"simulate: unknown recipe {recipe!r}", did_you_mean(str(recipe), RECIPES)
+        )
     step, notes = _step_from_spec(arch, workload, method, recipe)
     return _simulate_config(arch.hf_config, arch.layers, step, notes, extrapolate)
 
@@ -266,6 +277,7 @@ def _simulate_config(
         peak_phase=peak_phase,
         phases=phases,
         notes=tuple(dict.fromkeys(notes + run_notes)),
+        recipe=step.recipe,
     )
 
 

@@ -47,6 +47,16 @@ def test_help_does_not_import_heavy_libraries() -> None:
     assert done.stdout.strip() == ""
 
 
+def test_unknown_simulate_recipe_is_a_one_paragraph_error() -> None:
+    done = _paretune("plan", "gpt2", "--simulate-recipe", "trail")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    message, hint = done.stderr.strip().splitlines()
+    assert message.startswith("Error: --simulate-recipe: unknown recipe 'trail'")
+    assert hint == "Did you mean 'trial'?"
+
+
 def test_user_error_keeps_message_and_hint() -> None:
     error = UserError("unknown GPU 'h10'", did_you_mean("h10", ["h100-sxm", "h200", "a100-80gb"]))
     assert error.message == "unknown GPU 'h10'"

@@ -63,7 +63,8 @@ def test_result_adds_up_and_has_the_json_shape_of_plan_simulate() -> None:
     assert all(result.peak_bytes >= sum(terms.values()) for terms in result.phases.values())
     out = result.to_dict()
     assert json.loads(json.dumps(out)) == out
-    assert set(out) >= {"peak_gb", "breakdown_gb", "layers_simulated", "extrapolated"}
+    assert set(out) >= {"peak_gb", "breakdown_gb", "layers_simulated", "extrapolated", "recipe"}
+    assert out["recipe"] == "planner"
     assert set(out["breakdown_gb"]) == set(TERMS)
     # The overhead is the planner's: context + workspace + fragmentation of short-lived memory.
     c = constants()
@@ -225,6 +226,43 @@ def test_plan_simulate_json(tmp_path) -> None:
         simulated = row["simulated"]
         assert simulated["peak_gb"] > 0
         assert set(simulated["breakdown_gb"]) == set(TERMS)
+
+
+def test_plan_simulate_recipe_trial_upcasts_qlora(tmp_path) -> None:
+    """``--simulate-recipe trial`` (which implies --simulate) runs QLoRA as a trial does:
+    prepare_model_for_kbit_training's fp32 upcast of the unquantized weights makes its peak
+    larger than the planner recipe's. The recipe is named in the JSON and under the table."""
+    from click.testing import CliRunner
+
+    from tui.cli import main as cli
+
+    # A vocabulary large enough for the upcast (2 B more per embedding and head parameter)
+    # to show in the JSON's three decimals of a GB.
+    changes = {"vocab_size": 32_000}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**TINY, **changes}))
+    args = ["plan", str(config), "--method", "qlora", "--seq-len", "64"]
+
+    def simulated(*options: str) -> dict:
+        result = CliRunner().invoke(cli, [*args, *options, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.output)["methods"]
+        return row["simulated"]
+
+    planner_recipe = simulated("--simulate")
+    assert simulated("--simulate", "--simulate-recipe", "planner") == planner_recipe
+    trial_recipe = simulated("--simulate-recipe", "trial")
+    assert (planner_recipe["recipe"], trial_recipe["recipe"]) == ("planner", "trial")
+    assert trial_recipe["peak_gb"] > planner_recipe["peak_gb"]
+    arch = tiny_arch(**changes)
+    upcast_gb = 2 * (arch.total_params - arch.linear_params) / 1e9
+    weights = trial_recipe["breakdown_gb"]["weights"] - planner_recipe["breakdown_gb"]["weights"]
+    assert weights == pytest.approx(upcast_gb, abs=0.002)
+
+    table = CliRunner().invoke(cli, [*args, "--simulate-recipe", "trial"])
+    assert table.exit_code == 0, table.output
+    assert "sim GB (trial)" in table.output
+    assert "each method as `paretune trial` runs it" in " ".join(table.output.split())
 
 
 def _gpu_check():
