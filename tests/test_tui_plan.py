@@ -145,6 +145,16 @@ def test_form_parsing_and_command_line() -> None:
     assert "--gpus 2 --sharding zero3" in command
     assert command.startswith("paretune plan llama-3.1-8b --seq-len 2048")
     assert "--provider lambda" in command and "--no-grad-checkpointing" in command
+    # The framework options appear only where they differ from the command's defaults.
+    assert "--optimizer-in-backward" not in command and "--logit-copies" not in command
+    framework = plan_command(PlanForm(grad_accum="1", optimizer_in_backward=True,
+                                      unquantized_fp32=True, logit_copies="5").parse())
+    assert framework.endswith("--optimizer-in-backward --unquantized-fp32 --logit-copies 5")
+    for copies in ("abc", "0", "2.5"):
+        with pytest.raises(BadInput, match="logit copies"):
+            PlanForm(logit_copies=copies).parse()
+    with pytest.raises(BadInput, match="grad accum must be 1, got 4"):
+        PlanForm(grad_accum="4", optimizer_in_backward=True).parse()
 
 
 async def test_copied_command_prints_the_same_plan(tmp_path: Path) -> None:
@@ -156,18 +166,28 @@ async def test_copied_command_prints_the_same_plan(tmp_path: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await _type(pilot, "seq-len", "1024")
         await _type(pilot, "dataset", "10k x 500")
+        # Every framework option away from its default: the command must carry them all.
+        await _type(pilot, "grad-accum", "1")
+        await _type(pilot, "logit-copies", "4")
+        await pilot.click("#opt-in-bwd")
+        await pilot.click("#unquantized-fp32")
+        await pilot.pause()
+        assert not app.screen.query_one("#plan-error", ErrorLine).shown
         await pilot.press("ctrl+y")
         await pilot.pause()
         command = app.clipboard
         shown = {row.method: row for row in app.screen.view.rows}
     words = shlex.split(command)
     assert words[:2] == ["paretune", "plan"] and "--dataset-tokens" in words
+    assert {"--optimizer-in-backward", "--unquantized-fp32", "--logit-copies"} <= set(words)
     done = subprocess.run(
         [sys.executable, "-m", "tui.cli", *words[1:], "--format", "json"],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     printed = {m["method"]: m for m in json.loads(done.stdout)["methods"]}
+    assert all(m["framework"] == {"optimizer_in_backward": True, "unquantized_fp32": True,
+                                  "logit_copies": 4} for m in printed.values())
     for method, row in printed.items():
         assert row["peak_gb"] == pytest.approx(shown[method].peak_gb, abs=1e-3)
         assert row["fits"] == shown[method].fits
@@ -204,3 +224,62 @@ async def test_targets_take_module_names_and_unknown_ones_are_inline_errors(tmp_
         await _type(pilot, "targets", "q_proj,no_such_proj")
         error = app.screen.query_one("#plan-error", ErrorLine)
         assert error.shown and "no_such_proj" in str(error.render())
+
+
+def peak_of(app, method: str) -> float:
+    """The peak GB the table shows for ``method``."""
+    table = app.screen.query_one("#methods")
+    return float(str(table.get_row(method)[1]).replace(",", ""))
+
+
+async def test_framework_options_move_the_peaks_the_right_way(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _type(pilot, "grad-accum", "1")  # optimizer in backward needs it
+        before = {m: peak_of(app, m) for m in ("full", "lora", "qlora")}
+
+        # Each parameter steps and frees its gradient in the backward: full fine-tuning
+        # never holds all of its 8B gradients.
+        await pilot.click("#opt-in-bwd")
+        await pilot.pause()
+        assert app.screen.query_one("#opt-in-bwd").value is True
+        assert peak_of(app, "full") < before["full"]
+        await pilot.click("#opt-in-bwd")
+        await pilot.pause()
+        assert peak_of(app, "full") == before["full"]
+
+        # More fp32 copies of the logits in the loss backward: a higher peak, for every method.
+        await _type(pilot, "logit-copies", "5")
+        assert all(peak_of(app, m) > before[m] for m in before)
+        await _type(pilot, "logit-copies", "3")
+        assert {m: peak_of(app, m) for m in before} == before
+
+        # QLoRA's unquantized embeddings, head and norms in fp32: only QLoRA grows.
+        await pilot.click("#unquantized-fp32")
+        await pilot.pause()
+        assert peak_of(app, "qlora") > before["qlora"]
+        assert peak_of(app, "lora") == before["lora"] and peak_of(app, "full") == before["full"]
+        assert not app.screen.query_one("#plan-error", ErrorLine).shown
+
+
+async def test_bad_framework_options_are_inline_errors(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        error = app.screen.query_one("#plan-error", ErrorLine)
+        before = peak_column(app)
+        for bad in ("abc", "0"):
+            await _type(pilot, "logit-copies", bad)
+            assert error.shown and "logit copies" in str(error.render())
+            assert peak_column(app) == before  # the last good plan stays on screen
+        await _type(pilot, "logit-copies", "3")
+        assert not error.shown
+        # The default form accumulates over 4 micro-batches, which optimizer in backward cannot.
+        await pilot.click("#opt-in-bwd")
+        await pilot.pause()
+        assert error.shown and "grad accum must be 1, got 4" in str(error.render())
+        await pilot.press("ctrl+y")  # nothing is copied while the form is bad
+        await pilot.pause()
+        assert "--optimizer-in-backward" not in (app.clipboard or "")
+        await _type(pilot, "grad-accum", "1")
+        assert not error.shown

@@ -97,20 +97,35 @@ class PlanForm:
     targets: str = "all"
     optimizer: str = "adamw"
     grad_checkpointing: bool = True
+    # Framework behaviours (the planner's MethodSpec fields of the same names).
+    optimizer_in_backward: bool = False
+    unquantized_fp32: bool = False
+    logit_copies: str = "3"
 
     def parse(self) -> PlanRequest:
         """Check every field; raises :class:`BadInput` naming the first bad one."""
         if not self.model.strip():
             raise BadInput("model: type a catalogue name, a Hugging Face id or a local folder")
+        seq_len = _positive_int("sequence length", self.seq_len)
+        batch = _positive_int("micro-batch", self.batch)
+        grad_accum = _positive_int("gradient accumulation", self.grad_accum)
+        if self.optimizer_in_backward and grad_accum > 1:
+            # The planner refuses it too; said here in the form's words.
+            raise BadInput(
+                "optimizer in backward steps the optimizer on every micro-batch, so it cannot "
+                f"accumulate gradients: grad accum must be 1, got {grad_accum}",
+                "Set grad accum to 1, or untick optimizer in backward.",
+            )
+        dataset_tokens = parse_tokens(self.dataset)
         epochs = _number("epochs", self.epochs)
         if epochs <= 0 or math.isinf(epochs):
             raise BadInput(f"epochs must be more than 0, got {self.epochs.strip()!r}")
         return PlanRequest(
             model=self.model.strip(),
-            seq_len=_positive_int("sequence length", self.seq_len),
-            batch=_positive_int("micro-batch", self.batch),
-            grad_accum=_positive_int("gradient accumulation", self.grad_accum),
-            dataset_tokens=parse_tokens(self.dataset),
+            seq_len=seq_len,
+            batch=batch,
+            grad_accum=grad_accum,
+            dataset_tokens=dataset_tokens,
             epochs=epochs,
             gpu=self.gpu,
             gpus=_positive_int("GPU count", self.gpus),
@@ -120,6 +135,9 @@ class PlanForm:
             targets=self.targets.strip() or "all",
             optimizer=self.optimizer,
             grad_checkpointing=self.grad_checkpointing,
+            optimizer_in_backward=self.optimizer_in_backward,
+            unquantized_fp32=self.unquantized_fp32,
+            logit_copies=_positive_int("logit copies", self.logit_copies),
         )
 
 
@@ -141,6 +159,9 @@ class PlanRequest:
     targets: str
     optimizer: str
     grad_checkpointing: bool
+    optimizer_in_backward: bool = False
+    unquantized_fp32: bool = False
+    logit_copies: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,6 +219,9 @@ def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
         grad_checkpointing=request.grad_checkpointing,
         gpus=request.gpus,
         sharding=request.sharding,
+        optimizer_in_backward=request.optimizer_in_backward,
+        unquantized_fp32=request.unquantized_fp32,
+        logit_copies=request.logit_copies,
     )
     return workload, method
 
@@ -262,4 +286,11 @@ def plan_command(request: PlanRequest) -> str:
     words += ["--optimizer", request.optimizer]
     if not request.grad_checkpointing:
         words.append("--no-grad-checkpointing")
+    # The framework options, where they differ from the command's defaults.
+    if request.optimizer_in_backward:
+        words.append("--optimizer-in-backward")
+    if request.unquantized_fp32:
+        words.append("--unquantized-fp32")
+    if request.logit_copies != 3:
+        words += ["--logit-copies", str(request.logit_copies)]
     return shlex.join(words)

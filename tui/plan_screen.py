@@ -50,12 +50,18 @@ _INPUTS = {  # widget id -> PlanForm field
     "gpus": "gpus",
     "rank": "rank",
     "targets": "targets",
+    "logit-copies": "logit_copies",
 }
 _SELECTS = {
     "gpu": "gpu",
     "sharding": "sharding",
     "provider": "provider",
     "optimizer": "optimizer",
+}
+_CHECKBOXES = {
+    "grad-ckpt": "grad_checkpointing",
+    "opt-in-bwd": "optimizer_in_backward",
+    "unquantized-fp32": "unquantized_fp32",
 }
 _BAR_WIDTH = 20
 _RESOLVE_PAUSE_S = 0.3
@@ -87,10 +93,11 @@ class PlanScreen(Screen):
     PlanScreen #plan-body { height: 1fr; }
     PlanScreen #plan-form { width: 33; border-right: tall $panel; padding: 0 1 0 0; }
     PlanScreen .field { height: 1; margin: 0 0 0 1; }
-    PlanScreen .field Label { width: 12; color: $text-muted; }
+    PlanScreen .field Label { width: 13; color: $text-muted; }
     PlanScreen .field Input, PlanScreen .field Select { width: 1fr; }
     PlanScreen #model-matches { color: $text-muted; height: auto; margin: 0 0 1 1; }
-    PlanScreen #grad-ckpt { margin: 0 0 0 1; }
+    PlanScreen #plan-form Checkbox { margin: 0 0 0 1; }
+    PlanScreen #framework-heading { color: $text-muted; margin: 0 0 0 1; }
     PlanScreen #plan-out { width: 1fr; padding: 0 1; }
     PlanScreen #methods { height: auto; max-height: 9; }
     PlanScreen #cheapest, PlanScreen #breakdown, PlanScreen #api-prices {
@@ -160,6 +167,25 @@ class PlanScreen(Screen):
                     compact=True, allow_blank=False))
                 yield Checkbox("gradient checkpointing", f.grad_checkpointing, id="grad-ckpt",
                                compact=True)
+                # How the training framework behaves (paretune plan's framework options).
+                yield Label("framework options", id="framework-heading")
+                yield Checkbox(
+                    "optimizer in backward", f.optimizer_in_backward, id="opt-in-bwd",
+                    compact=True, tooltip=(
+                        "Step each parameter as soon as its gradient is complete and free it "
+                        "(torchtune's optimizer_in_bwd): one gradient alive at a time. Needs "
+                        "grad accum 1."))
+                yield Checkbox(
+                    "QLoRA unquantized fp32", f.unquantized_fp32, id="unquantized-fp32",
+                    compact=True, tooltip=(
+                        "QLoRA: embeddings, lm_head and norms in fp32, as peft's "
+                        "prepare_model_for_kbit_training leaves them (TRL, paretune trial); "
+                        "off: in the 16-bit compute dtype (transformers, torchtune)."))
+                yield from self._field("logit copies", Input(
+                    f.logit_copies, id="logit-copies", compact=True, tooltip=(
+                        "fp32 copies of the seq x batch x vocab logits alive in the loss "
+                        "backward: 3 with transformers 5, 4 with fp32 logits from the model "
+                        "(torchtune 0.1), 5 with transformers 4.31-4.44.")))
             with VerticalScroll(id="plan-out"):
                 yield ErrorLine(id="plan-error")
                 yield DataTable(id="methods", cursor_type="row")
@@ -189,7 +215,8 @@ class PlanScreen(Screen):
         for widget_id, name in _SELECTS.items():
             value = self.query_one(f"#{widget_id}", Select).value
             values[name] = "" if value is Select.NULL else str(value)
-        values["grad_checkpointing"] = self.query_one("#grad-ckpt", Checkbox).value
+        for widget_id, name in _CHECKBOXES.items():
+            values[name] = self.query_one(f"#{widget_id}", Checkbox).value
         return PlanForm(**values)
 
     @on(Input.Changed)
