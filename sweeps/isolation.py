@@ -378,20 +378,29 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - classified, then reported to the parent
         import traceback
 
-        if _is_cuda_oom(error):
-            result = _ended(config, "oom", str(error).splitlines()[0])
+        text = traceback.format_exc()
+        tail = "\n".join(text.strip().splitlines()[-_STDERR_TAIL_LINES:])
+        if _is_oom(error, config):
+            result = _ended(config, "oom", _oom_message(f"{type(error).__name__}: {error}", config))
         else:
-            text = traceback.format_exc()
-            tail = "\n".join(text.strip().splitlines()[-_STDERR_TAIL_LINES:])
             result = _ended(config, "failed", tail)
     send({"result": result.model_dump(mode="json")})
     channel.close()
     return 0
 
 
-def _is_cuda_oom(error: BaseException) -> bool:
+def _is_oom(error: BaseException, config: TrialConfig) -> bool:
+    """An exception that means the trial ran out of memory: CUDA's or torch's allocator, or,
+    under the trial's memory cap, anything the cap shows up as (``OSError`` ENOMEM from an
+    mmap, a thread that cannot start: EAGAIN)."""
+    import errno
+
     name = type(error).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(error).lower()
+    if name == "OutOfMemoryError" or "out of memory" in str(error).lower():
+        return True
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
+        return True
+    return any(marker in f"{name}: {error}" for marker in _oom_markers(config))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,24 @@ def test_out_of_memory_child_ends_as_oom_and_the_parent_carries_on(tmp_path: Pat
     assert done.steps == steps
 
 
+def test_what_counts_as_running_out_of_memory() -> None:
+    """Under the memory cap, running out surfaces as more than MemoryError: an mmap's ENOMEM,
+    a thread that cannot start. Those trials are ``oom``, not ``failed``; without a cap, a
+    thread that cannot start is just a failure."""
+    import errno
+
+    from sweeps.isolation import _is_oom
+
+    capped, free = TrialConfig(memory_limit_gb=0.05), TrialConfig()
+    thread = RuntimeError("can't start new thread")
+    assert _is_oom(thread, capped) and not _is_oom(thread, free)
+    assert _is_oom(OSError(errno.ENOMEM, "Cannot allocate memory"), free)
+    assert _is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                                "allocate 1073741824 bytes"), free)
+    assert not _is_oom(ValueError("shapes do not match"), capped)
+    assert not _is_oom(OSError(errno.ENOENT, "No such file or directory"), capped)
+
+
 def test_time_limit_ends_as_timeout(tmp_path: Path) -> None:
     result = run_trial_isolated(TrialConfig(max_steps=10_000, run_dir=str(tmp_path)),
                                 timeout_s=2)
