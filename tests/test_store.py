@@ -125,6 +125,56 @@ def test_reader_waits_for_a_writer_then_reads(tmp_path: Path) -> None:
         holder.wait()
 
 
+def test_reader_in_the_writers_process_waits_for_the_write_connection(tmp_path: Path) -> None:
+    """DuckDB refuses a read-only connection while the same process holds a writing one (a
+    sweep's progress thread writing while its UI reads): the reader waits, then reads."""
+    import threading
+
+    import duckdb
+
+    store = ResultsStore(tmp_path / "r.duckdb")
+    store.ensure_schema()
+    opened, release = threading.Event(), threading.Event()
+
+    def write_for_a_moment() -> None:
+        with store.connect(write=True) as connection:
+            connection.execute("INSERT INTO studies (study) VALUES ('held')")
+            opened.set()
+            release.wait(5)
+
+    writer = threading.Thread(target=write_for_a_moment)
+    writer.start()
+    assert opened.wait(10)
+    with pytest.raises(duckdb.Error, match="same database"):  # what the store has to handle
+        duckdb.connect(str(store.path), read_only=True)
+    threading.Timer(0.3, release.set).start()
+    assert store.query("SELECT study FROM studies")[1] == [("held",)]
+    writer.join()
+
+
+def test_a_long_loss_curve_round_trips_exactly(tmp_path: Path) -> None:
+    """Thousands of steps go in as one Arrow insert: same values, NULLs kept, ints stay ints."""
+    store = ResultsStore(tmp_path / "r.duckdb")
+    steps = [
+        {"study": "s", "number": 0, "step": i, "epoch": i / 3000, "loss": 1.0 / i, "lr": 2e-4,
+         "tokens_per_s": 1234.5, "peak_gb": 0.25, "eval_nll": 0.5 + 1 / i if i % 100 == 0 else None}
+        for i in range(1, 3001)
+    ]
+    store.write_trials([{"study": "s", "number": 0, "state": "complete", "steps_done": 3000}], steps)
+    back = store.steps("s", 0)
+    assert [(r["step"], r["loss"], r["eval_nll"]) for r in back] == [
+        (r["step"], r["loss"], r["eval_nll"]) for r in steps]
+    types = dict(store.query("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'steps'")[1])
+    assert types["step"] == "INTEGER" and types["eval_nll"] == "DOUBLE"
+    # A value that does not fit its column goes the slow way and fails as it always did.
+    bad = [{**row, "number": 1} for row in steps[:30]]
+    bad[5]["step"] = "five"
+    with pytest.raises(Exception, match="five|Could not convert|Conversion"):
+        store.write_trials([{"study": "s", "number": 1, "state": "complete"}], bad)
+    assert len(store.steps("s", 0)) == 3000  # the earlier trial is untouched
+
+
 def test_lock_held_too_long_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
     study = _journal_study(tmp_path)
     store = ResultsStore(tmp_path / "r.duckdb", lock_timeout_s=0.5)
