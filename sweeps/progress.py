@@ -10,7 +10,10 @@ if TYPE_CHECKING:
 
     from sweeps.worker import Sweep, SweepState
 
-__all__ = ["render_state", "watch"]
+__all__ = ["PROGRESS_LOG_S", "render_state", "watch"]
+
+PROGRESS_LOG_S = 30.0
+"""Without a terminal (a log file, a pipe): seconds between lines about running trials."""
 
 
 def _budget(value: float, limit: float | None, unit: str = "") -> str:
@@ -70,9 +73,14 @@ def watch(sweep: Sweep, console: Console) -> SweepState:
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
+        logged: dict[int, int | None] = {}
+        last_log = time.monotonic()
         try:
             while not done.wait(0.5):
                 printed = _print_new_events(sweep.state, console, printed)
+                if time.monotonic() - last_log >= PROGRESS_LOG_S:
+                    last_log = time.monotonic()
+                    _print_running(sweep.state, console, logged)
         except KeyboardInterrupt:
             sweep.stop("interrupted")
             thread.join()
@@ -102,6 +110,21 @@ def watch(sweep: Sweep, console: Console) -> SweepState:
             stop.set()
             refresher.join()
             live.update(render_state(sweep.state))
+
+
+def _print_running(state: SweepState, console: Console, logged: dict[int, int | None]) -> None:
+    """One line per running trial whose step moved since the last such line."""
+    now = time.monotonic()
+    with state.lock:
+        running = sorted(state.running.values(), key=lambda r: r.number)
+    for trial in running:
+        if trial.step is None or logged.get(trial.number) == trial.step:
+            continue
+        logged[trial.number] = trial.step
+        of = f"/{trial.max_steps}" if trial.max_steps else ""
+        loss = "" if trial.loss is None else f", loss {trial.loss:.4f}"
+        console.print(f"trial {trial.number} ({trial.method}, {trial.slot}): step {trial.step}{of}"
+                      f"{loss}, {now - trial.started:.0f} s", markup=False, highlight=False)
 
 
 def _print_new_events(state: SweepState, console: Console, printed: int) -> int:

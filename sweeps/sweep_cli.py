@@ -164,11 +164,20 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
             if t["state"] not in ("complete", "running", "waiting"):
                 failures[t["state"]] = failures.get(t["state"], 0) + 1
         best = store.frontier(row["study"])
+        running = []
+        for t in trials:
+            if t["state"] == "running":
+                steps = store.steps(row["study"], t["number"])
+                running.append({
+                    "number": t["number"], "method": t["method"], "steps_done": t["steps_done"],
+                    "max_steps": t["max_steps"], "loss": steps[-1]["loss"] if steps else None,
+                    "started_at": t["started_at"], "worker_host": t["worker_host"],
+                })
         report.append({
             "study": row["study"], "model": row["model"], "trials": row["trials"],
             "complete": row["complete"], "running": sum(t["state"] == "running" for t in trials),
             "failures": failures, "dollars": row["dollars"], "budget_dollars": row["budget_dollars"],
-            "budget_trials": row["budget_trials"],
+            "budget_trials": row["budget_trials"], "running_trials": running,
             "hypervolume": frontier_hypervolume(trials),
             "frontier": [{k: t[k] for k in ("number", "method", "rank", "lr", "eval_nll",
                                             "retain_delta_nll", "dollars", "artifact")} for t in best],
@@ -189,6 +198,14 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
             f"{item['running']} running, {item['trials']} recorded; spent ${item['dollars']:.4f}{budget}; "
             f"hypervolume {item['hypervolume']:.4g}"
         )
+        for t in item["running_trials"]:
+            step = "not started" if t["steps_done"] is None else (
+                f"step {t['steps_done']}" + (f"/{t['max_steps']}" if t["max_steps"] else ""))
+            loss = "" if t["loss"] is None else f", loss {t['loss']:.4f}"
+            since = f", since {t['started_at']:%Y-%m-%d %H:%M:%S}" if t["started_at"] else ""
+            host = f" on {t['worker_host']}" if t["worker_host"] else ""
+            console.print(f"  running: #{t['number']} {t['method']} {step}{loss}{since}{host}",
+                          markup=False)
         if item["failures"]:
             console.print("  not completed: " + ", ".join(f"{k} {v}" for k, v in sorted(item["failures"].items())),
                           markup=False)

@@ -17,6 +17,10 @@ What makes it trustworthy overnight:
 - a trial left RUNNING by a worker that died is found on the next start (journal: the
   worker's host and pid are recorded on each trial; PostgreSQL: Optuna's heartbeats), told
   as ``lost``, and re-queued up to ``run.max_retries`` times.
+
+While a trial runs, its row is in the results file as ``running`` and its logged steps are
+written there every :data:`PROGRESS_WRITE_S` seconds (``steps_done`` counts them), so the
+terminal UI and SQL see a trial's progress and loss curve before it ends.
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ from sweeps.types import StepLog, TrialConfig, TrialResult
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["COUNTED_STATES", "Sweep", "SweepState"]
+__all__ = ["COUNTED_STATES", "PROGRESS_WRITE_S", "Sweep", "SweepState"]
+
+PROGRESS_WRITE_S = float(os.environ.get("PARETUNE_PROGRESS_WRITE_S", "5"))
+"""Seconds between writes of a running trial's steps to the results file
+(``$PARETUNE_PROGRESS_WRITE_S``). Each write is one short transaction; a write that meets
+another process's lock is skipped and the steps go out with the next one."""
 
 COUNTED_STATES = ("complete", "oom", "failed", "timeout", "running")
 """Trial states that use up the trial budget (infeasible, over-budget, interrupted and lost
@@ -145,6 +154,8 @@ class Sweep:
         if self.recovered:
             self.state.event(f"re-queued trial(s) {self.recovered} left running by a dead worker")
         self._write_study_row()
+        for number in self.recovered:  # its row said "running": it is "lost" now
+            self._record(self.study, number)
         self._refresh_state()
 
     # -- public
@@ -239,6 +250,8 @@ class Sweep:
         recovered = recover_dead_workers(study, max_retries=self.spec.run.max_retries)
         if recovered:
             self.state.event(f"re-queued trial(s) {recovered} left running by a dead worker")
+            for number in recovered:
+                self._record(study, number)
         spend = _spend(study)
         refusal = budget_refusal(self.spec, spend, Prediction())
         if refusal:
@@ -321,8 +334,12 @@ class Sweep:
         with self.state.lock:
             self.state.running[key] = running
 
+        progress = _ProgressWriter(self.store, study.study_name, self._running_row(study, trial, config))
+        progress.start()
+
         def on_step(step: StepLog) -> None:
             running.step, running.loss = step.step, step.loss
+            progress.add(step)
 
         env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
         heartbeat = self._start_heartbeat(trial._trial_id)
@@ -334,6 +351,7 @@ class Sweep:
                                  error=f"{type(error).__name__}: {error}")
         finally:
             heartbeat.set()
+            progress.stop()  # before the final row is written: nothing may overwrite it
             with self.state.lock:
                 self.state.running.pop(key, None)
         run_s = time.perf_counter() - run_started
@@ -405,6 +423,16 @@ class Sweep:
             self.state.event(f"trial {number} not written to {self.store.path}: {error.message}; "
                              "`paretune results sync` imports it later")
 
+    def _running_row(self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig) -> dict[str, Any]:
+        """The row a trial has in the results file while it runs (state ``running``)."""
+        try:
+            frozen = self.storage.get_trial(trial._trial_id)
+        except Exception:  # noqa: BLE001 - the storage hiccupped: a smaller row will do
+            return {"study": study.study_name, "number": trial.number, "state": "running",
+                    **config.model_dump(include={"method", "lr", "max_steps"})}
+        row, _ = trial_row(study.study_name, frozen, [d.name.lower() for d in study.directions])
+        return row
+
     def _write_study_row(self) -> None:
         try:
             self.store.write_study(study_row(self.study, storage=self.storage_url))
@@ -447,6 +475,56 @@ class Sweep:
 
         threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}").start()
         return done
+
+
+class _ProgressWriter:
+    """Writes a running trial's row and its steps so far to the results file, in a thread.
+
+    The first write (state ``running``) goes out at once; then, every
+    :data:`PROGRESS_WRITE_S` seconds, the steps logged since (``steps_done`` is the last
+    step). Progress is best effort: a write that meets a locked file or fails is skipped,
+    never waited for, and :meth:`stop` ends the thread before the trial's final row is
+    written, so a late progress write cannot overwrite the outcome.
+    """
+
+    def __init__(self, store: ResultsStore, study: str, row: dict[str, Any]) -> None:
+        self.store = ResultsStore(store.path, lock_timeout_s=1.0)
+        self.study, self.row = study, row
+        self.steps: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.written = -1  # steps written so far; -1: not even the row
+        self.thread = threading.Thread(target=self._loop, daemon=True,
+                                       name=f"progress-{study}-{row['number']}")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def add(self, step: StepLog) -> None:
+        with self.lock:
+            self.steps.append({"study": self.study, "number": self.row["number"], **step.model_dump()})
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            self._write()
+            if self.done.wait(PROGRESS_WRITE_S):
+                return
+
+    def _write(self) -> None:
+        with self.lock:
+            steps = list(self.steps)
+        if len(steps) == self.written:
+            return
+        row = {**self.row, "steps_done": steps[-1]["step"] if steps else None}
+        try:
+            self.store.write_trials([row], steps)
+        except Exception:  # noqa: BLE001 - best effort; the final write is the one that counts
+            return
+        self.written = len(steps)
 
 
 def _objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:

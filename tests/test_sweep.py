@@ -25,7 +25,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def write_demo_spec(folder: Path, name: str, *, trials: int, save: str = "frontier",
-                    storage: str | None = None, extra_run: str = "") -> Path:
+                    storage: str | None = None, extra_run: str = "", max_steps: int = 2) -> Path:
     """A tiny demo spec: LoRA (two ranks) and freeze, 2 optimizer steps per trial."""
     spec = folder / f"{name}.toml"
     storage_line = f'storage = "{storage}"' if storage else ""
@@ -40,7 +40,7 @@ usd_per_hour = 0.10
 methods = ["lora", "freeze"]
 rank = [2, 8]
 lr = {{ low = 1e-4, high = 1e-2, log = true }}
-max_steps = 2
+max_steps = {max_steps}
 [trial]
 batch = 4
 eval_every = 2
@@ -147,6 +147,10 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.3)
     victim = wait_for_running_trial(spec, first)
+    store = ResultsStore(tmp_path / "results.duckdb")
+    while not any(r["number"] == victim and r["state"] == "running" for r in store.trials("killed")):
+        assert time.monotonic() < deadline, "the running trial never reached the results file"
+        time.sleep(0.2)
     children = psutil.Process(first.pid).children(recursive=True)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
@@ -167,8 +171,8 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
     assert len(retries) == 1 and retries[0].user_attrs["state"] == "complete"
     assert retries[0].params == trials[victim].params
     assert sum(t.user_attrs.get("state") == "complete" for t in trials) == 2  # the study finished
-    rows = ResultsStore(tmp_path / "results.duckdb").trials("killed")
-    assert [r["state"] for r in rows] == states(study)
+    rows = store.trials("killed")
+    assert [r["state"] for r in rows] == states(study)  # the dead trial's "running" row is "lost"
 
 
 def test_ctrl_c_leaves_nothing_running_and_rerun_resumes(demo, tmp_path: Path) -> None:

@@ -188,3 +188,49 @@ async def test_chosen_study_stays_chosen_across_refreshes(tmp_path: Path) -> Non
             await _settle(pilot)
         assert screen.study == "older"
         assert screen.query_one("#studies").cursor_row == 1
+
+
+async def test_a_running_trial_shows_its_progress_and_its_detail_follows_it(tmp_path: Path) -> None:
+    """The sweep writes a running trial's steps as it trains (see sweeps.worker); the trials
+    table shows how far it is, and its open Trial tab reloads on each poll until it ends."""
+    import re
+
+    db = tmp_path / "results.duckdb"
+    write_study(db)
+    store = ResultsStore(db)
+    running = {"study": STUDY, "number": len(TRIALS), "state": "running", "method": "lora",
+               "rank": 4, "lr": 1e-3, "max_steps": 20, "predicted_peak_gb": 0.5}
+
+    def progress(done: int, **final) -> None:
+        steps = [{"study": STUDY, "number": running["number"], "step": s, "loss": 3.0 / s}
+                 for s in range(1, done + 1)]
+        store.write_trials([{**running, "steps_done": done, **final}], steps)
+
+    progress(5)
+    app = ParetuneApp(db=db, start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        screen = app.screen
+        trials = screen.query_one("#trials")
+        assert str(trials.get_row_at(len(TRIALS))[1]) == "running 5/20"
+        assert screen.query_one("#studies").get_row_at(0)[4] == "1"  # one running
+        screen.open_trial(STUDY, len(TRIALS))
+        await _settle(pilot)
+        assert screen.shown_running
+        assert re.search(r"steps_done\s+5\b", shown_text(screen.query_one("#trial-text")))
+
+        async def polled_until(state: str, done: int) -> None:
+            """The screen's own poll (every POLL_S) shows the new row and detail."""
+            for _ in range(100):
+                await pilot.pause(0.1)
+                text = shown_text(screen.query_one("#trial-text"))
+                if (str(trials.get_row_at(len(TRIALS))[1]) == state
+                        and re.search(rf"steps_done\s+{done}\b", text)):
+                    return
+            raise AssertionError(f"the screen never showed {state!r} with {done} steps")
+
+        progress(12)
+        await polled_until("running 12/20", 12)
+        progress(20, state="complete", eval_nll=0.9, dollars=0.01)
+        await polled_until("complete", 20)
+        assert not screen.shown_running  # finished: no more reloads

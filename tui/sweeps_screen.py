@@ -141,6 +141,10 @@ class SweepsScreen(Screen):
         self.spec_path: Path | None = None
         self.launched: LaunchedSweep | None = None
         self._final_refresh_done = False
+        self.shown_trial: tuple[str, int] | None = None
+        """The trial the Trial tab shows (or is loading)."""
+        self.shown_running = False
+        """Whether that trial was running when last loaded: then each poll reloads it."""
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -185,6 +189,8 @@ class SweepsScreen(Screen):
             s.running for s in self.studies
         ):
             self.action_refresh()
+        if self.shown_trial is not None and self.shown_running:
+            self._load_trial(*self.shown_trial)  # a running trial: its loss curve grows
         self._show_launch_status()
 
     def action_refresh(self) -> None:
@@ -220,8 +226,10 @@ class SweepsScreen(Screen):
         with trials.prevent(DataTable.RowHighlighted):
             trials.clear()
             for row in message.trials:
-                trials.add_row(*(_cell(row.get(c), c) for c in _TRIAL_COLUMNS),
-                               key=str(row["number"]))
+                cells = [_cell(row.get(c), c) for c in _TRIAL_COLUMNS]
+                if row.get("state") == "running":
+                    cells[_TRIAL_COLUMNS.index("state")] = Text(running_label(row), style="yellow")
+                trials.add_row(*cells, key=str(row["number"]))
             if message.trials:
                 trials.move_cursor(row=min(trial_cursor, len(message.trials) - 1), animate=False)
 
@@ -250,6 +258,7 @@ class SweepsScreen(Screen):
         self.open_trial(message.study, message.trial_number)
 
     def open_trial(self, study: str, number: int) -> None:
+        self.shown_trial, self.shown_running = (study, number), False
         self.query_one("#sweeps-tabs", TabbedContent).active = "trial-tab"
         self.query_one("#trial-text", Static).update(f"Loading trial {number} of {study}…")
         self._load_trial(study, number)
@@ -266,15 +275,19 @@ class SweepsScreen(Screen):
     def _trial_loaded(self, message: TrialLoaded) -> None:
         from textual_plotext import PlotextPlot
 
+        if (message.study, message.number) != self.shown_trial:
+            return  # a reload of a trial no longer shown
         text = self.query_one("#trial-text", Static)
         plot = self.query_one("#loss-curve", PlotextPlot)
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
         if message.detail is None:
+            self.shown_running = False
             text.update(f"Trial {message.number} of {message.study} is not in the database.")
             plot.refresh()
             return
+        running = self.shown_running = message.detail.row.get("state") == "running"
         text.update(trial_detail_table(message.study, message.number, message.detail.row))
         steps = message.detail.steps
         if steps:
@@ -285,7 +298,10 @@ class SweepsScreen(Screen):
                 plt.plot([s["step"] for s in evals], [s["eval_nll"] for s in evals],
                          label="eval NLL", marker="braille", color="red")
             plt.xlabel("optimizer step")
-        plt.title(f"trial {message.number}: loss curve" + ("" if steps else " (no steps logged)"))
+        title = f"trial {message.number}: loss curve"
+        if running:
+            title += f" ({running_label(message.detail.row)}, refreshing)"
+        plt.title(title + ("" if steps else " (no steps logged yet)" if running else " (no steps logged)"))
         plot.refresh()
 
     # -- spec editing and launching ----------------------------------------------------
@@ -414,6 +430,14 @@ _TRIAL_COLUMNS = (
     "number", "state", "method", "rank", "lr", "eval_nll", "retain_delta_nll", "dollars",
     "predicted_peak_gb", "measured_peak_gb",
 )
+
+
+def running_label(row: dict) -> str:
+    """A running trial's state cell: how far it is, from the steps written so far."""
+    step, total = row.get("steps_done"), row.get("max_steps")
+    if step is None:
+        return "running"
+    return f"running {step}/{total}" if total else f"running step {step}"
 
 
 def _cell(value, column: str) -> str | Text:
