@@ -542,12 +542,28 @@ def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -
         from pricing import load_catalog
 
         catalog = load_catalog()
-        name = config.gpu or torch.cuda.get_device_name(device).removeprefix("NVIDIA ")
-        peak = catalog.gpu(name).matmul_tflops * 1e12
+        gpu = (catalog.gpu(config.gpu) if config.gpu
+               else _catalog_gpu(catalog, torch.cuda.get_device_name(device)))
+        peak = gpu.matmul_tflops * 1e12
     except Exception:  # noqa: BLE001 - an unknown GPU only means no MFU
         return None
     per_token = predicted_estimate.flops / max(1, predicted_estimate.workload.tokens)
     return per_token * tokens_per_s / peak
+
+
+def _catalog_gpu(catalog, device_name: str):
+    """The catalogue GPU of a CUDA device name: without the vendor, then without trailing
+    memory words, since ``NVIDIA H100 80GB HBM3`` is how an H100 SXM names itself."""
+    import re
+
+    words = device_name.removeprefix("NVIDIA ").split()
+    while words:
+        try:
+            return catalog.gpu(" ".join(words))
+        except UserError:
+            if not re.fullmatch(r"\d+GB|HBM\d*e?", words.pop(), flags=re.IGNORECASE):
+                raise
+    raise UserError(f"no catalogue GPU for the device {device_name!r}")
 
 
 # --- the command that reproduces a trial ------------------------------------------------------
@@ -670,8 +686,6 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
             model = scorer
         else:
             del scorer
-            if device.type == "cuda":
-                torch.cuda.empty_cache()  # so the trial's reserved peak is its own
     if model is None:
         model = _load_model(sources.model, config, device, precision, quantized=quantized)
     _seed_everything(config.seed)
@@ -691,6 +705,13 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     trainable_params = sum(p.numel() for p in trainable)
     total_params = sum(p.numel() for p in model.parameters())
     if device.type == "cuda":
+        # So the trial's peaks are its own: what scoring the base, loading and quantizing
+        # freed (and what only reference cycles still hold) goes back to the device
+        # before the peaks are reset; the cached blocks would count as reserved.
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     load_s = time.perf_counter() - started
 

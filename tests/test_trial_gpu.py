@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,33 @@ def test_trial_runs_on_the_gpu_in_its_precision(method: str, tmp_path: Path, dem
     assert result.params["precision"] == expected
     assert result.measured.peak_reserved_gb >= result.measured.peak_gb > 0
     assert result.quality.eval_nll < result.quality.base_eval_nll
+    if _catalogue_knows_this_gpu():
+        assert 0 < result.measured.mfu < 1
 
 
 def test_gpu_out_of_memory_is_an_oom_trial(tmp_path: Path, demo) -> None:
     from sweeps.isolation import run_trial_isolated
     from sweeps.types import TrialConfig
 
+    # What this process holds already (earlier tests' trials ran here: bitsandbytes keeps
+    # its quantization map on the device) is not the child's.
+    gc.collect()
+    before = torch.cuda.memory_allocated()
     # 1 MB of GPU for the CUDA allocator: the model does not even load.
     result = run_trial_isolated(TrialConfig(device="cuda", max_steps=2, memory_limit_gb=0.001,
                                             run_dir=str(tmp_path)))
     assert result.state == "oom", result.error
-    assert torch.cuda.memory_allocated() == 0  # the parent holds nothing
+    gc.collect()
+    assert torch.cuda.memory_allocated() == before  # the parent gained nothing
+
+
+def _catalogue_knows_this_gpu() -> bool:
+    from pricing import load_catalog
+    from pricing.errors import UserError
+    from sweeps.trial import _catalog_gpu
+
+    try:
+        _catalog_gpu(load_catalog(), torch.cuda.get_device_name())
+    except UserError:
+        return False
+    return True
