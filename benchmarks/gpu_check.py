@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, estimate, resolve_model
 from planner.memory import constants, targeted_shapes
-from planner.simulate import simulate
+# The simulator's own checkpointing switch and optimizer: measured and simulated runs match.
+from planner.simulate import _enable_checkpointing, _master_weight_adamw, simulate
 
 MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 METHODS = ("full", "lora", "qlora", "dora", "freeze")
@@ -310,54 +311,6 @@ def _train(arch: Any, workload: Workload, method: MethodSpec, steps: int, device
         out["allocated_bytes"] = torch.cuda.max_memory_allocated()
         out["reserved_bytes"] = torch.cuda.max_memory_reserved()
     return out
-
-
-def _enable_checkpointing(model: Any) -> None:
-    # As the simulator does it (planner.simulate._enable_checkpointing): transformers 5
-    # renamed gradient checkpointing to activation checkpointing (non-reentrant by default);
-    # older releases only have the gradient_* spelling.
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable()
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _master_weight_adamw(params: list[Any]) -> Any:
-    """The simulator's mixed-precision AdamW (``planner.simulate._master_weight_adamw``) on
-    real tensors: 16-bit weights and gradients, an fp32 master copy and two fp32 moments per
-    weight, each weight's gradient upcast to fp32 just before its update and freed after it.
-
-    The one difference: the step counter lives on the weight's device. The fused CUDA kernel
-    reads it from device memory (``MultiTensorApply.cuh``), so the simulator's CPU counter,
-    fine on fake tensors, would be an illegal memory access here."""
-    import torch
-    from torch.optim.adamw import adamw
-
-    class MasterWeightAdamW(torch.optim.Optimizer):
-        def __init__(self, params: list[Any]) -> None:
-            super().__init__(params, {"lr": 1e-4})
-
-        @torch.no_grad()
-        def step(self, closure: Any = None) -> None:
-            for group in self.param_groups:
-                for param in group["params"]:
-                    if param.grad is None:
-                        continue
-                    state = self.state[param]
-                    if not state:
-                        state["master"] = param.detach().float()
-                        state["exp_avg"] = torch.zeros_like(state["master"])
-                        state["exp_avg_sq"] = torch.zeros_like(state["master"])
-                        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-                    adamw(
-                        [state["master"]], [param.grad.float()], [state["exp_avg"]],
-                        [state["exp_avg_sq"]], [], [state["step"]], fused=True,
-                        amsgrad=False, beta1=0.9, beta2=0.999, lr=group["lr"],
-                        weight_decay=0.0, eps=1e-8, maximize=False,
-                    )
-                    param.copy_(state["master"])
-
-    return MasterWeightAdamW(params)
 
 
 def _quantize_decoder_linears(model: Any) -> None:

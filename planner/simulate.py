@@ -622,7 +622,9 @@ def _master_weight_adamw(params: list[Any]) -> Any:
     16-bit weights and gradients, an fp32 master copy and two fp32 moments per weight.
 
     Each weight's gradient is upcast to fp32 just before its update and freed after it,
-    so the step's transient is one weight's fp32 gradient.
+    so the step's transient is one weight's fp32 gradient. The step counter lives on the
+    weight's device: the fused CUDA kernel reads it from device memory, so the same class
+    runs real steps on a GPU (``benchmarks/gpu_check.py``).
     """
     import torch
     from torch.optim.adamw import adamw
@@ -642,7 +644,7 @@ def _master_weight_adamw(params: list[Any]) -> Any:
                         state["master"] = param.detach().float()
                         state["exp_avg"] = torch.zeros_like(state["master"])
                         state["exp_avg_sq"] = torch.zeros_like(state["master"])
-                        state["step"] = torch.tensor(0.0)
+                        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
                     adamw(
                         [state["master"]], [param.grad.float()], [state["exp_avg"]],
                         [state["exp_avg_sq"]], [], [state["step"]], fused=True,

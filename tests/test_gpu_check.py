@@ -96,3 +96,25 @@ def test_rows_past_the_time_budget_are_skipped_and_out_is_appended(
     assert [(r["method"], r["status"]) for r in rows] == [("lora", "skipped"), ("full", "skipped")]
     assert all("time budget of 0 s" in r["error"] for r in rows)
     assert capsys.readouterr().out.count("! skipped:") == 2
+
+
+def test_dry_run_builds_the_table(tiny_config: Path, capsys) -> None:
+    assert _gpu_check().main(["--dry-run", "--models", str(tiny_config), "--methods", "lora,full",
+                              "--seq-len", "32", "--batch", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.split()[1:2] in (["lora"], ["full"])]
+    assert len(rows) == 2
+    for row in rows:
+        assert row[2] == row[3] == "-"  # nothing measured without a GPU
+        assert float(row[6]) > 0 and float(row[7]) > 0  # simulated and analytic GB
+
+
+def test_each_method_trains_for_real_on_the_cpu(tiny_config: Path, capsys) -> None:
+    """The GPU run's code path (quantizing to NF4 with bitsandbytes, peft, freeze, the
+    optimizer, the timed steps) on the CPU with a tiny model; memory is not measured."""
+    assert _gpu_check().main(["--device", "cpu", "--models", str(tiny_config), "--methods",
+                              "qlora,freeze", "--steps", "2", "--seq-len", "16", "--batch", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.split()[1:2] in (["qlora"], ["freeze"])]
+    assert len(rows) == 2
+    assert all(float(row[8].replace(",", "")) > 0 for row in rows)  # measured tokens/s

@@ -265,43 +265,6 @@ def test_plan_simulate_recipe_trial_upcasts_qlora(tmp_path) -> None:
     assert "each method as `paretune trial` runs it" in " ".join(table.output.split())
 
 
-def _gpu_check():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_gpu_check_dry_run_builds_the_table(tmp_path, capsys) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({**TINY, "model_type": "qwen2"}))
-    assert _gpu_check().main(["--dry-run", "--models", str(config), "--methods", "lora,full",
-                              "--seq-len", "32", "--batch", "1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines if line.split()[1:2] in (["lora"], ["full"])]
-    assert len(rows) == 2
-    for row in rows:
-        assert row[2] == row[3] == "-"  # nothing measured without a GPU
-        assert float(row[6]) > 0 and float(row[7]) > 0  # simulated and analytic GB
-
-
-def test_gpu_check_trains_each_method_for_real_on_the_cpu(tmp_path, capsys) -> None:
-    """The GPU run's code path (quantizing to NF4 with bitsandbytes, peft, freeze, the
-    optimizer, the timed steps) on the CPU with a tiny model; memory is not measured."""
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({**TINY, "model_type": "qwen2"}))
-    assert _gpu_check().main(["--device", "cpu", "--models", str(config), "--methods",
-                              "qlora,freeze", "--steps", "2", "--seq-len", "16", "--batch", "1"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()
-            if line.split()[1:2] in (["qlora"], ["freeze"])]
-    assert len(rows) == 2
-    assert all(float(row[8].replace(",", "")) > 0 for row in rows)  # measured tokens/s
-
-
 def test_trial_recipe_runs_a_step_as_the_trial_loop_does() -> None:
     """sweeps.trial: fp32 weights under bf16 autocast for full fine-tuning with torch's
     foreach AdamW, whose step holds one fp32 temporary per weight; the loop keeps the bf16
