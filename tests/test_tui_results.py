@@ -234,3 +234,21 @@ async def test_a_running_trial_shows_its_progress_and_its_detail_follows_it(tmp_
         progress(20, state="complete", eval_nll=0.9, dollars=0.01)
         await polled_until("complete", 20)
         assert not screen.shown_running  # finished: no more reloads
+
+
+async def test_a_study_written_by_another_program_appears_without_a_refresh(tmp_path: Path) -> None:
+    """No study was running when the screen last looked; a sweep started elsewhere writes the
+    results file, and the next poll (it sees the file change) lists the new study."""
+    db = tmp_path / "results.duckdb"
+    write_study(db, "first", datetime(2025, 1, 1))
+    app = ParetuneApp(db=db, start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        studies = app.screen.query_one("#studies")
+        assert studies.row_count == 1
+        write_study(db, "second", datetime(2026, 1, 1))
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if studies.row_count == 2:
+                break
+        assert [studies.get_row_at(i)[0] for i in range(studies.row_count)] == ["second", "first"]

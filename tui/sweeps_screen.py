@@ -145,6 +145,7 @@ class SweepsScreen(Screen):
         """The trial the Trial tab shows (or is loading)."""
         self.shown_running = False
         """Whether that trial was running when last loaded: then each poll reloads it."""
+        self._db_stamp: tuple = ()
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -178,14 +179,18 @@ class SweepsScreen(Screen):
         if found and found[0].running:
             self.launched = found[0]  # a sweep started by an earlier session of the app
         self._show_launch_status()
+        self._db_stamp = _file_stamp(self.app.db_path)
         self.action_refresh()
         self.set_interval(POLL_S, self._poll)
 
     # -- polling -----------------------------------------------------------------------
 
     def _poll(self) -> None:
-        # Refresh while a sweep runs (ours or any study with running trials).
-        if (self.launched is not None and self.launched.running) or any(
+        # Refresh while a sweep runs (ours or any study with running trials), and whenever
+        # the results file changed: a sweep started from another terminal shows up too.
+        stamp = _file_stamp(self.app.db_path)
+        changed, self._db_stamp = stamp != self._db_stamp, stamp
+        if changed or (self.launched is not None and self.launched.running) or any(
             s.running for s in self.studies
         ):
             self.action_refresh()
@@ -424,6 +429,19 @@ class SweepsScreen(Screen):
                     Text(f"The sweep exited with status {code}:\n{sweep.log_tail(6)}")
                 )
             self.action_refresh()
+
+
+def _file_stamp(db: Path) -> tuple:
+    """Size and modification time of the results file and its write-ahead log (a stat each:
+    cheap enough for the UI thread)."""
+    stamp = []
+    for path in (Path(db), Path(f"{db}.wal")):
+        try:
+            info = path.stat()
+            stamp.append((info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
 
 
 _TRIAL_COLUMNS = (
