@@ -82,10 +82,10 @@ STUDY_COLUMNS: list[tuple[str, str, str]] = [
     ("provider", "VARCHAR", "provider whose price is used"),
     ("budget_dollars", "DOUBLE", "dollar budget"),
     ("budget_hours", "DOUBLE", "trial-hour budget"),
-    ("budget_trials", "INTEGER", "trial budget"),
+    ("budget_trials", "INTEGER", "trial budget (of the spec as last run)"),
     ("created_at", "TIMESTAMP", "when the study was created"),
     ("synced_at", "TIMESTAMP", "when this row was last written"),
-    ("spec", "JSON", "the whole sweep spec"),
+    ("spec", "JSON", "the whole sweep spec (as last run: a rerun with a changed spec updates it)"),
 ]
 
 TRIAL_COLUMNS: list[tuple[str, str, str]] = [

@@ -146,6 +146,10 @@ def open_study(spec: SweepSpec, storage: Any, *, sampler: Any = None, storage_ur
             f"but the spec asks for {objectives}",
             "Give the spec a new `name` to start another study.",
         )
+    elif study.user_attrs.get("spec") != spec.to_raw():
+        # Rerun with a changed spec (a larger budget, say): the study records the spec it
+        # runs under now, so its budget in the results file is the one being enforced.
+        study.set_user_attr("spec", spec.to_raw())
     return study
 
 

@@ -62,6 +62,12 @@ PROGRESS_WRITE_S = float(os.environ.get("PARETUNE_PROGRESS_WRITE_S", "5"))
 (``$PARETUNE_PROGRESS_WRITE_S``). Each write is one short transaction; a write that meets
 another process's lock is skipped and the steps go out with the next one."""
 
+RESUME_SEED_STRIDE = 7919
+"""Seed offset per trial already in the study when a sweep opens it (a prime, so no
+worker index or ``--seed-offset`` of a realistic size lands on another run's seed). A new
+study (no trials) is seeded exactly by ``seed``; rerunning a spec on a study that already has
+N trials seeds its samplers with ``seed + 7919 N``: reproducible, and not the first run's."""
+
 COUNTED_STATES = ("complete", "oom", "failed", "timeout", "running")
 """Trial states that use up the trial budget (infeasible, over-budget, interrupted and lost
 trials do not: the first two never ran, the last two are run again)."""
@@ -150,6 +156,9 @@ class Sweep:
         isolated trial, as seen by the parent), trial_wall (as measured inside the trial),
         tell_write (tell, artifact policy, results write). For benchmarks/sweep_overhead.py."""
         self.worker = this_worker()
+        self._trials_before = len(self.study.get_trials(deepcopy=False))
+        """Trials the study held when this sweep opened it: a resumed study's samplers are
+        seeded past them, so they do not replay the first run's random draws."""
         self.recovered = recover_dead_workers(self.study, max_retries=spec.run.max_retries)
         if self.recovered:
             self.state.event(f"re-queued trial(s) {self.recovered} left running by a dead worker")
@@ -214,7 +223,7 @@ class Sweep:
 
         study = optuna.load_study(
             study_name=self.spec.name, storage=self.storage,
-            sampler=make_sampler(self.spec, self.seed_offset + index),
+            sampler=make_sampler(self.spec, self.seed_offset + index + RESUME_SEED_STRIDE * self._trials_before),
         )
         infeasible_in_a_row = 0
         # A budget stop found by any worker ends every worker's loop (running trials finish).

@@ -14,6 +14,7 @@ import optuna
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.spec import SweepSpec
 from sweeps.store import ResultsStore
+from sweeps.study import open_storage
 from sweeps.worker import Sweep
 
 
@@ -94,3 +95,29 @@ def test_a_corrupt_results_file_loses_nothing(tmp_path: Path) -> None:
     rebuilt = ResultsStore(tmp_path / "new.duckdb")
     assert rebuilt.sync_study(sweep.study) == 20
     assert len(rebuilt.trials("gate")) == 20
+
+
+def test_a_resumed_study_does_not_replay_the_first_runs_draws(tmp_path: Path) -> None:
+    """Rerunning a spec continues its study (under its new budget) with new random draws: a sampler seeded as on the
+    first run would propose the very same trials again (seen: a resumed demo sweep re-ran
+    trials 0 and 1 as trials 3 and 4). A new study is still reproducible from its seed."""
+
+    def lrs(trials) -> list[float]:
+        return [t.params["lr"] for t in trials]
+
+    raw = {"search": {"methods": ["full"], "lr": {"low": 1e-6, "high": 1e-3, "log": True}},
+           "sampler": "random", "budget": {"trials": 100}}
+    spec = _spec(tmp_path, **raw)
+    Sweep(spec).run()  # every trial infeasible (full 8B on one H100): 20 draws, none run
+    assert ResultsStore(spec.run.results).studies()[0]["budget_trials"] == 100
+    larger = _spec(tmp_path, **{**raw, "budget": {"trials": 200}})
+    Sweep(larger).run()  # again, with a larger budget: 20 more
+    study = optuna.load_study(study_name="gate", storage=open_storage(spec.storage_url))
+    first, second = lrs(study.trials[:20]), lrs(study.trials[20:40])
+    assert len(second) == 20 and not set(first) & set(second)
+    # The study records the spec it last ran under: its budget is the one enforced.
+    assert ResultsStore(spec.run.results).studies()[0]["budget_trials"] == 200
+
+    again = _spec(tmp_path / "again", **raw)
+    Sweep(again).run()
+    assert lrs(optuna.load_study(study_name="gate", storage=open_storage(again.storage_url)).trials) == first
