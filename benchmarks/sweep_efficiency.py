@@ -11,7 +11,7 @@ sampler search that same grid, looking measured results up instead of re-running
 samplers see exactly what a real sweep would show them; only the cost of asking twice is
 saved. All hypervolumes use one reference point, taken from the whole grid.
 
-    python benchmarks/sweep_efficiency.py [--n 12] [--seeds 20] [--jobs 2] [--cache runs/bench/sweep_grid.json]
+    python benchmarks/sweep_efficiency.py [--n 6 8 10 12] [--seeds 20] [--jobs 2] [--cache runs/bench/sweep_grid.json]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps.frontier import hypervolume, reference_point
+from sweeps.spec import SweepSpec
+from sweeps.study import make_sampler, suggest
 from sweeps.types import TrialConfig
 
 GRID = {
@@ -89,28 +91,30 @@ def measure_grid(cache: Path, jobs: int) -> dict[str, list[float] | None]:
     return table
 
 
+def grid_spec(sampler: str, seed: int, trials: int) -> SweepSpec:
+    """The grid as a sweep spec with a budget of ``trials``: the samplers are built by
+    ``make_sampler`` and the points drawn by ``suggest``, exactly as a sweep of it would."""
+    return SweepSpec(
+        name="sweep-efficiency", sampler=sampler, seed=seed, budget={"trials": trials},
+        search={"methods": GRID["method"], "rank": GRID["rank"], "lr": GRID["lr"],
+                "max_steps": GRID["max_steps"]},
+    )
+
+
 def search(sampler_name: str, seed: int, n: int, table: dict) -> list[list[float]]:
     """Run a sampler on the grid for n trials; return the measured objective vectors."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if sampler_name == "tpe":  # paretune's settings (sweeps.worker.make_sampler)
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                             constant_liar=True, n_startup_trials=5)
-    elif sampler_name == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
+    spec = grid_spec(sampler_name, seed, n)
+    study = optuna.create_study(directions=spec.objectives.directions(), sampler=make_sampler(spec))
     found: list[list[float]] = []
     for _ in range(n):
         trial = study.ask()
-        method = trial.suggest_categorical("method", GRID["method"])
-        rank = trial.suggest_categorical("rank", GRID["rank"]) if method in ("lora", "dora") else None
-        point = {"method": method, "rank": rank,
-                 "lr": trial.suggest_categorical("lr", GRID["lr"]),
-                 "max_steps": trial.suggest_categorical("max_steps", GRID["max_steps"])}
+        params = suggest(trial, spec)
+        point = {"method": params["method"], "rank": params.get("rank"), "lr": params["lr"],
+                 "max_steps": params["max_steps"]}
         values = table[key(point)]
         if values is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -122,7 +126,8 @@ def search(sampler_name: str, seed: int, n: int, table: dict) -> list[list[float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=12, help="trials N (random also gets 2N)")
+    parser.add_argument("--n", type=int, nargs="+", default=[12],
+                        help="trials N, one or more (each sampler also gets 2N)")
     parser.add_argument("--jobs", type=int, default=2, help="real trials measured at once")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--cache", type=Path, default=Path("runs/bench/sweep_grid.json"))
@@ -135,17 +140,21 @@ def main() -> None:
     print(f"\ngrid: {len(table)} real demo trials, {len(measured)} complete; "
           f"hypervolume of the whole grid {best:.4g} (reference {reference.round(5).tolist()})")
     print(f"mean hypervolume as a fraction of the whole grid's, over {args.seeds} seeds:\n")
-    print(f"{'sampler':<10}{'N=' + str(args.n):>12}{'2N=' + str(2 * args.n):>12}")
-    results = {}
-    for name in ("tpe", "nsga2", "random"):
-        row = []
-        for n in (args.n, 2 * args.n):
-            hv = [hypervolume(search(name, seed, n, table), reference) / best for seed in range(args.seeds)]
-            row.append(statistics.mean(hv))
-        results[name] = row
-        print(f"{name:<10}{row[0]:>12.3f}{row[1]:>12.3f}")
-    ratio = results["tpe"][0] / results["random"][1]
-    print(f"\nTPE at N / random at 2N: {ratio:.2f} (aim: >= 1.00)")
+    samplers = ("tpe", "nsga2", "random")
+    print(f"{'N':>4}" + "".join(f"{name + '@N':>10}{name + '@2N':>11}" for name in samplers)
+          + f"{'tpe@N / random@2N':>20}")
+    for n in args.n:
+        results = {}
+        for name in samplers:
+            results[name] = [
+                statistics.mean(hypervolume(search(name, seed, trials, table), reference) / best
+                                for seed in range(args.seeds))
+                for trials in (n, 2 * n)
+            ]
+        ratio = results["tpe"][0] / results["random"][1]
+        print(f"{n:>4}" + "".join(f"{results[name][0]:>10.3f}{results[name][1]:>11.3f}" for name in samplers)
+              + f"{ratio:>20.2f}")
+    print("\naim: TPE at N reaches random search at 2N (ratio >= 1.00)")
 
 
 if __name__ == "__main__":
