@@ -388,6 +388,7 @@ def _cheapest_anywhere(
     peaks = _Peaks(arch, workload, method)
     flops = training_flops(arch, workload, method)
     mfu = _mfu(method)
+    node_gpus = int(constants()["node_gpus"])
     best: tuple[Decimal, Any, Any, int] | None = None
     counts: dict[str, int | None] = {}
     for offer, gpu in offers:
@@ -397,6 +398,8 @@ def _cheapest_anywhere(
         if n is None:
             continue
         n = max(n, method.gpus)
+        if n > node_gpus and offer.gpus_per_instance < node_gpus:
+            continue  # more than one node of small rentals: not a training cluster
         cost = _dollars(_hours(flops, gpu, n, mfu), offer, n)
         if best is None or cost < best[0]:
             best = (cost, gpu, offer, n)

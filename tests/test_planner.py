@@ -303,6 +303,21 @@ def test_plan_without_gpu_picks_the_cheapest_fitting_option(catalog) -> None:
     assert result.apis  # at least one fine-tuning API trains a 7B model
 
 
+def test_the_cheapest_search_goes_past_one_node_only_on_whole_node_rentals(catalog) -> None:
+    """96 RTX 4090 pods sharding a 70B full fine-tune would be cheapest on paper; nobody can
+    train on that. Past 8 GPUs (one node) only offers rented as whole 8-GPU nodes count."""
+    arch = resolve_model("llama-3.1-70b")
+    result = plan(arch, WORK, catalog=catalog)
+    for est in result.estimates:
+        assert est.fits
+        offer = catalog.offers(gpu=est.gpu, provider=est.provider)[0]
+        assert est.method.gpus <= 8 or offer.gpus_per_instance >= 8, (est.method.kind, est.gpu)
+    full = result.estimates[0]
+    pods = estimate(arch, WORK, full.method.with_(gpus=96, sharding="zero3"), gpu="rtx-4090",
+                    provider="runpod-community", catalog=catalog)
+    assert pods.fits and pods.dollars < full.dollars  # what the rule turned down
+
+
 def test_plan_respects_provider(catalog) -> None:
     result = plan(DENSE, WORK, [MethodSpec(kind="lora")], provider="lambda", catalog=catalog)
     assert result.estimates[0].provider == "lambda"
