@@ -175,7 +175,7 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
                 })
         report.append({
             "study": row["study"], "model": row["model"], "trials": row["trials"],
-            "complete": row["complete"], "running": sum(t["state"] == "running" for t in trials),
+            "complete": row["complete"], "running": len(running),
             "failures": failures, "dollars": row["dollars"], "budget_dollars": row["budget_dollars"],
             "budget_trials": row["budget_trials"], "running_trials": running,
             "hypervolume": frontier_hypervolume(trials),
