@@ -106,8 +106,8 @@ def _redact(url: str) -> str:
 def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler; each worker gets its own seed so workers do not repeat each other.
 
-    TPE (the default) is Optuna's, except that it never proposes a point the study already
-    holds (see :func:`_tpe_without_repeats`).
+    TPE (the default) is Optuna's, except that a proposal repeating a trial of the study becomes
+    an untried neighbour of it (see :func:`_tpe_without_repeats`).
     """
     import warnings
 
