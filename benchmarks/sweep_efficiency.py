@@ -153,8 +153,8 @@ def main() -> None:
             ]
         ratio = results["tpe"][0] / results["random"][1]
         print(f"{n:>4}" + "".join(f"{results[name][0]:>10.3f}{results[name][1]:>11.3f}" for name in samplers)
-              + f"{ratio:>20.2f}")
-    print("\naim: TPE at N reaches random search at 2N (ratio >= 1.00)")
+              + f"{ratio:>20.3f}")
+    print("\naim: TPE at N reaches random search at 2N (ratio >= 1)")
 
 
 if __name__ == "__main__":
