@@ -10,10 +10,15 @@ if TYPE_CHECKING:
 
     from sweeps.worker import Sweep, SweepState
 
-__all__ = ["PROGRESS_LOG_S", "render_state", "watch"]
+__all__ = ["PROGRESS_LOG_S", "render_state", "steps_of", "watch"]
 
 PROGRESS_LOG_S = 30.0
 """Without a terminal (a log file, a pipe): seconds between lines about running trials."""
+
+
+def steps_of(step: int, max_steps: int | None) -> str:
+    """``40/120``, or ``40`` when the trial runs by epochs (no ``max_steps``)."""
+    return f"{step}/{max_steps}" if max_steps else f"{step}"
 
 
 def _budget(value: float, limit: float | None, unit: str = "") -> str:
@@ -44,8 +49,7 @@ def render_state(state: SweepState) -> RenderableType:
             table.add_column(column)
         now = time.monotonic()
         for running in sorted(state.running.values(), key=lambda r: r.number):
-            step = "-" if running.step is None else (
-                f"{running.step}" + (f"/{running.max_steps}" if running.max_steps else ""))
+            step = "-" if running.step is None else steps_of(running.step, running.max_steps)
             loss = "-" if running.loss is None else f"{running.loss:.4f}"
             table.add_row(f"#{running.number}", running.slot, running.method, step, loss,
                           f"{now - running.started:.0f}s")
@@ -121,9 +125,9 @@ def _print_running(state: SweepState, console: Console, logged: dict[int, int | 
         if trial.step is None or logged.get(trial.number) == trial.step:
             continue
         logged[trial.number] = trial.step
-        of = f"/{trial.max_steps}" if trial.max_steps else ""
         loss = "" if trial.loss is None else f", loss {trial.loss:.4f}"
-        console.print(f"trial {trial.number} ({trial.method}, {trial.slot}): step {trial.step}{of}"
+        console.print(f"trial {trial.number} ({trial.method}, {trial.slot}): "
+                      f"step {steps_of(trial.step, trial.max_steps)}"
                       f"{loss}, {now - trial.started:.0f} s", markup=False, highlight=False)
 
 

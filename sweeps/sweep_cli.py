@@ -145,6 +145,7 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
 def sweep_status(study: str | None, db: Path, fmt: str) -> None:
     """Progress, spend, best trials and failures by reason of STUDY (or of every study)."""
     from sweeps.frontier import frontier_hypervolume
+    from sweeps.progress import steps_of
     from sweeps.store import ResultsStore
 
     store = ResultsStore(db)
@@ -199,8 +200,8 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
             f"hypervolume {item['hypervolume']:.4g}"
         )
         for t in item["running_trials"]:
-            step = "not started" if t["steps_done"] is None else (
-                f"step {t['steps_done']}" + (f"/{t['max_steps']}" if t["max_steps"] else ""))
+            step = ("not started" if t["steps_done"] is None
+                    else f"step {steps_of(t['steps_done'], t['max_steps'])}")
             loss = "" if t["loss"] is None else f", loss {t['loss']:.4f}"
             since = f", since {t['started_at']:%Y-%m-%d %H:%M:%S}" if t["started_at"] else ""
             host = f" on {t['worker_host']}" if t["worker_host"] else ""

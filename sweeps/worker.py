@@ -159,12 +159,8 @@ class Sweep:
         self._trials_before = len(self.study.get_trials(deepcopy=False))
         """Trials the study held when this sweep opened it: a resumed study's samplers are
         seeded past them, so they do not replay the first run's random draws."""
-        self.recovered = recover_dead_workers(self.study, max_retries=spec.run.max_retries)
-        if self.recovered:
-            self.state.event(f"re-queued trial(s) {self.recovered} left running by a dead worker")
         self._write_study_row()
-        for number in self.recovered:  # its row said "running": it is "lost" now
-            self._record(self.study, number)
+        self.recovered = self._recover_dead_workers(self.study)
         self._refresh_state()
 
     # -- public
@@ -256,11 +252,7 @@ class Sweep:
         from optuna.trial import TrialState
 
         # A worker that died since the last ask (here, or a heartbeat gone stale elsewhere).
-        recovered = recover_dead_workers(study, max_retries=self.spec.run.max_retries)
-        if recovered:
-            self.state.event(f"re-queued trial(s) {recovered} left running by a dead worker")
-            for number in recovered:
-                self._record(study, number)
+        self._recover_dead_workers(study)
         spend = _spend(study)
         refusal = budget_refusal(self.spec, spend, Prediction())
         if refusal:
@@ -431,6 +423,15 @@ class Sweep:
         except StoreError as error:
             self.state.event(f"trial {number} not written to {self.store.path}: {error.message}; "
                              "`paretune results sync` imports it later")
+
+    def _recover_dead_workers(self, study: optuna.Study) -> list[int]:
+        """Fail as ``lost`` and re-queue the trials of dead workers; their rows follow."""
+        recovered = recover_dead_workers(study, max_retries=self.spec.run.max_retries)
+        if recovered:
+            self.state.event(f"re-queued trial(s) {recovered} left running by a dead worker")
+        for number in recovered:  # its row said "running": it is "lost" now
+            self._record(study, number)
+        return recovered
 
     def _running_row(self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig) -> dict[str, Any]:
         """The row a trial has in the results file while it runs (state ``running``)."""
