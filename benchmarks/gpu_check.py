@@ -42,9 +42,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, estimate, resolve_model
-from planner.memory import constants, targeted_shapes
+from planner.estimation.memory import constants, targeted_shapes
 # The simulator's own checkpointing switch and optimizer: measured and simulated runs match.
-from planner.simulate import _enable_checkpointing, _master_weight_adamw, simulate
+from planner.simulation.simulate import _enable_checkpointing, _master_weight_adamw, simulate
 
 MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 METHODS = ("full", "lora", "qlora", "dora", "freeze")

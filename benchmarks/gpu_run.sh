@@ -69,7 +69,7 @@ if torch.cuda.is_available():
           f"{props.major}.{props.minor}, bf16: {torch.cuda.is_bf16_supported()}")
 for module in ("pydantic", "yaml", "platformdirs", "tomli_w", "filelock", "psutil",
                "transformers", "peft", "accelerate", "bitsandbytes", "pricing", "planner",
-               "planner.simulate", "sweeps.trial", "sweeps.isolation", "sweeps.demo"):
+               "planner.simulation.simulate", "sweeps.trial.recipe", "sweeps.trial.isolation", "sweeps.trial.demo"):
     try:
         importlib.import_module(module)
         print(f"  import {module}: ok")
@@ -82,7 +82,7 @@ EOF
 # the GPU is busy with gpu_check. The tests wait for it through the cache's file lock.
 echo "== $(elapsed): building the demo model in the background (demo.log)"
 timeout -k 10 "$DEMO_TIMEOUT_S" "$PYTHON" -c \
-    "from sweeps.demo import ensure_demo; print(ensure_demo())" >"$OUT/demo.log" 2>&1 &
+    "from sweeps.trial.demo import ensure_demo; print(ensure_demo())" >"$OUT/demo.log" 2>&1 &
 demo_pid=$!
 
 echo "== $(elapsed): gpu_check (timeout ${CHECK_TIMEOUT_S} s)"

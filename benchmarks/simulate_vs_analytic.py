@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, estimate, resolve_model
-from planner.simulate import simulate
+from planner.simulation.simulate import simulate
 
 MODELS = ("llama-3.1-8b", "qwen2.5-7b", "mistral-7b")
 SEQ_LENS = (512, 2048, 8192)

@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeps.frontier import hypervolume, reference_point
+from sweeps.results.frontier import hypervolume, reference_point
 from sweeps.spec import SweepSpec
 from sweeps.study import make_sampler, suggest
-from sweeps.types import TrialConfig
+from sweeps.trial.types import TrialConfig
 
 GRID = {
     "method": ["lora", "dora", "full", "freeze"],
@@ -58,7 +58,7 @@ def measure_grid(cache: Path, jobs: int) -> dict[str, list[float] | None]:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from sweeps.isolation import run_trial_isolated
+    from sweeps.trial.isolation import run_trial_isolated
 
     table: dict[str, list[float] | None] = json.loads(cache.read_text()) if cache.exists() else {}
     points = [p for p in grid_points() if key(p) not in table]

@@ -22,7 +22,7 @@ def _bare_loop(config, steps: int) -> float:
     import torch
     from transformers import AutoTokenizer
 
-    from sweeps import trial as trial_module
+    from sweeps.trial import recipe as trial_module
 
     sources = trial_module._sources(config)
     device = torch.device("cpu")
@@ -67,10 +67,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
 
-    from sweeps.demo import ensure_demo
-    from sweeps.isolation import run_trial_isolated
-    from sweeps.trial import run_trial
-    from sweeps.types import TrialConfig
+    from sweeps.trial.demo import ensure_demo
+    from sweeps.trial.isolation import run_trial_isolated
+    from sweeps.trial.recipe import run_trial
+    from sweeps.trial.types import TrialConfig
 
     ensure_demo()
     runs = tempfile.mkdtemp(prefix="paretune-bench-")

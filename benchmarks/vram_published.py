@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, memory_terms, resolve_model
-from planner.memory import constants
+from planner.estimation.memory import constants
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@
 Nothing here imports torch or transformers; GB means 10^9 bytes.
 """
 
-from planner.arch import LinearShape, ModelArch, arch_from_config
-from planner.catalog import list_models, resolve_model, search_models
+from planner.estimation.arch import LinearShape, ModelArch, arch_from_config
+from planner.estimation.catalog import list_models, resolve_model, search_models
 from planner.errors import InvalidSpecError, ModelConfigError, UnknownModelError
-from planner.estimate import (
+from planner.estimation.estimate import (
     GB,
     ApiQuote,
     Estimate,
@@ -23,7 +23,7 @@ from planner.estimate import (
     plan,
     training_flops,
 )
-from planner.memory import TERMS, memory_terms, targeted_shapes, trainable_params
+from planner.estimation.memory import TERMS, memory_terms, targeted_shapes, trainable_params
 from planner.specs import (
     ATTENTIONS,
     METHODS,

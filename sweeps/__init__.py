@@ -1,1 +1,5 @@
-"""Real fine-tunes (trials), their metrics, Optuna sweeps, the DuckDB results store."""
+"""Optuna sweeps of real fine-tunes.
+
+The sweep loop lives here (spec, study and sampler, gate, worker, liveness, progress); one
+measured fine-tune in :mod:`sweeps.trial`; the DuckDB store and frontier in :mod:`sweeps.results`.
+"""

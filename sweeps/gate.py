@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
-from sweeps.types import TrialConfig
+from sweeps.trial.types import TrialConfig
 
 if TYPE_CHECKING:
     from sweeps.spec import SweepSpec
@@ -90,7 +90,7 @@ class Gate:
 
             model = self.spec.model
             if model == "demo":
-                from sweeps.demo import ensure_demo
+                from sweeps.trial.demo import ensure_demo
 
                 model = str(ensure_demo().model_dir)
             self._arch = resolve_model(model)
@@ -108,7 +108,7 @@ class Gate:
             return Prediction(gpu_memory_gb=self.gpu_memory_gb, note=self._planner_error)
         try:
             from planner import Workload, estimate
-            from sweeps.prediction import planner_method
+            from sweeps.trial.prediction import planner_method
 
             workload = Workload(
                 seq_len=config.max_seq_len,

@@ -4,7 +4,7 @@ A spec is read with :func:`load_spec` (``tomllib``, then validated: unknown keys
 rejected and every error names its key path, e.g. ``search.rank.low must be >= 1, got 0``)
 and written back, commented, with :func:`write_spec` (what the terminal UI's "sweep this
 plan" uses). :meth:`SweepSpec.trial_config` turns one point of the search space into the
-:class:`~sweeps.types.TrialConfig` that a trial runs.
+:class:`~sweeps.trial.types.TrialConfig` that a trial runs.
 
 Each search parameter is written in one of three forms::
 
@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from pricing.errors import UserError
-from sweeps.types import METHODS, TrialConfig
+from sweeps.results.store import DEFAULT_RESULTS
+from sweeps.trial.types import METHODS, TrialConfig
 
 __all__ = [
     "ADAPTER_METHODS",
@@ -398,7 +399,7 @@ class RunSection(_Section):
     storage: str | None = Field(
         None, description="journal file path or postgresql:// URL; default <dir>/<name>.journal"
     )
-    results: str = Field("runs/results.duckdb", description="DuckDB results file")
+    results: str = Field(DEFAULT_RESULTS.as_posix(), description="DuckDB results file")
     save: Literal["frontier", "all", "none"] = "frontier"
     timeout_s: float | None = Field(None, gt=0, description="per-trial wall-clock limit")
     memory_limit_gb: float | None = Field(None, gt=0, description="per-trial memory cap")

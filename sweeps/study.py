@@ -98,7 +98,7 @@ def open_storage(url: str, *, max_retries: int = 2) -> optuna.storages.BaseStora
 
 
 def _redact(url: str) -> str:
-    from sweeps.store import redact_url
+    from sweeps.results.store import redact_url
 
     return redact_url(url) or url
 

@@ -2,7 +2,7 @@
 
 One :class:`Sweep` drives one study from one process with one worker thread per slot (a
 GPU index, or ``None`` for an unpinned CPU slot). Each trial runs in its own child process
-(:func:`sweeps.isolation.run_trial_isolated`) pinned with ``CUDA_VISIBLE_DEVICES``, so a
+(:func:`sweeps.trial.isolation.run_trial_isolated`) pinned with ``CUDA_VISIBLE_DEVICES``, so a
 crash or an out-of-memory error ends that trial only and frees its memory.
 
 What makes it trustworthy overnight:
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.liveness import recover_dead_workers, requeue, this_worker
 from sweeps.spec import SweepSpec
-from sweeps.store import ResultsStore, StoreError, redact_url, study_row, trial_row
+from sweeps.results.store import ResultsStore, StoreError, redact_url, study_row, trial_row
 from sweeps.study import (
     HEARTBEAT_INTERVAL_S,
     is_postgres,
@@ -50,7 +50,7 @@ from sweeps.study import (
     open_study,
     suggest,
 )
-from sweeps.types import StepLog, TrialConfig, TrialResult
+from sweeps.trial.types import StepLog, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import optuna
@@ -122,7 +122,7 @@ class Sweep:
     ``slots``: GPU indices as strings (each trial pinned with CUDA_VISIBLE_DEVICES) or
     ``None`` entries for unpinned CPU workers. ``max_trials`` caps the trials this process
     launches (the spec's budget caps the study). ``run_trial`` is the isolated trial
-    runner (default :func:`sweeps.isolation.run_trial_isolated`).
+    runner (default :func:`sweeps.trial.isolation.run_trial_isolated`).
     """
 
     def __init__(
@@ -404,7 +404,7 @@ class Sweep:
 
     def _runner(self) -> TrialRunner:
         if self._run_trial is None:
-            from sweeps.isolation import run_trial_isolated
+            from sweeps.trial.isolation import run_trial_isolated
 
             self._run_trial = run_trial_isolated
         return self._run_trial
@@ -450,7 +450,7 @@ class Sweep:
             self.state.event(f"results file not updated: {error.message}")
 
     def _refresh_state(self, study: optuna.Study | None = None) -> None:
-        from sweeps.frontier import pareto_mask
+        from sweeps.results.frontier import pareto_mask
 
         study = study or self.study
         trials = study.get_trials(deepcopy=False)
@@ -624,7 +624,7 @@ def _storage_lock(storage: Any, url: str, study_name: str) -> Iterator[None]:
 
 def _prune_artifacts(study: optuna.Study) -> None:
     """Policy ``save = "frontier"``: delete artifacts of trials the frontier leaves behind."""
-    from sweeps.frontier import pareto_mask
+    from sweeps.results.frontier import pareto_mask
 
     host = socket.gethostname()
     done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("state") == "complete" and t.values]

@@ -12,7 +12,7 @@ import pytest
 # An explicit setting in the environment wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from sweeps.demo import DemoAssets, ensure_demo
+from sweeps.trial.demo import DemoAssets, ensure_demo
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from planner import ModelArch, list_models, resolve_model, search_models
-from planner.arch import arch_from_config
+from planner.estimation.arch import arch_from_config
 from planner.errors import ModelConfigError, UnknownModelError
 
 CATALOGUE = list_models()

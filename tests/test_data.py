@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.data import (
+from sweeps.trial.data import (
     DataError,
     batches,
     load_examples,

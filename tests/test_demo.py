@@ -6,8 +6,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from sweeps.demo import DemoAssets, ensure_demo
-from sweeps.metrics import exact_match, fact_recall, greedy_continuations
+from sweeps.trial.demo import DemoAssets, ensure_demo
+from sweeps.trial.metrics import exact_match, fact_recall, greedy_continuations
 
 
 def _rows(path: Path) -> list[dict]:
@@ -44,7 +44,7 @@ def test_task_splits_are_disjoint_people(demo: DemoAssets) -> None:
 
 def test_build_is_deterministic(tmp_path: Path, demo: DemoAssets) -> None:
     """The generator is seeded: a second build writes the same world files."""
-    from sweeps import demo as demo_module
+    from sweeps.trial import demo as demo_module
 
     folder = tmp_path / "world"
     folder.mkdir()
@@ -54,7 +54,7 @@ def test_build_is_deterministic(tmp_path: Path, demo: DemoAssets) -> None:
 
 
 def _build_in(cache: str, queue) -> None:
-    from sweeps import demo as demo_module
+    from sweeps.trial import demo as demo_module
 
     # A short pretraining keeps the race cheap; it is keyed apart from the real demo.
     demo_module._PRETRAIN["steps"] = 5
@@ -79,7 +79,7 @@ def test_concurrent_builders_share_one_folder(tmp_path: Path) -> None:
 
 
 def test_an_abandoned_build_folder_is_cleared(tmp_path: Path) -> None:
-    from sweeps import demo as demo_module
+    from sweeps.trial import demo as demo_module
 
     demo_module._PRETRAIN["steps"], steps = 5, demo_module._PRETRAIN["steps"]
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeps.frontier import (
+from sweeps.results.frontier import (
     frontier_hypervolume,
     hypervolume,
     pareto_mask,

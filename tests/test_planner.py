@@ -25,7 +25,7 @@ from planner import (
     training_flops,
 )
 from planner.errors import InvalidSpecError
-from planner.memory import constants
+from planner.estimation.memory import constants
 from pricing import load_catalog
 from pricing.errors import UserError
 

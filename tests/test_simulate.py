@@ -1,4 +1,4 @@
-"""The step simulator (``planner.simulate``): real training steps of tiny models on fake
+"""The step simulator (``planner.simulation.simulate``): real training steps of tiny models on fake
 tensors, checked against what each method must allocate."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("torch")
 
 from planner import MethodSpec, Workload, arch_from_config, memory_terms
-from planner.memory import constants, trainable_params
-from planner.simulate import TERMS, simulate
+from planner.estimation.memory import constants, trainable_params
+from planner.simulation.simulate import TERMS, simulate
 
 TINY = dict(
     model_type="llama", vocab_size=256, hidden_size=64, intermediate_size=128,
@@ -205,7 +205,7 @@ def test_simulated_peak_is_near_the_planner_for_a_checkpointed_full_fine_tune() 
 
 
 def test_importing_the_simulator_does_not_import_torch() -> None:
-    code = "import sys, planner, planner.simulate; print('torch' in sys.modules)"
+    code = "import sys, planner, planner.simulation.simulate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -266,7 +266,7 @@ def test_plan_simulate_recipe_trial_upcasts_qlora(tmp_path) -> None:
 
 
 def test_trial_recipe_runs_a_step_as_the_trial_loop_does() -> None:
-    """sweeps.trial: fp32 weights under bf16 autocast for full fine-tuning with torch's
+    """sweeps.trial.recipe: fp32 weights under bf16 autocast for full fine-tuning with torch's
     foreach AdamW, whose step holds one fp32 temporary per weight; the loop keeps the bf16
     logits of the last micro-batch through the optimizer step."""
     arch = tiny_arch()

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("torch")
 
 from planner import MethodSpec, Workload, arch_from_config, list_models, memory_terms
-from planner.simulate import simulate
+from planner.simulation.simulate import simulate
 
 TOLERANCE = 0.10
 
@@ -47,7 +47,7 @@ SEQ_LENS = (32, 128)
 # simulated step runs the real transformers/peft code; see the README section
 # `simulate` and the report on the planner's formulas).
 _ACTIVATIONS_WHY = (
-    "residual gaps of planner.memory's activation terms at these tiny sizes (per-token "
+    "residual gaps of planner.estimation.memory's activation terms at these tiny sizes (per-token "
     "constants weigh more than at 7B, where the two agree within a few percent, see "
     "benchmarks/simulate_vs_analytic.py): MoE routing buffers and the experts' LoRA "
     "deltas; Gemma 3's extra norms with full fine-tuning; checkpointed gemma2, bloom and "

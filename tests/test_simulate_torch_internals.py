@@ -1,6 +1,6 @@
 """The private torch APIs behind ``paretune plan --simulate``, each exercised by name.
 
-``planner/_torch_memory.py`` is the only place that touches them. When a torch upgrade
+``planner/simulation/_torch_memory.py`` is the only place that touches them. When a torch upgrade
 moves or changes one, a test here fails and says which, instead of the simulator
 silently reporting wrong memory.
 """
@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn
 
-from planner import _torch_memory as tm
+from planner.simulation import _torch_memory as tm
 
 
 def _tiny_model() -> nn.Module:

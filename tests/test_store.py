@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweeps.store import (
+from sweeps.results.store import (
     STEP_COLUMNS,
     TRIAL_COLUMNS,
     ResultsLockedError,
@@ -18,7 +18,7 @@ from sweeps.store import (
     SqlError,
     StoreError,
 )
-from sweeps.types import Forgetting, Hardware, Measured, Quality, StepLog, TrialConfig, TrialResult
+from sweeps.trial.types import Forgetting, Hardware, Measured, Quality, StepLog, TrialConfig, TrialResult
 
 
 def _journal_study(tmp_path: Path, name: str = "s") -> optuna.Study:

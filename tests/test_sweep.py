@@ -18,7 +18,7 @@ import optuna
 import psutil
 
 from sweeps.spec import load_spec
-from sweeps.store import ResultsStore
+from sweeps.results.store import ResultsStore
 from sweeps.study import open_storage
 
 ROOT = Path(__file__).parent.parent

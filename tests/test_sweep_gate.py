@@ -13,7 +13,7 @@ import optuna
 
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.spec import SweepSpec
-from sweeps.store import ResultsStore
+from sweeps.results.store import ResultsStore
 from sweeps.study import open_storage
 from sweeps.worker import Sweep
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from test_sweep import paretune, start, wait_for_running_trial, write_demo_spec
 
-from sweeps.store import ResultsStore
+from sweeps.results.store import ResultsStore
 from sweeps.study import open_storage
 
 URL = os.environ.get("PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -53,11 +53,11 @@ def test_a_running_trial_is_in_the_results_file_with_its_steps_so_far(demo, tmp_
     from test_sweep import write_demo_spec
 
     from sweeps import worker
-    from sweeps.isolation import run_trial_isolated
+    from sweeps.trial.isolation import run_trial_isolated
     from sweeps.spec import load_spec
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
     from tui.cli import main
-    from tui.sweeps_data import load_trial
+    from tui.screens.sweeps_data import load_trial
 
     monkeypatch.setattr(worker, "PROGRESS_WRITE_S", 0.05)
     spec = load_spec(write_demo_spec(tmp_path, "live", trials=1, save="none", max_steps=6))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.trial import TrialError, run_trial
-from sweeps.types import TrialConfig, TrialResult
+from sweeps.trial.recipe import TrialError, run_trial
+from sweeps.trial.types import TrialConfig, TrialResult
 
 # Short trials: a few dozen steps of a ~2M-parameter model. max_new_tokens=4 is enough for
 # the demo's one-word answers and keeps greedy generation cheap.
@@ -109,7 +109,7 @@ def test_every_method_runs_end_to_end(method: str, runs) -> None:
 
 
 def test_artifacts_model_card_and_reproducing_command(lora_usual: TrialResult) -> None:
-    from sweeps.trial_cli import config_from_spec
+    from tui.cli.trial import config_from_spec
 
     adapter = Path(lora_usual.artifact)
     assert (adapter / "adapter_config.json").exists()

@@ -17,8 +17,8 @@ pytestmark = [
 
 @pytest.mark.parametrize("method", ["lora", "qlora", "full"])
 def test_trial_runs_on_the_gpu_in_its_precision(method: str, tmp_path: Path, demo) -> None:
-    from sweeps.trial import run_trial
-    from sweeps.types import TrialConfig
+    from sweeps.trial.recipe import run_trial
+    from sweeps.trial.types import TrialConfig
 
     result = run_trial(TrialConfig(method=method, lr=1e-3, max_steps=6, eval_every=3,
                                    device="cuda", run_dir=str(tmp_path), max_new_tokens=4))
@@ -33,8 +33,8 @@ def test_trial_runs_on_the_gpu_in_its_precision(method: str, tmp_path: Path, dem
 
 
 def test_gpu_out_of_memory_is_an_oom_trial(tmp_path: Path, demo) -> None:
-    from sweeps.isolation import run_trial_isolated
-    from sweeps.types import TrialConfig
+    from sweeps.trial.isolation import run_trial_isolated
+    from sweeps.trial.types import TrialConfig
 
     # What this process holds already (earlier tests' trials ran here: bitsandbytes keeps
     # its quantization map on the device) is not the child's.
@@ -51,7 +51,7 @@ def test_gpu_out_of_memory_is_an_oom_trial(tmp_path: Path, demo) -> None:
 def _catalogue_knows_this_gpu() -> bool:
     from pricing import load_catalog
     from pricing.errors import UserError
-    from sweeps.trial import _catalog_gpu
+    from sweeps.trial.recipe import _catalog_gpu
 
     try:
         _catalog_gpu(load_catalog(), torch.cuda.get_device_name())

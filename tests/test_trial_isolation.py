@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweeps.isolation import run_trial_isolated
-from sweeps.types import TrialConfig
+from sweeps.trial.isolation import run_trial_isolated
+from sweeps.trial.types import TrialConfig
 
 _ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models; extra threads only contend
 
@@ -37,7 +37,7 @@ def test_what_counts_as_running_out_of_memory() -> None:
     thread that cannot start is just a failure."""
     import errno
 
-    from sweeps.isolation import _is_oom
+    from sweeps.trial.isolation import _is_oom
 
     capped, free = TrialConfig(memory_limit_gb=0.05), TrialConfig()
     thread = RuntimeError("can't start new thread")
@@ -132,7 +132,7 @@ def test_cli_bad_input_exits_2_and_trial_failure_exits_1(tmp_path: Path) -> None
 
 
 def test_a_sweep_spec_gives_its_first_point() -> None:
-    from sweeps.trial_cli import config_from_spec
+    from tui.cli.trial import config_from_spec
 
     config = config_from_spec(Path(__file__).resolve().parents[1] / "examples" / "demo.toml")
     assert config.model == "demo" and config.method == "lora"

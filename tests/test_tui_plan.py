@@ -9,7 +9,7 @@ import pytest
 
 from sweeps.spec import load_spec
 from tui.app import ParetuneApp
-from tui.plan_inputs import BadInput, PlanForm, parse_tokens, plan_command
+from tui.screens.plan_inputs import BadInput, PlanForm, parse_tokens, plan_command
 from tui.widgets import ErrorLine
 
 TINY_CONFIG = {

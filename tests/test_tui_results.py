@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.spec import load_spec
-from sweeps.store import ResultsStore
+from sweeps.results.store import ResultsStore
 from tui.app import ParetuneApp
 from tui.messages import SweepThisPlan
 from tui.widgets import ErrorLine

@@ -94,7 +94,7 @@ async def test_export_csv_and_parquet(results_db: Path, tmp_path: Path) -> None:
 
 
 async def test_example_query_fills_editor(results_db: Path) -> None:
-    from tui.sql_screen import EXAMPLE_QUERIES
+    from tui.screens.sql import EXAMPLE_QUERIES
 
     app = ParetuneApp(db=results_db, start="sql")
     async with app.run_test(size=(120, 40)) as pilot:

@@ -13,17 +13,19 @@ from textual import on
 from textual.app import App
 from textual.binding import Binding
 
+from sweeps.results.store import DEFAULT_RESULTS
 from tui.messages import OpenTrial, SweepThisPlan
 
 __all__ = ["DEFAULT_DB", "ParetuneApp", "run_app"]
 
-DEFAULT_DB = Path("runs") / "results.duckdb"
+DEFAULT_DB = DEFAULT_RESULTS
 
 
 def _screen(module: str, name: str):
+    """An instance of screen ``name`` from ``tui.screens.<module>``, imported on first use."""
     import importlib
 
-    return getattr(importlib.import_module(module), name)()
+    return getattr(importlib.import_module(f".screens.{module}", __package__), name)()
 
 
 class ParetuneApp(App):
@@ -38,10 +40,10 @@ class ParetuneApp(App):
     CSS_PATH = "app.tcss"
     # Each screen's module is imported when its mode is first opened.
     MODES = {
-        "plan": lambda: _screen("tui.plan_screen", "PlanScreen"),
-        "sweeps": lambda: _screen("tui.sweeps_screen", "SweepsScreen"),
-        "sql": lambda: _screen("tui.sql_screen", "SqlScreen"),
-        "frontier": lambda: _screen("tui.frontier_screen", "FrontierScreen"),
+        "plan": lambda: _screen("plan", "PlanScreen"),
+        "sweeps": lambda: _screen("sweeps", "SweepsScreen"),
+        "sql": lambda: _screen("sql", "SqlScreen"),
+        "frontier": lambda: _screen("frontier", "FrontierScreen"),
     }
     DEFAULT_MODE = "plan"
     BINDINGS = [
@@ -71,7 +73,7 @@ class ParetuneApp(App):
         self.today = today
 
     def action_help(self) -> None:
-        from tui.help_screen import HelpScreen
+        from tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())

@@ -1,8 +1,8 @@
 """Read-only SQL on the results file for the SQL screen (blocking: call it from a worker).
 
-Connections come from :class:`sweeps.store.ResultsStore`, which opens the file read-only and
+Connections come from :class:`sweeps.results.store.ResultsStore`, which opens the file read-only and
 waits while a running sweep holds the write lock (it holds it only between trials), then
-raises :class:`~sweeps.store.ResultsLockedError`. Without a results file, queries run on an
+raises :class:`~sweeps.results.store.ResultsLockedError`. Without a results file, queries run on an
 empty in-memory database, so the console still answers ``SELECT 1``.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from sweeps.store import ResultsStore, SqlError
+from sweeps.results.store import ResultsStore, SqlError
 
 __all__ = ["LOCK_WAIT_S", "query_arrow"]
 

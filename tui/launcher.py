@@ -75,7 +75,7 @@ def _alive(pid: int) -> bool:
 
 def sweep_command(spec: Path) -> list[str]:
     """The command line that runs ``spec`` (``paretune sweep run SPEC``)."""
-    return [sys.executable, "-m", "tui.cli", "sweep", "run", str(spec)]
+    return [sys.executable, "-m", __package__, "sweep", "run", str(spec)]  # tui/__main__.py
 
 
 def launch_sweep(spec: Path, run_dir: Path) -> LaunchedSweep:

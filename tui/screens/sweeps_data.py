@@ -46,7 +46,7 @@ class TrialDetail:
 
 def load_studies(db: Path) -> list[StudySummary]:
     """Every study with its progress and spend, newest first; [] without a database."""
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
 
     if not Path(db).exists():
         return []
@@ -74,14 +74,14 @@ def load_studies(db: Path) -> list[StudySummary]:
 
 def load_trials(db: Path, study: str) -> list[dict[str, Any]]:
     """The trials of ``study``, in trial order (every column)."""
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
 
     return ResultsStore(db, lock_timeout_s=_READ_WAIT_S).trials(study)
 
 
 def load_trial(db: Path, study: str, number: int) -> TrialDetail | None:
     """One trial's whole row and its logged steps; None if it is not in the database."""
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db, lock_timeout_s=_READ_WAIT_S)
     rows = _dicts(store, "SELECT * FROM trials WHERE study = ? AND number = ?", [study, number])

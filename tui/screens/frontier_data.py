@@ -44,7 +44,7 @@ VIEWS = [("forgetting", "quality"), ("cost", "quality"), ("cost", "forgetting")]
 
 def load_study_names(db: Path) -> list[str]:
     """Study names, most recently created first; [] when there is no database yet."""
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
 
     if not Path(db).exists():
         return []
@@ -53,7 +53,7 @@ def load_study_names(db: Path) -> list[str]:
 
 def load_points(db: Path, study: str) -> list[FrontierPoint]:
     """The complete trials of ``study`` with their objectives, in trial order."""
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db, lock_timeout_s=5.0)
     pareto = {row["number"] for row in store.frontier(study)}

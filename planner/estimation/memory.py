@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from planner.arch import LinearShape, ModelArch
+from planner.estimation.arch import LinearShape, ModelArch
 from planner.errors import InvalidSpecError
 from planner.specs import MethodSpec, Workload
 from pricing.errors import did_you_mean

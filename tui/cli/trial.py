@@ -1,4 +1,4 @@
-"""``paretune trial`` (registered by ``tui.cli``): one real fine-tune, measured.
+"""``paretune trial`` (registered by :mod:`tui.cli`): one real fine-tune, measured.
 
 Heavy libraries are imported only inside the command (and the trial itself runs in a child
 process), so ``paretune --help`` stays fast.
@@ -48,7 +48,7 @@ def config_from_spec(path: Path):
 
     from pydantic import ValidationError
 
-    from sweeps.types import TrialConfig
+    from sweeps.trial.types import TrialConfig
 
     try:
         raw = tomllib.loads(path.read_text())
@@ -162,8 +162,8 @@ def trial_command(spec_path: Path | None, demo: bool, output: str, eval_: str | 
     Exit code 0 when the trial completes, 1 when it ends oom, failed or timeout (the JSON
     still says which), 2 for bad input.
     """
-    from sweeps.isolation import run_trial_isolated
-    from sweeps.types import TrialConfig
+    from sweeps.trial.isolation import run_trial_isolated
+    from sweeps.trial.types import TrialConfig
 
     if spec_path is None and not demo and not flags.get("train") and not flags.get("model"):
         raise TrialSpecError("say what to fine-tune", "Pass --demo, --spec FILE, or --model and --train.")

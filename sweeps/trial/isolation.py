@@ -3,7 +3,7 @@ trial only, and its memory (GPU memory included) goes back with the process.
 
     result = run_trial_isolated(config, on_step=print, env={"CUDA_VISIBLE_DEVICES": "1"})
 
-The child is ``python -m sweeps.isolation``: it reads the :class:`TrialConfig` as JSON on
+The child is ``python -m sweeps.trial.isolation``: it reads the :class:`TrialConfig` as JSON on
 stdin and writes JSON lines on a dedicated pipe (``{"step": ...}`` per optimizer step, then
 one ``{"result": ...}``, or ``{"user_error": ...}`` for bad input). Its stdout goes to the
 parent's stderr (library chatter must not mix with results) and its stderr is kept so that
@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from pricing.errors import UserError
-from sweeps.types import StepLog, TrialConfig, TrialResult
+from sweeps.trial.types import StepLog, TrialConfig, TrialResult
 
 __all__ = ["TrialInputError", "run_trial_isolated"]
 
@@ -83,7 +83,7 @@ def run_trial_isolated(
     raise_user_errors: bool = False,
     start: str | None = None,
 ) -> TrialResult:
-    """Run :func:`sweeps.trial.run_trial` in a child process; see the module docstring.
+    """Run :func:`sweeps.trial.recipe.run_trial` in a child process; see the module docstring.
 
     ``env`` is added to the child's environment (e.g. ``CUDA_VISIBLE_DEVICES``).
     ``timeout_s`` defaults to ``config.time_limit_s``. With ``raise_user_errors`` a bad
@@ -109,7 +109,7 @@ def run_trial_isolated(
             child, read_fd = _start_warm(config, child_env, stderr_file.name)
         else:
             child = subprocess.Popen(
-                [sys.executable, "-m", "sweeps.isolation", str(write_fd)],
+                [sys.executable, "-m", __spec__.name, str(write_fd)],
                 stdin=subprocess.PIPE,
                 stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
                 stderr=stderr_file,
@@ -208,8 +208,8 @@ def _kill_group(child) -> None:
 
 # Imported once in the fork server; a module that fails to import there is skipped (and
 # imported by the child as usual).
-_WARM_MODULES = ["torch", "transformers", "peft", "sweeps.trial", "sweeps.metrics", "sweeps.data",
-                 "transformers.models.llama.modeling_llama"]
+_WARM_MODULES = ["torch", "transformers", "peft", "transformers.models.llama.modeling_llama",
+                 *(f"{__package__}.{name}" for name in ("recipe", "metrics", "data"))]
 _WARM_LOCK = threading.Lock()
 _warm_context = None
 
@@ -360,7 +360,7 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
         import torch  # noqa: F401 - loaded before the memory cap, see _limit_memory
         import transformers  # noqa: F401
 
-        from sweeps.trial import run_trial
+        from sweeps.trial.recipe import run_trial
 
         if config.method in ("qlora",) or config.optimizer.endswith("8bit"):
             import bitsandbytes  # noqa: F401

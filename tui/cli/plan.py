@@ -1,4 +1,4 @@
-"""Command-line commands of this package (registered by ``tui.cli``): ``plan`` and ``models``.
+"""Commands of the planner (registered by :mod:`tui.cli`): ``plan`` and ``models``.
 
 Imports of the planner and the price catalogue happen inside the commands, so that
 ``paretune --help`` stays fast; ``paretune plan`` never imports torch.
@@ -226,7 +226,7 @@ def plan_command(
         _print_table(result, simulated, recipe, gpu_given=gpu is not None)
 
 
-# What each of the simulator's recipes (planner.simulate.RECIPES) means, for the table's
+# What each of the simulator's recipes (planner.simulation.simulate.RECIPES) means, for the table's
 # footnote under its column.
 _RECIPE_NOTES = {
     "planner": "each method as the planner defines it, so it compares term by term with "
@@ -241,7 +241,7 @@ def _simulate_recipe(recipe: str | None, error: type[Exception]) -> str:
     """The checked ``--simulate-recipe`` (``planner`` when not given)."""
     if recipe is None:
         return "planner"
-    from planner.simulate import RECIPES  # light: torch is imported only to simulate
+    from planner.simulation.simulate import RECIPES  # light: torch is imported only to simulate
     from pricing.errors import did_you_mean
 
     chosen = recipe.strip().lower()
@@ -278,7 +278,7 @@ def _dataset_tokens(
 def _simulate(result: Plan, recipe: str) -> list[Any]:
     """Run the fake-tensor simulator for each method under ``recipe``."""
     try:
-        from planner.simulate import simulate
+        from planner.simulation.simulate import simulate
     except ImportError:
         from planner.errors import InvalidSpecError
 

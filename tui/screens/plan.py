@@ -26,7 +26,7 @@ from textual.worker import get_current_worker
 
 from pricing.errors import UserError
 from tui.messages import SweepThisPlan
-from tui.plan_inputs import (
+from tui.screens.plan_inputs import (
     PLAN_METHODS,
     BadInput,
     PlanForm,
@@ -416,7 +416,7 @@ class PlanScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="simulate")
     def _simulate(self, request: PlanRequest, arch: Any) -> None:
-        from planner.simulate import simulate
+        from planner.simulation.simulate import simulate
 
         # One message per method, so the column fills in as each simulation finishes; the
         # highlighted method goes first. A newer request (or leaving the app) cancels the rest.

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from planner.memory import TERMS
+from planner.estimation.memory import TERMS
 
 if TYPE_CHECKING:
-    from planner.arch import ModelArch
+    from planner.estimation.arch import ModelArch
     from planner.specs import MethodSpec, Workload
 
 __all__ = ["RECIPES", "TERMS", "SimulatedPeak", "simulate"]
@@ -150,7 +150,7 @@ def simulate(
     definitions, so that the two can be compared term by term: 16-bit weights, and for
     ``adamw`` an fp32 master copy plus fp32 moments (DeepSpeed/FSDP mixed precision);
     ``freeze`` also trains the final norm. ``"trial"`` runs a step as
-    ``sweeps.trial`` does: full and freeze keep fp32 weights and compute under 16-bit
+    ``sweeps.trial.recipe`` does: full and freeze keep fp32 weights and compute under 16-bit
     autocast, adapters compute under autocast on a 16-bit base, ``adamw`` is torch's
     AdamW (foreach, as on CUDA), QLoRA goes through ``prepare_model_for_kbit_training``
     (embeddings, norms and head upcast to fp32), the loop keeps the logits it computed the
@@ -172,7 +172,7 @@ def simulate(
 
 def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec,
                     recipe: str = "planner") -> tuple[_Step, list[str]]:
-    from planner.memory import targeted_shapes
+    from planner.estimation.memory import targeted_shapes
 
     notes: list[str] = []
     attention = method.attention
@@ -317,10 +317,10 @@ def _with_overhead(terms: dict[str, int]) -> dict[str, int]:
 
 
 def _framework_overhead(terms: dict[str, int]) -> int:
-    """The planner's CUDA overhead term (``planner.memory.memory_terms``: context,
+    """The planner's CUDA overhead term (``planner.estimation.memory.memory_terms``: context,
     cuBLAS workspace, allocator fragmentation of the short-lived memory), applied to
     the simulated short-lived memory."""
-    from planner.memory import constants
+    from planner.estimation.memory import constants
 
     c = constants()
     short_lived = terms["activations"] + terms["logits_loss"]
@@ -370,7 +370,7 @@ def _run_cached(
 def _run_quietly(
     hf_config: dict[str, Any], frozen_layers: int, trainable_layers: int, step: _Step
 ) -> tuple[dict[str, dict[str, int]], _ParameterBytes, tuple[str, ...]]:
-    from planner import _torch_memory as tm
+    from planner.simulation import _torch_memory as tm
 
     notes: list[str] = []
     layers = frozen_layers + trainable_layers
@@ -440,7 +440,7 @@ def _forward_loss(model: Any, step: _Step, vocab: int) -> tuple[Any, Any]:
     """(loss, what the loop keeps alive besides it) for one micro-batch.
 
     The planner recipe lets transformers compute the loss and keeps only the loss; the
-    trial recipe computes cross-entropy from the logits as ``sweeps.trial`` does and, like
+    trial recipe computes cross-entropy from the logits as ``sweeps.trial.recipe`` does and, like
     its loop, holds the logits until the next micro-batch.
     """
     import contextlib

@@ -34,7 +34,7 @@ from textual.widgets import (
 from pricing.errors import UserError
 from tui.launcher import LaunchedSweep, launch_sweep, launched_sweeps, stop_sweep
 from tui.messages import OpenTrial, SweepThisPlan
-from tui.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
+from tui.screens.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
 from tui.widgets import ErrorLine
 
 __all__ = ["POLL_S", "SweepsScreen"]
@@ -315,7 +315,7 @@ class SweepsScreen(Screen):
     def _sweep_this_plan(self, message: SweepThisPlan) -> None:
         message.stop()  # handled here: it must not bubble back to the app that routed it
         from sweeps.spec import write_spec
-        from tui.plan_spec import spec_from_plan
+        from tui.screens.plan_spec import spec_from_plan
 
         try:
             spec = spec_from_plan(message.inputs, run_dir=self.app.run_dir, db=self.app.db_path)

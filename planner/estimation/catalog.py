@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from planner.arch import ModelArch, arch_from_config
+from planner.estimation.arch import ModelArch, arch_from_config
 from planner.errors import ModelConfigError, UnknownModelError
 from pricing.errors import suggest
 

@@ -1,4 +1,4 @@
-"""``paretune sweep``, ``sql``, ``frontier``, ``results`` (registered by ``tui.cli``).
+"""``paretune sweep``, ``sql``, ``frontier``, ``results`` (registered by :mod:`tui.cli`).
 
 Heavy imports (optuna, duckdb, matplotlib) happen inside the commands, so ``paretune --help``
 stays fast.
@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from pricing.errors import UserError
+from sweeps.results.store import DEFAULT_RESULTS
 
-DEFAULT_DB = Path("runs") / "results.duckdb"
 
 
 class SweepUsageError(UserError):
@@ -69,7 +69,7 @@ def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: 
          storage: str | None, seed_offset: int) -> None:
     from sweeps.progress import watch
     from sweeps.spec import load_spec
-    from sweeps.store import redact_url
+    from sweeps.results.store import redact_url
     from sweeps.worker import Sweep
 
     spec = load_spec(spec_path)
@@ -139,14 +139,14 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
 
 @sweep_group.command("status")
 @click.argument("study", required=False)
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
               show_default=True, help="DuckDB results file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def sweep_status(study: str | None, db: Path, fmt: str) -> None:
     """Progress, spend, best trials and failures by reason of STUDY (or of every study)."""
-    from sweeps.frontier import frontier_hypervolume
+    from sweeps.results.frontier import frontier_hypervolume
     from sweeps.progress import steps_of
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db)
     studies = store.studies()
@@ -230,7 +230,7 @@ def _num(value: Any) -> str:
 
 @click.command("sql")
 @click.argument("query")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
               show_default=True, help="DuckDB results file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="How to print the rows (json: a list of row objects).")
@@ -242,7 +242,7 @@ def sql_command(query: str, db: Path, fmt: str, out: Path | None, write: bool) -
 
     Tables: studies, trials, steps; views: frontier, calibration (see the README).
     """
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db)
     if out is not None and out.suffix.lower() == ".parquet":
@@ -308,7 +308,7 @@ def _json_default(value: Any) -> Any:
 
 @click.command("frontier")
 @click.argument("study", required=False)
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
               show_default=True, help="DuckDB results file.")
 @click.option("--x", "x_axis", type=click.Choice(["quality", "forgetting", "cost"]), default="forgetting",
               show_default=True)
@@ -321,8 +321,8 @@ def frontier_command(study: str | None, db: Path, x_axis: str, y_axis: str, out:
 
     Without STUDY, the most recently created study. Prints the frontier size and hypervolume.
     """
-    from sweeps.frontier import axis_labels, frontier_hypervolume, plot_frontier, terminal_frontier
-    from sweeps.store import ResultsStore
+    from sweeps.results.frontier import axis_labels, frontier_hypervolume, plot_frontier, terminal_frontier
+    from sweeps.results.store import ResultsStore
 
     if x_axis == y_axis:
         raise SweepUsageError(f"--x and --y are both {x_axis!r}", "Pick two different objectives.")
@@ -367,13 +367,13 @@ def results_group() -> None:
 @results_group.command("sync")
 @click.option("--storage", required=True, help="Optuna storage: a journal file or postgresql:// URL.")
 @click.option("--study", "studies", multiple=True, help="Only this study (repeatable); default: all.")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
               show_default=True, help="DuckDB results file (created if missing).")
 def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
     """Import studies from an Optuna storage into the results file (idempotent)."""
     import optuna
 
-    from sweeps.store import ResultsStore
+    from sweeps.results.store import ResultsStore
     from sweeps.study import open_storage
 
     if not storage.startswith(("postgresql", "postgres://")) and not Path(storage).exists():

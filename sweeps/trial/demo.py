@@ -343,7 +343,7 @@ def _build(folder: Path) -> None:
         warmup=_PRETRAIN["warmup"],
         seed=_PRETRAIN["seed"],
     )
-    from sweeps.metrics import fact_recall
+    from sweeps.trial.metrics import fact_recall
 
     recall = fact_recall(model, tokenizer, facts)
     model_dir = folder / "model"

@@ -1,4 +1,4 @@
-"""``paretune prices``: the catalogue as a table, JSON or CSV (registered by ``tui.cli``).
+"""``paretune prices``: the catalogue as a table, JSON or CSV (registered by :mod:`tui.cli`).
 
 The catalogue itself is imported inside the command so that ``paretune --help`` does not
 pay for pydantic and YAML.

@@ -601,7 +601,7 @@ def trial_row(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One ``trials`` row and its ``steps`` rows, from the trial's Optuna record.
 
-    paretune keeps the trial's whole :class:`~sweeps.types.TrialResult` in the user
+    paretune keeps the trial's whole :class:`~sweeps.trial.types.TrialResult` in the user
     attribute ``result`` and its config in ``config``, so any storage a sweep wrote to can
     rebuild the row.
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sweeps.types import TrialConfig
+from sweeps.trial.types import TrialConfig
 
 if TYPE_CHECKING:
     from planner import MethodSpec

@@ -8,7 +8,7 @@ score the base model once (cached on disk per model and data, since a sweep runs
 trials on one base); load the model for the method (full, LoRA, QLoRA, DoRA or freeze);
 train in one loop that logs every optimizer step; score quality and forgetting; record
 memory, time, tokens and dollars beside the planner's prediction; save the adapter and a
-model card. It runs in the calling process; :func:`sweeps.isolation.run_trial_isolated`
+model card. It runs in the calling process; :func:`sweeps.trial.isolation.run_trial_isolated`
 runs it in a child process with memory and time limits.
 
 Bad input (an unknown target module, a missing file, an unknown GPU id) raises a
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pricing.errors import UserError
-from sweeps.types import (
+from sweeps.trial.types import (
     Forgetting,
     Hardware,
     Measured,
@@ -78,7 +78,7 @@ class _Sources:
 
 def _sources(config: TrialConfig) -> _Sources:
     if config.model == "demo":
-        from sweeps.demo import ensure_demo
+        from sweeps.trial.demo import ensure_demo
 
         demo = ensure_demo()
         return _Sources(
@@ -174,14 +174,14 @@ def _model_fingerprint(path: str) -> str:
 
 
 def _base_cache_dir(key_parts: list[Any]) -> Path:
-    from sweeps.demo import demo_cache_root
+    from sweeps.trial.demo import demo_cache_root
 
     digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode())
     return demo_cache_root() / "base-scores" / digest.hexdigest()[:24]
 
 
 def _score_base(model, tokenizer, data: _Data, config: TrialConfig) -> dict[str, Any]:
-    from sweeps.metrics import base_topk, completion_nll, fact_recall
+    from sweeps.trial.metrics import base_topk, completion_nll, fact_recall
 
     scores: dict[str, Any] = {"eval_nll": completion_nll(model, data.eval_batches())[0]}
     scores["exact_match"] = _exact_match(model, tokenizer, data, config)
@@ -238,24 +238,24 @@ class _Data:
     fingerprint: str
 
     def eval_batches(self):
-        from sweeps.data import batches
+        from sweeps.trial.data import batches
 
         return batches(self.eval, batch_size=self.config.batch, pad_id=self.pad_id)
 
     def retain_batches(self):
-        from sweeps.data import batches
+        from sweeps.trial.data import batches
 
         return batches(self.retain, batch_size=self.config.batch, pad_id=self.pad_id)
 
     def train_score_batches(self):
-        from sweeps.data import Tokenized, batches
+        from sweeps.trial.data import Tokenized, batches
 
         head = Tokenized(self.train.input_ids[:_TRAIN_NLL_ROWS], self.train.labels[:_TRAIN_NLL_ROWS])
         return batches(head, batch_size=self.config.batch, pad_id=self.pad_id)
 
 
 def _load_data(config: TrialConfig, sources: _Sources, tokenizer) -> _Data:
-    from sweeps.data import (
+    from sweeps.trial.data import (
         load_examples,
         load_facts,
         load_texts,
@@ -263,7 +263,7 @@ def _load_data(config: TrialConfig, sources: _Sources, tokenizer) -> _Data:
         tokenize_examples,
         tokenize_texts,
     )
-    from sweeps.demo import demo_cache_root
+    from sweeps.trial.demo import demo_cache_root
 
     cache = demo_cache_root() / "tokenized"
     train_examples, bad = load_examples(sources.train, tokenizer, bad_rows=config.bad_rows)
@@ -291,7 +291,7 @@ def _load_data(config: TrialConfig, sources: _Sources, tokenizer) -> _Data:
 
 
 def _exact_match(model, tokenizer, data: _Data, config: TrialConfig) -> float:
-    from sweeps.metrics import exact_match, greedy_continuations
+    from sweeps.trial.metrics import exact_match, greedy_continuations
 
     examples = data.eval_examples
     said = greedy_continuations(
@@ -511,7 +511,7 @@ def _planner_prediction(config: TrialConfig, model_path: str, precision: str, da
     """The planner's estimate of this same run; empty when it cannot model the model."""
     try:
         from planner import Workload, estimate, resolve_model
-        from sweeps.prediction import planner_method
+        from sweeps.trial.prediction import planner_method
 
         longest = max(len(ids) for ids in data.train.input_ids)
         arch = resolve_model(model_path)
@@ -621,7 +621,7 @@ def _seed_everything(seed: int) -> None:
 
 def _cycle_batches(data: _Data, config: TrialConfig):
     """Micro-batches forever, reshuffled each epoch; yields (epoch_float, batch)."""
-    from sweeps.data import batches
+    from sweeps.trial.data import batches
 
     epoch = 0
     while True:
@@ -646,7 +646,7 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     import torch
     from transformers import AutoTokenizer, get_scheduler
 
-    from sweeps.metrics import completion_nll
+    from sweeps.trial.metrics import completion_nll
 
     # 1. Where it runs and what an hour of it costs (bad ids fail here, before any work).
     device = _device(config.device)
@@ -860,7 +860,7 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
 def _evaluate(model, tokenizer, data: _Data, config: TrialConfig, base: dict[str, Any],
               best_nll: float, best_step: int | None) -> tuple[Quality, Forgetting]:
     """Quality on the task and forgetting of the retain set and facts, against the base."""
-    from sweeps.metrics import completion_nll, fact_recall, retain_kl
+    from sweeps.trial.metrics import completion_nll, fact_recall, retain_kl
 
     eval_nll = completion_nll(model, data.eval_batches())[0]
     train_nll = completion_nll(model, data.train_score_batches())[0]

@@ -1,7 +1,7 @@
 """The ``paretune`` command line.
 
 Each package contributes its commands through a ``COMMANDS`` list in its own CLI
-module (``pricing.cli``, ``planner.cli``, ``sweeps.trial_cli``, ``sweeps.sweep_cli``);
+module (``tui.cli.prices``, ``tui.cli.plan``, ``tui.cli.trial``, ``tui.cli.sweep``);
 this module assembles them and renders every :class:`pricing.errors.UserError` in one
 place: message and hint on stderr, exit code 2, no traceback (``--debug`` shows it).
 
@@ -11,7 +11,6 @@ so ``paretune --help`` and ``paretune plan`` start fast.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import click
 
 from pricing.errors import UserError
 
-_COMMAND_MODULES = ("pricing.cli", "planner.cli", "sweeps.trial_cli", "sweeps.sweep_cli")
+_COMMAND_MODULES = ("tui.cli.prices", "tui.cli.plan", "tui.cli.trial", "tui.cli.sweep")
 
 
 def _version() -> str:
@@ -67,8 +66,12 @@ def tui_command(db: Path | None) -> None:
     run_app(db=db)
 
 
-for _module_name in _COMMAND_MODULES:
-    for _command in importlib.import_module(_module_name).COMMANDS:
+# The command modules import only click at module level: the libraries behind a command are
+# imported when it runs.
+from tui.cli import plan, prices, sweep, trial  # noqa: E402 - after ``main`` exists
+
+for _module in (prices, plan, trial, sweep):
+    for _command in _module.COMMANDS:
         main.add_command(_command)
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from planner.arch import ModelArch
-from planner.memory import TERMS, constants, memory_terms, trainable_params
+from planner.estimation.arch import ModelArch
+from planner.estimation.memory import TERMS, constants, memory_terms, trainable_params
 from planner.specs import METHODS, MethodSpec, Workload
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def training_flops(arch: ModelArch, workload: Workload, method: MethodSpec) -> f
 class Estimate:
     """Memory, compute, time and money of one method on one GPU type.
 
-    ``breakdown`` maps each of ``planner.memory.TERMS`` to bytes on one GPU and sums to
+    ``breakdown`` maps each of ``planner.estimation.memory.TERMS`` to bytes on one GPU and sums to
     ``peak_bytes``. With ``gpu=None`` (no GPU chosen, e.g. a CPU run) there is no CUDA
     framework overhead and ``fits``, ``min_gpus``, ``hours`` and ``dollars`` are None.
     ``dollars`` is None too when no provider rents that GPU (or the chosen provider does

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
-from tui.frontier_data import AXES, VIEWS, FrontierPoint, load_points, load_study_names
+from tui.screens.frontier_data import AXES, VIEWS, FrontierPoint, load_points, load_study_names
 from tui.messages import OpenTrial
 from tui.widgets import ErrorLine
 

@@ -1,0 +1,5 @@
+"""``python -m tui.cli``: the ``paretune`` command."""
+
+from tui.cli import run
+
+run()
