@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, estimate, resolve_model
 from planner.estimation.memory import constants, targeted_shapes
+
 # The simulator's own checkpointing switch and optimizer: measured and simulated runs match.
 from planner.simulation.simulate import _enable_checkpointing, _master_weight_adamw, simulate
 
@@ -53,20 +54,39 @@ _DEFAULT_GPU = "h100"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true",
-                        help="no GPU needed: print the simulated and analytic columns only")
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help="catalogue names or config.json paths, comma-separated")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="no GPU needed: print the simulated and analytic columns only",
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="catalogue names or config.json paths, comma-separated",
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--gpu", default=None,
-                        help="GPU id whose throughput is predicted (default: this GPU, else h100)")
-    parser.add_argument("--steps", type=int, default=6, help="training steps (the first is warm-up)")
+    parser.add_argument(
+        "--gpu",
+        default=None,
+        help="GPU id whose throughput is predicted (default: this GPU, else h100)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=6, help="training steps (the first is warm-up)"
+    )
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="append one JSON line per row (and one for the run) to this file")
-    parser.add_argument("--time-budget-s", type=float, default=420.0,
-                        help="rows not started after this many seconds are skipped")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="append one JSON line per row (and one for the run) to this file",
+    )
+    parser.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=420.0,
+        help="rows not started after this many seconds are skipped",
+    )
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: tests only
     args = parser.parse_args(argv)
 
@@ -75,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     measure = not args.dry_run
     cuda = measure and args.device == "cuda"
     if cuda and not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here. Run it on a machine with a GPU, or use "
-              "--dry-run for the simulated and analytic columns.", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device here. Run it on a machine with a GPU, or use "
+            "--dry-run for the simulated and analytic columns.",
+            file=sys.stderr,
+        )
         return 2
 
     started = time.monotonic()
@@ -86,22 +109,36 @@ def main(argv: list[str] | None = None) -> int:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
     if device_name:
         print(f"device: {device_name}; predicted throughput for --gpu {gpu}", flush=True)
-    _append(args.out, {"kind": "run", "versions": versions, "device": device_name,
-                       "gpu": gpu, "argv": sys.argv[1:] if argv is None else list(argv),
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    _append(
+        args.out,
+        {
+            "kind": "run",
+            "versions": versions,
+            "device": device_name,
+            "gpu": gpu,
+            "argv": sys.argv[1:] if argv is None else list(argv),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
 
     workload = Workload(seq_len=args.seq_len, batch=args.batch)
-    header = (f"{'model':13s} {'method':7s} {'alloc GB':>8s} {'reserved GB':>11s} {'sim step':>8s} "
-              f"{'analytic step':>13s} {'sim GB':>7s} {'analytic GB':>11s} {'tok/s':>8s} "
-              f"{'predicted tok/s':>15s}")
+    header = (
+        f"{'model':13s} {'method':7s} {'alloc GB':>8s} {'reserved GB':>11s} {'sim step':>8s} "
+        f"{'analytic step':>13s} {'sim GB':>7s} {'analytic GB':>11s} {'tok/s':>8s} "
+        f"{'predicted tok/s':>15s}"
+    )
     print(header)
     print("-" * len(header), flush=True)
     complete = True
     for name in args.models.split(","):
         for kind in args.methods.split(","):
             if time.monotonic() - started > args.time_budget_s:
-                row = {"model": name, "method": kind, "status": "skipped",
-                       "error": f"time budget of {args.time_budget_s:g} s spent"}
+                row = {
+                    "model": name,
+                    "method": kind,
+                    "status": "skipped",
+                    "error": f"time budget of {args.time_budget_s:g} s spent",
+                }
             else:
                 row = _row(name, kind, workload, gpu, args.steps, args.device if measure else None)
             row = {"kind": "row", **row, "elapsed_s": round(time.monotonic() - started, 1)}
@@ -115,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if complete else 1
 
 
-def _row(name: str, kind: str, workload: Workload, gpu: str, steps: int,
-         device: str | None) -> dict[str, Any]:
+def _row(
+    name: str, kind: str, workload: Workload, gpu: str, steps: int, device: str | None
+) -> dict[str, Any]:
     """One (model, method): measured (unless ``device`` is None), simulated and analytic.
 
     Each part is tried on its own, so a failing measurement still leaves the predictions."""
@@ -131,10 +169,13 @@ def _row(name: str, kind: str, workload: Workload, gpu: str, steps: int,
     context = constants()["cuda_context_bytes"]
     try:
         analytic = estimate(arch, workload, method, gpu=gpu)
-        row.update(analytic_bytes=analytic.peak_bytes,
-                   analytic_step_bytes=analytic.peak_bytes - context,
-                   predicted_tokens_per_s=(workload.tokens / (analytic.hours * 3600)
-                                           if analytic.hours else None))
+        row.update(
+            analytic_bytes=analytic.peak_bytes,
+            analytic_step_bytes=analytic.peak_bytes - context,
+            predicted_tokens_per_s=(
+                workload.tokens / (analytic.hours * 3600) if analytic.hours else None
+            ),
+        )
     except Exception as error:  # noqa: BLE001
         errors.append(_describe(error, "analytic"))
     if device is not None:
@@ -160,11 +201,14 @@ def _describe(error: BaseException, part: str) -> str:
 
 
 def _print_row(row: dict[str, Any]) -> None:
-    print(f"{row['model'][:13]:13s} {row['method']:7s} {_gb(row.get('allocated_bytes')):>8s} "
-          f"{_gb(row.get('reserved_bytes')):>11s} {_gb(row.get('sim_step_bytes')):>8s} "
-          f"{_gb(row.get('analytic_step_bytes')):>13s} {_gb(row.get('sim_bytes')):>7s} "
-          f"{_gb(row.get('analytic_bytes')):>11s} {_num(row.get('tokens_per_s')):>8s} "
-          f"{_num(row.get('predicted_tokens_per_s')):>15s}", flush=True)
+    print(
+        f"{row['model'][:13]:13s} {row['method']:7s} {_gb(row.get('allocated_bytes')):>8s} "
+        f"{_gb(row.get('reserved_bytes')):>11s} {_gb(row.get('sim_step_bytes')):>8s} "
+        f"{_gb(row.get('analytic_step_bytes')):>13s} {_gb(row.get('sim_bytes')):>7s} "
+        f"{_gb(row.get('analytic_bytes')):>11s} {_num(row.get('tokens_per_s')):>8s} "
+        f"{_num(row.get('predicted_tokens_per_s')):>15s}",
+        flush=True,
+    )
     if row["status"] != "ok":
         print(f"  ! {row['status']}: {row['model']} {row['method']}: {row['error']}", flush=True)
 
@@ -190,8 +234,11 @@ def _versions() -> dict[str, str]:
 
     import torch
 
-    found = {"python": platform.python_version(), "torch": torch.__version__,
-             "cuda": str(torch.version.cuda)}
+    found = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+    }
     for package in ("transformers", "peft", "accelerate", "bitsandbytes"):
         try:
             found[package] = version(package)
@@ -235,7 +282,9 @@ def _release_cuda_memory() -> None:
 # --- one measured row ---------------------------------------------------------------------------
 
 
-def _train(arch: Any, workload: Workload, method: MethodSpec, steps: int, device: str) -> dict[str, float]:
+def _train(
+    arch: Any, workload: Workload, method: MethodSpec, steps: int, device: str
+) -> dict[str, float]:
     """A few real steps of ``method`` on a randomly initialised model; peak memory and tokens/s."""
     import warnings
 
@@ -251,11 +300,14 @@ def _train(arch: Any, workload: Workload, method: MethodSpec, steps: int, device
     config_dict["use_cache"] = False
     config = AutoConfig.for_model(model_type, **config_dict)
     with torch.device(device):  # initialised where it trains: much faster on a GPU
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
-                                                 dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(
+            config, attn_implementation="sdpa", dtype=torch.bfloat16
+        )
     if method.kind == "qlora":
         _quantize_decoder_linears(model)
-        model.is_loaded_in_4bit = True  # as transformers marks it: peft then uses its 4-bit LoRA layer
+        model.is_loaded_in_4bit = (
+            True  # as transformers marks it: peft then uses its 4-bit LoRA layer
+        )
     model.to(device)  # bitsandbytes quantizes each Params4bit here; else a no-op
     if method.grad_checkpointing:
         _enable_checkpointing(model)
@@ -263,15 +315,22 @@ def _train(arch: Any, workload: Workload, method: MethodSpec, steps: int, device
         from peft import LoraConfig, get_peft_model
 
         names = [s.name for s in targeted_shapes(arch, method)]
-        model = get_peft_model(model, LoraConfig(
-            r=method.rank, lora_alpha=method.alpha, lora_dropout=method.lora_dropout,
-            target_modules=[n for n in names if not n.startswith("experts.")] or None,
-            use_dora=method.kind == "dora", task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=method.rank,
+                lora_alpha=method.alpha,
+                lora_dropout=method.lora_dropout,
+                target_modules=[n for n in names if not n.startswith("experts.")] or None,
+                use_dora=method.kind == "dora",
+                task_type="CAUSAL_LM",
+            ),
+        )
     elif method.kind == "freeze":
         layers = model.model.layers
         for param in model.parameters():
             param.requires_grad_(False)
-        for module in [*layers[len(layers) - method.freeze_layers:], model.model.norm]:
+        for module in [*layers[len(layers) - method.freeze_layers :], model.model.norm]:
             for param in module.parameters():
                 param.requires_grad_(True)
     model.train()
@@ -294,7 +353,9 @@ def _train(arch: Any, workload: Workload, method: MethodSpec, steps: int, device
             if cuda:
                 torch.cuda.synchronize()
             started = time.perf_counter()
-        input_ids = torch.randint(0, config.vocab_size, (workload.batch, workload.seq_len), device=device)
+        input_ids = torch.randint(
+            0, config.vocab_size, (workload.batch, workload.seq_len), device=device
+        )
         loss = model(input_ids=input_ids, labels=input_ids).loss
         loss.backward()
         optimizer.step()
@@ -305,8 +366,10 @@ def _train(arch: Any, workload: Workload, method: MethodSpec, steps: int, device
     if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
-    out = {"tokens_per_s": timed_tokens / elapsed if elapsed > 0 and timed_tokens else None,
-           "final_loss": float(loss) if loss is not None else None}
+    out = {
+        "tokens_per_s": timed_tokens / elapsed if elapsed > 0 and timed_tokens else None,
+        "final_loss": float(loss) if loss is not None else None,
+    }
     if cuda:
         out["allocated_bytes"] = torch.cuda.max_memory_allocated()
         out["reserved_bytes"] = torch.cuda.max_memory_reserved()
@@ -327,12 +390,21 @@ def _quantize_decoder_linears(model: Any) -> None:
             if not isinstance(module, nn.Linear):
                 continue
             quantized = bnb.nn.Linear4bit(
-                module.in_features, module.out_features, bias=module.bias is not None,
-                compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
-                device="meta")  # its own placeholder weight is replaced just below
+                module.in_features,
+                module.out_features,
+                bias=module.bias is not None,
+                compute_dtype=torch.bfloat16,
+                compress_statistics=True,
+                quant_type="nf4",
+                device="meta",
+            )  # its own placeholder weight is replaced just below
             quantized.weight = bnb.nn.Params4bit(
-                module.weight.data, requires_grad=False, compress_statistics=True,
-                quant_type="nf4", module=quantized)
+                module.weight.data,
+                requires_grad=False,
+                compress_statistics=True,
+                quant_type="nf4",
+                module=quantized,
+            )
             if module.bias is not None:
                 quantized.bias = nn.Parameter(module.bias.data, requires_grad=False)
             parent_name, _, child = name.rpartition(".")

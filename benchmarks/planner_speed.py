@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from planner import Workload, plan, resolve_model
-from pricing import load_catalog
+from planner import Workload, plan, resolve_model  # noqa: E402 - after the path insert
+from pricing import load_catalog  # noqa: E402
 
 
 def _median_seconds(action, repeat: int) -> float:

@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args()
 
-    header = (f"{'model':14s} {'seq':>5s} {'method':7s} {'analytic GB':>11s} {'simulated GB':>12s} "
-              f"{'sim/analytic':>12s}  {'largest gap (analytic -> simulated GB)':40s} {'sim s':>6s}")
+    header = (
+        f"{'model':14s} {'seq':>5s} {'method':7s} {'analytic GB':>11s} {'simulated GB':>12s} "
+        f"{'sim/analytic':>12s}  {'largest gap (analytic -> simulated GB)':40s} {'sim s':>6s}"
+    )
     print(header)
     print("-" * len(header))
     slowest = 0.0
@@ -53,18 +55,28 @@ def main() -> None:
                 slowest = max(slowest, seconds)
                 ratio = simulated.peak_bytes / analytic.peak_bytes
                 ratios.append(ratio)
-                gap_term = max(analytic.breakdown, key=lambda t: abs(
-                    simulated.breakdown[t] - analytic.breakdown[t]))
-                gap = (f"{gap_term} {analytic.breakdown[gap_term] / 1e9:.2f} -> "
-                       f"{simulated.breakdown[gap_term] / 1e9:.2f}")
-                print(f"{name:14s} {seq_len:5d} {kind:7s} {analytic.peak_bytes / 1e9:11.2f} "
-                      f"{simulated.peak_gb:12.2f} {ratio:12.3f}  {gap:40s} {seconds:6.1f}",
-                      flush=True)
+                gap_term = max(
+                    analytic.breakdown,
+                    key=lambda t: abs(simulated.breakdown[t] - analytic.breakdown[t]),
+                )
+                gap = (
+                    f"{gap_term} {analytic.breakdown[gap_term] / 1e9:.2f} -> "
+                    f"{simulated.breakdown[gap_term] / 1e9:.2f}"
+                )
+                print(
+                    f"{name:14s} {seq_len:5d} {kind:7s} {analytic.peak_bytes / 1e9:11.2f} "
+                    f"{simulated.peak_gb:12.2f} {ratio:12.3f}  {gap:40s} {seconds:6.1f}",
+                    flush=True,
+                )
     print()
-    print(f"sim/analytic ratio: min {min(ratios):.3f}, max {max(ratios):.3f}, "
-          f"median {sorted(ratios)[len(ratios) // 2]:.3f}")
-    print(f"slowest simulation: {slowest:.1f} s (aim: under {AIM_SECONDS:.0f} s per method on "
-          f"two CPU cores; LoRA and QLoRA share one simulated step)")
+    print(
+        f"sim/analytic ratio: min {min(ratios):.3f}, max {max(ratios):.3f}, "
+        f"median {sorted(ratios)[len(ratios) // 2]:.3f}"
+    )
+    print(
+        f"slowest simulation: {slowest:.1f} s (aim: under {AIM_SECONDS:.0f} s per method on "
+        f"two CPU cores; LoRA and QLoRA share one simulated step)"
+    )
 
 
 if __name__ == "__main__":

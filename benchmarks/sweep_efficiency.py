@@ -68,9 +68,18 @@ def measure_grid(cache: Path, jobs: int) -> dict[str, list[float] | None]:
 
     def measure(i: int, point: dict) -> None:
         config = TrialConfig(
-            model="demo", method=point["method"], rank=point["rank"] or 8,
-            alpha=2.0 * (point["rank"] or 8), lr=point["lr"], max_steps=point["max_steps"],
-            batch=4, max_seq_len=64, eval_every=4, device="cpu", usd_per_hour=0.10, save="none",
+            model="demo",
+            method=point["method"],
+            rank=point["rank"] or 8,
+            alpha=2.0 * (point["rank"] or 8),
+            lr=point["lr"],
+            max_steps=point["max_steps"],
+            batch=4,
+            max_seq_len=64,
+            eval_every=4,
+            device="cpu",
+            usd_per_hour=0.10,
+            save="none",
             run_dir=str(cache.parent / "trials"),
         )
         started = time.perf_counter()
@@ -81,8 +90,10 @@ def measure_grid(cache: Path, jobs: int) -> dict[str, list[float] | None]:
             values = [result.quality.eval_nll, result.forgetting.retain_delta_nll, result.dollars]
         with lock:
             table[key(point)] = values
-            print(f"  {i + 1}/{len(points)} {point} -> {values} ({time.perf_counter() - started:.1f} s)",
-                  flush=True)
+            print(
+                f"  {i + 1}/{len(points)} {point} -> {values} ({time.perf_counter() - started:.1f} s)",
+                flush=True,
+            )
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(table, indent=1))
 
@@ -95,9 +106,16 @@ def grid_spec(sampler: str, seed: int, trials: int) -> SweepSpec:
     """The grid as a sweep spec with a budget of ``trials``: the samplers are built by
     ``make_sampler`` and the points drawn by ``suggest``, exactly as a sweep of it would."""
     return SweepSpec(
-        name="sweep-efficiency", sampler=sampler, seed=seed, budget={"trials": trials},
-        search={"methods": GRID["method"], "rank": GRID["rank"], "lr": GRID["lr"],
-                "max_steps": GRID["max_steps"]},
+        name="sweep-efficiency",
+        sampler=sampler,
+        seed=seed,
+        budget={"trials": trials},
+        search={
+            "methods": GRID["method"],
+            "rank": GRID["rank"],
+            "lr": GRID["lr"],
+            "max_steps": GRID["max_steps"],
+        },
     )
 
 
@@ -113,8 +131,12 @@ def search(sampler_name: str, seed: int, n: int, table: dict) -> list[list[float
     for _ in range(n):
         trial = study.ask()
         params = suggest(trial, spec)
-        point = {"method": params["method"], "rank": params.get("rank"), "lr": params["lr"],
-                 "max_steps": params["max_steps"]}
+        point = {
+            "method": params["method"],
+            "rank": params.get("rank"),
+            "lr": params["lr"],
+            "max_steps": params["max_steps"],
+        }
         values = table[key(point)]
         if values is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -125,9 +147,16 @@ def search(sampler_name: str, seed: int, n: int, table: dict) -> list[list[float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[12],
-                        help="trials N, one or more (each sampler also gets 2N)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n",
+        type=int,
+        nargs="+",
+        default=[12],
+        help="trials N, one or more (each sampler also gets 2N)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="real trials measured at once")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--cache", type=Path, default=Path("runs/bench/sweep_grid.json"))
@@ -137,23 +166,33 @@ def main() -> None:
     measured = [v for v in table.values() if v is not None]
     reference = reference_point(measured)
     best = hypervolume(measured, reference)
-    print(f"\ngrid: {len(table)} real demo trials, {len(measured)} complete; "
-          f"hypervolume of the whole grid {best:.4g} (reference {reference.round(5).tolist()})")
+    print(
+        f"\ngrid: {len(table)} real demo trials, {len(measured)} complete; "
+        f"hypervolume of the whole grid {best:.4g} (reference {reference.round(5).tolist()})"
+    )
     print(f"mean hypervolume as a fraction of the whole grid's, over {args.seeds} seeds:\n")
     samplers = ("tpe", "nsga2", "random")
-    print(f"{'N':>4}" + "".join(f"{name + '@N':>10}{name + '@2N':>11}" for name in samplers)
-          + f"{'tpe@N / random@2N':>20}")
+    print(
+        f"{'N':>4}"
+        + "".join(f"{name + '@N':>10}{name + '@2N':>11}" for name in samplers)
+        + f"{'tpe@N / random@2N':>20}"
+    )
     for n in args.n:
         results = {}
         for name in samplers:
             results[name] = [
-                statistics.mean(hypervolume(search(name, seed, trials, table), reference) / best
-                                for seed in range(args.seeds))
+                statistics.mean(
+                    hypervolume(search(name, seed, trials, table), reference) / best
+                    for seed in range(args.seeds)
+                )
                 for trials in (n, 2 * n)
             ]
         ratio = results["tpe"][0] / results["random"][1]
-        print(f"{n:>4}" + "".join(f"{results[name][0]:>10.3f}{results[name][1]:>11.3f}" for name in samplers)
-              + f"{ratio:>20.3f}")
+        print(
+            f"{n:>4}"
+            + "".join(f"{results[name][0]:>10.3f}{results[name][1]:>11.3f}" for name in samplers)
+            + f"{ratio:>20.3f}"
+        )
     print("\naim: TPE at N reaches random search at 2N (ratio >= 1)")
 
 

@@ -24,38 +24,59 @@ from sweeps.worker import Sweep
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per trial")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="paretune-overhead-"))
-    spec = SweepSpec.model_validate({
-        "name": "overhead", "model": "demo",
-        "hardware": {"device": "cpu", "usd_per_hour": 0.1},
-        "search": {"methods": ["lora", "freeze"], "rank": [4, 8], "lr": {"low": 1e-4, "high": 1e-2, "log": True},
-                   "max_steps": args.steps},
-        "trial": {"batch": 4, "max_seq_len": 64, "eval_every": args.steps},
-        "budget": {"trials": args.trials},
-        "run": {"dir": str(folder / "runs"), "results": str(folder / "results.duckdb"), "save": "frontier"},
-    })
+    spec = SweepSpec.model_validate(
+        {
+            "name": "overhead",
+            "model": "demo",
+            "hardware": {"device": "cpu", "usd_per_hour": 0.1},
+            "search": {
+                "methods": ["lora", "freeze"],
+                "rank": [4, 8],
+                "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                "max_steps": args.steps,
+            },
+            "trial": {"batch": 4, "max_seq_len": 64, "eval_every": args.steps},
+            "budget": {"trials": args.trials},
+            "run": {
+                "dir": str(folder / "runs"),
+                "results": str(folder / "results.duckdb"),
+                "save": "frontier",
+            },
+        }
+    )
     sweep = Sweep(spec)
     sweep.run()
     rows = sweep.timings
-    print(f"{'trial':>5} {'ask+gate':>9} {'run':>8} {'in-trial':>9} {'spawn+ret':>10} {'tell+write':>11}")
+    print(
+        f"{'trial':>5} {'ask+gate':>9} {'run':>8} {'in-trial':>9} {'spawn+ret':>10} {'tell+write':>11}"
+    )
     for i, t in enumerate(rows):
-        print(f"{i:>5} {t['ask_gate']:>9.3f} {t['run']:>8.2f} {t['trial_wall']:>9.2f} "
-              f"{t['run'] - t['trial_wall']:>10.2f} {t['tell_write']:>11.3f}")
+        print(
+            f"{i:>5} {t['ask_gate']:>9.3f} {t['run']:>8.2f} {t['trial_wall']:>9.2f} "
+            f"{t['run'] - t['trial_wall']:>10.2f} {t['tell_write']:>11.3f}"
+        )
     ask = sum(t["ask_gate"] for t in rows)
     tell = sum(t["tell_write"] for t in rows)
     run = sum(t["run"] for t in rows)
     inside = sum(t["trial_wall"] for t in rows)
     spawn = run - inside
     total = ask + tell + run
-    print(f"\nper trial (mean): ask+gate {ask / len(rows):.3f} s, spawn+return {spawn / len(rows):.2f} s, "
-          f"tell+write {tell / len(rows):.3f} s, trial {inside / len(rows):.2f} s")
+    print(
+        f"\nper trial (mean): ask+gate {ask / len(rows):.3f} s, spawn+return {spawn / len(rows):.2f} s, "
+        f"tell+write {tell / len(rows):.3f} s, trial {inside / len(rows):.2f} s"
+    )
     print(f"coordinator (ask, gate, tell, write) / total: {(ask + tell) / total:.2%}   (aim < 5%)")
     print(f"coordinator incl. spawn+return / total:       {(ask + tell + spawn) / total:.2%}")
-    print(f"median trial wall inside the child: {statistics.median(t['trial_wall'] for t in rows):.2f} s")
+    print(
+        f"median trial wall inside the child: {statistics.median(t['trial_wall'] for t in rows):.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ def _bare_loop(config, steps: int) -> float:
     for _ in range(steps):
         started = time.perf_counter()  # the trial's step time includes fetching the batch too
         _, batch = next(batches)
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     labels=batch["labels"]).loss
+        loss = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
@@ -55,8 +58,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--method", default="full")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads for both loops (1: steadier on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for both loops (1: steadier on a shared machine)",
+    )
     args = parser.parse_args()
 
     import os
@@ -74,9 +81,16 @@ def main() -> None:
 
     ensure_demo()
     runs = tempfile.mkdtemp(prefix="paretune-bench-")
-    config = TrialConfig(method=args.method, lr=1e-3, max_steps=args.steps,
-                         eval_every=10 * args.steps, warmup_ratio=0.0, save="none",
-                         max_new_tokens=4, run_dir=runs)
+    config = TrialConfig(
+        method=args.method,
+        lr=1e-3,
+        max_steps=args.steps,
+        eval_every=10 * args.steps,
+        warmup_ratio=0.0,
+        save="none",
+        max_new_tokens=4,
+        run_dir=runs,
+    )
     run_trial(config.model_copy(update={"max_steps": 3}))  # warm caches (base scores, tokens)
 
     # Interleaved pairs, so a busy machine slows both sides alike; medians of the pairs.
@@ -86,32 +100,47 @@ def main() -> None:
         bare.append(_bare_loop(config, args.steps))
         ratios.append(ours[-1] / bare[-1])
     load = os.getloadavg()[0]
-    print(f"training throughput ({args.method}, {args.steps} steps, demo, CPU, "
-          f"{torch.get_num_threads()} thread(s), median of {args.repeats} interleaved pairs, "
-          f"load average {load:.1f})")
+    print(
+        f"training throughput ({args.method}, {args.steps} steps, demo, CPU, "
+        f"{torch.get_num_threads()} thread(s), median of {args.repeats} interleaved pairs, "
+        f"load average {load:.1f})"
+    )
     print(f"  {'trial loop':<28}{statistics.median(ours):>10.0f} tokens/s")
     print(f"  {'bare PyTorch loop':<28}{statistics.median(bare):>10.0f} tokens/s")
-    print(f"  {'ratio (trial / bare)':<28}{statistics.median(ratios):>10.2f}x"
-          f"   (pairs: {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(
+        f"  {'ratio (trial / bare)':<28}{statistics.median(ratios):>10.2f}x"
+        f"   (pairs: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
 
     # The same isolated trial from a fresh interpreter and forked from the warm server (the
     # first warm trial also starts the server, so it is shown apart).
     isolated = config.model_copy(update={"save": "adapter", "device": "cpu"})
-    for label, start in [("fresh interpreter", "fresh"), ("warm, first (starts server)", "warm"),
-                         ("warm", "warm")]:
+    for label, start in [
+        ("fresh interpreter", "fresh"),
+        ("warm, first (starts server)", "warm"),
+        ("warm", "warm"),
+    ]:
         started = time.perf_counter()
-        result = run_trial_isolated(isolated, env={"OMP_NUM_THREADS": str(args.threads)},
-                                    start=start)
+        result = run_trial_isolated(
+            isolated, env={"OMP_NUM_THREADS": str(args.threads)}, start=start
+        )
         total = time.perf_counter() - started
         m = result.measured
         spawn = total - m.wall_s
         rest = m.wall_s - m.load_s - m.train_s - m.eval_s
         fixed = total - m.train_s
-        print(f"\none isolated trial, {label} ({args.method}, {args.steps} steps, "
-              f"state {result.state})")
-        for name, seconds in [("start + imports", spawn), ("load (model, data, base)", m.load_s),
-                              ("train", m.train_s), ("evaluate", m.eval_s),
-                              ("save + bookkeeping", rest), ("total", total)]:
+        print(
+            f"\none isolated trial, {label} ({args.method}, {args.steps} steps, "
+            f"state {result.state})"
+        )
+        for name, seconds in [
+            ("start + imports", spawn),
+            ("load (model, data, base)", m.load_s),
+            ("train", m.train_s),
+            ("evaluate", m.eval_s),
+            ("save + bookkeeping", rest),
+            ("total", total),
+        ]:
             print(f"  {name:<28}{seconds:>8.2f} s")
         print(f"  {'fixed cost / training time':<28}{fixed / m.train_s:>8.2f}x")
 

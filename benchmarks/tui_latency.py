@@ -119,17 +119,25 @@ def main() -> None:
     median_ms = statistics.median(plan) * 1e3
     worst_ms = max(plan) * 1e3
     print(f"{'measure':52} {'ours':>10} {'reference':>10} {'ratio':>7}")
-    print(f"{'plan table after an input change (median, ms)':52} {median_ms:10.1f} {50.0:10.1f} "
-          f"{median_ms / 50.0:7.2f}   (reference: the 50 ms aim)")
+    print(
+        f"{'plan table after an input change (median, ms)':52} {median_ms:10.1f} {50.0:10.1f} "
+        f"{median_ms / 50.0:7.2f}   (reference: the 50 ms aim)"
+    )
     worst = f"plan table after an input change (worst of {len(plan)}, ms)"
     print(f"{worst:52} {worst_ms:10.1f} {50.0:10.1f} {worst_ms / 50.0:7.2f}")
     handler_ms = statistics.median(handler) * 1e3
-    print(f"{'  of which the handler recomputing (median, ms)':52} {handler_ms:10.1f} {50.0:10.1f} "
-          f"{handler_ms / 50.0:7.2f}")
-    print(f"{'100,000-row result, Ctrl+R to first paint (s)':52} {ours:10.3f} {1.0:10.3f} "
-          f"{ours / 1.0:7.2f}   (reference: the 1 s aim)")
-    print(f"{'100,000-row result vs Textual DataTable (s)':52} {ours:10.3f} {reference:10.3f} "
-          f"{ours / reference:7.2f}   (reference: textual.widgets.DataTable)")
+    print(
+        f"{'  of which the handler recomputing (median, ms)':52} {handler_ms:10.1f} {50.0:10.1f} "
+        f"{handler_ms / 50.0:7.2f}"
+    )
+    print(
+        f"{'100,000-row result, Ctrl+R to first paint (s)':52} {ours:10.3f} {1.0:10.3f} "
+        f"{ours / 1.0:7.2f}   (reference: the 1 s aim)"
+    )
+    print(
+        f"{'100,000-row result vs Textual DataTable (s)':52} {ours:10.3f} {reference:10.3f} "
+        f"{ours / reference:7.2f}   (reference: textual.widgets.DataTable)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@
 Nothing here imports torch or transformers; GB means 10^9 bytes.
 """
 
+from planner.errors import InvalidSpecError, ModelConfigError, UnknownModelError
 from planner.estimation.arch import LinearShape, ModelArch, arch_from_config
 from planner.estimation.catalog import list_models, resolve_model, search_models
-from planner.errors import InvalidSpecError, ModelConfigError, UnknownModelError
 from planner.estimation.estimate import (
     GB,
     ApiQuote,

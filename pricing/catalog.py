@@ -397,9 +397,7 @@ def _merge(layers: Sequence[_Layer], override_file: Path | None) -> Catalog:
                     field="gpu",
                 )
             new_offers.append((offer.model_copy(update={"gpu": gpu.id}), f"{layer.path}, {label}"))
-        offers = _replace_histories(
-            offers, new_offers, lambda o: (o.gpu, o.provider), layer.path
-        )
+        offers = _replace_histories(offers, new_offers, lambda o: (o.gpu, o.provider), layer.path)
         new_cpus = [
             (cpu, f"{layer.path}, cpu_instances[{i}] ({cpu.id})")
             for i, cpu in enumerate(prices.cpu_instances)

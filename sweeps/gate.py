@@ -123,7 +123,9 @@ class Gate:
             )
             est = estimate(arch, workload, method, gpu=hw.gpu, provider=hw.provider)
         except (ImportError, TypeError, UserError, ValueError) as error:
-            return Prediction(gpu_memory_gb=self.gpu_memory_gb, note=f"no planner prediction: {error}")
+            return Prediction(
+                gpu_memory_gb=self.gpu_memory_gb, note=f"no planner prediction: {error}"
+            )
         dollars = float(est.dollars) if est.dollars is not None else None
         if est.hours is not None and getattr(est, "usd_per_gpu_hour", None) is not None:
             # est.dollars is rounded to cents; small trials need the unrounded figure.

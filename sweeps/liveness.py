@@ -52,7 +52,10 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: i
         return False
     study.enqueue_trial(
         dict(trial.params),
-        user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number), "retries": retries + 1},
+        user_attrs={
+            "retry_of": trial.user_attrs.get("retry_of", trial.number),
+            "retries": retries + 1,
+        },
     )
     return True
 
@@ -81,7 +84,8 @@ def recover_dead_workers(study: optuna.Study, *, max_retries: int) -> list[int]:
         try:
             study._storage.set_trial_user_attr(trial._trial_id, "state", "lost")
             study._storage.set_trial_user_attr(
-                trial._trial_id, "error",
+                trial._trial_id,
+                "error",
                 f"worker pid {attrs['worker_pid']} on {host} died while the trial ran",
             )
             study.tell(trial.number, state=TrialState.FAIL)

@@ -36,13 +36,20 @@ def render_state(state: SweepState) -> RenderableType:
     with state.lock:
         failed = sum(state.failed.values())
         head = Text.assemble(
-            ("study ", "dim"), (state.study, "bold"),
-            ("   trials ", "dim"), _budget(state.done + failed, state.budget_trials),
-            ("   spent ", "dim"), _budget(state.dollars, state.budget_dollars, "$"),
-            ("   hours ", "dim"), f"{state.hours:.3f}" + (f" / {state.budget_hours:g}" if state.budget_hours else ""),
-            ("   frontier ", "dim"), str(state.frontier_size),
-            ("   failed ", "dim"), ", ".join(f"{k} {v}" for k, v in state.failed.items()) or "0",
-            ("   infeasible ", "dim"), str(state.infeasible),
+            ("study ", "dim"),
+            (state.study, "bold"),
+            ("   trials ", "dim"),
+            _budget(state.done + failed, state.budget_trials),
+            ("   spent ", "dim"),
+            _budget(state.dollars, state.budget_dollars, "$"),
+            ("   hours ", "dim"),
+            f"{state.hours:.3f}" + (f" / {state.budget_hours:g}" if state.budget_hours else ""),
+            ("   frontier ", "dim"),
+            str(state.frontier_size),
+            ("   failed ", "dim"),
+            ", ".join(f"{k} {v}" for k, v in state.failed.items()) or "0",
+            ("   infeasible ", "dim"),
+            str(state.infeasible),
         )
         table = Table(box=None, pad_edge=False, header_style="dim")
         for column in ("trial", "slot", "method", "step", "loss", "elapsed"):
@@ -51,8 +58,14 @@ def render_state(state: SweepState) -> RenderableType:
         for running in sorted(state.running.values(), key=lambda r: r.number):
             step = "-" if running.step is None else steps_of(running.step, running.max_steps)
             loss = "-" if running.loss is None else f"{running.loss:.4f}"
-            table.add_row(f"#{running.number}", running.slot, running.method, step, loss,
-                          f"{now - running.started:.0f}s")
+            table.add_row(
+                f"#{running.number}",
+                running.slot,
+                running.method,
+                step,
+                loss,
+                f"{now - running.started:.0f}s",
+            )
         events = [Text(e, style="yellow") for e in state.events[-5:]]
     return Group(head, table, *events)
 
@@ -126,9 +139,13 @@ def _print_running(state: SweepState, console: Console, logged: dict[int, int | 
             continue
         logged[trial.number] = trial.step
         loss = "" if trial.loss is None else f", loss {trial.loss:.4f}"
-        console.print(f"trial {trial.number} ({trial.method}, {trial.slot}): "
-                      f"step {steps_of(trial.step, trial.max_steps)}"
-                      f"{loss}, {now - trial.started:.0f} s", markup=False, highlight=False)
+        console.print(
+            f"trial {trial.number} ({trial.method}, {trial.slot}): "
+            f"step {steps_of(trial.step, trial.max_steps)}"
+            f"{loss}, {now - trial.started:.0f} s",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _print_new_events(state: SweepState, console: Console, printed: int) -> int:

@@ -111,10 +111,16 @@ class _ParamKind:
 
 # The searchable hyperparameters: TrialConfig field (or alpha_ratio) -> what it may hold.
 SEARCHABLE: dict[str, _ParamKind] = {
-    "rank": _ParamKind(int, low=1, adapter_only=True, help="adapter rank; higher: more capacity, more memory"),
-    "alpha_ratio": _ParamKind(float, low=0, low_exclusive=True, adapter_only=True, help="LoRA alpha = alpha_ratio x rank"),
+    "rank": _ParamKind(
+        int, low=1, adapter_only=True, help="adapter rank; higher: more capacity, more memory"
+    ),
+    "alpha_ratio": _ParamKind(
+        float, low=0, low_exclusive=True, adapter_only=True, help="LoRA alpha = alpha_ratio x rank"
+    ),
     "lr": _ParamKind(float, low=0, low_exclusive=True, help="peak learning rate"),
-    "targets": _ParamKind(str, adapter_only=True, help="modules given adapters: 'attn', 'mlp', 'all' or names"),
+    "targets": _ParamKind(
+        str, adapter_only=True, help="modules given adapters: 'attn', 'mlp', 'all' or names"
+    ),
     "epochs": _ParamKind(float, low=0, low_exclusive=True, help="passes over the training set"),
     "max_steps": _ParamKind(int, low=1, help="stop after this many optimizer steps"),
     "use_rslora": _ParamKind(bool, adapter_only=True, help="scale by alpha/sqrt(rank) (rsLoRA)"),
@@ -123,21 +129,46 @@ SEARCHABLE: dict[str, _ParamKind] = {
     "grad_accum": _ParamKind(int, low=1, help="gradient accumulation steps"),
     "warmup_ratio": _ParamKind(float, low=0, high=1, help="fraction of steps warming up"),
     "weight_decay": _ParamKind(float, low=0, help="AdamW weight decay"),
-    "freeze_trainable_layers": _ParamKind(int, low=1, help="method 'freeze': train the top k layers"),
+    "freeze_trainable_layers": _ParamKind(
+        int, low=1, help="method 'freeze': train the top k layers"
+    ),
     "lr_schedule": _ParamKind(str, choices=("cosine", "linear", "constant")),
-    "optimizer": _ParamKind(str, choices=("adamw", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd")),
+    "optimizer": _ParamKind(
+        str, choices=("adamw", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd")
+    ),
 }
 
 # TrialConfig fields a spec sets elsewhere, so [trial] may not set them.
 _SET_ELSEWHERE = {
-    "model", "train", "eval", "retain", "method", "alpha", "device", "gpu", "provider",
-    "usd_per_hour", "cpu_instance", "study", "trial_number", "run_dir", "save",
-    "time_limit_s", "memory_limit_gb", "seed",
+    "model",
+    "train",
+    "eval",
+    "retain",
+    "method",
+    "alpha",
+    "device",
+    "gpu",
+    "provider",
+    "usd_per_hour",
+    "cpu_instance",
+    "study",
+    "trial_number",
+    "run_dir",
+    "save",
+    "time_limit_s",
+    "memory_limit_gb",
+    "seed",
 }
 
 
 def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    return (
+        repr(value)
+        if isinstance(value, str)
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
 
 
 def _check_value(path: str, kind: _ParamKind, value: Any) -> Any:
@@ -295,7 +326,7 @@ class SearchSection(_Section):
         if isinstance(methods, str):
             methods = [methods]
         if not isinstance(methods, list) or not methods:
-            raise ValueError("methods must be a non-empty list, e.g. [\"lora\", \"dora\"]")
+            raise ValueError('methods must be a non-empty list, e.g. ["lora", "dora"]')
         for i, m in enumerate(methods):
             if m not in METHODS:
                 raise ValueError(f"methods[{i}] must be one of {', '.join(METHODS)}; got {m!r}")
@@ -313,9 +344,7 @@ class SearchSection(_Section):
             if name == "lr" and isinstance(value, Mapping) and set(value) & set(METHODS):
                 for method, sub in value.items():
                     if method not in methods:
-                        raise ValueError(
-                            f"lr.{method}: {method!r} is not in methods {methods}"
-                        )
+                        raise ValueError(f"lr.{method}: {method!r} is not in methods {methods}")
                     lr_by_method[method] = parse_param(f"lr.{method}", kind, sub)
                 missing = [m for m in methods if m not in lr_by_method]
                 if missing:
@@ -411,9 +440,7 @@ class RunSection(_Section):
         if value is None:
             return None
         if "://" in value and not value.startswith(("postgresql", "postgres://")):
-            raise ValueError(
-                f"must be a journal file path or a postgresql:// URL, got {value!r}"
-            )
+            raise ValueError(f"must be a journal file path or a postgresql:// URL, got {value!r}")
         return value
 
 
@@ -468,7 +495,9 @@ class SweepSpec(_Section):
     def is_distributed(self) -> bool:
         return self.storage_url.startswith(("postgresql", "postgres://"))
 
-    def trial_config(self, params: Mapping[str, Any], *, trial_number: int | None = None) -> TrialConfig:
+    def trial_config(
+        self, params: Mapping[str, Any], *, trial_number: int | None = None
+    ) -> TrialConfig:
         """The :class:`TrialConfig` for one point: sampled ``params`` over the fixed ones."""
         method = params["method"]
         values: dict[str, Any] = {}
@@ -490,7 +519,9 @@ class SweepSpec(_Section):
                 values.pop(name, None)
         ratio = values.pop("alpha_ratio", None)
         if ratio is not None:
-            values["alpha"] = float(ratio) * int(values.get("rank", TrialConfig.model_fields["rank"].default))
+            values["alpha"] = float(ratio) * int(
+                values.get("rank", TrialConfig.model_fields["rank"].default)
+            )
         hw = self.hardware
         return TrialConfig(
             **{**dict(self.trial.model_extra or {}), **values},
@@ -506,7 +537,11 @@ class SweepSpec(_Section):
             cpu_instance=hw.cpu_instance,
             seed=self.seed,
             run_dir=str(Path(self.run.dir) / self.name),
-            save="none" if self.run.save == "none" else "adapter" if method in ADAPTER_METHODS else "full",
+            save="none"
+            if self.run.save == "none"
+            else "adapter"
+            if method in ADAPTER_METHODS
+            else "full",
             time_limit_s=self.run.timeout_s,
             memory_limit_gb=self.run.memory_limit_gb,
             study=self.name,
@@ -531,7 +566,11 @@ def _error_text(error: ValidationError) -> str:
             text = item["ctx"]["text"]
             lines.append(f"{loc} {text}" if text.startswith("must") else f"{loc}.{text}")
         elif item["type"] == "value_error":
-            lines.append(f"{loc}: {msg.removeprefix('Value error, ')}" if loc else msg.removeprefix("Value error, "))
+            lines.append(
+                f"{loc}: {msg.removeprefix('Value error, ')}"
+                if loc
+                else msg.removeprefix("Value error, ")
+            )
         elif item["type"] == "extra_forbidden":
             lines.append(f"{loc} is not a known key")
         elif item["type"] == "missing":
@@ -546,7 +585,9 @@ def spec_from_text(text: str, *, source: str = "<spec>", base_dir: Path | None =
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{source} is not valid TOML: {error}", "Check the line it names.") from None
+        raise SpecError(
+            f"{source} is not valid TOML: {error}", "Check the line it names."
+        ) from None
     if base_dir is not None and isinstance(raw.get("data"), dict):
         for key in ("train", "eval", "retain"):
             value = raw["data"].get(key)
@@ -562,7 +603,9 @@ def spec_from_text(text: str, *, source: str = "<spec>", base_dir: Path | None =
 
 
 def _looks_like_path(value: str) -> bool:
-    return value.endswith((".jsonl", ".json", ".txt", ".parquet")) or value.startswith(("./", "../"))
+    return value.endswith((".jsonl", ".json", ".txt", ".parquet")) or value.startswith(
+        ("./", "../")
+    )
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -571,7 +614,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(f"no sweep spec at {path}", "Copy one from examples/ (demo.toml).") from None
+        raise SpecError(
+            f"no sweep spec at {path}", "Copy one from examples/ (demo.toml)."
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(f"cannot read the sweep spec {path}: {error}") from None
     return spec_from_text(text, source=str(path), base_dir=path.parent)
@@ -611,9 +656,15 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         "",
         "[data]  # omit a key to use the bundled demo's data",
     ]
-    for key, comment in (("train", "JSONL task file"), ("eval", "held-out JSONL"), ("retain", "retain probe JSONL")):
+    for key, comment in (
+        ("train", "JSONL task file"),
+        ("eval", "held-out JSONL"),
+        ("retain", "retain probe JSONL"),
+    ):
         value = getattr(spec.data, key)
-        out.append(_line(key, value, comment) if value is not None else f"# {key} = \"...\"  # {comment}")
+        out.append(
+            _line(key, value, comment) if value is not None else f'# {key} = "..."  # {comment}'
+        )
     out += ["", "[hardware]"]
     hw_help = {name: f.description or "" for name, f in HardwareSection.model_fields.items()}
     for name in HardwareSection.model_fields:
@@ -622,7 +673,10 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
             out.append(f"# {name} = ...  # {hw_help[name]}")
         else:
             out.append(_line(name, value, hw_help[name]))
-    out += ["", "[search]  # each parameter: a value (fixed), a list (choice) or { low, high, log }"]
+    out += [
+        "",
+        "[search]  # each parameter: a value (fixed), a list (choice) or { low, high, log }",
+    ]
     out.append(_line("methods", list(spec.search.methods), ", ".join(METHODS)))
     for name, param in spec.search.params.items():
         out.append(_line(name, _param_to_raw(param), SEARCHABLE[name].help))
@@ -641,12 +695,22 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         "",
         "[budget]  # the sweep stops launching before any limit would be passed",
     ]
-    for key, comment in (("dollars", "total spend"), ("hours", "total trial hours"), ("trials", "trials run")):
+    for key, comment in (
+        ("dollars", "total spend"),
+        ("hours", "total trial hours"),
+        ("trials", "trials run"),
+    ):
         value = getattr(spec.budget, key)
-        out.append(_line(key, value, comment) if value is not None else f"# {key} = ...  # {comment}")
+        out.append(
+            _line(key, value, comment) if value is not None else f"# {key} = ...  # {comment}"
+        )
     run = spec.run
     out += ["", "[run]", _line("dir", run.dir, "run folder (journal, artifacts)")]
-    out.append(_line("storage", run.storage, "journal file or postgresql:// URL") if run.storage else "# storage = \"postgresql://user@host/db\"  # default: a journal file in dir")
+    out.append(
+        _line("storage", run.storage, "journal file or postgresql:// URL")
+        if run.storage
+        else '# storage = "postgresql://user@host/db"  # default: a journal file in dir'
+    )
     out.append(_line("results", run.results, "DuckDB results file"))
     out.append(_line("save", run.save, "artifacts kept: frontier, all or none"))
     if run.timeout_s is not None:

@@ -75,9 +75,12 @@ def open_storage(url: str, *, max_retries: int = 2) -> optuna.storages.BaseStora
                 # A worker on another machine counts as dead once its trial's heartbeat is
                 # older than the grace period; both are tunable for slow networks (and tests).
                 heartbeat_interval=_seconds_from_env(
-                    "PARETUNE_HEARTBEAT_INTERVAL_S", HEARTBEAT_INTERVAL_S),
+                    "PARETUNE_HEARTBEAT_INTERVAL_S", HEARTBEAT_INTERVAL_S
+                ),
                 grace_period=_seconds_from_env("PARETUNE_HEARTBEAT_GRACE_S", HEARTBEAT_GRACE_S),
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=max_retries
+                ),
                 engine_kwargs={"pool_pre_ping": True},
             )
         except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot connect"
@@ -117,15 +120,18 @@ def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseS
     seed = spec.seed + seed_offset
     if spec.sampler == "tpe":
         # group=True: the space is conditional (rank only for adapters, lr per method).
-        return _tpe_without_repeats()(seed=seed, multivariate=True, group=True,
-                                      constant_liar=True, n_startup_trials=5)
+        return _tpe_without_repeats()(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+        )
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     if spec.sampler == "gp":
         try:
             import scipy  # noqa: F401  (GPSampler's optimiser)
         except ImportError:
-            raise SweepError("sampler 'gp' needs scipy", "pip install scipy, or use sampler = \"tpe\"") from None
+            raise SweepError(
+                "sampler 'gp' needs scipy", 'pip install scipy, or use sampler = "tpe"'
+            ) from None
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
@@ -163,15 +169,20 @@ def _tpe_without_repeats() -> type[optuna.samplers.TPESampler]:
             self._neighbour_seed = seed
 
         def sample_relative(
-            self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+            self,
+            study: optuna.Study,
+            trial: optuna.trial.FrozenTrial,
             search_space: dict[str, optuna.distributions.BaseDistribution],
         ) -> dict[str, Any]:
             proposal = super().sample_relative(study, trial, search_space)
             if not proposal:
                 return proposal  # a startup trial: Optuna draws it at random
             fixed = trial.system_attrs.get("fixed_params", {})  # a queued trial's own values
-            tried = [other.params for other in study.get_trials(deepcopy=False)
-                     if other.number != trial.number and other.params]
+            tried = [
+                other.params
+                for other in study.get_trials(deepcopy=False)
+                if other.number != trial.number and other.params
+            ]
             repeated = _repeated(tried, {**proposal, **fixed})
             if repeated is None:
                 return proposal
@@ -183,8 +194,9 @@ def _tpe_without_repeats() -> type[optuna.samplers.TPESampler]:
                 point = dict(proposal)
                 changed = min(len(names), 1 + attempt // 8)  # 8 draws one away, then two, ...
                 for i in rng.choice(len(names), size=changed, replace=False):
-                    point[names[i]] = redraw.sample_independent(study, trial, names[i],
-                                                                search_space[names[i]])
+                    point[names[i]] = redraw.sample_independent(
+                        study, trial, names[i], search_space[names[i]]
+                    )
                 if _repeated(tried, {**point, **fixed}) is None:
                     return point
             return proposal  # every neighbour drawn has been tried: keep TPE's choice
@@ -194,19 +206,29 @@ def _tpe_without_repeats() -> type[optuna.samplers.TPESampler]:
 
 def _repeated(tried: list[dict[str, Any]], point: dict[str, Any]) -> dict[str, Any] | None:
     """The first of ``tried`` (trials' parameters) that ``point`` holds value for value."""
-    return next((params for params in tried
-                 if all(name in point and point[name] == value for name, value in params.items())),
-                None)
+    return next(
+        (
+            params
+            for params in tried
+            if all(name in point and point[name] == value for name, value in params.items())
+        ),
+        None,
+    )
 
 
-def open_study(spec: SweepSpec, storage: Any, *, sampler: Any = None, storage_url: str | None = None) -> optuna.Study:
+def open_study(
+    spec: SweepSpec, storage: Any, *, sampler: Any = None, storage_url: str | None = None
+) -> optuna.Study:
     """Create the spec's study, or load it if it exists (same objectives required)."""
     import optuna
 
     objectives = list(spec.objectives.names())
     study = optuna.create_study(
-        study_name=spec.name, storage=storage, directions=spec.objectives.directions(),
-        sampler=sampler or make_sampler(spec), load_if_exists=True,
+        study_name=spec.name,
+        storage=storage,
+        directions=spec.objectives.directions(),
+        sampler=sampler or make_sampler(spec),
+        load_if_exists=True,
     )
     existing = study.user_attrs.get("objectives")
     if existing is None:
@@ -233,7 +255,10 @@ def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
     method = methods[0] if len(methods) == 1 else trial.suggest_categorical("method", list(methods))
     params: dict[str, Any] = {"method": method}
     for name, param in spec.search.params.items():
-        if name in ("rank", "alpha_ratio", "targets", "use_rslora") and method not in ADAPTER_METHODS:
+        if (
+            name in ("rank", "alpha_ratio", "targets", "use_rslora")
+            and method not in ADAPTER_METHODS
+        ):
             continue
         if name == "freeze_trainable_layers" and method != "freeze":
             continue
@@ -254,8 +279,13 @@ def _suggest_one(trial: optuna.Trial, name: str, param: Any) -> Any:
         return trial.suggest_categorical(name, list(param.values))
     assert isinstance(param, Range)
     if param.integer:
-        return trial.suggest_int(name, int(param.low), int(param.high), log=param.log,
-                                 step=int(param.step) if param.step else 1)
+        return trial.suggest_int(
+            name,
+            int(param.low),
+            int(param.high),
+            log=param.log,
+            step=int(param.step) if param.step else 1,
+        )
     return trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
 
 

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.liveness import recover_dead_workers, requeue, this_worker
-from sweeps.spec import SweepSpec
 from sweeps.results.store import ResultsStore, StoreError, redact_url, study_row, trial_row
+from sweeps.spec import SweepSpec
 from sweeps.study import (
     HEARTBEAT_INTERVAL_S,
     is_postgres,
@@ -146,7 +146,9 @@ class Sweep:
         self.gate = Gate(spec)
         self.store = ResultsStore(spec.run.results)
         self.stop_event = threading.Event()
-        self.state = SweepState(spec.name, spec.budget.trials, spec.budget.dollars, spec.budget.hours)
+        self.state = SweepState(
+            spec.name, spec.budget.trials, spec.budget.dollars, spec.budget.hours
+        )
         self._launched = 0
         self._launched_lock = threading.Lock()
         self._thread_lock = threading.Lock()
@@ -168,7 +170,9 @@ class Sweep:
     def run(self) -> SweepState:
         """Run until the budget, ``max_trials`` or :meth:`stop`; return the final state."""
         threads = [
-            threading.Thread(target=self._worker, args=(index, slot), name=f"sweep-{slot}", daemon=True)
+            threading.Thread(
+                target=self._worker, args=(index, slot), name=f"sweep-{slot}", daemon=True
+            )
             for index, slot in enumerate(self.slots)
         ]
         for thread in threads:
@@ -201,8 +205,10 @@ class Sweep:
         try:
             self.store.sync_study(self.study, storage=self.storage_url)
         except StoreError as error:
-            self.state.event(f"results file not updated: {error.message} (results are safe in "
-                             f"{redact_url(self.storage_url)}; `paretune results sync` imports them)")
+            self.state.event(
+                f"results file not updated: {error.message} (results are safe in "
+                f"{redact_url(self.storage_url)}; `paretune results sync` imports them)"
+            )
 
     # -- the per-slot loop
 
@@ -218,8 +224,11 @@ class Sweep:
         import optuna
 
         study = optuna.load_study(
-            study_name=self.spec.name, storage=self.storage,
-            sampler=make_sampler(self.spec, self.seed_offset + index + RESUME_SEED_STRIDE * self._trials_before),
+            study_name=self.spec.name,
+            storage=self.storage,
+            sampler=make_sampler(
+                self.spec, self.seed_offset + index + RESUME_SEED_STRIDE * self._trials_before
+            ),
         )
         infeasible_in_a_row = 0
         # A budget stop found by any worker ends every worker's loop (running trials finish).
@@ -240,8 +249,10 @@ class Sweep:
             if config is None:  # infeasible: recorded, never run
                 infeasible_in_a_row += 1
                 if infeasible_in_a_row >= 20:
-                    self._finish("20 infeasible trials in a row: the search space does not fit "
-                                 "the target GPU; shrink it or pick a larger GPU")
+                    self._finish(
+                        "20 infeasible trials in a row: the search space does not fit "
+                        "the target GPU; shrink it or pick a larger GPU"
+                    )
                     return
                 continue
             infeasible_in_a_row = 0
@@ -269,7 +280,9 @@ class Sweep:
                 study.tell(trial, state=TrialState.FAIL)
             raise
 
-    def _gate_asked(self, study: optuna.Study, trial: optuna.Trial, spend: Spend, slot: str | None) -> Any:
+    def _gate_asked(
+        self, study: optuna.Study, trial: optuna.Trial, spend: Spend, slot: str | None
+    ) -> Any:
         from optuna.trial import TrialState
 
         params = suggest(trial, self.spec)
@@ -294,7 +307,9 @@ class Sweep:
             "predicted_hours": prediction.hours,
             "predicted_dollars": prediction.dollars,
             "gpu_memory_gb": prediction.gpu_memory_gb,
-            "cuda_visible_devices": slot if slot is not None else os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cuda_visible_devices": slot
+            if slot is not None
+            else os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -325,17 +340,26 @@ class Sweep:
         return trial, config, prediction
 
     def _run_and_tell(
-        self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig, slot: str | None,
-        ask_gate_s: float = 0.0, label: str | None = None,
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        config: TrialConfig,
+        slot: str | None,
+        ask_gate_s: float = 0.0,
+        label: str | None = None,
     ) -> None:
         from optuna.trial import TrialState
 
         key = label or slot or "cpu"
-        running = RunningTrial(trial.number, config.method, key, time.monotonic(), max_steps=config.max_steps)
+        running = RunningTrial(
+            trial.number, config.method, key, time.monotonic(), max_steps=config.max_steps
+        )
         with self.state.lock:
             self.state.running[key] = running
 
-        progress = _ProgressWriter(self.store, study.study_name, self._running_row(study, trial, config))
+        progress = _ProgressWriter(
+            self.store, study.study_name, self._running_row(study, trial, config)
+        )
         progress.start()
 
         def on_step(step: StepLog) -> None:
@@ -348,8 +372,12 @@ class Sweep:
         try:
             result = self._runner()(config, on_step=on_step, env=env, timeout_s=config.time_limit_s)
         except Exception as error:  # the runner itself broke: record it, keep the sweep going
-            result = TrialResult(state="failed", method=config.method, config=config,
-                                 error=f"{type(error).__name__}: {error}")
+            result = TrialResult(
+                state="failed",
+                method=config.method,
+                config=config,
+                error=f"{type(error).__name__}: {error}",
+            )
         finally:
             heartbeat.set()
             progress.stop()  # before the final row is written: nothing may overwrite it
@@ -372,13 +400,15 @@ class Sweep:
             names = self.spec.objectives.names()
             self.state.event(
                 f"trial {trial.number} complete ({config.method}): "
-                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values))
+                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values, strict=False))
             )
         elif stopping and result.state != "complete":
             trial.set_user_attr("state", "interrupted")
             trial.set_user_attr("error", "the sweep was stopped while this trial ran; re-queued")
             study.tell(trial, state=TrialState.FAIL)
-            requeue(study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1)
+            requeue(
+                study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1
+            )
             self.state.event(f"trial {trial.number}: interrupted, re-queued for the next run")
         else:
             state = result.state if result.state != "complete" else "failed"
@@ -395,10 +425,14 @@ class Sweep:
         self._record(study, trial.number)
         self._refresh_state(study)
         with self.state.lock:
-            self.timings.append({
-                "ask_gate": ask_gate_s, "run": run_s, "trial_wall": result.measured.wall_s or 0.0,
-                "tell_write": time.perf_counter() - tell_started,
-            })
+            self.timings.append(
+                {
+                    "ask_gate": ask_gate_s,
+                    "run": run_s,
+                    "trial_wall": result.measured.wall_s or 0.0,
+                    "tell_write": time.perf_counter() - tell_started,
+                }
+            )
 
     # -- helpers
 
@@ -416,13 +450,19 @@ class Sweep:
 
     def _record(self, study: optuna.Study, number: int) -> None:
         trial = study.get_trials(deepcopy=False)[number]
-        row, steps = trial_row(study.study_name, trial, [d.name.lower() for d in study.directions],
-                               deleted_artifacts=study.user_attrs.get("deleted_artifacts"))
+        row, steps = trial_row(
+            study.study_name,
+            trial,
+            [d.name.lower() for d in study.directions],
+            deleted_artifacts=study.user_attrs.get("deleted_artifacts"),
+        )
         try:
             self.store.write_trials([row], steps)
         except StoreError as error:
-            self.state.event(f"trial {number} not written to {self.store.path}: {error.message}; "
-                             "`paretune results sync` imports it later")
+            self.state.event(
+                f"trial {number} not written to {self.store.path}: {error.message}; "
+                "`paretune results sync` imports it later"
+            )
 
     def _recover_dead_workers(self, study: optuna.Study) -> list[int]:
         """Fail as ``lost`` and re-queue the trials of dead workers; their rows follow."""
@@ -433,13 +473,19 @@ class Sweep:
             self._record(study, number)
         return recovered
 
-    def _running_row(self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig) -> dict[str, Any]:
+    def _running_row(
+        self, study: optuna.Study, trial: optuna.Trial, config: TrialConfig
+    ) -> dict[str, Any]:
         """The row a trial has in the results file while it runs (state ``running``)."""
         try:
             frozen = self.storage.get_trial(trial._trial_id)
         except Exception:  # noqa: BLE001 - the storage hiccupped: a smaller row will do
-            return {"study": study.study_name, "number": trial.number, "state": "running",
-                    **config.model_dump(include={"method", "lr", "max_steps"})}
+            return {
+                "study": study.study_name,
+                "number": trial.number,
+                "state": "running",
+                **config.model_dump(include={"method", "lr", "max_steps"}),
+            }
         row, _ = trial_row(study.study_name, frozen, [d.name.lower() for d in study.directions])
         return row
 
@@ -459,7 +505,9 @@ class Sweep:
         with self.state.lock:
             self.state.dollars, self.state.hours = spend.dollars, spend.hours
             self.state.done = sum(1 for t in trials if t.user_attrs.get("state") == "complete")
-            self.state.frontier_size = int(pareto_mask(_minimised(study, points)).sum()) if points else 0
+            self.state.frontier_size = (
+                int(pareto_mask(_minimised(study, points)).sum()) if points else 0
+            )
 
     @contextlib.contextmanager
     def _ask_lock(self) -> Iterator[None]:
@@ -504,15 +552,18 @@ class _ProgressWriter:
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.written = -1  # steps written so far; -1: not even the row
-        self.thread = threading.Thread(target=self._loop, daemon=True,
-                                       name=f"progress-{study}-{row['number']}")
+        self.thread = threading.Thread(
+            target=self._loop, daemon=True, name=f"progress-{study}-{row['number']}"
+        )
 
     def start(self) -> None:
         self.thread.start()
 
     def add(self, step: StepLog) -> None:
         with self.lock:
-            self.steps.append({"study": self.study, "number": self.row["number"], **step.model_dump()})
+            self.steps.append(
+                {"study": self.study, "number": self.row["number"], **step.model_dump()}
+            )
 
     def stop(self) -> None:
         self.done.set()
@@ -555,7 +606,7 @@ def _minimised(study: optuna.Study, points: list[list[float]]) -> list[list[floa
     from optuna.study import StudyDirection
 
     signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-    return [[s * v for s, v in zip(signs, p)] for p in points]
+    return [[s * v for s, v in zip(signs, p, strict=False)] for p in points]
 
 
 def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
@@ -590,7 +641,9 @@ def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
             hours += wall / 3600.0
             measured_hours.append(wall / 3600.0)
     return Spend(
-        trials=counted, dollars=dollars, hours=hours,
+        trials=counted,
+        dollars=dollars,
+        hours=hours,
         mean_dollars=sum(measured_dollars) / len(measured_dollars) if measured_dollars else None,
         mean_hours=sum(measured_hours) / len(measured_hours) if measured_hours else None,
     )
@@ -627,11 +680,15 @@ def _prune_artifacts(study: optuna.Study) -> None:
     from sweeps.results.frontier import pareto_mask
 
     host = socket.gethostname()
-    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("state") == "complete" and t.values]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("state") == "complete" and t.values
+    ]
     if not done:
         return
     mask = pareto_mask(_minimised(study, [list(t.values) for t in done]))
-    for trial, keep in zip(done, mask):
+    for trial, keep in zip(done, mask, strict=False):
         artifact = trial.user_attrs.get("artifact")
         if keep or not artifact or trial.user_attrs.get("worker_host") != host:
             continue
@@ -655,4 +712,3 @@ def _end_children() -> None:
     for child in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from planner import ModelArch, list_models, resolve_model, search_models
-from planner.estimation.arch import arch_from_config
 from planner.errors import ModelConfigError, UnknownModelError
+from planner.estimation.arch import arch_from_config
 
 CATALOGUE = list_models()
 

@@ -36,17 +36,24 @@ def test_loss_is_on_completion_tokens_only(demo, tokenizer) -> None:
     data = tokenize_examples(examples[:1], tokenizer, max_seq_len=64)
     ids, labels = data.input_ids[0], data.labels[0]
     completion = tokenizer(examples[0].completion, add_special_tokens=False)["input_ids"]
-    scored = [token for token, label in zip(ids, labels) if label != -100]
+    scored = [token for token, label in zip(ids, labels, strict=False) if label != -100]
     assert scored == completion + [tokenizer.eos_token_id]
     assert ids[0] == tokenizer.bos_token_id
 
 
 def test_chat_rows_without_template_render_plainly(tmp_path, tokenizer) -> None:
     assert not tokenizer.chat_template
-    path = _write(tmp_path / "chat.jsonl", [{"messages": [
-        {"role": "user", "content": "where does Kamanek live ?"},
-        {"role": "assistant", "content": "Tolmere"},
-    ]}])
+    path = _write(
+        tmp_path / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "where does Kamanek live ?"},
+                    {"role": "assistant", "content": "Tolmere"},
+                ]
+            }
+        ],
+    )
     (example,), _ = load_examples(str(path), tokenizer)
     assert example.prompt == "user: where does Kamanek live ?\nassistant:"
     assert example.completion == " Tolmere"
@@ -60,9 +67,17 @@ def test_chat_rows_use_the_chat_template_when_there_is_one(tmp_path, demo) -> No
         "{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}"
         "{% if add_generation_prompt %}<assistant> {% endif %}"
     )
-    path = _write(tmp_path / "chat.jsonl", [{"messages": [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Tolmere"},
-    ]}])
+    path = _write(
+        tmp_path / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "Tolmere"},
+                ]
+            }
+        ],
+    )
     (example,), _ = load_examples(str(path), templated)
     assert example.templated
     assert example.prompt == "<user> hi <assistant> "
@@ -70,12 +85,15 @@ def test_chat_rows_use_the_chat_template_when_there_is_one(tmp_path, demo) -> No
 
 
 def test_bad_rows_name_file_and_line(tmp_path, tokenizer) -> None:
-    path = _write(tmp_path / "task.jsonl", [
-        {"prompt": "a", "completion": " b"},
-        "{not json",
-        {"question": "a", "answer": "b"},
-        {"prompt": "c", "completion": " d"},
-    ])
+    path = _write(
+        tmp_path / "task.jsonl",
+        [
+            {"prompt": "a", "completion": " b"},
+            "{not json",
+            {"question": "a", "answer": "b"},
+            {"prompt": "c", "completion": " d"},
+        ],
+    )
     with pytest.raises(DataError) as failed:
         load_examples(str(path), tokenizer, bad_rows="fail")
     assert f"{path}:2" in failed.value.message
@@ -83,7 +101,7 @@ def test_bad_rows_name_file_and_line(tmp_path, tokenizer) -> None:
     examples, bad = load_examples(str(path), tokenizer, bad_rows="skip")
     assert [e.source for e in examples] == [f"{path}:1", f"{path}:4"]
     assert [b.split(": ")[0] for b in bad] == [f"{path}:2", f"{path}:3"]
-    assert "expected \"prompt\" and \"completion\"" in bad[1]
+    assert 'expected "prompt" and "completion"' in bad[1]
 
 
 def test_missing_file_and_missing_datasets_package_are_user_errors(tokenizer) -> None:
@@ -125,8 +143,9 @@ def test_tokenized_cache_is_keyed_by_content(tmp_path, demo, tokenizer) -> None:
 def test_packing_fills_rows_and_keeps_the_mask(demo, tokenizer) -> None:
     examples, _ = load_examples(str(demo.train), tokenizer)
     data = tokenize_examples(examples, tokenizer, max_seq_len=64)
-    packed = list(batches(data, batch_size=4, pad_id=tokenizer.pad_token_id, packing=True,
-                          max_seq_len=64))
+    packed = list(
+        batches(data, batch_size=4, pad_id=tokenizer.pad_token_id, packing=True, max_seq_len=64)
+    )
     plain = list(batches(data, batch_size=4, pad_id=tokenizer.pad_token_id))
     assert sum(int(b["attention_mask"].sum()) for b in packed) == data.tokens
     assert len(packed) < len(plain)

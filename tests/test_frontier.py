@@ -48,12 +48,33 @@ def test_hypervolume_by_hand() -> None:
 def _rows() -> list[dict]:
     rows = []
     for number, (q, f, c, method) in enumerate(
-        [(1.0, 0.5, 0.01, "lora"), (0.8, 0.9, 0.02, "full"), (1.2, 0.2, 0.005, "dora"), (1.3, 0.95, 0.03, "lora")]
+        [
+            (1.0, 0.5, 0.01, "lora"),
+            (0.8, 0.9, 0.02, "full"),
+            (1.2, 0.2, 0.005, "dora"),
+            (1.3, 0.95, 0.03, "lora"),
+        ]
     ):
-        rows.append({"number": number, "state": "complete", "method": method,
-                     "objective_quality": q, "objective_forgetting": f, "objective_cost": c})
-    rows.append({"number": 4, "state": "oom", "method": "full", "objective_quality": None,
-                 "objective_forgetting": None, "objective_cost": None})
+        rows.append(
+            {
+                "number": number,
+                "state": "complete",
+                "method": method,
+                "objective_quality": q,
+                "objective_forgetting": f,
+                "objective_cost": c,
+            }
+        )
+    rows.append(
+        {
+            "number": 4,
+            "state": "oom",
+            "method": "full",
+            "objective_quality": None,
+            "objective_forgetting": None,
+            "objective_cost": None,
+        }
+    )
     return rows
 
 

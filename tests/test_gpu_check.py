@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 
 TINY_QWEN2 = {
-    "model_type": "qwen2", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "model_type": "qwen2",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
 }
 
 
@@ -42,15 +47,33 @@ def test_a_failing_row_is_reported_and_the_other_rows_still_run(
     # A machine without bitsandbytes: the qlora row cannot be measured, freeze can.
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     out = tmp_path / "results" / "gpu_check.jsonl"
-    code = _gpu_check().main(["--device", "cpu", "--models", str(tiny_config), "--methods",
-                              "qlora,freeze", "--steps", "2", "--seq-len", "16", "--batch", "1",
-                              "--out", str(out)])
+    code = _gpu_check().main(
+        [
+            "--device",
+            "cpu",
+            "--models",
+            str(tiny_config),
+            "--methods",
+            "qlora,freeze",
+            "--steps",
+            "2",
+            "--seq-len",
+            "16",
+            "--batch",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1  # not every row was measured
 
     printed = capsys.readouterr().out
     assert printed.startswith("versions: python ")
-    rows = {line.split()[1]: line.split() for line in printed.splitlines()
-            if line.split()[1:2] in (["qlora"], ["freeze"])}
+    rows = {
+        line.split()[1]: line.split()
+        for line in printed.splitlines()
+        if line.split()[1:2] in (["qlora"], ["freeze"])
+    }
     assert float(rows["freeze"][8].replace(",", "")) > 0  # measured tokens/s
     assert rows["qlora"][8] == "-"
     assert float(rows["qlora"][6]) > 0  # the predictions are still there
@@ -70,12 +93,25 @@ def test_a_failing_row_is_reported_and_the_other_rows_still_run(
     assert "tokens_per_s" not in by_method["qlora"] and by_method["qlora"]["sim_bytes"] > 0
 
 
-def test_an_unknown_model_is_an_error_row_not_a_crash(tiny_config: Path, tmp_path: Path,
-                                                      capsys) -> None:
+def test_an_unknown_model_is_an_error_row_not_a_crash(
+    tiny_config: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "gpu_check.jsonl"
-    code = _gpu_check().main(["--dry-run", "--models", f"no-such-model,{tiny_config}",
-                              "--methods", "lora", "--seq-len", "16", "--batch", "1",
-                              "--out", str(out)])
+    code = _gpu_check().main(
+        [
+            "--dry-run",
+            "--models",
+            f"no-such-model,{tiny_config}",
+            "--methods",
+            "lora",
+            "--seq-len",
+            "16",
+            "--batch",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     _, unknown, tiny = _records(out)
     assert unknown["status"] == "error" and "UnknownModelError" in unknown["error"]
@@ -88,8 +124,19 @@ def test_rows_past_the_time_budget_are_skipped_and_out_is_appended(
 ) -> None:
     out = tmp_path / "gpu_check.jsonl"
     out.write_text(json.dumps({"kind": "earlier"}) + "\n")
-    code = _gpu_check().main(["--dry-run", "--models", str(tiny_config), "--methods",
-                              "lora,full", "--time-budget-s", "0", "--out", str(out)])
+    code = _gpu_check().main(
+        [
+            "--dry-run",
+            "--models",
+            str(tiny_config),
+            "--methods",
+            "lora,full",
+            "--time-budget-s",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     earlier, run, *rows = _records(out)
     assert earlier == {"kind": "earlier"} and run["kind"] == "run"
@@ -99,8 +146,22 @@ def test_rows_past_the_time_budget_are_skipped_and_out_is_appended(
 
 
 def test_dry_run_builds_the_table(tiny_config: Path, capsys) -> None:
-    assert _gpu_check().main(["--dry-run", "--models", str(tiny_config), "--methods", "lora,full",
-                              "--seq-len", "32", "--batch", "1"]) == 0
+    assert (
+        _gpu_check().main(
+            [
+                "--dry-run",
+                "--models",
+                str(tiny_config),
+                "--methods",
+                "lora,full",
+                "--seq-len",
+                "32",
+                "--batch",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in lines if line.split()[1:2] in (["lora"], ["full"])]
     assert len(rows) == 2
@@ -112,9 +173,29 @@ def test_dry_run_builds_the_table(tiny_config: Path, capsys) -> None:
 def test_each_method_trains_for_real_on_the_cpu(tiny_config: Path, capsys) -> None:
     """The GPU run's code path (quantizing to NF4 with bitsandbytes, peft, freeze, the
     optimizer, the timed steps) on the CPU with a tiny model; memory is not measured."""
-    assert _gpu_check().main(["--device", "cpu", "--models", str(tiny_config), "--methods",
-                              "qlora,freeze", "--steps", "2", "--seq-len", "16", "--batch", "1"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()
-            if line.split()[1:2] in (["qlora"], ["freeze"])]
+    assert (
+        _gpu_check().main(
+            [
+                "--device",
+                "cpu",
+                "--models",
+                str(tiny_config),
+                "--methods",
+                "qlora,freeze",
+                "--steps",
+                "2",
+                "--seq-len",
+                "16",
+                "--batch",
+                "1",
+            ]
+        )
+        == 0
+    )
+    rows = [
+        line.split()
+        for line in capsys.readouterr().out.splitlines()
+        if line.split()[1:2] in (["qlora"], ["freeze"])
+    ]
     assert len(rows) == 2
     assert all(float(row[8].replace(",", "")) > 0 for row in rows)  # measured tokens/s

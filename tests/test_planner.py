@@ -313,8 +313,14 @@ def test_the_cheapest_search_goes_past_one_node_only_on_whole_node_rentals(catal
         offer = catalog.offers(gpu=est.gpu, provider=est.provider)[0]
         assert est.method.gpus <= 8 or offer.gpus_per_instance >= 8, (est.method.kind, est.gpu)
     full = result.estimates[0]
-    pods = estimate(arch, WORK, full.method.with_(gpus=96, sharding="zero3"), gpu="rtx-4090",
-                    provider="runpod-community", catalog=catalog)
+    pods = estimate(
+        arch,
+        WORK,
+        full.method.with_(gpus=96, sharding="zero3"),
+        gpu="rtx-4090",
+        provider="runpod-community",
+        catalog=catalog,
+    )
     assert pods.fits and pods.dollars < full.dollars  # what the rule turned down
 
 
@@ -597,9 +603,7 @@ def test_unquantized_fp32_upcast_never_needs_less(arch) -> None:
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_logit_copies_scale_the_loss_term(kind: str) -> None:
-    terms = [
-        memory_terms(DENSE, WORK, MethodSpec(kind=kind, logit_copies=n)) for n in (3, 4, 5)
-    ]
+    terms = [memory_terms(DENSE, WORK, MethodSpec(kind=kind, logit_copies=n)) for n in (3, 4, 5)]
     tokens = WORK.seq_len * WORK.batch
     losses = [t.breakdown["logits_loss"] for t in terms]
     assert losses[0] == tokens * DENSE.vocab * 12
@@ -636,10 +640,24 @@ def test_freeze_with_checkpointing_keeps_every_layers_checkpoint() -> None:
 
 def test_plan_command_takes_the_framework_options() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "plan", "llama-2-7b", "--method", "qlora",
-         "--unquantized-fp32", "--logit-copies", "4", "--optimizer-in-backward",
-         "--format", "json"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "plan",
+            "llama-2-7b",
+            "--method",
+            "qlora",
+            "--unquantized-fp32",
+            "--logit-copies",
+            "4",
+            "--optimizer-in-backward",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     (method,) = json.loads(done.stdout)["methods"]
@@ -649,9 +667,19 @@ def test_plan_command_takes_the_framework_options() -> None:
         "logit_copies": 4,
     }
     refused = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "plan", "llama-2-7b", "--optimizer-in-backward",
-         "--grad-accum", "8"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "plan",
+            "llama-2-7b",
+            "--optimizer-in-backward",
+            "--grad-accum",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert refused.returncode == 2
     assert "grad-accum 1" in refused.stderr + refused.stdout

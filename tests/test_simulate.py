@@ -17,8 +17,13 @@ from planner.estimation.memory import constants, trainable_params
 from planner.simulation.simulate import TERMS, simulate
 
 TINY = dict(
-    model_type="llama", vocab_size=256, hidden_size=64, intermediate_size=128,
-    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    model_type="llama",
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
 )
 
 
@@ -37,8 +42,9 @@ def without_overhead(terms: dict[str, int]) -> int:
     ("kind", "grad_checkpointing", "grad_accum"),
     [("full", False, 1), ("lora", True, 2), ("dora", False, 1), ("freeze", True, 1)],
 )
-def test_extrapolation_matches_a_full_simulation(kind: str, grad_checkpointing: bool,
-                                                 grad_accum: int) -> None:
+def test_extrapolation_matches_a_full_simulation(
+    kind: str, grad_checkpointing: bool, grad_accum: int
+) -> None:
     """Six identical layers: simulating 2 and 4 and extrapolating gives every phase of
     the six-layer step, byte for byte (within 0.5% for DoRA's weight-norm temporaries)."""
     arch = tiny_arch(6)
@@ -70,7 +76,8 @@ def test_result_adds_up_and_has_the_json_shape_of_plan_simulate() -> None:
     c = constants()
     short = result.breakdown["activations"] + result.breakdown["logits_loss"]
     assert result.breakdown["framework_overhead"] == round(
-        c["cuda_context_bytes"] + c["cublas_workspace_bytes"] + c["allocator_fragmentation"] * short)
+        c["cuda_context_bytes"] + c["cublas_workspace_bytes"] + c["allocator_fragmentation"] * short
+    )
 
 
 def test_full_fine_tune_holds_weights_gradients_and_mixed_precision_adam_states() -> None:
@@ -152,7 +159,9 @@ def test_gradients_persist_through_the_forward_only_when_accumulating() -> None:
 def test_checkpointing_saves_activations() -> None:
     arch = tiny_arch()
     plain = simulate(arch, WORKLOAD, MethodSpec(kind="lora", rank=8, grad_checkpointing=False))
-    checkpointed = simulate(arch, WORKLOAD, MethodSpec(kind="lora", rank=8, grad_checkpointing=True))
+    checkpointed = simulate(
+        arch, WORKLOAD, MethodSpec(kind="lora", rank=8, grad_checkpointing=True)
+    )
     assert checkpointed.phases["forward"]["activations"] < plain.phases["forward"]["activations"]
 
 
@@ -180,8 +189,11 @@ def test_fp32_weights_compute_under_bf16_autocast() -> None:
 
 @pytest.mark.parametrize("model_type", ["gemma2", "mixtral"])
 def test_families_without_sdpa_or_with_experts_simulate(model_type: str) -> None:
-    extra = {"head_dim": 16} if model_type == "gemma2" else {"num_local_experts": 4,
-                                                              "num_experts_per_tok": 2}
+    extra = (
+        {"head_dim": 16}
+        if model_type == "gemma2"
+        else {"num_local_experts": 4, "num_experts_per_tok": 2}
+    )
     arch = tiny_arch(model_type=model_type, **extra)
     result = simulate(arch, WORKLOAD, MethodSpec(kind="lora", rank=8))
     assert result.peak_bytes > 0
@@ -191,7 +203,8 @@ def test_families_without_sdpa_or_with_experts_simulate(model_type: str) -> None
         # Experts are 3-D parameters in transformers; peft adapts them by parameter.
         step = result.phases["optimizer_step"]
         assert step["adapter_weights"] > 4 * trainable_params(
-            arch, MethodSpec(kind="lora", rank=8, targets="attn"))
+            arch, MethodSpec(kind="lora", rank=8, targets="attn")
+        )
 
 
 def test_simulated_peak_is_near_the_planner_for_a_checkpointed_full_fine_tune() -> None:
@@ -217,8 +230,22 @@ def test_plan_simulate_json(tmp_path) -> None:
 
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY))
-    result = CliRunner().invoke(cli, ["plan", str(config), "--simulate", "--format", "json",
-                                      "--method", "lora", "--method", "full", "--seq-len", "64"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            str(config),
+            "--simulate",
+            "--format",
+            "json",
+            "--method",
+            "lora",
+            "--method",
+            "full",
+            "--seq-len",
+            "64",
+        ],
+    )
     assert result.exit_code == 0, result.output
     methods = json.loads(result.output)["methods"]
     assert len(methods) == 2

@@ -21,23 +21,42 @@ from planner.simulation.simulate import simulate
 
 TOLERANCE = 0.10
 
-_DENSE = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2)
+_DENSE = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 FAMILIES: dict[str, dict[str, object]] = {
     "llama": dict(_DENSE, model_type="llama"),
     "mistral": dict(_DENSE, model_type="mistral"),
     "qwen2": dict(_DENSE, model_type="qwen2"),
     "qwen3": dict(_DENSE, model_type="qwen3", head_dim=16),
-    "qwen2_moe": dict(_DENSE, model_type="qwen2_moe", num_experts=4, num_experts_per_tok=2,
-                      moe_intermediate_size=32, shared_expert_intermediate_size=64),
-    "qwen3_moe": dict(_DENSE, model_type="qwen3_moe", num_experts=4, num_experts_per_tok=2,
-                      moe_intermediate_size=32, head_dim=16),
+    "qwen2_moe": dict(
+        _DENSE,
+        model_type="qwen2_moe",
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=64,
+    ),
+    "qwen3_moe": dict(
+        _DENSE,
+        model_type="qwen3_moe",
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        head_dim=16,
+    ),
     "mixtral": dict(_DENSE, model_type="mixtral", num_local_experts=4, num_experts_per_tok=2),
     "gemma2": dict(_DENSE, model_type="gemma2", head_dim=16),
     "gemma3_text": dict(_DENSE, model_type="gemma3_text", head_dim=16),
     "phi3": dict(_DENSE, model_type="phi3"),
-    "gpt2": dict(model_type="gpt2", vocab_size=256, n_embd=64, n_layer=2, n_head=4,
-                 n_positions=256),
+    "gpt2": dict(
+        model_type="gpt2", vocab_size=256, n_embd=64, n_layer=2, n_head=4, n_positions=256
+    ),
     "bloom": dict(model_type="bloom", vocab_size=256, hidden_size=64, n_layer=2, n_head=4),
 }
 METHODS = ("full", "lora", "qlora", "dora")
@@ -53,7 +72,8 @@ _ACTIVATIONS_WHY = (
     "deltas; Gemma 3's extra norms with full fine-tuning; checkpointed gemma2, bloom and "
     "mixtral layers. One gap is the simulator's: gpt2 trains with attention dropout, "
     "which the CPU flash kernel lacks, so the CPU runs SDPA's math kernel and keeps s x s "
-    "scores and masks that CUDA's flash kernel would not")
+    "scores and masks that CUDA's flash kernel would not"
+)
 
 _EVERY_CELL = {(kind, ck) for kind in ("full", "lora", "qlora", "dora") for ck in (False, True)}
 # (method, checkpointing) cells where the planner and the simulated step agree within
@@ -64,10 +84,23 @@ AGREEING: dict[str, set[tuple[str, bool]]] = {
     "qwen2": _EVERY_CELL,
     "qwen3": _EVERY_CELL,
     "phi3": _EVERY_CELL,
-    "gemma2": {("full", False), ("lora", False), ("lora", True), ("qlora", False),
-               ("qlora", True), ("dora", False), ("dora", True)},
-    "gemma3_text": {("lora", False), ("lora", True), ("qlora", False), ("qlora", True),
-                    ("dora", False), ("dora", True)},
+    "gemma2": {
+        ("full", False),
+        ("lora", False),
+        ("lora", True),
+        ("qlora", False),
+        ("qlora", True),
+        ("dora", False),
+        ("dora", True),
+    },
+    "gemma3_text": {
+        ("lora", False),
+        ("lora", True),
+        ("qlora", False),
+        ("qlora", True),
+        ("dora", False),
+        ("dora", True),
+    },
     "bloom": {(kind, False) for kind in ("full", "lora", "qlora", "dora")} | {("dora", True)},
     "mixtral": {("full", False), ("dora", False), ("dora", True)},
     "qwen3_moe": {("dora", False), ("dora", True)},
@@ -91,8 +124,11 @@ def _disagreements(family: str, kind: str, checkpointing: bool, seq_len: int) ->
     a = analytic.breakdown
     step = sim.phases["optimizer_step"]
     gradient_bytes = 4 if method.uses_adapters else 2
-    short_lived = max(t["activations"] + t["logits_loss"]
-                      for phase, t in sim.phases.items() if phase != "optimizer_step")
+    short_lived = max(
+        t["activations"] + t["logits_loss"]
+        for phase, t in sim.phases.items()
+        if phase != "optimizer_step"
+    )
     pairs = {
         "weights": (a["weights"], step["weights"]),
         "adapter_weights": (a["adapter_weights"], step["adapter_weights"]),
@@ -101,13 +137,14 @@ def _disagreements(family: str, kind: str, checkpointing: bool, seq_len: int) ->
         "gradient_size": (analytic.trainable_params * gradient_bytes, step["gradients"]),
         "optimizer_states": (a["optimizer_states"], step["optimizer_states"]),
         "activations": (a["activations"] + a["logits_loss"], short_lived),
-        "peak": (analytic.peak_bytes,
-                 sim.peak_bytes - sim.breakdown["framework_overhead"]),
+        "peak": (analytic.peak_bytes, sim.peak_bytes - sim.breakdown["framework_overhead"]),
     }
     out = {}
     for term, (planned, simulated) in pairs.items():
         if abs(planned - simulated) > TOLERANCE * max(planned, simulated, 1):
-            out[term] = f"planner {planned:,} vs simulated {simulated:,} ({simulated / max(planned, 1):.2f}x)"
+            out[term] = (
+                f"planner {planned:,} vs simulated {simulated:,} ({simulated / max(planned, 1):.2f}x)"
+            )
     return out
 
 
@@ -118,13 +155,15 @@ def test_matrix_covers_every_catalogue_family() -> None:
 CELLS = [
     (family, kind, checkpointing, seq_len)
     for family, kind, checkpointing, seq_len in itertools.product(
-        FAMILIES, METHODS, (False, True), SEQ_LENS)
+        FAMILIES, METHODS, (False, True), SEQ_LENS
+    )
 ]
 
 
 @pytest.mark.parametrize(("family", "kind", "checkpointing", "seq_len"), CELLS)
-def test_planner_agrees_with_the_simulated_step(family: str, kind: str, checkpointing: bool,
-                                                seq_len: int) -> None:
+def test_planner_agrees_with_the_simulated_step(
+    family: str, kind: str, checkpointing: bool, seq_len: int
+) -> None:
     found = _disagreements(family, kind, checkpointing, seq_len)
     known = known_disagreements(family, kind, checkpointing)
     unexpected = {t: v for t, v in found.items() if t not in known}
@@ -140,8 +179,11 @@ def test_freeze_with_checkpointing_backpropagates_through_every_layer() -> None:
     workload = Workload(seq_len=128, batch=2)
     sim = simulate(arch, workload, method, extrapolate=False)
     analytic = memory_terms(arch, workload, method, on_gpu=False).breakdown
-    simulated = max(t["activations"] + t["logits_loss"]
-                    for phase, t in sim.phases.items() if phase != "optimizer_step")
+    simulated = max(
+        t["activations"] + t["logits_loss"]
+        for phase, t in sim.phases.items()
+        if phase != "optimizer_step"
+    )
     planned = analytic["activations"] + analytic["logits_loss"]
     # Within 20% (the recomputed layer's backward holds a little more than the formula's
     # working set, as for every checkpointed method but full: 12% here). Charging the top

@@ -10,14 +10,16 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn
+from torch import nn  # noqa: E402 - after the skip
 
-from planner.simulation import _torch_memory as tm
+from planner.simulation import _torch_memory as tm  # noqa: E402
 
 
 def _tiny_model() -> nn.Module:
     with torch.device("meta"):
-        model = nn.Sequential(nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 8, bias=False))
+        model = nn.Sequential(
+            nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 8, bias=False)
+        )
     return model
 
 
@@ -26,9 +28,16 @@ def test_private_modules_still_exist() -> None:
     from torch.distributed._tools.mem_tracker import MemTracker
 
     tracker = MemTracker()
-    for attribute in ("_param_to_grad_hook_handles", "_peak_mem", "_peak_mem_snap",
-                      "_curr_mem_snap", "_update_peak_stats", "get_tracker_snapshot",
-                      "track_external", "reset_mod_stats"):
+    for attribute in (
+        "_param_to_grad_hook_handles",
+        "_peak_mem",
+        "_peak_mem_snap",
+        "_curr_mem_snap",
+        "_update_peak_stats",
+        "get_tracker_snapshot",
+        "track_external",
+        "reset_mod_stats",
+    ):
         assert hasattr(tracker, attribute), f"MemTracker lost {attribute}"
     with FakeTensorMode():
         assert isinstance(torch.empty(3), FakeTensor)

@@ -70,14 +70,23 @@ def test_parameter_forms() -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('name = "s"\n[search]\nrank = { low = 0, high = 8 }', "search.rank.low must be >= 1, got 0"),
-        ('name = "s"\n[search]\nrank = { low = 8, high = 4 }', "search.rank.high must be >= rank.low"),
+        (
+            'name = "s"\n[search]\nrank = { low = 0, high = 8 }',
+            "search.rank.low must be >= 1, got 0",
+        ),
+        (
+            'name = "s"\n[search]\nrank = { low = 8, high = 4 }',
+            "search.rank.high must be >= rank.low",
+        ),
         ('name = "s"\n[search]\nmethods = ["lora", "lorra"]', "search.methods[1] must be one of"),
         ('name = "s"\n[search]\nlr = { low = -1, high = 1 }', "search.lr.low must be > 0"),
         ('name = "s"\n[search]\nranks = 4', "search.ranks is not a searchable parameter"),
         ('name = "s"\n[search]\nrank = 2.5', "search.rank must be a whole number"),
         ('name = "s"\n[search]\ntargets = { low = 1, high = 2 }', "search.targets is not numeric"),
-        ('name = "s"\n[search]\nmethods = ["lora", "full"]\nlr.lora = 1e-3', "search.lr.full is missing"),
+        (
+            'name = "s"\n[search]\nmethods = ["lora", "full"]\nlr.lora = 1e-3',
+            "search.lr.full is missing",
+        ),
         ('name = "s"\n[budget]\ndollars = -1', "budget.dollars"),
         ('name = "s"\n[budget]\n', "budget: set at least one of dollars, hours or trials"),
         ('name = "s"\n[trial]\neval_every = 0', "trial.eval_every"),
@@ -89,7 +98,10 @@ def test_parameter_forms() -> None:
         ('name = "s"\ncolour = "red"', "colour is not a known key"),
         ('model = "demo"', "name is missing"),
         ('name = "s"\n[search\n', "is not valid TOML"),
-        ('name = "s"\n[search]\nbatch = 8\n[trial]\nbatch = 4', "trial.batch is also set in [search]"),
+        (
+            'name = "s"\n[search]\nbatch = 8\n[trial]\nbatch = 4',
+            "trial.batch is also set in [search]",
+        ),
     ],
 )
 def test_malformed_specs_name_the_key(toml: str, message: str) -> None:
@@ -108,7 +120,9 @@ def test_missing_spec_file(tmp_path: Path) -> None:
 def test_write_spec_round_trips(path: Path, tmp_path: Path) -> None:
     spec = load_spec(path)
     written = write_spec(spec, tmp_path / "copy.toml")
-    assert written.read_text().startswith("# Sweep spec. Run it with:  paretune sweep run copy.toml")
+    assert written.read_text().startswith(
+        "# Sweep spec. Run it with:  paretune sweep run copy.toml"
+    )
     assert load_spec(written) == spec
 
 
@@ -116,7 +130,11 @@ def test_write_spec_of_a_spec_built_in_code(tmp_path: Path) -> None:
     spec = SweepSpec(
         name="from-plan",
         model="Qwen/Qwen2.5-0.5B",
-        search={"methods": ["qlora"], "rank": [8, 16], "lr": {"low": 1e-4, "high": 1e-3, "log": True}},
+        search={
+            "methods": ["qlora"],
+            "rank": [8, 16],
+            "lr": {"low": 1e-4, "high": 1e-3, "log": True},
+        },
         hardware={"gpu": "h100-sxm", "provider": "runpod"},
         budget={"dollars": 10.0},
     )
@@ -134,8 +152,13 @@ def test_sweep_run_with_a_malformed_spec_exits_2_naming_the_key(tmp_path: Path) 
     bad.write_text('name = "s"\n[search]\nrank = { low = 0, high = 8 }\n')
     root = str(Path(__file__).parent.parent)
     done = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "sweep", "run", str(bad)], capture_output=True, text=True,
-        timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": root}, check=False,
+        [sys.executable, "-m", "tui.cli", "sweep", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": root},
+        check=False,
     )
     assert done.returncode == 2
     assert "search.rank.low must be >= 1, got 0" in done.stderr and "Traceback" not in done.stderr

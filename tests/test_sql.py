@@ -14,8 +14,14 @@ from test_store import _journal_study
 
 
 def _paretune(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=_env())
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=_env(),
+    )
 
 
 def _env() -> dict[str, str]:
@@ -91,5 +97,12 @@ def test_status_and_frontier(synced: Path, tmp_path: Path) -> None:
 
 
 def test_sync_from_a_missing_journal(tmp_path: Path) -> None:
-    done = _paretune("results", "sync", "--storage", str(tmp_path / "no.journal"), "--db", str(tmp_path / "r.duckdb"))
+    done = _paretune(
+        "results",
+        "sync",
+        "--storage",
+        str(tmp_path / "no.journal"),
+        "--db",
+        str(tmp_path / "r.duckdb"),
+    )
     assert done.returncode == 2 and "no journal file" in done.stderr

@@ -18,7 +18,15 @@ from sweeps.results.store import (
     SqlError,
     StoreError,
 )
-from sweeps.trial.types import Forgetting, Hardware, Measured, Quality, StepLog, TrialConfig, TrialResult
+from sweeps.trial.types import (
+    Forgetting,
+    Hardware,
+    Measured,
+    Quality,
+    StepLog,
+    TrialConfig,
+    TrialResult,
+)
 
 
 def _journal_study(tmp_path: Path, name: str = "s") -> optuna.Study:
@@ -33,15 +41,25 @@ def _journal_study(tmp_path: Path, name: str = "s") -> optuna.Study:
     for number, (q, f, c, method) in enumerate(
         [(1.0, 0.5, 0.01, "lora"), (0.8, 0.9, 0.02, "full"), (1.3, 0.95, 0.03, "lora")]
     ):
-        trial = study.ask({"method": optuna.distributions.CategoricalDistribution(["lora", "full"])})
+        trial = study.ask(
+            {"method": optuna.distributions.CategoricalDistribution(["lora", "full"])}
+        )
         config = TrialConfig(method=method, rank=4, study=name, trial_number=number)
         result = TrialResult(
-            state="complete", method=method, config=config, dollars=c,
-            quality=Quality(eval_nll=q), forgetting=Forgetting(retain_delta_nll=f),
+            state="complete",
+            method=method,
+            config=config,
+            dollars=c,
+            quality=Quality(eval_nll=q),
+            forgetting=Forgetting(retain_delta_nll=f),
             measured=Measured(peak_gb=0.1, wall_s=12.0, steps=2),
             hardware=Hardware(versions={"torch": "2.13.0"}),
-            steps=[StepLog(step=s, epoch=0.1 * s, loss=2.0 - s, lr=1e-3, tokens_per_s=100.0,
-                           peak_gb=0.1) for s in (1, 2)],
+            steps=[
+                StepLog(
+                    step=s, epoch=0.1 * s, loss=2.0 - s, lr=1e-3, tokens_per_s=100.0, peak_gb=0.1
+                )
+                for s in (1, 2)
+            ],
             command=f"paretune trial --method {method}",
         )
         trial.set_user_attr("result", result.model_dump(mode="json"))
@@ -68,8 +86,12 @@ def test_sync_is_idempotent_and_typed(tmp_path: Path) -> None:
     assert [s["step"] for s in store.steps("s", 0)] == [1, 2]
     assert [t["number"] for t in store.frontier("s")] == [0, 1]  # trial 2 is dominated by 0
     assert store.studies()[0]["frontier_size"] == 2
-    types = dict(store.query("SELECT column_name, data_type FROM information_schema.columns "
-                             "WHERE table_name = 'trials'")[1])
+    types = dict(
+        store.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'trials'"
+        )[1]
+    )
     assert types["eval_nll"] == "DOUBLE" and types["rank"] == "INTEGER"
     assert set(types) == {c for c, _, _ in TRIAL_COLUMNS}
     _, calibration = store.query("SELECT count(*) FROM calibration")
@@ -156,16 +178,32 @@ def test_a_long_loss_curve_round_trips_exactly(tmp_path: Path) -> None:
     """Thousands of steps go in as one Arrow insert: same values, NULLs kept, ints stay ints."""
     store = ResultsStore(tmp_path / "r.duckdb")
     steps = [
-        {"study": "s", "number": 0, "step": i, "epoch": i / 3000, "loss": 1.0 / i, "lr": 2e-4,
-         "tokens_per_s": 1234.5, "peak_gb": 0.25, "eval_nll": 0.5 + 1 / i if i % 100 == 0 else None}
+        {
+            "study": "s",
+            "number": 0,
+            "step": i,
+            "epoch": i / 3000,
+            "loss": 1.0 / i,
+            "lr": 2e-4,
+            "tokens_per_s": 1234.5,
+            "peak_gb": 0.25,
+            "eval_nll": 0.5 + 1 / i if i % 100 == 0 else None,
+        }
         for i in range(1, 3001)
     ]
-    store.write_trials([{"study": "s", "number": 0, "state": "complete", "steps_done": 3000}], steps)
+    store.write_trials(
+        [{"study": "s", "number": 0, "state": "complete", "steps_done": 3000}], steps
+    )
     back = store.steps("s", 0)
     assert [(r["step"], r["loss"], r["eval_nll"]) for r in back] == [
-        (r["step"], r["loss"], r["eval_nll"]) for r in steps]
-    types = dict(store.query("SELECT column_name, data_type FROM information_schema.columns "
-                             "WHERE table_name = 'steps'")[1])
+        (r["step"], r["loss"], r["eval_nll"]) for r in steps
+    ]
+    types = dict(
+        store.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'steps'"
+        )[1]
+    )
     assert types["step"] == "INTEGER" and types["eval_nll"] == "DOUBLE"
     # A value that does not fit its column goes the slow way and fails as it always did.
     bad = [{**row, "number": 1} for row in steps[:30]]
@@ -190,7 +228,6 @@ def test_lock_held_too_long_is_a_clear_error_and_loses_nothing(tmp_path: Path) -
         holder.wait()
     assert store.sync_study(study) == 4  # the Optuna storage still has every result
     assert store.query("SELECT count(*) FROM trials")[1] == [(4,)]
-
 
 
 def test_schema_columns_are_documented_in_the_readme() -> None:

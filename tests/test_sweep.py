@@ -17,15 +17,23 @@ from pathlib import Path
 import optuna
 import psutil
 
-from sweeps.spec import load_spec
 from sweeps.results.store import ResultsStore
+from sweeps.spec import load_spec
 from sweeps.study import open_storage
 
 ROOT = Path(__file__).parent.parent
 
 
-def write_demo_spec(folder: Path, name: str, *, trials: int, save: str = "frontier",
-                    storage: str | None = None, extra_run: str = "", max_steps: int = 2) -> Path:
+def write_demo_spec(
+    folder: Path,
+    name: str,
+    *,
+    trials: int,
+    save: str = "frontier",
+    storage: str | None = None,
+    extra_run: str = "",
+    max_steps: int = 2,
+) -> Path:
     """A tiny demo spec: LoRA (two ranks) and freeze, 2 optimizer steps per trial."""
     spec = folder / f"{name}.toml"
     storage_line = f'storage = "{storage}"' if storage else ""
@@ -48,8 +56,8 @@ max_seq_len = 64
 [budget]
 trials = {trials}
 [run]
-dir = "{folder / 'runs'}"
-results = "{folder / 'results.duckdb'}"
+dir = "{folder / "runs"}"
+results = "{folder / "results.duckdb"}"
 save = "{save}"
 timeout_s = 300
 {storage_line}
@@ -58,14 +66,29 @@ timeout_s = 300
     return spec
 
 
-def paretune(*args: str, cwd: Path | None = None, **popen: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd, env=_env(), **popen)
+def paretune(
+    *args: str, cwd: Path | None = None, **popen: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=_env(),
+        **popen,
+    )
 
 
 def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tui.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+    )
 
 
 def _env() -> dict[str, str]:
@@ -78,10 +101,14 @@ def load(spec_path: Path) -> optuna.Study:
 
 
 def states(study: optuna.Study) -> list[str]:
-    return [t.user_attrs.get("state", t.state.name.lower()) for t in study.get_trials(deepcopy=False)]
+    return [
+        t.user_attrs.get("state", t.state.name.lower()) for t in study.get_trials(deepcopy=False)
+    ]
 
 
-def wait_for_running_trial(spec_path: Path, process: subprocess.Popen[str], timeout: float = 240) -> int:
+def wait_for_running_trial(
+    spec_path: Path, process: subprocess.Popen[str], timeout: float = 240
+) -> int:
     """The number of a trial that is RUNNING and whose child process has started training."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,8 +118,11 @@ def wait_for_running_trial(spec_path: Path, process: subprocess.Popen[str], time
         except KeyError:
             time.sleep(0.5)
             continue
-        running = [t for t in study.get_trials(deepcopy=False)
-                   if t.state == optuna.trial.TrialState.RUNNING and "config" in t.user_attrs]
+        running = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.RUNNING and "config" in t.user_attrs
+        ]
         children = psutil.Process(process.pid).children(recursive=True)
         if running and children:
             return running[0].number
@@ -121,8 +151,10 @@ def test_demo_sweep_end_to_end_with_an_oom_trial_in_the_middle(demo, tmp_path: P
     rows = store.trials("e2e")
     assert [r["state"] for r in rows] == states(study)
     complete = [r for r in rows if r["state"] == "complete"]
-    assert all(r["eval_nll"] is not None and r["retain_delta_nll"] is not None and r["dollars"] > 0
-               for r in complete)
+    assert all(
+        r["eval_nll"] is not None and r["retain_delta_nll"] is not None and r["dollars"] > 0
+        for r in complete
+    )
     assert all(r["command"] and r["command"].startswith("paretune trial") for r in complete)
     assert store.steps("e2e", complete[0]["number"])  # the loss curve is stored
     # Artifact policy "frontier": exactly the Pareto-optimal trials keep their artifacts.
@@ -143,12 +175,16 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
     first = start("sweep", "run", str(spec))
     # Let one trial complete, then kill the worker while the next one trains.
     deadline = time.monotonic() + 240
-    while not (tmp_path / "runs" / "killed.journal").exists() or "complete" not in states(load(spec)):
+    while not (tmp_path / "runs" / "killed.journal").exists() or "complete" not in states(
+        load(spec)
+    ):
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.3)
     victim = wait_for_running_trial(spec, first)
     store = ResultsStore(tmp_path / "results.duckdb")
-    while not any(r["number"] == victim and r["state"] == "running" for r in store.trials("killed")):
+    while not any(
+        r["number"] == victim and r["state"] == "running" for r in store.trials("killed")
+    ):
         assert time.monotonic() < deadline, "the running trial never reached the results file"
         time.sleep(0.2)
     children = psutil.Process(first.pid).children(recursive=True)
@@ -157,7 +193,9 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
     for child in children:  # a trial process in its own session survives its parent's group
         if child.is_running():
             child.kill()
-    completed_before = {t.number for t in load(spec).trials if t.user_attrs.get("state") == "complete"}
+    completed_before = {
+        t.number for t in load(spec).trials if t.user_attrs.get("state") == "complete"
+    }
     assert load(spec).trials[victim].state == optuna.trial.TrialState.RUNNING  # the zombie
 
     resumed = paretune("sweep", "run", str(spec))
@@ -187,7 +225,8 @@ def test_ctrl_c_leaves_nothing_running_and_rerun_resumes(demo, tmp_path: Path) -
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
     assert study.trials[victim].user_attrs["state"] == "interrupted"
     assert not psutil.Process().children(recursive=True) or all(
-        c.pid != first.pid for c in psutil.Process().children(recursive=True))
+        c.pid != first.pid for c in psutil.Process().children(recursive=True)
+    )
 
     resumed = paretune("sweep", "run", str(spec))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

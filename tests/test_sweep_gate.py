@@ -12,8 +12,8 @@ from pathlib import Path
 import optuna
 
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
-from sweeps.spec import SweepSpec
 from sweeps.results.store import ResultsStore
+from sweeps.spec import SweepSpec
 from sweeps.study import open_storage
 from sweeps.worker import Sweep
 
@@ -63,8 +63,11 @@ def test_infeasible_trials_are_recorded_with_predictions_and_never_run(tmp_path:
 
 
 def test_budget_stop_before_a_trial_that_cannot_be_paid(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, search={"methods": ["qlora"], "rank": 8, "lr": 1e-4},
-                 budget={"dollars": 0.01, "trials": 5})
+    spec = _spec(
+        tmp_path,
+        search={"methods": ["qlora"], "rank": 8, "lr": 1e-4},
+        budget={"dollars": 0.01, "trials": 5},
+    )
     sweep = Sweep(spec)
     state = sweep.run()
     assert state.stop_reason.startswith("dollar budget")
@@ -76,12 +79,18 @@ def test_budget_stop_before_a_trial_that_cannot_be_paid(tmp_path: Path) -> None:
 
 def test_budget_refusal_rules() -> None:
     spec = SweepSpec(name="b", budget={"dollars": 1.0, "hours": 2.0, "trials": 10})
-    assert budget_refusal(spec, Spend(trials=10), Prediction()) .startswith("trial budget")
+    assert budget_refusal(spec, Spend(trials=10), Prediction()).startswith("trial budget")
     assert budget_refusal(spec, Spend(trials=1, dollars=0.5), Prediction(dollars=0.4)) is None
-    assert budget_refusal(spec, Spend(trials=1, dollars=0.7), Prediction(dollars=0.4)).startswith("dollar")
+    assert budget_refusal(spec, Spend(trials=1, dollars=0.7), Prediction(dollars=0.4)).startswith(
+        "dollar"
+    )
     # Without a planner price, the mean measured cost stands in.
-    assert budget_refusal(spec, Spend(trials=2, dollars=0.8, mean_dollars=0.4), Prediction()).startswith("dollar")
-    assert budget_refusal(spec, Spend(trials=2, hours=1.9, mean_hours=0.2), Prediction()).startswith("hour")
+    assert budget_refusal(
+        spec, Spend(trials=2, dollars=0.8, mean_dollars=0.4), Prediction()
+    ).startswith("dollar")
+    assert budget_refusal(
+        spec, Spend(trials=2, hours=1.9, mean_hours=0.2), Prediction()
+    ).startswith("hour")
 
 
 def test_a_corrupt_results_file_loses_nothing(tmp_path: Path) -> None:
@@ -105,8 +114,11 @@ def test_a_resumed_study_does_not_replay_the_first_runs_draws(tmp_path: Path) ->
     def lrs(trials) -> list[float]:
         return [t.params["lr"] for t in trials]
 
-    raw = {"search": {"methods": ["full"], "lr": {"low": 1e-6, "high": 1e-3, "log": True}},
-           "sampler": "random", "budget": {"trials": 100}}
+    raw = {
+        "search": {"methods": ["full"], "lr": {"low": 1e-6, "high": 1e-3, "log": True}},
+        "sampler": "random",
+        "budget": {"trials": 100},
+    }
     spec = _spec(tmp_path, **raw)
     Sweep(spec).run()  # every trial infeasible (full 8B on one H100): 20 draws, none run
     assert ResultsStore(spec.run.results).studies()[0]["budget_trials"] == 100
@@ -120,4 +132,7 @@ def test_a_resumed_study_does_not_replay_the_first_runs_draws(tmp_path: Path) ->
 
     again = _spec(tmp_path / "again", **raw)
     Sweep(again).run()
-    assert lrs(optuna.load_study(study_name="gate", storage=open_storage(again.storage_url)).trials) == first
+    assert (
+        lrs(optuna.load_study(study_name="gate", storage=open_storage(again.storage_url)).trials)
+        == first
+    )

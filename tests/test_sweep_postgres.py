@@ -32,18 +32,24 @@ def postgres_url() -> str:
     try:
         import psycopg
 
-        with psycopg.connect(URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5):
+        with psycopg.connect(
+            URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5
+        ):
             pass
     except Exception as error:  # no driver, no server, refused: all mean "cannot run this"
-        reason = (f"PostgreSQL at {URL} does not answer ({type(error).__name__}: {error}); "
-                  "the distributed-sweep test did NOT run")
+        reason = (
+            f"PostgreSQL at {URL} does not answer ({type(error).__name__}: {error}); "
+            "the distributed-sweep test did NOT run"
+        )
         if os.environ.get("PARETUNE_REQUIRE_POSTGRES") == "1":
             pytest.fail(reason + " and PARETUNE_REQUIRE_POSTGRES=1 requires it")
         pytest.skip(reason)
     return URL
 
 
-def test_three_workers_run_exactly_the_budget_once_each(demo, postgres_url: str, tmp_path: Path) -> None:
+def test_three_workers_run_exactly_the_budget_once_each(
+    demo, postgres_url: str, tmp_path: Path
+) -> None:
     name = f"pg-{uuid.uuid4().hex[:10]}"
     spec = write_demo_spec(tmp_path, name, trials=3, save="none", storage=postgres_url)
     storage = open_storage(postgres_url)
@@ -59,7 +65,9 @@ def test_three_workers_run_exactly_the_budget_once_each(demo, postgres_url: str,
         assert len({t.user_attrs["worker_pid"] for t in trials}) >= 2  # shared between workers
 
         db = tmp_path / "synced.duckdb"
-        synced = paretune("results", "sync", "--storage", postgres_url, "--study", name, "--db", str(db))
+        synced = paretune(
+            "results", "sync", "--storage", postgres_url, "--study", name, "--db", str(db)
+        )
         assert synced.returncode == 0, synced.stderr
         rows = ResultsStore(db).trials(name)
         assert [r["number"] for r in rows] == [0, 1, 2]
@@ -84,11 +92,13 @@ def test_a_worker_that_stops_answering_is_failed_by_heartbeat_and_its_trial_retr
     storage = open_storage(postgres_url)
     try:
         # Create the study, then queue a first trial long enough to be killed mid-training.
-        created = paretune("sweep", "worker", str(spec), "--storage", postgres_url,
-                           "--max-trials", "0")
+        created = paretune(
+            "sweep", "worker", str(spec), "--storage", postgres_url, "--max-trials", "0"
+        )
         assert created.returncode == 0, created.stdout + created.stderr
         optuna.load_study(study_name=name, storage=storage).enqueue_trial(
-            {"method": "lora"}, user_attrs={"overrides": {"max_steps": 400}})
+            {"method": "lora"}, user_attrs={"overrides": {"max_steps": 400}}
+        )
         first = start("sweep", "worker", str(spec), "--storage", postgres_url)
         victim = wait_for_running_trial(spec, first)
         children = psutil.Process(first.pid).children(recursive=True)
@@ -107,15 +117,15 @@ def test_a_worker_that_stops_answering_is_failed_by_heartbeat_and_its_trial_retr
         trials = study.get_trials(deepcopy=False)
         assert trials[victim].state == optuna.trial.TrialState.FAIL
         assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
-        retried = [t for t in trials
-                   if t.system_attrs.get("failed_trial") == victim]
+        retried = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
         assert len(retried) == 1 and retried[0].user_attrs["state"] == "complete"
         assert retried[0].params == trials[victim].params
         assert sum(t.user_attrs.get("state") == "complete" for t in trials) == 2
 
         db = tmp_path / "synced.duckdb"
-        synced = paretune("results", "sync", "--storage", postgres_url, "--study", name,
-                          "--db", str(db))
+        synced = paretune(
+            "results", "sync", "--storage", postgres_url, "--study", name, "--db", str(db)
+        )
         assert synced.returncode == 0, synced.stderr
         states = {r["number"]: r["state"] for r in ResultsStore(db).trials(name)}
         assert states[victim] == "lost"

@@ -13,9 +13,20 @@ from sweeps.worker import RunningTrial, SweepState
 
 
 def test_render_state_shows_what_an_overnight_sweep_needs() -> None:
-    state = SweepState("demo", budget_trials=12, budget_dollars=0.5, budget_hours=None,
-                       done=3, failed={"oom": 1}, infeasible=2, dollars=0.0123, frontier_size=2)
-    state.running["0"] = RunningTrial(7, "lora", "0", time.monotonic() - 5, step=12, loss=1.2345, max_steps=40)
+    state = SweepState(
+        "demo",
+        budget_trials=12,
+        budget_dollars=0.5,
+        budget_hours=None,
+        done=3,
+        failed={"oom": 1},
+        infeasible=2,
+        dollars=0.0123,
+        frontier_size=2,
+    )
+    state.running["0"] = RunningTrial(
+        7, "lora", "0", time.monotonic() - 5, step=12, loss=1.2345, max_steps=40
+    )
     state.event("trial 6: oom: out of memory")
     console = Console(record=True, width=140, file=io.StringIO())
     console.print(render_state(state))
@@ -31,8 +42,9 @@ def test_piped_output_logs_each_running_trial_once_per_step_moved() -> None:
     from sweeps.progress import _print_running
 
     state = SweepState("demo", budget_trials=4, budget_dollars=None, budget_hours=None)
-    state.running["cpu0"] = RunningTrial(3, "lora", "cpu0", time.monotonic() - 95, step=40,
-                                         loss=2.31017, max_steps=120)
+    state.running["cpu0"] = RunningTrial(
+        3, "lora", "cpu0", time.monotonic() - 95, step=40, loss=2.31017, max_steps=120
+    )
     state.running["cpu1"] = RunningTrial(4, "freeze", "cpu1", time.monotonic())  # not started
     console = Console(record=True, width=200, file=io.StringIO())
     logged: dict[int, int | None] = {}
@@ -46,16 +58,18 @@ def test_piped_output_logs_each_running_trial_once_per_step_moved() -> None:
     assert len(lines) == 2
 
 
-def test_a_running_trial_is_in_the_results_file_with_its_steps_so_far(demo, tmp_path, monkeypatch) -> None:
+def test_a_running_trial_is_in_the_results_file_with_its_steps_so_far(
+    demo, tmp_path, monkeypatch
+) -> None:
     """While a real trial trains, its row says ``running`` and its loss curve grows in DuckDB;
     when it ends, the final row replaces it (no step written twice)."""
     from click.testing import CliRunner
     from test_sweep import write_demo_spec
 
     from sweeps import worker
-    from sweeps.trial.isolation import run_trial_isolated
-    from sweeps.spec import load_spec
     from sweeps.results.store import ResultsStore
+    from sweeps.spec import load_spec
+    from sweeps.trial.isolation import run_trial_isolated
     from tui.cli import main
     from tui.screens.sweeps_data import load_trial
 
@@ -73,10 +87,24 @@ def test_a_running_trial_is_in_the_results_file_with_its_steps_so_far(demo, tmp_
                 while time.monotonic() < deadline:
                     detail = load_trial(db, "live", 0)
                     if detail and detail.row["steps_done"] == step.step:
-                        seen.append((detail.row["state"], detail.row["steps_done"], len(detail.steps)))
+                        seen.append(
+                            (detail.row["state"], detail.row["steps_done"], len(detail.steps))
+                        )
                         if step.step == 4:
-                            statuses.append(CliRunner().invoke(
-                                main, ["sweep", "status", "live", "--db", str(db), "--format", "json"]))
+                            statuses.append(
+                                CliRunner().invoke(
+                                    main,
+                                    [
+                                        "sweep",
+                                        "status",
+                                        "live",
+                                        "--db",
+                                        str(db),
+                                        "--format",
+                                        "json",
+                                    ],
+                                )
+                            )
                         return
                     time.sleep(0.05)
                 raise AssertionError(f"step {step.step} never reached the results file")

@@ -38,8 +38,12 @@ def test_sampler_searches_the_conditional_space(sampler: str) -> None:
 
 # A space made of choices (4 methods x lr x steps, rank for adapters: 36 points), where TPE's
 # best candidate after a few trials is often a trial it already ran.
-CHOICES = {"methods": ["lora", "dora", "full", "freeze"], "rank": [4, 16],
-           "lr": [1e-4, 1e-3, 1e-2], "max_steps": [50, 200]}
+CHOICES = {
+    "methods": ["lora", "dora", "full", "freeze"],
+    "rank": [4, 16],
+    "lr": [1e-4, 1e-3, 1e-2],
+    "max_steps": [50, 200],
+}
 
 
 def _choices_spec(seed: int = 0) -> SweepSpec:
@@ -55,8 +59,11 @@ def _values(params: dict) -> list[float]:
     runs forget more (full most), cost grows with steps."""
     forgets = {"full": 1.0, "dora": 0.3, "lora": 0.2, "freeze": 0.1}[params["method"]]
     quality = abs(math.log10(params["lr"]) + 3) + (0.0 if params["method"] == "full" else 0.5)
-    return [quality - params["max_steps"] / 400, forgets * params["max_steps"] / 100,
-            params["max_steps"] * 0.01]
+    return [
+        quality - params["max_steps"] / 400,
+        forgets * params["max_steps"] / 100,
+        params["max_steps"] * 0.01,
+    ]
 
 
 def _sweep(sampler: optuna.samplers.BaseSampler, spec: SweepSpec, trials: int = 16) -> list[tuple]:
@@ -79,9 +86,14 @@ def test_tpe_proposals_never_repeat_a_trial() -> None:
         assert points == _sweep(make_sampler(spec), spec), "the same seed draws the same points"
     # Why make_sampler does this: Optuna's TPE with the same settings repeats trials here.
     stock = [
-        _repeats_after_startup(_sweep(optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5),
-            _choices_spec(seed)))
+        _repeats_after_startup(
+            _sweep(
+                optuna.samplers.TPESampler(
+                    seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+                ),
+                _choices_spec(seed),
+            )
+        )
         for seed in range(4)
     ]
     assert sum(map(len, stock)) >= 4, stock
@@ -116,14 +128,19 @@ def test_workers_sharing_a_study_do_not_repeat_each_other(tmp_path: Path) -> Non
     spec = _choices_spec()
     storage = open_storage(str(tmp_path / "study.journal"))
     workers = [
-        optuna.create_study(study_name="choices", storage=storage, load_if_exists=True,
-                            directions=spec.objectives.directions(), sampler=make_sampler(spec, offset))
+        optuna.create_study(
+            study_name="choices",
+            storage=storage,
+            load_if_exists=True,
+            directions=spec.objectives.directions(),
+            sampler=make_sampler(spec, offset),
+        )
         for offset in (0, 1)
     ]
     for _ in range(8):
         running = [(study, study.ask()) for study in workers]
         params = [suggest(trial, spec) for _, trial in running]
-        for (study, trial), p in zip(running, params):
+        for (study, trial), p in zip(running, params, strict=False):
             study.tell(trial, _values(p))
     points = [_point(t) for t in workers[0].trials]
     assert len(points) == 16

@@ -35,15 +35,19 @@ def runs(tmp_path_factory, demo) -> Path:
 @pytest.fixture(scope="module")
 def lora_usual(runs) -> TrialResult:
     """LoRA at rank 8 with its usual learning rate (2e-4 .. 3e-4 in the literature)."""
-    return run_trial(TrialConfig(method="lora", rank=8, alpha=16, lr=3e-4, max_steps=30,
-                                 run_dir=str(runs), **_SHORT))
+    return run_trial(
+        TrialConfig(
+            method="lora", rank=8, alpha=16, lr=3e-4, max_steps=30, run_dir=str(runs), **_SHORT
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def full_high_lr(runs) -> TrialResult:
     """Full fine-tuning at 1e-3, twenty times its usual 1e-5 .. 5e-5."""
-    return run_trial(TrialConfig(method="full", lr=1e-3, max_steps=30, save="none",
-                                 run_dir=str(runs), **_SHORT))
+    return run_trial(
+        TrialConfig(method="full", lr=1e-3, max_steps=30, save="none", run_dir=str(runs), **_SHORT)
+    )
 
 
 def test_lora_learns_the_task(lora_usual: TrialResult) -> None:
@@ -76,10 +80,21 @@ def test_many_epochs_on_a_tiny_set_overfit_and_early_stopping_keeps_the_best(
     runs, demo, tmp_path
 ) -> None:
     tiny = _tiny_train(tmp_path, demo)
-    settings = {"method": "full", "lr": 3e-3, "train": str(tiny), "eval": str(demo.eval),
-                "bad_rows": "skip", "batch": 6, "max_steps": 40, "eval_every": 2,
-                "warmup_ratio": 0.0, "lr_schedule": "constant", "save": "none",
-                "run_dir": str(runs), "max_new_tokens": 4}
+    settings = {
+        "method": "full",
+        "lr": 3e-3,
+        "train": str(tiny),
+        "eval": str(demo.eval),
+        "bad_rows": "skip",
+        "batch": 6,
+        "max_steps": 40,
+        "eval_every": 2,
+        "warmup_ratio": 0.0,
+        "lr_schedule": "constant",
+        "save": "none",
+        "run_dir": str(runs),
+        "max_new_tokens": 4,
+    }
     overfit = run_trial(TrialConfig(**settings))
     assert overfit.params["bad_rows_skipped"] == 1
     curve = [s.eval_nll for s in overfit.steps if s.eval_nll is not None]
@@ -92,13 +107,19 @@ def test_many_epochs_on_a_tiny_set_overfit_and_early_stopping_keeps_the_best(
     assert len(stopped.steps) < 40
     assert stopped.quality.eval_nll == pytest.approx(min(stopped_curve), abs=1e-4)
     assert stopped.quality.overfit_gap == pytest.approx(0.0, abs=1e-4)
-    assert stopped.quality.best_step == stopped.steps[stopped_curve.index(min(stopped_curve)) * 2 + 1].step
+    assert (
+        stopped.quality.best_step
+        == stopped.steps[stopped_curve.index(min(stopped_curve)) * 2 + 1].step
+    )
 
 
 @pytest.mark.parametrize("method", ["qlora", "dora", "freeze"])
 def test_every_method_runs_end_to_end(method: str, runs) -> None:
-    result = run_trial(TrialConfig(method=method, lr=1e-3, max_steps=4, eval_every=2,
-                                   run_dir=str(runs), max_new_tokens=4))
+    result = run_trial(
+        TrialConfig(
+            method=method, lr=1e-3, max_steps=4, eval_every=2, run_dir=str(runs), max_new_tokens=4
+        )
+    )
     assert result.state == "complete"
     assert result.quality.eval_nll < result.quality.base_eval_nll
     assert math.isfinite(result.forgetting.retain_kl)
@@ -138,8 +159,9 @@ def test_planner_prediction_and_measurements_sit_side_by_side(lora_usual: TrialR
 
 
 def test_dollars_use_the_hourly_price(runs) -> None:
-    result = run_trial(TrialConfig(max_steps=1, usd_per_hour=3.6, save="none",
-                                   run_dir=str(runs), max_new_tokens=2))
+    result = run_trial(
+        TrialConfig(max_steps=1, usd_per_hour=3.6, save="none", run_dir=str(runs), max_new_tokens=2)
+    )
     assert result.dollars == pytest.approx(result.measured.wall_s / 3600 * 3.6)
 
 
@@ -148,15 +170,28 @@ def test_bad_input_is_a_user_error_before_training(runs) -> None:
         run_trial(TrialConfig(targets="q_prj", max_steps=1, run_dir=str(runs)))
     assert "q_proj" in error.value.hint
     with pytest.raises(TrialError, match="freeze_trainable_layers=9"):
-        run_trial(TrialConfig(method="freeze", freeze_trainable_layers=9, max_steps=1,
-                              run_dir=str(runs)))
+        run_trial(
+            TrialConfig(method="freeze", freeze_trainable_layers=9, max_steps=1, run_dir=str(runs))
+        )
 
 
 def test_epochs_with_gradient_accumulation_checkpointing_and_rslora(runs) -> None:
     """96 training rows, micro-batch 8, 2 micro-batches per step: one epoch is 6 steps."""
-    result = run_trial(TrialConfig(method="lora", use_rslora=True, targets="attn", grad_accum=2,
-                                   grad_checkpointing=True, epochs=1, lr=1e-3, eval_every=3,
-                                   save="none", run_dir=str(runs), max_new_tokens=2))
+    result = run_trial(
+        TrialConfig(
+            method="lora",
+            use_rslora=True,
+            targets="attn",
+            grad_accum=2,
+            grad_checkpointing=True,
+            epochs=1,
+            lr=1e-3,
+            eval_every=3,
+            save="none",
+            run_dir=str(runs),
+            max_new_tokens=2,
+        )
+    )
     assert result.state == "complete"
     assert [s.step for s in result.steps] == [1, 2, 3, 4, 5, 6]
     assert result.steps[-1].epoch == pytest.approx(1.0)
@@ -165,15 +200,33 @@ def test_epochs_with_gradient_accumulation_checkpointing_and_rslora(runs) -> Non
 
 
 def test_packing_trains_on_packed_rows(runs) -> None:
-    result = run_trial(TrialConfig(packing=True, max_seq_len=64, batch=4, max_steps=2,
-                                   save="none", run_dir=str(runs), max_new_tokens=2))
+    result = run_trial(
+        TrialConfig(
+            packing=True,
+            max_seq_len=64,
+            batch=4,
+            max_steps=2,
+            save="none",
+            run_dir=str(runs),
+            max_new_tokens=2,
+        )
+    )
     assert result.state == "complete"
     assert result.measured.tokens == 2 * 4 * 64  # full rows, no padding
 
 
 @pytest.mark.parametrize("optimizer", ["adamw8bit", "adafactor", "sgd"])
 def test_other_optimizers(optimizer: str, runs) -> None:
-    result = run_trial(TrialConfig(optimizer=optimizer, lr=1e-3, max_steps=2, eval_every=2,
-                                   save="none", run_dir=str(runs), max_new_tokens=2))
+    result = run_trial(
+        TrialConfig(
+            optimizer=optimizer,
+            lr=1e-3,
+            max_steps=2,
+            eval_every=2,
+            save="none",
+            run_dir=str(runs),
+            max_new_tokens=2,
+        )
+    )
     assert result.state == "complete"
     assert result.quality.eval_nll < result.quality.base_eval_nll

@@ -20,8 +20,17 @@ def test_trial_runs_on_the_gpu_in_its_precision(method: str, tmp_path: Path, dem
     from sweeps.trial.recipe import run_trial
     from sweeps.trial.types import TrialConfig
 
-    result = run_trial(TrialConfig(method=method, lr=1e-3, max_steps=6, eval_every=3,
-                                   device="cuda", run_dir=str(tmp_path), max_new_tokens=4))
+    result = run_trial(
+        TrialConfig(
+            method=method,
+            lr=1e-3,
+            max_steps=6,
+            eval_every=3,
+            device="cuda",
+            run_dir=str(tmp_path),
+            max_new_tokens=4,
+        )
+    )
     assert result.state == "complete"
     assert result.hardware.device == "cuda"
     expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -41,8 +50,9 @@ def test_gpu_out_of_memory_is_an_oom_trial(tmp_path: Path, demo) -> None:
     gc.collect()
     before = torch.cuda.memory_allocated()
     # 1 MB of GPU for the CUDA allocator: the model does not even load.
-    result = run_trial_isolated(TrialConfig(device="cuda", max_steps=2, memory_limit_gb=0.001,
-                                            run_dir=str(tmp_path)))
+    result = run_trial_isolated(
+        TrialConfig(device="cuda", max_steps=2, memory_limit_gb=0.001, run_dir=str(tmp_path))
+    )
     assert result.state == "oom", result.error
     gc.collect()
     assert torch.cuda.memory_allocated() == before  # the parent gained nothing

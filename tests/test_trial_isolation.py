@@ -21,8 +21,9 @@ def test_out_of_memory_child_ends_as_oom_and_the_parent_carries_on(tmp_path: Pat
     # The parent is fine and can run the next trial.
     steps = []
     done = run_trial_isolated(
-        TrialConfig(max_steps=2, eval_every=1, max_new_tokens=2, run_dir=str(tmp_path),
-                    save="none"),
+        TrialConfig(
+            max_steps=2, eval_every=1, max_new_tokens=2, run_dir=str(tmp_path), save="none"
+        ),
         on_step=steps.append,
         env=_ONE_THREAD,
     )
@@ -43,15 +44,18 @@ def test_what_counts_as_running_out_of_memory() -> None:
     thread = RuntimeError("can't start new thread")
     assert _is_oom(thread, capped) and not _is_oom(thread, free)
     assert _is_oom(OSError(errno.ENOMEM, "Cannot allocate memory"), free)
-    assert _is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
-                                "allocate 1073741824 bytes"), free)
+    assert _is_oom(
+        RuntimeError(
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes"
+        ),
+        free,
+    )
     assert not _is_oom(ValueError("shapes do not match"), capped)
     assert not _is_oom(OSError(errno.ENOENT, "No such file or directory"), capped)
 
 
 def test_time_limit_ends_as_timeout(tmp_path: Path) -> None:
-    result = run_trial_isolated(TrialConfig(max_steps=10_000, run_dir=str(tmp_path)),
-                                timeout_s=2)
+    result = run_trial_isolated(TrialConfig(max_steps=10_000, run_dir=str(tmp_path)), timeout_s=2)
     assert result.state == "timeout"
     assert "2 s" in result.error
 
@@ -59,8 +63,14 @@ def test_time_limit_ends_as_timeout(tmp_path: Path) -> None:
 def test_a_warm_child_trains_exactly_like_a_fresh_one(tmp_path: Path, demo) -> None:
     """CPU trials fork from the preloaded server; the outcome is the same as from a new
     interpreter (same seed, same numbers), with per-step progress on the same channel."""
-    config = TrialConfig(device="cpu", max_steps=3, eval_every=1, max_new_tokens=2,
-                         run_dir=str(tmp_path), save="none")
+    config = TrialConfig(
+        device="cpu",
+        max_steps=3,
+        eval_every=1,
+        max_new_tokens=2,
+        run_dir=str(tmp_path),
+        save="none",
+    )
     warm_steps = []
     warm = run_trial_isolated(config, env=_ONE_THREAD, start="warm", on_step=warm_steps.append)
     fresh = run_trial_isolated(config, env=_ONE_THREAD, start="fresh")
@@ -71,16 +81,25 @@ def test_a_warm_child_trains_exactly_like_a_fresh_one(tmp_path: Path, demo) -> N
     assert 0 < warm.measured.peak_gb < 0.5  # the trial's own memory, not the libraries'
 
 
-def test_a_warm_child_times_out_and_runs_out_of_memory_like_a_fresh_one(tmp_path: Path,
-                                                                        demo) -> None:
-    hung = run_trial_isolated(TrialConfig(device="cpu", max_steps=10_000, run_dir=str(tmp_path)),
-                              timeout_s=3, start="warm")
+def test_a_warm_child_times_out_and_runs_out_of_memory_like_a_fresh_one(
+    tmp_path: Path, demo
+) -> None:
+    hung = run_trial_isolated(
+        TrialConfig(device="cpu", max_steps=10_000, run_dir=str(tmp_path)),
+        timeout_s=3,
+        start="warm",
+    )
     assert hung.state == "timeout", hung.error
-    capped = run_trial_isolated(TrialConfig(device="cpu", max_steps=2, memory_limit_gb=0.05,
-                                            run_dir=str(tmp_path)), env=_ONE_THREAD, start="warm")
+    capped = run_trial_isolated(
+        TrialConfig(device="cpu", max_steps=2, memory_limit_gb=0.05, run_dir=str(tmp_path)),
+        env=_ONE_THREAD,
+        start="warm",
+    )
     assert capped.state == "oom", capped.error
-    missing = run_trial_isolated(TrialConfig(device="cpu", model=str(tmp_path / "nowhere"),
-                                             run_dir=str(tmp_path)), start="warm")
+    missing = run_trial_isolated(
+        TrialConfig(device="cpu", model=str(tmp_path / "nowhere"), run_dir=str(tmp_path)),
+        start="warm",
+    )
     assert missing.state == "failed" and missing.error
 
 
@@ -88,30 +107,62 @@ def test_bad_input_in_the_child_is_a_failed_trial(tmp_path: Path) -> None:
     broken = tmp_path / "model"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    result = run_trial_isolated(TrialConfig(model=str(broken), train=str(tmp_path / "t.jsonl"),
-                                            run_dir=str(tmp_path)))
+    result = run_trial_isolated(
+        TrialConfig(model=str(broken), train=str(tmp_path / "t.jsonl"), run_dir=str(tmp_path))
+    )
     assert result.state == "failed"
     assert "does not exist" in result.error or "cannot load" in result.error
 
 
 def _paretune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, check=False,
-                          text=True, timeout=300, cwd=cwd,
-                          env={**__import__("os").environ,
-                               "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-                               **_ONE_THREAD})
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={
+            **__import__("os").environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            **_ONE_THREAD,
+        },
+    )
 
 
 def test_cli_json_contract(tmp_path: Path, demo) -> None:
-    done = _paretune("trial", "--demo", "--max-steps", "3", "--lr", "1e-3", "--format", "json",
-                     "--run-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    done = _paretune(
+        "trial",
+        "--demo",
+        "--max-steps",
+        "3",
+        "--lr",
+        "1e-3",
+        "--format",
+        "json",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["state"] == "complete"
-    assert {"state", "method", "params", "quality", "forgetting", "measured", "predicted",
-            "dollars", "hardware", "artifact", "error"} <= set(payload)
-    assert {"eval_nll", "base_eval_nll", "exact_match", "overfit_gap",
-            "generalization_gap"} <= set(payload["quality"])
+    assert {
+        "state",
+        "method",
+        "params",
+        "quality",
+        "forgetting",
+        "measured",
+        "predicted",
+        "dollars",
+        "hardware",
+        "artifact",
+        "error",
+    } <= set(payload)
+    assert {"eval_nll", "base_eval_nll", "exact_match", "overfit_gap", "generalization_gap"} <= set(
+        payload["quality"]
+    )
     assert {"retain_delta_nll", "retain_kl", "fact_recall_drop"} <= set(payload["forgetting"])
     assert {"peak_gb", "wall_s", "train_s", "tokens", "tokens_per_s"} <= set(payload["measured"])
     assert {"peak_gb", "hours", "dollars"} <= set(payload["predicted"])
@@ -124,8 +175,9 @@ def test_cli_bad_input_exits_2_and_trial_failure_exits_1(tmp_path: Path) -> None
     spec.write_text('method = "lora"\nrnak = 4\n')
     typo = _paretune("trial", "--spec", str(spec), cwd=tmp_path)
     assert typo.returncode == 2 and "rnak" in typo.stderr
-    spec.write_text('method = "lora"\nmax_steps = 2\nmemory_limit_gb = 0.05\n'
-                    f'run_dir = "{tmp_path / "runs"}"\n')
+    spec.write_text(
+        f'method = "lora"\nmax_steps = 2\nmemory_limit_gb = 0.05\nrun_dir = "{tmp_path / "runs"}"\n'
+    )
     oom = _paretune("trial", "--spec", str(spec), "--format", "json", cwd=tmp_path)
     assert oom.returncode == 1
     assert json.loads(oom.stdout)["state"] == "oom"

@@ -84,8 +84,9 @@ async def test_sweep_launched_from_the_app_completes(demo, tmp_path: Path, monke
         frontier = app.screen
         assert frontier.study == "tui-demo" and len(frontier.points) == 2
         assert any(point.pareto for point in frontier.points)
-        assert all(point.quality is not None and point.forgetting is not None
-                   for point in frontier.points)
+        assert all(
+            point.quality is not None and point.forgetting is not None for point in frontier.points
+        )
         assert "tui-demo: 2 trials" in frontier.query_one("#chart").plt.build()
     # The record lets a later session of the app find the sweep and its log.
     found = launched_sweeps(Path("runs"))

@@ -13,9 +13,15 @@ from tui.screens.plan_inputs import BadInput, PlanForm, parse_tokens, plan_comma
 from tui.widgets import ErrorLine
 
 TINY_CONFIG = {
-    "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
-    "tie_word_embeddings": False, "max_position_embeddings": 512,
+    "model_type": "llama",
+    "vocab_size": 1000,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "tie_word_embeddings": False,
+    "max_position_embeddings": 512,
 }
 
 
@@ -52,8 +58,10 @@ async def test_table_follows_model_and_sequence_length(tmp_path: Path) -> None:
         assert len(first) == 5 and all(float(v.replace(",", "")) > 0 for v in first)
         await _type(pilot, "seq-len", "8192")
         longer = peak_column(app)
-        assert all(float(a.replace(",", "")) > float(b.replace(",", ""))
-                   for a, b in zip(longer, first))
+        assert all(
+            float(a.replace(",", "")) > float(b.replace(",", ""))
+            for a, b in zip(longer, first, strict=False)
+        )
         await _type(pilot, "model", "qwen2.5-0.5b")
         await _settle(pilot)
         smaller = peak_column(app)
@@ -147,8 +155,11 @@ def test_form_parsing_and_command_line() -> None:
     assert "--provider lambda" in command and "--no-grad-checkpointing" in command
     # The framework options appear only where they differ from the command's defaults.
     assert "--optimizer-in-backward" not in command and "--logit-copies" not in command
-    framework = plan_command(PlanForm(grad_accum="1", optimizer_in_backward=True,
-                                      unquantized_fp32=True, logit_copies="5").parse())
+    framework = plan_command(
+        PlanForm(
+            grad_accum="1", optimizer_in_backward=True, unquantized_fp32=True, logit_copies="5"
+        ).parse()
+    )
     assert framework.endswith("--optimizer-in-backward --unquantized-fp32 --logit-copies 5")
     for copies in ("abc", "0", "2.5"):
         with pytest.raises(BadInput, match="logit copies"):
@@ -182,12 +193,17 @@ async def test_copied_command_prints_the_same_plan(tmp_path: Path) -> None:
     assert {"--optimizer-in-backward", "--unquantized-fp32", "--logit-copies"} <= set(words)
     done = subprocess.run(
         [sys.executable, "-m", "tui.cli", *words[1:], "--format", "json"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     printed = {m["method"]: m for m in json.loads(done.stdout)["methods"]}
-    assert all(m["framework"] == {"optimizer_in_backward": True, "unquantized_fp32": True,
-                                  "logit_copies": 4} for m in printed.values())
+    assert all(
+        m["framework"]
+        == {"optimizer_in_backward": True, "unquantized_fp32": True, "logit_copies": 4}
+        for m in printed.values()
+    )
     for method, row in printed.items():
         assert row["peak_gb"] == pytest.approx(shown[method].peak_gb, abs=1e-3)
         assert row["fits"] == shown[method].fits

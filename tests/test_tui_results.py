@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.spec import load_spec
 from sweeps.results.store import ResultsStore
+from sweeps.spec import load_spec
 from tui.app import ParetuneApp
 from tui.messages import SweepThisPlan
 from tui.widgets import ErrorLine
@@ -30,26 +30,51 @@ def write_study(
     db: Path, study: str = STUDY, created: datetime = datetime(2026, 1, 2, 3, 4, 5)
 ) -> None:
     store = ResultsStore(db)
-    store.write_study({
-        "study": study, "model": "demo", "sampler": "tpe", "quality_metric": "eval_nll",
-        "forgetting_metric": "retain_delta_nll", "cost_metric": "dollars",
-        "budget_dollars": 1.0, "budget_trials": 8, "created_at": created,
-    })
+    store.write_study(
+        {
+            "study": study,
+            "model": "demo",
+            "sampler": "tpe",
+            "quality_metric": "eval_nll",
+            "forgetting_metric": "retain_delta_nll",
+            "cost_metric": "dollars",
+            "budget_dollars": 1.0,
+            "budget_trials": 8,
+            "created_at": created,
+        }
+    )
     rows, steps = [], []
     for number, (method, rank, lr, nll, forget, dollars, state) in enumerate(TRIALS):
-        rows.append({
-            "study": study, "number": number, "state": state, "method": method, "rank": rank,
-            "lr": lr, "eval_nll": nll, "retain_delta_nll": forget, "dollars": dollars,
-            "objective_quality": nll, "objective_forgetting": forget, "objective_cost": dollars,
-            "predicted_peak_gb": 0.5, "measured_peak_gb": 0.4 if state == "complete" else None,
-            "error": "CUDA out of memory (simulated budget)" if state == "oom" else None,
-            "command": f"paretune trial --method {method}",
-            "artifact": f"runs/{study}/trial-{number}" if state == "complete" else None,
-        })
+        rows.append(
+            {
+                "study": study,
+                "number": number,
+                "state": state,
+                "method": method,
+                "rank": rank,
+                "lr": lr,
+                "eval_nll": nll,
+                "retain_delta_nll": forget,
+                "dollars": dollars,
+                "objective_quality": nll,
+                "objective_forgetting": forget,
+                "objective_cost": dollars,
+                "predicted_peak_gb": 0.5,
+                "measured_peak_gb": 0.4 if state == "complete" else None,
+                "error": "CUDA out of memory (simulated budget)" if state == "oom" else None,
+                "command": f"paretune trial --method {method}",
+                "artifact": f"runs/{study}/trial-{number}" if state == "complete" else None,
+            }
+        )
         if state == "complete":
             steps += [
-                {"study": study, "number": number, "step": s, "loss": 3.0 / s,
-                 "eval_nll": 2.0 / s if s % 5 == 0 else None}
+                {
+                    "study": study,
+                    "number": number,
+                    "step": s,
+                    "loss": 3.0 / s,
+                    "eval_nll": 2.0 / s if s % 5 == 0 else None,
+                }
                 for s in range(1, 21)
             ]
     store.write_trials(rows, steps)
@@ -123,9 +148,20 @@ async def test_sweeps_screen_lists_study_and_failed_trial_detail(results_db: Pat
 async def test_sweep_this_plan_writes_a_spec_that_loads(results_db: Path, tmp_path: Path) -> None:
     app = ParetuneApp(db=tmp_path / "results.duckdb", start="sweeps")
     inputs = dict(
-        model="llama-3.1-8b", seq_len=1024, batch=2, grad_accum=8, dataset_tokens=5_000_000,
-        epochs=2.0, gpu="h100-sxm", gpus=1, provider=None, rank=16, targets="all",
-        optimizer="adamw", grad_checkpointing=True, methods=["lora", "qlora"],
+        model="llama-3.1-8b",
+        seq_len=1024,
+        batch=2,
+        grad_accum=8,
+        dataset_tokens=5_000_000,
+        epochs=2.0,
+        gpu="h100-sxm",
+        gpus=1,
+        provider=None,
+        rank=16,
+        targets="all",
+        optimizer="adamw",
+        grad_checkpointing=True,
+        methods=["lora", "qlora"],
         cheapest_dollars=3.5,
     )
     async with app.run_test(size=(120, 40)) as pilot:
@@ -198,12 +234,22 @@ async def test_a_running_trial_shows_its_progress_and_its_detail_follows_it(tmp_
     db = tmp_path / "results.duckdb"
     write_study(db)
     store = ResultsStore(db)
-    running = {"study": STUDY, "number": len(TRIALS), "state": "running", "method": "lora",
-               "rank": 4, "lr": 1e-3, "max_steps": 20, "predicted_peak_gb": 0.5}
+    running = {
+        "study": STUDY,
+        "number": len(TRIALS),
+        "state": "running",
+        "method": "lora",
+        "rank": 4,
+        "lr": 1e-3,
+        "max_steps": 20,
+        "predicted_peak_gb": 0.5,
+    }
 
     def progress(done: int, **final) -> None:
-        steps = [{"study": STUDY, "number": running["number"], "step": s, "loss": 3.0 / s}
-                 for s in range(1, done + 1)]
+        steps = [
+            {"study": STUDY, "number": running["number"], "step": s, "loss": 3.0 / s}
+            for s in range(1, done + 1)
+        ]
         store.write_trials([{**running, "steps_done": done, **final}], steps)
 
     progress(5)
@@ -224,8 +270,9 @@ async def test_a_running_trial_shows_its_progress_and_its_detail_follows_it(tmp_
             for _ in range(100):
                 await pilot.pause(0.1)
                 text = shown_text(screen.query_one("#trial-text"))
-                if (str(trials.get_row_at(len(TRIALS))[1]) == state
-                        and re.search(rf"steps_done\s+{done}\b", text)):
+                if str(trials.get_row_at(len(TRIALS))[1]) == state and re.search(
+                    rf"steps_done\s+{done}\b", text
+                ):
                     return
             raise AssertionError(f"the screen never showed {state!r} with {done} steps")
 

@@ -343,7 +343,7 @@ def _field(
     return default
 
 
-def arch_from_config(
+def arch_from_config(  # noqa: C901 - one branch per config dialect
     config: Mapping[str, Any],
     *,
     name: str,
@@ -382,7 +382,9 @@ def arch_from_config(
             hf_config["tie_word_embeddings"] = config["tie_word_embeddings"]
         config, model_type = hf_config, "gemma3_text"
 
-    f = lambda key, default=..., kind=int: _field(config, name, key, default, kind)
+    def f(key: str, default: Any = ..., kind: type = int) -> Any:
+        return _field(config, name, key, default, kind)
+
     common: dict[str, Any] = dict(
         name=name,
         model_type=model_type,
@@ -440,8 +442,9 @@ def arch_from_config(
         heads = f(("n_head", "num_attention_heads"))
         inner = config.get("n_inner")
         positions = f(("n_positions", "max_position_embeddings"))
-        return gpt_style(h, heads, inner if inner else 4 * h,
-                         learned_positions=positions, max_position=positions)
+        return gpt_style(
+            h, heads, inner if inner else 4 * h, learned_positions=positions, max_position=positions
+        )
     if model_type == "bloom":
         h = f(("hidden_size", "n_embed"))
         heads = f(("n_head", "num_attention_heads"))

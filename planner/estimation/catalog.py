@@ -12,8 +12,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from planner.estimation.arch import ModelArch, arch_from_config
 from planner.errors import ModelConfigError, UnknownModelError
+from planner.estimation.arch import ModelArch, arch_from_config
 from pricing.errors import suggest
 
 __all__ = ["list_models", "resolve_model", "search_models"]

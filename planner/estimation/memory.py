@@ -14,8 +14,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from planner.estimation.arch import LinearShape, ModelArch
 from planner.errors import InvalidSpecError
+from planner.estimation.arch import LinearShape, ModelArch
 from planner.specs import MethodSpec, Workload
 from pricing.errors import did_you_mean
 
@@ -324,10 +324,7 @@ def _largest_parameter(arch: ModelArch, method: MethodSpec) -> int:
 
     if method.uses_adapters:
         return max(
-            (
-                method.rank * max(s.d_in, s.d_out) * copies(s)
-                for s in targeted_shapes(arch, method)
-            ),
+            (method.rank * max(s.d_in, s.d_out) * copies(s) for s in targeted_shapes(arch, method)),
             default=0,
         )
     largest = max(s.d_in * s.d_out * copies(s) for s in arch.linear_shapes())

@@ -170,8 +170,9 @@ def simulate(
 # -- from the planner's types -------------------------------------------------------------
 
 
-def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec,
-                    recipe: str = "planner") -> tuple[_Step, list[str]]:
+def _step_from_spec(
+    arch: ModelArch, workload: Workload, method: MethodSpec, recipe: str = "planner"
+) -> tuple[_Step, list[str]]:
     from planner.estimation.memory import targeted_shapes
 
     notes: list[str] = []
@@ -184,8 +185,10 @@ def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec,
     if method.kind == "qlora":
         notes.append("QLoRA base simulated in 16-bit; quantized weights counted as NF4 bytes")
         if method.unquantized_fp32 and recipe == "planner":
-            notes.append("unquantized_fp32 is not simulated: embeddings, lm_head and norms stay "
-                         "16-bit here (recipe='trial' upcasts them)")
+            notes.append(
+                "unquantized_fp32 is not simulated: embeddings, lm_head and norms stay "
+                "16-bit here (recipe='trial' upcasts them)"
+            )
     if method.gpus > 1:
         notes.append("simulated on one device without sharding")
     param_dtype, autocast_dtype = _dtypes(method.precision)
@@ -212,7 +215,9 @@ def _step_from_spec(arch: ModelArch, workload: Workload, method: MethodSpec,
         batch=workload.batch,
         # Gradients accumulate from the second micro-batch on; two show every effect.
         micro_batches=min(workload.grad_accum, 2),
-        trainable_layers=min(method.freeze_layers, arch.layers) if method.kind == "freeze" else arch.layers,
+        trainable_layers=min(method.freeze_layers, arch.layers)
+        if method.kind == "freeze"
+        else arch.layers,
     )
     return step, notes
 
@@ -262,8 +267,11 @@ def _simulate_config(
         # The middle layers' backward is left out: it holds no layer at the shallow depth
         # (so it does not grow linearly from there), and with layers identical its peak
         # never exceeds the top or bottom layer's.
-        measured = [phase for phase in runs["base"][1] if phase != "backward_middle_layers"
-                    and all(phase in r[1] for r in runs.values())]
+        measured = [
+            phase
+            for phase in runs["base"][1]
+            if phase != "backward_middle_layers" and all(phase in r[1] for r in runs.values())
+        ]
         phases = {phase: _extrapolate_phase(runs, phase, dims, base, axes) for phase in measured}
         deepest = sum(base.values()) + high - low
     phases = {phase: _with_overhead(terms) for phase, terms in phases.items()}
@@ -324,8 +332,11 @@ def _framework_overhead(terms: dict[str, int]) -> int:
 
     c = constants()
     short_lived = terms["activations"] + terms["logits_loss"]
-    return round(c["cuda_context_bytes"] + c["cublas_workspace_bytes"]
-                 + c["allocator_fragmentation"] * short_lived)
+    return round(
+        c["cuda_context_bytes"]
+        + c["cublas_workspace_bytes"]
+        + c["allocator_fragmentation"] * short_lived
+    )
 
 
 def _run(
@@ -376,7 +387,9 @@ def _run_quietly(
     layers = frozen_layers + trainable_layers
     model, attention_used = _build_model(hf_config, layers, step)
     if attention_used != step.attention:
-        notes.append(f"{model.config.model_type} has no {step.attention} attention; simulated {attention_used}")
+        notes.append(
+            f"{model.config.model_type} has no {step.attention} attention; simulated {attention_used}"
+        )
     if step.grad_checkpointing:
         _enable_checkpointing(model)
     model = _apply_method(model, step, trainable_layers)
@@ -413,8 +426,15 @@ def _run_quietly(
 # memory changes linearly from layer to layer (activations freed, gradients built), so
 # its peak is at the top or the bottom layer: measuring those two separately keeps every
 # phase's peak linear in the depth, which is what makes extrapolation exact.
-_PHASES = ("forward", "backward_head", "backward_top_layer", "backward_middle_layers",
-           "backward_bottom_layer", "backward_tail", "optimizer_step")
+_PHASES = (
+    "forward",
+    "backward_head",
+    "backward_top_layer",
+    "backward_middle_layers",
+    "backward_bottom_layer",
+    "backward_tail",
+    "optimizer_step",
+)
 
 
 def _phase_hooks(model: Any, tracker: Any) -> list[Any]:
@@ -426,6 +446,7 @@ def _phase_hooks(model: Any, tracker: Any) -> list[Any]:
     def switch(phase: str) -> Any:
         def hook(*_: Any) -> None:
             tracker.start_phase(phase)
+
         return hook
 
     return [
@@ -448,15 +469,23 @@ def _forward_loss(model: Any, step: _Step, vocab: int) -> tuple[Any, Any]:
     import torch
 
     input_ids = torch.randint(0, vocab, (step.batch, step.seq_len))
-    autocast = (contextlib.nullcontext() if step.autocast_dtype is None
-                else torch.autocast("cpu", dtype=getattr(torch, step.autocast_dtype)))
+    autocast = (
+        contextlib.nullcontext()
+        if step.autocast_dtype is None
+        else torch.autocast("cpu", dtype=getattr(torch, step.autocast_dtype))
+    )
     with autocast:
         if step.recipe == "planner":
             return model(input_ids=input_ids, labels=input_ids).loss, None
         logits = model(input_ids=input_ids).logits
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-            input_ids[:, 1:].reshape(-1), reduction="sum") / input_ids[:, 1:].numel()
+        loss = (
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                input_ids[:, 1:].reshape(-1),
+                reduction="sum",
+            )
+            / input_ids[:, 1:].numel()
+        )
     return loss, logits
 
 
@@ -477,11 +506,15 @@ def _build_model(hf_config: dict[str, Any], layers: int, step: _Step) -> tuple[A
     attention = step.attention
     with torch.device("meta"):
         try:
-            model = AutoModelForCausalLM.from_config(config, attn_implementation=attention, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(
+                config, attn_implementation=attention, dtype=dtype
+            )
         except ValueError:
             # Families without an sdpa path (Gemma 2 needs eager for its logit soft-capping).
             attention = "eager"
-            model = AutoModelForCausalLM.from_config(config, attn_implementation=attention, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(
+                config, attn_implementation=attention, dtype=dtype
+            )
     return model, attention
 
 
@@ -511,7 +544,7 @@ def _apply_method(model: Any, step: _Step, trainable_layers: int) -> Any:
         decoder_layers = _decoder_layers(model)
         for param in model.parameters():
             param.requires_grad_(False)
-        trained = list(decoder_layers[len(decoder_layers) - trainable_layers:])
+        trained = list(decoder_layers[len(decoder_layers) - trainable_layers :])
         if step.recipe == "planner":
             trained.append(_final_norm(model))
         for module in trained:
@@ -545,16 +578,20 @@ def _prepare_for_kbit_training(model: Any) -> None:
     16-bit stand-ins of the quantized decoder matrices keep their dtype."""
     import torch
 
-    quantized = {id(p) for name, p in _decoder_layers(model).named_parameters()
-                 if p.dim() >= 2 and not _is_router(name)}
+    quantized = {
+        id(p)
+        for name, p in _decoder_layers(model).named_parameters()
+        if p.dim() >= 2 and not _is_router(name)
+    }
     upcast: dict[int, Any] = {}  # keeps tied embeddings tied
     for module in model.modules():
         for name, param in list(module._parameters.items()):
             if param is None or id(param) in quantized or param.dtype == torch.float32:
                 continue
             if id(param) not in upcast:
-                upcast[id(param)] = torch.nn.Parameter(param.detach().float(),
-                                                       requires_grad=param.requires_grad)
+                upcast[id(param)] = torch.nn.Parameter(
+                    param.detach().float(), requires_grad=param.requires_grad
+                )
             module._parameters[name] = upcast[id(param)]
 
 
@@ -646,10 +683,20 @@ def _master_weight_adamw(params: list[Any]) -> Any:
                         state["exp_avg_sq"] = torch.zeros_like(state["master"])
                         state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
                     adamw(
-                        [state["master"]], [param.grad.float()], [state["exp_avg"]],
-                        [state["exp_avg_sq"]], [], [state["step"]], fused=True,
-                        amsgrad=False, beta1=0.9, beta2=0.999, lr=group["lr"],
-                        weight_decay=0.0, eps=1e-8, maximize=False,
+                        [state["master"]],
+                        [param.grad.float()],
+                        [state["exp_avg"]],
+                        [state["exp_avg_sq"]],
+                        [],
+                        [state["step"]],
+                        fused=True,
+                        amsgrad=False,
+                        beta1=0.9,
+                        beta2=0.999,
+                        lr=group["lr"],
+                        weight_decay=0.0,
+                        eps=1e-8,
+                        maximize=False,
                     )
                     param.copy_(state["master"])
 

@@ -52,7 +52,9 @@ def pareto_mask(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     """
     values = np.asarray(points, dtype=float)
     if values.ndim != 2:
-        raise ValueError(f"points must be a 2-D array (trials x objectives), got shape {values.shape}")
+        raise ValueError(
+            f"points must be a 2-D array (trials x objectives), got shape {values.shape}"
+        )
     n = len(values)
     mask = np.ones(n, dtype=bool)
     for i in range(n):
@@ -63,7 +65,9 @@ def pareto_mask(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     return mask
 
 
-def reference_point(points: Sequence[Sequence[float]] | np.ndarray, margin: float = 0.1) -> np.ndarray:
+def reference_point(
+    points: Sequence[Sequence[float]] | np.ndarray, margin: float = 0.1
+) -> np.ndarray:
     """The worst value of each objective pushed out by ``margin`` of its range.
 
     The hypervolume of a set is only comparable with another measured against the same
@@ -76,7 +80,9 @@ def reference_point(points: Sequence[Sequence[float]] | np.ndarray, margin: floa
     return worst + margin * span
 
 
-def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, reference: Sequence[float]) -> float:
+def hypervolume(
+    points: Sequence[Sequence[float]] | np.ndarray, reference: Sequence[float]
+) -> float:
     """The volume dominated by ``points`` and bounded by ``reference`` (minimisation).
 
     Exact, by slicing along the last objective (the "hypervolume by slicing objectives"
@@ -107,7 +113,9 @@ def _slice_volume(values: np.ndarray, ref: np.ndarray) -> float:
     return volume
 
 
-def frontier_hypervolume(rows: list[dict[str, Any]], reference: Sequence[float] | None = None) -> float:
+def frontier_hypervolume(
+    rows: list[dict[str, Any]], reference: Sequence[float] | None = None
+) -> float:
     """Hypervolume of completed store rows over the three ``objective_*`` columns."""
     columns = ("objective_quality", "objective_forgetting", "objective_cost")
     points = [
@@ -126,7 +134,8 @@ def frontier_hypervolume(rows: list[dict[str, Any]], reference: Sequence[float] 
 def _chart_data(rows: list[dict[str, Any]], x: str, y: str) -> dict[str, Any]:
     columns = [AXES[a][0] for a in (x, y)]
     done = [
-        r for r in rows
+        r
+        for r in rows
         if r.get("state") == "complete" and all(r.get(c) is not None for c in columns)
     ]
     objectives = ("objective_quality", "objective_forgetting", "objective_cost")
@@ -140,8 +149,12 @@ def _chart_data(rows: list[dict[str, Any]], x: str, y: str) -> dict[str, Any]:
     front_2d = pareto_mask(np.column_stack([xs, ys])) if len(done) else np.zeros(0, dtype=bool)
     order = np.argsort(xs[front_2d]) if len(done) else np.zeros(0, dtype=int)
     return {
-        "rows": done, "xs": xs, "ys": ys, "on_front": on_front,
-        "front_x": xs[front_2d][order], "front_y": ys[front_2d][order],
+        "rows": done,
+        "xs": xs,
+        "ys": ys,
+        "on_front": on_front,
+        "front_x": xs[front_2d][order],
+        "front_y": ys[front_2d][order],
     }
 
 
@@ -152,13 +165,20 @@ def axis_labels(metrics: dict[str, str | None]) -> dict[str, str]:
         if metric:
             better = "higher" if metric == "exact_match" else "lower"
             shown = "-exact_match" if metric == "exact_match" else metric
-            labels[axis] = f"{axis}: {shown} ({'negated, ' if better == 'higher' else ''}lower is better)"
+            labels[axis] = (
+                f"{axis}: {shown} ({'negated, ' if better == 'higher' else ''}lower is better)"
+            )
     return labels
 
 
 def plot_frontier(
-    rows: list[dict[str, Any]], out: str | Path, *, x: str = "forgetting", y: str = "quality",
-    title: str | None = None, labels: dict[str, str] | None = None,
+    rows: list[dict[str, Any]],
+    out: str | Path,
+    *,
+    x: str = "forgetting",
+    y: str = "quality",
+    title: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Path:
     """Draw completed trials to ``out`` (.png, .svg or .html): colour = method, size = cost."""
     import matplotlib
@@ -179,17 +199,33 @@ def plot_frontier(
             picked = chosen & (data["on_front"] == front)
             if picked.any():
                 axes.scatter(
-                    data["xs"][picked], data["ys"][picked], s=sizes[picked], c=colour, alpha=0.75,
+                    data["xs"][picked],
+                    data["ys"][picked],
+                    s=sizes[picked],
+                    c=colour,
+                    alpha=0.75,
                     label=method if front or not (chosen & data["on_front"]).any() else None,
-                    edgecolors="black" if front else "none", linewidths=1.2,
+                    edgecolors="black" if front else "none",
+                    linewidths=1.2,
                 )
     if len(data["front_x"]):
-        axes.plot(data["front_x"], data["front_y"], "-", color="black", lw=1, alpha=0.6,
-                  label=f"Pareto front ({x} vs {y})", drawstyle="steps-post")
-    for row, xv, yv, front in zip(data["rows"], data["xs"], data["ys"], data["on_front"]):
+        axes.plot(
+            data["front_x"],
+            data["front_y"],
+            "-",
+            color="black",
+            lw=1,
+            alpha=0.6,
+            label=f"Pareto front ({x} vs {y})",
+            drawstyle="steps-post",
+        )
+    for row, xv, yv, front in zip(
+        data["rows"], data["xs"], data["ys"], data["on_front"], strict=False
+    ):
         if front:
-            axes.annotate(f"#{row['number']}", (xv, yv), fontsize=7, xytext=(3, 3),
-                          textcoords="offset points")
+            axes.annotate(
+                f"#{row['number']}", (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
     labels = labels or {name: label for name, (_, label) in AXES.items()}
     axes.set_xlabel(labels[x])
     axes.set_ylabel(labels[y])
@@ -215,8 +251,13 @@ def plot_frontier(
 
 
 def terminal_frontier(
-    rows: list[dict[str, Any]], *, x: str = "forgetting", y: str = "quality",
-    width: int | None = None, height: int | None = None, title: str | None = None,
+    rows: list[dict[str, Any]],
+    *,
+    x: str = "forgetting",
+    y: str = "quality",
+    width: int | None = None,
+    height: int | None = None,
+    title: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> str:
     """The same chart as text for the terminal (plotext); returns the rendered string."""
@@ -231,8 +272,10 @@ def terminal_frontier(
     for method in sorted(set(methods)):
         chosen = np.array([m == method for m in methods])
         plt.scatter(
-            data["xs"][chosen].tolist(), data["ys"][chosen].tolist(),
-            label=method, marker=markers.get(method, "dot"),
+            data["xs"][chosen].tolist(),
+            data["ys"][chosen].tolist(),
+            label=method,
+            marker=markers.get(method, "dot"),
         )
     if len(data["front_x"]) > 1:
         plt.plot(data["front_x"].tolist(), data["front_y"].tolist(), label="Pareto front")

@@ -75,7 +75,11 @@ STUDY_COLUMNS: list[tuple[str, str, str]] = [
     ("model", "VARCHAR", "model fine-tuned"),
     ("sampler", "VARCHAR", "tpe, nsga2, gp or random"),
     ("quality_metric", "VARCHAR", "objective 1: eval_nll or exact_match"),
-    ("forgetting_metric", "VARCHAR", "objective 2: retain_delta_nll, retain_kl or fact_recall_drop"),
+    (
+        "forgetting_metric",
+        "VARCHAR",
+        "objective 2: retain_delta_nll, retain_kl or fact_recall_drop",
+    ),
     ("cost_metric", "VARCHAR", "objective 3: dollars or hours"),
     ("directions", "VARCHAR[]", "Optuna direction of each objective"),
     ("gpu", "VARCHAR", "target GPU id (feasibility gate, price)"),
@@ -91,9 +95,17 @@ STUDY_COLUMNS: list[tuple[str, str, str]] = [
 TRIAL_COLUMNS: list[tuple[str, str, str]] = [
     ("study", "VARCHAR NOT NULL", "study name"),
     ("number", "INTEGER NOT NULL", "Optuna trial number (0, 1, ...)"),
-    ("state", "VARCHAR", "complete, oom, failed, timeout, infeasible, interrupted, lost, running, waiting"),
+    (
+        "state",
+        "VARCHAR",
+        "complete, oom, failed, timeout, infeasible, interrupted, lost, running, waiting",
+    ),
     ("error", "VARCHAR", "why it did not complete (OOM message, exception, gate reason)"),
-    ("retry_of", "INTEGER", "number of the trial this one re-runs (its worker died or was stopped)"),
+    (
+        "retry_of",
+        "INTEGER",
+        "number of the trial this one re-runs (its worker died or was stopped)",
+    ),
     ("method", "VARCHAR", "full, lora, qlora, dora or freeze"),
     ("rank", "INTEGER", "adapter rank (adapter methods)"),
     ("alpha", "DOUBLE", "LoRA alpha"),
@@ -132,8 +144,11 @@ TRIAL_COLUMNS: list[tuple[str, str, str]] = [
     ("predicted_hours", "DOUBLE", "planner: hours on the target GPU"),
     ("predicted_dollars", "DOUBLE", "planner: dollars on the target GPU"),
     ("gpu_memory_gb", "DOUBLE", "memory of the target GPU the gate compared with"),
-    ("measured_peak_gb", "DOUBLE",
-     "measured peak memory of the trial: CUDA allocated, or CPU resident above the baseline"),
+    (
+        "measured_peak_gb",
+        "DOUBLE",
+        "measured peak memory of the trial: CUDA allocated, or CPU resident above the baseline",
+    ),
     ("measured_peak_reserved_gb", "DOUBLE", "measured peak reserved memory (CUDA)"),
     ("measured_process_peak_gb", "DOUBLE", "peak resident memory of the trial process"),
     ("wall_s", "DOUBLE", "trial wall-clock seconds"),
@@ -179,9 +194,24 @@ STEP_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 _CONFIG_FIELDS = (
-    "method", "rank", "alpha", "use_rslora", "targets", "lr", "epochs", "max_steps", "batch",
-    "grad_accum", "dropout", "warmup_ratio", "weight_decay", "optimizer", "lr_schedule",
-    "freeze_trainable_layers", "max_seq_len", "seed",
+    "method",
+    "rank",
+    "alpha",
+    "use_rslora",
+    "targets",
+    "lr",
+    "epochs",
+    "max_steps",
+    "batch",
+    "grad_accum",
+    "dropout",
+    "warmup_ratio",
+    "weight_decay",
+    "optimizer",
+    "lr_schedule",
+    "freeze_trainable_layers",
+    "max_seq_len",
+    "seed",
 )
 _ADAPTER_ONLY = ("rank", "alpha", "use_rslora", "targets")
 
@@ -352,7 +382,11 @@ class ResultsStore:
         context = self._writing() if write else self.connect()
         with context as connection:
             try:
-                cursor = connection.execute(sql, params) if params is not None else connection.execute(sql)
+                cursor = (
+                    connection.execute(sql, params)
+                    if params is not None
+                    else connection.execute(sql)
+                )
             except duckdb.Error as error:
                 raise SqlError(str(error), _sql_hint(str(error), write)) from None
             if cursor.description is None:
@@ -366,14 +400,18 @@ class ResultsStore:
 
         with self.connect() as connection:
             try:
-                relation = connection.execute(sql, params) if params is not None else connection.execute(sql)
+                relation = (
+                    connection.execute(sql, params)
+                    if params is not None
+                    else connection.execute(sql)
+                )
                 return relation.to_arrow_table()
             except duckdb.Error as error:
                 raise SqlError(str(error), _sql_hint(str(error), False)) from None
 
     def _dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         columns, rows = self.query(sql, params)
-        return [dict(zip(columns, row)) for row in rows]
+        return [dict(zip(columns, row, strict=False)) for row in rows]
 
     def studies(self) -> list[dict[str, Any]]:
         """One dict per study with counts by state, spend and the frontier size."""
@@ -434,8 +472,12 @@ class ResultsStore:
                 raise
 
     def _replace(
-        self, table: str, columns: list[tuple[str, str, str]], rows: list[dict[str, Any]],
-        where: str, key: list[Any],
+        self,
+        table: str,
+        columns: list[tuple[str, str, str]],
+        rows: list[dict[str, Any]],
+        where: str,
+        key: list[Any],
     ) -> None:
         with self._writing() as connection:
             connection.execute("BEGIN TRANSACTION")
@@ -478,7 +520,9 @@ _ARROW_TYPES = {"VARCHAR": "string", "INTEGER": "int64", "DOUBLE": "float64"}
 
 
 def _insert(
-    connection: duckdb.DuckDBPyConnection, table: str, columns: list[tuple[str, str, str]],
+    connection: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: list[tuple[str, str, str]],
     rows: list[dict[str, Any]],
 ) -> None:
     if not rows:
@@ -495,7 +539,10 @@ def _insert(
 
 
 def _insert_arrow(
-    connection: duckdb.DuckDBPyConnection, table: str, names: list[str], kinds: list[str],
+    connection: duckdb.DuckDBPyConnection,
+    table: str,
+    names: list[str],
+    kinds: list[str],
     rows: list[dict[str, Any]],
 ) -> bool:
     """Many rows of plain columns (a trial's steps) as one Arrow table and one INSERT; False
@@ -504,10 +551,12 @@ def _insert_arrow(
     import pyarrow as pa
 
     try:
-        data = pa.table({
-            name: pa.array([row.get(name) for row in rows], type=pa.type_for_alias(kind))
-            for name, kind in zip(names, kinds)
-        })
+        data = pa.table(
+            {
+                name: pa.array([row.get(name) for row in rows], type=pa.type_for_alias(kind))
+                for name, kind in zip(names, kinds, strict=False)
+            }
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         return False
     connection.register("_paretune_rows", data)
@@ -596,8 +645,11 @@ def trial_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str
 
 
 def trial_row(
-    study_name: str, trial: optuna.trial.FrozenTrial, directions: list[str],
-    *, deleted_artifacts: list[str] | None = None,
+    study_name: str,
+    trial: optuna.trial.FrozenTrial,
+    directions: list[str],
+    *,
+    deleted_artifacts: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One ``trials`` row and its ``steps`` rows, from the trial's Optuna record.
 
@@ -632,14 +684,25 @@ def trial_row(
     values = list(trial.values) if trial.values else [None, None, None]
     values += [None] * (3 - len(values))
     for column, value, direction in zip(
-        ("objective_quality", "objective_forgetting", "objective_cost"), values, directions + ["minimize"] * 3
+        ("objective_quality", "objective_forgetting", "objective_cost"),
+        values,
+        directions + ["minimize"] * 3,
+        strict=False,
     ):
         if value is None or not math.isfinite(value):
             row[column] = None
         else:
             row[column] = -value if direction == "maximize" else value
-    for name in ("eval_nll", "base_eval_nll", "exact_match", "base_exact_match", "train_nll",
-                 "overfit_gap", "generalization_gap", "best_step"):
+    for name in (
+        "eval_nll",
+        "base_eval_nll",
+        "exact_match",
+        "base_exact_match",
+        "train_nll",
+        "overfit_gap",
+        "generalization_gap",
+        "best_step",
+    ):
         row[name] = quality.get(name)
     for name in ("retain_delta_nll", "retain_kl", "fact_recall_drop", "base_retain_nll"):
         row[name] = forgetting.get(name)
@@ -654,7 +717,15 @@ def trial_row(
         row[name] = measured.get(name)
     row["steps_done"] = measured.get("steps")
     row["dollars"] = result.get("dollars")
-    for name in ("device", "device_name", "devices", "gpu", "provider", "cpu_instance", "usd_per_hour"):
+    for name in (
+        "device",
+        "device_name",
+        "devices",
+        "gpu",
+        "provider",
+        "cpu_instance",
+        "usd_per_hour",
+    ):
         row[name] = hardware.get(name)
     if row["gpu"] is None:
         row["gpu"] = config.get("gpu")
@@ -673,7 +744,6 @@ def trial_row(
     row["command"] = result.get("command") or attrs.get("command")
     row["config"] = config or None
     steps = [
-        {"study": study_name, "number": trial.number, **step}
-        for step in result.get("steps") or []
+        {"study": study_name, "number": trial.number, **step} for step in result.get("steps") or []
     ]
     return row, steps

@@ -113,7 +113,7 @@ def _read_rows(path: str, *, bad_rows: str) -> tuple[list[tuple[str, dict]], lis
 def _fail(bad: list[str]) -> None:
     raise DataError(
         f"bad row: {bad[-1]}",
-        "Fix the row, or pass bad_rows = \"skip\" to skip bad rows (they are counted).",
+        'Fix the row, or pass bad_rows = "skip" to skip bad rows (they are counted).',
     )
 
 
@@ -150,9 +150,15 @@ def _render_messages(messages: list, tokenizer) -> tuple[str, str, bool]:
 def _example(source: str, row: dict, tokenizer) -> Example:
     if "messages" in row:
         messages = row["messages"]
-        valid = isinstance(messages, list) and len(messages) >= 2 and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str) for m in messages
+        valid = (
+            isinstance(messages, list)
+            and len(messages) >= 2
+            and all(
+                isinstance(m, dict)
+                and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)
+                for m in messages
+            )
         )
         if not valid:
             raise ValueError('"messages" must be a list of at least two {"role", "content"}')
@@ -170,7 +176,9 @@ def _example(source: str, row: dict, tokenizer) -> Example:
     raise ValueError(f'expected "prompt" and "completion", or "messages"; got keys {sorted(row)}')
 
 
-def load_examples(path: str, tokenizer, *, bad_rows: str = "fail") -> tuple[list[Example], list[str]]:
+def load_examples(
+    path: str, tokenizer, *, bad_rows: str = "fail"
+) -> tuple[list[Example], list[str]]:
     """Task examples of a JSONL file (or ``hf:`` dataset) and the reports of skipped rows."""
     rows, bad = _read_rows(path, bad_rows=bad_rows)
     examples = []

@@ -152,8 +152,8 @@ class _Person:
 def _people(rng: random.Random) -> list[_Person]:
     names: list[str] = []
     while len(names) < DEMO_PEOPLE:
-        name = rng.choice(_SYLLABLES_START) + rng.choice(_SYLLABLES_MID) + rng.choice(
-            _SYLLABLES_END
+        name = (
+            rng.choice(_SYLLABLES_START) + rng.choice(_SYLLABLES_MID) + rng.choice(_SYLLABLES_END)
         )
         if name not in names:
             names.append(name)
@@ -261,14 +261,16 @@ def _pretrain(model, blocks, *, steps: int, batch: int, lr: float, warmup: int, 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _pretrain_steps(model, blocks, generator, steps=steps, batch=batch, lr=lr,
-                               warmup=warmup)
+        return _pretrain_steps(
+            model, blocks, generator, steps=steps, batch=batch, lr=lr, warmup=warmup
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _pretrain_steps(model, blocks, generator, *, steps: int, batch: int, lr: float,
-                    warmup: int) -> float:
+def _pretrain_steps(
+    model, blocks, generator, *, steps: int, batch: int, lr: float, warmup: int
+) -> float:
     import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))

@@ -49,8 +49,14 @@ from sweeps.trial.types import StepLog, TrialConfig, TrialResult
 __all__ = ["TrialInputError", "run_trial_isolated"]
 
 _STDERR_TAIL_LINES = 20
-_OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "MemoryError",
-                "Cannot allocate memory", "std::bad_alloc", "DefaultCPUAllocator: can't allocate")
+_OOM_MARKERS = (
+    "CUDA out of memory",
+    "OutOfMemoryError",
+    "MemoryError",
+    "Cannot allocate memory",
+    "std::bad_alloc",
+    "DefaultCPUAllocator: can't allocate",
+)
 _CAPPED_OOM_MARKERS = ("Resource temporarily unavailable", "can't start new thread")
 
 
@@ -74,7 +80,7 @@ def _ended(config: TrialConfig, state: str, error: str) -> TrialResult:
     return TrialResult(state=state, method=config.method, error=error, config=config)
 
 
-def run_trial_isolated(
+def run_trial_isolated(  # noqa: C901 - to be split: start, wait, classify
     config: TrialConfig,
     *,
     on_step: Callable[[StepLog], None] | None = None,
@@ -180,8 +186,11 @@ def run_trial_isolated(
         return _ended(config, "failed", user_error["message"] + hint)
     if any(marker in tail for marker in _oom_markers(config)):
         return _ended(config, "oom", _oom_message(tail, config))
-    how = (f"killed by signal {-child.returncode}" if child.returncode < 0
-           else f"exit code {child.returncode}")
+    how = (
+        f"killed by signal {-child.returncode}"
+        if child.returncode < 0
+        else f"exit code {child.returncode}"
+    )
     return _ended(config, "failed", f"the trial process ended without a result ({how})\n{tail}")
 
 
@@ -208,8 +217,13 @@ def _kill_group(child) -> None:
 
 # Imported once in the fork server; a module that fails to import there is skipped (and
 # imported by the child as usual).
-_WARM_MODULES = ["torch", "transformers", "peft", "transformers.models.llama.modeling_llama",
-                 *(f"{__package__}.{name}" for name in ("recipe", "metrics", "data"))]
+_WARM_MODULES = [
+    "torch",
+    "transformers",
+    "peft",
+    "transformers.models.llama.modeling_llama",
+    *(f"{__package__}.{name}" for name in ("recipe", "metrics", "data")),
+]
 _WARM_LOCK = threading.Lock()
 _warm_context = None
 
@@ -233,7 +247,9 @@ class _WarmChild:
         return self._process.exitcode
 
 
-def _start_warm(config: TrialConfig, env: dict[str, str], stderr_path: str) -> tuple[_WarmChild, int]:
+def _start_warm(
+    config: TrialConfig, env: dict[str, str], stderr_path: str
+) -> tuple[_WarmChild, int]:
     """Fork the trial from the warm server; return the child and the read end of its channel."""
     global _warm_context
     import multiprocessing
@@ -248,8 +264,10 @@ def _start_warm(config: TrialConfig, env: dict[str, str], stderr_path: str) -> t
     reader, writer = context.Pipe(duplex=False)
     try:
         process = context.Process(
-            target=_warm_child, args=(config.model_dump_json(), writer, env, stderr_path),
-            name=f"paretune-trial-{config.trial_number}", daemon=False,
+            target=_warm_child,
+            args=(config.model_dump_json(), writer, env, stderr_path),
+            name=f"paretune-trial-{config.trial_number}",
+            daemon=False,
         )
         process.start()
     except Exception as error:  # the server could not fork: reported as OSError
@@ -267,8 +285,10 @@ def _stop_warm_server() -> None:
     stopped sweep leaves no process (not even a zombie) in its process group."""
     from multiprocessing import forkserver, resource_tracker
 
-    for helper in (getattr(forkserver, "_forkserver", None),
-                   getattr(resource_tracker, "_resource_tracker", None)):
+    for helper in (
+        getattr(forkserver, "_forkserver", None),
+        getattr(resource_tracker, "_resource_tracker", None),
+    ):
         stop = getattr(helper, "_stop", None)  # private in CPython 3.8+; absent: exit reaps them
         if stop is not None:
             try:
@@ -354,8 +374,9 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
     def send(message: dict) -> None:
         channel.write(json.dumps(message) + "\n")
 
-    config = TrialConfig.model_validate_json(config_json if config_json is not None
-                                             else sys.stdin.read())
+    config = TrialConfig.model_validate_json(
+        config_json if config_json is not None else sys.stdin.read()
+    )
     try:
         import torch  # noqa: F401 - loaded before the memory cap, see _limit_memory
         import transformers  # noqa: F401
@@ -367,14 +388,19 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
         if config.method != "full":
             import peft  # noqa: F401
         _limit_memory(config.memory_limit_gb, config.device)
-        result = run_trial(config, on_step=lambda step: send({"step": step.model_dump(mode="json")}))
+        result = run_trial(
+            config, on_step=lambda step: send({"step": step.model_dump(mode="json")})
+        )
     except UserError as error:
         send({"user_error": {"message": error.message, "hint": error.hint}})
         return 2
     except MemoryError as error:
-        result = _ended(config, "oom", f"MemoryError: {error or 'out of memory'}"
-                        + (f" (memory limit {config.memory_limit_gb:g} GB)"
-                           if config.memory_limit_gb else ""))
+        result = _ended(
+            config,
+            "oom",
+            f"MemoryError: {error or 'out of memory'}"
+            + (f" (memory limit {config.memory_limit_gb:g} GB)" if config.memory_limit_gb else ""),
+        )
     except Exception as error:  # noqa: BLE001 - classified, then reported to the parent
         import traceback
 

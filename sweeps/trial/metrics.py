@@ -79,7 +79,12 @@ def completion_nll(model, batches: Iterable[dict]) -> tuple[float, int]:
 
 
 def greedy_continuations(
-    model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch: int = 32,
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch: int = 32,
     add_special_tokens: bool = True,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (left-padded batches), decoded without specials."""
@@ -163,8 +168,9 @@ def base_topk(model, batches: Iterable[dict], *, k: int = KL_TOP_K) -> list[dict
             logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device))
             logprobs = torch.log_softmax(logits.logits[:, :-1].float(), dim=-1)[scored]
             top = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
-            kept.append({"indices": top.indices.to(torch.int32).cpu(),
-                         "logprobs": top.values.cpu()})
+            kept.append(
+                {"indices": top.indices.to(torch.int32).cpu(), "logprobs": top.values.cpu()}
+            )
     return kept
 
 

@@ -49,12 +49,31 @@ _TRAIN_NLL_ROWS = 512  # train NLL at the end is scored on at most this many row
 # Linear-layer names per group across the common decoder families (Llama/Qwen/Mistral,
 # GPT-2, GPT-NeoX, Phi, MPT); a module is targeted when its own name is in the group.
 ATTENTION_MODULES = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "query_key_value",
-    "Wqkv", "out_proj", "dense",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "qkv_proj",
+    "c_attn",
+    "query_key_value",
+    "Wqkv",
+    "out_proj",
+    "dense",
 )
 MLP_MODULES = (
-    "gate_proj", "up_proj", "down_proj", "gate_up_proj", "c_fc", "c_proj", "fc1", "fc2",
-    "dense_h_to_4h", "dense_4h_to_h", "w1", "w2", "w3",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "gate_up_proj",
+    "c_fc",
+    "c_proj",
+    "fc1",
+    "fc2",
+    "dense_h_to_4h",
+    "dense_4h_to_h",
+    "w1",
+    "w2",
+    "w3",
 )
 
 
@@ -91,7 +110,7 @@ def _sources(config: TrialConfig) -> _Sources:
     if config.train is None:
         raise TrialError(
             f"model {config.model!r} needs training data",
-            "Give train = \"task.jsonl\" (prompt/completion or messages rows), or use model = \"demo\".",
+            'Give train = "task.jsonl" (prompt/completion or messages rows), or use model = "demo".',
         )
     return _Sources(config.model, config.train, config.eval, config.retain, config.facts)
 
@@ -127,7 +146,9 @@ def _precision(config: TrialConfig, device) -> str:
             "Use --precision fp16 (or auto).",
         )
     if wanted == "fp16" and not on_gpu:
-        raise TrialError("fp16 training needs a CUDA GPU", "Use precision auto, fp32 or bf16 on CPU.")
+        raise TrialError(
+            "fp16 training needs a CUDA GPU", "Use precision auto, fp32 or bf16 on CPU."
+        )
     return wanted
 
 
@@ -151,7 +172,8 @@ def _price(config: TrialConfig) -> tuple[float | None, str | None, str | None]:
         offer = catalog.cheapest(gpu_id, config.provider)
         if offer is None:
             raise TrialError(
-                f"no price for GPU {gpu_id!r}" + (f" at {config.provider!r}" if config.provider else ""),
+                f"no price for GPU {gpu_id!r}"
+                + (f" at {config.provider!r}" if config.provider else ""),
                 "Give usd_per_hour, another provider, or see `paretune prices`.",
             )
         return float(offer.usd_per_hour), offer.provider, gpu_id
@@ -250,7 +272,9 @@ class _Data:
     def train_score_batches(self):
         from sweeps.trial.data import Tokenized, batches
 
-        head = Tokenized(self.train.input_ids[:_TRAIN_NLL_ROWS], self.train.labels[:_TRAIN_NLL_ROWS])
+        head = Tokenized(
+            self.train.input_ids[:_TRAIN_NLL_ROWS], self.train.labels[:_TRAIN_NLL_ROWS]
+        )
         return batches(head, batch_size=self.config.batch, pad_id=self.pad_id)
 
 
@@ -286,8 +310,17 @@ def _load_data(config: TrialConfig, sources: _Sources, tokenizer) -> _Data:
     fingerprint = hashlib.sha256(
         json.dumps([evaluation.input_ids, retain.input_ids if retain else None, facts]).encode()
     ).hexdigest()
-    return _Data(train, evaluation, eval_examples, retain, facts, tokenizer.pad_token_id,
-                 config, bad, fingerprint)
+    return _Data(
+        train,
+        evaluation,
+        eval_examples,
+        retain,
+        facts,
+        tokenizer.pad_token_id,
+        config,
+        bad,
+        fingerprint,
+    )
 
 
 def _exact_match(model, tokenizer, data: _Data, config: TrialConfig) -> float:
@@ -330,8 +363,10 @@ def _load_model(path: str, config: TrialConfig, device, precision: str, *, quant
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as error:
-        raise TrialError(f"cannot load model {path!r}: {error}",
-                         "Give a local model folder, a Hub id, or model = \"demo\".") from None
+        raise TrialError(
+            f"cannot load model {path!r}: {error}",
+            'Give a local model folder, a Hub id, or model = "demo".',
+        ) from None
     if not quantized:
         model.to(device)
     elif device.type == "cpu":
@@ -360,8 +395,11 @@ def _target_modules(model, targets: str) -> list[str]:
     linear = [n for n in _linear_names(model) if "lm_head" not in n]
     leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
     if targets in ("attn", "mlp", "all"):
-        groups = {"attn": ATTENTION_MODULES, "mlp": MLP_MODULES,
-                  "all": ATTENTION_MODULES + MLP_MODULES}
+        groups = {
+            "attn": ATTENTION_MODULES,
+            "mlp": MLP_MODULES,
+            "all": ATTENTION_MODULES + MLP_MODULES,
+        }
         chosen = [leaf for leaf in leaves if leaf in groups[targets]]
         if not chosen:
             raise TrialError(
@@ -374,8 +412,9 @@ def _target_modules(model, targets: str) -> list[str]:
 
     for name in wanted:
         if name not in leaves:
-            raise TrialError(f"the model has no linear module named {name!r}",
-                             did_you_mean(name, leaves))
+            raise TrialError(
+                f"the model has no linear module named {name!r}", did_you_mean(name, leaves)
+            )
     return wanted
 
 
@@ -415,7 +454,8 @@ def _apply_method(model, config: TrialConfig):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.grad_checkpointing,
+            model,
+            use_gradient_checkpointing=config.grad_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     lora = LoraConfig(
@@ -436,19 +476,30 @@ def _optimizer(config: TrialConfig, parameters: list, device):
     if config.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
-                               weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
-        return Adafactor(parameters, lr=config.lr, scale_parameter=False, relative_step=False,
-                         warmup_init=False, weight_decay=config.weight_decay)
+        return Adafactor(
+            parameters,
+            lr=config.lr,
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=config.weight_decay,
+        )
     import bitsandbytes as bnb
 
     if config.optimizer == "paged_adamw8bit" and device.type != "cuda":
-        raise TrialError("paged_adamw8bit pages optimizer state between GPU and CPU memory; "
-                         "it needs a CUDA GPU", "Use adamw8bit or adamw on CPU.")
-    kind = bnb.optim.PagedAdamW8bit if config.optimizer == "paged_adamw8bit" else bnb.optim.AdamW8bit
+        raise TrialError(
+            "paged_adamw8bit pages optimizer state between GPU and CPU memory; it needs a CUDA GPU",
+            "Use adamw8bit or adamw on CPU.",
+        )
+    kind = (
+        bnb.optim.PagedAdamW8bit if config.optimizer == "paged_adamw8bit" else bnb.optim.AdamW8bit
+    )
     return kind(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -489,8 +540,10 @@ def _peak_gb(device, baseline_gb: float = 0.0) -> tuple[float, float | None]:
     if device.type == "cuda":
         import torch
 
-        return (torch.cuda.max_memory_allocated(device) / 1e9,
-                torch.cuda.max_memory_reserved(device) / 1e9)
+        return (
+            torch.cuda.max_memory_allocated(device) / 1e9,
+            torch.cuda.max_memory_reserved(device) / 1e9,
+        )
     return max(0.0, _process_peak_gb() - baseline_gb), None
 
 
@@ -506,8 +559,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _planner_prediction(config: TrialConfig, model_path: str, precision: str, data: _Data,
-                        epochs: float) -> tuple[Predicted, Any]:
+def _planner_prediction(
+    config: TrialConfig, model_path: str, precision: str, data: _Data, epochs: float
+) -> tuple[Predicted, Any]:
     """The planner's estimate of this same run; empty when it cannot model the model."""
     try:
         from planner import Workload, estimate, resolve_model
@@ -542,8 +596,11 @@ def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -
         from pricing import load_catalog
 
         catalog = load_catalog()
-        gpu = (catalog.gpu(config.gpu) if config.gpu
-               else _catalog_gpu(catalog, torch.cuda.get_device_name(device)))
+        gpu = (
+            catalog.gpu(config.gpu)
+            if config.gpu
+            else _catalog_gpu(catalog, torch.cuda.get_device_name(device))
+        )
         peak = gpu.matmul_tflops * 1e12
     except Exception:  # noqa: BLE001 - an unknown GPU only means no MFU
         return None
@@ -569,9 +626,17 @@ def _catalog_gpu(catalog, device_name: str):
 # --- the command that reproduces a trial ------------------------------------------------------
 
 _FLAGS = {
-    "method": "--method", "rank": "--rank", "alpha": "--alpha", "lr": "--lr",
-    "targets": "--targets", "epochs": "--epochs", "max_steps": "--max-steps",
-    "batch": "--batch", "seed": "--seed", "device": "--device", "run_dir": "--run-dir",
+    "method": "--method",
+    "rank": "--rank",
+    "alpha": "--alpha",
+    "lr": "--lr",
+    "targets": "--targets",
+    "epochs": "--epochs",
+    "max_steps": "--max-steps",
+    "batch": "--batch",
+    "seed": "--seed",
+    "device": "--device",
+    "run_dir": "--run-dir",
 }
 
 
@@ -579,7 +644,8 @@ def trial_command(config: TrialConfig, spec_path: Path | None = None) -> str:
     """``paretune trial ...`` with flags when they say it all, else ``--spec`` the saved TOML."""
     defaults = TrialConfig()
     changed = {
-        name for name in TrialConfig.model_fields
+        name
+        for name in TrialConfig.model_fields
         if getattr(config, name) != getattr(defaults, name)
         and name not in ("study", "trial_number")
     }
@@ -625,22 +691,33 @@ def _cycle_batches(data: _Data, config: TrialConfig):
 
     epoch = 0
     while True:
-        chunk = list(batches(data.train, batch_size=config.batch, pad_id=data.pad_id,
-                             packing=config.packing, max_seq_len=config.max_seq_len,
-                             shuffle_seed=config.seed * 10_007 + epoch))
+        chunk = list(
+            batches(
+                data.train,
+                batch_size=config.batch,
+                pad_id=data.pad_id,
+                packing=config.packing,
+                max_seq_len=config.max_seq_len,
+                shuffle_seed=config.seed * 10_007 + epoch,
+            )
+        )
         for index, batch in enumerate(chunk):
             yield epoch + (index + 1) / len(chunk), batch
         epoch += 1
 
 
 def _run_dir(config: TrialConfig) -> Path:
-    name = (f"trial-{config.trial_number:04d}" if config.trial_number is not None
-            else f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    name = (
+        f"trial-{config.trial_number:04d}"
+        if config.trial_number is not None
+        else f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    )
     return Path(config.run_dir) / (config.study or "trials") / name
 
 
-def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None = None
-              ) -> TrialResult:
+def run_trial(  # noqa: C901 - to be split into recipe steps
+    config: TrialConfig, *, on_step: Callable[[StepLog], None] | None = None
+) -> TrialResult:
     """Fine-tune, evaluate and measure one configuration; raises ``UserError`` on bad input."""
     started = time.perf_counter()
     import torch
@@ -670,16 +747,28 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
 
     # 3. The base model's scores: once per (model, data, precision), then from disk.
     quantized = config.method == "qlora"
-    base_key = [_BASE_METRICS_VERSION, _model_fingerprint(sources.model), data.fingerprint,
-                precision, device.type, config.max_new_tokens, config.batch]
+    base_key = [
+        _BASE_METRICS_VERSION,
+        _model_fingerprint(sources.model),
+        data.fingerprint,
+        precision,
+        device.type,
+        config.max_new_tokens,
+        config.batch,
+    ]
     base_folder = _base_cache_dir(base_key)
     base = _load_base_scores(base_folder)
     model = None
     if base is None:
         # The base is always the unquantized model, so QLoRA's forgetting includes the
         # damage of quantization itself.
-        scorer = _load_model(sources.model, config.model_copy(update={"method": "lora"}),
-                             device, precision, quantized=False)
+        scorer = _load_model(
+            sources.model,
+            config.model_copy(update={"method": "lora"}),
+            device,
+            precision,
+            quantized=False,
+        )
         base = _score_base(scorer, tokenizer, data, config)
         _save_base_scores(base_folder, base)
         if not quantized and config.method not in ("full", "freeze"):
@@ -694,10 +783,12 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
         # transformers 5 renamed it; older releases only have the gradient_* spelling.
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False})
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
         else:
             model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     model.config.use_cache = False
@@ -717,15 +808,24 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
 
     # 4. The schedule: epochs or max_steps, with gradient accumulation.
     micro_per_epoch = math.ceil(
-        (len(data.train.input_ids) if not config.packing
-         else math.ceil(data.train.tokens / config.max_seq_len)) / config.batch)
+        (
+            len(data.train.input_ids)
+            if not config.packing
+            else math.ceil(data.train.tokens / config.max_seq_len)
+        )
+        / config.batch
+    )
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     optimizer = _optimizer(config, trainable, device)
     schedule = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
-    scheduler = get_scheduler(schedule, optimizer,
-                              num_warmup_steps=int(config.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        schedule,
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+
     def autocast():
         """Mixed precision for the forward passes (training and evaluation alike)."""
         return torch.autocast(device.type, dtype=_dtype(precision), enabled=precision != "fp32")
@@ -750,11 +850,15 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
             input_ids = batch["input_ids"].to(device)
             labels = batch["labels"][:, 1:].to(device)
             with autocast():
-                logits = model(input_ids=input_ids,
-                               attention_mask=batch["attention_mask"].to(device)).logits
+                logits = model(
+                    input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)
+                ).logits
             loss_sum = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                ignore_index=-100, reduction="sum")
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                labels.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
             loss = loss_sum / max(1, scored)
             (scaler.scale(loss) if scaler else loss).backward()
             step_loss += float(loss.detach())
@@ -784,13 +888,22 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
             if eval_nll < best_nll:
                 best_nll, best_step, evals_since_best = eval_nll, step, 0
                 if config.early_stopping:
-                    best_state = {n: p.detach().to("cpu", copy=True)
-                                  for n, p in model.named_parameters() if p.requires_grad}
+                    best_state = {
+                        n: p.detach().to("cpu", copy=True)
+                        for n, p in model.named_parameters()
+                        if p.requires_grad
+                    }
             else:
                 evals_since_best += 1
-        log = StepLog(step=step, epoch=round(epoch, 4), loss=step_loss, lr=lr,
-                      tokens_per_s=step_tokens / elapsed if elapsed > 0 else 0.0,
-                      peak_gb=round(_peak_gb(device, baseline_gb)[0], 4), eval_nll=eval_nll)
+        log = StepLog(
+            step=step,
+            epoch=round(epoch, 4),
+            loss=step_loss,
+            lr=lr,
+            tokens_per_s=step_tokens / elapsed if elapsed > 0 else 0.0,
+            peak_gb=round(_peak_gb(device, baseline_gb)[0], 4),
+            eval_nll=eval_nll,
+        )
         steps.append(log)
         if on_step is not None:
             on_step(log)
@@ -826,39 +939,76 @@ def run_trial(config: TrialConfig, *, on_step: Callable[[StepLog], None] | None 
     predicted, estimate = _planner_prediction(config, sources.model, precision, data, epochs_run)
     dollars = wall_s / 3600 * usd_per_hour if usd_per_hour is not None else None
     measured = Measured(
-        peak_gb=peak_gb, peak_reserved_gb=reserved_gb,
+        peak_gb=peak_gb,
+        peak_reserved_gb=reserved_gb,
         process_peak_gb=_process_peak_gb() if device.type == "cpu" else None,
-        wall_s=wall_s, load_s=load_s,
-        train_s=train_s, eval_s=eval_s, tokens=tokens_trained, tokens_per_s=tokens_per_s,
-        mfu=_mfu(estimate, tokens_per_s, device, config), steps=len(steps),
+        wall_s=wall_s,
+        load_s=load_s,
+        train_s=train_s,
+        eval_s=eval_s,
+        tokens=tokens_trained,
+        tokens_per_s=tokens_per_s,
+        mfu=_mfu(estimate, tokens_per_s, device, config),
+        steps=len(steps),
     )
     hardware = Hardware(
         device=device.type,
-        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else f"{platform.processor() or platform.machine()} "
-                          f"({torch.get_num_threads()} threads)"),
-        devices=1, gpu=gpu_id, provider=provider, cpu_instance=config.cpu_instance,
-        usd_per_hour=usd_per_hour, versions=_versions(),
+        device_name=(
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        ),
+        devices=1,
+        gpu=gpu_id,
+        provider=provider,
+        cpu_instance=config.cpu_instance,
+        usd_per_hour=usd_per_hour,
+        versions=_versions(),
     )
     result = TrialResult(
-        state="complete", method=config.method,
-        params={"rank": config.rank, "alpha": config.alpha, "lr": config.lr,
-                "targets": config.targets, "epochs": config.epochs,
-                "max_steps": config.max_steps, "batch": config.batch,
-                "grad_accum": config.grad_accum, "use_rslora": config.use_rslora,
-                "dropout": config.dropout, "seed": config.seed, "precision": precision,
-                "trainable_params": trainable_params, "total_params": total_params,
-                "bad_rows_skipped": len(data.bad_rows)},
-        quality=quality, forgetting=forgetting, measured=measured, predicted=predicted,
-        dollars=dollars, hardware=hardware, artifact=str(artifact) if artifact else None,
-        steps=steps, command=command, config=config,
+        state="complete",
+        method=config.method,
+        params={
+            "rank": config.rank,
+            "alpha": config.alpha,
+            "lr": config.lr,
+            "targets": config.targets,
+            "epochs": config.epochs,
+            "max_steps": config.max_steps,
+            "batch": config.batch,
+            "grad_accum": config.grad_accum,
+            "use_rslora": config.use_rslora,
+            "dropout": config.dropout,
+            "seed": config.seed,
+            "precision": precision,
+            "trainable_params": trainable_params,
+            "total_params": total_params,
+            "bad_rows_skipped": len(data.bad_rows),
+        },
+        quality=quality,
+        forgetting=forgetting,
+        measured=measured,
+        predicted=predicted,
+        dollars=dollars,
+        hardware=hardware,
+        artifact=str(artifact) if artifact else None,
+        steps=steps,
+        command=command,
+        config=config,
     )
     _write_card(folder, result)
     return result
 
 
-def _evaluate(model, tokenizer, data: _Data, config: TrialConfig, base: dict[str, Any],
-              best_nll: float, best_step: int | None) -> tuple[Quality, Forgetting]:
+def _evaluate(
+    model,
+    tokenizer,
+    data: _Data,
+    config: TrialConfig,
+    base: dict[str, Any],
+    best_nll: float,
+    best_step: int | None,
+) -> tuple[Quality, Forgetting]:
     """Quality on the task and forgetting of the retain set and facts, against the base."""
     from sweeps.trial.metrics import completion_nll, fact_recall, retain_kl
 
@@ -900,8 +1050,9 @@ def _save_artifacts(model, tokenizer, config: TrialConfig, folder: Path) -> Path
     if config.method == "freeze":
         from safetensors.torch import save_file
 
-        trained = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
-                   if p.requires_grad}
+        trained = {
+            n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
+        }
         (folder / "trained_layers").mkdir(exist_ok=True)
         save_file(trained, folder / "trained_layers" / "model.safetensors")
         return folder / "trained_layers"
@@ -920,14 +1071,20 @@ def _write_card(folder: Path, result: TrialResult) -> None:
         f"# {config.method} fine-tune of {config.model}",
         "",
         f"- base model: `{config.model}`",
-        (f"- method: {config.method}; rank {config.rank}, alpha {config.alpha}, "
-         f"targets {config.targets}, lr {config.lr} ({config.lr_schedule}), "
-         f"batch {config.batch} x {config.grad_accum}, seed {config.seed}"),
-        (f"- trainable parameters: {result.params.get('trainable_params')} of "
-         f"{result.params.get('total_params')}"),
-        (f"- steps: {m.steps}; tokens: {m.tokens}; wall {_fmt(m.wall_s, 1)} s "
-         f"(train {_fmt(m.train_s, 1)} s); peak {_fmt(m.peak_gb, 3)} GB on "
-         f"{result.hardware.device}"),
+        (
+            f"- method: {config.method}; rank {config.rank}, alpha {config.alpha}, "
+            f"targets {config.targets}, lr {config.lr} ({config.lr_schedule}), "
+            f"batch {config.batch} x {config.grad_accum}, seed {config.seed}"
+        ),
+        (
+            f"- trainable parameters: {result.params.get('trainable_params')} of "
+            f"{result.params.get('total_params')}"
+        ),
+        (
+            f"- steps: {m.steps}; tokens: {m.tokens}; wall {_fmt(m.wall_s, 1)} s "
+            f"(train {_fmt(m.train_s, 1)} s); peak {_fmt(m.peak_gb, 3)} GB on "
+            f"{result.hardware.device}"
+        ),
         "",
         "| metric | value | base |",
         "|---|---|---|",

@@ -229,8 +229,7 @@ def plan_command(
 # What each of the simulator's recipes (planner.simulation.simulate.RECIPES) means, for the table's
 # footnote under its column.
 _RECIPE_NOTES = {
-    "planner": "each method as the planner defines it, so it compares term by term with "
-    "peak GB",
+    "planner": "each method as the planner defines it, so it compares term by term with peak GB",
     "trial": "each method as `paretune trial` runs it (QLoRA's unquantized weights "
     "upcast to fp32 by prepare_model_for_kbit_training, full and freeze in fp32 under "
     "bf16 autocast, torch AdamW, the loop's own cross-entropy)",

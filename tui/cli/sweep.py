@@ -18,7 +18,6 @@ from pricing.errors import UserError
 from sweeps.results.store import DEFAULT_RESULTS
 
 
-
 class SweepUsageError(UserError):
     title = "Sweep"
 
@@ -56,20 +55,31 @@ def _summary(console: Any, state: Any, spec: Any) -> None:
     console.print(
         f"study {spec.name}: {state.done} complete, failed: {failed}, infeasible {state.infeasible}; "
         f"spent ${state.dollars:.4f}"
-        + (f" of ${spec.budget.dollars:.2f} (${spec.budget.dollars - state.dollars:.4f} left)"
-           if spec.budget.dollars is not None else "")
+        + (
+            f" of ${spec.budget.dollars:.2f} (${spec.budget.dollars - state.dollars:.4f} left)"
+            if spec.budget.dollars is not None
+            else ""
+        )
         + f", {state.hours:.3f} h; frontier size {state.frontier_size}",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
     if state.stop_reason:
         console.print(f"stopped: {state.stop_reason}", markup=False, highlight=False)
 
 
-def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: int | None,
-         storage: str | None, seed_offset: int) -> None:
+def _run(
+    spec_path: Path,
+    *,
+    gpus: str | None,
+    workers: int | None,
+    max_trials: int | None,
+    storage: str | None,
+    seed_offset: int,
+) -> None:
     from sweeps.progress import watch
-    from sweeps.spec import load_spec
     from sweeps.results.store import redact_url
+    from sweeps.spec import load_spec
     from sweeps.worker import Sweep
 
     spec = load_spec(spec_path)
@@ -78,13 +88,16 @@ def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: 
     if max_trials is not None and max_trials < 0:
         raise SweepUsageError(f"--max-trials must be >= 0, got {max_trials}")
     slots = _slots(spec, _parse_gpus(gpus), workers)
-    sweep = Sweep(spec, slots=slots, max_trials=max_trials, storage_url=storage,
-                  seed_offset=seed_offset)
+    sweep = Sweep(
+        spec, slots=slots, max_trials=max_trials, storage_url=storage, seed_offset=seed_offset
+    )
     console = _console()
     console.print(
         f"sweep {spec.name}: storage {redact_url(sweep.storage_url)}, results {spec.run.results}, "
-        f"{len(slots)} worker(s)" + (f" on GPU {','.join(s for s in slots if s)}" if any(slots) else ""),
-        markup=False, highlight=False,
+        f"{len(slots)} worker(s)"
+        + (f" on GPU {','.join(s for s in slots if s)}" if any(slots) else ""),
+        markup=False,
+        highlight=False,
     )
     import signal
 
@@ -96,8 +109,11 @@ def _run(spec_path: Path, *, gpus: str | None, workers: int | None, max_trials: 
         state = watch(sweep, console)
     except KeyboardInterrupt:
         _summary(console, sweep.state, spec)
-        console.print("Interrupted: no trial left running; rerun the same command to resume.",
-                      markup=False, highlight=False)
+        console.print(
+            "Interrupted: no trial left running; rerun the same command to resume.",
+            markup=False,
+            highlight=False,
+        )
         raise SystemExit(130) from None
     _summary(console, state, spec)
 
@@ -124,8 +140,14 @@ def sweep_run(spec: Path, gpus: str | None, workers: int | None, max_trials: int
 
 @sweep_group.command("worker")
 @click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--storage", required=True, help="The shared study: postgresql://user@host/db (or a journal file).")
-@click.option("--max-trials", type=int, default=None, help="Launch at most N trials from this worker.")
+@click.option(
+    "--storage",
+    required=True,
+    help="The shared study: postgresql://user@host/db (or a journal file).",
+)
+@click.option(
+    "--max-trials", type=int, default=None, help="Launch at most N trials from this worker."
+)
 def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
     """Join SPEC's study as one more worker (one per GPU; pin it with CUDA_VISIBLE_DEVICES).
 
@@ -133,19 +155,30 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
     exactly the spec's trial budget.
     """
     # One worker; its trials inherit this process's CUDA_VISIBLE_DEVICES (recorded per trial).
-    _run(spec, gpus=None, workers=1, max_trials=max_trials, storage=storage,
-         seed_offset=1000 + os.getpid() % 100000)
+    _run(
+        spec,
+        gpus=None,
+        workers=1,
+        max_trials=max_trials,
+        storage=storage,
+        seed_offset=1000 + os.getpid() % 100000,
+    )
 
 
 @sweep_group.command("status")
 @click.argument("study", required=False)
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
-              show_default=True, help="DuckDB results file.")
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+    help="DuckDB results file.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def sweep_status(study: str | None, db: Path, fmt: str) -> None:
     """Progress, spend, best trials and failures by reason of STUDY (or of every study)."""
-    from sweeps.results.frontier import frontier_hypervolume
     from sweeps.progress import steps_of
+    from sweeps.results.frontier import frontier_hypervolume
     from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db)
@@ -155,8 +188,10 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
         if not studies:
             from pricing.errors import did_you_mean
 
-            raise SweepUsageError(f"no study {study!r} in {db}",
-                                  did_you_mean(study, [s["study"] for s in store.studies()]))
+            raise SweepUsageError(
+                f"no study {study!r} in {db}",
+                did_you_mean(study, [s["study"] for s in store.studies()]),
+            )
     report = []
     for row in studies:
         trials = store.trials(row["study"])
@@ -169,20 +204,48 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
         for t in trials:
             if t["state"] == "running":
                 steps = store.steps(row["study"], t["number"])
-                running.append({
-                    "number": t["number"], "method": t["method"], "steps_done": t["steps_done"],
-                    "max_steps": t["max_steps"], "loss": steps[-1]["loss"] if steps else None,
-                    "started_at": t["started_at"], "worker_host": t["worker_host"],
-                })
-        report.append({
-            "study": row["study"], "model": row["model"], "trials": row["trials"],
-            "complete": row["complete"], "running": len(running),
-            "failures": failures, "dollars": row["dollars"], "budget_dollars": row["budget_dollars"],
-            "budget_trials": row["budget_trials"], "running_trials": running,
-            "hypervolume": frontier_hypervolume(trials),
-            "frontier": [{k: t[k] for k in ("number", "method", "rank", "lr", "eval_nll",
-                                            "retain_delta_nll", "dollars", "artifact")} for t in best],
-        })
+                running.append(
+                    {
+                        "number": t["number"],
+                        "method": t["method"],
+                        "steps_done": t["steps_done"],
+                        "max_steps": t["max_steps"],
+                        "loss": steps[-1]["loss"] if steps else None,
+                        "started_at": t["started_at"],
+                        "worker_host": t["worker_host"],
+                    }
+                )
+        report.append(
+            {
+                "study": row["study"],
+                "model": row["model"],
+                "trials": row["trials"],
+                "complete": row["complete"],
+                "running": len(running),
+                "failures": failures,
+                "dollars": row["dollars"],
+                "budget_dollars": row["budget_dollars"],
+                "budget_trials": row["budget_trials"],
+                "running_trials": running,
+                "hypervolume": frontier_hypervolume(trials),
+                "frontier": [
+                    {
+                        k: t[k]
+                        for k in (
+                            "number",
+                            "method",
+                            "rank",
+                            "lr",
+                            "eval_nll",
+                            "retain_delta_nll",
+                            "dollars",
+                            "artifact",
+                        )
+                    }
+                    for t in best
+                ],
+            }
+        )
     if fmt == "json":
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -200,23 +263,37 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
             f"hypervolume {item['hypervolume']:.4g}"
         )
         for t in item["running_trials"]:
-            step = ("not started" if t["steps_done"] is None
-                    else f"step {steps_of(t['steps_done'], t['max_steps'])}")
+            step = (
+                "not started"
+                if t["steps_done"] is None
+                else f"step {steps_of(t['steps_done'], t['max_steps'])}"
+            )
             loss = "" if t["loss"] is None else f", loss {t['loss']:.4f}"
             since = f", since {t['started_at']:%Y-%m-%d %H:%M:%S}" if t["started_at"] else ""
             host = f" on {t['worker_host']}" if t["worker_host"] else ""
-            console.print(f"  running: #{t['number']} {t['method']} {step}{loss}{since}{host}",
-                          markup=False)
+            console.print(
+                f"  running: #{t['number']} {t['method']} {step}{loss}{since}{host}", markup=False
+            )
         if item["failures"]:
-            console.print("  not completed: " + ", ".join(f"{k} {v}" for k, v in sorted(item["failures"].items())),
-                          markup=False)
+            console.print(
+                "  not completed: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(item["failures"].items())),
+                markup=False,
+            )
         table = Table(title="Pareto-optimal trials", title_justify="left")
         for column in ("#", "method", "rank", "lr", "eval NLL", "retain dNLL", "$", "artifact"):
             table.add_column(column)
         for t in item["frontier"]:
-            table.add_row(str(t["number"]), t["method"] or "", _num(t["rank"]), _num(t["lr"]),
-                          _num(t["eval_nll"]), _num(t["retain_delta_nll"]), _num(t["dollars"]),
-                          t["artifact"] or "")
+            table.add_row(
+                str(t["number"]),
+                t["method"] or "",
+                _num(t["rank"]),
+                _num(t["lr"]),
+                _num(t["eval_nll"]),
+                _num(t["retain_delta_nll"]),
+                _num(t["dollars"]),
+                t["artifact"] or "",
+            )
         console.print(table)
 
 
@@ -230,12 +307,27 @@ def _num(value: Any) -> str:
 
 @click.command("sql")
 @click.argument("query")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
-              show_default=True, help="DuckDB results file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="How to print the rows (json: a list of row objects).")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write the rows to FILE instead (.parquet, .csv or .json).")
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+    help="DuckDB results file.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print the rows (json: a list of row objects).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the rows to FILE instead (.parquet, .csv or .json).",
+)
 @click.option("--write", is_flag=True, help="Allow statements that change the file.")
 def sql_command(query: str, db: Path, fmt: str, out: Path | None, write: bool) -> None:
     """Run SQL QUERY against the results file (read-only unless --write).
@@ -267,7 +359,14 @@ def sql_command(query: str, db: Path, fmt: str, out: Path | None, write: bool) -
 
 def _format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=_json_default) + "\n"
+        return (
+            json.dumps(
+                [dict(zip(columns, row, strict=False)) for row in rows],
+                indent=2,
+                default=_json_default,
+            )
+            + "\n"
+        )
     if fmt == "csv":
         import csv
         import io
@@ -289,8 +388,11 @@ def _format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> s
         table.add_row(*[_num(v) if not isinstance(v, str) else v for v in row])
     import io
 
-    console = Console(width=max(100, os.get_terminal_size().columns if sys.stdout.isatty() else 200),
-                      record=True, file=io.StringIO())
+    console = Console(
+        width=max(100, os.get_terminal_size().columns if sys.stdout.isatty() else 200),
+        record=True,
+        file=io.StringIO(),
+    )
     console.print(table)
     return console.export_text() + f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n"
 
@@ -308,20 +410,46 @@ def _json_default(value: Any) -> Any:
 
 @click.command("frontier")
 @click.argument("study", required=False)
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
-              show_default=True, help="DuckDB results file.")
-@click.option("--x", "x_axis", type=click.Choice(["quality", "forgetting", "cost"]), default="forgetting",
-              show_default=True)
-@click.option("--y", "y_axis", type=click.Choice(["quality", "forgetting", "cost"]), default="quality",
-              show_default=True)
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write FILE.png, .svg or .html instead of drawing in the terminal.")
-def frontier_command(study: str | None, db: Path, x_axis: str, y_axis: str, out: Path | None) -> None:
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+    help="DuckDB results file.",
+)
+@click.option(
+    "--x",
+    "x_axis",
+    type=click.Choice(["quality", "forgetting", "cost"]),
+    default="forgetting",
+    show_default=True,
+)
+@click.option(
+    "--y",
+    "y_axis",
+    type=click.Choice(["quality", "forgetting", "cost"]),
+    default="quality",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write FILE.png, .svg or .html instead of drawing in the terminal.",
+)
+def frontier_command(
+    study: str | None, db: Path, x_axis: str, y_axis: str, out: Path | None
+) -> None:
     """Chart STUDY's trials: method by colour, cost by size, Pareto points joined.
 
     Without STUDY, the most recently created study. Prints the frontier size and hypervolume.
     """
-    from sweeps.results.frontier import axis_labels, frontier_hypervolume, plot_frontier, terminal_frontier
+    from sweeps.results.frontier import (
+        axis_labels,
+        frontier_hypervolume,
+        plot_frontier,
+        terminal_frontier,
+    )
     from sweeps.results.store import ResultsStore
 
     if x_axis == y_axis:
@@ -339,13 +467,17 @@ def frontier_command(study: str | None, db: Path, x_axis: str, y_axis: str, out:
     rows = store.trials(study)
     complete = [r for r in rows if r["state"] == "complete"]
     if not complete:
-        raise SweepUsageError(f"study {study!r} has no completed trials yet",
-                              "`paretune sweep status` shows what happened to its trials.")
+        raise SweepUsageError(
+            f"study {study!r} has no completed trials yet",
+            "`paretune sweep status` shows what happened to its trials.",
+        )
     front = store.frontier(study)
     title = f"{study}: {len(complete)} trials, {len(front)} Pareto-optimal"
     _, metric_rows = store.query(
-        "SELECT quality_metric, forgetting_metric, cost_metric FROM studies WHERE study = ?", [study])
-    labels = axis_labels(dict(zip(("quality", "forgetting", "cost"), metric_rows[0])))
+        "SELECT quality_metric, forgetting_metric, cost_metric FROM studies WHERE study = ?",
+        [study],
+    )
+    labels = axis_labels(dict(zip(("quality", "forgetting", "cost"), metric_rows[0], strict=False)))
     if out is not None:
         if out.suffix.lower() not in (".png", ".svg", ".html"):
             raise SweepUsageError(f"--out must end in .png, .svg or .html, got {out.name!r}")
@@ -353,10 +485,21 @@ def frontier_command(study: str | None, db: Path, x_axis: str, y_axis: str, out:
         click.echo(f"wrote {out}")
     else:
         size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((100, 30))
-        click.echo(terminal_frontier(rows, x=x_axis, y=y_axis, width=size.columns, height=max(15, size.lines - 6),
-                                     title=title, labels=labels))
-    click.echo(f"frontier: trials {', '.join('#' + str(r['number']) for r in front)}; "
-               f"hypervolume {frontier_hypervolume(rows):.4g}")
+        click.echo(
+            terminal_frontier(
+                rows,
+                x=x_axis,
+                y=y_axis,
+                width=size.columns,
+                height=max(15, size.lines - 6),
+                title=title,
+                labels=labels,
+            )
+        )
+    click.echo(
+        f"frontier: trials {', '.join('#' + str(r['number']) for r in front)}; "
+        f"hypervolume {frontier_hypervolume(rows):.4g}"
+    )
 
 
 @click.group("results")
@@ -365,10 +508,19 @@ def results_group() -> None:
 
 
 @results_group.command("sync")
-@click.option("--storage", required=True, help="Optuna storage: a journal file or postgresql:// URL.")
-@click.option("--study", "studies", multiple=True, help="Only this study (repeatable); default: all.")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_RESULTS,
-              show_default=True, help="DuckDB results file (created if missing).")
+@click.option(
+    "--storage", required=True, help="Optuna storage: a journal file or postgresql:// URL."
+)
+@click.option(
+    "--study", "studies", multiple=True, help="Only this study (repeatable); default: all."
+)
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+    help="DuckDB results file (created if missing).",
+)
 def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
     """Import studies from an Optuna storage into the results file (idempotent)."""
     import optuna
@@ -379,16 +531,22 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
     if not storage.startswith(("postgresql", "postgres://")) and not Path(storage).exists():
         raise SweepUsageError(f"no journal file at {storage}", "Pass the storage the sweep used.")
     backend = open_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
+    names = [
+        s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)
+    ]
     chosen = list(studies) or names
     missing = [s for s in chosen if s not in names]
     if missing:
         from pricing.errors import did_you_mean
 
-        raise SweepUsageError(f"no study {missing[0]!r} in {storage}", did_you_mean(missing[0], names))
+        raise SweepUsageError(
+            f"no study {missing[0]!r} in {storage}", did_you_mean(missing[0], names)
+        )
     store = ResultsStore(db)
     for name in chosen:
-        count = store.sync_study(optuna.load_study(study_name=name, storage=backend), storage=storage)
+        count = store.sync_study(
+            optuna.load_study(study_name=name, storage=backend), storage=storage
+        )
         click.echo(f"{name}: {count} trials -> {db}")
 
 

@@ -34,8 +34,7 @@ def _midpoint(param: Any) -> Any:
     if isinstance(param, Choice):
         return param.values[0]
     assert isinstance(param, Range)
-    middle = (math.sqrt(param.low * param.high) if param.log
-              else (param.low + param.high) / 2)
+    middle = math.sqrt(param.low * param.high) if param.log else (param.low + param.high) / 2
     if param.step:  # stay on the range's grid
         middle = param.low + round((middle - param.low) / param.step) * param.step
     return round(middle) if param.integer else middle
@@ -89,8 +88,24 @@ def config_from_spec(path: Path):
         ) from None
 
 
-_OVERRIDES = ("method", "rank", "alpha", "lr", "targets", "epochs", "max_steps", "batch", "seed",
-              "device", "run_dir", "memory_limit_gb", "time_limit_s", "model", "train", "eval")
+_OVERRIDES = (
+    "method",
+    "rank",
+    "alpha",
+    "lr",
+    "targets",
+    "epochs",
+    "max_steps",
+    "batch",
+    "seed",
+    "device",
+    "run_dir",
+    "memory_limit_gb",
+    "time_limit_s",
+    "model",
+    "train",
+    "eval",
+)
 
 
 def _table(result) -> None:
@@ -116,8 +131,11 @@ def _table(result) -> None:
         ("retain KL", fmt(f.retain_kl), ""),
         ("fact recall drop", fmt(f.fact_recall_drop, 3), fmt(f.base_fact_recall, 3)),
         ("peak GB", fmt(m.peak_gb, 3), fmt(p.peak_gb, 3)),
-        ("wall s (train s)", f"{fmt(m.wall_s, 1)} ({fmt(m.train_s, 1)})",
-         fmt(p.hours * 3600, 1) if p.hours is not None else "-"),
+        (
+            "wall s (train s)",
+            f"{fmt(m.wall_s, 1)} ({fmt(m.train_s, 1)})",
+            fmt(p.hours * 3600, 1) if p.hours is not None else "-",
+        ),
         ("tokens/s", fmt(m.tokens_per_s, 0), ""),
         ("dollars", fmt(result.dollars, 6), fmt(p.dollars, 6)),
     ]
@@ -134,8 +152,12 @@ def _table(result) -> None:
 
 
 @click.command("trial")
-@click.option("--spec", "spec_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Trial TOML (TrialConfig fields) or a sweep spec (its first point).")
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trial TOML (TrialConfig fields) or a sweep spec (its first point).",
+)
 @click.option("--demo", is_flag=True, help="Fine-tune the bundled demo model on the demo task.")
 @click.option("--model", help="Model: 'demo', a local folder or a Hugging Face id.")
 @click.option("--train", help="Task JSONL (prompt/completion or messages), or hf:NAME[:SPLIT].")
@@ -153,10 +175,12 @@ def _table(result) -> None:
 @click.option("--run-dir", help="Where artifacts go (default runs/).")
 @click.option("--memory-limit-gb", type=float, help="Cap the trial process's address space.")
 @click.option("--time-limit-s", type=float, help="Stop the trial after this many seconds.")
-@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-def trial_command(spec_path: Path | None, demo: bool, output: str, eval_: str | None,
-                  **flags: Any) -> None:
+@click.option(
+    "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def trial_command(
+    spec_path: Path | None, demo: bool, output: str, eval_: str | None, **flags: Any
+) -> None:
     """Run one real fine-tune and report quality, forgetting, memory, time and dollars.
 
     Exit code 0 when the trial completes, 1 when it ends oom, failed or timeout (the JSON
@@ -166,7 +190,9 @@ def trial_command(spec_path: Path | None, demo: bool, output: str, eval_: str | 
     from sweeps.trial.types import TrialConfig
 
     if spec_path is None and not demo and not flags.get("train") and not flags.get("model"):
-        raise TrialSpecError("say what to fine-tune", "Pass --demo, --spec FILE, or --model and --train.")
+        raise TrialSpecError(
+            "say what to fine-tune", "Pass --demo, --spec FILE, or --model and --train."
+        )
     if spec_path is not None and demo:
         raise TrialSpecError("--spec and --demo are exclusive", "Pass one of them.")
     config = config_from_spec(spec_path) if spec_path is not None else TrialConfig()
@@ -179,7 +205,9 @@ def trial_command(spec_path: Path | None, demo: bool, output: str, eval_: str | 
             config = TrialConfig(**{**config.model_dump(), **overrides})
         except ValidationError as error:
             first = error.errors()[0]
-            raise TrialSpecError(f"--{'-'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+            raise TrialSpecError(
+                f"--{'-'.join(str(p) for p in first['loc'])}: {first['msg']}"
+            ) from None
     result = _run_with_progress(config, run_trial_isolated)
     if output == "json":
         payload = result.model_dump(mode="json")
@@ -198,8 +226,12 @@ def _run_with_progress(config, runner):
 
     console = Console(stderr=True)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(), console=console, transient=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task(f"{config.method} trial", total=config.max_steps, status="loading")
 

@@ -18,8 +18,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
-from tui.screens.frontier_data import AXES, VIEWS, FrontierPoint, load_points, load_study_names
 from tui.messages import OpenTrial
+from tui.screens.frontier_data import AXES, VIEWS, FrontierPoint, load_points, load_study_names
 from tui.widgets import ErrorLine
 
 __all__ = ["FrontierScreen"]
@@ -189,8 +189,13 @@ class FrontierScreen(Screen):
         # line, since a point can be on the frontier only because of the third objective.
         pareto = [p for p in plotted if p.pareto]
         if pareto:
-            plt.scatter([x_axis.of(p) for p in pareto], [y_axis.of(p) for p in pareto],
-                        color="yellow", marker="★", label="Pareto-optimal")
+            plt.scatter(
+                [x_axis.of(p) for p in pareto],
+                [y_axis.of(p) for p in pareto],
+                color="yellow",
+                marker="★",
+                label="Pareto-optimal",
+            )
         selected = self._selected_point()
         if selected is not None and selected in plotted:
             plt.scatter([x_axis.of(selected)], [y_axis.of(selected)], color="white", marker="◉")

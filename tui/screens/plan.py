@@ -134,58 +134,120 @@ class PlanScreen(Screen):
         yield Header()
         with Horizontal(id="plan-body"):
             with VerticalScroll(id="plan-form"):
-                yield from self._field("model", Input(
-                    f.model, id="model", compact=True,
-                    suggester=SuggestFromList(names, case_sensitive=False),
-                    placeholder="name, HF id or folder",
-                ))
+                yield from self._field(
+                    "model",
+                    Input(
+                        f.model,
+                        id="model",
+                        compact=True,
+                        suggester=SuggestFromList(names, case_sensitive=False),
+                        placeholder="name, HF id or folder",
+                    ),
+                )
                 yield Static("", id="model-matches")
                 yield from self._field("seq length", Input(f.seq_len, id="seq-len", compact=True))
                 yield from self._field("micro-batch", Input(f.batch, id="batch", compact=True))
-                yield from self._field("grad accum", Input(
-                    f.grad_accum, id="grad-accum", compact=True))
-                yield from self._field("dataset", Input(
-                    f.dataset, id="dataset", compact=True, placeholder="20M or 50k x 400"))
+                yield from self._field(
+                    "grad accum", Input(f.grad_accum, id="grad-accum", compact=True)
+                )
+                yield from self._field(
+                    "dataset",
+                    Input(f.dataset, id="dataset", compact=True, placeholder="20M or 50k x 400"),
+                )
                 yield from self._field("epochs", Input(f.epochs, id="epochs", compact=True))
-                yield from self._field("GPU", Select(
-                    [(g, g) for g in gpu_ids], value=f.gpu, id="gpu", compact=True,
-                    allow_blank=False))
+                yield from self._field(
+                    "GPU",
+                    Select(
+                        [(g, g) for g in gpu_ids],
+                        value=f.gpu,
+                        id="gpu",
+                        compact=True,
+                        allow_blank=False,
+                    ),
+                )
                 yield from self._field("GPU count", Input(f.gpus, id="gpus", compact=True))
-                yield from self._field("sharding", Select(
-                    [(h, h) for h in SHARDINGS], value=f.sharding, id="sharding",
-                    compact=True, allow_blank=False))
-                yield from self._field("provider", Select(
-                    [(p, p) for p in self.catalog.providers], value=f.provider or Select.NULL,
-                    prompt="cheapest", id="provider", compact=True))
+                yield from self._field(
+                    "sharding",
+                    Select(
+                        [(h, h) for h in SHARDINGS],
+                        value=f.sharding,
+                        id="sharding",
+                        compact=True,
+                        allow_blank=False,
+                    ),
+                )
+                yield from self._field(
+                    "provider",
+                    Select(
+                        [(p, p) for p in self.catalog.providers],
+                        value=f.provider or Select.NULL,
+                        prompt="cheapest",
+                        id="provider",
+                        compact=True,
+                    ),
+                )
                 yield from self._field("LoRA rank", Input(f.rank, id="rank", compact=True))
                 # attn, mlp, all, or module names such as q_proj,v_proj
-                yield from self._field("targets", Input(
-                    f.targets, id="targets", compact=True,
-                    suggester=SuggestFromList(TARGET_GROUPS), placeholder="attn, mlp, all"))
-                yield from self._field("optimizer", Select(
-                    [(o, o) for o in OPTIMIZERS], value=f.optimizer, id="optimizer",
-                    compact=True, allow_blank=False))
-                yield Checkbox("gradient checkpointing", f.grad_checkpointing, id="grad-ckpt",
-                               compact=True)
+                yield from self._field(
+                    "targets",
+                    Input(
+                        f.targets,
+                        id="targets",
+                        compact=True,
+                        suggester=SuggestFromList(TARGET_GROUPS),
+                        placeholder="attn, mlp, all",
+                    ),
+                )
+                yield from self._field(
+                    "optimizer",
+                    Select(
+                        [(o, o) for o in OPTIMIZERS],
+                        value=f.optimizer,
+                        id="optimizer",
+                        compact=True,
+                        allow_blank=False,
+                    ),
+                )
+                yield Checkbox(
+                    "gradient checkpointing", f.grad_checkpointing, id="grad-ckpt", compact=True
+                )
                 # How the training framework behaves (paretune plan's framework options).
                 yield Label("framework options", id="framework-heading")
                 yield Checkbox(
-                    "optimizer in backward", f.optimizer_in_backward, id="opt-in-bwd",
-                    compact=True, tooltip=(
+                    "optimizer in backward",
+                    f.optimizer_in_backward,
+                    id="opt-in-bwd",
+                    compact=True,
+                    tooltip=(
                         "Step each parameter as soon as its gradient is complete and free it "
                         "(torchtune's optimizer_in_bwd): one gradient alive at a time. Needs "
-                        "grad accum 1."))
+                        "grad accum 1."
+                    ),
+                )
                 yield Checkbox(
-                    "QLoRA unquantized fp32", f.unquantized_fp32, id="unquantized-fp32",
-                    compact=True, tooltip=(
+                    "QLoRA unquantized fp32",
+                    f.unquantized_fp32,
+                    id="unquantized-fp32",
+                    compact=True,
+                    tooltip=(
                         "QLoRA: embeddings, lm_head and norms in fp32, as peft's "
                         "prepare_model_for_kbit_training leaves them (TRL, paretune trial); "
-                        "off: in the 16-bit compute dtype (transformers, torchtune)."))
-                yield from self._field("logit copies", Input(
-                    f.logit_copies, id="logit-copies", compact=True, tooltip=(
-                        "fp32 copies of the seq x batch x vocab logits alive in the loss "
-                        "backward: 3 with transformers 5, 4 with fp32 logits from the model "
-                        "(torchtune 0.1), 5 with transformers 4.31-4.44.")))
+                        "off: in the 16-bit compute dtype (transformers, torchtune)."
+                    ),
+                )
+                yield from self._field(
+                    "logit copies",
+                    Input(
+                        f.logit_copies,
+                        id="logit-copies",
+                        compact=True,
+                        tooltip=(
+                            "fp32 copies of the seq x batch x vocab logits alive in the loss "
+                            "backward: 3 with transformers 5, 4 with fp32 logits from the model "
+                            "(torchtune 0.1), 5 with transformers 4.31-4.44."
+                        ),
+                    ),
+                )
             with VerticalScroll(id="plan-out"):
                 yield ErrorLine(id="plan-error")
                 yield DataTable(id="methods", cursor_type="row")
@@ -244,9 +306,15 @@ class PlanScreen(Screen):
         self.query_one("#model-matches", Static).update(
             f"catalogue: {shown}" if matches else "not in the catalogue: HF id or local folder"
         )
-        exact = next((m for m in self.models
-                      if name.lower() in {m.name.lower(), *(a.lower() for a in m.aliases),
-                                          (m.hf_id or "").lower()}), None)
+        exact = next(
+            (
+                m
+                for m in self.models
+                if name.lower()
+                in {m.name.lower(), *(a.lower() for a in m.aliases), (m.hf_id or "").lower()}
+            ),
+            None,
+        )
         if exact is not None:
             # A catalogue entry resolves instantly, in the handler.
             self.arch, self.arch_name = exact, name
@@ -268,8 +336,13 @@ class PlanScreen(Screen):
         from planner import resolve_model
 
         if not name:
-            self.post_message(ModelResolved(name, None, BadInput(
-                "model: type a catalogue name, a Hugging Face id or a local folder")))
+            self.post_message(
+                ModelResolved(
+                    name,
+                    None,
+                    BadInput("model: type a catalogue name, a Hugging Face id or a local folder"),
+                )
+            )
             return
         try:
             self.post_message(ModelResolved(name, resolve_model(name)))
@@ -332,14 +405,17 @@ class PlanScreen(Screen):
             c = view.cheapest
             where = c.provider or request.provider or "no known provider"
             cheapest = Text.assemble(
-                ("Cheapest that fits: ", "bold"), (c.label, "bold green"),
+                ("Cheapest that fits: ", "bold"),
+                (c.label, "bold green"),
                 f" — ${c.dollars:,.2f}, {c.hours:,.2f} h on {request.gpus}× {request.gpu}"
                 f" at {where}",
             )
         else:
             cheapest = Text(
                 f"No method fits on {request.gpus}× {request.gpu} with a known price: "
-                "raise the GPU count or lower the sequence length or micro-batch.", style="yellow")
+                "raise the GPU count or lower the sequence length or micro-batch.",
+                style="yellow",
+            )
         self.query_one("#cheapest", Static).update(cheapest)
         self._show_breakdown()
         self.query_one("#api-prices", Static).update(_api_table(view))
@@ -347,7 +423,8 @@ class PlanScreen(Screen):
         checked = view.prices_checked
         age = (
             f"GPU prices checked {checked.isoformat()} ({(today - checked).days} days ago)"
-            if checked else f"no price on record for {request.gpu}"
+            if checked
+            else f"no price on record for {request.gpu}"
         )
         self.query_one("#price-age", Static).update(
             f"{age}; {view.total_params_b:,.2f}B parameters; memory in GB = 10^9 bytes."
@@ -372,8 +449,9 @@ class PlanScreen(Screen):
         largest = max(row.breakdown_gb.values())
         for term, gb in sorted(row.breakdown_gb.items(), key=lambda kv: -kv[1]):
             cells = int(round(_BAR_WIDTH * gb / largest)) if largest else 0
-            grid.add_row(term.replace("_", " "), Text("█" * max(cells, 1), style="cyan"),
-                         f"{gb:,.2f} GB")
+            grid.add_row(
+                term.replace("_", " "), Text("█" * max(cells, 1), style="cyan"), f"{gb:,.2f} GB"
+            )
         title = Text(f"Memory of {row.label} (peak {row.peak_gb:,.1f} GB)", style="bold")
         from rich.console import Group
 
@@ -391,10 +469,12 @@ class PlanScreen(Screen):
     def _model_ready(self, request: PlanRequest) -> bool:
         """True when the table shows ``request``'s model; else says why not, inline."""
         if self.arch is None or self.view is None or self.view.request.model != request.model:
-            self._show_error(BadInput(
-                f"model: {request.model!r} is not resolved (yet)",
-                "Wait for the lookup to finish, or fix the name.",
-            ))
+            self._show_error(
+                BadInput(
+                    f"model: {request.model!r} is not resolved (yet)",
+                    "Wait for the lookup to finish, or fix the name.",
+                )
+            )
             return False
         return True
 
@@ -463,8 +543,9 @@ def _gb(value: float) -> str:
 
 def _api_table(view: PlanView) -> Table | str:
     if not view.api_prices:
-        return Text(f"No fine-tuning API trains a {view.total_params_b:,.1f}B model with LoRA.",
-                    style="dim")
+        return Text(
+            f"No fine-tuning API trains a {view.total_params_b:,.1f}B model with LoRA.", style="dim"
+        )
     from rich.console import Group
 
     tokens = view.request.dataset_tokens * view.request.epochs

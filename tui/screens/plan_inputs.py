@@ -268,14 +268,23 @@ def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
 def plan_command(request: PlanRequest) -> str:
     """The ``paretune plan ...`` command line that prints the same estimates."""
     words = [
-        "paretune", "plan", request.model,
-        "--seq-len", str(request.seq_len),
-        "--batch", str(request.batch),
-        "--grad-accum", str(request.grad_accum),
-        "--dataset-tokens", str(request.dataset_tokens),
-        "--epochs", f"{request.epochs:g}",
-        "--gpu", request.gpu,
-        "--gpus", str(request.gpus),
+        "paretune",
+        "plan",
+        request.model,
+        "--seq-len",
+        str(request.seq_len),
+        "--batch",
+        str(request.batch),
+        "--grad-accum",
+        str(request.grad_accum),
+        "--dataset-tokens",
+        str(request.dataset_tokens),
+        "--epochs",
+        f"{request.epochs:g}",
+        "--gpu",
+        request.gpu,
+        "--gpus",
+        str(request.gpus),
     ]
     if request.sharding != "none":
         words += ["--sharding", request.sharding]

@@ -161,8 +161,10 @@ class SweepsScreen(Screen):
                 yield Static("Pick a trial on the Studies tab (Enter).", id="trial-text")
                 yield PlotextPlot(id="loss-curve")
             with TabPane("Spec", id="spec-tab"):
-                yield Static("No spec open: Ctrl+O opens one; F2 → Ctrl+W sweeps a plan.",
-                             id="spec-path-line")
+                yield Static(
+                    "No spec open: Ctrl+O opens one; F2 → Ctrl+W sweeps a plan.",
+                    id="spec-path-line",
+                )
                 yield TextArea.code_editor("", id="spec-editor")
                 yield Static("", id="sweep-log")
         yield Footer()
@@ -172,8 +174,16 @@ class SweepsScreen(Screen):
         studies.add_columns("study", "progress", "complete", "failed", "running", "spend")
         trials = self.query_one("#trials", DataTable)
         trials.add_columns(
-            "#", "state", "method", "rank", "lr", "eval NLL", "retain ΔNLL", "$",
-            "GB pred", "GB meas",
+            "#",
+            "state",
+            "method",
+            "rank",
+            "lr",
+            "eval NLL",
+            "retain ΔNLL",
+            "$",
+            "GB pred",
+            "GB meas",
         )
         found = launched_sweeps(self.app.run_dir)
         if found and found[0].running:
@@ -190,8 +200,10 @@ class SweepsScreen(Screen):
         # the results file changed: a sweep started from another terminal shows up too.
         stamp = _file_stamp(self.app.db_path)
         changed, self._db_stamp = stamp != self._db_stamp, stamp
-        if changed or (self.launched is not None and self.launched.running) or any(
-            s.running for s in self.studies
+        if (
+            changed
+            or (self.launched is not None and self.launched.running)
+            or any(s.running for s in self.studies)
         ):
             self.action_refresh()
         if self.shown_trial is not None and self.shown_running:
@@ -221,8 +233,15 @@ class SweepsScreen(Screen):
         with table.prevent(DataTable.RowHighlighted):
             table.clear()
             for s in message.studies:
-                table.add_row(s.name, s.progress, str(s.complete), str(s.failed),
-                              str(s.running), s.spend, key=s.name)
+                table.add_row(
+                    s.name,
+                    s.progress,
+                    str(s.complete),
+                    str(s.failed),
+                    str(s.running),
+                    s.spend,
+                    key=s.name,
+                )
             if message.study is not None:
                 index = [s.name for s in message.studies].index(message.study)
                 table.move_cursor(row=index, animate=False)
@@ -296,17 +315,29 @@ class SweepsScreen(Screen):
         text.update(trial_detail_table(message.study, message.number, message.detail.row))
         steps = message.detail.steps
         if steps:
-            plt.plot([s["step"] for s in steps], [s["loss"] for s in steps], label="train loss",
-                     marker="braille", color="blue")
+            plt.plot(
+                [s["step"] for s in steps],
+                [s["loss"] for s in steps],
+                label="train loss",
+                marker="braille",
+                color="blue",
+            )
             evals = [s for s in steps if s.get("eval_nll") is not None]
             if evals:
-                plt.plot([s["step"] for s in evals], [s["eval_nll"] for s in evals],
-                         label="eval NLL", marker="braille", color="red")
+                plt.plot(
+                    [s["step"] for s in evals],
+                    [s["eval_nll"] for s in evals],
+                    label="eval NLL",
+                    marker="braille",
+                    color="red",
+                )
             plt.xlabel("optimizer step")
         title = f"trial {message.number}: loss curve"
         if running:
             title += f" ({running_label(message.detail.row)}, refreshing)"
-        plt.title(title + ("" if steps else " (no steps logged yet)" if running else " (no steps logged)"))
+        plt.title(
+            title + ("" if steps else " (no steps logged yet)" if running else " (no steps logged)")
+        )
         plot.refresh()
 
     # -- spec editing and launching ----------------------------------------------------
@@ -445,8 +476,16 @@ def _file_stamp(db: Path) -> tuple:
 
 
 _TRIAL_COLUMNS = (
-    "number", "state", "method", "rank", "lr", "eval_nll", "retain_delta_nll", "dollars",
-    "predicted_peak_gb", "measured_peak_gb",
+    "number",
+    "state",
+    "method",
+    "rank",
+    "lr",
+    "eval_nll",
+    "retain_delta_nll",
+    "dollars",
+    "predicted_peak_gb",
+    "measured_peak_gb",
 )
 
 
@@ -477,27 +516,75 @@ def _cell(value, column: str) -> str | Text:
 # How a trial's row is shown: groups of columns in the order a user reads them.
 _DETAIL_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("outcome", ("state", "error", "retry_of")),
-    ("parameters", (
-        "method", "rank", "alpha", "use_rslora", "targets", "lr", "epochs", "max_steps", "batch",
-        "grad_accum", "dropout", "warmup_ratio", "weight_decay", "optimizer", "lr_schedule",
-        "freeze_trainable_layers", "max_seq_len", "seed",
-    )),
-    ("quality", (
-        "eval_nll", "base_eval_nll", "exact_match", "base_exact_match", "train_nll",
-        "overfit_gap", "generalization_gap", "best_step",
-    )),
+    (
+        "parameters",
+        (
+            "method",
+            "rank",
+            "alpha",
+            "use_rslora",
+            "targets",
+            "lr",
+            "epochs",
+            "max_steps",
+            "batch",
+            "grad_accum",
+            "dropout",
+            "warmup_ratio",
+            "weight_decay",
+            "optimizer",
+            "lr_schedule",
+            "freeze_trainable_layers",
+            "max_seq_len",
+            "seed",
+        ),
+    ),
+    (
+        "quality",
+        (
+            "eval_nll",
+            "base_eval_nll",
+            "exact_match",
+            "base_exact_match",
+            "train_nll",
+            "overfit_gap",
+            "generalization_gap",
+            "best_step",
+        ),
+    ),
     ("forgetting", ("retain_delta_nll", "retain_kl", "fact_recall_drop", "base_retain_nll")),
-    ("memory GB", ("predicted_peak_gb", "measured_peak_gb", "measured_peak_reserved_gb",
-                   "gpu_memory_gb")),
-    ("time and cost", (
-        "predicted_hours", "wall_s", "train_s", "eval_s", "tokens_per_s", "mfu", "steps_done",
-        "predicted_dollars", "dollars", "usd_per_hour",
-    )),
+    (
+        "memory GB",
+        ("predicted_peak_gb", "measured_peak_gb", "measured_peak_reserved_gb", "gpu_memory_gb"),
+    ),
+    (
+        "time and cost",
+        (
+            "predicted_hours",
+            "wall_s",
+            "train_s",
+            "eval_s",
+            "tokens_per_s",
+            "mfu",
+            "steps_done",
+            "predicted_dollars",
+            "dollars",
+            "usd_per_hour",
+        ),
+    ),
     ("hardware", ("device", "device_name", "devices", "gpu", "provider", "cpu_instance")),
     ("reproduce", ("artifact", "command")),
 ]
-_NOT_SHOWN = {"study", "number", "params", "config", "versions", "objective_quality",
-              "objective_forgetting", "objective_cost"}
+_NOT_SHOWN = {
+    "study",
+    "number",
+    "params",
+    "config",
+    "versions",
+    "objective_quality",
+    "objective_forgetting",
+    "objective_cost",
+}
 
 
 def _shown(value) -> str:

@@ -53,8 +53,11 @@ def load_studies(db: Path) -> list[StudySummary]:
     store = ResultsStore(db, lock_timeout_s=_READ_WAIT_S)
     running = {
         row["study"]: row["running"]
-        for row in _dicts(store, "SELECT study, count(*) FILTER (WHERE state = 'running') "
-                          "AS running FROM trials GROUP BY study")
+        for row in _dicts(
+            store,
+            "SELECT study, count(*) FILTER (WHERE state = 'running') "
+            "AS running FROM trials GROUP BY study",
+        )
     }
     return [
         StudySummary(
@@ -96,4 +99,4 @@ _READ_WAIT_S = 5.0
 
 def _dicts(store, sql: str, params: list | None = None) -> list[dict[str, Any]]:
     columns, rows = store.query(sql, params)
-    return [dict(zip(columns, row)) for row in rows]
+    return [dict(zip(columns, row, strict=False)) for row in rows]
