@@ -8,7 +8,7 @@ reaches the formulas is always in range.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from planner.errors import InvalidSpecError
 from pricing.errors import did_you_mean
@@ -88,7 +88,7 @@ class Workload:
         """Tokens processed over the whole run (dataset tokens × epochs)."""
         return int(round(self.dataset_tokens * self.epochs))
 
-    def with_(self, **changes: object) -> Workload:
+    def with_(self, **changes: Any) -> Workload:
         return replace(self, **changes)
 
 
@@ -188,7 +188,7 @@ class MethodSpec:
         """LoRA's alpha / rank (changes the update size, not memory)."""
         return self.alpha / self.rank
 
-    def with_(self, **changes: object) -> MethodSpec:
+    def with_(self, **changes: Any) -> MethodSpec:
         return replace(self, **changes)
 
     def label(self) -> str:

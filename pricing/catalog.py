@@ -267,7 +267,7 @@ def _loader() -> type:
     """
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     loader = type("PriceFileLoader", (base,), {})
-    loader.yaml_implicit_resolvers = {
+    loader.yaml_implicit_resolvers = {  # type: ignore[attr-defined]
         first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
         for first, resolvers in base.yaml_implicit_resolvers.items()
     }
@@ -386,8 +386,8 @@ def _merge(layers: Sequence[_Layer], override_file: Path | None) -> Catalog:
         new_offers: list[tuple[Offer, str]] = []
         for i, offer in enumerate(prices.offers):
             label = f"offers[{i}] ({offer.gpu} on {offer.provider})"
-            gpu = by_name.get(_normal(offer.gpu))
-            if gpu is None:
+            offer_gpu = by_name.get(_normal(offer.gpu))
+            if offer_gpu is None:
                 raise PricingError(
                     f"unknown GPU {offer.gpu!r}",
                     did_you_mean(offer.gpu, sorted(gpus))
@@ -396,7 +396,9 @@ def _merge(layers: Sequence[_Layer], override_file: Path | None) -> Catalog:
                     entry=label,
                     field="gpu",
                 )
-            new_offers.append((offer.model_copy(update={"gpu": gpu.id}), f"{layer.path}, {label}"))
+            new_offers.append(
+                (offer.model_copy(update={"gpu": offer_gpu.id}), f"{layer.path}, {label}")
+            )
         offers = _replace_histories(offers, new_offers, lambda o: (o.gpu, o.provider), layer.path)
         new_cpus = [
             (cpu, f"{layer.path}, cpu_instances[{i}] ({cpu.id})")
@@ -409,7 +411,8 @@ def _merge(layers: Sequence[_Layer], override_file: Path | None) -> Catalog:
         ]
         apis = _replace_histories(apis, new_apis, lambda a: a.history_key, layer.path)
 
-    for record, origin in [*offers, *cpu_instances, *apis]:
+    dated: list[tuple[Any, str]] = [*offers, *cpu_instances, *apis]
+    for record, origin in dated:
         if record.provider not in providers:
             file, _, entry = origin.partition(", ")
             raise PricingError(

@@ -382,7 +382,7 @@ def arch_from_config(  # noqa: C901 - one branch per config dialect
             hf_config["tie_word_embeddings"] = config["tie_word_embeddings"]
         config, model_type = hf_config, "gemma3_text"
 
-    def f(key: str, default: Any = ..., kind: type = int) -> Any:
+    def f(key: str | tuple[str, ...], default: Any = ..., kind: type = int) -> Any:
         return _field(config, name, key, default, kind)
 
     common: dict[str, Any] = dict(

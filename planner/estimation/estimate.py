@@ -59,7 +59,7 @@ def training_flops(arch: ModelArch, workload: Workload, method: MethodSpec) -> f
     per_layer = body / L
     attn_per_layer = 12 * arch.q_dim * s  # forward 4·q_dim·s, backward 8·q_dim·s
     if method.kind == "full":
-        per_token = 6 * body + 6 * head + L * attn_per_layer
+        per_token: float = 6 * body + 6 * head + L * attn_per_layer
         backward_layers = L
     elif method.kind == "freeze":
         k = min(method.freeze_layers, L)
@@ -214,7 +214,7 @@ def estimate(
     terms = memory_terms(arch, workload, method, on_gpu=gpu is not None)
     flops = training_flops(arch, workload, method)
     mfu = _mfu(method)
-    base = dict(
+    base: dict[str, Any] = dict(
         model=arch.name,
         method=method,
         workload=workload,
@@ -373,7 +373,7 @@ class Plan:
 
 def default_methods(**settings: Any) -> tuple[MethodSpec, ...]:
     """One :class:`MethodSpec` per method kind, sharing ``settings``."""
-    return tuple(MethodSpec(kind=kind, **settings) for kind in METHODS)
+    return tuple(MethodSpec(kind=kind, **settings) for kind in METHODS)  # type: ignore[arg-type]
 
 
 def _cheapest_anywhere(

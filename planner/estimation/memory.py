@@ -215,7 +215,7 @@ def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: b
         ab * h if trains_base and not arch.layer_norm else 0
     )
     linear_in = ab * h if base_keeps_input else 0
-    total = 2 * norm + 2 * linear_in  # the two pre-norms and the Linear inputs they feed
+    total: float = 2 * norm + 2 * linear_in  # the two pre-norms and the Linear inputs they feed
     if arch.model_type in ("gpt2", "bloom"):
         total += ab * 3 * h + ab * h + (ab * h if base_keeps_input else 0)  # qkv, out, c_proj in
         total += ab * i + (ab * i if base_keeps_input else 0)  # GELU input, c_proj input
@@ -379,7 +379,9 @@ def memory_terms(
         bits = c["nf4_bits_per_param"] + c["nf4_double_quant_bits_per_param"]
         largest = max(s.d_in * s.d_out for s in arch.linear_shapes())
         kept = c["bytes_per_param"]["fp32"] if method.unquantized_fp32 else pb
-        weights = quantized * bits / 8 + (arch.total_params - quantized) * kept + largest * pb
+        weights: float = (
+            quantized * bits / 8 + (arch.total_params - quantized) * kept + largest * pb
+        )
         layer_weight_bytes = (arch.linear_params - arch.router_params) / arch.layers * bits / 8
     else:
         weights = arch.total_params * pb
@@ -390,8 +392,8 @@ def memory_terms(
     trainable = adapter_params if method.uses_adapters else trainable_params(arch, method)
     trainable_dtype_bytes = c["adapter_bytes_per_param"] if method.uses_adapters else pb
     # Gradients in the trainable parameters' dtype (ZeRO section 3.1: 2 B/param for 16-bit).
-    gradients = trainable * trainable_dtype_bytes
-    optimizer_states = _optimizer_bytes(arch, method, trainable, trainable_dtype_bytes)
+    gradients: float = trainable * trainable_dtype_bytes
+    optimizer_states: float = _optimizer_bytes(arch, method, trainable, trainable_dtype_bytes)
     if method.optimizer_in_backward:
         if workload.grad_accum > 1:
             raise InvalidSpecError(
@@ -476,7 +478,7 @@ def memory_terms(
         # grad (enable_input_require_grads, so that checkpointed layers get a gradient),
         # so the backward runs through every layer and every layer keeps its checkpoint.
         kept_layers = arch.layers if method.kind == "freeze" else backward_layers
-        stored = (kept_layers * ab * arch.hidden + head) * tokens
+        stored: float = (kept_layers * ab * arch.hidden + head) * tokens
         layer = max(
             per_layer[False] * tokens if dense_layers else 0,
             per_layer[True] * tokens + expert_deltas if moe_layers else 0,
