@@ -1,0 +1,272 @@
+"""MkDocs hooks: reference tables generated from the code, so the docs cannot drift from it.
+
+A page asks for a table with a marker on a line of its own:
+
+- ``<!-- generated: spec-keys -->``: every key of a sweep spec, section by section, from the
+  pydantic models in :mod:`sweeps.spec` (type, default, each field's description);
+- ``<!-- generated: schema -->``: the DuckDB results schema, from
+  ``sweeps.results.schema.schema_markdown()``, or, where that module does not exist, from the
+  column lists of :mod:`sweeps.results.store` and the views of a freshly created results file.
+
+An unknown marker stops the build. :func:`render` is what the tests call.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["on_page_markdown", "render", "schema_markdown", "spec_keys_markdown"]
+
+_MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.MULTILINE)
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    """MkDocs event: replace each ``<!-- generated: NAME -->`` line by its table."""
+    return render(markdown)
+
+
+def render(markdown: str) -> str:
+    """``markdown`` with every generated-table marker replaced."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in _GENERATORS:
+            from mkdocs.exceptions import PluginError
+
+            known = ", ".join(sorted(_GENERATORS))
+            raise PluginError(f"unknown marker '<!-- generated: {name} -->' (known: {known})")
+        return _GENERATORS[name]().strip()
+
+    return _MARKER.sub(replace, markdown)
+
+
+# ---------------------------------------------------------------- the results schema
+
+
+def schema_markdown() -> str:
+    """The results schema as Markdown tables."""
+    try:
+        from sweeps.results.schema import schema_markdown as from_schema_module
+    except ModuleNotFoundError as error:
+        if error.name != "sweeps.results.schema":
+            raise
+        return _schema_from_column_lists()
+    return from_schema_module()
+
+
+def _schema_from_column_lists() -> str:
+    from sweeps.results import store
+
+    parts = []
+    tables = [
+        ("studies", getattr(store, "STUDY_COLUMNS", None), "one row per study"),
+        ("trials", store.TRIAL_COLUMNS, "one row per trial, key `(study, number)`"),
+        (
+            "steps",
+            store.STEP_COLUMNS,
+            "one row per logged optimizer step, key `(study, number, step)`",
+        ),
+    ]
+    for table, columns, what in tables:
+        if columns is None:
+            continue
+        rows = [(f"`{name}`", _sql_type(kind), _cell(meaning)) for name, kind, meaning in columns]
+        parts.append(
+            f"### `{table}`\n\n{what.capitalize()}.\n\n"
+            + _table(("column", "type", "meaning"), rows)
+        )
+    for view, columns in _view_columns().items():
+        listed = ", ".join(f"`{name}`" for name in columns)
+        parts.append(f"### `{view}` (view)\n\nColumns: {listed}.")
+    return "\n\n".join(parts)
+
+
+def _sql_type(declared: str) -> str:
+    kind = declared.replace(" NOT NULL", "")
+    if "PRIMARY KEY" in kind:
+        return kind.replace(" PRIMARY KEY", "") + " (key)"
+    return kind
+
+
+def _view_columns() -> dict[str, list[str]]:
+    """The columns of each view, read from a results file created just for this."""
+    from sweeps.results.store import ResultsStore
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = ResultsStore(Path(folder) / "schema.duckdb")
+        store.ensure_schema()
+        _, views = store.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
+            "ORDER BY table_name"
+        )
+        return {name: [row[0] for row in store.query(f"DESCRIBE {name}")[1]] for (name,) in views}
+
+
+# ---------------------------------------------------------------- the sweep spec
+
+
+def spec_keys_markdown() -> str:
+    """Every key of a sweep spec, one table per section."""
+    from pydantic import BaseModel
+
+    from sweeps.spec import SweepSpec
+
+    top = []
+    sections = []
+    for name, field in SweepSpec.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            sections.append((name, annotation))
+        else:
+            top.append(
+                (
+                    f"`{name}`",
+                    _type_text(annotation),
+                    _default_text(field),
+                    _cell(field.description),
+                )
+            )
+    header = ("key", "type", "default", "meaning")
+    parts = ["### Top level\n\n" + _table(header, top)]
+    for name, model in sections:
+        about = _cell((model.__doc__ or "").strip().split("\n\n")[0])
+        omitted = SweepSpec.model_fields[name].get_default(call_default_factory=True)
+        implied = omitted.model_dump(exclude_defaults=True)
+        if implied:
+            settings = ", ".join(f"`{key} = {value}`" for key, value in implied.items())
+            about += f" Without this section: {settings}."
+        rows = _SECTION_ROWS.get(name, _model_rows)(model)
+        parts.append(f"### `[{name}]`\n\n{about}\n\n" + _table(header, rows))
+    return "\n\n".join(parts)
+
+
+def _model_rows(model: type) -> list[tuple[str, ...]]:
+    return [
+        (f"`{name}`", _type_text(field.annotation), _default_text(field), _cell(field.description))
+        for name, field in model.model_fields.items()  # type: ignore[attr-defined]
+    ]
+
+
+def _search_rows(model: type) -> list[tuple[str, ...]]:
+    """``methods``, then each searchable parameter: a value, a list or a ``{low, high}`` range."""
+    from sweeps.spec import SEARCHABLE
+    from sweeps.trial.types import METHODS, TrialConfig
+
+    methods = model.model_fields["methods"]  # type: ignore[attr-defined]
+    rows = [
+        (
+            "`methods`",
+            "list of " + _choices(METHODS),
+            _default_text(methods),
+            "the fine-tuning methods searched",
+        )
+    ]
+    for name, kind in SEARCHABLE.items():
+        if kind.choices:
+            values = _choices(kind.choices)
+        else:
+            values = _PYTHON_TYPES.get(kind.type, kind.type.__name__)
+            if kind.type in (int, float):
+                values += ", a list or a range"
+            else:
+                values += " or a list"
+        field = TrialConfig.model_fields.get(name)
+        default = _default_text(field) if field is not None else "unset"
+        rows.append((f"`{name}`", values, default, _cell(kind.help)))
+    return rows
+
+
+def _trial_rows(_model: type) -> list[tuple[str, ...]]:
+    """The trial settings a spec may fix in ``[trial]``: every ``TrialConfig`` field it does not
+    set itself (described by the field, else by the search parameter of the same name)."""
+    from sweeps.spec import _SET_ELSEWHERE, SEARCHABLE
+    from sweeps.trial.types import TrialConfig
+
+    def about(name: str, description: str | None) -> str:
+        return _cell(description or (SEARCHABLE[name].help if name in SEARCHABLE else ""))
+
+    return [
+        (
+            f"`{name}`",
+            _type_text(field.annotation),
+            _default_text(field),
+            about(name, field.description),
+        )
+        for name, field in TrialConfig.model_fields.items()
+        if name not in _SET_ELSEWHERE
+    ]
+
+
+_SECTION_ROWS: dict[str, Callable[[type], list[tuple[str, ...]]]] = {
+    "search": _search_rows,
+    "trial": _trial_rows,
+}
+
+_PYTHON_TYPES = {str: "string", int: "integer", float: "number", bool: "true or false"}
+
+
+def _type_text(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return _choices(args)
+    if origin in (typing.Union, types.UnionType):
+        named = [_type_text(a) for a in args if a is not type(None)]
+        return " or ".join(named)
+    if origin in (list, tuple):
+        item = next((a for a in args if a is not Ellipsis), str)
+        return "list of " + _type_text(item).replace("integer", "integers").replace(
+            "string", "strings"
+        ).replace("number", "numbers")
+    return _PYTHON_TYPES.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _choices(values: Sequence[Any]) -> str:
+    return ", ".join(f"`{v}`" for v in values)
+
+
+def _default_text(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, (list, tuple)):
+        return "`[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]`"
+    if hasattr(value, "model_dump"):
+        return ""
+    return f"`{value}`"
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]+\.)?(\w+)`")
+
+
+def _cell(text: str | None) -> str:
+    """Text safe in one table cell: one line, no Sphinx roles, no HTML, no column breaks."""
+    text = _ROLE.sub(r"`\1`", " ".join((text or "").split()))
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+_GENERATORS: dict[str, Callable[[], str]] = {
+    "schema": schema_markdown,
+    "spec-keys": spec_keys_markdown,
+}
