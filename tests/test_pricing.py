@@ -426,11 +426,10 @@ def test_missing_override_file_is_an_error(tmp_path: Path, monkeypatch: pytest.M
         load_catalog()
 
 
-def test_readme_example_price_file_loads(tmp_path: Path) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme[
-        readme.index("<!-- section: prices -->") : readme.index("<!-- /section: prices -->")
-    ]
+def test_docs_example_price_file_loads(tmp_path: Path) -> None:
+    page = Path(__file__).parent.parent / "docs" / "guides" / "prices.md"
+    text = page.read_text(encoding="utf-8")
+    section = text[text.index("<!-- section: prices -->") : text.index("<!-- /section: prices -->")]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     catalog = load_catalog(_write(tmp_path / "prices.yaml", example))
     assert catalog.cheapest("h100", "lambda").usd_per_hour == Decimal("2.50")  # type: ignore[union-attr]

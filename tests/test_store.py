@@ -11,7 +11,6 @@ import optuna
 import pytest
 
 from sweeps.results.store import (
-    STEP_COLUMNS,
     TRIAL_COLUMNS,
     ResultsLockedError,
     ResultsStore,
@@ -228,10 +227,3 @@ def test_lock_held_too_long_is_a_clear_error_and_loses_nothing(tmp_path: Path) -
         holder.wait()
     assert store.sync_study(study) == 4  # the Optuna storage still has every result
     assert store.query("SELECT count(*) FROM trials")[1] == [(4,)]
-
-
-def test_schema_columns_are_documented_in_the_readme() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("<!-- section: sweep -->", 1)[1].split("<!-- /section: sweep -->", 1)[0]
-    for name, _, _ in TRIAL_COLUMNS + STEP_COLUMNS:
-        assert f"`{name}`" in section, name

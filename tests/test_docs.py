@@ -1,0 +1,179 @@
+"""The README and the MkDocs site: generated reference pages against the code, links, size."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+INSTALL_AND_RUN = (
+    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/paretune"
+)
+INSTALL_AND_TEST = (
+    "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e '.[dev]' "
+    "&& .venv/bin/python -m pytest"
+)
+
+
+def _hooks():
+    """docs/hooks.py, loaded as MkDocs loads it (a file, not a package module)."""
+    spec = importlib.util.spec_from_file_location("paretune_docs_hooks", DOCS / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- the README
+
+
+def test_readme_is_the_front_door() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    assert INSTALL_AND_RUN in text
+    assert INSTALL_AND_TEST in text  # CI runs this line
+
+
+def test_readme_relative_links_point_to_files() -> None:
+    text = README.read_text(encoding="utf-8")
+    targets = re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", text)
+    relative = [t for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    assert relative, "the README links into the docs"
+    for target in relative:
+        path = (README.parent / target.split("#", 1)[0]).resolve()
+        assert path.exists(), f"README links to {target}, which does not exist"
+
+
+# ---------------------------------------------------------------- generated pages
+
+
+def _database_columns(tmp_path: Path) -> dict[str, list[str]]:
+    """Every table's and view's columns, as a freshly created results file has them."""
+    from sweeps.results.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results.duckdb")
+    store.ensure_schema()
+    _, relations = store.query("SELECT table_name FROM information_schema.tables")
+    return {name: [row[0] for row in store.query(f"DESCRIBE {name}")[1]] for (name,) in relations}
+
+
+def test_schema_page_lists_every_column_of_the_results_file(tmp_path: Path) -> None:
+    page = _hooks().render((DOCS / "reference" / "schema.md").read_text(encoding="utf-8"))
+    assert "<!-- generated" not in page
+    relations = _database_columns(tmp_path)
+    assert {"studies", "trials", "steps", "frontier", "calibration"} <= set(relations)
+    for relation, columns in relations.items():
+        assert f"`{relation}`" in page, relation
+        for column in columns:
+            assert f"`{column}`" in page, f"{relation}.{column} is not in the schema page"
+
+
+def test_schema_page_falls_back_to_the_store_column_lists() -> None:
+    from sweeps.results import store
+
+    if not hasattr(store, "TRIAL_COLUMNS"):
+        pytest.skip("the store no longer keeps column lists of its own")
+    page = _hooks()._schema_from_column_lists()
+    for name, kind, _ in store.TRIAL_COLUMNS + store.STEP_COLUMNS:
+        assert re.search(rf"\| `{name}` \| {re.escape(kind.split()[0])}", page), name
+
+
+def _spec_sections(page: str) -> dict[str, str]:
+    """The generated spec-keys Markdown, split into its sections ('' is the top level)."""
+    parts = re.split(r"^### (?:`\[(\w+)\]`|Top level)$", page, flags=re.MULTILINE)
+    return {(name or ""): body for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def test_spec_page_lists_every_key() -> None:
+    from pydantic import BaseModel
+
+    from sweeps.spec import SEARCHABLE, SweepSpec
+
+    page = _hooks().render((DOCS / "reference" / "spec.md").read_text(encoding="utf-8"))
+    sections = _spec_sections(page)
+    for name, field in SweepSpec.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            assert name in sections, f"no [{name}] table"
+            keys = set(section.model_fields) - {"params", "lr_by_method"}
+            if name == "search":
+                keys |= set(SEARCHABLE)
+            for key in keys:
+                assert f"| `{key}` |" in sections[name], f"{name}.{key}"
+        else:
+            assert f"| `{name}` |" in sections[""], name
+
+
+def test_spec_page_documents_every_key_of_the_shipped_examples() -> None:
+    sections = _spec_sections(_hooks().spec_keys_markdown())
+    examples = sorted((ROOT / "examples").glob("*.toml"))
+    assert examples
+    for example in examples:
+        raw = tomllib.loads(example.read_text(encoding="utf-8"))
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                for inner in value:
+                    assert f"| `{inner}` |" in sections[key], f"{example.name}: {key}.{inner}"
+            else:
+                assert f"| `{key}` |" in sections[""], f"{example.name}: {key}"
+
+
+def test_an_unknown_marker_stops_the_build() -> None:
+    from mkdocs.exceptions import PluginError
+
+    with pytest.raises(PluginError, match="spec-keyz"):
+        _hooks().render("text\n<!-- generated: spec-keyz -->\n")
+
+
+def test_sections_that_tests_read_are_in_the_docs() -> None:
+    pages = "\n".join(p.read_text(encoding="utf-8") for p in DOCS.rglob("*.md"))
+    for name in ("prices", "plan", "simulate", "trial", "sweep", "tui"):
+        start, end = f"<!-- section: {name} -->", f"<!-- /section: {name} -->"
+        assert pages.count(start) == 1 and pages.count(end) == 1, name
+        assert pages.index(start) < pages.index(end), name
+
+
+# ---------------------------------------------------------------- the whole site
+
+
+def _command_ids(command: click.Command, prefix: str) -> list[str]:
+    ids = [prefix]
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            ids += _command_ids(sub, f"{prefix}-{name}")
+    return ids
+
+
+@pytest.mark.slow
+def test_site_builds_strictly_with_every_command(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs")
+    from tui.cli import main
+
+    site = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "WARNING" not in done.stderr, done.stderr[-4000:]
+    cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
+    for anchor in _command_ids(main, "paretune"):
+        assert f'id="{anchor}"' in cli, anchor
+    for page in ("reference/spec", "reference/schema"):
+        html = (site / page / "index.html").read_text(encoding="utf-8")
+        assert "generated:" not in html and "<table>" in html, page
