@@ -1,4 +1,4 @@
-"""Small widgets every screen uses: the inline error line and the busy spinner."""
+"""Small widgets every screen uses: the inline error line and how an error is described."""
 
 from __future__ import annotations
 
