@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
+from sweeps.results.readonly import open_connection
 
 if TYPE_CHECKING:
     import duckdb
@@ -297,7 +298,9 @@ class ResultsStore:
     # ------------------------------------------------------------ connections
 
     @contextmanager
-    def connect(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self, *, write: bool = False, allowed_dirs: Sequence[Path] = ()
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection (read-only unless ``write``), retried on lock conflicts."""
         import duckdb
 
@@ -315,7 +318,7 @@ class ResultsStore:
         delay = 0.02
         while True:
             try:
-                connection = duckdb.connect(str(self.path), read_only=not write)
+                connection = open_connection(self.path, write=write, allowed_dirs=allowed_dirs)
                 break
             except duckdb.IOException as error:
                 text = str(error)

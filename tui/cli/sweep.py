@@ -326,26 +326,55 @@ def _num(value: Any) -> str:
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Write the rows to FILE instead (.parquet, .csv or .json).",
+    help="Write the rows to FILE instead (.parquet, .csv or .json); paretune writes it.",
+)
+@click.option(
+    "--allow-files",
+    "allow_files",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    multiple=True,
+    metavar="DIR",
+    help="Let read-only SQL read files in DIR and below (read_parquet, read_csv, ...); repeatable.",
 )
 @click.option("--write", is_flag=True, help="Allow statements that change the file.")
-def sql_command(query: str, db: Path, fmt: str, out: Path | None, write: bool) -> None:
+def sql_command(
+    query: str, db: Path, fmt: str, out: Path | None, allow_files: tuple[Path, ...], write: bool
+) -> None:
     """Run SQL QUERY against the results file (read-only unless --write).
 
     Tables: studies, trials, steps; views: frontier, calibration (see the README).
+
+    Read-only (the default) means nothing on disk changes and nothing is fetched. The query
+    sees the results file only: other files, URLs and other databases are refused, and so are
+    COPY, EXPORT and IMPORT DATABASE, ATTACH and DETACH, INSTALL and LOAD, CHECKPOINT, VACUUM
+    and ANALYZE, PREPARE and EXECUTE, and changing any setting (SET, RESET, PRAGMA); such a
+    statement exits with status 2 and says what to run instead. --allow-files DIR lets the
+    query read files in DIR (and its subfolders) with read_parquet, read_csv, read_json, ...;
+    SQL writes nothing there. --out FILE is written by paretune from the fetched rows. --write
+    opens the file writable with DuckDB's full SQL: files, extensions and other databases.
     """
     from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db)
-    if out is not None and out.suffix.lower() == ".parquet":
+    if write and allow_files:
+        raise SweepUsageError(
+            "--allow-files applies to read-only queries",
+            "With --write the query may already read any file; drop --allow-files.",
+        )
+    parquet = out is not None and out.suffix.lower() == ".parquet"
+    if not write:
+        columns, rows, table = _read_only(store, query, allow_files, arrow=parquet)
+    elif parquet:
         table = store.arrow(query)
+    else:
+        columns, rows = store.query(query, write=write)
+    if parquet:
         import pyarrow.parquet as pq
 
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
         click.echo(f"wrote {table.num_rows} rows to {out}", err=True)
         return
-    columns, rows = store.query(query, write=write)
     if out is not None:
         fmt = {".csv": "csv", ".json": "json"}.get(out.suffix.lower(), fmt)
     text = _format_rows(columns, rows, fmt)
@@ -355,6 +384,30 @@ def sql_command(query: str, db: Path, fmt: str, out: Path | None, write: bool) -
         click.echo(f"wrote {len(rows)} rows to {out}", err=True)
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _read_only(
+    store: Any, query: str, allow_files: tuple[Path, ...], *, arrow: bool
+) -> tuple[list[str], list[tuple[Any, ...]], Any]:
+    """Run ``query`` on a read-only connection: (columns, rows, None), or ([], [], Arrow table)."""
+    import duckdb
+
+    from sweeps.results.readonly import check_read_only, sql_error
+
+    check_read_only(query)
+    with store.connect(allowed_dirs=allow_files) as connection:
+        try:
+            if arrow:
+                import pyarrow as pa
+
+                relation = connection.sql(query)
+                return [], [], pa.table({}) if relation is None else relation.to_arrow_table()
+            cursor = connection.execute(query)
+            if cursor.description is None:
+                return [], [], None
+            return [d[0] for d in cursor.description], cursor.fetchall(), None
+        except duckdb.Error as error:
+            raise sql_error(error) from None
 
 
 def _format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:

@@ -1,6 +1,9 @@
 """The SQL screen: an editor, a results table that stays fast at 100,000 rows, export.
 
-Queries run read-only on the results file in a thread worker; the result arrives as an
+Queries run read-only on the results file in a thread worker, through the connection factory
+`paretune sql` uses (:mod:`sweeps.results.readonly`): no file but the results file, no
+extension, no setting changes, and COPY, ATTACH, CHECKPOINT and the like refused inline; without
+a results file, on an in-memory database locked down the same way. The result arrives as an
 Arrow table and is shown by textual-fastdatatable's Arrow backend, which renders only the
 visible rows, so a large result paints as fast as a small one.
 """
