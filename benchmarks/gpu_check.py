@@ -9,9 +9,10 @@ configs with random weights: nothing is downloaded) and each method (full, lora,
 bitsandbytes 4-bit, dora, freeze), runs a few real training steps in bf16 and prints the
 measured peak (``torch.cuda.max_memory_allocated`` and ``max_memory_reserved``) beside the
 simulated and analytic peaks, and the measured tokens/s beside the planner's prediction for
-``--gpu`` (default: the GPU it runs on, when the catalogue knows it; else h100). The methods
-are applied as the simulator applies them (same peft settings, same mixed-precision AdamW
-with fp32 master weights, same checkpointing). Runs in a few minutes on one H100-class GPU.
+``--gpu`` (default: the GPU it runs on, when the catalogue knows it; else h100). The methods,
+their checkpointing and their optimizer are applied by ``planner.methods``, the code the
+simulator and the trial call (same peft settings, same mixed-precision AdamW with fp32
+master weights, same checkpointing). Runs in a few minutes on one H100-class GPU.
 
 Made to run once, unattended: each (model, method) row is measured on its own, so an
 out-of-memory error, a missing bitsandbytes or an API change prints an error line for that
@@ -42,10 +43,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, estimate, resolve_model
-from planner.estimation.memory import constants, targeted_shapes
-
-# The simulator's own checkpointing switch and optimizer: measured and simulated runs match.
-from planner.simulation.simulate import _enable_checkpointing, _master_weight_adamw, simulate
+from planner.estimation.memory import constants
+from planner.simulation.simulate import simulate
 
 MODELS = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 METHODS = ("full", "lora", "qlora", "dora", "freeze")
@@ -291,6 +290,8 @@ def _train(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from planner.methods import MethodSetup, apply_method, build_optimizer, quantize_to_nf4
+
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renamed APIs
 
     cuda = device == "cuda"
@@ -304,41 +305,13 @@ def _train(
             config, attn_implementation="sdpa", dtype=torch.bfloat16
         )
     if method.kind == "qlora":
-        _quantize_decoder_linears(model)
-        model.is_loaded_in_4bit = (
-            True  # as transformers marks it: peft then uses its 4-bit LoRA layer
-        )
+        quantize_to_nf4(model, torch.bfloat16)
     model.to(device)  # bitsandbytes quantizes each Params4bit here; else a no-op
-    if method.grad_checkpointing:
-        _enable_checkpointing(model)
-    if method.uses_adapters:
-        from peft import LoraConfig, get_peft_model
-
-        names = [s.name for s in targeted_shapes(arch, method)]
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=method.rank,
-                lora_alpha=method.alpha,
-                lora_dropout=method.lora_dropout,
-                target_modules=[n for n in names if not n.startswith("experts.")] or None,
-                use_dora=method.kind == "dora",
-                task_type="CAUSAL_LM",
-            ),
-        )
-    elif method.kind == "freeze":
-        layers = model.model.layers
-        for param in model.parameters():
-            param.requires_grad_(False)
-        for module in [*layers[len(layers) - method.freeze_layers :], model.model.norm]:
-            for param in module.parameters():
-                param.requires_grad_(True)
+    # The method, its checkpointing and its optimizer as the simulator applies them.
+    model = apply_method(model, MethodSetup.from_spec(method))
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if any(p.dtype == torch.bfloat16 for p in trainable):
-        optimizer = _master_weight_adamw(trainable)
-    else:  # fp32 adapters (peft keeps them fp32 on a bf16 base)
-        optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=cuda)
+    optimizer = build_optimizer(trainable, method.optimizer, lr=1e-4, kernel="fused")
 
     if cuda:
         # Building the model (and quantizing it) left freed blocks in the allocator's cache:
@@ -374,42 +347,6 @@ def _train(
         out["allocated_bytes"] = torch.cuda.max_memory_allocated()
         out["reserved_bytes"] = torch.cuda.max_memory_reserved()
     return out
-
-
-def _quantize_decoder_linears(model: Any) -> None:
-    """Every Linear of the decoder layers to bitsandbytes NF4 with double quantization
-    (what ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-    bnb_4bit_use_double_quant=True)`` does when loading; embeddings and head stay 16-bit).
-    The weights are quantized when the model is next moved (``model.to(device)``)."""
-    import bitsandbytes as bnb
-    import torch
-    from torch import nn
-
-    for layer in model.model.layers:
-        for name, module in list(layer.named_modules()):
-            if not isinstance(module, nn.Linear):
-                continue
-            quantized = bnb.nn.Linear4bit(
-                module.in_features,
-                module.out_features,
-                bias=module.bias is not None,
-                compute_dtype=torch.bfloat16,
-                compress_statistics=True,
-                quant_type="nf4",
-                device="meta",
-            )  # its own placeholder weight is replaced just below
-            quantized.weight = bnb.nn.Params4bit(
-                module.weight.data,
-                requires_grad=False,
-                compress_statistics=True,
-                quant_type="nf4",
-                module=quantized,
-            )
-            if module.bias is not None:
-                quantized.bias = nn.Parameter(module.bias.data, requires_grad=False)
-            parent_name, _, child = name.rpartition(".")
-            parent = layer.get_submodule(parent_name) if parent_name else layer
-            setattr(parent, child, quantized)
 
 
 if __name__ == "__main__":

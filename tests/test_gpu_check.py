@@ -41,6 +41,7 @@ def tiny_config(tmp_path: Path) -> Path:
     return config
 
 
+@pytest.mark.slow
 def test_a_failing_row_is_reported_and_the_other_rows_still_run(
     tiny_config: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:

@@ -38,6 +38,7 @@ def without_overhead(terms: dict[str, int]) -> int:
     return sum(v for k, v in terms.items() if k != "framework_overhead")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "grad_checkpointing", "grad_accum"),
     [("full", False, 1), ("lora", True, 2), ("dora", False, 1), ("freeze", True, 1)],
@@ -317,6 +318,7 @@ def test_trial_recipe_qlora_upcasts_what_bitsandbytes_did_not_quantize() -> None
     assert trial_recipe - planner_recipe == 2 * unquantized
 
 
+@pytest.mark.slow
 def test_trial_recipe_extrapolates_exactly() -> None:
     arch = tiny_arch(6)
     method = MethodSpec(kind="lora", rank=8)

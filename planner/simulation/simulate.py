@@ -1,11 +1,12 @@
 """The peak memory of a real training step, simulated on the CPU with no GPU and no weights.
 
 ``simulate(arch, workload, method)`` builds the model from its config with transformers,
-applies the method the way a trial does (peft LoRA/DoRA with the same rank and targets,
-QLoRA, full, freeze), sets gradient checkpointing and the attention implementation,
-builds the optimizer and runs two real training steps on *fake* tensors (shapes, no
-data), counting every storage alive. It is a second, independent answer to "will it
-fit", and the referee of the analytic formulas in :mod:`planner`.
+applies the method with the code a trial applies it with (:mod:`planner.methods`: peft
+LoRA/DoRA with the same rank and targets, QLoRA, full, freeze, gradient checkpointing,
+the optimizer), sets the attention implementation and runs two real training steps on
+*fake* tensors (shapes, no data), counting every storage alive. It is a second,
+independent answer to "will it fit", and the referee of the analytic formulas in
+:mod:`planner`.
 
 What is simulated and what is added analytically:
 
@@ -37,6 +38,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from planner.estimation.memory import TERMS
+from planner.methods import MethodSetup
 
 if TYPE_CHECKING:
     from planner.estimation.arch import ModelArch
@@ -116,21 +118,20 @@ class SimulatedPeak:
 class _Step:
     """One training step's settings, in the simulator's terms (from Workload + MethodSpec)."""
 
-    kind: str  # full | lora | qlora | dora | freeze
-    rank: int
-    alpha: float
-    lora_dropout: float
-    target_modules: tuple[str, ...]  # the planner's targeted Linear names (q_proj, experts.up_proj)
+    method: MethodSetup  # how planner.methods applies the method, as the recipe runs it
     optimizer: str  # adamw | adamw_bf16 | adamw8bit | paged_adamw8bit | adafactor | sgd
     param_dtype: str  # dtype the weights are stored in
     autocast_dtype: str | None  # mixed precision: compute dtype under autocast
     recipe: str  # planner | trial (see simulate)
-    grad_checkpointing: bool
     attention: str  # sdpa | eager
     seq_len: int
     batch: int
     micro_batches: int  # micro-batches simulated per step (gradients accumulate)
     trainable_layers: int  # freeze: top decoder layers that train
+
+    @property
+    def kind(self) -> str:
+        return self.method.kind
 
 
 def simulate(
@@ -196,20 +197,14 @@ def _step_from_spec(
         compute = {"bf16": "bfloat16", "fp16": "float16"}.get(method.precision)
         param_dtype = "float32" if method.kind in ("full", "freeze") else (compute or "float32")
         autocast_dtype = compute
-    targets: tuple[str, ...] = ()
     if method.uses_adapters:
-        targets = tuple(dict.fromkeys(s.name for s in targeted_shapes(arch, method)))
+        targeted_shapes(arch, method)  # a target the model lacks fails before any model is built
     step = _Step(
-        kind=method.kind,
-        rank=method.rank,
-        alpha=float(method.alpha),
-        lora_dropout=float(method.lora_dropout),
-        target_modules=targets,
+        method=MethodSetup.from_spec(method, recipe=recipe),
         optimizer=method.optimizer,
         param_dtype=param_dtype,
         autocast_dtype=autocast_dtype,
         recipe=recipe,
-        grad_checkpointing=method.grad_checkpointing,
         attention=attention,
         seq_len=workload.seq_len,
         batch=workload.batch,
@@ -351,7 +346,7 @@ def _run(
     # accounting differs, so one simulated step serves both (``plan --simulate`` asks for
     # both). The trial recipe upcasts QLoRA's unquantized weights, so it runs its own.
     shared = step.kind == "qlora" and step.recipe == "planner"
-    run_step = replace(step, kind="lora") if shared else step
+    run_step = replace(step, method=replace(step.method, kind="lora")) if shared else step
     config_key = json.dumps(hf_config, sort_keys=True)
     raw, counts, notes = _run_cached(config_key, frozen_layers, trainable_layers, run_step)
     terms = {phase: _terms(peak, counts, step) for phase, peak in raw.items()}
@@ -381,6 +376,7 @@ def _run_cached(
 def _run_quietly(
     hf_config: dict[str, Any], frozen_layers: int, trainable_layers: int, step: _Step
 ) -> tuple[dict[str, dict[str, int]], _ParameterBytes, tuple[str, ...]]:
+    from planner.methods import apply_method
     from planner.simulation import _torch_memory as tm
 
     notes: list[str] = []
@@ -390,9 +386,9 @@ def _run_quietly(
         notes.append(
             f"{model.config.model_type} has no {step.attention} attention; simulated {attention_used}"
         )
-    if step.grad_checkpointing:
-        _enable_checkpointing(model)
-    model = _apply_method(model, step, trainable_layers)
+    # Through the code a trial applies its method with: k-bit preparation, checkpointing,
+    # the adapters (the recipe only sets what differs, see MethodSetup.from_spec).
+    model = apply_method(model, replace(step.method, freeze_layers=trainable_layers))
     model.train()
     vocab = model.config.get_text_config().vocab_size
 
@@ -438,7 +434,9 @@ _PHASES = (
 
 
 def _phase_hooks(model: Any, tracker: Any) -> list[Any]:
-    layers = _decoder_layers(model)
+    from planner.methods import decoder_layers
+
+    layers = decoder_layers(model)
     if len(layers) < 2:
         return []
     top, bottom = layers[len(layers) - 1], layers[0]
@@ -527,180 +525,19 @@ def _drop_out_of_vocab_token_ids(config: Any) -> None:
             setattr(text, key, None)
 
 
-def _enable_checkpointing(model: Any) -> None:
-    # transformers 5 renamed gradient checkpointing to activation checkpointing; both
-    # default to torch's non-reentrant checkpoint.
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable()
-    else:  # pragma: no cover - transformers < 5
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _apply_method(model: Any, step: _Step, trainable_layers: int) -> Any:
-    if step.kind == "full":
-        return model
-    if step.kind == "freeze":
-        # The top k decoder layers and the final norm train (the planner's count).
-        decoder_layers = _decoder_layers(model)
-        for param in model.parameters():
-            param.requires_grad_(False)
-        trained = list(decoder_layers[len(decoder_layers) - trainable_layers :])
-        if step.recipe == "planner":
-            trained.append(_final_norm(model))
-        for module in trained:
-            for param in module.parameters():
-                param.requires_grad_(True)
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    # Dense Linear layers are targeted by module name. transformers keeps each MoE
-    # layer's experts as 3-D parameters, not Linear modules: peft adapts those through
-    # ``target_parameters``.
-    linear = [t for t in step.target_modules if not t.startswith("experts.")]
-    experts = _expert_parameters(model, step.target_modules)
-    config = LoraConfig(
-        r=step.rank,
-        lora_alpha=step.alpha,
-        lora_dropout=step.lora_dropout,
-        target_modules=linear or None,
-        target_parameters=experts or None,
-        use_dora=step.kind == "dora",
-        task_type="CAUSAL_LM",
-    )
-    if step.kind == "qlora" and step.recipe == "trial":
-        _prepare_for_kbit_training(model)
-    return get_peft_model(model, config)
-
-
-def _prepare_for_kbit_training(model: Any) -> None:
-    """What peft's ``prepare_model_for_kbit_training`` does to the parameters: every one
-    that bitsandbytes did not quantize (embeddings, norms, head, routers) in fp32. The
-    16-bit stand-ins of the quantized decoder matrices keep their dtype."""
-    import torch
-
-    quantized = {
-        id(p)
-        for name, p in _decoder_layers(model).named_parameters()
-        if p.dim() >= 2 and not _is_router(name)
-    }
-    upcast: dict[int, Any] = {}  # keeps tied embeddings tied
-    for module in model.modules():
-        for name, param in list(module._parameters.items()):
-            if param is None or id(param) in quantized or param.dtype == torch.float32:
-                continue
-            if id(param) not in upcast:
-                upcast[id(param)] = torch.nn.Parameter(
-                    param.detach().float(), requires_grad=param.requires_grad
-                )
-            module._parameters[name] = upcast[id(param)]
-
-
-def _expert_parameters(model: Any, targets: tuple[str, ...]) -> list[str]:
-    wanted = {t.removeprefix("experts.") for t in targets if t.startswith("experts.")}
-    if not wanted:
-        return []
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters() if ".experts." in name}
-    chosen = []
-    for name in sorted(names):
-        # gate and up projections are one gate_up_proj parameter in transformers 5.
-        parts = {f"{part}_proj" for part in name.removesuffix("_proj").split("_")}
-        if name in wanted or parts & wanted:
-            chosen.append(f"experts.{name}")
-    return chosen
-
-
-def _final_norm(model: Any) -> Any:
-    decoder_layers = _decoder_layers(model)
-    norm = None
-    for module in model.modules():
-        if module is decoder_layers:
-            continue
-        if type(module).__name__.lower().endswith(("rmsnorm", "layernorm")) and not any(
-            module is m for m in decoder_layers.modules()
-        ):
-            norm = module
-    if norm is None:
-        raise RuntimeError(f"no final norm found in {type(model).__name__}")
-    return norm
-
-
-def _decoder_layers(model: Any) -> Any:
-    from torch import nn
-
-    layers = model.config.get_text_config().num_hidden_layers
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == layers:
-            return module
-    raise RuntimeError(f"no list of {layers} decoder layers in {type(model).__name__}")
-
-
 def _build_optimizer(params: list[Any], step: _Step) -> Any:
-    import torch
+    from planner.methods import build_optimizer
 
-    if step.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=1e-4, momentum=0.9)
-    if step.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False)
-    if step.optimizer == "adamw" and step.recipe == "trial":
-        # torch's default on CUDA tensors: the multi-tensor (foreach) implementation.
-        return torch.optim.AdamW(params, lr=1e-4, foreach=True)
-    sixteen_bit = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
-    if step.optimizer == "adamw" and sixteen_bit:
-        return _master_weight_adamw(params)
-    # adamw on fp32 trainables (adapters, fp32 runs), adamw_bf16, and the 8-bit AdamW
-    # variants whose states are replaced by bitsandbytes' bytes afterwards.
-    return torch.optim.AdamW(params, lr=1e-4, fused=True)
-
-
-def _master_weight_adamw(params: list[Any]) -> Any:
-    """Mixed-precision AdamW as the planner's ``adamw`` means it (ZeRO section 3.1):
-    16-bit weights and gradients, an fp32 master copy and two fp32 moments per weight.
-
-    Each weight's gradient is upcast to fp32 just before its update and freed after it,
-    so the step's transient is one weight's fp32 gradient. The step counter lives on the
-    weight's device: the fused CUDA kernel reads it from device memory, so the same class
-    runs real steps on a GPU (``benchmarks/gpu_check.py``).
-    """
-    import torch
-    from torch.optim.adamw import adamw
-
-    class MasterWeightAdamW(torch.optim.Optimizer):
-        def __init__(self, params: list[Any]) -> None:
-            super().__init__(params, {"lr": 1e-4})
-
-        @torch.no_grad()
-        def step(self, closure: Any = None) -> None:
-            for group in self.param_groups:
-                for param in group["params"]:
-                    if param.grad is None:
-                        continue
-                    state = self.state[param]
-                    if not state:
-                        state["master"] = param.detach().float()
-                        state["exp_avg"] = torch.zeros_like(state["master"])
-                        state["exp_avg_sq"] = torch.zeros_like(state["master"])
-                        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-                    adamw(
-                        [state["master"]],
-                        [param.grad.float()],
-                        [state["exp_avg"]],
-                        [state["exp_avg_sq"]],
-                        [],
-                        [state["step"]],
-                        fused=True,
-                        amsgrad=False,
-                        beta1=0.9,
-                        beta2=0.999,
-                        lr=group["lr"],
-                        weight_decay=0.0,
-                        eps=1e-8,
-                        maximize=False,
-                    )
-                    param.copy_(state["master"])
-
-    return MasterWeightAdamW(params)
+    if step.optimizer in ("adamw8bit", "paged_adamw8bit"):
+        # bitsandbytes kernels do not run on fake tensors: torch's fused AdamW (one kernel
+        # per tensor, no temporaries, like bitsandbytes') stands in, and its states are
+        # replaced by the bitsandbytes state bytes afterwards (``_terms``).
+        return build_optimizer(params, "adamw_bf16", lr=1e-4, kernel="fused")
+    # The trial recipe's AdamW is torch's default on CUDA tensors, the multi-tensor
+    # (foreach) implementation; the planner's is fused (or mixed precision, on 16-bit
+    # weights).
+    kernel = "foreach" if step.optimizer == "adamw" and step.recipe == "trial" else "fused"
+    return build_optimizer(params, step.optimizer, lr=1e-4, kernel=kernel)
 
 
 @dataclass(frozen=True)
@@ -713,6 +550,8 @@ class _ParameterBytes:
 
 
 def _parameter_bytes(model: Any, step: _Step) -> _ParameterBytes:
+    from planner.methods import quantized_weights
+
     adapter = 0
     if step.kind in ("lora", "qlora", "dora"):
         adapter = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -722,8 +561,8 @@ def _parameter_bytes(model: Any, step: _Step) -> _ParameterBytes:
         # matrix of the decoder layers (experts included); MoE routers, norms, embeddings
         # and the head stay 16-bit (transformers keeps the output embedding out of
         # bitsandbytes).
-        for name, param in _decoder_layers(_unwrap(model)).named_parameters():
-            if param.requires_grad or param.dim() < 2 or _is_router(name):
+        for _, param in quantized_weights(_unwrap(model)):
+            if param.requires_grad:  # the adapters
                 continue
             quantized_16bit += param.numel() * param.element_size()
             quantized_numel += param.numel()
@@ -738,11 +577,6 @@ def _parameter_bytes(model: Any, step: _Step) -> _ParameterBytes:
         dequantized=dequantized,
         trainable_numels=trainable_numels,
     )
-
-
-def _is_router(parameter_name: str) -> bool:
-    module = parameter_name.rsplit(".", 2)[-2] if parameter_name.count(".") >= 1 else ""
-    return module in ("gate", "router", "shared_expert_gate")
 
 
 def _unwrap(model: Any) -> Any:
