@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.trial.recipe import TrialError, run_trial
+from sweeps.trial.recipe import TrialError, run_trial, trial_command
 from sweeps.trial.types import TrialConfig, TrialResult
 
 # Short trials: a few dozen steps of a ~2M-parameter model. max_new_tokens=4 is enough for
@@ -50,6 +50,7 @@ def full_high_lr(runs) -> TrialResult:
     )
 
 
+@pytest.mark.slow
 def test_lora_learns_the_task(lora_usual: TrialResult) -> None:
     q = lora_usual.quality
     assert lora_usual.state == "complete"
@@ -59,6 +60,7 @@ def test_lora_learns_the_task(lora_usual: TrialResult) -> None:
     assert [s.step for s in lora_usual.steps if s.eval_nll is not None] == [10, 20, 30]
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_at_high_lr_forgets_more_than_lora(
     lora_usual: TrialResult, full_high_lr: TrialResult
 ) -> None:
@@ -76,6 +78,7 @@ def _tiny_train(folder: Path, demo, rows: int = 6) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_many_epochs_on_a_tiny_set_overfit_and_early_stopping_keeps_the_best(
     runs, demo, tmp_path
 ) -> None:
@@ -136,11 +139,19 @@ def test_artifacts_model_card_and_reproducing_command(lora_usual: TrialResult) -
     assert (adapter / "adapter_config.json").exists()
     card = (adapter.parent / "README.md").read_text()
     assert "lora fine-tune of demo" in card and lora_usual.command in card
-    assert lora_usual.command == (
-        "paretune trial --demo --method lora --lr 0.0003 --max-steps 30"
-    ) or lora_usual.command.startswith("paretune trial --spec ")
-    again = config_from_spec(adapter.parent / "trial.toml")
+    # Settings without a flag (run_dir, eval_every, ...): the command runs the saved spec.
+    spec = adapter.parent / "trial.toml"
+    assert lora_usual.command == f"paretune trial --spec {spec}"
+    again = config_from_spec(spec)
     assert again == lora_usual.config
+
+
+def test_a_config_said_by_flags_reproduces_with_flags() -> None:
+    config = TrialConfig(method="lora", rank=8, alpha=16, lr=3e-4, max_steps=30)
+    assert trial_command(config) == "paretune trial --demo --method lora --lr 0.0003 --max-steps 30"
+    assert trial_command(config.model_copy(update={"eval_every": 5}), Path("t.toml")) == (
+        "paretune trial --spec t.toml"
+    )
 
 
 def test_planner_prediction_and_measurements_sit_side_by_side(lora_usual: TrialResult) -> None:

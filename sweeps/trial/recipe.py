@@ -3,13 +3,17 @@
     result = run_trial(TrialConfig(method="lora", rank=8, lr=2e-4, max_steps=40))
     result.quality.eval_nll, result.forgetting.retain_kl, result.measured.peak_gb
 
-The steps, in order: resolve the hardware and its price; load the tokenizer and the data;
-score the base model once (cached on disk per model and data, since a sweep runs many
-trials on one base); load the model for the method (full, LoRA, QLoRA, DoRA or freeze);
-train in one loop that logs every optimizer step; score quality and forgetting; record
-memory, time, tokens and dollars beside the planner's prediction; save the adapter and a
-model card. It runs in the calling process; :func:`sweeps.trial.isolation.run_trial_isolated`
-runs it in a child process with memory and time limits.
+``run_trial`` calls its steps in order, each a function (section "the trial" below):
+``_setup_where`` resolves the device, the precision and the hourly price; ``_setup_data``
+loads the tokenizer and the data; ``_setup_model`` scores the base model once (cached on
+disk per model and data, since a sweep runs many trials on one base) and loads the model
+with its method applied by :mod:`planner.methods`, the layer the step simulator calls too;
+``_setup_optimizer_and_schedule``; ``_train``, one loop that logs every optimizer step;
+``_evaluate`` scores quality and forgetting; ``_save_run`` saves the adapter, the spec and
+the command; ``_assemble_result`` puts memory, time, tokens and dollars beside the
+planner's prediction. It runs in the calling process;
+:func:`sweeps.trial.isolation.run_trial_isolated` runs it in a child process with memory
+and time limits.
 
 Bad input (an unknown target module, a missing file, an unknown GPU id) raises a
 :class:`pricing.errors.UserError` subclass before any training starts.
@@ -41,40 +45,10 @@ from sweeps.trial.types import (
     TrialResult,
 )
 
-__all__ = ["ATTENTION_MODULES", "MLP_MODULES", "TrialError", "run_trial", "trial_command"]
+__all__ = ["TrialError", "run_trial", "trial_command"]
 
 _BASE_METRICS_VERSION = 1
 _TRAIN_NLL_ROWS = 512  # train NLL at the end is scored on at most this many rows
-
-# Linear-layer names per group across the common decoder families (Llama/Qwen/Mistral,
-# GPT-2, GPT-NeoX, Phi, MPT); a module is targeted when its own name is in the group.
-ATTENTION_MODULES = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "qkv_proj",
-    "c_attn",
-    "query_key_value",
-    "Wqkv",
-    "out_proj",
-    "dense",
-)
-MLP_MODULES = (
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-    "gate_up_proj",
-    "c_fc",
-    "c_proj",
-    "fc1",
-    "fc2",
-    "dense_h_to_4h",
-    "dense_4h_to_h",
-    "w1",
-    "w2",
-    "w3",
-)
 
 
 class TrialError(UserError):
@@ -350,15 +324,10 @@ def _load_model(path: str, config: TrialConfig, device, precision: str, *, quant
     weights = torch.float32 if config.method in ("full", "freeze") else _dtype(precision)
     kwargs: dict[str, Any] = {"dtype": weights}
     if quantized:
-        from transformers import BitsAndBytesConfig
+        from planner.methods import nf4_quantization_config
 
         compute = torch.float32 if precision == "fp32" else _dtype(precision)
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
+        kwargs["quantization_config"] = nf4_quantization_config(compute)
         kwargs["device_map"] = {"": device.index if device.type == "cuda" else "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -380,127 +349,43 @@ def _load_model(path: str, config: TrialConfig, device, precision: str, *, quant
     return model
 
 
-def _linear_names(model) -> list[str]:
-    import torch
-
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Linear4bit":
-            names.append(name)
-    return names
-
-
-def _target_modules(model, targets: str) -> list[str]:
-    """Module names (leaf names, as peft matches them) for 'attn', 'mlp', 'all' or a list."""
-    linear = [n for n in _linear_names(model) if "lm_head" not in n]
-    leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
-    if targets in ("attn", "mlp", "all"):
-        groups = {
-            "attn": ATTENTION_MODULES,
-            "mlp": MLP_MODULES,
-            "all": ATTENTION_MODULES + MLP_MODULES,
-        }
-        chosen = [leaf for leaf in leaves if leaf in groups[targets]]
-        if not chosen:
-            raise TrialError(
-                f"no {targets!r} linear layers recognised in this model",
-                "Name the modules instead, e.g. --targets " + ",".join(leaves[:4]),
-            )
-        return chosen
-    wanted = [t.strip() for t in targets.split(",") if t.strip()]
-    from pricing.errors import did_you_mean
-
-    for name in wanted:
-        if name not in leaves:
-            raise TrialError(
-                f"the model has no linear module named {name!r}", did_you_mean(name, leaves)
-            )
-    return wanted
-
-
-def _decoder_layers(model):
-    import torch
-
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    if not lists:
-        raise TrialError("cannot find the decoder layers of this model for method 'freeze'")
-    return max(lists, key=len)
-
-
 def _apply_method(model, config: TrialConfig):
-    """Make exactly the parameters the method trains trainable; return the model to train."""
-    if config.method == "full":
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        return model
-    if config.method == "freeze":
-        layers = _decoder_layers(model)
-        if config.freeze_trainable_layers > len(layers):
-            raise TrialError(
-                f"freeze_trainable_layers={config.freeze_trainable_layers} but the model has "
-                f"{len(layers)} layers",
-                f"Use at most {len(layers)}.",
-            )
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        for layer in list(layers)[-config.freeze_trainable_layers :]:
-            for parameter in layer.parameters():
-                parameter.requires_grad_(True)
-        return model
-    from peft import LoraConfig, get_peft_model
+    """Make exactly the parameters the method trains trainable; return the model to train.
 
-    targets = _target_modules(model, config.targets)
-    if config.method == "qlora":
-        from peft import prepare_model_for_kbit_training
+    The method goes through ``planner.methods`` as the step simulator's ``trial`` recipe
+    runs it (the top ``freeze_trainable_layers`` layers; QLoRA through peft's k-bit
+    preparation; checkpointing non-reentrant); bad settings are a ``TrialError``."""
+    from planner.errors import InvalidSpecError
+    from planner.methods import MethodSetup, apply_method, decoder_layers
+    from sweeps.trial.prediction import planner_method
 
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=config.grad_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+    # The precision changes what the planner predicts, not how a method is applied.
+    spec = planner_method(config, precision="fp32")
+    setup = MethodSetup.from_spec(spec, recipe="trial", use_rslora=config.use_rslora)
+    try:
+        if config.method == "freeze":
+            layers = len(decoder_layers(model))
+            if config.freeze_trainable_layers > layers:
+                raise TrialError(
+                    f"freeze_trainable_layers={config.freeze_trainable_layers} but the model "
+                    f"has {layers} layers",
+                    f"Use at most {layers}.",
+                )
+        return apply_method(model, setup)
+    except InvalidSpecError as error:
+        raise TrialError(error.message, error.hint) from None
+
+
+def _optimizer(config: TrialConfig, parameters: list):
+    from planner.errors import InvalidSpecError
+    from planner.methods import build_optimizer
+
+    try:
+        return build_optimizer(
+            parameters, config.optimizer, lr=config.lr, weight_decay=config.weight_decay
         )
-    lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        use_rslora=config.use_rslora,  # scale alpha/sqrt(r) (Kalajdzievski 2023)
-        use_dora=config.method == "dora",
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
-
-
-def _optimizer(config: TrialConfig, parameters: list, device):
-    import torch
-
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
-        )
-    if config.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(
-            parameters,
-            lr=config.lr,
-            scale_parameter=False,
-            relative_step=False,
-            warmup_init=False,
-            weight_decay=config.weight_decay,
-        )
-    import bitsandbytes as bnb
-
-    if config.optimizer == "paged_adamw8bit" and device.type != "cuda":
-        raise TrialError(
-            "paged_adamw8bit pages optimizer state between GPU and CPU memory; it needs a CUDA GPU",
-            "Use adamw8bit or adamw on CPU.",
-        )
-    kind = (
-        bnb.optim.PagedAdamW8bit if config.optimizer == "paged_adamw8bit" else bnb.optim.AdamW8bit
-    )
-    return kind(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    except InvalidSpecError as error:
+        raise TrialError(error.message, error.hint) from None
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -674,6 +559,70 @@ def _write_spec(config: TrialConfig, path: Path) -> None:
 # --- the trial --------------------------------------------------------------------------------
 
 
+def run_trial(
+    config: TrialConfig, *, on_step: Callable[[StepLog], None] | None = None
+) -> TrialResult:
+    """Fine-tune, evaluate and measure one configuration; raises ``UserError`` on bad input.
+
+    Each step below is one function, and measures what it does: loading time up to the
+    trained model, the train loop's time, tokens and memory peaks, the evaluation's time.
+    """
+    started = time.perf_counter()
+    where = _setup_where(config)
+    tokenizer, data = _setup_data(config, where.sources)
+    model, base = _setup_model(config, where, tokenizer, data)
+    load_s = time.perf_counter() - started
+    optimization = _setup_optimizer_and_schedule(config, model, data, where)
+    trained = _train(model, data, config, where, optimization, on_step)
+    evaluation = _evaluate(model, tokenizer, data, config, where, base, trained)
+    saved = _save_run(model, tokenizer, config)
+    wall_s = time.perf_counter() - started
+    result = _assemble_result(
+        config, where, data, model, optimization, trained, evaluation, saved, load_s, wall_s
+    )
+    _write_card(saved.folder, result)
+    return result
+
+
+# 1. Where it runs and what an hour of it costs (bad ids fail here, before any work).
+
+
+@dataclass(frozen=True)
+class _Where:
+    device: Any
+    precision: str  # bf16 | fp16 | fp32, as resolved for the device
+    baseline_gb: float  # CPU: the resident set before any data or model was loaded
+    usd_per_hour: float | None
+    provider: str | None
+    gpu_id: str | None
+    sources: _Sources
+
+    def autocast(self):
+        """Mixed precision for the forward passes (training and evaluation alike)."""
+        import torch
+
+        return torch.autocast(
+            self.device.type, dtype=_dtype(self.precision), enabled=self.precision != "fp32"
+        )
+
+
+def _setup_where(config: TrialConfig) -> _Where:
+    device = _device(config.device)
+    precision = _precision(config, device)
+    # The libraries every trial loads, imported before the memory baseline is taken, so
+    # that a CPU trial's peak is its own memory.
+    import peft  # noqa: F401
+    from transformers import AutoTokenizer, get_scheduler  # noqa: F401
+
+    import sweeps.trial.metrics  # noqa: F401
+
+    baseline_gb = _memory_baseline_gb() if device.type == "cpu" else 0.0
+    usd_per_hour, provider, gpu_id = _price(config)
+    sources = _sources(config)
+    _seed_everything(config.seed)
+    return _Where(device, precision, baseline_gb, usd_per_hour, provider, gpu_id, sources)
+
+
 def _seed_everything(seed: int) -> None:
     import random
 
@@ -683,6 +632,237 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+# 2. Tokenizer and data.
+
+
+def _setup_data(config: TrialConfig, sources: _Sources) -> tuple[Any, _Data]:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(sources.model)
+    except (OSError, ValueError) as error:
+        raise TrialError(f"cannot load the tokenizer of {sources.model!r}: {error}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, _load_data(config, sources, tokenizer)
+
+
+# 3. The base model's scores, then the model to train with its method applied.
+
+
+def _setup_model(
+    config: TrialConfig, where: _Where, tokenizer, data: _Data
+) -> tuple[Any, dict[str, Any]]:
+    """(model to train, the base model's scores). The base is scored once per (model,
+    data, precision) and then read from disk; the device's peaks are reset afterwards."""
+    import torch
+
+    base, model = _base_scores(config, where, tokenizer, data)
+    if model is None:
+        model = _load_model(
+            where.sources.model,
+            config,
+            where.device,
+            where.precision,
+            quantized=config.method == "qlora",
+        )
+    _seed_everything(config.seed)
+    model = _apply_method(model, config)
+    model.config.use_cache = False
+    if where.device.type == "cuda":
+        # So the trial's peaks are its own: what scoring the base, loading and quantizing
+        # freed (and what only reference cycles still hold) goes back to the device
+        # before the peaks are reset; the cached blocks would count as reserved.
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(where.device)
+    return model, base
+
+
+def _base_scores(config: TrialConfig, where: _Where, tokenizer, data: _Data):
+    """(the base model's scores, the model that scored them when the trial can train it
+    as loaded, else None)."""
+    base_key = [
+        _BASE_METRICS_VERSION,
+        _model_fingerprint(where.sources.model),
+        data.fingerprint,
+        where.precision,
+        where.device.type,
+        config.max_new_tokens,
+        config.batch,
+    ]
+    base_folder = _base_cache_dir(base_key)
+    base = _load_base_scores(base_folder)
+    if base is not None:
+        return base, None
+    # The base is always the unquantized model, so QLoRA's forgetting includes the
+    # damage of quantization itself.
+    scorer = _load_model(
+        where.sources.model,
+        config.model_copy(update={"method": "lora"}),
+        where.device,
+        where.precision,
+        quantized=False,
+    )
+    base = _score_base(scorer, tokenizer, data, config)
+    _save_base_scores(base_folder, base)
+    if config.method in ("lora", "dora"):
+        return base, scorer
+    del scorer
+    return base, None
+
+
+# 4. The optimizer and the schedule: epochs or max_steps, with gradient accumulation.
+
+
+@dataclass(frozen=True)
+class _Optimization:
+    trainable: list
+    optimizer: Any
+    scheduler: Any
+    scaler: Any  # fp16 loss scaling, else None
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _setup_optimizer_and_schedule(
+    config: TrialConfig, model, data: _Data, where: _Where
+) -> _Optimization:
+    import torch
+    from transformers import get_scheduler
+
+    rows = (
+        len(data.train.input_ids)
+        if not config.packing
+        else math.ceil(data.train.tokens / config.max_seq_len)
+    )
+    micro_per_epoch = math.ceil(rows / config.batch)
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.grad_accum))
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(config, trainable)
+    schedule = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
+    scheduler = get_scheduler(
+        schedule,
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    scaler = torch.amp.GradScaler("cuda") if where.precision == "fp16" else None
+    return _Optimization(trainable, optimizer, scheduler, scaler, steps_per_epoch, total_steps)
+
+
+# 5. The training loop: one optimizer step per `grad_accum` micro-batches, each logged.
+
+
+@dataclass(frozen=True)
+class _Trained:
+    steps: list[StepLog]
+    train_s: float  # optimizer steps only, evaluation excluded
+    tokens: int
+    best_nll: float
+    best_step: int | None
+    peak_gb: float
+    reserved_gb: float | None
+
+
+def _train(
+    model,
+    data: _Data,
+    config: TrialConfig,
+    where: _Where,
+    optimization: _Optimization,
+    on_step: Callable[[StepLog], None] | None,
+) -> _Trained:
+    import torch
+
+    from sweeps.trial.metrics import completion_nll
+
+    steps: list[StepLog] = []
+    best = _BestEval(keep_weights=config.early_stopping)
+    tokens_trained, train_s = 0, 0.0
+    micro_batches = _cycle_batches(data, config)
+    model.train()
+    for step in range(1, optimization.total_steps + 1):
+        step_started = time.perf_counter()
+        window = [next(micro_batches) for _ in range(config.grad_accum)]
+        step_loss, step_tokens, lr = _optimizer_step(model, window, where, optimization)
+        if where.device.type == "cuda":
+            torch.cuda.synchronize(where.device)
+        elapsed = time.perf_counter() - step_started
+        train_s += elapsed
+        tokens_trained += step_tokens
+
+        eval_nll = None
+        if step % config.eval_every == 0 or step == optimization.total_steps:
+            with where.autocast():
+                eval_nll = completion_nll(model, data.eval_batches())[0]
+            model.train()
+            best.update(step, eval_nll, model)
+        log = StepLog(
+            step=step,
+            epoch=round(window[-1][0], 4),
+            loss=step_loss,
+            lr=lr,
+            tokens_per_s=step_tokens / elapsed if elapsed > 0 else 0.0,
+            peak_gb=round(_peak_gb(where.device, where.baseline_gb)[0], 4),
+            eval_nll=eval_nll,
+        )
+        steps.append(log)
+        if on_step is not None:
+            on_step(log)
+        if config.early_stopping and best.evals_since >= config.early_stopping_patience:
+            break
+    best.restore(model, last_eval_nll=steps[-1].eval_nll)
+    model.eval()
+    peak_gb, reserved_gb = _peak_gb(where.device, where.baseline_gb)
+    return _Trained(steps, train_s, tokens_trained, best.nll, best.step, peak_gb, reserved_gb)
+
+
+def _optimizer_step(
+    model, window: list, where: _Where, optimization: _Optimization
+) -> tuple[float, int, float]:
+    """Forward and backward over the window's micro-batches, then one optimizer and
+    scheduler step; returns (loss, tokens, learning rate of the step)."""
+    import torch
+
+    scaler, optimizer = optimization.scaler, optimization.optimizer
+    # Token-weighted mean over the whole accumulation window, not a mean of means.
+    scored = sum(int((b["labels"][:, 1:] != -100).sum()) for _, b in window)
+    step_loss, step_tokens = 0.0, 0
+    for _, batch in window:
+        input_ids = batch["input_ids"].to(where.device)
+        labels = batch["labels"][:, 1:].to(where.device)
+        with where.autocast():
+            logits = model(
+                input_ids=input_ids, attention_mask=batch["attention_mask"].to(where.device)
+            ).logits
+        loss_sum = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        loss = loss_sum / max(1, scored)
+        (scaler.scale(loss) if scaler else loss).backward()
+        step_loss += float(loss.detach())
+        step_tokens += int(batch["attention_mask"].sum())
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(optimization.trainable, 1.0)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    lr = optimization.scheduler.get_last_lr()[0]
+    optimization.scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, step_tokens, lr
 
 
 def _cycle_batches(data: _Data, config: TrialConfig):
@@ -706,6 +886,123 @@ def _cycle_batches(data: _Data, config: TrialConfig):
         epoch += 1
 
 
+@dataclass
+class _BestEval:
+    """The best eval NLL seen so far, its step, and with early stopping the trainable
+    weights at that step (on the CPU), to be put back at the end."""
+
+    keep_weights: bool
+    nll: float = math.inf
+    step: int | None = None
+    weights: dict[str, Any] | None = None
+    evals_since: int = 0
+
+    def update(self, step: int, eval_nll: float, model) -> None:
+        if eval_nll >= self.nll:
+            self.evals_since += 1
+            return
+        self.nll, self.step, self.evals_since = eval_nll, step, 0
+        if self.keep_weights:
+            self.weights = {
+                n: p.detach().to("cpu", copy=True)
+                for n, p in model.named_parameters()
+                if p.requires_grad
+            }
+
+    def restore(self, model, *, last_eval_nll: float | None) -> None:
+        """The kept weights back into ``model``, unless the last eval was the best."""
+        import torch
+
+        if self.weights is None or last_eval_nll == self.nll:
+            return
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.weights.items():
+                named[name].copy_(value.to(named[name].device))
+
+
+# 6. Quality and forgetting, against the cached base scores.
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    quality: Quality
+    forgetting: Forgetting
+    eval_s: float
+
+
+def _evaluate(
+    model,
+    tokenizer,
+    data: _Data,
+    config: TrialConfig,
+    where: _Where,
+    base: dict[str, Any],
+    trained: _Trained,
+) -> _Evaluation:
+    """Quality on the task and forgetting of the retain set and facts, against the base."""
+    started = time.perf_counter()
+    with where.autocast():
+        quality = _quality(model, tokenizer, data, config, base, trained)
+        forgetting = _forgetting(model, tokenizer, data, base)
+    return _Evaluation(quality, forgetting, time.perf_counter() - started)
+
+
+def _quality(
+    model, tokenizer, data: _Data, config: TrialConfig, base: dict[str, Any], trained: _Trained
+) -> Quality:
+    from sweeps.trial.metrics import completion_nll
+
+    eval_nll = completion_nll(model, data.eval_batches())[0]
+    train_nll = completion_nll(model, data.train_score_batches())[0]
+    return Quality(
+        eval_nll=eval_nll,
+        base_eval_nll=base["eval_nll"],
+        exact_match=_exact_match(model, tokenizer, data, config),
+        base_exact_match=base["exact_match"],
+        train_nll=train_nll,
+        overfit_gap=eval_nll - min(trained.best_nll, eval_nll),
+        generalization_gap=eval_nll - train_nll,
+        best_step=trained.best_step,
+    )
+
+
+def _forgetting(model, tokenizer, data: _Data, base: dict[str, Any]) -> Forgetting:
+    from sweeps.trial.metrics import completion_nll, fact_recall, retain_kl
+
+    if data.retain is None:
+        return Forgetting()
+    retain_nll = completion_nll(model, data.retain_batches())[0]
+    recall = fact_recall(model, tokenizer, data.facts) if data.facts else None
+    return Forgetting(
+        retain_delta_nll=retain_nll - base["retain_nll"],
+        retain_kl=retain_kl(model, data.retain_batches(), base["retain_topk"]),
+        fact_recall_drop=(base["fact_recall"] - recall) if recall is not None else None,
+        base_retain_nll=base["retain_nll"],
+        base_fact_recall=base.get("fact_recall"),
+    )
+
+
+# 7. Artifacts: the adapter (or the trained weights), the spec and a model card.
+
+
+@dataclass(frozen=True)
+class _Saved:
+    folder: Path
+    command: str
+    artifact: Path | None
+
+
+def _save_run(model, tokenizer, config: TrialConfig) -> _Saved:
+    folder = _run_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_path = folder / "trial.toml"
+    _write_spec(config, spec_path)
+    command = trial_command(config, spec_path)
+    artifact = _save_artifacts(model, tokenizer, config, folder) if config.save != "none" else None
+    return _Saved(folder, command, artifact)
+
+
 def _run_dir(config: TrialConfig) -> Path:
     name = (
         f"trial-{config.trial_number:04d}"
@@ -715,243 +1012,81 @@ def _run_dir(config: TrialConfig) -> Path:
     return Path(config.run_dir) / (config.study or "trials") / name
 
 
-def run_trial(  # noqa: C901 - to be split into recipe steps
-    config: TrialConfig, *, on_step: Callable[[StepLog], None] | None = None
+# 8. The result: measurements, dollars and the planner's prediction for the same run.
+
+
+def _assemble_result(
+    config: TrialConfig,
+    where: _Where,
+    data: _Data,
+    model,
+    optimization: _Optimization,
+    trained: _Trained,
+    evaluation: _Evaluation,
+    saved: _Saved,
+    load_s: float,
+    wall_s: float,
 ) -> TrialResult:
-    """Fine-tune, evaluate and measure one configuration; raises ``UserError`` on bad input."""
-    started = time.perf_counter()
-    import torch
-    from transformers import AutoTokenizer, get_scheduler
-
-    from sweeps.trial.metrics import completion_nll
-
-    # 1. Where it runs and what an hour of it costs (bad ids fail here, before any work).
-    device = _device(config.device)
-    precision = _precision(config, device)
-    # The libraries a trial loads anyway, imported before the memory baseline is taken.
-    import peft  # noqa: F401
-
-    baseline_gb = _memory_baseline_gb() if device.type == "cpu" else 0.0
-    usd_per_hour, provider, gpu_id = _price(config)
-    sources = _sources(config)
-    _seed_everything(config.seed)
-
-    # 2. Tokenizer and data.
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(sources.model)
-    except (OSError, ValueError) as error:
-        raise TrialError(f"cannot load the tokenizer of {sources.model!r}: {error}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    data = _load_data(config, sources, tokenizer)
-
-    # 3. The base model's scores: once per (model, data, precision), then from disk.
-    quantized = config.method == "qlora"
-    base_key = [
-        _BASE_METRICS_VERSION,
-        _model_fingerprint(sources.model),
-        data.fingerprint,
-        precision,
-        device.type,
-        config.max_new_tokens,
-        config.batch,
-    ]
-    base_folder = _base_cache_dir(base_key)
-    base = _load_base_scores(base_folder)
-    model = None
-    if base is None:
-        # The base is always the unquantized model, so QLoRA's forgetting includes the
-        # damage of quantization itself.
-        scorer = _load_model(
-            sources.model,
-            config.model_copy(update={"method": "lora"}),
-            device,
-            precision,
-            quantized=False,
-        )
-        base = _score_base(scorer, tokenizer, data, config)
-        _save_base_scores(base_folder, base)
-        if not quantized and config.method not in ("full", "freeze"):
-            model = scorer
-        else:
-            del scorer
-    if model is None:
-        model = _load_model(sources.model, config, device, precision, quantized=quantized)
-    _seed_everything(config.seed)
-    model = _apply_method(model, config)
-    if config.grad_checkpointing:
-        # transformers 5 renamed it; older releases only have the gradient_* spelling.
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False}
-            )
-        else:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-    model.config.use_cache = False
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    trainable_params = sum(p.numel() for p in trainable)
-    total_params = sum(p.numel() for p in model.parameters())
-    if device.type == "cuda":
-        # So the trial's peaks are its own: what scoring the base, loading and quantizing
-        # freed (and what only reference cycles still hold) goes back to the device
-        # before the peaks are reset; the cached blocks would count as reserved.
-        import gc
-
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    load_s = time.perf_counter() - started
-
-    # 4. The schedule: epochs or max_steps, with gradient accumulation.
-    micro_per_epoch = math.ceil(
-        (
-            len(data.train.input_ids)
-            if not config.packing
-            else math.ceil(data.train.tokens / config.max_seq_len)
-        )
-        / config.batch
+    tokens_per_s = trained.tokens / trained.train_s if trained.train_s > 0 else 0.0
+    epochs_run = len(trained.steps) / optimization.steps_per_epoch
+    predicted, estimate = _planner_prediction(
+        config, where.sources.model, where.precision, data, epochs_run
     )
-    steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.grad_accum))
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    optimizer = _optimizer(config, trainable, device)
-    schedule = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
-    scheduler = get_scheduler(
-        schedule,
-        optimizer,
-        num_warmup_steps=int(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-
-    def autocast():
-        """Mixed precision for the forward passes (training and evaluation alike)."""
-        return torch.autocast(device.type, dtype=_dtype(precision), enabled=precision != "fp32")
-
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-
-    # 5. The training loop: one optimizer step per `grad_accum` micro-batches.
-    steps: list[StepLog] = []
-    best_nll, best_step, best_state = math.inf, None, None
-    evals_since_best = 0
-    tokens_trained, train_s, epoch = 0, 0.0, 0.0
-    micro_batches = _cycle_batches(data, config)
-    model.train()
-    for step in range(1, total_steps + 1):
-        step_started = time.perf_counter()
-        window = [next(micro_batches) for _ in range(config.grad_accum)]
-        epoch = window[-1][0]
-        # Token-weighted mean over the whole accumulation window, not a mean of means.
-        scored = sum(int((b["labels"][:, 1:] != -100).sum()) for _, b in window)
-        step_loss, step_tokens = 0.0, 0
-        for _, batch in window:
-            input_ids = batch["input_ids"].to(device)
-            labels = batch["labels"][:, 1:].to(device)
-            with autocast():
-                logits = model(
-                    input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)
-                ).logits
-            loss_sum = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                labels.reshape(-1),
-                ignore_index=-100,
-                reduction="sum",
-            )
-            loss = loss_sum / max(1, scored)
-            (scaler.scale(loss) if scaler else loss).backward()
-            step_loss += float(loss.detach())
-            step_tokens += int(batch["attention_mask"].sum())
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - step_started
-        train_s += elapsed
-        tokens_trained += step_tokens
-
-        eval_nll = None
-        if step % config.eval_every == 0 or step == total_steps:
-            with autocast():
-                eval_nll = completion_nll(model, data.eval_batches())[0]
-            model.train()
-            if eval_nll < best_nll:
-                best_nll, best_step, evals_since_best = eval_nll, step, 0
-                if config.early_stopping:
-                    best_state = {
-                        n: p.detach().to("cpu", copy=True)
-                        for n, p in model.named_parameters()
-                        if p.requires_grad
-                    }
-            else:
-                evals_since_best += 1
-        log = StepLog(
-            step=step,
-            epoch=round(epoch, 4),
-            loss=step_loss,
-            lr=lr,
-            tokens_per_s=step_tokens / elapsed if elapsed > 0 else 0.0,
-            peak_gb=round(_peak_gb(device, baseline_gb)[0], 4),
-            eval_nll=eval_nll,
-        )
-        steps.append(log)
-        if on_step is not None:
-            on_step(log)
-        if config.early_stopping and evals_since_best >= config.early_stopping_patience:
-            break
-    final_seen = steps[-1].eval_nll
-    if config.early_stopping and best_state is not None and final_seen != best_nll:
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in best_state.items():
-                named[name].copy_(value.to(named[name].device))
-    model.eval()
-    peak_gb, reserved_gb = _peak_gb(device, baseline_gb)
-
-    # 6. Quality and forgetting, against the cached base scores.
-    eval_started = time.perf_counter()
-    with autocast():
-        quality, forgetting = _evaluate(model, tokenizer, data, config, base, best_nll, best_step)
-    eval_s = time.perf_counter() - eval_started
-
-    # 7. Artifacts: the adapter (or the trained weights) and a model card.
-    folder = _run_dir(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    spec_path = folder / "trial.toml"
-    _write_spec(config, spec_path)
-    command = trial_command(config, spec_path)
-    artifact = _save_artifacts(model, tokenizer, config, folder) if config.save != "none" else None
-
-    # 8. Measurements, dollars and the planner's prediction for the same run.
-    wall_s = time.perf_counter() - started
-    tokens_per_s = tokens_trained / train_s if train_s > 0 else 0.0
-    epochs_run = len(steps) / steps_per_epoch
-    predicted, estimate = _planner_prediction(config, sources.model, precision, data, epochs_run)
-    dollars = wall_s / 3600 * usd_per_hour if usd_per_hour is not None else None
     measured = Measured(
-        peak_gb=peak_gb,
-        peak_reserved_gb=reserved_gb,
-        process_peak_gb=_process_peak_gb() if device.type == "cpu" else None,
+        peak_gb=trained.peak_gb,
+        peak_reserved_gb=trained.reserved_gb,
+        process_peak_gb=_process_peak_gb() if where.device.type == "cpu" else None,
         wall_s=wall_s,
         load_s=load_s,
-        train_s=train_s,
-        eval_s=eval_s,
-        tokens=tokens_trained,
+        train_s=trained.train_s,
+        eval_s=evaluation.eval_s,
+        tokens=trained.tokens,
         tokens_per_s=tokens_per_s,
-        mfu=_mfu(estimate, tokens_per_s, device, config),
-        steps=len(steps),
+        mfu=_mfu(estimate, tokens_per_s, where.device, config),
+        steps=len(trained.steps),
     )
-    hardware = Hardware(
+    return TrialResult(
+        state="complete",
+        method=config.method,
+        params=_params(config, where, data, model),
+        quality=evaluation.quality,
+        forgetting=evaluation.forgetting,
+        measured=measured,
+        predicted=predicted,
+        dollars=wall_s / 3600 * where.usd_per_hour if where.usd_per_hour is not None else None,
+        hardware=_hardware(config, where),
+        artifact=str(saved.artifact) if saved.artifact else None,
+        steps=trained.steps,
+        command=saved.command,
+        config=config,
+    )
+
+
+def _params(config: TrialConfig, where: _Where, data: _Data, model) -> dict[str, Any]:
+    return {
+        "rank": config.rank,
+        "alpha": config.alpha,
+        "lr": config.lr,
+        "targets": config.targets,
+        "epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "batch": config.batch,
+        "grad_accum": config.grad_accum,
+        "use_rslora": config.use_rslora,
+        "dropout": config.dropout,
+        "seed": config.seed,
+        "precision": where.precision,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "bad_rows_skipped": len(data.bad_rows),
+    }
+
+
+def _hardware(config: TrialConfig, where: _Where) -> Hardware:
+    import torch
+
+    device = where.device
+    return Hardware(
         device=device.type,
         device_name=(
             torch.cuda.get_device_name(device)
@@ -959,81 +1094,11 @@ def run_trial(  # noqa: C901 - to be split into recipe steps
             else f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
         ),
         devices=1,
-        gpu=gpu_id,
-        provider=provider,
+        gpu=where.gpu_id,
+        provider=where.provider,
         cpu_instance=config.cpu_instance,
-        usd_per_hour=usd_per_hour,
+        usd_per_hour=where.usd_per_hour,
         versions=_versions(),
-    )
-    result = TrialResult(
-        state="complete",
-        method=config.method,
-        params={
-            "rank": config.rank,
-            "alpha": config.alpha,
-            "lr": config.lr,
-            "targets": config.targets,
-            "epochs": config.epochs,
-            "max_steps": config.max_steps,
-            "batch": config.batch,
-            "grad_accum": config.grad_accum,
-            "use_rslora": config.use_rslora,
-            "dropout": config.dropout,
-            "seed": config.seed,
-            "precision": precision,
-            "trainable_params": trainable_params,
-            "total_params": total_params,
-            "bad_rows_skipped": len(data.bad_rows),
-        },
-        quality=quality,
-        forgetting=forgetting,
-        measured=measured,
-        predicted=predicted,
-        dollars=dollars,
-        hardware=hardware,
-        artifact=str(artifact) if artifact else None,
-        steps=steps,
-        command=command,
-        config=config,
-    )
-    _write_card(folder, result)
-    return result
-
-
-def _evaluate(
-    model,
-    tokenizer,
-    data: _Data,
-    config: TrialConfig,
-    base: dict[str, Any],
-    best_nll: float,
-    best_step: int | None,
-) -> tuple[Quality, Forgetting]:
-    """Quality on the task and forgetting of the retain set and facts, against the base."""
-    from sweeps.trial.metrics import completion_nll, fact_recall, retain_kl
-
-    eval_nll = completion_nll(model, data.eval_batches())[0]
-    train_nll = completion_nll(model, data.train_score_batches())[0]
-    quality = Quality(
-        eval_nll=eval_nll,
-        base_eval_nll=base["eval_nll"],
-        exact_match=_exact_match(model, tokenizer, data, config),
-        base_exact_match=base["exact_match"],
-        train_nll=train_nll,
-        overfit_gap=eval_nll - min(best_nll, eval_nll),
-        generalization_gap=eval_nll - train_nll,
-        best_step=best_step,
-    )
-    if data.retain is None:
-        return quality, Forgetting()
-    retain_nll = completion_nll(model, data.retain_batches())[0]
-    recall = fact_recall(model, tokenizer, data.facts) if data.facts else None
-    return quality, Forgetting(
-        retain_delta_nll=retain_nll - base["retain_nll"],
-        retain_kl=retain_kl(model, data.retain_batches(), base["retain_topk"]),
-        fact_recall_drop=(base["fact_recall"] - recall) if recall is not None else None,
-        base_retain_nll=base["retain_nll"],
-        base_fact_recall=base.get("fact_recall"),
     )
 
 
