@@ -2,10 +2,10 @@
 
 For every architecture family of the catalogue (as a tiny config), every memory method,
 with and without gradient checkpointing, at two sequence lengths, each memory term that
-both compute must agree within 10%. Where they do not agree today, the term is listed by
-``known_disagreements`` with the reason found (the simulated step runs the real
-transformers/peft code, so the formula is what is off); those terms are reported, not
-asserted, until the planner's formula is fixed.
+both compute must agree within 10%. The cells where they do not agree today are listed in
+``DISAGREEING`` with the reason found, and run as strict expected failures: they show in
+every test report (``xfailed``), and a fix that makes one agree shows as a failure until
+the cell is taken off the list.
 """
 
 from __future__ import annotations
@@ -62,57 +62,57 @@ FAMILIES: dict[str, dict[str, object]] = {
 METHODS = ("full", "lora", "qlora", "dora")
 SEQ_LENS = (32, 128)
 
-# Where the planner and the step disagree by more than 10% today, and why (the
-# simulated step runs the real transformers/peft code; see the README section
-# `simulate` and the report on the planner's formulas).
-_ACTIVATIONS_WHY = (
-    "residual gaps of planner.estimation.memory's activation terms at these tiny sizes (per-token "
-    "constants weigh more than at 7B, where the two agree within a few percent, see "
-    "benchmarks/simulate_vs_analytic.py): MoE routing buffers and the experts' LoRA "
-    "deltas; Gemma 3's extra norms with full fine-tuning; checkpointed gemma2, bloom and "
-    "mixtral layers. One gap is the simulator's: gpt2 trains with attention dropout, "
-    "which the CPU flash kernel lacks, so the CPU runs SDPA's math kernel and keeps s x s "
-    "scores and masks that CUDA's flash kernel would not"
-)
-
-_EVERY_CELL = {(kind, ck) for kind in ("full", "lora", "qlora", "dora") for ck in (False, True)}
-# (method, checkpointing) cells where the planner and the simulated step agree within
-# TOLERANCE at both sequence lengths, and so are asserted.
-AGREEING: dict[str, set[tuple[str, bool]]] = {
-    "llama": _EVERY_CELL,
-    "mistral": _EVERY_CELL,
-    "qwen2": _EVERY_CELL,
-    "qwen3": _EVERY_CELL,
-    "phi3": _EVERY_CELL,
-    "gemma2": {
-        ("full", False),
-        ("lora", False),
-        ("lora", True),
-        ("qlora", False),
-        ("qlora", True),
-        ("dora", False),
-        ("dora", True),
-    },
-    "gemma3_text": {
-        ("lora", False),
-        ("lora", True),
-        ("qlora", False),
-        ("qlora", True),
-        ("dora", False),
-        ("dora", True),
-    },
-    "bloom": {(kind, False) for kind in ("full", "lora", "qlora", "dora")} | {("dora", True)},
-    "mixtral": {("full", False), ("dora", False), ("dora", True)},
-    "qwen3_moe": {("dora", False), ("dora", True)},
-    "qwen2_moe": {("dora", True)},
-    "gpt2": set(),
+# Where the planner and the step disagree by more than 10% today, and why. Only the
+# activation term disagrees (and the peak, which follows from it): the simulated step runs
+# the real transformers/peft code, so the formula is what is off, except for gpt2. These
+# are residual gaps at tiny sizes, where per-token constants weigh more than at 7B (there
+# the two agree within a few percent, see benchmarks/simulate_vs_analytic.py).
+_MOE_WHY = "MoE routing buffers and the experts' LoRA deltas are missing from the formula"
+WHY: dict[str, str] = {
+    "qwen2_moe": _MOE_WHY,
+    "qwen3_moe": _MOE_WHY,
+    "mixtral": _MOE_WHY + "; its checkpointed layers hold more than the formula's working set",
+    "gemma2": "checkpointed layers hold more than the formula's working set",
+    "gemma3_text": "Gemma 3's extra norms with full fine-tuning are missing from the formula",
+    "bloom": "checkpointed layers hold more than the formula's working set",
+    # The simulator's gap: gpt2 trains with attention dropout, which the CPU flash kernel
+    # lacks, so the CPU runs SDPA's math kernel and keeps s x s scores and masks that
+    # CUDA's flash kernel would not.
+    "gpt2": "attention dropout runs SDPA's math kernel on the CPU (s x s scores and masks)",
 }
-
-
-def known_disagreements(family: str, kind: str, checkpointing: bool) -> dict[str, str]:
-    if (kind, checkpointing) in AGREEING[family]:
-        return {}
-    return {"activations": _ACTIVATIONS_WHY, "peak": "follows from activations"}
+# (method, checkpointing, sequence length) cells of each family where a term is off by
+# more than TOLERANCE today. Each is an expected failure, strictly: when a fix makes a
+# cell agree, the run fails until the cell is taken off this list.
+DISAGREEING: dict[str, set[tuple[str, bool, int]]] = {
+    "qwen2_moe": {
+        *itertools.product(("full", "lora", "qlora"), (False, True), SEQ_LENS),
+        ("dora", False, 32),
+    },
+    "qwen3_moe": {
+        ("full", False, 128),
+        ("full", True, 128),
+        *itertools.product(("lora", "qlora"), (False, True), SEQ_LENS),
+    },
+    "mixtral": {
+        ("full", True, 128),
+        *itertools.product(("lora", "qlora"), (False, True), SEQ_LENS),
+    },
+    "gemma2": {("full", True, 32), ("full", True, 128)},
+    "gemma3_text": set(itertools.product(("full",), (False, True), SEQ_LENS)),
+    "gpt2": {
+        *itertools.product(("full",), (False, True), SEQ_LENS),
+        *itertools.product(("lora", "qlora", "dora"), (False,), SEQ_LENS),
+        ("lora", True, 128),
+        ("qlora", True, 128),
+        ("dora", True, 128),
+    },
+    "bloom": {
+        ("full", True, 32),
+        ("full", True, 128),
+        ("lora", True, 32),
+        ("qlora", True, 32),
+    },
+}
 
 
 def _disagreements(family: str, kind: str, checkpointing: bool, seq_len: int) -> dict[str, str]:
@@ -149,25 +149,48 @@ def _disagreements(family: str, kind: str, checkpointing: bool, seq_len: int) ->
 
 
 def test_matrix_covers_every_catalogue_family() -> None:
-    assert set(FAMILIES) == {arch.model_type for arch in list_models()} == set(AGREEING)
+    assert set(FAMILIES) == {arch.model_type for arch in list_models()}
+    assert set(DISAGREEING) == set(WHY) <= set(FAMILIES)
+    for cells in DISAGREEING.values():
+        assert cells <= set(itertools.product(METHODS, (False, True), SEQ_LENS))
+
+
+class ActivationsGap(AssertionError):
+    """The planner's activation term (and the peak) off by more than TOLERANCE."""
+
+
+def _cell(family: str, kind: str, checkpointing: bool, seq_len: int) -> object:
+    if (kind, checkpointing, seq_len) not in DISAGREEING.get(family, set()):
+        return (family, kind, checkpointing, seq_len)
+    return pytest.param(
+        family,
+        kind,
+        checkpointing,
+        seq_len,
+        marks=pytest.mark.xfail(strict=True, raises=ActivationsGap, reason=WHY[family]),
+    )
 
 
 CELLS = [
-    (family, kind, checkpointing, seq_len)
+    _cell(family, kind, checkpointing, seq_len)
     for family, kind, checkpointing, seq_len in itertools.product(
         FAMILIES, METHODS, (False, True), SEQ_LENS
     )
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("family", "kind", "checkpointing", "seq_len"), CELLS)
 def test_planner_agrees_with_the_simulated_step(
     family: str, kind: str, checkpointing: bool, seq_len: int
 ) -> None:
     found = _disagreements(family, kind, checkpointing, seq_len)
-    known = known_disagreements(family, kind, checkpointing)
-    unexpected = {t: v for t, v in found.items() if t not in known}
-    assert not unexpected, f"planner off by more than {TOLERANCE:.0%}: {unexpected}"
+    # An expected failure is a gap in the activations (and so the peak) only: any other
+    # term off fails the cell for real.
+    others = {t: v for t, v in found.items() if t not in ("activations", "peak")}
+    assert not others, f"planner off by more than {TOLERANCE:.0%}: {others}"
+    if found:
+        raise ActivationsGap(f"planner off by more than {TOLERANCE:.0%}: {found}")
 
 
 def test_freeze_with_checkpointing_backpropagates_through_every_layer() -> None:
