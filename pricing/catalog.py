@@ -334,7 +334,7 @@ def _explain(error: ValidationError, raw: dict[str, Any], file: str) -> PricingE
     problems = sorted(error.errors(), key=lambda p: p["type"] != "extra_forbidden")
     problem = problems[0]
     loc = problem["loc"]
-    message = problem["msg"]
+    message = problem["msg"].removeprefix("Value error, ")
     hint = "See the README's `prices` section for the fields of each kind of entry."
     section = str(loc[0]) if loc else ""
     if len(loc) >= 2 and isinstance(loc[1], int):

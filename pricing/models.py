@@ -45,6 +45,20 @@ def _money(value: object) -> object:
     return value
 
 
+MAX_USD = Decimal(1_000_000)
+"""The largest price a file may give, per GPU-hour, instance-hour or million tokens. Real ones
+are below $100; a bound keeps every cost the planner multiplies out of it (hours x GPUs x price,
+rounded to the cent) inside Decimal's 28 digits, where 1e308 made every plan crash."""
+
+MAX_GPUS_PER_INSTANCE = 1024
+
+
+def _bounded_money(value: Decimal) -> Decimal:
+    if value > MAX_USD:
+        raise ValueError(f"a price must be at most {MAX_USD:,} dollars, got {value:.6g}")
+    return value
+
+
 def _lower_id(value: str) -> str:
     if value != value.lower():
         raise ValueError(f"ids are lowercase, e.g. {value.lower()!r}")
@@ -64,11 +78,19 @@ Id = Annotated[
 ]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Url = Annotated[Text, AfterValidator(_web_address)]
-Usd = Annotated[Decimal, BeforeValidator(_money), Field(ge=0, allow_inf_nan=False)]
+Usd = Annotated[
+    Decimal,
+    BeforeValidator(_money),
+    Field(ge=0, allow_inf_nan=False),
+    AfterValidator(_bounded_money),
+]
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # No inf or nan anywhere: an infinite memory or TFLOP/s figure breaks every plan too.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False
+    )
 
 
 class GPU(_Record):
@@ -81,10 +103,11 @@ class GPU(_Record):
 
     id: Id
     name: Text
-    memory_gb: float = Field(gt=0)
-    bf16_tflops: float | None = Field(default=None, gt=0)
-    fp16_tflops: float | None = Field(default=None, gt=0)
-    bandwidth_gbps: float = Field(gt=0)
+    # Bounds far outside any real GPU, so that no figure makes a plan's hours or bytes overflow.
+    memory_gb: float = Field(gt=0, le=100_000)
+    bf16_tflops: float | None = Field(default=None, ge=0.01, le=1_000_000)
+    fp16_tflops: float | None = Field(default=None, ge=0.01, le=1_000_000)
+    bandwidth_gbps: float = Field(gt=0, le=1_000_000)
     aliases: tuple[Text, ...] = ()
     source: Url
     note: str | None = None
@@ -152,7 +175,7 @@ class Offer(_Dated):
     gpu: Text  # a GPU id or alias; the catalogue stores the id
     provider: Id
     usd_per_hour: Usd
-    gpus_per_instance: int = Field(default=1, ge=1)
+    gpus_per_instance: int = Field(default=1, ge=1, le=MAX_GPUS_PER_INSTANCE)
     instance: Text
     region: Text | None = None
     source: Url

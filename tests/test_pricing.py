@@ -326,6 +326,36 @@ BAD_FILES = {
         "usd_per_hour",
         "greater than or equal to 0",
     ),
+    "a finite but huge price": (
+        "offers:\n  - " + _GOOD_OFFER.replace("'2.00'", "1e308") + "\n",
+        "offers[0] (h100 on lambda)",
+        "usd_per_hour",
+        "a price must be at most 1,000,000 dollars, got 1e+308",
+    ),
+    "a 74-digit price": (
+        "offers:\n  - " + _GOOD_OFFER.replace("'2.00'", "9" * 74) + "\n",
+        "offers[0] (h100 on lambda)",
+        "usd_per_hour",
+        "a price must be at most 1,000,000 dollars",
+    ),
+    "a huge API price": (
+        (
+            "apis:\n  - {provider: ori, model: m, min_params_b: 0, max_params_b: 7, method: lora,"
+            " usd_per_mtok: 1e300, source: 'https://www.ori.co/pricing', checked: 2026-01-01}\n"
+        ),
+        "apis[0] (ori m lora)",
+        "usd_per_mtok",
+        "a price must be at most 1,000,000 dollars",
+    ),
+    "infinite GPU memory": (
+        (
+            "gpus:\n  - {id: big, name: Big, memory_gb: .inf, bf16_tflops: 835,"
+            " bandwidth_gbps: 3900, source: 'https://example.com/big'}\n"
+        ),
+        "gpus[0] (big)",
+        "memory_gb",
+        "finite number",
+    ),
     "missing source": (
         "offers:\n  - " + _GOOD_OFFER.replace(" source: 'https://lambda.ai/pricing',", "") + "\n",
         "offers[0] (h100 on lambda)",
@@ -416,6 +446,36 @@ def test_malformed_override_names_file_entry_and_field(
     assert load_catalog().offers() == shipped.offers()
     with pytest.raises(PricingError):
         load_catalog(path)
+
+
+BAD_FOR_PLAN = ["a finite but huge price", "a 74-digit price", "infinite GPU memory"]
+
+
+@pytest.mark.parametrize("case", BAD_FOR_PLAN)
+def test_plan_and_prices_refuse_a_bad_price_file_in_one_paragraph(
+    tmp_path: Path, case: str
+) -> None:
+    """Through the command line: before, `plan` crashed on every run with the price loaded
+    (decimal.InvalidOperation) and `prices` printed it. Exit 2, the file and field named."""
+    import subprocess
+    import sys
+
+    text, _, field, problem = BAD_FILES[case]
+    path = _write(tmp_path / "my-prices.yaml", text)
+    env = {**os.environ, "PARETUNE_PRICES": str(path)}
+    for args in (["plan", "llama-3.1-8b"], ["prices", "--prices", str(path)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tui.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=Path(__file__).parent.parent,
+            check=False,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and f"field '{field}'" in done.stderr
+        assert problem in done.stderr and "\n\n" not in done.stderr.strip()
 
 
 def test_missing_override_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
