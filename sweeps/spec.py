@@ -60,6 +60,15 @@ FORGETTING_METRICS = {
 }
 COST_METRICS = {"dollars": "minimize", "hours": "minimize"}
 
+MAX_SPEC_BYTES = 256 * 1024
+"""The largest spec file read (the shipped examples are under 4 KiB)."""
+MAX_SPEC_DEPTH = 16
+"""The deepest nesting of tables, dotted keys and arrays a spec may have (the examples: 4).
+Checked before parsing: a 50,000-part dotted key takes the TOML parser minutes and gigabytes,
+and deeply nested arrays overflow its recursion."""
+MAX_NAME_LENGTH = 128
+"""The longest study name: it names files (``<name>.journal``) and a folder."""
+
 
 class SpecError(UserError):
     """A sweep spec that cannot be read or does not validate."""
@@ -234,7 +243,12 @@ def parse_param(path: str, kind: _ParamKind, raw: Any) -> Param:
             raise ValueError(f"{path}.low must be > 0 on a log scale, got {low}")
         step = raw.get("step")
         if step is not None:
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, (int, float))
+                or not math.isfinite(step)
+                or step <= 0
+            ):
                 raise ValueError(f"{path}.step must be a positive number, got {_fmt(step)}")
             if log:
                 raise ValueError(f"{path}: step and log cannot be combined")
@@ -266,7 +280,8 @@ def _at_subpath(error: ValueError) -> PydanticCustomError:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `usd_per_hour = inf` would be accepted, then every trial discarded.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSection(_Section):
@@ -301,7 +316,9 @@ class HardwareSection(_Section):
 class SearchSection(_Section):
     """The search space: methods, then any of :data:`SEARCHABLE` as fixed, list or range."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, arbitrary_types_allowed=True
+    )
 
     methods: tuple[str, ...] = ("lora",)
     params: dict[str, Param] = Field(default_factory=dict)
@@ -360,7 +377,7 @@ class SearchSection(_Section):
 class TrialSection(_Section):
     """Any other :class:`TrialConfig` setting, fixed for every trial."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -381,12 +398,25 @@ class TrialSection(_Section):
                 raise ValueError(
                     f"{key} is not a trial setting (see `paretune trial --help` for the list)"
                 )
+            _check_finite(key, raw[key])
         try:
             TrialConfig(**raw)
         except ValidationError as error:
             first = error.errors()[0]
             raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         return raw
+
+
+def _check_finite(path: str, value: Any) -> None:
+    """Raise if ``value`` (or a number in it) is inf or nan: no trial setting can use one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} must be finite, got {value}")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(f"{path}[{i}]", item)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(f"{path}.{key}", item)
 
 
 class ObjectivesSection(_Section):
@@ -450,7 +480,7 @@ class SweepSpec(_Section):
     name: str = Field(..., min_length=1, description="study name (one study per name)")
     model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the sampler and every trial")
     data: DataSection = Field(default_factory=DataSection)
     hardware: HardwareSection = Field(default_factory=HardwareSection)
     search: SearchSection = Field(default_factory=SearchSection)
@@ -462,8 +492,14 @@ class SweepSpec(_Section):
     @field_validator("name")
     @classmethod
     def _name_chars(cls, name: str) -> str:
+        # The name is a path component (<dir>/<name>.journal, artifacts in <dir>/<name>/):
+        # '.' and '..' would put artifacts beside or above the run folder.
         if not all(c.isalnum() or c in "-_." for c in name):
             raise ValueError(f"use letters, digits, '-', '_' or '.', got {name!r}")
+        if not name.strip("."):
+            raise ValueError(f"must not be only dots (it names a folder), got {name!r}")
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
         return name
 
     @model_validator(mode="after")
@@ -581,7 +617,12 @@ def _error_text(error: ValidationError) -> str:
 
 
 def spec_from_text(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> SweepSpec:
-    """Parse and validate TOML text; relative data paths resolve against ``base_dir``."""
+    """Parse and validate TOML text; relative data paths resolve against ``base_dir``.
+
+    Text over :data:`MAX_SPEC_BYTES` or nested deeper than :data:`MAX_SPEC_DEPTH` is refused
+    before it is parsed.
+    """
+    _check_bounds(text, source)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -612,7 +653,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec file; raises :class:`SpecError` naming the bad key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)  # no more: a huge file is refused unread
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(*_too_large(str(path)))
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(
             f"no sweep spec at {path}", "Copy one from examples/ (demo.toml)."
@@ -620,6 +665,139 @@ def load_spec(path: str | Path) -> SweepSpec:
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(f"cannot read the sweep spec {path}: {error}") from None
     return spec_from_text(text, source=str(path), base_dir=path.parent)
+
+
+def _too_large(source: str) -> tuple[str, str]:
+    return (
+        f"{source} is larger than {MAX_SPEC_BYTES // 1024} KiB, the most a sweep spec may be",
+        "A spec is a short TOML file (examples/demo.toml is under 4 KiB); check it is the "
+        "file you meant.",
+    )
+
+
+def _check_bounds(text: str, source: str) -> None:
+    """Refuse text too large or too deeply nested to parse in bounded time and memory."""
+    if len(text) > MAX_SPEC_BYTES or len(text.encode("utf-8")) > MAX_SPEC_BYTES:
+        raise SpecError(*_too_large(source))
+    line = _NestingScan(text, MAX_SPEC_DEPTH).first_too_deep()
+    if line is not None:
+        raise SpecError(
+            f"{source} nests tables, dotted keys or arrays more than {MAX_SPEC_DEPTH} levels "
+            f"deep (line {line})",
+            "A sweep spec needs 4 levels at most; examples/demo.toml shows every section.",
+        )
+
+
+class _NestingScan:
+    """Where a TOML text first nests deeper than ``limit``, found without parsing it.
+
+    It counts what the parser would build: a table header's key parts (``[a.b]``: 2, an array
+    of tables one more), a key's parts (``a.b.c = 1``: 3 below its table) and each array or
+    inline table; strings and comments count nothing. The count is an upper bound of the
+    parsed document's depth; malformed text is left for the parser to report.
+    """
+
+    def __init__(self, text: str, limit: int) -> None:
+        self.text, self.limit = text, limit
+        self.line = 1
+        self.header = 0  # depth of the current [table]
+        self.stack: list[tuple[str, int]] = []  # open "[" / "{" of values and their depths
+        self.key_mode = True  # reading a key (up to its "=")
+        self.parts = 1  # parts of the key being read
+        self.value_depth = 0  # depth of the value after the last "="
+
+    def first_too_deep(self) -> int | None:
+        text, i, line_start = self.text, 0, True
+        while i < len(text):
+            char = text[i]
+            if char == "\n":
+                self.line += 1
+                if not self.stack:
+                    self.key_mode, self.parts, line_start = True, 1, True
+                i += 1
+            elif char in " \t\r":
+                i += 1
+            elif char == "#":
+                end = text.find("\n", i)
+                i = len(text) if end < 0 else end
+            elif char in "\"'":
+                i = self._skip_string(i)
+                line_start = False
+            elif line_start and not self.stack and char == "[":
+                i = self._header(i)
+                self.key_mode, line_start = False, False
+                if self.header > self.limit:
+                    return self.line
+            else:
+                line_start = False
+                if not self._token(char):
+                    return self.line
+                i += 1
+        return None
+
+    def _token(self, char: str) -> bool:
+        """Take one structural character; False once the nesting passes the limit."""
+        top = self.stack[-1] if self.stack else None
+        if self.key_mode:
+            base = top[1] if top else self.header
+            if char == ".":
+                self.parts += 1
+            elif char == "=":
+                self.key_mode, self.value_depth = False, base + self.parts
+            elif char == "}" and self.stack:  # an empty inline table, or a trailing comma
+                self.stack.pop()
+                self.key_mode = False
+            return base + self.parts <= self.limit
+        if char in "[{":
+            depth = top[1] + 1 if top and top[0] == "[" else self.value_depth
+            self.stack.append((char, depth))
+            if char == "{":
+                self.key_mode, self.parts = True, 1
+            return depth <= self.limit
+        if char in "]}" and self.stack:
+            self.stack.pop()
+        elif char == "," and top and top[0] == "{":
+            self.key_mode, self.parts = True, 1
+        return True
+
+    def _header(self, i: int) -> int:
+        """Read a ``[table]`` or ``[[array.of.tables]]`` header from ``i``; return its end."""
+        text = self.text
+        double = text.startswith("[[", i)
+        i += 2 if double else 1
+        parts = 1
+        while i < len(text) and text[i] not in "]\n":
+            if text[i] in "\"'":
+                i = self._skip_string(i)
+                continue
+            parts += text[i] == "."
+            i += 1
+        self.header = parts + double
+        if i < len(text) and text[i] == "]":
+            return i + 2 if double else i + 1
+        return i  # malformed: the parser says so
+
+    def _skip_string(self, i: int) -> int:
+        """The index just past the string (basic, literal, or either multi-line) opening at i."""
+        text = self.text
+        quote = text[i]
+        multi = text.startswith(quote * 3, i)
+        j = i + (3 if multi else 1)
+        while j < len(text):
+            char = text[j]
+            if char == "\\" and quote == '"':
+                j += 2
+                continue
+            if char == "\n" and not multi:
+                break  # unterminated: the parser says so
+            if text.startswith(quote * 3 if multi else quote, j):
+                j += 3 if multi else 1
+                while multi and j < len(text) and text[j] == quote:  # content ending in quotes
+                    j += 1
+                break
+            j += 1
+        self.line += text.count("\n", i, min(j, len(text)))
+        return j
 
 
 def _toml_value(value: Any) -> str:

@@ -102,6 +102,17 @@ def test_parameter_forms() -> None:
             'name = "s"\n[search]\nbatch = 8\n[trial]\nbatch = 4',
             "trial.batch is also set in [search]",
         ),
+        ('name = "s"\n[hardware]\nusd_per_hour = inf', "hardware.usd_per_hour"),
+        ('name = "s"\n[hardware]\nmemory_gb = nan', "hardware.memory_gb"),
+        ('name = "s"\n[budget]\ndollars = inf', "budget.dollars"),
+        ('name = "s"\n[run]\ntimeout_s = inf', "run.timeout_s"),
+        ('name = "s"\n[trial]\nweight_decay = nan', "trial.weight_decay must be finite"),
+        ('name = "s"\n[search]\nlr = { low = 1e-4, high = 1e-2, step = nan }', "step"),
+        ('name = "s"\nseed = -1', "seed"),
+        ('name = ".."', "name: must not be only dots"),
+        ('name = "."', "name: must not be only dots"),
+        ('name = "a/b"', "name: use letters, digits"),
+        (f'name = "{"n" * 200}"', "name: must be at most 128 characters"),
     ],
 )
 def test_malformed_specs_name_the_key(toml: str, message: str) -> None:
@@ -163,3 +174,63 @@ def test_sweep_run_with_a_malformed_spec_exits_2_naming_the_key(tmp_path: Path) 
     assert done.returncode == 2
     assert "search.rank.low must be >= 1, got 0" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+# Inputs that once took minutes and gigabytes, or gave a traceback, before their error.
+UNBOUNDED_SPECS = {
+    "a 50,000-part dotted key": (
+        'name = "s"\n' + ".".join(["a"] * 50_000) + " = 1\n",
+        "more than 16 levels deep (line 2)",
+    ),
+    "deeply nested arrays": (
+        'name = "s"\n[trial]\nx = ' + "[" * 5_000 + "]" * 5_000 + "\n",
+        "more than 16 levels deep (line 3)",
+    ),
+    "a deep table header": ("[" + ".".join(["t"] * 40) + "]\nname = 1\n", "16 levels deep"),
+    "a file over 256 KiB": ('name = "s"\n' + "# padding\n" * 30_000, "larger than 256 KiB"),
+    "an infinite hourly price": (
+        'name = "s"\n[hardware]\nusd_per_hour = inf\n',
+        "hardware.usd_per_hour: Input should be a finite number",
+    ),
+    "a nan hourly price": ('name = "s"\n[hardware]\nusd_per_hour = nan\n', "usd_per_hour"),
+    "the study name ..": ('name = ".."\n', "name: must not be only dots"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNBOUNDED_SPECS))
+def test_sweep_run_refuses_unbounded_specs_in_one_paragraph(tmp_path: Path, case: str) -> None:
+    """Through the command line, in bounded time (the subprocess' timeout): exit 2, one
+    paragraph naming the problem, no traceback, nothing created."""
+    import os
+    import subprocess
+    import sys
+
+    text, message = UNBOUNDED_SPECS[case]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "sweep", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "\n\n" not in done.stderr.strip() and len(done.stderr) < 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_nesting_is_counted_outside_strings_and_comments_only() -> None:
+    """Brackets and dots in strings (one-line, multi-line, literal) and comments nest nothing."""
+    deep = "[{" * 40
+    text = (
+        f'name = "s"  # {deep}\n'
+        f'model = "{deep}.a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r"\n'
+        f"[data]\ntrain = '''{deep}\n{deep}'''\n"
+        f'eval = """\\"{deep}\\""""\n'
+    )
+    spec = spec_from_text(text, source="ok.toml")
+    assert spec.model.startswith(deep) and spec.data.eval == f'"{deep}"'
