@@ -421,7 +421,7 @@ class Sweep:
             self.state.event(f"trial {trial.number}: {state}: {error.splitlines()[0][:160]}")
         if self.spec.run.save == "frontier":
             with self._ask_lock():
-                _prune_artifacts(study)
+                _prune_artifacts(study, Path(self.spec.run.dir))
         self._record(study, trial.number)
         self._refresh_state(study)
         with self.state.lock:
@@ -675,8 +675,9 @@ def _storage_lock(storage: Any, url: str, study_name: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _prune_artifacts(study: optuna.Study) -> None:
-    """Policy ``save = "frontier"``: delete artifacts of trials the frontier leaves behind."""
+def _prune_artifacts(study: optuna.Study, run_dir: Path) -> None:
+    """Policy ``save = "frontier"``: delete artifacts of trials the frontier leaves behind
+    (only inside ``run_dir``: a path recorded in the study never deletes anything else)."""
     from sweeps.results.frontier import pareto_mask
 
     host = socket.gethostname()
@@ -690,7 +691,12 @@ def _prune_artifacts(study: optuna.Study) -> None:
     mask = pareto_mask(_minimised(study, [list(t.values) for t in done]))
     for trial, keep in zip(done, mask, strict=False):
         artifact = trial.user_attrs.get("artifact")
-        if keep or not artifact or trial.user_attrs.get("worker_host") != host:
+        if (
+            keep
+            or not artifact
+            or trial.user_attrs.get("worker_host") != host
+            or not _inside(artifact, run_dir)
+        ):
             continue
         deleted = list(study.user_attrs.get("deleted_artifacts") or [])
         if artifact in deleted:
@@ -698,6 +704,12 @@ def _prune_artifacts(study: optuna.Study) -> None:
         shutil.rmtree(artifact, ignore_errors=True)
         # A finished trial's attributes are frozen; the study keeps the list instead.
         study.set_user_attr("deleted_artifacts", [*deleted, artifact])
+
+
+def _inside(path: str, folder: Path) -> bool:
+    """Whether ``path`` lies inside ``folder``, not the folder itself (links and '..' resolved)."""
+    resolved, root = Path(path).resolve(), folder.resolve()
+    return resolved != root and resolved.is_relative_to(root)
 
 
 def _end_children() -> None:
