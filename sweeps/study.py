@@ -10,11 +10,13 @@ one range per method.
 from __future__ import annotations
 
 import functools
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
+from sweeps.journal import recover_journal
 from sweeps.spec import ADAPTER_METHODS, Choice, Fixed, Range, SweepSpec, lr_param_name
 
 if TYPE_CHECKING:
@@ -95,9 +97,22 @@ def open_storage(url: str, *, max_retries: int = 2) -> optuna.storages.BaseStora
     path = Path(url)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        _warn(recover_journal(path))  # a torn last record, before anything is appended to it
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except ValueError:  # a line inside does not parse: a run appended onto a torn record
+            recovered = recover_journal(path, scan_all=True)
+            if recovered is None:
+                raise
+            _warn(recovered)
+            return JournalStorage(JournalFileBackend(str(path)))
     except (OSError, ValueError) as error:
         raise SweepError(f"cannot open the journal file {path}: {error}") from None
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        print(message, file=sys.stderr)
 
 
 def _redact(url: str) -> str:
