@@ -76,6 +76,7 @@ def _run(
     max_trials: int | None,
     storage: str | None,
     seed_offset: int,
+    check: bool = True,
 ) -> None:
     from sweeps.progress import watch
     from sweeps.results.store import redact_url
@@ -88,10 +89,12 @@ def _run(
     if max_trials is not None and max_trials < 0:
         raise SweepUsageError(f"--max-trials must be >= 0, got {max_trials}")
     slots = _slots(spec, _parse_gpus(gpus), workers)
+    console = _console()
+    if check:  # before the study or the results file is opened: a failure writes nothing
+        _preflight(console, spec, storage=storage, slots=slots)
     sweep = Sweep(
         spec, slots=slots, max_trials=max_trials, storage_url=storage, seed_offset=seed_offset
     )
-    console = _console()
     console.print(
         f"sweep {spec.name}: storage {redact_url(sweep.storage_url)}, results {spec.run.results}, "
         f"{len(slots)} worker(s)"
@@ -118,9 +121,48 @@ def _run(
     _summary(console, state, spec)
 
 
+def _preflight(console: Any, spec: Any, *, storage: str | None, slots: list[str | None]) -> None:
+    """Run the preflight checks, printing each as it passes; PreflightError (exit 2) if any fails."""
+    from sweeps.preflight import preflight
+
+    preflight(
+        spec,
+        storage_url=storage,
+        gpus=[slot for slot in slots if slot is not None],
+        on_check=lambda check: console.print(
+            check.line(), markup=False, highlight=False, soft_wrap=True
+        ),
+    )
+
+
 @click.group("sweep")
 def sweep_group() -> None:
     """Run, join and inspect Optuna sweeps of real fine-tunes."""
+
+
+@sweep_group.command("check")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--gpus", default=None, help="GPU indices the trials would run on (e.g. 0,1).")
+@click.option(
+    "--storage", default=None, help="Check this study storage instead of the spec's (as a worker)."
+)
+def sweep_check(spec: Path, gpus: str | None, storage: str | None) -> None:
+    """Check SPEC in seconds, before any trial is paid for (exit 2 on a problem).
+
+    The model's config and tokenizer load (weights on the meta device), the device exists,
+    the data parse with usable rows, every objective can be measured, the results file and
+    the study storage can be written, and the first point of the search trains for one
+    optimizer step on real rows. Nothing is written to the study or the results file.
+    `sweep run` and `sweep worker` run the same checks first.
+    """
+    from sweeps.spec import load_spec
+
+    loaded = load_spec(spec)
+    console = _console()
+    _preflight(console, loaded, storage=storage, slots=_slots(loaded, _parse_gpus(gpus), None))
+    console.print(
+        f"ready: `paretune sweep run {spec}` starts the sweep.", markup=False, highlight=False
+    )
 
 
 @sweep_group.command("run")
@@ -128,14 +170,34 @@ def sweep_group() -> None:
 @click.option("--gpus", default=None, help="GPU indices, one worker each (e.g. 0,1).")
 @click.option("--workers", type=int, default=None, help="Workers (CPU; or one per --gpus).")
 @click.option("--max-trials", type=int, default=None, help="Launch at most N trials in this run.")
-def sweep_run(spec: Path, gpus: str | None, workers: int | None, max_trials: int | None) -> None:
+@click.option(
+    "--no-check",
+    "no_check",
+    is_flag=True,
+    help="Skip the preflight checks (`paretune sweep check`) that run before the sweep starts.",
+)
+def sweep_run(
+    spec: Path, gpus: str | None, workers: int | None, max_trials: int | None, no_check: bool
+) -> None:
     """Run (or resume) the sweep described by SPEC.
 
     Each trial runs in its own process pinned to one GPU. The study lives in the spec's
     storage (a journal file by default), so rerunning the same command resumes it;
     results land in the DuckDB file named by the spec. Ctrl-C stops cleanly.
+
+    First the preflight checks of `paretune sweep check` run (seconds; one training step of
+    the first point); a problem stops it with exit code 2 before anything is written.
+    --no-check skips them.
     """
-    _run(spec, gpus=gpus, workers=workers, max_trials=max_trials, storage=None, seed_offset=0)
+    _run(
+        spec,
+        gpus=gpus,
+        workers=workers,
+        max_trials=max_trials,
+        storage=None,
+        seed_offset=0,
+        check=not no_check,
+    )
 
 
 @sweep_group.command("worker")
@@ -148,11 +210,13 @@ def sweep_run(spec: Path, gpus: str | None, workers: int | None, max_trials: int
 @click.option(
     "--max-trials", type=int, default=None, help="Launch at most N trials from this worker."
 )
-def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
+@click.option("--no-check", "no_check", is_flag=True, help="Skip the preflight checks.")
+def sweep_worker(spec: Path, storage: str, max_trials: int | None, no_check: bool) -> None:
     """Join SPEC's study as one more worker (one per GPU; pin it with CUDA_VISIBLE_DEVICES).
 
     Start as many as you like on as many machines as share STORAGE; together they run
-    exactly the spec's trial budget.
+    exactly the spec's trial budget. The preflight checks (`paretune sweep check`) run on
+    this machine first, unless --no-check.
     """
     # One worker; its trials inherit this process's CUDA_VISIBLE_DEVICES (recorded per trial).
     _run(
@@ -162,6 +226,7 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None) -> None:
         max_trials=max_trials,
         storage=storage,
         seed_offset=1000 + os.getpid() % 100000,
+        check=not no_check,
     )
 
 
