@@ -241,3 +241,24 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         preflight(spec_from_text(text, base_dir=tmp_path), dry_step=False)
     assert [p.check for p in raised.value.problems] == ["objectives", "storage"]
     assert raised.value.message.count("\n\n") == 2  # a heading, then one paragraph each
+
+
+@pytest.mark.slow
+async def test_the_app_shows_a_failed_check_and_launches_nothing(demo, tmp_path: Path) -> None:
+    from tui.app import ParetuneApp
+
+    (tmp_path / "train.jsonl").write_text("")
+    spec = demo_spec(tmp_path, data='train = "train.jsonl"')
+    app = ParetuneApp(db=tmp_path / "results.duckdb", run_dir=tmp_path / "app", start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        screen.show_spec(spec)
+        await pilot.press("ctrl+l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        error = screen.query_one("#sweeps-error")
+        assert error.shown
+        assert "is empty" in str(error.render()) and "Cannot launch" in str(error.render())
+        assert screen.launched is None
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results.duckdb").exists()

@@ -60,6 +60,7 @@ async def test_sweep_launched_from_the_app_completes(demo, tmp_path: Path, monke
         screen = app.screen
         assert screen.spec_path == spec_path
         await pilot.press("ctrl+l")
+        await app.workers.wait_for_complete()  # the preflight checks, then the launch
         await pilot.pause()
         launched = screen.launched
         assert launched is not None
@@ -109,6 +110,7 @@ async def test_sweep_launched_from_the_app_can_be_stopped(
         await pilot.pause()
         app.screen.show_spec(spec_path)
         await pilot.press("ctrl+l")
+        await app.workers.wait_for_complete()  # the preflight checks, then the launch
         await pilot.pause()
         launched = app.screen.launched
         await pilot.pause(5.0)  # let it start its first trial

@@ -19,7 +19,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["LaunchedSweep", "launch_sweep", "launched_sweeps", "stop_sweep", "sweep_command"]
+__all__ = [
+    "LaunchedSweep",
+    "check_sweep",
+    "launch_sweep",
+    "launched_sweeps",
+    "stop_sweep",
+    "sweep_command",
+]
 
 # The app keeps the handles of the processes it started, so their exit status is read
 # (and they do not linger as zombies) while it runs.
@@ -73,19 +80,43 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def sweep_command(spec: Path) -> list[str]:
-    """The command line that runs ``spec`` (``paretune sweep run SPEC``)."""
-    return [sys.executable, "-m", __package__, "sweep", "run", str(spec)]  # tui/__main__.py
+def sweep_command(spec: Path, *, check: bool = True) -> list[str]:
+    """The command line that runs ``spec`` (``paretune sweep run SPEC``; ``--no-check`` when
+    the caller ran the preflight checks already)."""
+    command = [sys.executable, "-m", __package__, "sweep", "run", str(spec)]  # tui/__main__.py
+    return command if check else [*command, "--no-check"]
 
 
-def launch_sweep(spec: Path, run_dir: Path) -> LaunchedSweep:
-    """Start ``paretune sweep run SPEC`` detached; its log goes under ``run_dir/launched``."""
+def check_sweep(spec: Path) -> str | None:
+    """Run ``paretune sweep check SPEC``; None when every check passes, else its error text.
+
+    The checks run in a process of their own, as the sweep will: the libraries they load and
+    the trial process of their dry step stay out of the app (whose standard streams are not
+    real files)."""
+    done = subprocess.run(
+        [sys.executable, "-m", __package__, "sweep", "check", str(spec)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Error: ")), None)
+    if start is None:  # not a user error: its last lines say what happened
+        return "\n".join(lines[-20:]) or f"`paretune sweep check` exited with {done.returncode}"
+    return "\n".join(lines[start:]).removeprefix("Error: ").strip()
+
+
+def launch_sweep(spec: Path, run_dir: Path, *, check: bool = True) -> LaunchedSweep:
+    """Start ``paretune sweep run SPEC`` detached; its log goes under ``run_dir/launched``.
+    ``check=False``: the caller ran the preflight checks (``sweeps.preflight``) already."""
     spec = Path(spec)
     folder = Path(run_dir) / "launched"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log = folder / f"{spec.stem}-{stamp}.log"
-    command = sweep_command(spec)
+    command = sweep_command(spec, check=check)
     with open(log, "ab") as output:
         child = subprocess.Popen(
             command,

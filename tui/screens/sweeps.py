@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
@@ -32,10 +33,13 @@ from textual.widgets import (
 )
 
 from pricing.errors import UserError
-from tui.launcher import LaunchedSweep, launch_sweep, launched_sweeps, stop_sweep
+from tui.launcher import LaunchedSweep, check_sweep, launch_sweep, launched_sweeps, stop_sweep
 from tui.messages import OpenTrial, SweepThisPlan
 from tui.screens.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
 from tui.widgets import ErrorLine
+
+if TYPE_CHECKING:
+    from sweeps.spec import SweepSpec
 
 __all__ = ["POLL_S", "SweepsScreen"]
 
@@ -64,6 +68,16 @@ class TrialLoaded(Message):
 @dataclass
 class LoadFailed(Message):
     error: BaseException
+
+
+@dataclass
+class PreflightDone(Message):
+    """The checks before launching ``spec`` (saved at ``path``) ended; ``error`` is None when
+    they passed."""
+
+    path: Path
+    spec: SweepSpec
+    error: BaseException | None
 
 
 def find_specs(run_dir: Path) -> list[Path]:
@@ -141,6 +155,8 @@ class SweepsScreen(Screen):
         self.spec_path: Path | None = None
         self.launched: LaunchedSweep | None = None
         self._final_refresh_done = False
+        self._checking = False
+        """Whether the preflight checks of a launch are running."""
         self.shown_trial: tuple[str, int] | None = None
         """The trial the Trial tab shows (or is loading)."""
         self.shown_running = False
@@ -416,10 +432,33 @@ class SweepsScreen(Screen):
                 )
             )
             return
+        if self._checking:
+            self.notify("The spec is being checked; it launches when the check passes.")
+            return
         if not self.action_save_spec():
             return
         spec, _ = self._validated_spec_text()
-        self.launched = launch_sweep(self.spec_path, self.app.run_dir)
+        self._checking = True
+        self.query_one("#launch-status", Static).update(
+            f"checking {self.spec_path.name} before launching it (`paretune sweep check`) ..."
+        )
+        self._preflight(self.spec_path, spec)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sweeps-preflight")
+    def _preflight(self, path: Path, spec: SweepSpec) -> None:
+        problems = check_sweep(path)
+        error = LaunchError(problems) if problems is not None else None
+        self.post_message(PreflightDone(path, spec, error))
+
+    @on(PreflightDone)
+    def _preflight_done(self, message: PreflightDone) -> None:
+        self._checking = False
+        if message.error is not None:
+            self.query_one("#sweeps-error", ErrorLine).show_error(message.error)
+            self._show_launch_status()
+            return
+        spec = message.spec  # the saved file was checked: its process need not check again
+        self.launched = launch_sweep(message.path, self.app.run_dir, check=False)
         self._final_refresh_done = False
         if Path(spec.run.results).resolve() != Path(self.app.db_path).resolve():
             self.notify(
@@ -439,6 +478,8 @@ class SweepsScreen(Screen):
         self.notify(f"Sent Ctrl-C to the sweep (pid {self.launched.pid}); it stops after cleanup.")
 
     def _show_launch_status(self) -> None:
+        if self._checking:  # the line says so until the check ends
+            return
         status = self.query_one("#launch-status", Static)
         sweep = self.launched
         if sweep is None:
