@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,20 +123,31 @@ def _redact(url: str) -> str:
 
 
 def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler; each worker gets its own seed so workers do not repeat each other.
+    """The spec's sampler, seeded by ``spec.seed + seed_offset``; it never proposes a point a
+    trial of the study holds.
 
-    TPE (the default) is Optuna's, except that a proposal repeating a trial of the study becomes
-    an untried neighbour of it (see :func:`_tpe_without_repeats`).
+    Each process (and each worker thread, by its offset) draws its own points: a sampler whose
+    first ask finds another worker busy in the study (a trial of another process running, or
+    started since this one began) is seeded by its own worker identity (host and pid) and the
+    study as well, so two sweeps started together on one study do not draw the same points. A
+    study run by one process is seeded exactly by ``spec.seed + seed_offset``. See
+    :func:`_distinct_points` for how a repeated point is replaced.
     """
     import warnings
 
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    seed = spec.seed + seed_offset
+    return _distinct_points()(spec, (spec.seed + seed_offset) % 2**32)
+
+
+def _optuna_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler the spec names, seeded by ``seed``."""
+    import optuna
+
     if spec.sampler == "tpe":
         # group=True: the space is conditional (rank only for adapters, lr per method).
-        return _tpe_without_repeats()(
+        return optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
         )
     if spec.sampler == "nsga2":
@@ -156,79 +168,231 @@ _NEIGHBOUR_DRAWS = 32
 
 
 @functools.cache
-def _tpe_without_repeats() -> type[optuna.samplers.TPESampler]:
-    """Optuna's ``TPESampler``, except that a point it proposes does not repeat a trial.
+def _distinct_points() -> type[optuna.samplers.BaseSampler]:
+    """A sampler around Optuna's that draws each point whole and never repeats a trial.
 
-    With few trials, multi-objective TPE models the good region by one trial (``gamma(n) =
-    ceil(0.1 n)`` trials), and where the space is made of choices its best candidate is often
-    that very trial: on the grid of ``benchmarks/sweep_efficiency.py`` the first proposal after
-    the 5 random startup trials repeated an earlier trial for 71% of the seeds. Every trial is
-    seeded by the spec's seed, so a repeat costs a whole trial and measures nothing new (an
-    infeasible or out-of-memory point fails again). Such a proposal becomes a neighbour of the
-    trial it repeats that no trial of the study holds (trials other workers are running
-    included): one of that trial's parameters drawn again at random, then two, and so on. A
-    neighbour keeps TPE's aim; a random point instead helped up to 12 trials and hurt from 20.
+    Optuna samples a point one parameter at a time, as the trial suggests them, so nothing sees
+    the point until it is in the study. Here the sampler's relative step draws the whole point
+    at once (running :func:`suggest` against a stand-in trial, so the conditional space is the
+    spec's): the values the wrapped sampler proposes, the rest drawn by its own independent
+    sampling in the order the trial would ask for them. Until a point repeats, the points are
+    exactly the wrapped sampler's.
 
+    A point that equals one a trial of the study holds, whichever its state (running in any
+    worker, complete, failed, infeasible) becomes a neighbour of it that no trial holds: one of
+    its parameters drawn again at random, then two, and so on. It happens in TPE's random
+    startup trials (two draws of a small grid), with workers seeded alike, and after startup,
+    where with few trials multi-objective TPE models the good region by one trial (``gamma(n)
+    = ceil(0.1 n)``) and, on a space of choices, often proposes that very trial: on the grid
+    of ``benchmarks/sweep_efficiency.py`` the first proposal after startup repeated a trial for
+    71% of the seeds. Every trial is seeded by the spec's seed, so a repeat costs a whole trial
+    and measures nothing new (an infeasible or out-of-memory point fails again). A neighbour
+    keeps the sampler's aim; a random point instead helped TPE up to 12 trials and hurt from 20.
     The draws are seeded by the sampler's seed and the trial number, so a sweep stays
-    reproducible and workers (each with its own seed offset) draw differently. The startup
-    trials are Optuna's; a point with a value from a continuous range practically never
-    repeats, so there nothing changes. The class is built on first use, so that importing this
-    module does not import Optuna.
+    reproducible. A queued trial keeps its own values. The class is built on first use, so
+    that importing this module does not import Optuna.
     """
     import numpy as np
     import optuna
+    from optuna.distributions import BaseDistribution
 
-    class TPEWithoutRepeats(optuna.samplers.TPESampler):
-        def __init__(self, *, seed: int, **options: Any) -> None:
-            super().__init__(seed=seed, **options)
-            self._neighbour_seed = seed
+    class DistinctPoints(optuna.samplers.BaseSampler):
+        def __init__(self, spec: SweepSpec, seed: int) -> None:
+            self._spec, self._seed = spec, seed
+            self._sampler = _optuna_sampler(spec, seed)
+            self._space = _spec_space(spec)
+            self._own_space: dict[str, BaseDistribution] = {}
+            self._first_ask = True
+
+        def reseed_rng(self) -> None:
+            self._sampler.reseed_rng()
+
+        def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if self._first_ask:  # under the sweep's ask lock, so other workers' trials show
+                self._first_ask = False
+                if _other_worker_busy(study, trial):
+                    self._seed = _worker_seed(self._seed, study.study_name)
+                    self._sampler = _optuna_sampler(self._spec, self._seed)
+            self._sampler.before_trial(study, trial)
+
+        def after_trial(
+            self,
+            study: optuna.Study,
+            trial: optuna.trial.FrozenTrial,
+            state: optuna.trial.TrialState,
+            values: Any,
+        ) -> None:
+            self._sampler.after_trial(study, trial, state, values)
+
+        def infer_relative_search_space(
+            self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+        ) -> dict[str, BaseDistribution]:
+            self._own_space = self._sampler.infer_relative_search_space(study, trial)
+            return {**self._space, **self._own_space}
 
         def sample_relative(
             self,
             study: optuna.Study,
             trial: optuna.trial.FrozenTrial,
-            search_space: dict[str, optuna.distributions.BaseDistribution],
+            search_space: dict[str, BaseDistribution],
         ) -> dict[str, Any]:
-            proposal = super().sample_relative(study, trial, search_space)
-            if not proposal:
-                return proposal  # a startup trial: Optuna draws it at random
+            proposal = self._sampler.sample_relative(study, trial, self._own_space)
             fixed = trial.system_attrs.get("fixed_params", {})  # a queued trial's own values
+
+            def proposed(name: str, distribution: BaseDistribution) -> Any:
+                if name in proposal and _holds(distribution, proposal[name]):
+                    return proposal[name]
+                return self._sampler.sample_independent(study, trial, name, distribution)
+
+            point = self._draw(fixed, proposed)
             tried = [
                 other.params
                 for other in study.get_trials(deepcopy=False)
                 if other.number != trial.number and other.params
             ]
-            repeated = _repeated(tried, {**proposal, **fixed})
-            if repeated is None:
-                return proposal
-            names = sorted(name for name in repeated if name in search_space and name not in fixed)
-            seed = np.random.SeedSequence([self._neighbour_seed, trial.number]).generate_state(1)[0]
-            rng = np.random.default_rng(seed)
+            if point not in tried:
+                return point
+            seed = np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]
             redraw = optuna.samplers.RandomSampler(seed=int(seed))
-            for attempt in range(_NEIGHBOUR_DRAWS if names else 0):
-                point = dict(proposal)
-                changed = min(len(names), 1 + attempt // 8)  # 8 draws one away, then two, ...
-                for i in rng.choice(len(names), size=changed, replace=False):
-                    point[names[i]] = redraw.sample_independent(
-                        study, trial, names[i], search_space[names[i]]
-                    )
-                if _repeated(tried, {**point, **fixed}) is None:
-                    return point
-            return proposal  # every neighbour drawn has been tried: keep TPE's choice
+            for again in _neighbour_draws(sorted(set(point) - set(fixed)), seed):
 
-    return TPEWithoutRepeats
+                def near(name: str, distribution: BaseDistribution, again: set = again) -> Any:
+                    if name in point and name not in again:  # kept; a parameter of another
+                        return point[name]  # method (the method drawn again) is drawn too
+                    return redraw.sample_independent(study, trial, name, distribution)
+
+                candidate = self._draw(fixed, near)
+                if candidate not in tried:
+                    return candidate
+            return point  # every neighbour drawn has been tried: keep the sampler's choice
+
+        def sample_independent(
+            self,
+            study: optuna.Study,
+            trial: optuna.trial.FrozenTrial,
+            param_name: str,
+            param_distribution: BaseDistribution,
+        ) -> Any:
+            # Only for a parameter outside the spec's space (the point covers all of it).
+            return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+        def _draw(self, fixed: dict[str, Any], pick: Any) -> dict[str, Any]:
+            """One whole point, as :func:`suggest` asks for it: fixed values first, as Optuna's
+            trial takes them, then ``pick(name, distribution)``."""
+            draw = _PointDraw(lambda name, d: fixed[name] if name in fixed else pick(name, d))
+            suggest(draw, self._spec)  # type: ignore[arg-type]  # a stand-in for the trial
+            return draw.params
+
+    return DistinctPoints
 
 
-def _repeated(tried: list[dict[str, Any]], point: dict[str, Any]) -> dict[str, Any] | None:
-    """The first of ``tried`` (trials' parameters) that ``point`` holds value for value."""
-    return next(
-        (
-            params
-            for params in tried
-            if all(name in point and point[name] == value for name, value in params.items())
-        ),
-        None,
-    )
+def _neighbour_draws(names: list[str], seed: int) -> Iterator[set[str]]:
+    """Which of ``names`` to draw again for each neighbour tried: one, 8 times, then two, ..."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for attempt in range(_NEIGHBOUR_DRAWS if names else 0):
+        changed = min(len(names), 1 + attempt // 8)
+        yield {names[i] for i in rng.choice(len(names), size=changed, replace=False)}
+
+
+class _PointDraw:
+    """Stands in for an ``optuna.Trial`` in :func:`suggest`: records the point ``pick`` draws,
+    one value per parameter, with the distribution the real trial would give it."""
+
+    def __init__(self, pick: Any) -> None:
+        self.pick = pick
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return self._take(name, CategoricalDistribution(choices))
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int:
+        from optuna.distributions import IntDistribution
+
+        return int(self._take(name, IntDistribution(low, high, log=log, step=step)))
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        from optuna.distributions import FloatDistribution
+
+        return float(self._take(name, FloatDistribution(low, high, log=log, step=step)))
+
+    def _take(self, name: str, distribution: Any) -> Any:
+        if name not in self.params:
+            # A distribution of one value is not sampled (as Optuna's trial does).
+            single = distribution.single()
+            self.params[name] = (
+                _first_value(distribution) if single else self.pick(name, distribution)
+            )
+            self.distributions[name] = distribution
+        return self.params[name]
+
+
+def _holds(distribution: Any, value: Any) -> bool:
+    """Whether ``value`` is one of ``distribution``'s (a study's older space may differ)."""
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
+
+
+def _first_value(distribution: Any) -> Any:
+    """The lowest value of a range, or the first choice."""
+    return distribution.choices[0] if hasattr(distribution, "choices") else distribution.low
+
+
+def _spec_space(spec: SweepSpec) -> dict[str, Any]:
+    """Every parameter any method of the spec may suggest, with its distribution."""
+    space: dict[str, Any] = {}
+    for method in spec.search.methods:
+
+        def first(name: str, distribution: Any, method: str = method) -> Any:
+            return method if name == "method" else _first_value(distribution)
+
+        draw = _PointDraw(first)
+        suggest(draw, spec)  # type: ignore[arg-type]
+        space.update({n: d for n, d in draw.distributions.items() if not d.single()})
+    return space
+
+
+def _other_worker_busy(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether another worker process runs a trial of the study, or started one since this
+    process began: then the two are working on it together."""
+    from optuna.trial import TrialState
+
+    from sweeps.liveness import this_worker
+
+    me = this_worker()
+    for other in study.get_trials(deepcopy=False):
+        attrs = other.user_attrs
+        host, pid = attrs.get("worker_host"), attrs.get("worker_pid")
+        if other.number == trial.number or host is None or pid is None:
+            continue
+        if (host, pid) == (me["worker_host"], me["worker_pid"]):
+            continue
+        started = other.datetime_start.timestamp() if other.datetime_start else 0.0
+        if other.state == TrialState.RUNNING or started >= me["worker_started"]:
+            return True
+    return False
+
+
+def _worker_seed(seed: int, study_name: str) -> int:
+    """A seed of this worker process on this study, drawn from ``seed``."""
+    import os
+    import socket
+    import zlib
+
+    import numpy as np
+
+    identity = [seed, zlib.crc32(study_name.encode()), zlib.crc32(socket.gethostname().encode())]
+    return int(np.random.SeedSequence([*identity, os.getpid()]).generate_state(1)[0])
 
 
 def open_study(

@@ -4,6 +4,7 @@ method); TPE, the default, does not propose a point a trial of the study already
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 
 import optuna
@@ -145,3 +146,90 @@ def test_workers_sharing_a_study_do_not_repeat_each_other(tmp_path: Path) -> Non
     points = [_point(t) for t in workers[0].trials]
     assert len(points) == 16
     assert _repeats_after_startup(points, startup=6) == [], points
+
+
+def test_workers_seeded_alike_do_not_repeat_each_other_from_the_first_trial(
+    tmp_path: Path,
+) -> None:
+    """Two workers with the same seed on one journal file, each asking while the other's trial
+    runs: from the random startup trials on, a point running in the other worker counts as
+    tried (before, the second worker proposed the first one's startup points again)."""
+    spec = _choices_spec()
+    storage = open_storage(str(tmp_path / "study.journal"))
+    workers = [
+        optuna.create_study(
+            study_name="choices",
+            storage=storage,
+            load_if_exists=True,
+            directions=spec.objectives.directions(),
+            sampler=make_sampler(spec),
+        )
+        for _ in range(2)
+    ]
+    for _ in range(6):
+        running = []
+        for study in workers:
+            trial = study.ask()
+            running.append((study, trial, suggest(trial, spec)))
+        for study, trial, params in running:
+            study.tell(trial, _values(params))
+    points = [_point(t) for t in workers[0].trials]
+    assert len(points) == 12 and len(set(points)) == 12, points
+
+
+def _demo_lrs(storage: optuna.storages.BaseStorage, spec: SweepSpec, trials: int) -> list[float]:
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec))
+    lrs = []
+    for i in range(trials):
+        trial = study.ask()
+        params = suggest(trial, spec)
+        lrs.append(params[f"lr_{params['method']}"])
+        study.tell(trial, [1.0 / (i + 1), 0.1 * i, 0.01])
+    return lrs
+
+
+def test_a_worker_joining_a_busy_study_draws_its_own_points(tmp_path: Path) -> None:
+    """A sampler whose first ask finds another process's trial running seeds itself by its own
+    identity as well: its points share nothing with those a lone worker draws (seeded alike,
+    it would draw a neighbour of the running point, then the lone worker's points again). A
+    trial of its own process changes nothing: one process alone is seeded by `seed` alone."""
+    import psutil
+
+    spec = load_spec(DEMO)
+    lrs = {}
+    for owner in ("nobody", "this process", "another process"):
+        storage = open_storage(str(tmp_path / f"{owner}.journal"))
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            directions=spec.objectives.directions(),
+            sampler=make_sampler(spec, 99),
+        )
+        running = study.ask()  # a trial running in the owner's process
+        suggest(running, spec)
+        if owner != "nobody":
+            process = psutil.Process() if owner == "this process" else psutil.Process().parent()
+            running.set_user_attr("worker_host", socket.gethostname())
+            running.set_user_attr("worker_pid", process.pid)
+            running.set_user_attr("worker_started", process.create_time())
+        lrs[owner] = _demo_lrs(storage, spec, 5)
+    assert lrs["this process"] == lrs["nobody"]
+    assert not set(lrs["another process"]) & set(lrs["nobody"]), lrs
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_run_distinct_points(demo, tmp_path: Path) -> None:
+    """The reported case: two `sweep run --max-trials 2` started at once on an empty study ran
+    the same 2 points twice each (identical parameters and results)."""
+    from test_sweep import start, write_demo_spec
+
+    spec = write_demo_spec(tmp_path, "together", trials=10, save="none")
+    sweeps = [start("sweep", "run", str(spec), "--max-trials", "2") for _ in range(2)]
+    outputs = [s.communicate(timeout=600)[0] for s in sweeps]
+    assert all(s.returncode == 0 for s in sweeps), outputs
+    journal = str(tmp_path / "runs" / "together.journal")
+    trials = optuna.load_study(study_name="together", storage=open_storage(journal)).trials
+    assert [t.user_attrs["state"] for t in trials] == ["complete"] * 4
+    assert {t.user_attrs["worker_pid"] for t in trials} == {s.pid for s in sweeps}
+    points = {_point(t) for t in trials}
+    assert len(points) == 4, [t.params for t in trials]
