@@ -152,6 +152,26 @@ def test_a_missing_model_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_truncated_weights_are_found_without_loading_them(demo, tmp_path: Path) -> None:
+    """A copy of the demo's folder whose safetensors file lost its second half."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(demo.model_dir, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    spec = demo_spec(
+        tmp_path,
+        replace={'model = "demo"': f'model = "{model}"'},
+        data=f'train = "{demo.train}"\nretain = "{demo.retain}"',
+    )
+    done = paretune("sweep", "check", str(spec), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{weights} is not a readable safetensors file" in done.stderr, done.stderr
+    assert "Download or save the model again" in done.stderr
+
+
+@pytest.mark.slow
 def test_a_results_file_that_cannot_be_created(demo, tmp_path: Path) -> None:
     # Under a regular file: no folder can be made there, whoever runs the test (root too).
     (tmp_path / "somefile").write_text("not a folder\n")
@@ -170,6 +190,10 @@ def test_a_corrupt_results_file_is_left_as_it_was(demo, tmp_path: Path) -> None:
     (tmp_path / "results.duckdb").write_bytes(b"these are not the results you are looking for\n")
     spec = demo_spec(tmp_path)
     assert_refused(spec, "not a readable DuckDB database")
+    journal = tmp_path / "shared" / "demo.journal"
+    done = paretune("sweep", "worker", str(spec), "--storage", str(journal), cwd=tmp_path)
+    assert done.returncode == 2 and "not a readable DuckDB database" in done.stderr, done.stderr
+    assert not journal.parent.exists()
 
 
 @pytest.mark.slow
