@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sweeps.trial.isolation import run_trial_isolated
 from sweeps.trial.types import TrialConfig
 
 _ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models; extra threads only contend
 
 
+@pytest.mark.slow
 def test_out_of_memory_child_ends_as_oom_and_the_parent_carries_on(tmp_path: Path, demo) -> None:
     config = TrialConfig(max_steps=2, memory_limit_gb=0.05, run_dir=str(tmp_path))
     result = run_trial_isolated(config, env=_ONE_THREAD)
@@ -60,6 +63,7 @@ def test_time_limit_ends_as_timeout(tmp_path: Path) -> None:
     assert "2 s" in result.error
 
 
+@pytest.mark.slow
 def test_a_warm_child_trains_exactly_like_a_fresh_one(tmp_path: Path, demo) -> None:
     """CPU trials fork from the preloaded server; the outcome is the same as from a new
     interpreter (same seed, same numbers), with per-step progress on the same channel."""
@@ -81,6 +85,7 @@ def test_a_warm_child_trains_exactly_like_a_fresh_one(tmp_path: Path, demo) -> N
     assert 0 < warm.measured.peak_gb < 0.5  # the trial's own memory, not the libraries'
 
 
+@pytest.mark.slow
 def test_a_warm_child_times_out_and_runs_out_of_memory_like_a_fresh_one(
     tmp_path: Path, demo
 ) -> None:
@@ -103,6 +108,7 @@ def test_a_warm_child_times_out_and_runs_out_of_memory_like_a_fresh_one(
     assert missing.state == "failed" and missing.error
 
 
+@pytest.mark.slow
 def test_bad_input_in_the_child_is_a_failed_trial(tmp_path: Path) -> None:
     broken = tmp_path / "model"
     broken.mkdir()
@@ -130,6 +136,7 @@ def _paretune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_json_contract(tmp_path: Path, demo) -> None:
     done = _paretune(
         "trial",
@@ -168,6 +175,7 @@ def test_cli_json_contract(tmp_path: Path, demo) -> None:
     assert {"peak_gb", "hours", "dollars"} <= set(payload["predicted"])
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_and_trial_failure_exits_1(tmp_path: Path) -> None:
     missing = _paretune("trial", "--spec", "nope.toml", cwd=tmp_path)
     assert missing.returncode == 2 and "cannot read nope.toml" in missing.stderr

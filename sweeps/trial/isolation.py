@@ -42,8 +42,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from pricing.errors import UserError
+from sweeps.outcome import Outcome
 from sweeps.trial.types import StepLog, TrialConfig, TrialResult
 
 __all__ = ["TrialInputError", "run_trial_isolated"]
@@ -76,11 +78,11 @@ def _tail(path: str, lines: int = _STDERR_TAIL_LINES) -> str:
     return "\n".join(kept[-lines:])
 
 
-def _ended(config: TrialConfig, state: str, error: str) -> TrialResult:
+def _ended(config: TrialConfig, state: Outcome, error: str) -> TrialResult:
     return TrialResult(state=state, method=config.method, error=error, config=config)
 
 
-def run_trial_isolated(  # noqa: C901 - to be split: start, wait, classify
+def run_trial_isolated(
     config: TrialConfig,
     *,
     on_step: Callable[[StepLog], None] | None = None,
@@ -100,61 +102,100 @@ def run_trial_isolated(  # noqa: C901 - to be split: start, wait, classify
     """
     warm = (start or ("warm" if config.device == "cpu" else "fresh")) == "warm"
     limit = timeout_s if timeout_s is not None else config.time_limit_s
-    read_fd, write_fd = os.pipe()
-    child_env = dict(os.environ)
-    child_env.update(env or {})
-    child_env["PYTHONUNBUFFERED"] = "1"
-    stderr_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed once the child ends
-        prefix="paretune-trial-", suffix=".stderr", delete=False
-    )
     started = time.monotonic()
     try:
-        if warm:
-            os.close(read_fd)
-            os.close(write_fd)
-            child, read_fd = _start_warm(config, child_env, stderr_file.name)
-        else:
-            child = subprocess.Popen(
-                [sys.executable, "-m", __spec__.name, str(write_fd)],
-                stdin=subprocess.PIPE,
-                stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
-                stderr=stderr_file,
-                pass_fds=(write_fd,),
-                env=child_env,
-                start_new_session=True,  # its own process group: a timeout kills all of it
-            )
+        child = _start_child(config, env, warm=warm)
     except OSError as error:
-        if not warm:
-            os.close(read_fd)
-            os.close(write_fd)
-        stderr_file.close()
-        os.unlink(stderr_file.name)
-        return _ended(config, "failed", f"could not start the trial process: {error}")
-    if not warm:
-        os.close(write_fd)
-        assert child.stdin is not None
-        child.stdin.write(config.model_dump_json().encode())
-        child.stdin.close()
+        return _ended(config, Outcome.FAILED, f"could not start the trial process: {error}")
+    try:
+        received = _receive(child, on_step, None if limit is None else started + limit)
+    finally:
+        tail = _reap(child, kill=child.timed_out)
+    return _classify(config, received, tail, child, limit, raise_user_errors)
+
+
+@dataclass
+class _Child:
+    """A started trial process, the read end of its channel, and the file its stderr goes to."""
+
+    process: subprocess.Popen | _WarmChild
+    read_fd: int
+    stderr_path: str
+    timed_out: bool = False
+
+
+@dataclass
+class _Received:
+    """What the child sent on its channel besides its steps."""
 
     result: TrialResult | None = None
     user_error: dict | None = None
-    timed_out = False
+
+
+def _start_child(config: TrialConfig, env: Mapping[str, str] | None, *, warm: bool) -> _Child:
+    """Start the trial's process (forked warm, or a fresh interpreter) and hand it the config."""
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    stderr_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed once the child ends
+        prefix="paretune-trial-", suffix=".stderr", delete=False
+    )
+    stderr_file.close()  # the child appends to it by name; the parent reads it at the end
+    try:
+        if warm:
+            process, read_fd = _start_warm(config, child_env, stderr_file.name)
+        else:
+            process, read_fd = _start_fresh(child_env, stderr_file.name)
+    except OSError:
+        os.unlink(stderr_file.name)
+        raise
+    if not warm:
+        assert process.stdin is not None
+        process.stdin.write(config.model_dump_json().encode())
+        process.stdin.close()
+    return _Child(process, read_fd, stderr_file.name)
+
+
+def _start_fresh(env: dict[str, str], stderr_path: str) -> tuple[subprocess.Popen, int]:
+    """``python -m sweeps.trial.isolation WRITE_FD`` in its own session; the read end of its
+    channel. The caller writes the config on its stdin."""
+    read_fd, write_fd = os.pipe()
+    try:
+        with open(stderr_path, "ab") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", __spec__.name, str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
+                stderr=stderr,
+                pass_fds=(write_fd,),
+                env=env,
+                start_new_session=True,  # its own process group: a timeout kills all of it
+            )
+    except OSError:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return process, read_fd
+
+
+def _receive(
+    child: _Child, on_step: Callable[[StepLog], None] | None, deadline: float | None
+) -> _Received:
+    """Read the child's channel until it closes or ``deadline`` passes (``child.timed_out``),
+    passing each step to ``on_step``."""
+    received = _Received()
     buffer = b""
     selector = selectors.DefaultSelector()
-    reader = os.fdopen(read_fd, "rb", buffering=0)
+    reader = os.fdopen(child.read_fd, "rb", buffering=0)
     selector.register(reader, selectors.EVENT_READ)
     try:
-        open_pipe = True
-        while open_pipe:
-            remaining = None if limit is None else limit - (time.monotonic() - started)
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                timed_out = True
-                break
-            if not selector.select(timeout=remaining if remaining is not None else None):
+                child.timed_out = True
+                return received
+            if not selector.select(timeout=remaining):
                 continue
             chunk = reader.read(65536)
-            if not chunk:
-                open_pipe = False
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
@@ -162,36 +203,55 @@ def run_trial_isolated(  # noqa: C901 - to be split: start, wait, classify
                 if "step" in message and on_step is not None:
                     on_step(StepLog.model_validate(message["step"]))
                 elif "result" in message:
-                    result = TrialResult.model_validate(message["result"])
+                    received.result = TrialResult.model_validate(message["result"])
                 elif "user_error" in message:
-                    user_error = message["user_error"]
+                    received.user_error = message["user_error"]
+            if not chunk:
+                return received
     finally:
         selector.close()
         reader.close()
-        if timed_out or child.poll() is None:
-            _kill_group(child)
-        child.wait()
-        stderr_file.close()
-        tail = _tail(stderr_file.name)
-        os.unlink(stderr_file.name)
 
-    if timed_out:
-        return _ended(config, "timeout", f"the trial ran past its time limit of {limit:g} s")
-    if result is not None:
-        return result
+
+def _reap(child: _Child, *, kill: bool) -> str:
+    """Wait for the child (killing its process group first if ``kill`` or it still runs);
+    return the last lines of its stderr."""
+    try:
+        if kill or child.process.poll() is None:
+            _kill_group(child.process)
+        child.process.wait()
+    finally:
+        tail = _tail(child.stderr_path)
+        os.unlink(child.stderr_path)
+    return tail
+
+
+def _classify(
+    config: TrialConfig,
+    received: _Received,
+    tail: str,
+    child: _Child,
+    limit: float | None,
+    raise_user_errors: bool,
+) -> TrialResult:
+    """The trial's result: what the child sent, or why it sent none."""
+    if child.timed_out:
+        return _ended(config, Outcome.TIMEOUT, f"the trial ran past its time limit of {limit:g} s")
+    if received.result is not None:
+        return received.result
+    user_error = received.user_error
     if user_error is not None:
         if raise_user_errors:
             raise TrialInputError(user_error["message"], user_error.get("hint"))
         hint = f" ({user_error['hint']})" if user_error.get("hint") else ""
-        return _ended(config, "failed", user_error["message"] + hint)
+        return _ended(config, Outcome.FAILED, user_error["message"] + hint)
     if any(marker in tail for marker in _oom_markers(config)):
-        return _ended(config, "oom", _oom_message(tail, config))
-    how = (
-        f"killed by signal {-child.returncode}"
-        if child.returncode < 0
-        else f"exit code {child.returncode}"
+        return _ended(config, Outcome.OOM, _oom_message(tail, config))
+    code = child.process.returncode
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return _ended(
+        config, Outcome.FAILED, f"the trial process ended without a result ({how})\n{tail}"
     )
-    return _ended(config, "failed", f"the trial process ended without a result ({how})\n{tail}")
 
 
 def _has_fileno(stream) -> bool:
@@ -397,7 +457,7 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
     except MemoryError as error:
         result = _ended(
             config,
-            "oom",
+            Outcome.OOM,
             f"MemoryError: {error or 'out of memory'}"
             + (f" (memory limit {config.memory_limit_gb:g} GB)" if config.memory_limit_gb else ""),
         )
@@ -407,9 +467,11 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
         text = traceback.format_exc()
         tail = "\n".join(text.strip().splitlines()[-_STDERR_TAIL_LINES:])
         if _is_oom(error, config):
-            result = _ended(config, "oom", _oom_message(f"{type(error).__name__}: {error}", config))
+            result = _ended(
+                config, Outcome.OOM, _oom_message(f"{type(error).__name__}: {error}", config)
+            )
         else:
-            result = _ended(config, "failed", tail)
+            result = _ended(config, Outcome.FAILED, tail)
     send({"result": result.model_dump(mode="json")})
     channel.close()
     return 0

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sweeps.outcome import Outcome
+
 __all__ = [
     "METHODS",
     "Forgetting",
@@ -28,7 +30,8 @@ __all__ = [
 
 METHODS = ("full", "lora", "qlora", "dora", "freeze")
 Method = Literal["full", "lora", "qlora", "dora", "freeze"]
-TrialState = Literal["complete", "oom", "failed", "timeout"]
+TrialState = Literal[Outcome.COMPLETE, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT]
+"""The outcomes one trial's own run can end in (the sweep records others: see :class:`Outcome`)."""
 
 
 class _Strict(BaseModel):
@@ -173,7 +176,7 @@ class Hardware(_Strict):
 
 
 class TrialResult(_Strict):
-    """Everything measured about one trial; ``state`` is the outcome."""
+    """Everything measured about one trial; ``state`` is the outcome (serialised as its string)."""
 
     state: TrialState
     method: Method

@@ -1,0 +1,63 @@
+"""How a trial ended, or where it stands: one set of values for the whole project.
+
+An :class:`Outcome` is what a trial's process returns (``TrialResult.state``), what the sweep
+records on the Optuna trial (the user attribute ``state``) and what the results file holds
+(the ``state`` column of ``trials``). It is a ``str`` enum: stored values are these plain
+strings, so results files and Optuna storages written before it read the same.
+
+Nothing here imports anything beyond the standard library: the trial's child process, the
+results store and the documentation all read it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["BUDGET_OUTCOMES", "RERUN_OUTCOMES", "Outcome"]
+
+
+class Outcome(StrEnum):
+    """A trial's outcome; :attr:`description` says what it means to someone reading results."""
+
+    COMPLETE = "complete"
+    OOM = "oom"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    PRUNED = "pruned"
+    INFEASIBLE = "infeasible"
+    OVER_BUDGET = "over_budget"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"
+    RUNNING = "running"
+    WAITING = "waiting"
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    Outcome.COMPLETE: "ran to the end with every objective measured",
+    Outcome.OOM: "ran out of memory (the device's, or the trial's memory cap); counts against "
+    "the trial budget",
+    Outcome.FAILED: "ended on an error, or without every objective measured; counts against "
+    "the trial budget",
+    Outcome.TIMEOUT: "ran past its time limit and was killed; counts against the trial budget",
+    Outcome.PRUNED: "stopped early by an Optuna pruner (Optuna's state PRUNED)",
+    Outcome.INFEASIBLE: "refused by the feasibility gate (predicted not to fit the target GPU); "
+    "never ran",
+    Outcome.OVER_BUDGET: "asked but not launched: it would pass the budget, so the sweep stopped",
+    Outcome.INTERRUPTED: "stopped by Ctrl-C (or SIGTERM) while it ran; re-queued",
+    Outcome.LOST: "its worker died while it ran; re-queued",
+    Outcome.RUNNING: "running now; its steps so far are written as it trains",
+    Outcome.WAITING: "queued, not started yet",
+}
+
+BUDGET_OUTCOMES = frozenset(
+    {Outcome.COMPLETE, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT, Outcome.RUNNING}
+)
+"""Outcomes that use up a trial of the budget. Infeasible and over-budget trials never ran;
+interrupted and lost ones are run again (their time and dollars still count as spent)."""
+
+RERUN_OUTCOMES = frozenset({Outcome.INTERRUPTED, Outcome.LOST})
+"""Outcomes whose parameters are queued again: they spent money, but not a trial."""
