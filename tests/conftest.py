@@ -104,3 +104,249 @@ def own_model(tmp_path_factory) -> OwnModel:
     (root / "train.jsonl").write_text("".join(x for i, x in enumerate(lines) if i % 5))
     (root / "eval.jsonl").write_text("".join(lines[::5]))  # every fifth row held out
     return OwnModel(model_dir=model_dir, train=root / "train.jsonl", eval=root / "eval.jsonl")
+
+
+# --- helpers several test modules share: the command line, demo sweeps, results files -----------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime  # noqa: E402
+
+ROOT = Path(__file__).parent.parent
+
+
+def cli_env() -> dict[str, str]:
+    """This environment, with the repository on ``PYTHONPATH`` (for ``python -m tui.cli``)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def paretune(
+    *args: str, cwd: Path | None = None, **popen: object
+) -> subprocess.CompletedProcess[str]:
+    """Run ``paretune ARGS`` to the end; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=cli_env(),
+        **popen,
+    )
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    """Start ``paretune ARGS`` in a process group of its own (stdout and stderr together)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(),
+        start_new_session=True,
+    )
+
+
+def write_demo_spec(
+    folder: Path,
+    name: str,
+    *,
+    trials: int,
+    save: str = "frontier",
+    storage: str | None = None,
+    extra_run: str = "",
+    max_steps: int = 2,
+) -> Path:
+    """A tiny demo spec: LoRA (two ranks) and freeze, 2 optimizer steps per trial."""
+    spec = folder / f"{name}.toml"
+    storage_line = f'storage = "{storage}"' if storage else ""
+    spec.write_text(f"""
+name = "{name}"
+model = "demo"
+seed = 0
+[hardware]
+device = "cpu"
+usd_per_hour = 0.10
+[search]
+methods = ["lora", "freeze"]
+rank = [2, 8]
+lr = {{ low = 1e-4, high = 1e-2, log = true }}
+max_steps = {max_steps}
+[trial]
+batch = 4
+eval_every = 2
+max_seq_len = 64
+[budget]
+trials = {trials}
+[run]
+dir = "{folder / "runs"}"
+results = "{folder / "results.duckdb"}"
+save = "{save}"
+timeout_s = 300
+{storage_line}
+{extra_run}
+""")
+    return spec
+
+
+def load_spec_study(spec_path: Path):
+    """The Optuna study of the spec at ``spec_path``, from the spec's storage."""
+    import optuna
+
+    from sweeps.spec import load_spec
+    from sweeps.study import open_storage
+
+    spec = load_spec(spec_path)
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+
+
+def wait_for_running_trial(
+    spec_path: Path, process: subprocess.Popen[str], timeout: float = 240
+) -> int:
+    """The number of a trial that is RUNNING and whose child process has started training."""
+    import optuna
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            study = load_spec_study(spec_path)
+        except KeyError:
+            time.sleep(0.5)
+            continue
+        running = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.RUNNING and "config" in t.user_attrs
+        ]
+        children = psutil.Process(process.pid).children(recursive=True)
+        if running and children:
+            return running[0].number
+        time.sleep(0.3)
+    raise AssertionError("no trial started running in time")
+
+
+def journal_study(tmp_path: Path, name: str = "s"):
+    """A journal-file study of three complete trials (trial 2 dominated by 0) and an oom one,
+    recorded as a sweep records them."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from sweeps.trial.types import (
+        Forgetting,
+        Hardware,
+        Measured,
+        Quality,
+        StepLog,
+        TrialConfig,
+        TrialResult,
+    )
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / f"{name}.journal")))
+    study = optuna.create_study(study_name=name, storage=storage, directions=["minimize"] * 3)
+    study.set_user_attr("objectives", ["eval_nll", "retain_delta_nll", "dollars"])
+    study.set_user_attr("spec", {"model": "demo", "sampler": "tpe", "budget": {"trials": 3}})
+    for number, (q, f, c, method) in enumerate(
+        [(1.0, 0.5, 0.01, "lora"), (0.8, 0.9, 0.02, "full"), (1.3, 0.95, 0.03, "lora")]
+    ):
+        trial = study.ask(
+            {"method": optuna.distributions.CategoricalDistribution(["lora", "full"])}
+        )
+        config = TrialConfig(method=method, rank=4, study=name, trial_number=number)
+        result = TrialResult(
+            state="complete",
+            method=method,
+            config=config,
+            dollars=c,
+            quality=Quality(eval_nll=q),
+            forgetting=Forgetting(retain_delta_nll=f),
+            measured=Measured(peak_gb=0.1, wall_s=12.0, steps=2),
+            hardware=Hardware(versions={"torch": "2.13.0"}),
+            steps=[
+                StepLog(
+                    step=s, epoch=0.1 * s, loss=2.0 - s, lr=1e-3, tokens_per_s=100.0, peak_gb=0.1
+                )
+                for s in (1, 2)
+            ],
+            command=f"paretune trial --method {method}",
+        )
+        trial.set_user_attr("result", result.model_dump(mode="json"))
+        study.tell(trial, [q, f, c])
+    oom = study.ask()
+    oom.set_user_attr("state", "oom")
+    oom.set_user_attr("error", "CUDA out of memory")
+    study.tell(oom, state=optuna.trial.TrialState.FAIL)
+    return study
+
+
+RESULTS_STUDY = "demo-frontier"
+# (method, rank, lr, eval_nll, retain_delta_nll, dollars, state)
+RESULTS_TRIALS = [
+    ("lora", 8, 2e-4, 1.10, 0.05, 0.010, "complete"),
+    ("lora", 16, 5e-4, 0.95, 0.12, 0.012, "complete"),
+    ("dora", 8, 3e-4, 1.00, 0.04, 0.020, "complete"),
+    ("full", None, 5e-5, 0.80, 0.40, 0.050, "complete"),
+    ("freeze", None, 1e-4, 1.30, 0.30, 0.030, "complete"),  # dominated by trial 0
+    ("qlora", 8, 2e-4, None, None, 0.001, "oom"),
+]
+
+
+def write_study(
+    db: Path, study: str = RESULTS_STUDY, created: datetime = datetime(2026, 1, 2, 3, 4, 5)
+) -> None:
+    """A results file holding one study of :data:`RESULTS_TRIALS`, written through the store."""
+    from sweeps.results.store import ResultsStore
+
+    store = ResultsStore(db)
+    store.write_study(
+        {
+            "study": study,
+            "model": "demo",
+            "sampler": "tpe",
+            "quality_metric": "eval_nll",
+            "forgetting_metric": "retain_delta_nll",
+            "cost_metric": "dollars",
+            "budget_dollars": 1.0,
+            "budget_trials": 8,
+            "created_at": created,
+        }
+    )
+    rows, steps = [], []
+    for number, (method, rank, lr, nll, forget, dollars, state) in enumerate(RESULTS_TRIALS):
+        rows.append(
+            {
+                "study": study,
+                "number": number,
+                "state": state,
+                "method": method,
+                "rank": rank,
+                "lr": lr,
+                "eval_nll": nll,
+                "retain_delta_nll": forget,
+                "dollars": dollars,
+                "objective_quality": nll,
+                "objective_forgetting": forget,
+                "objective_cost": dollars,
+                "predicted_peak_gb": 0.5,
+                "measured_peak_gb": 0.4 if state == "complete" else None,
+                "error": "CUDA out of memory (simulated budget)" if state == "oom" else None,
+                "command": f"paretune trial --method {method}",
+                "artifact": f"runs/{study}/trial-{number}" if state == "complete" else None,
+            }
+        )
+        if state == "complete":
+            steps += [
+                {
+                    "study": study,
+                    "number": number,
+                    "step": s,
+                    "loss": 3.0 / s,
+                    "eval_nll": 2.0 / s if s % 5 == 0 else None,
+                }
+                for s in range(1, 21)
+            ]
+    store.write_trials(rows, steps)

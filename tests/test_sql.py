@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_store import _journal_study
+from conftest import journal_study as _journal_study
 
 
 def _paretune(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

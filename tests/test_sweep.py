@@ -10,94 +10,24 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
 import optuna
 import psutil
+import pytest
+from conftest import (
+    load_spec_study,
+    paretune,
+    start,
+    wait_for_running_trial,
+    write_demo_spec,
+)
 
 from sweeps.results.store import ResultsStore
-from sweeps.spec import load_spec
-from sweeps.study import open_storage
 
-ROOT = Path(__file__).parent.parent
-
-
-def write_demo_spec(
-    folder: Path,
-    name: str,
-    *,
-    trials: int,
-    save: str = "frontier",
-    storage: str | None = None,
-    extra_run: str = "",
-    max_steps: int = 2,
-) -> Path:
-    """A tiny demo spec: LoRA (two ranks) and freeze, 2 optimizer steps per trial."""
-    spec = folder / f"{name}.toml"
-    storage_line = f'storage = "{storage}"' if storage else ""
-    spec.write_text(f"""
-name = "{name}"
-model = "demo"
-seed = 0
-[hardware]
-device = "cpu"
-usd_per_hour = 0.10
-[search]
-methods = ["lora", "freeze"]
-rank = [2, 8]
-lr = {{ low = 1e-4, high = 1e-2, log = true }}
-max_steps = {max_steps}
-[trial]
-batch = 4
-eval_every = 2
-max_seq_len = 64
-[budget]
-trials = {trials}
-[run]
-dir = "{folder / "runs"}"
-results = "{folder / "results.duckdb"}"
-save = "{save}"
-timeout_s = 300
-{storage_line}
-{extra_run}
-""")
-    return spec
-
-
-def paretune(
-    *args: str, cwd: Path | None = None, **popen: object
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env=_env(),
-        **popen,
-    )
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(),
-        start_new_session=True,
-    )
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def load(spec_path: Path) -> optuna.Study:
-    spec = load_spec(spec_path)
-    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+pytestmark = pytest.mark.slow  # real demo sweeps: 20 s to a minute each
 
 
 def states(study: optuna.Study) -> list[str]:
@@ -106,43 +36,19 @@ def states(study: optuna.Study) -> list[str]:
     ]
 
 
-def wait_for_running_trial(
-    spec_path: Path, process: subprocess.Popen[str], timeout: float = 240
-) -> int:
-    """The number of a trial that is RUNNING and whose child process has started training."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            study = load(spec_path)
-        except KeyError:
-            time.sleep(0.5)
-            continue
-        running = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.RUNNING and "config" in t.user_attrs
-        ]
-        children = psutil.Process(process.pid).children(recursive=True)
-        if running and children:
-            return running[0].number
-        time.sleep(0.3)
-    raise AssertionError("no trial started running in time")
-
-
 def test_demo_sweep_end_to_end_with_an_oom_trial_in_the_middle(demo, tmp_path: Path) -> None:
     spec = write_demo_spec(tmp_path, "e2e", trials=4)
     # Create the study without launching, then queue an out-of-memory trial as trial 1.
     created = paretune("sweep", "run", str(spec), "--max-trials", "0")
     assert created.returncode == 0, created.stdout + created.stderr
-    study = load(spec)
+    study = load_spec_study(spec)
     study.enqueue_trial({"method": "lora"})
     study.enqueue_trial({"method": "lora"}, user_attrs={"overrides": {"memory_limit_gb": 0.05}})
 
     done = paretune("sweep", "run", str(spec), "--gpus", "0,1")  # pinned, though trials run on CPU
     assert done.returncode == 0, done.stdout + done.stderr
     assert "trial budget reached (4 of 4)" in done.stdout
-    study = load(spec)
+    study = load_spec_study(spec)
     assert states(study) == ["complete", "oom", "complete", "complete"]
     assert study.trials[1].state == optuna.trial.TrialState.FAIL
     assert study.trials[1].user_attrs["error"]
@@ -176,7 +82,7 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
     # Let one trial complete, then kill the worker while the next one trains.
     deadline = time.monotonic() + 240
     while not (tmp_path / "runs" / "killed.journal").exists() or "complete" not in states(
-        load(spec)
+        load_spec_study(spec)
     ):
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.3)
@@ -194,13 +100,15 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
         if child.is_running():
             child.kill()
     completed_before = {
-        t.number for t in load(spec).trials if t.user_attrs.get("state") == "complete"
+        t.number for t in load_spec_study(spec).trials if t.user_attrs.get("state") == "complete"
     }
-    assert load(spec).trials[victim].state == optuna.trial.TrialState.RUNNING  # the zombie
+    assert (
+        load_spec_study(spec).trials[victim].state == optuna.trial.TrialState.RUNNING
+    )  # the zombie
 
     resumed = paretune("sweep", "run", str(spec))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    study = load(spec)
+    study = load_spec_study(spec)
     trials = study.trials
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
     assert trials[victim].user_attrs["state"] == "lost"
@@ -213,24 +121,70 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
     assert [r["state"] for r in rows] == states(study)  # the dead trial's "running" row is "lost"
 
 
+def _exited_unreaped(process: subprocess.Popen[str], timeout: float) -> bool:
+    """Wait until ``process`` exits, without reaping it: until it is waited for, its pid and
+    process group id cannot be reused, so what is left in its group is what it left behind."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _in_group(pgid: int, but: int) -> list[psutil.Process]:
+    """Live processes of process group ``pgid``, other than ``but``."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != but and os.getpgid(process.pid) == pgid:
+                found.append(process)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return _alive(found)
+
+
 def test_ctrl_c_leaves_nothing_running_and_rerun_resumes(demo, tmp_path: Path) -> None:
     spec = write_demo_spec(tmp_path, "ctrlc", trials=1, save="none")
     first = start("sweep", "run", str(spec))
     victim = wait_for_running_trial(spec, first)
+    # While the trial trains: its own process (in a session of its own, which a Ctrl-C of the
+    # terminal does not reach) and the warm-start server's (in the sweep's process group).
+    descendants = psutil.Process(first.pid).children(recursive=True)
+    assert descendants
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.append(first.stdout.read()), daemon=True)
+    reader.start()
     os.killpg(first.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    output, _ = first.communicate(timeout=120)
+    assert _exited_unreaped(first, timeout=120), "the sweep did not stop after Ctrl-C"
+    try:
+        left = {p.pid: p for p in _alive(descendants) + _in_group(first.pid, but=first.pid)}
+        assert not left, f"left running after Ctrl-C: processes {sorted(left)}"
+    finally:
+        for process in _alive(descendants):  # a failed check must not leak a training process
+            process.kill()
+        first.wait()
+    reader.join(timeout=30)
     assert first.returncode == 130, output
-    assert "no trial left running" in output
-    study = load(spec)
+    assert "no trial left running" in output[0]
+    study = load_spec_study(spec)
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
     assert study.trials[victim].user_attrs["state"] == "interrupted"
-    assert not psutil.Process().children(recursive=True) or all(
-        c.pid != first.pid for c in psutil.Process().children(recursive=True)
-    )
 
     resumed = paretune("sweep", "run", str(spec))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    trials = load(spec).trials
+    trials = load_spec_study(spec).trials
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim)
     assert retry.number == victim + 1 and retry.params == trials[victim].params  # run first
     assert sum(t.user_attrs.get("state") == "complete" for t in trials) == 1
@@ -242,7 +196,7 @@ def test_two_journal_workers_share_one_study(demo, tmp_path: Path) -> None:
     workers = [start("sweep", "worker", str(spec), "--storage", journal) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
-    trials = load(spec).trials
+    trials = load_spec_study(spec).trials
     assert [t.user_attrs["state"] for t in trials] == ["complete"] * 2  # exactly the budget
     pids = {t.user_attrs["worker_pid"] for t in trials}
     assert pids == {w.pid for w in workers}  # both took part

@@ -17,14 +17,14 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from test_sweep import paretune, start, wait_for_running_trial, write_demo_spec
+from conftest import paretune, start, wait_for_running_trial, write_demo_spec
 
 from sweeps.results.store import ResultsStore
 from sweeps.study import open_storage
 
 URL = os.environ.get("PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

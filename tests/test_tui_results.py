@@ -7,77 +7,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import RESULTS_STUDY as STUDY
+from conftest import RESULTS_TRIALS as TRIALS
+from conftest import write_study
 
 from sweeps.results.store import ResultsStore
 from sweeps.spec import load_spec
 from tui.app import ParetuneApp
 from tui.messages import SweepThisPlan
 from tui.widgets import ErrorLine
-
-STUDY = "demo-frontier"
-# (method, rank, lr, eval_nll, retain_delta_nll, dollars, state)
-TRIALS = [
-    ("lora", 8, 2e-4, 1.10, 0.05, 0.010, "complete"),
-    ("lora", 16, 5e-4, 0.95, 0.12, 0.012, "complete"),
-    ("dora", 8, 3e-4, 1.00, 0.04, 0.020, "complete"),
-    ("full", None, 5e-5, 0.80, 0.40, 0.050, "complete"),
-    ("freeze", None, 1e-4, 1.30, 0.30, 0.030, "complete"),  # dominated by trial 0
-    ("qlora", 8, 2e-4, None, None, 0.001, "oom"),
-]
-
-
-def write_study(
-    db: Path, study: str = STUDY, created: datetime = datetime(2026, 1, 2, 3, 4, 5)
-) -> None:
-    store = ResultsStore(db)
-    store.write_study(
-        {
-            "study": study,
-            "model": "demo",
-            "sampler": "tpe",
-            "quality_metric": "eval_nll",
-            "forgetting_metric": "retain_delta_nll",
-            "cost_metric": "dollars",
-            "budget_dollars": 1.0,
-            "budget_trials": 8,
-            "created_at": created,
-        }
-    )
-    rows, steps = [], []
-    for number, (method, rank, lr, nll, forget, dollars, state) in enumerate(TRIALS):
-        rows.append(
-            {
-                "study": study,
-                "number": number,
-                "state": state,
-                "method": method,
-                "rank": rank,
-                "lr": lr,
-                "eval_nll": nll,
-                "retain_delta_nll": forget,
-                "dollars": dollars,
-                "objective_quality": nll,
-                "objective_forgetting": forget,
-                "objective_cost": dollars,
-                "predicted_peak_gb": 0.5,
-                "measured_peak_gb": 0.4 if state == "complete" else None,
-                "error": "CUDA out of memory (simulated budget)" if state == "oom" else None,
-                "command": f"paretune trial --method {method}",
-                "artifact": f"runs/{study}/trial-{number}" if state == "complete" else None,
-            }
-        )
-        if state == "complete":
-            steps += [
-                {
-                    "study": study,
-                    "number": number,
-                    "step": s,
-                    "loss": 3.0 / s,
-                    "eval_nll": 2.0 / s if s % 5 == 0 else None,
-                }
-                for s in range(1, 21)
-            ]
-    store.write_trials(rows, steps)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from test_tui_results import write_study
+from conftest import write_study
 
 from tui.app import ParetuneApp
 
