@@ -7,71 +7,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-import optuna
 import pytest
+from conftest import journal_study
 
-from sweeps.results.store import (
-    TRIAL_COLUMNS,
-    ResultsLockedError,
-    ResultsStore,
-    SqlError,
-    StoreError,
-)
-from sweeps.trial.types import (
-    Forgetting,
-    Hardware,
-    Measured,
-    Quality,
-    StepLog,
-    TrialConfig,
-    TrialResult,
-)
-
-
-def _journal_study(tmp_path: Path, name: str = "s") -> optuna.Study:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(tmp_path / f"{name}.journal")))
-    study = optuna.create_study(study_name=name, storage=storage, directions=["minimize"] * 3)
-    study.set_user_attr("objectives", ["eval_nll", "retain_delta_nll", "dollars"])
-    study.set_user_attr("spec", {"model": "demo", "sampler": "tpe", "budget": {"trials": 3}})
-    for number, (q, f, c, method) in enumerate(
-        [(1.0, 0.5, 0.01, "lora"), (0.8, 0.9, 0.02, "full"), (1.3, 0.95, 0.03, "lora")]
-    ):
-        trial = study.ask(
-            {"method": optuna.distributions.CategoricalDistribution(["lora", "full"])}
-        )
-        config = TrialConfig(method=method, rank=4, study=name, trial_number=number)
-        result = TrialResult(
-            state="complete",
-            method=method,
-            config=config,
-            dollars=c,
-            quality=Quality(eval_nll=q),
-            forgetting=Forgetting(retain_delta_nll=f),
-            measured=Measured(peak_gb=0.1, wall_s=12.0, steps=2),
-            hardware=Hardware(versions={"torch": "2.13.0"}),
-            steps=[
-                StepLog(
-                    step=s, epoch=0.1 * s, loss=2.0 - s, lr=1e-3, tokens_per_s=100.0, peak_gb=0.1
-                )
-                for s in (1, 2)
-            ],
-            command=f"paretune trial --method {method}",
-        )
-        trial.set_user_attr("result", result.model_dump(mode="json"))
-        study.tell(trial, [q, f, c])
-    oom = study.ask()
-    oom.set_user_attr("state", "oom")
-    oom.set_user_attr("error", "CUDA out of memory")
-    study.tell(oom, state=optuna.trial.TrialState.FAIL)
-    return study
+from sweeps.results.schema import TRIALS
+from sweeps.results.store import ResultsLockedError, ResultsStore, SqlError, StoreError
 
 
 def test_sync_is_idempotent_and_typed(tmp_path: Path) -> None:
-    study = _journal_study(tmp_path)
+    study = journal_study(tmp_path)
     store = ResultsStore(tmp_path / "r.duckdb")
     assert store.sync_study(study) == 4
     assert store.sync_study(study) == 4
@@ -92,14 +36,14 @@ def test_sync_is_idempotent_and_typed(tmp_path: Path) -> None:
         )[1]
     )
     assert types["eval_nll"] == "DOUBLE" and types["rank"] == "INTEGER"
-    assert set(types) == {c for c, _, _ in TRIAL_COLUMNS}
+    assert set(types) == set(TRIALS.names)
     _, calibration = store.query("SELECT count(*) FROM calibration")
     assert calibration == [(0,)]  # no predictions in these rows
 
 
 def test_query_is_read_only_unless_write(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.duckdb")
-    store.sync_study(_journal_study(tmp_path))
+    store.sync_study(journal_study(tmp_path))
     with pytest.raises(SqlError) as caught:
         store.query("DELETE FROM trials")
     assert "read-only" in caught.value.message.lower() and "--write" in caught.value.hint
@@ -115,7 +59,7 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.duckdb"
     corrupt.write_bytes(b"not a database" * 500)
     before = corrupt.read_bytes()
-    for call in (lambda s: s.query("SELECT 1"), lambda s: s.sync_study(_journal_study(tmp_path))):
+    for call in (lambda s: s.query("SELECT 1"), lambda s: s.sync_study(journal_study(tmp_path))):
         with pytest.raises(StoreError) as caught:
             call(ResultsStore(corrupt))
         assert "not a readable DuckDB database" in caught.value.message
@@ -138,7 +82,7 @@ def _hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
 
 def test_reader_waits_for_a_writer_then_reads(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.duckdb", lock_timeout_s=30)
-    store.sync_study(_journal_study(tmp_path))
+    store.sync_study(journal_study(tmp_path))
     holder = _hold_lock(store.path, 1.5)
     try:
         assert store.query("SELECT count(*) FROM trials")[1] == [(4,)]
@@ -213,7 +157,7 @@ def test_a_long_loss_curve_round_trips_exactly(tmp_path: Path) -> None:
 
 
 def test_lock_held_too_long_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
-    study = _journal_study(tmp_path)
+    study = journal_study(tmp_path)
     store = ResultsStore(tmp_path / "r.duckdb", lock_timeout_s=0.5)
     store.sync_study(study)
     holder = _hold_lock(store.path, 30)

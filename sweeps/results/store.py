@@ -5,7 +5,7 @@ file is the copy people query. Each finished trial is written here by the worker
 it, and ``paretune results sync`` rebuilds any study from its Optuna storage, so a lost or
 locked results file never loses a result.
 
-Schema (documented for users in the README, generated from :data:`TRIAL_COLUMNS`):
+Schema (one source: :mod:`sweeps.results.schema`, which also renders it for the docs):
 
 - ``studies``: one row per study (name, storage, sampler, objectives, budget, spec).
 - ``trials``: one row per Optuna trial, ``(study, number)`` unique; typed columns for every
@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
+from sweeps.outcome import Outcome
 from sweeps.results.readonly import open_connection
+from sweeps.results.schema import STEPS, STUDIES, TRIALS, Table, create_statements
 
 if TYPE_CHECKING:
     import duckdb
@@ -39,14 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RESULTS",
-    "STEP_COLUMNS",
-    "STUDY_COLUMNS",
-    "TRIAL_COLUMNS",
     "ResultsLockedError",
     "ResultsStore",
     "SqlError",
     "StoreError",
+    "redact_url",
     "study_row",
+    "trial_row",
     "trial_rows",
 ]
 
@@ -69,202 +70,8 @@ class SqlError(UserError):
     title = "SQL error"
 
 
-# (name, DuckDB type, what it holds) -- the README's schema table is generated from these.
-STUDY_COLUMNS: list[tuple[str, str, str]] = [
-    ("study", "VARCHAR PRIMARY KEY", "study name"),
-    ("storage", "VARCHAR", "Optuna storage it lives in (journal path or URL without password)"),
-    ("model", "VARCHAR", "model fine-tuned"),
-    ("sampler", "VARCHAR", "tpe, nsga2, gp or random"),
-    ("quality_metric", "VARCHAR", "objective 1: eval_nll or exact_match"),
-    (
-        "forgetting_metric",
-        "VARCHAR",
-        "objective 2: retain_delta_nll, retain_kl or fact_recall_drop",
-    ),
-    ("cost_metric", "VARCHAR", "objective 3: dollars or hours"),
-    ("directions", "VARCHAR[]", "Optuna direction of each objective"),
-    ("gpu", "VARCHAR", "target GPU id (feasibility gate, price)"),
-    ("provider", "VARCHAR", "provider whose price is used"),
-    ("budget_dollars", "DOUBLE", "dollar budget"),
-    ("budget_hours", "DOUBLE", "trial-hour budget"),
-    ("budget_trials", "INTEGER", "trial budget (of the spec as last run)"),
-    ("created_at", "TIMESTAMP", "when the study was created"),
-    ("synced_at", "TIMESTAMP", "when this row was last written"),
-    ("spec", "JSON", "the whole sweep spec (as last run: a rerun with a changed spec updates it)"),
-]
-
-TRIAL_COLUMNS: list[tuple[str, str, str]] = [
-    ("study", "VARCHAR NOT NULL", "study name"),
-    ("number", "INTEGER NOT NULL", "Optuna trial number (0, 1, ...)"),
-    (
-        "state",
-        "VARCHAR",
-        "complete, oom, failed, timeout, infeasible, interrupted, lost, running, waiting",
-    ),
-    ("error", "VARCHAR", "why it did not complete (OOM message, exception, gate reason)"),
-    (
-        "retry_of",
-        "INTEGER",
-        "number of the trial this one re-runs (its worker died or was stopped)",
-    ),
-    ("method", "VARCHAR", "full, lora, qlora, dora or freeze"),
-    ("rank", "INTEGER", "adapter rank (adapter methods)"),
-    ("alpha", "DOUBLE", "LoRA alpha"),
-    ("use_rslora", "BOOLEAN", "rsLoRA scaling"),
-    ("targets", "VARCHAR", "adapter target modules"),
-    ("lr", "DOUBLE", "peak learning rate"),
-    ("epochs", "DOUBLE", "passes over the training set"),
-    ("max_steps", "INTEGER", "optimizer-step cap"),
-    ("batch", "INTEGER", "micro-batch size"),
-    ("grad_accum", "INTEGER", "gradient accumulation steps"),
-    ("dropout", "DOUBLE", "adapter dropout"),
-    ("warmup_ratio", "DOUBLE", "warm-up fraction"),
-    ("weight_decay", "DOUBLE", "weight decay"),
-    ("optimizer", "VARCHAR", "optimizer"),
-    ("lr_schedule", "VARCHAR", "learning-rate schedule"),
-    ("freeze_trainable_layers", "INTEGER", "method freeze: layers trained"),
-    ("max_seq_len", "INTEGER", "sequence length"),
-    ("seed", "INTEGER", "trial seed"),
-    ("params", "JSON", "the parameters Optuna sampled, by Optuna name"),
-    ("objective_quality", "DOUBLE", "objective 1, smaller is better (exact_match negated)"),
-    ("objective_forgetting", "DOUBLE", "objective 2, smaller is better"),
-    ("objective_cost", "DOUBLE", "objective 3, smaller is better"),
-    ("eval_nll", "DOUBLE", "mean completion NLL on the held-out task set"),
-    ("base_eval_nll", "DOUBLE", "the same for the base model"),
-    ("exact_match", "DOUBLE", "greedy exact-match accuracy on the task"),
-    ("base_exact_match", "DOUBLE", "the same for the base model"),
-    ("train_nll", "DOUBLE", "final training NLL"),
-    ("overfit_gap", "DOUBLE", "final eval NLL - best eval NLL seen"),
-    ("generalization_gap", "DOUBLE", "eval NLL - train NLL"),
-    ("best_step", "INTEGER", "step with the best eval NLL"),
-    ("retain_delta_nll", "DOUBLE", "retain-set NLL(fine-tuned) - NLL(base)"),
-    ("retain_kl", "DOUBLE", "mean per-token KL(base || fine-tuned) on the retain set"),
-    ("fact_recall_drop", "DOUBLE", "drop in exact-match recall of facts the base knew"),
-    ("base_retain_nll", "DOUBLE", "retain-set NLL of the base model"),
-    ("predicted_peak_gb", "DOUBLE", "planner: peak memory on the target GPU (GB = 1e9 bytes)"),
-    ("predicted_hours", "DOUBLE", "planner: hours on the target GPU"),
-    ("predicted_dollars", "DOUBLE", "planner: dollars on the target GPU"),
-    ("gpu_memory_gb", "DOUBLE", "memory of the target GPU the gate compared with"),
-    (
-        "measured_peak_gb",
-        "DOUBLE",
-        "measured peak memory of the trial: CUDA allocated, or CPU resident above the baseline",
-    ),
-    ("measured_peak_reserved_gb", "DOUBLE", "measured peak reserved memory (CUDA)"),
-    ("measured_process_peak_gb", "DOUBLE", "peak resident memory of the trial process"),
-    ("wall_s", "DOUBLE", "trial wall-clock seconds"),
-    ("load_s", "DOUBLE", "model and data loading seconds"),
-    ("train_s", "DOUBLE", "training seconds"),
-    ("eval_s", "DOUBLE", "evaluation seconds"),
-    ("tokens", "BIGINT", "training tokens processed"),
-    ("tokens_per_s", "DOUBLE", "training throughput"),
-    ("mfu", "DOUBLE", "model FLOP utilisation"),
-    ("steps_done", "INTEGER", "optimizer steps run (while running: the last step written so far)"),
-    ("dollars", "DOUBLE", "measured cost: wall hours x hourly price x devices"),
-    ("device", "VARCHAR", "cpu or cuda"),
-    ("device_name", "VARCHAR", "device model name"),
-    ("devices", "INTEGER", "devices used"),
-    ("gpu", "VARCHAR", "catalogue GPU id it was priced as"),
-    ("provider", "VARCHAR", "provider it was priced at"),
-    ("cpu_instance", "VARCHAR", "catalogue CPU instance (CPU runs)"),
-    ("usd_per_hour", "DOUBLE", "hourly price used"),
-    ("torch_version", "VARCHAR", "torch version"),
-    ("transformers_version", "VARCHAR", "transformers version"),
-    ("peft_version", "VARCHAR", "peft version"),
-    ("versions", "JSON", "all recorded package versions"),
-    ("worker_host", "VARCHAR", "host of the worker that ran it"),
-    ("worker_pid", "INTEGER", "process id of that worker"),
-    ("cuda_visible_devices", "VARCHAR", "GPU pinning of the trial's process"),
-    ("started_at", "TIMESTAMP", "when the trial started"),
-    ("finished_at", "TIMESTAMP", "when it finished"),
-    ("artifact", "VARCHAR", "saved adapter/model folder (NULL: none kept)"),
-    ("command", "VARCHAR", "the `paretune trial ...` command that reproduces it"),
-    ("config", "JSON", "the full TrialConfig"),
-]
-
-STEP_COLUMNS: list[tuple[str, str, str]] = [
-    ("study", "VARCHAR NOT NULL", "study name"),
-    ("number", "INTEGER NOT NULL", "trial number"),
-    ("step", "INTEGER NOT NULL", "optimizer step"),
-    ("epoch", "DOUBLE", "fractional epoch"),
-    ("loss", "DOUBLE", "training loss"),
-    ("lr", "DOUBLE", "learning rate at this step"),
-    ("tokens_per_s", "DOUBLE", "throughput"),
-    ("peak_gb", "DOUBLE", "peak memory so far"),
-    ("eval_nll", "DOUBLE", "eval NLL when scored at this step"),
-]
-
-_CONFIG_FIELDS = (
-    "method",
-    "rank",
-    "alpha",
-    "use_rslora",
-    "targets",
-    "lr",
-    "epochs",
-    "max_steps",
-    "batch",
-    "grad_accum",
-    "dropout",
-    "warmup_ratio",
-    "weight_decay",
-    "optimizer",
-    "lr_schedule",
-    "freeze_trainable_layers",
-    "max_seq_len",
-    "seed",
-)
-_ADAPTER_ONLY = ("rank", "alpha", "use_rslora", "targets")
-
-_FRONTIER_SQL = """
-CREATE OR REPLACE VIEW frontier AS
-SELECT t.* FROM trials t
-WHERE t.state = 'complete'
-  AND t.objective_quality IS NOT NULL
-  AND t.objective_forgetting IS NOT NULL
-  AND t.objective_cost IS NOT NULL
-  AND NOT EXISTS (
-    SELECT 1 FROM trials o
-    WHERE o.study = t.study AND o.state = 'complete' AND o.number <> t.number
-      AND o.objective_quality <= t.objective_quality
-      AND o.objective_forgetting <= t.objective_forgetting
-      AND o.objective_cost <= t.objective_cost
-      AND (o.objective_quality < t.objective_quality
-           OR o.objective_forgetting < t.objective_forgetting
-           OR o.objective_cost < t.objective_cost))
-"""
-
-_CALIBRATION_SQL = """
-CREATE OR REPLACE VIEW calibration AS
-SELECT study, number, method, rank, batch, max_seq_len, gpu, device, device_name,
-       predicted_peak_gb, measured_peak_gb,
-       measured_peak_gb / NULLIF(predicted_peak_gb, 0) AS peak_ratio,
-       predicted_hours, wall_s / 3600.0 AS measured_hours,
-       (wall_s / 3600.0) / NULLIF(predicted_hours, 0) AS hours_ratio,
-       predicted_dollars, dollars,
-       dollars / NULLIF(predicted_dollars, 0) AS dollars_ratio
-FROM trials
-WHERE state = 'complete' AND (predicted_peak_gb IS NOT NULL OR predicted_hours IS NOT NULL)
-"""
-
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
-
-
-def _create_sql() -> list[str]:
-    def table(name: str, columns: list[tuple[str, str, str]], key: str = "") -> str:
-        body = ",\n  ".join(f"{c} {t}" for c, t, _ in columns)
-        return f"CREATE TABLE IF NOT EXISTS {name} (\n  {body}{key}\n)"
-
-    return [
-        table("studies", STUDY_COLUMNS),
-        table("trials", TRIAL_COLUMNS, ",\n  PRIMARY KEY (study, number)"),
-        table("steps", STEP_COLUMNS, ",\n  PRIMARY KEY (study, number, step)"),
-        # Added after the first release: results files written before it gain the column.
-        "ALTER TABLE trials ADD COLUMN IF NOT EXISTS measured_process_peak_gb DOUBLE",
-        _FRONTIER_SQL,
-        _CALIBRATION_SQL,
-    ]
 
 
 class ResultsStore:
@@ -362,7 +169,7 @@ class ResultsStore:
     @contextmanager
     def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._write_lock, self.connect(write=True) as connection:
-            for statement in _create_sql():
+            for statement in create_statements():
                 connection.execute(statement)
             yield connection
 
@@ -451,7 +258,7 @@ class ResultsStore:
 
     def write_study(self, row: dict[str, Any]) -> None:
         """Insert or replace one ``studies`` row."""
-        self._replace("studies", STUDY_COLUMNS, [row], "study = ?", [row["study"]])
+        self._replace(STUDIES, [row], "study = ?", [row["study"]])
 
     def write_trials(
         self, rows: list[dict[str, Any]], steps: list[dict[str, Any]] | None = None
@@ -466,27 +273,22 @@ class ResultsStore:
                     key = [row["study"], row["number"]]
                     connection.execute("DELETE FROM trials WHERE study = ? AND number = ?", key)
                     connection.execute("DELETE FROM steps WHERE study = ? AND number = ?", key)
-                _insert(connection, "trials", TRIAL_COLUMNS, rows)
+                _insert(connection, TRIALS, rows)
                 if steps:
-                    _insert(connection, "steps", STEP_COLUMNS, steps)
+                    _insert(connection, STEPS, steps)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
 
     def _replace(
-        self,
-        table: str,
-        columns: list[tuple[str, str, str]],
-        rows: list[dict[str, Any]],
-        where: str,
-        key: list[Any],
+        self, table: Table, rows: list[dict[str, Any]], where: str, key: list[Any]
     ) -> None:
         with self._writing() as connection:
             connection.execute("BEGIN TRANSACTION")
             try:
-                connection.execute(f"DELETE FROM {table} WHERE {where}", key)
-                _insert(connection, table, columns, rows)
+                connection.execute(f"DELETE FROM {table.name} WHERE {where}", key)
+                _insert(connection, table, rows)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -501,8 +303,8 @@ class ResultsStore:
             try:
                 connection.execute("DELETE FROM trials WHERE study = ?", [study.study_name])
                 connection.execute("DELETE FROM steps WHERE study = ?", [study.study_name])
-                _insert(connection, "trials", TRIAL_COLUMNS, rows)
-                _insert(connection, "steps", STEP_COLUMNS, steps)
+                _insert(connection, TRIALS, rows)
+                _insert(connection, STEPS, steps)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -523,20 +325,17 @@ _ARROW_TYPES = {"VARCHAR": "string", "INTEGER": "int64", "DOUBLE": "float64"}
 
 
 def _insert(
-    connection: duckdb.DuckDBPyConnection,
-    table: str,
-    columns: list[tuple[str, str, str]],
-    rows: list[dict[str, Any]],
+    connection: duckdb.DuckDBPyConnection, table: Table, rows: list[dict[str, Any]]
 ) -> None:
     if not rows:
         return
-    names = [c for c, _, _ in columns]
-    kinds = [_ARROW_TYPES.get(kind.split()[0]) for _, kind, _ in columns]
-    if len(rows) > 20 and all(kinds) and _insert_arrow(connection, table, names, kinds, rows):
+    names = table.names
+    kinds = [_ARROW_TYPES.get(column.type) for column in table.columns]
+    if len(rows) > 20 and all(kinds) and _insert_arrow(connection, table.name, names, kinds, rows):
         return
     placeholders = ", ".join("?" for _ in names)
     connection.executemany(
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({placeholders})",
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})",
         [[_cell(row.get(name)) for name in names] for row in rows],
     )
 
@@ -593,44 +392,34 @@ def redact_url(url: str | None) -> str | None:
 def study_row(study: optuna.Study, *, storage: str | None = None) -> dict[str, Any]:
     """The ``studies`` row of an Optuna study created by paretune (or any other)."""
     attrs = study.user_attrs
-    spec = attrs.get("spec") or {}
-    objectives = attrs.get("objectives") or [None, None, None]
-    budget = spec.get("budget", {}) if isinstance(spec, dict) else {}
-    hardware = spec.get("hardware", {}) if isinstance(spec, dict) else {}
     created = attrs.get("created_at")
-    return {
-        "study": study.study_name,
+    record = {
+        "study": {
+            "name": study.study_name,
+            "directions": [d.name.lower() for d in study.directions],
+        },
+        "attrs": attrs,
+        "spec": attrs.get("spec") or None,
         "storage": redact_url(storage or attrs.get("storage")),
-        "model": spec.get("model"),
-        "sampler": spec.get("sampler"),
-        "quality_metric": objectives[0],
-        "forgetting_metric": objectives[1],
-        "cost_metric": objectives[2],
-        "directions": [d.name.lower() for d in study.directions],
-        "gpu": hardware.get("gpu"),
-        "provider": hardware.get("provider"),
-        "budget_dollars": budget.get("dollars"),
-        "budget_hours": budget.get("hours"),
-        "budget_trials": budget.get("trials"),
         "created_at": datetime.fromisoformat(created) if created else None,
-        "synced_at": datetime.now(),
-        "spec": spec or None,
+        "now": datetime.now(),
     }
+    return {column.name: column.value(record) for column in STUDIES.columns}
 
 
 def _state_of(trial: optuna.trial.FrozenTrial) -> str:
     from optuna.trial import TrialState
 
     if trial.user_attrs.get("state"):
-        return str(trial.user_attrs["state"])
+        return str(trial.user_attrs["state"])  # an Outcome, or a value another tool wrote
     if trial.state == TrialState.FAIL and "worker_host" in trial.user_attrs:
-        return "lost"  # failed by Optuna's heartbeat check: its worker stopped answering
+        return Outcome.LOST  # failed by Optuna's heartbeat check: its worker stopped answering
     return {
-        TrialState.COMPLETE: "complete",
-        TrialState.FAIL: "failed",
-        TrialState.RUNNING: "running",
-        TrialState.WAITING: "waiting",
-        TrialState.PRUNED: "pruned",
+        TrialState.COMPLETE: Outcome.COMPLETE,
+        TrialState.FAIL: Outcome.FAILED,
+        TrialState.RUNNING: Outcome.RUNNING,
+        TrialState.WAITING: Outcome.WAITING,
+        TrialState.PRUNED: Outcome.PRUNED,
     }[trial.state]
 
 
@@ -658,95 +447,70 @@ def trial_row(
 
     paretune keeps the trial's whole :class:`~sweeps.trial.types.TrialResult` in the user
     attribute ``result`` and its config in ``config``, so any storage a sweep wrote to can
-    rebuild the row.
+    rebuild the row. Each column's value is read where :data:`~sweeps.results.schema.TRIALS`
+    says it comes from.
     """
+    record = trial_record(study_name, trial, directions)
+    row = {column.name: column.value(record) for column in TRIALS.columns}
+    if row["method"] not in _ADAPTER_METHODS:
+        row.update({column.name: None for column in TRIALS.columns if column.adapter_only})
+    if row["artifact"] in (deleted_artifacts or ()):
+        row["artifact"] = None  # deleted by the artifact policy (not on the frontier)
+    result = record["result"] or {}
+    return row, step_rows(study_name, trial.number, result.get("steps") or [])
+
+
+_ADAPTER_METHODS = ("lora", "qlora", "dora")
+
+
+def trial_record(
+    study_name: str, trial: optuna.trial.FrozenTrial, directions: list[str]
+) -> dict[str, Any]:
+    """What a ``trials`` row is read from: the parts :data:`~sweeps.results.schema.TRIALS`
+    names as its sources."""
     attrs = trial.user_attrs
-    result = attrs.get("result") or {}
-    config = result.get("config") or attrs.get("config") or {}
-    quality = result.get("quality") or {}
-    forgetting = result.get("forgetting") or {}
-    measured = result.get("measured") or {}
-    predicted = result.get("predicted") or {}
-    hardware = result.get("hardware") or {}
-    versions = hardware.get("versions") or {}
-    row: dict[str, Any] = {
-        "study": study_name,
-        "number": trial.number,
-        "state": _state_of(trial),
-        "error": attrs.get("error") or result.get("error"),
-        "retry_of": attrs.get("retry_of", trial.system_attrs.get("failed_trial")),
-        "params": dict(trial.params),
+    result = attrs.get("result") or None
+    hardware = (result or {}).get("hardware") or {}
+    predicted = (result or {}).get("predicted") or {
+        name: attrs.get(f"predicted_{name}") for name in ("peak_gb", "hours", "dollars")
     }
-    for name in _CONFIG_FIELDS:
-        row[name] = config.get(name)
-    if row["method"] is None:
-        row["method"] = result.get("method") or trial.params.get("method")
-    if row["method"] not in ("lora", "qlora", "dora"):
-        for name in _ADAPTER_ONLY:
-            row[name] = None
-    values = list(trial.values) if trial.values else [None, None, None]
-    values += [None] * (3 - len(values))
-    for column, value, direction in zip(
-        ("objective_quality", "objective_forgetting", "objective_cost"),
-        values,
+    values = list(trial.values) if trial.values else []
+    objectives = {}
+    for name, value, direction in zip(
+        ("quality", "forgetting", "cost"),
+        values + [None] * (3 - len(values)),
         directions + ["minimize"] * 3,
         strict=False,
     ):
-        if value is None or not math.isfinite(value):
-            row[column] = None
-        else:
-            row[column] = -value if direction == "maximize" else value
-    for name in (
-        "eval_nll",
-        "base_eval_nll",
-        "exact_match",
-        "base_exact_match",
-        "train_nll",
-        "overfit_gap",
-        "generalization_gap",
-        "best_step",
-    ):
-        row[name] = quality.get(name)
-    for name in ("retain_delta_nll", "retain_kl", "fact_recall_drop", "base_retain_nll"):
-        row[name] = forgetting.get(name)
-    row["predicted_peak_gb"] = predicted.get("peak_gb", attrs.get("predicted_peak_gb"))
-    row["predicted_hours"] = predicted.get("hours", attrs.get("predicted_hours"))
-    row["predicted_dollars"] = predicted.get("dollars", attrs.get("predicted_dollars"))
-    row["gpu_memory_gb"] = attrs.get("gpu_memory_gb")
-    row["measured_peak_gb"] = measured.get("peak_gb")
-    row["measured_peak_reserved_gb"] = measured.get("peak_reserved_gb")
-    row["measured_process_peak_gb"] = measured.get("process_peak_gb")
-    for name in ("wall_s", "load_s", "train_s", "eval_s", "tokens", "tokens_per_s", "mfu"):
-        row[name] = measured.get(name)
-    row["steps_done"] = measured.get("steps")
-    row["dollars"] = result.get("dollars")
-    for name in (
-        "device",
-        "device_name",
-        "devices",
-        "gpu",
-        "provider",
-        "cpu_instance",
-        "usd_per_hour",
-    ):
-        row[name] = hardware.get(name)
-    if row["gpu"] is None:
-        row["gpu"] = config.get("gpu")
-    row["torch_version"] = versions.get("torch")
-    row["transformers_version"] = versions.get("transformers")
-    row["peft_version"] = versions.get("peft")
-    row["versions"] = versions or None
-    row["worker_host"] = attrs.get("worker_host")
-    row["worker_pid"] = attrs.get("worker_pid")
-    row["cuda_visible_devices"] = attrs.get("cuda_visible_devices")
-    row["started_at"] = trial.datetime_start
-    row["finished_at"] = trial.datetime_complete
-    row["artifact"] = attrs.get("artifact", result.get("artifact"))
-    if row["artifact"] in (deleted_artifacts or ()):
-        row["artifact"] = None  # deleted by the artifact policy (not on the frontier)
-    row["command"] = result.get("command") or attrs.get("command")
-    row["config"] = config or None
-    steps = [
-        {"study": study_name, "number": trial.number, **step} for step in result.get("steps") or []
+        finite = value is not None and math.isfinite(value)
+        objectives[name] = (-value if direction == "maximize" else value) if finite else None
+    return {
+        "study": study_name,
+        "trial": {
+            "number": trial.number,
+            "params": dict(trial.params),
+            "datetime_start": trial.datetime_start,
+            "datetime_complete": trial.datetime_complete,
+        },
+        "attrs": attrs,
+        "system_attrs": trial.system_attrs,
+        "result": result,
+        "config": (result or {}).get("config") or attrs.get("config") or None,
+        "predicted": predicted,
+        "versions": hardware.get("versions") or None,
+        "state": _state_of(trial),
+        "objectives": objectives,
+    }
+
+
+def step_rows(study_name: str, number: int, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``steps`` rows of one trial from its logged steps (``StepLog`` dicts)."""
+    return [
+        {
+            column.name: column.value(
+                {"study": study_name, "trial": {"number": number}, "step": step}
+            )
+            for column in STEPS.columns
+        }
+        for step in steps
     ]
-    return row, steps

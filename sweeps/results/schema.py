@@ -1,0 +1,610 @@
+"""The results file's schema, in one place: every table, column and view, typed and described.
+
+Each :class:`Column` names its DuckDB type, what it holds, and where its value comes from
+(``source``: paths into the record of one trial, step or study, the first non-null wins).
+From these lists come the tables' DDL (:meth:`Table.ddl`), the rows written from an Optuna
+study (:func:`sweeps.results.store.trial_row` reads each column's ``source``), the views'
+SQL, and the tables users read (:func:`schema_markdown`).
+
+Importing this module imports nothing beyond the standard library (and
+:mod:`sweeps.outcome`), so a documentation build can call :func:`schema_markdown` without
+torch, Optuna or DuckDB installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sweeps.outcome import Outcome
+
+__all__ = [
+    "CALIBRATION",
+    "FRONTIER",
+    "RESULT_ROOTS",
+    "STEPS",
+    "STUDIES",
+    "TABLES",
+    "TRIALS",
+    "UNSTORED_RESULT_FIELDS",
+    "VIEWS",
+    "Column",
+    "Table",
+    "View",
+    "ViewColumn",
+    "create_statements",
+    "schema_markdown",
+]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table.
+
+    ``source`` says where the value comes from: one or more paths into the record the row is
+    built from (``"result.quality.eval_nll"``), joined by ``" or "``; the first that is not
+    null is the value (a missing key is null). ``adapter_only`` columns are null unless the
+    trial's method trains an adapter (lora, qlora, dora).
+    """
+
+    name: str
+    type: str
+    description: str
+    source: str
+    not_null: bool = False
+    adapter_only: bool = False
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(path.strip() for path in self.source.split(" or "))
+
+    def value(self, record: Mapping[str, Any]) -> Any:
+        """This column's value in ``record``: the first of its paths that is not null."""
+        for path in self.paths:
+            found = _lookup(record, path)
+            if found is not None:
+                return found
+        return None
+
+
+def _lookup(record: Mapping[str, Any], path: str) -> Any:
+    node: Any = record
+    for key in path.split("."):
+        if isinstance(node, Mapping):
+            node = node.get(key)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return None
+    return node
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table: its key, its columns, and the parts of the record its rows are built from
+    (``sources``: root name -> what it is)."""
+
+    name: str
+    description: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    sources: Mapping[str, str]
+    added: tuple[str, ...] = ()
+    """Columns added after the first release: files written before gain them on a write."""
+
+    @property
+    def names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def column(self, name: str) -> Column:
+        return next(column for column in self.columns if column.name == name)
+
+    def ddl(self) -> list[str]:
+        """``CREATE TABLE IF NOT EXISTS``, then one ``ADD COLUMN IF NOT EXISTS`` per added column."""
+        body = [f"{c.name} {c.type}{' NOT NULL' if c.not_null else ''}" for c in self.columns] + [
+            f"PRIMARY KEY ({', '.join(self.key)})"
+        ]
+        joined = ",\n  ".join(body)
+        return [f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {joined}\n)"] + [
+            f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {name} {self.column(name).type}"
+            for name in self.added
+        ]
+
+
+@dataclass(frozen=True)
+class ViewColumn:
+    """One column of a view: its SQL expression over the table the view reads."""
+
+    name: str
+    type: str
+    description: str
+    expression: str
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    description: str
+    columns: tuple[Column | ViewColumn, ...]
+    sql: str
+
+    def ddl(self) -> list[str]:
+        return [f"CREATE OR REPLACE VIEW {self.name} AS\n{self.sql.strip()}"]
+
+
+# ---------------------------------------------------------------- studies
+
+STUDIES = Table(
+    name="studies",
+    description="one row per study",
+    key=("study",),
+    sources={
+        "study": "the Optuna study: its name and its directions (lower case)",
+        "attrs": "the study's user attributes, as the sweep set them",
+        "spec": "the sweep spec the study runs under (user attribute spec)",
+        "storage": "the Optuna storage's URL, without its password",
+        "created_at": "user attribute created_at, as a timestamp",
+        "now": "the time the row is written",
+    },
+    columns=(
+        Column("study", "VARCHAR", "study name", "study.name", not_null=True),
+        Column(
+            "storage",
+            "VARCHAR",
+            "Optuna storage it lives in (journal path or URL without password)",
+            "storage",
+        ),
+        Column("model", "VARCHAR", "model fine-tuned", "spec.model"),
+        Column("sampler", "VARCHAR", "tpe, nsga2, gp or random", "spec.sampler"),
+        Column(
+            "quality_metric",
+            "VARCHAR",
+            "objective 1: eval_nll or exact_match",
+            "attrs.objectives.0",
+        ),
+        Column(
+            "forgetting_metric",
+            "VARCHAR",
+            "objective 2: retain_delta_nll, retain_kl or fact_recall_drop",
+            "attrs.objectives.1",
+        ),
+        Column("cost_metric", "VARCHAR", "objective 3: dollars or hours", "attrs.objectives.2"),
+        Column("directions", "VARCHAR[]", "Optuna direction of each objective", "study.directions"),
+        Column("gpu", "VARCHAR", "target GPU id (feasibility gate, price)", "spec.hardware.gpu"),
+        Column("provider", "VARCHAR", "provider whose price is used", "spec.hardware.provider"),
+        Column("budget_dollars", "DOUBLE", "dollar budget", "spec.budget.dollars"),
+        Column("budget_hours", "DOUBLE", "trial-hour budget", "spec.budget.hours"),
+        Column(
+            "budget_trials",
+            "INTEGER",
+            "trial budget (of the spec as last run)",
+            "spec.budget.trials",
+        ),
+        Column("created_at", "TIMESTAMP", "when the study was created", "created_at"),
+        Column("synced_at", "TIMESTAMP", "when this row was last written", "now"),
+        Column(
+            "spec",
+            "JSON",
+            "the whole sweep spec (as last run: a rerun with a changed spec updates it)",
+            "spec",
+        ),
+    ),
+)
+
+# ---------------------------------------------------------------- trials
+
+TRIALS = Table(
+    name="trials",
+    description="one row per Optuna trial",
+    key=("study", "number"),
+    sources={
+        "study": "the study's name",
+        "trial": "the Optuna trial: number, params, datetime_start, datetime_complete",
+        "attrs": "the trial's user attributes, as the sweep set them (its worker, the gate's "
+        "prediction, the outcome and error, the artifact kept, the command)",
+        "system_attrs": "Optuna's system attributes of the trial (failed_trial: the trial a "
+        "heartbeat retry re-runs)",
+        "result": "the TrialResult the trial's process returned (user attribute result); "
+        "absent until the trial ends",
+        "config": "the TrialConfig: the result's, else (while it runs) user attribute config",
+        "predicted": "the planner's prediction: the result's, else (until the trial ends) the "
+        "gate's (user attributes predicted_peak_gb, predicted_hours, predicted_dollars)",
+        "versions": "the package versions the trial recorded (result.hardware.versions); "
+        "null when none were",
+        "state": "the outcome: user attribute state, else from Optuna's state (a FAIL of a "
+        "trial with a worker recorded is lost: Optuna's heartbeat check failed it)",
+        "objectives": "the trial's Optuna values as minimised: negated where the direction is "
+        "maximize, null where not finite (quality, forgetting, cost)",
+    },
+    added=("measured_process_peak_gb",),
+    columns=(
+        Column("study", "VARCHAR", "study name", "study", not_null=True),
+        Column(
+            "number", "INTEGER", "Optuna trial number (0, 1, ...)", "trial.number", not_null=True
+        ),
+        Column(
+            "state",
+            "VARCHAR",
+            "the trial's outcome: " + ", ".join(Outcome) + " (see trial states)",
+            "state",
+        ),
+        Column(
+            "error",
+            "VARCHAR",
+            "why it did not complete (OOM message, exception, gate reason)",
+            "attrs.error or result.error",
+        ),
+        Column(
+            "retry_of",
+            "INTEGER",
+            "number of the trial this one re-runs (its worker died or was stopped)",
+            "attrs.retry_of or system_attrs.failed_trial",
+        ),
+        Column(
+            "method",
+            "VARCHAR",
+            "full, lora, qlora, dora or freeze",
+            "config.method or result.method or trial.params.method",
+        ),
+        Column(
+            "rank", "INTEGER", "adapter rank (adapter methods)", "config.rank", adapter_only=True
+        ),
+        Column("alpha", "DOUBLE", "LoRA alpha", "config.alpha", adapter_only=True),
+        Column("use_rslora", "BOOLEAN", "rsLoRA scaling", "config.use_rslora", adapter_only=True),
+        Column("targets", "VARCHAR", "adapter target modules", "config.targets", adapter_only=True),
+        Column("lr", "DOUBLE", "peak learning rate", "config.lr"),
+        Column("epochs", "DOUBLE", "passes over the training set", "config.epochs"),
+        Column("max_steps", "INTEGER", "optimizer-step cap", "config.max_steps"),
+        Column("batch", "INTEGER", "micro-batch size", "config.batch"),
+        Column("grad_accum", "INTEGER", "gradient accumulation steps", "config.grad_accum"),
+        Column("dropout", "DOUBLE", "adapter dropout", "config.dropout"),
+        Column("warmup_ratio", "DOUBLE", "warm-up fraction", "config.warmup_ratio"),
+        Column("weight_decay", "DOUBLE", "weight decay", "config.weight_decay"),
+        Column("optimizer", "VARCHAR", "optimizer", "config.optimizer"),
+        Column("lr_schedule", "VARCHAR", "learning-rate schedule", "config.lr_schedule"),
+        Column(
+            "freeze_trainable_layers",
+            "INTEGER",
+            "method freeze: layers trained",
+            "config.freeze_trainable_layers",
+        ),
+        Column("max_seq_len", "INTEGER", "sequence length", "config.max_seq_len"),
+        Column("seed", "INTEGER", "trial seed", "config.seed"),
+        Column("params", "JSON", "the parameters Optuna sampled, by Optuna name", "trial.params"),
+        Column(
+            "objective_quality",
+            "DOUBLE",
+            "objective 1, smaller is better (exact_match negated)",
+            "objectives.quality",
+        ),
+        Column(
+            "objective_forgetting",
+            "DOUBLE",
+            "objective 2, smaller is better",
+            "objectives.forgetting",
+        ),
+        Column("objective_cost", "DOUBLE", "objective 3, smaller is better", "objectives.cost"),
+        Column(
+            "eval_nll",
+            "DOUBLE",
+            "mean completion NLL on the held-out task set",
+            "result.quality.eval_nll",
+        ),
+        Column(
+            "base_eval_nll", "DOUBLE", "the same for the base model", "result.quality.base_eval_nll"
+        ),
+        Column(
+            "exact_match",
+            "DOUBLE",
+            "greedy exact-match accuracy on the task",
+            "result.quality.exact_match",
+        ),
+        Column(
+            "base_exact_match",
+            "DOUBLE",
+            "the same for the base model",
+            "result.quality.base_exact_match",
+        ),
+        Column("train_nll", "DOUBLE", "final training NLL", "result.quality.train_nll"),
+        Column(
+            "overfit_gap",
+            "DOUBLE",
+            "final eval NLL - best eval NLL seen",
+            "result.quality.overfit_gap",
+        ),
+        Column(
+            "generalization_gap",
+            "DOUBLE",
+            "eval NLL - train NLL",
+            "result.quality.generalization_gap",
+        ),
+        Column("best_step", "INTEGER", "step with the best eval NLL", "result.quality.best_step"),
+        Column(
+            "retain_delta_nll",
+            "DOUBLE",
+            "retain-set NLL(fine-tuned) - NLL(base)",
+            "result.forgetting.retain_delta_nll",
+        ),
+        Column(
+            "retain_kl",
+            "DOUBLE",
+            "mean per-token KL(base || fine-tuned) on the retain set",
+            "result.forgetting.retain_kl",
+        ),
+        Column(
+            "fact_recall_drop",
+            "DOUBLE",
+            "drop in exact-match recall of facts the base knew",
+            "result.forgetting.fact_recall_drop",
+        ),
+        Column(
+            "base_retain_nll",
+            "DOUBLE",
+            "retain-set NLL of the base model",
+            "result.forgetting.base_retain_nll",
+        ),
+        Column(
+            "predicted_peak_gb",
+            "DOUBLE",
+            "planner: peak memory on the target GPU (GB = 1e9 bytes)",
+            "predicted.peak_gb",
+        ),
+        Column("predicted_hours", "DOUBLE", "planner: hours on the target GPU", "predicted.hours"),
+        Column(
+            "predicted_dollars", "DOUBLE", "planner: dollars on the target GPU", "predicted.dollars"
+        ),
+        Column(
+            "gpu_memory_gb",
+            "DOUBLE",
+            "memory of the target GPU the gate compared with",
+            "attrs.gpu_memory_gb",
+        ),
+        Column(
+            "measured_peak_gb",
+            "DOUBLE",
+            "measured peak memory of the trial: CUDA allocated, or CPU resident above the baseline",
+            "result.measured.peak_gb",
+        ),
+        Column(
+            "measured_peak_reserved_gb",
+            "DOUBLE",
+            "measured peak reserved memory (CUDA)",
+            "result.measured.peak_reserved_gb",
+        ),
+        Column(
+            "measured_process_peak_gb",
+            "DOUBLE",
+            "peak resident memory of the trial process",
+            "result.measured.process_peak_gb",
+        ),
+        Column("wall_s", "DOUBLE", "trial wall-clock seconds", "result.measured.wall_s"),
+        Column("load_s", "DOUBLE", "model and data loading seconds", "result.measured.load_s"),
+        Column("train_s", "DOUBLE", "training seconds", "result.measured.train_s"),
+        Column("eval_s", "DOUBLE", "evaluation seconds", "result.measured.eval_s"),
+        Column("tokens", "BIGINT", "training tokens processed", "result.measured.tokens"),
+        Column("tokens_per_s", "DOUBLE", "training throughput", "result.measured.tokens_per_s"),
+        Column("mfu", "DOUBLE", "model FLOP utilisation", "result.measured.mfu"),
+        Column(
+            "steps_done",
+            "INTEGER",
+            "optimizer steps run (while running: the last step written so far)",
+            "result.measured.steps",
+        ),
+        Column(
+            "dollars",
+            "DOUBLE",
+            "measured cost: wall hours x hourly price x devices",
+            "result.dollars",
+        ),
+        Column("device", "VARCHAR", "cpu or cuda", "result.hardware.device"),
+        Column("device_name", "VARCHAR", "device model name", "result.hardware.device_name"),
+        Column("devices", "INTEGER", "devices used", "result.hardware.devices"),
+        Column(
+            "gpu",
+            "VARCHAR",
+            "catalogue GPU id it was priced as",
+            "result.hardware.gpu or config.gpu",
+        ),
+        Column("provider", "VARCHAR", "provider it was priced at", "result.hardware.provider"),
+        Column(
+            "cpu_instance",
+            "VARCHAR",
+            "catalogue CPU instance (CPU runs)",
+            "result.hardware.cpu_instance",
+        ),
+        Column("usd_per_hour", "DOUBLE", "hourly price used", "result.hardware.usd_per_hour"),
+        Column("torch_version", "VARCHAR", "torch version", "versions.torch"),
+        Column("transformers_version", "VARCHAR", "transformers version", "versions.transformers"),
+        Column("peft_version", "VARCHAR", "peft version", "versions.peft"),
+        Column("versions", "JSON", "all recorded package versions", "versions"),
+        Column("worker_host", "VARCHAR", "host of the worker that ran it", "attrs.worker_host"),
+        Column("worker_pid", "INTEGER", "process id of that worker", "attrs.worker_pid"),
+        Column(
+            "cuda_visible_devices",
+            "VARCHAR",
+            "GPU pinning of the trial's process",
+            "attrs.cuda_visible_devices",
+        ),
+        Column("started_at", "TIMESTAMP", "when the trial started", "trial.datetime_start"),
+        Column("finished_at", "TIMESTAMP", "when it finished", "trial.datetime_complete"),
+        Column(
+            "artifact",
+            "VARCHAR",
+            "saved adapter/model folder (NULL: none kept, or deleted by the artifact policy)",
+            "attrs.artifact or result.artifact",
+        ),
+        Column(
+            "command",
+            "VARCHAR",
+            "the `paretune trial ...` command that reproduces it",
+            "result.command or attrs.command",
+        ),
+        Column("config", "JSON", "the full TrialConfig", "config"),
+    ),
+)
+
+RESULT_ROOTS: Mapping[str, str] = {
+    "result": "",
+    "state": "state",
+    "config": "config",
+    "predicted": "predicted",
+    "versions": "hardware.versions",
+}
+"""Parts of a ``trials`` record that hold a field of the trial's ``TrialResult`` (once it has
+one): record root -> the field's path in the result (``""``: the whole result)."""
+
+UNSTORED_RESULT_FIELDS: Mapping[str, str] = {
+    "params": "the column params holds what Optuna sampled (trial.params)",
+    "steps": "one row each in the steps table",
+    "forgetting.base_fact_recall": "not stored: fact_recall_drop is (base recall minus "
+    "fine-tuned recall)",
+}
+"""Fields of ``TrialResult`` that no ``trials`` column reads, and where they go instead."""
+
+# ---------------------------------------------------------------- steps
+
+STEPS = Table(
+    name="steps",
+    description="one row per logged optimizer step of a trial",
+    key=("study", "number", "step"),
+    sources={
+        "study": "the study's name",
+        "trial": "the Optuna trial (number)",
+        "step": "one StepLog of the trial (result.steps, or while it runs the steps so far)",
+    },
+    columns=(
+        Column("study", "VARCHAR", "study name", "study", not_null=True),
+        Column("number", "INTEGER", "trial number", "trial.number", not_null=True),
+        Column("step", "INTEGER", "optimizer step", "step.step", not_null=True),
+        Column("epoch", "DOUBLE", "fractional epoch", "step.epoch"),
+        Column("loss", "DOUBLE", "training loss", "step.loss"),
+        Column("lr", "DOUBLE", "learning rate at this step", "step.lr"),
+        Column("tokens_per_s", "DOUBLE", "throughput", "step.tokens_per_s"),
+        Column("peak_gb", "DOUBLE", "peak memory so far", "step.peak_gb"),
+        Column("eval_nll", "DOUBLE", "eval NLL when scored at this step", "step.eval_nll"),
+    ),
+)
+
+TABLES = (STUDIES, TRIALS, STEPS)
+
+# ---------------------------------------------------------------- views
+
+_OBJECTIVES = ("objective_quality", "objective_forgetting", "objective_cost")
+
+FRONTIER = View(
+    name="frontier",
+    description="every trials column, for the complete trials no other complete trial of the "
+    "same study beats or equals on all three objective_* columns (the Pareto-optimal trials)",
+    columns=TRIALS.columns,
+    sql=f"""
+SELECT t.* FROM trials t
+WHERE t.state = '{Outcome.COMPLETE}'
+  AND {" AND ".join(f"t.{c} IS NOT NULL" for c in _OBJECTIVES)}
+  AND NOT EXISTS (
+    SELECT 1 FROM trials o
+    WHERE o.study = t.study AND o.state = '{Outcome.COMPLETE}' AND o.number <> t.number
+      AND {" AND ".join(f"o.{c} <= t.{c}" for c in _OBJECTIVES)}
+      AND ({" OR ".join(f"o.{c} < t.{c}" for c in _OBJECTIVES)}))
+""",
+)
+
+
+def _trials_column(name: str) -> ViewColumn:
+    column = TRIALS.column(name)
+    return ViewColumn(column.name, column.type, column.description, column.name)
+
+
+_CALIBRATION_COLUMNS = (
+    *(
+        _trials_column(name)
+        for name in (
+            "study",
+            "number",
+            "method",
+            "rank",
+            "batch",
+            "max_seq_len",
+            "gpu",
+            "device",
+            "device_name",
+            "predicted_peak_gb",
+            "measured_peak_gb",
+        )
+    ),
+    ViewColumn(
+        "peak_ratio",
+        "DOUBLE",
+        "measured / predicted peak memory",
+        "measured_peak_gb / NULLIF(predicted_peak_gb, 0)",
+    ),
+    _trials_column("predicted_hours"),
+    ViewColumn("measured_hours", "DOUBLE", "trial wall-clock hours", "wall_s / 3600.0"),
+    ViewColumn(
+        "hours_ratio",
+        "DOUBLE",
+        "measured / predicted hours",
+        "(wall_s / 3600.0) / NULLIF(predicted_hours, 0)",
+    ),
+    _trials_column("predicted_dollars"),
+    _trials_column("dollars"),
+    ViewColumn(
+        "dollars_ratio",
+        "DOUBLE",
+        "measured / predicted dollars",
+        "dollars / NULLIF(predicted_dollars, 0)",
+    ),
+)
+
+CALIBRATION = View(
+    name="calibration",
+    description="predicted vs measured peak memory, hours and dollars of the complete trials "
+    "that have a prediction, with ratios",
+    columns=_CALIBRATION_COLUMNS,
+    sql="SELECT "
+    + ",\n       ".join(
+        c.expression if c.expression == c.name else f"{c.expression} AS {c.name}"
+        for c in _CALIBRATION_COLUMNS
+    )
+    + f"""
+FROM trials
+WHERE state = '{Outcome.COMPLETE}' AND (predicted_peak_gb IS NOT NULL OR predicted_hours IS NOT NULL)
+""",
+)
+
+VIEWS = (FRONTIER, CALIBRATION)
+
+
+def create_statements() -> list[str]:
+    """Every statement that makes a results file current: tables, added columns, views."""
+    return [statement for part in (*TABLES, *VIEWS) for statement in part.ddl()]
+
+
+# ---------------------------------------------------------------- documentation
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _markdown_table(columns: tuple[Column | ViewColumn, ...]) -> list[str]:
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.type} | {_cell(c.description)} |" for c in columns]
+    return lines
+
+
+def schema_markdown() -> str:
+    """The results file's tables, views and trial states as Markdown tables (for the docs)."""
+    lines: list[str] = []
+    for table in TABLES:
+        key = table.key[0] if len(table.key) == 1 else f"({', '.join(table.key)})"
+        lines += [f"**`{table.name}`**: {table.description}; key `{key}`", ""]
+        lines += [*_markdown_table(table.columns), ""]
+    for view in VIEWS:
+        lines += [f"**`{view.name}`** (view): {view.description}", ""]
+        if view.columns is not TRIALS.columns:
+            lines += [*_markdown_table(view.columns), ""]
+    lines += ["**Trial states** (the `state` column of `trials`)", ""]
+    lines += ["| state | meaning |", "|---|---|"]
+    lines += [f"| `{outcome}` | {_cell(outcome.description)} |" for outcome in Outcome]
+    return "\n".join(lines) + "\n"

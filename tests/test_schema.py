@@ -1,0 +1,192 @@
+"""One schema source: the DDL, the rows written from Optuna, TrialResult and the documented tables
+agree, on a real DuckDB file written by the store."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import ROOT, journal_study
+from pydantic import BaseModel
+
+from sweeps.outcome import Outcome
+from sweeps.results.schema import (
+    RESULT_ROOTS,
+    STEPS,
+    TABLES,
+    TRIALS,
+    UNSTORED_RESULT_FIELDS,
+    VIEWS,
+    Column,
+    schema_markdown,
+)
+from sweeps.results.store import ResultsStore, trial_record, trial_row, trial_rows
+from sweeps.trial.types import StepLog, TrialConfig, TrialResult, TrialState
+
+
+def _model_fields(model: type[BaseModel]) -> dict[str, type | None]:
+    """Field name -> its model class when the field is a nested model (else None)."""
+    fields = {}
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        fields[name] = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+    return fields
+
+
+def _result_leaves() -> set[str]:
+    """Every field of TrialResult, nested models (but its TrialConfig) opened one level."""
+    leaves = set()
+    for name, nested in _model_fields(TrialResult).items():
+        if nested is None or nested is TrialConfig:
+            leaves.add(name)
+        else:
+            leaves |= {f"{name}.{inner}" for inner in nested.model_fields}
+    return leaves
+
+
+def _result_paths(column: Column) -> set[str]:
+    """The TrialResult fields a trials column reads (its paths under the result's roots)."""
+    found = set()
+    for path in column.paths:
+        root, _, rest = path.partition(".")
+        if root not in RESULT_ROOTS:
+            continue
+        base = RESULT_ROOTS[root]
+        if root == "config":  # the whole TrialConfig is one field of the result
+            found.add("config")
+        elif root == "versions":  # keys of the versions dict
+            found.add(base)
+        else:
+            found.add(".".join(part for part in (base, rest) if part))
+    return found
+
+
+def test_every_trial_result_field_has_a_column_or_a_reason() -> None:
+    read = set().union(*(_result_paths(column) for column in TRIALS.columns))
+    leaves = _result_leaves()
+    missing = leaves - read - set(UNSTORED_RESULT_FIELDS)
+    assert not missing, f"TrialResult fields no trials column reads: {sorted(missing)}"
+    unknown = read - leaves
+    assert not unknown, f"trials columns read fields TrialResult does not have: {sorted(unknown)}"
+    stale = set(UNSTORED_RESULT_FIELDS) - (leaves - read)
+    assert not stale, f"UNSTORED_RESULT_FIELDS lists fields that are stored or gone: {stale}"
+
+
+def test_config_and_step_columns_name_real_fields() -> None:
+    config_fields = set(TrialConfig.model_fields)
+    for column in TRIALS.columns:
+        for path in column.paths:
+            if path.startswith("config."):
+                assert path.removeprefix("config.") in config_fields, (column.name, path)
+    step_paths = {p.removeprefix("step.") for c in STEPS.columns for p in c.paths}
+    assert set(StepLog.model_fields) <= step_paths
+    assert step_paths - set(StepLog.model_fields) == {"study", "trial.number"}
+
+
+def test_every_source_names_a_part_of_its_record() -> None:
+    for table in TABLES:
+        for column in table.columns:
+            for path in column.paths:
+                assert path.split(".", 1)[0] in table.sources, (table.name, column.name, path)
+
+
+def test_the_trials_record_has_exactly_the_documented_parts(tmp_path: Path) -> None:
+    study = journal_study(tmp_path)
+    directions = [d.name.lower() for d in study.directions]
+    for trial in study.get_trials(deepcopy=False):
+        assert set(trial_record("s", trial, directions)) == set(TRIALS.sources)
+        row, steps = trial_row("s", trial, directions)
+        assert list(row) == TRIALS.names
+        assert all(list(step) == STEPS.names for step in steps)
+
+
+def test_outcomes_are_one_set_of_values() -> None:
+    assert set(typing.get_args(TrialState)) < set(Outcome)
+    description = TRIALS.column("state").description
+    assert all(outcome.value in description for outcome in Outcome)
+    page = schema_markdown()
+    assert all(f"| `{outcome}` | {outcome.description} |" in page for outcome in Outcome)
+    # Stored values are the plain strings, as in files written before the enum.
+    result = TrialResult(state="oom", method="lora")
+    assert result.model_dump(mode="json")["state"] == "oom"
+    with pytest.raises(ValueError):
+        TrialResult(state="lost", method="lora")  # the sweep's outcome, not a run's
+
+
+def _documented(page: str) -> dict[str, list[tuple[str, str]]]:
+    """Relation -> its (column, type) rows, from the Markdown of schema_markdown()."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for block in re.split(r"^\*\*`", page, flags=re.MULTILINE)[1:]:
+        name = block.split("`", 1)[0]
+        found[name] = re.findall(r"^\| `(\w+)` \| ([A-Z\[\]]+) \|", block, flags=re.MULTILINE)
+    return found
+
+
+def test_a_results_file_has_exactly_the_documented_columns(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.duckdb")
+    assert store.sync_study(journal_study(tmp_path)) == 4
+    columns, rows = store.query(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "ORDER BY table_name, ordinal_position"
+    )
+    in_file: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in rows:
+        in_file.setdefault(table, []).append((column, kind))
+    documented = _documented(schema_markdown())
+    documented["frontier"] = documented["trials"]  # "every trials column"
+    assert set(in_file) == set(documented) == {part.name for part in (*TABLES, *VIEWS)}
+    for relation, found in in_file.items():
+        assert found == documented[relation], relation
+    # And the code's own lists are those columns, in that order.
+    for part in (*TABLES, *VIEWS):
+        assert [(c.name, c.type) for c in part.columns] == in_file[part.name], part.name
+
+
+def test_rows_written_from_optuna_fill_the_columns_they_should(tmp_path: Path) -> None:
+    study = journal_study(tmp_path)
+    rows, steps = trial_rows(study)
+    complete = rows[0]
+    assert complete["state"] == "complete" and complete["method"] == "lora"
+    assert (complete["eval_nll"], complete["retain_delta_nll"], complete["dollars"]) == (
+        1.0,
+        0.5,
+        0.01,
+    )
+    assert (complete["objective_quality"], complete["steps_done"]) == (1.0, 2)
+    assert complete["torch_version"] == "2.13.0" and complete["versions"] == {"torch": "2.13.0"}
+    assert complete["rank"] == 4 and rows[1]["rank"] is None  # full fine-tune: no adapter rank
+    assert rows[3]["state"] == "oom" and rows[3]["error"] == "CUDA out of memory"
+    assert rows[3]["versions"] is None and rows[3]["config"] is None
+    assert [(s["number"], s["step"]) for s in steps[:2]] == [(0, 1), (0, 2)]
+
+
+def test_a_file_from_before_an_added_column_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        old = [c for c in TRIALS.columns if c.name not in TRIALS.added]
+        body = ", ".join(f"{c.name} {c.type}" for c in old)
+        connection.execute(f"CREATE TABLE trials ({body}, PRIMARY KEY (study, number))")
+        connection.execute("INSERT INTO trials (study, number, state) VALUES ('old', 0, 'oom')")
+    store = ResultsStore(path)
+    store.ensure_schema()
+    (row,) = store.trials("old")
+    assert row["state"] == "oom" and row["measured_process_peak_gb"] is None
+    assert set(row) == set(TRIALS.names)
+
+
+def test_the_schema_imports_without_heavy_libraries() -> None:
+    code = (
+        "import sys\n"
+        "from sweeps.results.schema import schema_markdown\n"
+        "assert '| `eval_nll` | DOUBLE |' in schema_markdown()\n"
+        "print(sorted({'torch', 'transformers', 'optuna', 'duckdb'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]"
