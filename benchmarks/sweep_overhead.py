@@ -51,7 +51,7 @@ def main() -> None:
             },
         }
     )
-    sweep = Sweep(spec)
+    sweep = Sweep.open(spec)
     sweep.run()
     rows = sweep.timings
     print(

@@ -1,8 +1,8 @@
-"""Worker liveness: a trial left RUNNING by a worker that died is failed and run again.
+"""Worker liveness: finding trials left RUNNING by a worker that died, so they run again.
 
-Each trial records its worker's host, pid and process start time. Before every ask, a
-RUNNING trial whose worker on this host is gone (kill -9, a crash) is told as ``lost`` and
-its parameters are queued again, up to ``run.max_retries`` times; with PostgreSQL, Optuna's
+Each trial records its worker's host, pid and process start time. Before every ask, the
+sweep marks a RUNNING trial whose worker on this host is gone (kill -9, a crash) as ``lost``
+and queues its parameters again, up to ``run.max_retries`` times; with PostgreSQL, Optuna's
 heartbeats do the same for workers on other machines.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["recover_dead_workers", "requeue", "this_worker"]
+__all__ = ["requeue", "this_worker", "trials_of_dead_workers"]
 
 
 def this_worker() -> dict[str, Any]:
@@ -60,37 +60,25 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: i
     return True
 
 
-def recover_dead_workers(study: optuna.Study, *, max_retries: int) -> list[int]:
-    """Fail (as ``lost``) and re-queue RUNNING trials whose worker on this host is dead.
+def trials_of_dead_workers(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose worker on this host is dead (kill -9, a crash).
 
-    With PostgreSQL, Optuna's heartbeats do the same across machines
-    (:func:`optuna.storages.fail_stale_trials`); this handles the journal file, where the
-    worker's host and pid are on each trial.
+    With PostgreSQL, Optuna's heartbeats find dead workers on any machine: their stale
+    trials are failed (and re-queued by the storage's retry callback) here first
+    (:func:`optuna.storages.fail_stale_trials`). This finds the rest, for the journal file,
+    where each trial records its worker's host, pid and start time. The caller marks them
+    ``lost`` and re-queues them (:func:`requeue`).
     """
     import optuna
-    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     with contextlib.suppress(Exception):
         optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
-    recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("worker_host") != host or "worker_pid" not in attrs:
-            continue
-        if _alive(int(attrs["worker_pid"]), attrs.get("worker_started")):
-            continue
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "state", "lost")
-            study._storage.set_trial_user_attr(
-                trial._trial_id,
-                "error",
-                f"worker pid {attrs['worker_pid']} on {host} died while the trial ran",
-            )
-            study.tell(trial.number, state=TrialState.FAIL)
-        except (ValueError, RuntimeError, UpdateFinishedTrialError):
-            continue  # another worker recovered it first
-        requeue(study, trial, max_retries)
-        recovered.append(trial.number)
-    return recovered
+    return [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if trial.user_attrs.get("worker_host") == host
+        and "worker_pid" in trial.user_attrs
+        and not _alive(int(trial.user_attrs["worker_pid"]), trial.user_attrs.get("worker_started"))
+    ]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
 from sweeps.journal import recover_journal
+from sweeps.outcome import Outcome
 from sweeps.spec import ADAPTER_METHODS, Choice, Fixed, Range, SweepSpec, lr_param_name
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "HEARTBEAT_GRACE_S",
     "HEARTBEAT_INTERVAL_S",
     "SweepError",
+    "frontier_trials",
     "is_postgres",
     "make_sampler",
     "open_storage",
@@ -426,6 +428,32 @@ def open_study(
         # runs under now, so its budget in the results file is the one being enforced.
         study.set_user_attr("spec", spec.to_raw())
     return study
+
+
+def frontier_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's Pareto-optimal completed trials, in the study's directions.
+
+    The trials Optuna's ``study.best_trials`` gives for a sweep's study (complete, within the
+    gate's constraint, non-dominated; tests hold the two equal), without the deep copy of
+    every trial that ``best_trials`` makes: each trial carries its whole result, loss curve
+    included, and the sweep asks after every trial (200 trials of 1,000 logged steps: 1.6 s
+    a call against 8 ms).
+    """
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    from sweeps.results.frontier import pareto_mask
+
+    done = [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if trial.user_attrs.get("state") == Outcome.COMPLETE and trial.values
+    ]
+    if not done:
+        return []
+    signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    mask = pareto_mask([[s * v for s, v in zip(signs, t.values, strict=False)] for t in done])
+    return [trial for trial, on_front in zip(done, mask, strict=False) if on_front]
 
 
 def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:

@@ -39,11 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
-from sweeps.liveness import recover_dead_workers, requeue, this_worker
+from sweeps.liveness import requeue, this_worker, trials_of_dead_workers
+from sweeps.outcome import BUDGET_OUTCOMES, RERUN_OUTCOMES, Outcome
 from sweeps.results.store import ResultsStore, StoreError, redact_url, study_row, trial_row
 from sweeps.spec import SweepSpec
 from sweeps.study import (
     HEARTBEAT_INTERVAL_S,
+    frontier_trials,
     is_postgres,
     make_sampler,
     open_storage,
@@ -55,7 +57,7 @@ from sweeps.trial.types import StepLog, TrialConfig, TrialResult
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["COUNTED_STATES", "PROGRESS_WRITE_S", "Sweep", "SweepState"]
+__all__ = ["PROGRESS_WRITE_S", "Sweep", "SweepState"]
 
 PROGRESS_WRITE_S = float(os.environ.get("PARETUNE_PROGRESS_WRITE_S", "5"))
 """Seconds between writes of a running trial's steps to the results file
@@ -68,9 +70,8 @@ worker index or ``--seed-offset`` of a realistic size lands on another run's see
 study (no trials) is seeded exactly by ``seed``; rerunning a spec on a study that already has
 N trials seeds its samplers with ``seed + 7919 N``: reproducible, and not the first run's."""
 
-COUNTED_STATES = ("complete", "oom", "failed", "timeout", "running")
-"""Trial states that use up the trial budget (infeasible, over-budget, interrupted and lost
-trials do not: the first two never ran, the last two are run again)."""
+INFEASIBLE_IN_A_ROW = 20
+"""Infeasible trials in a row after which a worker gives up: the space does not fit the GPU."""
 
 # ---------------------------------------------------------------- the shared state
 
@@ -119,6 +120,9 @@ TrialRunner = Callable[..., TrialResult]
 class Sweep:
     """Runs one spec's study from this process: one worker thread per slot.
 
+    Open one with :meth:`open` (it opens the storage and the study, writes the study's row
+    and recovers dead workers' trials); the constructor only keeps what it is given.
+
     ``slots``: GPU indices as strings (each trial pinned with CUDA_VISIBLE_DEVICES) or
     ``None`` entries for unpinned CPU workers. ``max_trials`` caps the trials this process
     launches (the spec's budget caps the study). ``run_trial`` is the isolated trial
@@ -129,22 +133,35 @@ class Sweep:
         self,
         spec: SweepSpec,
         *,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        storage_url: str,
+        store: ResultsStore,
+        gate: Gate,
+        worker: dict[str, Any],
+        trials_before: int = 0,
         slots: list[str | None] | None = None,
         max_trials: int | None = None,
-        storage_url: str | None = None,
         seed_offset: int = 0,
         run_trial: TrialRunner | None = None,
     ) -> None:
         self.spec = spec
+        self.study = study
+        self.storage = storage
+        self.storage_url = storage_url
+        self.store = store
+        self.gate = gate
+        self.worker = worker
+        """This process's identity (host, pid, start time), recorded on each trial it runs."""
+        self._trials_before = trials_before
+        """Trials the study held when this sweep opened it: a resumed study's samplers are
+        seeded past them, so they do not replay the first run's random draws."""
         self.slots = slots or [None]
         self.max_trials = max_trials
-        self.storage_url = storage_url or spec.storage_url
         self.seed_offset = seed_offset
         self._run_trial = run_trial
-        self.storage = open_storage(self.storage_url, max_retries=spec.run.max_retries)
-        self.study = open_study(spec, self.storage, storage_url=self.storage_url)
-        self.gate = Gate(spec)
-        self.store = ResultsStore(spec.run.results)
+        self.recovered: list[int] = []
+        """Trials of dead workers this sweep re-queued when it opened."""
         self.stop_event = threading.Event()
         self.state = SweepState(
             spec.name, spec.budget.trials, spec.budget.dollars, spec.budget.hours
@@ -157,13 +174,42 @@ class Sweep:
         """Per launched trial, seconds spent: ask_gate (ask + gate under the lock), run (the
         isolated trial, as seen by the parent), trial_wall (as measured inside the trial),
         tell_write (tell, artifact policy, results write). For benchmarks/sweep_overhead.py."""
-        self.worker = this_worker()
-        self._trials_before = len(self.study.get_trials(deepcopy=False))
-        """Trials the study held when this sweep opened it: a resumed study's samplers are
-        seeded past them, so they do not replay the first run's random draws."""
-        self._write_study_row()
-        self.recovered = self._recover_dead_workers(self.study)
-        self._refresh_state()
+
+    @classmethod
+    def open(
+        cls,
+        spec: SweepSpec,
+        *,
+        slots: list[str | None] | None = None,
+        max_trials: int | None = None,
+        storage_url: str | None = None,
+        seed_offset: int = 0,
+        run_trial: TrialRunner | None = None,
+    ) -> Sweep:
+        """Open (or create) the spec's study in ``storage_url`` (default: the spec's), write
+        its row to the results file and re-queue trials left running by dead workers."""
+        url = storage_url or spec.storage_url
+        gate = Gate(spec)  # a bad catalogue id fails here, before the study is touched
+        storage = open_storage(url, max_retries=spec.run.max_retries)
+        study = open_study(spec, storage, storage_url=url)
+        sweep = cls(
+            spec,
+            study=study,
+            storage=storage,
+            storage_url=url,
+            store=ResultsStore(spec.run.results),
+            gate=gate,
+            worker=this_worker(),
+            trials_before=len(study.get_trials(deepcopy=False)),
+            slots=slots,
+            max_trials=max_trials,
+            seed_offset=seed_offset,
+            run_trial=run_trial,
+        )
+        sweep._write_study_row()
+        sweep.recovered = sweep._recover_dead_workers(study)
+        sweep._refresh_state()
+        return sweep
 
     # -- public
 
@@ -245,23 +291,26 @@ class Sweep:
             ask_gate_s = time.perf_counter() - started
             if picked is None:
                 return
-            trial, config, prediction = picked
+            trial, config = picked
             if config is None:  # infeasible: recorded, never run
                 infeasible_in_a_row += 1
-                if infeasible_in_a_row >= 20:
+                if infeasible_in_a_row >= INFEASIBLE_IN_A_ROW:
                     self._finish(
-                        "20 infeasible trials in a row: the search space does not fit "
-                        "the target GPU; shrink it or pick a larger GPU"
+                        f"{INFEASIBLE_IN_A_ROW} infeasible trials in a row: the search space "
+                        "does not fit the target GPU; shrink it or pick a larger GPU"
                     )
                     return
                 continue
             infeasible_in_a_row = 0
             self._run_and_tell(study, trial, config, slot, ask_gate_s, label=slot or f"cpu{index}")
 
-    def _ask_and_gate(self, study: optuna.Study, slot: str | None) -> Any:
-        """Under the ask lock: budget check, ask, gate. None when the sweep must stop."""
-        from optuna.trial import TrialState
+    # -- ask and gate
 
+    def _ask_and_gate(
+        self, study: optuna.Study, slot: str | None
+    ) -> tuple[optuna.Trial, TrialConfig | None] | None:
+        """Under the ask lock: budget check, ask, gate. The trial and its config to run (None:
+        not to be run, already recorded), or None when the sweep must stop."""
         # A worker that died since the last ask (here, or a heartbeat gone stale elsewhere).
         self._recover_dead_workers(study)
         spend = _spend(study)
@@ -275,31 +324,63 @@ class Sweep:
         except BaseException as error:
             # Never leave an asked trial RUNNING: record why it was not run.
             with contextlib.suppress(Exception):
-                trial.set_user_attr("state", "failed")
-                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-                study.tell(trial, state=TrialState.FAIL)
+                self._mark(study, trial, Outcome.FAILED, f"{type(error).__name__}: {error}")
             raise
 
     def _gate_asked(
         self, study: optuna.Study, trial: optuna.Trial, spend: Spend, slot: str | None
-    ) -> Any:
-        from optuna.trial import TrialState
-
-        params = suggest(trial, self.spec)
-        config = self.spec.trial_config(params, trial_number=trial.number)
-        overrides = trial.user_attrs.get("overrides")
-        if overrides:  # enqueued with settings of its own, e.g. a longer time limit
-            from pydantic import ValidationError
-
-            try:
-                config = TrialConfig(**{**config.model_dump(), **overrides})
-            except (ValidationError, TypeError) as error:
-                trial.set_user_attr("state", "failed")
-                trial.set_user_attr("error", f"bad overrides {overrides}: {error}")
-                study.tell(trial, state=TrialState.FAIL)
-                self._record(study, trial.number)
-                return trial, None, Prediction()
+    ) -> tuple[optuna.Trial, TrialConfig | None] | None:
+        config = self._trial_config(study, trial)
+        if config is None:
+            return trial, None
         prediction = self.gate.predict(config)
+        self._record_prediction(trial, config, prediction, slot)
+        if not prediction.fits:
+            trial.set_constraint("peak_gb_over_gpu_memory", prediction.overflow_gb)
+            cost = prediction.dollars if prediction.dollars is not None else math.inf
+            self._mark(
+                study,
+                trial,
+                Outcome.INFEASIBLE,
+                prediction.reason(),
+                values=[math.inf, math.inf, cost],
+            )
+            with self.state.lock:
+                self.state.infeasible += 1
+            self.state.event(f"trial {trial.number}: {prediction.reason()}")
+            self._record(study, trial.number)
+            return trial, None
+        trial.set_constraint("peak_gb_over_gpu_memory", min(prediction.overflow_gb, 0.0))
+        refusal = budget_refusal(self.spec, spend, prediction)
+        if refusal:
+            self._mark(study, trial, Outcome.OVER_BUDGET, refusal)
+            self._record(study, trial.number)
+            self._finish(refusal)
+            return None
+        with self._launched_lock:
+            self._launched += 1
+        return trial, config
+
+    def _trial_config(self, study: optuna.Study, trial: optuna.Trial) -> TrialConfig | None:
+        """The asked point's config, with a queued trial's own settings (None: they are bad,
+        and the trial is recorded as failed)."""
+        config = self.spec.trial_config(suggest(trial, self.spec), trial_number=trial.number)
+        overrides = trial.user_attrs.get("overrides")
+        if not overrides:
+            return config
+        from pydantic import ValidationError
+
+        try:  # enqueued with settings of its own, e.g. a longer time limit
+            return TrialConfig(**{**config.model_dump(), **overrides})
+        except (ValidationError, TypeError) as error:
+            self._mark(study, trial, Outcome.FAILED, f"bad overrides {overrides}: {error}")
+            self._record(study, trial.number)
+            return None
+
+    def _record_prediction(
+        self, trial: optuna.Trial, config: TrialConfig, prediction: Prediction, slot: str | None
+    ) -> None:
+        """The worker, config and the gate's prediction, on the trial before it runs."""
         attrs = {
             **self.worker,
             "config": config.model_dump(mode="json"),
@@ -315,29 +396,8 @@ class Sweep:
             trial.set_user_attr(key, value)
         if prediction.note:
             trial.set_user_attr("gate_note", prediction.note)
-        if not prediction.fits:
-            trial.set_constraint("peak_gb_over_gpu_memory", prediction.overflow_gb)
-            trial.set_user_attr("state", "infeasible")
-            trial.set_user_attr("error", prediction.reason())
-            cost = prediction.dollars if prediction.dollars is not None else math.inf
-            study.tell(trial, [math.inf, math.inf, cost])
-            with self.state.lock:
-                self.state.infeasible += 1
-            self.state.event(f"trial {trial.number}: {prediction.reason()}")
-            self._record(study, trial.number)
-            return trial, None, prediction
-        trial.set_constraint("peak_gb_over_gpu_memory", min(prediction.overflow_gb, 0.0))
-        refusal = budget_refusal(self.spec, spend, prediction)
-        if refusal:
-            trial.set_user_attr("state", "over_budget")
-            trial.set_user_attr("error", refusal)
-            study.tell(trial, state=TrialState.FAIL)
-            self._record(study, trial.number)
-            self._finish(refusal)
-            return None
-        with self._launched_lock:
-            self._launched += 1
-        return trial, config, prediction
+
+    # -- run, tell, record
 
     def _run_and_tell(
         self,
@@ -348,77 +408,14 @@ class Sweep:
         ask_gate_s: float = 0.0,
         label: str | None = None,
     ) -> None:
-        from optuna.trial import TrialState
-
-        key = label or slot or "cpu"
-        running = RunningTrial(
-            trial.number, config.method, key, time.monotonic(), max_steps=config.max_steps
-        )
-        with self.state.lock:
-            self.state.running[key] = running
-
-        progress = _ProgressWriter(
-            self.store, study.study_name, self._running_row(study, trial, config)
-        )
-        progress.start()
-
-        def on_step(step: StepLog) -> None:
-            running.step, running.loss = step.step, step.loss
-            progress.add(step)
-
-        env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
-        heartbeat = self._start_heartbeat(trial._trial_id)
+        """Run one gated trial, tell Optuna its outcome, apply the artifact policy and write
+        its row; in that order, each a step of its own."""
         run_started = time.perf_counter()
-        try:
-            result = self._runner()(config, on_step=on_step, env=env, timeout_s=config.time_limit_s)
-        except Exception as error:  # the runner itself broke: record it, keep the sweep going
-            result = TrialResult(
-                state="failed",
-                method=config.method,
-                config=config,
-                error=f"{type(error).__name__}: {error}",
-            )
-        finally:
-            heartbeat.set()
-            progress.stop()  # before the final row is written: nothing may overwrite it
-            with self.state.lock:
-                self.state.running.pop(key, None)
+        result = self._run(study, trial, config, slot, key=label or slot or "cpu")
         run_s = time.perf_counter() - run_started
         tell_started = time.perf_counter()
         stopping = self.stop_event.is_set()
-        payload = result.model_dump(mode="json")
-        trial.set_user_attr("result", payload)
-        trial.set_user_attr("artifact", result.artifact)
-        if result.command:
-            trial.set_user_attr("command", result.command)
-        values = _objective_values(self.spec, result)
-        if result.state == "complete" and values is not None:
-            trial.set_user_attr("state", "complete")
-            study.tell(trial, values)
-            with self.state.lock:
-                self.state.done += 1
-            names = self.spec.objectives.names()
-            self.state.event(
-                f"trial {trial.number} complete ({config.method}): "
-                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values, strict=False))
-            )
-        elif stopping and result.state != "complete":
-            trial.set_user_attr("state", "interrupted")
-            trial.set_user_attr("error", "the sweep was stopped while this trial ran; re-queued")
-            study.tell(trial, state=TrialState.FAIL)
-            requeue(
-                study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1
-            )
-            self.state.event(f"trial {trial.number}: interrupted, re-queued for the next run")
-        else:
-            state = result.state if result.state != "complete" else "failed"
-            error = result.error or f"objective {self.spec.objectives.names()} not measured"
-            trial.set_user_attr("state", state)
-            trial.set_user_attr("error", error)
-            study.tell(trial, state=TrialState.FAIL)
-            with self.state.lock:
-                self.state.failed[state] = self.state.failed.get(state, 0) + 1
-            self.state.event(f"trial {trial.number}: {state}: {error.splitlines()[0][:160]}")
+        self._tell(study, trial, config, result, stopping=stopping)
         if self.spec.run.save == "frontier":
             with self._ask_lock():
                 _prune_artifacts(study, Path(self.spec.run.dir))
@@ -434,19 +431,137 @@ class Sweep:
                 }
             )
 
-    # -- helpers
-
-    def _runner(self) -> TrialRunner:
-        if self._run_trial is None:
-            from sweeps.trial.isolation import run_trial_isolated
-
-            self._run_trial = run_trial_isolated
-        return self._run_trial
-
-    def _finish(self, reason: str) -> None:
+    def _run(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        config: TrialConfig,
+        slot: str | None,
+        key: str,
+    ) -> TrialResult:
+        """Run the trial in its own process, shown as running (progress display, results file,
+        heartbeats) until it ends. A runner that breaks gives a ``failed`` result."""
+        running = RunningTrial(
+            trial.number, config.method, key, time.monotonic(), max_steps=config.max_steps
+        )
         with self.state.lock:
-            if self.state.stop_reason is None:
-                self.state.stop_reason = reason
+            self.state.running[key] = running
+        progress = _ProgressWriter(
+            self.store, study.study_name, self._running_row(study, trial, config)
+        )
+        progress.start()
+
+        def on_step(step: StepLog) -> None:
+            running.step, running.loss = step.step, step.loss
+            progress.add(step)
+
+        env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
+        heartbeat = self._start_heartbeat(trial._trial_id)
+        try:
+            return self._runner()(config, on_step=on_step, env=env, timeout_s=config.time_limit_s)
+        except Exception as error:  # the runner itself broke: record it, keep the sweep going
+            return TrialResult(
+                state=Outcome.FAILED,
+                method=config.method,
+                config=config,
+                error=f"{type(error).__name__}: {error}",
+            )
+        finally:
+            heartbeat.set()
+            progress.stop()  # before the final row is written: nothing may overwrite it
+            with self.state.lock:
+                self.state.running.pop(key, None)
+
+    def _tell(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        config: TrialConfig,
+        result: TrialResult,
+        *,
+        stopping: bool,
+    ) -> None:
+        """Keep the result on the trial, tell Optuna its outcome, and count it."""
+        trial.set_user_attr("result", result.model_dump(mode="json"))
+        trial.set_user_attr("artifact", result.artifact)
+        if result.command:
+            trial.set_user_attr("command", result.command)
+        values = _objective_values(self.spec, result)
+        outcome, error = self._outcome_of(result, values, stopping=stopping)
+        self._mark(
+            study, trial, outcome, error, values=values if outcome == Outcome.COMPLETE else None
+        )
+        if outcome == Outcome.INTERRUPTED:
+            requeue(
+                study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1
+            )
+        self._count(trial.number, config.method, outcome, values, error)
+
+    def _outcome_of(
+        self, result: TrialResult, values: list[float] | None, *, stopping: bool
+    ) -> tuple[Outcome, str | None]:
+        """What a run that ended counts as, and why it did not complete."""
+        if result.state == Outcome.COMPLETE and values is not None:
+            return Outcome.COMPLETE, None
+        if stopping and result.state != Outcome.COMPLETE:
+            return Outcome.INTERRUPTED, "the sweep was stopped while this trial ran; re-queued"
+        # It ran and failed, or ended without every objective measured.
+        outcome = result.state if result.state != Outcome.COMPLETE else Outcome.FAILED
+        return outcome, result.error or f"objective {self.spec.objectives.names()} not measured"
+
+    def _count(
+        self,
+        number: int,
+        method: str,
+        outcome: Outcome,
+        values: list[float] | None,
+        error: str | None,
+    ) -> None:
+        """The progress display's counters and event line for a trial that ended."""
+        if outcome == Outcome.COMPLETE and values is not None:
+            with self.state.lock:
+                self.state.done += 1
+            names = self.spec.objectives.names()
+            self.state.event(
+                f"trial {number} complete ({method}): "
+                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values, strict=False))
+            )
+        elif outcome == Outcome.INTERRUPTED:
+            self.state.event(f"trial {number}: interrupted, re-queued for the next run")
+        else:
+            with self.state.lock:
+                self.state.failed[outcome] = self.state.failed.get(outcome, 0) + 1
+            reason = error.splitlines()[0][:160] if error else ""
+            self.state.event(f"trial {number}: {outcome}: {reason}")
+
+    def _mark(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial | optuna.trial.FrozenTrial,
+        outcome: Outcome,
+        error: str | None = None,
+        *,
+        values: list[float] | None = None,
+    ) -> None:
+        """Record ``outcome`` (and ``error``, why) on ``trial`` and tell Optuna: the one place a
+        trial's outcome is set.
+
+        With ``values`` (complete trials, and infeasible ones with infinite quality and
+        forgetting so that samplers avoid the region) the trial is told complete; otherwise
+        it is told failed. Raises Optuna's errors for a trial already finished (another
+        worker recovered it first).
+        """
+        from optuna.trial import FrozenTrial, TrialState
+
+        # The storage, not the trial object: a frozen trial's setter changes only the copy.
+        study._storage.set_trial_user_attr(trial._trial_id, "state", outcome.value)
+        if error is not None:
+            study._storage.set_trial_user_attr(trial._trial_id, "error", error)
+        told = trial.number if isinstance(trial, FrozenTrial) else trial
+        if values is not None:
+            study.tell(told, values)
+        else:
+            study.tell(told, state=TrialState.FAIL)
 
     def _record(self, study: optuna.Study, number: int) -> None:
         trial = study.get_trials(deepcopy=False)[number]
@@ -464,9 +579,39 @@ class Sweep:
                 "`paretune results sync` imports it later"
             )
 
+    # -- helpers
+
+    def _runner(self) -> TrialRunner:
+        if self._run_trial is None:
+            from sweeps.trial.isolation import run_trial_isolated
+
+            self._run_trial = run_trial_isolated
+        return self._run_trial
+
+    def _finish(self, reason: str) -> None:
+        with self.state.lock:
+            if self.state.stop_reason is None:
+                self.state.stop_reason = reason
+
     def _recover_dead_workers(self, study: optuna.Study) -> list[int]:
-        """Fail as ``lost`` and re-queue the trials of dead workers; their rows follow."""
-        recovered = recover_dead_workers(study, max_retries=self.spec.run.max_retries)
+        """Mark ``lost`` and re-queue the trials of dead workers; their rows follow."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        recovered = []
+        for trial in trials_of_dead_workers(study):
+            attrs = trial.user_attrs
+            try:
+                self._mark(
+                    study,
+                    trial,
+                    Outcome.LOST,
+                    f"worker pid {attrs['worker_pid']} on {attrs['worker_host']} died while "
+                    "the trial ran",
+                )
+            except (ValueError, RuntimeError, UpdateFinishedTrialError):
+                continue  # another worker recovered it first
+            requeue(study, trial, self.spec.run.max_retries)
+            recovered.append(trial.number)
         if recovered:
             self.state.event(f"re-queued trial(s) {recovered} left running by a dead worker")
         for number in recovered:  # its row said "running": it is "lost" now
@@ -483,7 +628,7 @@ class Sweep:
             return {
                 "study": study.study_name,
                 "number": trial.number,
-                "state": "running",
+                "state": Outcome.RUNNING,
                 **config.model_dump(include={"method", "lr", "max_steps"}),
             }
         row, _ = trial_row(study.study_name, frozen, [d.name.lower() for d in study.directions])
@@ -496,18 +641,15 @@ class Sweep:
             self.state.event(f"results file not updated: {error.message}")
 
     def _refresh_state(self, study: optuna.Study | None = None) -> None:
-        from sweeps.results.frontier import pareto_mask
-
         study = study or self.study
         trials = study.get_trials(deepcopy=False)
         spend = _spend(study, trials)
-        points = [t.values for t in trials if t.user_attrs.get("state") == "complete" and t.values]
+        done = sum(1 for t in trials if t.user_attrs.get("state") == Outcome.COMPLETE)
+        frontier_size = len(frontier_trials(study)) if done else 0
         with self.state.lock:
             self.state.dollars, self.state.hours = spend.dollars, spend.hours
-            self.state.done = sum(1 for t in trials if t.user_attrs.get("state") == "complete")
-            self.state.frontier_size = (
-                int(pareto_mask(_minimised(study, points)).sum()) if points else 0
-            )
+            self.state.done = done
+            self.state.frontier_size = frontier_size
 
     @contextlib.contextmanager
     def _ask_lock(self) -> Iterator[None]:
@@ -602,13 +744,6 @@ def _objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | Non
     return [float(v) for v in values]
 
 
-def _minimised(study: optuna.Study, points: list[list[float]]) -> list[list[float]]:
-    from optuna.study import StudyDirection
-
-    signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-    return [[s * v for s, v in zip(signs, p, strict=False)] for p in points]
-
-
 def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
     """Trials, dollars and hours used so far; running trials count at their prediction."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
@@ -626,11 +761,10 @@ def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
             dollars += attrs.get("predicted_dollars") or 0.0
             hours += attrs.get("predicted_hours") or 0.0
             continue
-        if state not in COUNTED_STATES:
-            if state not in ("interrupted", "lost"):
-                continue
-        else:
+        if state in BUDGET_OUTCOMES:
             counted += 1
+        elif state not in RERUN_OUTCOMES:
+            continue
         result = attrs.get("result") or {}
         spent = result.get("dollars")
         wall = (result.get("measured") or {}).get("wall_s")
@@ -678,21 +812,14 @@ def _storage_lock(storage: Any, url: str, study_name: str) -> Iterator[None]:
 def _prune_artifacts(study: optuna.Study, run_dir: Path) -> None:
     """Policy ``save = "frontier"``: delete artifacts of trials the frontier leaves behind
     (only inside ``run_dir``: a path recorded in the study never deletes anything else)."""
-    from sweeps.results.frontier import pareto_mask
-
     host = socket.gethostname()
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("state") == "complete" and t.values
-    ]
-    if not done:
-        return
-    mask = pareto_mask(_minimised(study, [list(t.values) for t in done]))
-    for trial, keep in zip(done, mask, strict=False):
+    on_frontier = {trial.number for trial in frontier_trials(study)}
+    for trial in study.get_trials(deepcopy=False):
         artifact = trial.user_attrs.get("artifact")
         if (
-            keep
+            trial.number in on_frontier
+            or trial.user_attrs.get("state") != Outcome.COMPLETE
+            or not trial.values
             or not artifact
             or trial.user_attrs.get("worker_host") != host
             or not _inside(artifact, run_dir)

@@ -100,3 +100,44 @@ def test_plot_files(tmp_path: Path, suffix: str) -> None:
 def test_terminal_chart_mentions_methods() -> None:
     text = terminal_frontier(_rows(), width=80, height=20)
     assert "lora" in text and "full" in text
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_sweeps_frontier_is_optunas_best_trials(tmp_path: Path, seed: int) -> None:
+    """frontier_trials (used by the sweep after every trial) gives Optuna's study.best_trials
+    for a study recorded as a sweep records one: completed trials within the gate's
+    constraint, infeasible ones told with infinite quality and forgetting, failed ones, a
+    maximised objective, and repeated points."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from sweeps.study import frontier_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "front.journal")))
+    study = optuna.create_study(
+        storage=storage, directions=["minimize", "maximize", "minimize"], study_name="front"
+    )
+    rng = np.random.default_rng(seed)
+    earlier: list[list[float]] = []
+    for _ in range(40):
+        trial = study.ask()
+        kind = rng.choice(["complete", "complete", "complete", "infeasible", "failed"])
+        if kind == "infeasible":
+            trial.set_constraint("peak_gb_over_gpu_memory", float(rng.uniform(0.1, 5)))
+            trial.set_user_attr("state", "infeasible")
+            study.tell(trial, [np.inf, np.inf, float(rng.uniform(0, 0.001))])
+            continue
+        trial.set_constraint("peak_gb_over_gpu_memory", 0.0)
+        if kind == "failed":
+            trial.set_user_attr("state", "oom")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        values = earlier[-1] if earlier and rng.random() < 0.2 else rng.random(3).round(1).tolist()
+        earlier.append(values)
+        trial.set_user_attr("state", "complete")
+        study.tell(trial, values)
+    ours = [t.number for t in frontier_trials(study)]
+    assert ours == [t.number for t in study.best_trials]
+    assert len(ours) >= 2

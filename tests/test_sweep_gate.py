@@ -45,7 +45,7 @@ def test_gate_predicts_on_the_target_gpu(tmp_path: Path) -> None:
 
 def test_infeasible_trials_are_recorded_with_predictions_and_never_run(tmp_path: Path) -> None:
     spec = _spec(tmp_path, search={"methods": ["full"], "lr": 1e-5})
-    sweep = Sweep(spec)
+    sweep = Sweep.open(spec)
     state = sweep.run()
     assert "infeasible trials in a row" in state.stop_reason
     study = optuna.load_study(study_name="gate", storage=sweep.storage)
@@ -68,7 +68,7 @@ def test_budget_stop_before_a_trial_that_cannot_be_paid(tmp_path: Path) -> None:
         search={"methods": ["qlora"], "rank": 8, "lr": 1e-4},
         budget={"dollars": 0.01, "trials": 5},
     )
-    sweep = Sweep(spec)
+    sweep = Sweep.open(spec)
     state = sweep.run()
     assert state.stop_reason.startswith("dollar budget")
     study = optuna.load_study(study_name="gate", storage=sweep.storage)
@@ -97,7 +97,7 @@ def test_a_corrupt_results_file_loses_nothing(tmp_path: Path) -> None:
     corrupt = tmp_path / "r.duckdb"
     corrupt.write_bytes(b"not a database" * 500)
     spec = _spec(tmp_path, search={"methods": ["full"], "lr": 1e-5})
-    sweep = Sweep(spec)
+    sweep = Sweep.open(spec)
     state = sweep.run()  # the sweep goes on: Optuna's storage is the source of truth
     assert any("not a readable DuckDB database" in e for e in state.events)
     assert corrupt.read_bytes() == b"not a database" * 500
@@ -120,10 +120,10 @@ def test_a_resumed_study_does_not_replay_the_first_runs_draws(tmp_path: Path) ->
         "budget": {"trials": 100},
     }
     spec = _spec(tmp_path, **raw)
-    Sweep(spec).run()  # every trial infeasible (full 8B on one H100): 20 draws, none run
+    Sweep.open(spec).run()  # every trial infeasible (full 8B on one H100): 20 draws, none run
     assert ResultsStore(spec.run.results).studies()[0]["budget_trials"] == 100
     larger = _spec(tmp_path, **{**raw, "budget": {"trials": 200}})
-    Sweep(larger).run()  # again, with a larger budget: 20 more
+    Sweep.open(larger).run()  # again, with a larger budget: 20 more
     study = optuna.load_study(study_name="gate", storage=open_storage(spec.storage_url))
     first, second = lrs(study.trials[:20]), lrs(study.trials[20:40])
     assert len(second) == 20 and not set(first) & set(second)
@@ -131,7 +131,7 @@ def test_a_resumed_study_does_not_replay_the_first_runs_draws(tmp_path: Path) ->
     assert ResultsStore(spec.run.results).studies()[0]["budget_trials"] == 200
 
     again = _spec(tmp_path / "again", **raw)
-    Sweep(again).run()
+    Sweep.open(again).run()
     assert (
         lrs(optuna.load_study(study_name="gate", storage=open_storage(again.storage_url)).trials)
         == first

@@ -6,6 +6,7 @@ import io
 import json
 import time
 
+import pytest
 from rich.console import Console
 
 from sweeps.progress import render_state
@@ -58,13 +59,14 @@ def test_piped_output_logs_each_running_trial_once_per_step_moved() -> None:
     assert len(lines) == 2
 
 
+@pytest.mark.slow
 def test_a_running_trial_is_in_the_results_file_with_its_steps_so_far(
     demo, tmp_path, monkeypatch
 ) -> None:
     """While a real trial trains, its row says ``running`` and its loss curve grows in DuckDB;
     when it ends, the final row replaces it (no step written twice)."""
     from click.testing import CliRunner
-    from test_sweep import write_demo_spec
+    from conftest import write_demo_spec
 
     from sweeps import worker
     from sweeps.results.store import ResultsStore
@@ -111,7 +113,7 @@ def test_a_running_trial_is_in_the_results_file_with_its_steps_so_far(
 
         return run_trial_isolated(config, on_step=step_then_look, **kwargs)
 
-    state = worker.Sweep(spec, run_trial=observed).run()
+    state = worker.Sweep.open(spec, run_trial=observed).run()
     assert state.done == 1
     assert seen == [("running", 2, 2), ("running", 4, 4)]
     (status,) = statuses  # `paretune sweep status` mid-trial names the running trial's step

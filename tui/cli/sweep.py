@@ -92,7 +92,7 @@ def _run(
     console = _console()
     if check:  # before the study or the results file is opened: a failure writes nothing
         _preflight(console, spec, storage=storage, slots=slots)
-    sweep = Sweep(
+    sweep = Sweep.open(
         spec, slots=slots, max_trials=max_trials, storage_url=storage, seed_offset=seed_offset
     )
     console.print(
