@@ -217,7 +217,12 @@ TRIALS = Table(
         "objectives": "the trial's Optuna values as minimised: negated where the direction is "
         "maximize, null where not finite (quality, forgetting, cost)",
     },
-    added=("measured_process_peak_gb",),
+    added=(
+        "measured_process_peak_gb",
+        "retain_source",
+        "self_retain_delta_nll",
+        "self_retain_kl",
+    ),
     columns=(
         Column("study", "VARCHAR", "study name", "study", not_null=True),
         Column(
@@ -343,6 +348,24 @@ TRIALS = Table(
             "DOUBLE",
             "retain-set NLL of the base model",
             "result.forgetting.base_retain_nll",
+        ),
+        Column(
+            "retain_source",
+            "VARCHAR",
+            "what forgetting is measured on: self-samples, file:<path> or demo",
+            "result.forgetting.retain_source",
+        ),
+        Column(
+            "self_retain_delta_nll",
+            "DOUBLE",
+            "the demo only: retain_delta_nll on the base model's self-samples",
+            "result.forgetting.self_retain_delta_nll",
+        ),
+        Column(
+            "self_retain_kl",
+            "DOUBLE",
+            "the demo only: retain_kl on the base model's self-samples",
+            "result.forgetting.self_retain_kl",
         ),
         Column(
             "predicted_peak_gb",

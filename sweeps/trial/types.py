@@ -137,6 +137,15 @@ class Forgetting(_Strict):
     fact_recall_drop: float | None = None
     base_retain_nll: float | None = None
     base_fact_recall: float | None = None
+    retain_source: str | None = Field(
+        None, description="what forgetting is measured on: 'self-samples', 'file:<path>', 'demo'"
+    )
+    self_retain_delta_nll: float | None = Field(
+        None, description="the demo only: retain_delta_nll on the base model's self-samples"
+    )
+    self_retain_kl: float | None = Field(
+        None, description="the demo only: retain_kl on the base model's self-samples"
+    )
 
 
 class Measured(_Strict):
