@@ -110,23 +110,11 @@ def watch(sweep: Sweep, console: Console) -> SweepState:
 
     from rich.live import Live
 
-    with Live(render_state(sweep.state), console=console, refresh_per_second=2) as live:
-        import threading
-
-        stop = threading.Event()
-
-        def refresh() -> None:
-            while not stop.wait(0.5):
-                live.update(render_state(sweep.state))
-
-        refresher = threading.Thread(target=refresh, daemon=True)
-        refresher.start()
-        try:
-            return sweep.run()
-        finally:
-            stop.set()
-            refresher.join()
-            live.update(render_state(sweep.state))
+    # Live's own refresh thread redraws the panel from the sweep's state twice a second.
+    with Live(
+        console=console, refresh_per_second=2, get_renderable=lambda: render_state(sweep.state)
+    ):
+        return sweep.run()
 
 
 def _print_running(state: SweepState, console: Console, logged: dict[int, int | None]) -> None:

@@ -59,6 +59,30 @@ def test_piped_output_logs_each_running_trial_once_per_step_moved() -> None:
     assert len(lines) == 2
 
 
+def test_on_a_terminal_the_panel_redraws_while_the_sweep_runs() -> None:
+    """The live panel follows the state as the sweep changes it, and ends on the final state."""
+    from sweeps.progress import watch
+
+    class Counting:  # stands in for a Sweep: watch() needs its state and run()
+        def __init__(self) -> None:
+            self.state = SweepState("demo", budget_trials=4, budget_dollars=None, budget_hours=None)
+
+        def run(self) -> SweepState:
+            for done in (1, 2, 3):
+                time.sleep(0.7)
+                with self.state.lock:
+                    self.state.done = done
+            self.state.event("trial 2 complete (lora)")
+            return self.state
+
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=140)
+    assert watch(Counting(), console).done == 3
+    drawn = console.file.getvalue()
+    assert "trials 1 / 4" in drawn and "trials 2 / 4" in drawn  # redrawn while it ran
+    last = drawn.rsplit("study demo", 1)[1]  # the panel as it was left
+    assert "trials 3 / 4" in last and "trial 2 complete (lora)" in last
+
+
 @pytest.mark.slow
 def test_a_running_trial_is_in_the_results_file_with_its_steps_so_far(
     demo, tmp_path, monkeypatch

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from sweeps.outcome import Outcome
+
 __all__ = [
     "AXES",
     "METHOD_COLOURS",
@@ -121,7 +123,7 @@ def frontier_hypervolume(
     points = [
         [row[c] for c in columns]
         for row in rows
-        if row.get("state") == "complete" and all(row.get(c) is not None for c in columns)
+        if row.get("state") == Outcome.COMPLETE and all(row.get(c) is not None for c in columns)
     ]
     if not points:
         return 0.0
@@ -136,7 +138,7 @@ def _chart_data(rows: list[dict[str, Any]], x: str, y: str) -> dict[str, Any]:
     done = [
         r
         for r in rows
-        if r.get("state") == "complete" and all(r.get(c) is not None for c in columns)
+        if r.get("state") == Outcome.COMPLETE and all(r.get(c) is not None for c in columns)
     ]
     objectives = ("objective_quality", "objective_forgetting", "objective_cost")
     full = np.array(
