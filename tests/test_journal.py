@@ -154,7 +154,7 @@ def test_a_sound_or_missing_journal_is_left_alone(tmp_path: Path) -> None:
 def test_sweeps_and_sync_go_on_after_a_torn_journal(demo, tmp_path: Path) -> None:
     """The reported case, through the command line: a demo study's journal torn at its end,
     then two `sweep run`s and a `results sync` (each failed before, from the first on)."""
-    from test_sweep import paretune, write_demo_spec
+    from conftest import paretune, write_demo_spec
 
     spec = write_demo_spec(tmp_path, "torn", trials=10, save="none")
     first = paretune("sweep", "run", str(spec), "--max-trials", "1")

@@ -221,14 +221,13 @@ def test_a_worker_joining_a_busy_study_draws_its_own_points(tmp_path: Path) -> N
 def test_two_sweeps_started_together_run_distinct_points(demo, tmp_path: Path) -> None:
     """The reported case: two `sweep run --max-trials 2` started at once on an empty study ran
     the same 2 points twice each (identical parameters and results)."""
-    from test_sweep import start, write_demo_spec
+    from conftest import load_spec_study, start, write_demo_spec
 
     spec = write_demo_spec(tmp_path, "together", trials=10, save="none")
     sweeps = [start("sweep", "run", str(spec), "--max-trials", "2") for _ in range(2)]
     outputs = [s.communicate(timeout=600)[0] for s in sweeps]
     assert all(s.returncode == 0 for s in sweeps), outputs
-    journal = str(tmp_path / "runs" / "together.journal")
-    trials = optuna.load_study(study_name="together", storage=open_storage(journal)).trials
+    trials = load_spec_study(spec).trials
     assert [t.user_attrs["state"] for t in trials] == ["complete"] * 4
     assert {t.user_attrs["worker_pid"] for t in trials} == {s.pid for s in sweeps}
     points = {_point(t) for t in trials}
