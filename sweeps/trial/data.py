@@ -239,9 +239,18 @@ def split_eval(examples: list[Example], fraction: float) -> tuple[list[Example],
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
+    """What the tokenizer does to text. The backend's padding and truncation settings are
+    left out: transformers sets and clears them on every call, so they say what the last call
+    asked for, not how text is tokenized (they changed the key between a trial's files)."""
     digest = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    digest.update(backend.to_str().encode() if backend is not None else repr(tokenizer).encode())
+    if backend is not None:
+        described = json.loads(backend.to_str())
+        described.pop("padding", None)
+        described.pop("truncation", None)
+        digest.update(json.dumps(described, sort_keys=True).encode())
+    else:
+        digest.update(repr(tokenizer).encode())
     digest.update(str(getattr(tokenizer, "chat_template", "")).encode())
     return digest.hexdigest()
 

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEMO_VERSION", "DemoAssets", "demo_cache_root", "ensure_demo"]
+__all__ = ["DEMO_TRIAL", "DEMO_VERSION", "DemoAssets", "demo_cache_root", "ensure_demo"]
 
 DEMO_VERSION = 1
 """Bump when the generator or the pretraining recipe changes; it keys the cache folder."""
@@ -66,6 +66,12 @@ _MODEL = {
     "tie_word_embeddings": False,
 }
 _PRETRAIN = {"steps": 400, "batch": 16, "block": 64, "lr": 3e-3, "warmup": 20, "seed": 0}
+
+DEMO_TRIAL = {"method": "lora", "rank": 8, "alpha": 16.0, "lr": 2e-3, "max_steps": 150, "batch": 8}
+"""What ``paretune trial --demo`` trains when no option says otherwise: enough to learn the
+task visibly in seconds on a CPU. Measured (one thread): eval NLL 8.95 -> 0.26, exact match
+0 -> 0.875 on the held-out people, 3.4 s of training. The usual LoRA lr (2e-4) for the
+12 steps of one epoch barely moves the eval NLL (8.95 -> 8.21, exact match 0)."""
 
 
 @dataclass(frozen=True)

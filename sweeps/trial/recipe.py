@@ -4,10 +4,14 @@
     result.quality.eval_nll, result.forgetting.retain_kl, result.measured.peak_gb
 
 ``run_trial`` calls its steps in order, each a function (section "the trial" below):
-``_setup_where`` resolves the device, the precision and the hourly price; ``_setup_data``
-loads the tokenizer and the data; ``_setup_model`` scores the base model once (cached on
-disk per model and data, since a sweep runs many trials on one base) and loads the model
-with its method applied by :mod:`planner.methods`, the layer the step simulator calls too;
+``_setup_where`` resolves the device, the precision and the hourly price (never unknown:
+the detected GPU's cheapest catalogue offer, or ``local-cpu``, when none is given);
+``_setup_data`` loads the tokenizer, the data and the retain source forgetting is measured
+on (:mod:`sweeps.trial.retain`: the retain file, the demo's world text, else the base
+model's self-samples; on the demo its self-samples too); ``_setup_model`` scores the base
+model on the task and prepares the retain sources once (both cached on disk, since a sweep
+runs many trials on one base) and loads the model with its method applied by
+:mod:`planner.methods`, the layer the step simulator calls too;
 ``_setup_optimizer_and_schedule``; ``_train``, one loop that logs every optimizer step;
 ``_evaluate`` scores quality and forgetting; ``_save_run`` saves the adapter, the spec and
 the command; ``_assemble_result`` puts memory, time, tokens and dollars beside the
@@ -31,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pricing.errors import UserError
 from sweeps.trial.types import (
@@ -45,9 +49,12 @@ from sweeps.trial.types import (
     TrialResult,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from sweeps.trial.retain import RetainSource
+
 __all__ = ["TrialError", "run_trial", "trial_command"]
 
-_BASE_METRICS_VERSION = 1
+_BASE_METRICS_VERSION = 2  # 2: the task only; forgetting is its retain source's
 _TRAIN_NLL_ROWS = 512  # train NLL at the end is scored on at most this many rows
 
 
@@ -132,27 +139,66 @@ def _dtype(precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
-def _price(config: TrialConfig) -> tuple[float | None, str | None, str | None]:
-    """(USD per hour for all devices, provider, gpu id) of the hardware, from the catalogue."""
-    if config.usd_per_hour is not None:
-        return config.usd_per_hour, config.provider, config.gpu
-    if config.gpu is None and config.cpu_instance is None:
-        return None, config.provider, None
+@dataclass(frozen=True)
+class _Price:
+    """What an hour of the hardware costs, and what it is priced as."""
+
+    usd_per_hour: float
+    provider: str | None = None
+    gpu_id: str | None = None
+    cpu_instance: str | None = None
+
+
+def _price(config: TrialConfig, device) -> _Price:
+    """The hourly price (for all devices) of the hardware, never unknown: ``usd_per_hour``;
+    else the catalogue price of ``gpu`` (cheapest offer, at ``provider`` if given) or of
+    ``cpu_instance``; else on CUDA the cheapest offer for the detected GPU (at ``provider``
+    if given), on CPU the catalogue's ``local-cpu`` (your own machine, $0 unless a price
+    file says otherwise). Unknown ids raise a ``UserError`` before any work."""
     from pricing import load_catalog
 
     catalog = load_catalog()
-    if config.gpu is not None:
-        gpu_id = catalog.gpu(config.gpu).id
-        offer = catalog.cheapest(gpu_id, config.provider)
-        if offer is None:
+    gpu_id = catalog.gpu(config.gpu).id if config.gpu is not None else None
+    provider = catalog.check_provider(config.provider) if config.provider is not None else None
+    if config.usd_per_hour is not None:
+        return _Price(config.usd_per_hour, provider, gpu_id, config.cpu_instance)
+    if gpu_id is not None:
+        return _gpu_price(catalog, gpu_id, provider, "")
+    if config.cpu_instance is not None:
+        instance = catalog.cpu_instance(config.cpu_instance)
+        return _Price(float(instance.usd_per_hour), instance.provider, None, instance.id)
+    if device.type == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name(device)
+        try:
+            gpu = _catalog_gpu(catalog, name)
+        except UserError:
             raise TrialError(
-                f"no price for GPU {gpu_id!r}"
-                + (f" at {config.provider!r}" if config.provider else ""),
-                "Give usd_per_hour, another provider, or see `paretune prices`.",
-            )
-        return float(offer.usd_per_hour), offer.provider, gpu_id
-    instance = catalog.cpu_instance(config.cpu_instance)
-    return float(instance.usd_per_hour), instance.provider, None
+                f"cannot price this GPU: {name!r} is not in the price catalogue",
+                "Give its hourly price (--usd-per-hour, or usd_per_hour in [hardware]), or the "
+                "catalogue GPU to price it as (--gpu, and --provider); `paretune prices` lists "
+                "them.",
+            ) from None
+        return _gpu_price(catalog, gpu.id, provider, f" (the detected {name})")
+    if provider is not None:
+        raise TrialError(
+            f"provider {config.provider!r} prices a GPU, and this trial runs on the CPU",
+            "Give the GPU to price it as (--gpu), a CPU instance (--cpu-instance), or "
+            "--usd-per-hour.",
+        )
+    local = catalog.cpu_instance("local-cpu")
+    return _Price(float(local.usd_per_hour), local.provider, None, local.id)
+
+
+def _gpu_price(catalog, gpu_id: str, provider: str | None, which: str) -> _Price:
+    offer = catalog.cheapest(gpu_id, provider)
+    if offer is None:
+        raise TrialError(
+            f"no price for GPU {gpu_id!r}{which}" + (f" at {provider!r}" if provider else ""),
+            "Give --usd-per-hour (usd_per_hour), another provider, or see `paretune prices`.",
+        )
+    return _Price(float(offer.usd_per_hour), offer.provider, gpu_id)
 
 
 # --- the base model's scores, cached ------------------------------------------------------------
@@ -177,39 +223,26 @@ def _base_cache_dir(key_parts: list[Any]) -> Path:
 
 
 def _score_base(model, tokenizer, data: _Data, config: TrialConfig) -> dict[str, Any]:
-    from sweeps.trial.metrics import base_topk, completion_nll, fact_recall
+    """The base model on the task (forgetting's base data is its retain source's)."""
+    from sweeps.trial.metrics import completion_nll
 
-    scores: dict[str, Any] = {"eval_nll": completion_nll(model, data.eval_batches())[0]}
-    scores["exact_match"] = _exact_match(model, tokenizer, data, config)
-    if data.retain is not None:
-        scores["retain_nll"] = completion_nll(model, data.retain_batches())[0]
-        scores["retain_topk"] = base_topk(model, data.retain_batches())
-    if data.facts:
-        scores["fact_recall"] = fact_recall(model, tokenizer, data.facts)
-    return scores
+    return {
+        "eval_nll": completion_nll(model, data.eval_batches())[0],
+        "exact_match": _exact_match(model, tokenizer, data, config),
+    }
 
 
 def _load_base_scores(folder: Path) -> dict[str, Any] | None:
-    import torch
-
     if not (folder / "scores.json").exists():
         return None
-    scores = json.loads((folder / "scores.json").read_text())
-    if (folder / "retain_topk.pt").exists():
-        scores["retain_topk"] = torch.load(folder / "retain_topk.pt")
-    return scores
+    return json.loads((folder / "scores.json").read_text())
 
 
 def _save_base_scores(folder: Path, scores: dict[str, Any]) -> None:
-    import torch
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     building = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     building.mkdir(exist_ok=True)
-    plain = {k: v for k, v in scores.items() if k != "retain_topk"}
-    if "retain_topk" in scores:
-        torch.save(scores["retain_topk"], building / "retain_topk.pt")
-    (building / "scores.json").write_text(json.dumps(plain))
+    (building / "scores.json").write_text(json.dumps(scores))
     try:
         os.replace(building, folder)  # another trial may have won the race: keep theirs
     except OSError:
@@ -223,11 +256,15 @@ def _save_base_scores(folder: Path, scores: dict[str, Any]) -> None:
 
 @dataclass
 class _Data:
+    """The task's data, and the retain sources forgetting is measured on: ``retain`` (the
+    trial's own: a retain file, the demo's world text or self-samples) and, on the demo,
+    ``self_retain`` (self-samples too, so that the two can be compared)."""
+
     train: Any
     eval: Any
     eval_examples: list
-    retain: Any | None
-    facts: list[dict]
+    retain: RetainSource
+    self_retain: RetainSource | None
     pad_id: int
     config: TrialConfig
     bad_rows: list[str]
@@ -238,11 +275,6 @@ class _Data:
 
         return batches(self.eval, batch_size=self.config.batch, pad_id=self.pad_id)
 
-    def retain_batches(self):
-        from sweeps.trial.data import batches
-
-        return batches(self.retain, batch_size=self.config.batch, pad_id=self.pad_id)
-
     def train_score_batches(self):
         from sweeps.trial.data import Tokenized, batches
 
@@ -251,18 +283,15 @@ class _Data:
         )
         return batches(head, batch_size=self.config.batch, pad_id=self.pad_id)
 
+    def retain_sources(self) -> list[RetainSource]:
+        return [self.retain] + ([self.self_retain] if self.self_retain is not None else [])
 
-def _load_data(config: TrialConfig, sources: _Sources, tokenizer) -> _Data:
-    from sweeps.trial.data import (
-        load_examples,
-        load_facts,
-        load_texts,
-        split_eval,
-        tokenize_examples,
-        tokenize_texts,
-    )
+
+def _load_data(config: TrialConfig, where: _Where, tokenizer) -> _Data:
+    from sweeps.trial.data import load_examples, split_eval, tokenize_examples
     from sweeps.trial.demo import demo_cache_root
 
+    sources = where.sources
     cache = demo_cache_root() / "tokenized"
     train_examples, bad = load_examples(sources.train, tokenizer, bad_rows=config.bad_rows)
     if sources.eval is not None:
@@ -273,28 +302,42 @@ def _load_data(config: TrialConfig, sources: _Sources, tokenizer) -> _Data:
     length = config.max_seq_len
     train = tokenize_examples(train_examples, tokenizer, max_seq_len=length, cache_dir=cache)
     evaluation = tokenize_examples(eval_examples, tokenizer, max_seq_len=length, cache_dir=cache)
-    retain = None
-    if sources.retain is not None:
-        texts, bad_retain = load_texts(sources.retain, bad_rows=config.bad_rows)
-        bad += bad_retain
-        retain = tokenize_texts(texts, tokenizer, max_seq_len=length, cache_dir=cache)
-    facts = load_facts(sources.facts) if sources.facts else []
     if not train.input_ids:
         raise TrialError("no training example fits in max_seq_len", "Raise max_seq_len.")
-    fingerprint = hashlib.sha256(
-        json.dumps([evaluation.input_ids, retain.input_ids if retain else None, facts]).encode()
-    ).hexdigest()
+    retain, self_retain = _retain_sources(config, where, tokenizer)
+    bad += getattr(retain, "bad_rows", [])
+    fingerprint = hashlib.sha256(json.dumps(evaluation.input_ids).encode()).hexdigest()
     return _Data(
         train,
         evaluation,
         eval_examples,
         retain,
-        facts,
+        self_retain,
         tokenizer.pad_token_id,
         config,
         bad,
         fingerprint,
     )
+
+
+def _retain_sources(
+    config: TrialConfig, where: _Where, tokenizer
+) -> tuple[RetainSource, RetainSource | None]:
+    """The trial's retain source, and on the demo its self-samples as well."""
+    from sweeps.trial.retain import retain_source_for
+
+    def source_for(kind: Literal["auto", "self-samples"]) -> RetainSource:
+        return retain_source_for(
+            config,
+            tokenizer=tokenizer,
+            device=where.device,
+            precision=where.precision,
+            model_path=where.sources.model,
+            source=kind,
+        )
+
+    retain = source_for("auto")
+    return retain, (source_for("self-samples") if retain.name == "demo" else None)
 
 
 def _exact_match(model, tokenizer, data: _Data, config: TrialConfig) -> float:
@@ -445,9 +488,11 @@ def _versions() -> dict[str, str]:
 
 
 def _planner_prediction(
-    config: TrialConfig, model_path: str, precision: str, data: _Data, epochs: float
+    config: TrialConfig, where: _Where, data: _Data, epochs: float
 ) -> tuple[Predicted, Any]:
-    """The planner's estimate of this same run; empty when it cannot model the model."""
+    """The planner's estimate of this same run, on the GPU it is priced as (the detected one
+    by default); empty when it cannot model the model."""
+    model_path, precision, price = where.sources.model, where.precision, where.price
     try:
         from planner import Workload, estimate, resolve_model
         from sweeps.trial.prediction import planner_method
@@ -463,7 +508,13 @@ def _planner_prediction(
             packing=config.packing,
         )
         method = planner_method(config, precision=precision)
-        found = estimate(arch, workload, method, gpu=config.gpu, provider=config.provider)
+        found = estimate(
+            arch,
+            workload,
+            method,
+            gpu=price.gpu_id,
+            provider=price.provider if price.gpu_id is not None else None,
+        )
     except Exception:  # noqa: BLE001 - a prediction is optional; the measurement is not
         return Predicted(), None
     dollars = float(found.dollars) if found.dollars is not None else None
@@ -569,7 +620,7 @@ def run_trial(
     """
     started = time.perf_counter()
     where = _setup_where(config)
-    tokenizer, data = _setup_data(config, where.sources)
+    tokenizer, data = _setup_data(config, where)
     model, base = _setup_model(config, where, tokenizer, data)
     load_s = time.perf_counter() - started
     optimization = _setup_optimizer_and_schedule(config, model, data, where)
@@ -592,9 +643,7 @@ class _Where:
     device: Any
     precision: str  # bf16 | fp16 | fp32, as resolved for the device
     baseline_gb: float  # CPU: the resident set before any data or model was loaded
-    usd_per_hour: float | None
-    provider: str | None
-    gpu_id: str | None
+    price: _Price
     sources: _Sources
 
     def autocast(self):
@@ -617,10 +666,10 @@ def _setup_where(config: TrialConfig) -> _Where:
     import sweeps.trial.metrics  # noqa: F401
 
     baseline_gb = _memory_baseline_gb() if device.type == "cpu" else 0.0
-    usd_per_hour, provider, gpu_id = _price(config)
+    price = _price(config, device)
     sources = _sources(config)
     _seed_everything(config.seed)
-    return _Where(device, precision, baseline_gb, usd_per_hour, provider, gpu_id, sources)
+    return _Where(device, precision, baseline_gb, price, sources)
 
 
 def _seed_everything(seed: int) -> None:
@@ -637,19 +686,21 @@ def _seed_everything(seed: int) -> None:
 # 2. Tokenizer and data.
 
 
-def _setup_data(config: TrialConfig, sources: _Sources) -> tuple[Any, _Data]:
+def _setup_data(config: TrialConfig, where: _Where) -> tuple[Any, _Data]:
+    """The tokenizer, the task's data and the retain sources (nothing is scored yet)."""
     from transformers import AutoTokenizer
 
+    model = where.sources.model
     try:
-        tokenizer = AutoTokenizer.from_pretrained(sources.model)
+        tokenizer = AutoTokenizer.from_pretrained(model)
     except (OSError, ValueError) as error:
-        raise TrialError(f"cannot load the tokenizer of {sources.model!r}: {error}") from None
+        raise TrialError(f"cannot load the tokenizer of {model!r}: {error}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, _load_data(config, sources, tokenizer)
+    return tokenizer, _load_data(config, where, tokenizer)
 
 
-# 3. The base model's scores, then the model to train with its method applied.
+# 3. The base model's scores and retain data, then the model to train with its method applied.
 
 
 def _setup_model(
@@ -684,8 +735,9 @@ def _setup_model(
 
 
 def _base_scores(config: TrialConfig, where: _Where, tokenizer, data: _Data):
-    """(the base model's scores, the model that scored them when the trial can train it
-    as loaded, else None)."""
+    """(the base model's scores on the task, the model that scored them when the trial can
+    train it as loaded, else None). The retain sources whose base data is not cached are
+    prepared with the same base model (self-samples: sampled from it, then scored)."""
     base_key = [
         _BASE_METRICS_VERSION,
         _model_fingerprint(where.sources.model),
@@ -697,7 +749,8 @@ def _base_scores(config: TrialConfig, where: _Where, tokenizer, data: _Data):
     ]
     base_folder = _base_cache_dir(base_key)
     base = _load_base_scores(base_folder)
-    if base is not None:
+    unprepared = [source for source in data.retain_sources() if not source.ready()]
+    if base is not None and not unprepared:
         return base, None
     # The base is always the unquantized model, so QLoRA's forgetting includes the
     # damage of quantization itself.
@@ -708,8 +761,11 @@ def _base_scores(config: TrialConfig, where: _Where, tokenizer, data: _Data):
         where.precision,
         quantized=False,
     )
-    base = _score_base(scorer, tokenizer, data, config)
-    _save_base_scores(base_folder, base)
+    if base is None:
+        base = _score_base(scorer, tokenizer, data, config)
+        _save_base_scores(base_folder, base)
+    for source in unprepared:
+        source.prepare(scorer)
     if config.method in ("lora", "dora"):
         return base, scorer
     del scorer
@@ -940,11 +996,11 @@ def _evaluate(
     base: dict[str, Any],
     trained: _Trained,
 ) -> _Evaluation:
-    """Quality on the task and forgetting of the retain set and facts, against the base."""
+    """Quality on the task, and forgetting on the retain source(s), against the base."""
     started = time.perf_counter()
     with where.autocast():
         quality = _quality(model, tokenizer, data, config, base, trained)
-        forgetting = _forgetting(model, tokenizer, data, base)
+    forgetting = _forgetting(model, data)  # each source runs under the trial's autocast
     return _Evaluation(quality, forgetting, time.perf_counter() - started)
 
 
@@ -967,20 +1023,13 @@ def _quality(
     )
 
 
-def _forgetting(model, tokenizer, data: _Data, base: dict[str, Any]) -> Forgetting:
-    from sweeps.trial.metrics import completion_nll, fact_recall, retain_kl
-
-    if data.retain is None:
-        return Forgetting()
-    retain_nll = completion_nll(model, data.retain_batches())[0]
-    recall = fact_recall(model, tokenizer, data.facts) if data.facts else None
-    return Forgetting(
-        retain_delta_nll=retain_nll - base["retain_nll"],
-        retain_kl=retain_kl(model, data.retain_batches(), base["retain_topk"]),
-        fact_recall_drop=(base["fact_recall"] - recall) if recall is not None else None,
-        base_retain_nll=base["retain_nll"],
-        base_fact_recall=base.get("fact_recall"),
-    )
+def _forgetting(model, data: _Data) -> Forgetting:
+    scores = data.retain.score(model)
+    compared: dict[str, float | None] = {}
+    if data.self_retain is not None:
+        own = data.self_retain.score(model)
+        compared = {"self_retain_delta_nll": own.retain_delta_nll, "self_retain_kl": own.retain_kl}
+    return Forgetting(**scores.forgetting_fields(), retain_source=scores.source, **compared)
 
 
 # 7. Artifacts: the adapter (or the trained weights), the spec and a model card.
@@ -1029,9 +1078,7 @@ def _assemble_result(
 ) -> TrialResult:
     tokens_per_s = trained.tokens / trained.train_s if trained.train_s > 0 else 0.0
     epochs_run = len(trained.steps) / optimization.steps_per_epoch
-    predicted, estimate = _planner_prediction(
-        config, where.sources.model, where.precision, data, epochs_run
-    )
+    predicted, estimate = _planner_prediction(config, where, data, epochs_run)
     measured = Measured(
         peak_gb=trained.peak_gb,
         peak_reserved_gb=trained.reserved_gb,
@@ -1053,7 +1100,7 @@ def _assemble_result(
         forgetting=evaluation.forgetting,
         measured=measured,
         predicted=predicted,
-        dollars=wall_s / 3600 * where.usd_per_hour if where.usd_per_hour is not None else None,
+        dollars=wall_s / 3600 * where.price.usd_per_hour,
         hardware=_hardware(config, where),
         artifact=str(saved.artifact) if saved.artifact else None,
         steps=trained.steps,
@@ -1094,10 +1141,10 @@ def _hardware(config: TrialConfig, where: _Where) -> Hardware:
             else f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
         ),
         devices=1,
-        gpu=where.gpu_id,
-        provider=where.provider,
-        cpu_instance=config.cpu_instance,
-        usd_per_hour=where.usd_per_hour,
+        gpu=where.price.gpu_id,
+        provider=where.price.provider,
+        cpu_instance=where.price.cpu_instance,
+        usd_per_hour=where.price.usd_per_hour,
         versions=_versions(),
     )
 
@@ -1156,8 +1203,16 @@ def _write_card(folder: Path, result: TrialResult) -> None:
         f"| eval NLL (completion tokens) | {_fmt(q.eval_nll)} | {_fmt(q.base_eval_nll)} |",
         f"| exact match | {_fmt(q.exact_match, 3)} | {_fmt(q.base_exact_match, 3)} |",
         f"| overfit gap | {_fmt(q.overfit_gap)} | |",
-        f"| retain ΔNLL | {_fmt(f.retain_delta_nll)} | |",
-        f"| retain KL(base ‖ fine-tuned) | {_fmt(f.retain_kl)} | |",
+        f"| retain ΔNLL ({f.retain_source}) | {_fmt(f.retain_delta_nll)} | |",
+        f"| retain KL(base ‖ fine-tuned) ({f.retain_source}) | {_fmt(f.retain_kl)} | |",
+        *(
+            [
+                f"| retain ΔNLL (self-samples) | {_fmt(f.self_retain_delta_nll)} | |",
+                f"| retain KL (self-samples) | {_fmt(f.self_retain_kl)} | |",
+            ]
+            if f.self_retain_delta_nll is not None
+            else []
+        ),
         f"| fact recall drop | {_fmt(f.fact_recall_drop, 3)} | {_fmt(f.base_fact_recall, 3)} |",
         "",
         "Reproduce:",

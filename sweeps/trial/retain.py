@@ -65,7 +65,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sweeps.trial.data import Tokenized
 
@@ -85,7 +85,7 @@ __all__ = [
     "weights_fingerprint",
 ]
 
-RETAIN_VERSION = 1
+RETAIN_VERSION = 2
 """Bump when what a source stores or how it scores changes; it keys every cache folder."""
 
 _PROMPTS_FILE = "retain_prompts.jsonl"
@@ -270,11 +270,10 @@ class _TeacherForced(RetainSource):
         return batches(sequences, batch_size=self.batch, pad_id=pad_id)
 
     def _build_base(self, model) -> dict[str, Any]:
-        from sweeps.trial.metrics import KL_TOP_K, base_topk, completion_nll, fact_recall
+        from sweeps.trial.metrics import KL_TOP_K, fact_recall, nll_and_topk
 
         sequences = self._sequences(model)
-        nll, tokens = completion_nll(model, self._batches(sequences))
-        topk = base_topk(model, self._batches(sequences), k=KL_TOP_K)
+        nll, tokens, topk = nll_and_topk(model, self._batches(sequences), k=KL_TOP_K)
         recall = fact_recall(model, self.tokenizer, self.facts) if self.facts else None
         meta = {"rows": len(sequences.input_ids), "tokens_scored": tokens, "base_retain_nll": nll}
         return {
@@ -288,11 +287,10 @@ class _TeacherForced(RetainSource):
         }
 
     def _score(self, model, base: dict[str, Any]) -> RetainScores:
-        from sweeps.trial.metrics import completion_nll, fact_recall, retain_kl
+        from sweeps.trial.metrics import fact_recall, nll_and_kl
 
         sequences = Tokenized(base["input_ids"], base["labels"])
-        nll, _ = completion_nll(model, self._batches(sequences))
-        kl = retain_kl(model, self._batches(sequences), base["topk"])
+        nll, _, kl = nll_and_kl(model, self._batches(sequences), base["topk"])
         extras: dict[str, float | None] = {}
         if self.facts and base.get("fact_recall") is not None:
             recall = fact_recall(model, self.tokenizer, self.facts)
@@ -606,15 +604,30 @@ def retain_source_for(
     model_path: str | Path | None = None,
     settings: SelfSampleSettings | None = None,
     cache_dir: Path | None = None,
+    source: Literal["auto", "self-samples"] = "auto",
 ) -> RetainSource:
     """The retain source of a trial: the config's retain file (``file:<path>``), else the
     demo's world text on the demo model (``demo``), else the base model's ``self-samples``.
 
     ``model_path`` is the base model's folder or Hub id (default: the demo's folder for
     ``model="demo"``, else ``config.model``); ``device`` a ``torch.device``; ``precision``
-    the trial's compute precision (``fp32``, ``bf16`` or ``fp16``). Reads the retain and
-    fact files and hashes the base weights; raises :class:`sweeps.trial.data.DataError`
-    for a bad retain or fact file."""
+    the trial's compute precision (``fp32``, ``bf16`` or ``fp16``). ``source="self-samples"``
+    gives the self-samples whatever the config says, without fact probes (the demo measures
+    both, to compare its world text with them). Reads the retain and fact files and hashes
+    the base weights; raises :class:`sweeps.trial.data.DataError` for a bad retain or fact
+    file."""
+    if config.retain is not None and config.retain.startswith("lm-eval:"):
+        # lm-evaluation-harness tasks: the accuracy drop (sweeps/trial/retain_lm_eval.py).
+        from sweeps.trial.retain_lm_eval import lm_eval_source
+
+        return lm_eval_source(
+            config,
+            tokenizer=tokenizer,
+            device=device,
+            precision=precision,
+            model_path=model_path,
+            cache_dir=cache_dir,
+        )
     from sweeps.trial.data import load_facts, load_texts, tokenize_texts
     from sweeps.trial.metrics import KL_TOP_K
 
@@ -627,7 +640,7 @@ def retain_source_for(
     model_path = model_path or (demo.model_dir if demo is not None else config.model)
     # As the trial has always read them: the demo's fact probes on the demo's own task.
     facts_path = config.facts or (demo.facts if demo is not None and not config.train else None)
-    facts = load_facts(str(facts_path)) if facts_path else []
+    facts = load_facts(str(facts_path)) if facts_path and source == "auto" else []
     common = {"tokenizer": tokenizer, "device": device, "precision": precision, "facts": facts}
     key = [
         RETAIN_VERSION,
@@ -639,7 +652,7 @@ def retain_source_for(
         facts,
     ]
     retain_path = config.retain or (demo.retain if demo is not None else None)
-    if retain_path is not None:
+    if retain_path is not None and source == "auto":
         texts, bad = load_texts(str(retain_path), bad_rows=config.bad_rows)
         tokenized = tokenize_texts(
             texts, tokenizer, max_seq_len=config.max_seq_len, cache_dir=root / "tokenized"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,50 +106,118 @@ _OVERRIDES = (
     "model",
     "train",
     "eval",
+    "retain",
+    "usd_per_hour",
+    "gpu",
+    "provider",
+    "cpu_instance",
 )
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _price_note(result) -> str:
+    """What the trial's dollars are priced as, and why (which price the trial picked)."""
+    from pricing import load_catalog
+
+    hw, config = result.hardware, result.config
+    if hw.usd_per_hour is None:
+        return "not priced"
+    rate = f"${hw.usd_per_hour:,.2f}/h"
+    catalog = load_catalog()
+    where = f" at {hw.provider}" if hw.provider else ""
+    if hw.gpu is not None:
+        what = f"priced as {catalog.gpu(hw.gpu).name}{where}, {rate}"
+    elif hw.cpu_instance is not None:
+        what = f"priced as {hw.cpu_instance}{where}, {rate}"
+    else:
+        what = f"priced at {rate}"
+    if config is None or config.usd_per_hour is not None:
+        return what + " (the hourly price given)"
+    if config.gpu is not None:
+        return what + " (cheapest catalogue offer for the GPU given)"
+    if config.cpu_instance is not None:
+        return what + " (catalogue price of the CPU instance given)"
+    if hw.gpu is not None:
+        return what + " (cheapest catalogue offer for the detected GPU)"
+    return what + " (your own CPU: no price given; --usd-per-hour or --cpu-instance prices it)"
 
 
 def _table(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    def fmt(value: Any, digits: int = 4) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
     q, f, m, p = result.quality, result.forgetting, result.measured, result.predicted
     table = Table(title=f"trial: {result.method} -> {result.state}", show_header=True)
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("base / predicted", justify="right")
+    table.add_column("fine-tuned", justify="right")
+    table.add_column("base", justify="right")
+    table.add_column("predicted", justify="right")
+    recall = (
+        f.base_fact_recall - f.fact_recall_drop
+        if f.base_fact_recall is not None and f.fact_recall_drop is not None
+        else None
+    )
     rows = [
-        ("eval NLL", fmt(q.eval_nll), fmt(q.base_eval_nll)),
-        ("exact match", fmt(q.exact_match, 3), fmt(q.base_exact_match, 3)),
-        ("overfit gap", fmt(q.overfit_gap), ""),
-        ("generalization gap", fmt(q.generalization_gap), ""),
-        ("retain ΔNLL", fmt(f.retain_delta_nll), ""),
-        ("retain KL", fmt(f.retain_kl), ""),
-        ("fact recall drop", fmt(f.fact_recall_drop, 3), fmt(f.base_fact_recall, 3)),
-        ("peak GB", fmt(m.peak_gb, 3), fmt(p.peak_gb, 3)),
+        ("eval NLL", _fmt(q.eval_nll), _fmt(q.base_eval_nll), ""),
+        ("exact match", _fmt(q.exact_match, 3), _fmt(q.base_exact_match, 3), ""),
+        ("overfit gap", _fmt(q.overfit_gap), "", ""),
+        ("generalization gap", _fmt(q.generalization_gap), "", ""),
+        (f"retain ΔNLL ({f.retain_source or '-'})", _fmt(f.retain_delta_nll), "", ""),
+        (f"retain KL ({f.retain_source or '-'})", _fmt(f.retain_kl), "", ""),
+    ]
+    if f.self_retain_delta_nll is not None:
+        rows += [
+            ("retain ΔNLL (self-samples)", _fmt(f.self_retain_delta_nll), "", ""),
+            ("retain KL (self-samples)", _fmt(f.self_retain_kl), "", ""),
+        ]
+    if f.base_fact_recall is not None:
+        rows.append(("fact recall", _fmt(recall, 3), _fmt(f.base_fact_recall, 3), ""))
+    rows += [
+        ("peak GB", _fmt(m.peak_gb, 3), "", _fmt(p.peak_gb, 3)),
         (
             "wall s (train s)",
-            f"{fmt(m.wall_s, 1)} ({fmt(m.train_s, 1)})",
-            fmt(p.hours * 3600, 1) if p.hours is not None else "-",
+            f"{_fmt(m.wall_s, 1)} ({_fmt(m.train_s, 1)})",
+            "",
+            _fmt(p.hours * 3600, 1) if p.hours is not None else "-",
         ),
-        ("tokens/s", fmt(m.tokens_per_s, 0), ""),
-        ("dollars", fmt(result.dollars, 6), fmt(p.dollars, 6)),
+        ("tokens/s", _fmt(m.tokens_per_s, 0), "", ""),
+        ("dollars", _fmt(result.dollars, 6), "", _fmt(p.dollars, 6)),
     ]
     for row in rows:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    if result.state == "complete":
+        console.print(_price_note(result))
     if result.artifact:
         console.print(f"artifact: {result.artifact}")
     if result.command:
         console.print(f"reproduce: {result.command}")
     if result.error:
         console.print(f"[red]{result.error}[/red]")
+
+
+def _check_prices(config) -> None:
+    """Unknown catalogue ids fail here, before a child process starts (exit code 2)."""
+    from pricing import load_catalog
+
+    catalog = load_catalog()
+    if config.gpu is not None:
+        catalog.gpu(config.gpu)
+    if config.provider is not None:
+        catalog.check_provider(config.provider)
+    if config.cpu_instance is not None:
+        catalog.cpu_instance(config.cpu_instance)
+    if config.gpu is not None and config.cpu_instance is not None:
+        raise TrialSpecError(
+            "--gpu and --cpu-instance are exclusive",
+            "Price the run as a GPU (--gpu, --provider) or as a CPU instance, not both.",
+        )
 
 
 @click.command("trial")
@@ -162,6 +231,11 @@ def _table(result) -> None:
 @click.option("--model", help="Model: 'demo', a local folder or a Hugging Face id.")
 @click.option("--train", help="Task JSONL (prompt/completion or messages), or hf:NAME[:SPLIT].")
 @click.option("--eval", "eval_", help="Held-out JSONL (default: a seeded split of --train).")
+@click.option(
+    "--retain",
+    help='Retain JSONL ({"text"} rows) forgetting is measured on (default: the base model\'s '
+    "self-samples; the demo's world text on the demo).",
+)
 @click.option("--method", type=click.Choice(["full", "lora", "qlora", "dora", "freeze"]))
 @click.option("--rank", type=int, help="LoRA/DoRA/QLoRA rank (default 8).")
 @click.option("--alpha", type=float, help="LoRA alpha (default 16).")
@@ -176,12 +250,25 @@ def _table(result) -> None:
 @click.option("--memory-limit-gb", type=float, help="Cap the trial process's address space.")
 @click.option("--time-limit-s", type=float, help="Stop the trial after this many seconds.")
 @click.option(
+    "--usd-per-hour",
+    type=click.FloatRange(min=0),
+    help="Hourly price of the hardware (overrides the catalogue).",
+)
+@click.option("--gpu", help="Catalogue GPU to price the run as (its cheapest offer).")
+@click.option("--provider", help="Catalogue provider whose price is used (with --gpu).")
+@click.option("--cpu-instance", help="Catalogue CPU instance to price a CPU run as.")
+@click.option(
     "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 def trial_command(
     spec_path: Path | None, demo: bool, output: str, eval_: str | None, **flags: Any
 ) -> None:
     """Run one real fine-tune and report quality, forgetting, memory, time and dollars.
+
+    Forgetting is measured on --retain, else on the demo's world text, else on the base
+    model's own samples. Dollars are priced by --usd-per-hour, --gpu (and --provider) or
+    --cpu-instance; by default on a GPU the detected GPU's cheapest catalogue offer, on a
+    CPU local-cpu ($0). --demo trains LoRA r8 at lr 2e-3 for 150 steps unless told otherwise.
 
     Exit code 0 when the trial completes, 1 when it ends oom, failed or timeout (the JSON
     still says which), 2 for bad input.
@@ -198,6 +285,10 @@ def trial_command(
     config = config_from_spec(spec_path) if spec_path is not None else TrialConfig()
     flags["eval"] = eval_
     overrides = {k: v for k, v in flags.items() if k in _OVERRIDES and v is not None}
+    if demo:
+        from sweeps.trial.demo import DEMO_TRIAL
+
+        overrides = {**DEMO_TRIAL, **overrides}
     if overrides:
         from pydantic import ValidationError
 
@@ -208,7 +299,13 @@ def trial_command(
             raise TrialSpecError(
                 f"--{'-'.join(str(p) for p in first['loc'])}: {first['msg']}"
             ) from None
-    result = _run_with_progress(config, run_trial_isolated)
+    _check_prices(config)
+    # The demo's model is tiny: one thread trains it as fast as two, and on a busy machine a
+    # second OpenMP thread spins against the other processes (measured on 2 shared cores at
+    # load 3: 3.6 s of training on one thread, 74-145 s on two). OMP_NUM_THREADS set by the
+    # user wins.
+    env = {"OMP_NUM_THREADS": "1"} if demo and "OMP_NUM_THREADS" not in os.environ else None
+    result = _run_with_progress(config, run_trial_isolated, env)
     if output == "json":
         payload = result.model_dump(mode="json")
         click.echo(json.dumps(payload, indent=2))
@@ -220,7 +317,7 @@ def trial_command(
         sys.exit(1)
 
 
-def _run_with_progress(config, runner):
+def _run_with_progress(config, runner, env: dict[str, str] | None = None):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -241,7 +338,7 @@ def _run_with_progress(config, runner):
                 status += f" eval {step.eval_nll:.3f}"
             progress.update(task, completed=step.step, status=status)
 
-        return runner(config, on_step=on_step, raise_user_errors=True)
+        return runner(config, on_step=on_step, env=env, raise_user_errors=True)
 
 
 COMMANDS: list[click.Command] = [trial_command]
