@@ -6,6 +6,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from sweeps.trial.demo import DemoAssets, ensure_demo
 from sweeps.trial.metrics import exact_match, fact_recall, greedy_continuations
 
@@ -91,3 +93,35 @@ def test_an_abandoned_build_folder_is_cleared(tmp_path: Path) -> None:
         demo_module._PRETRAIN["steps"] = steps
     assert not abandoned.exists()
     assert built.root.name == final and (built.root / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_paretune_trial_demo_learns_the_task_visibly(tmp_path: Path, demo: DemoAssets, capsys):
+    """``paretune trial --demo`` with no options: the demo's own defaults (LoRA r8, lr 2e-3,
+    150 steps) take the held-out eval NLL from about 9 nats to below 1 and exact match from 0
+    to most answers, in seconds on one CPU thread; the table shows base and fine-tuned side
+    by side, both retain sources, and what the run is priced as."""
+    from conftest import paretune
+
+    from sweeps.trial.types import TrialResult
+    from tui.cli.trial import _table
+
+    done = paretune(
+        "trial", "--demo", "--format", "json", "--run-dir", str(tmp_path / "runs"), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    result = TrialResult.model_validate_json(done.stdout)
+    q, f = result.quality, result.forgetting
+    assert (result.config.method, result.config.lr, result.config.max_steps) == ("lora", 2e-3, 150)
+    assert q.base_eval_nll > 8 and q.eval_nll < 1.0
+    assert q.base_exact_match == 0.0 and q.exact_match >= 0.5
+    assert f.retain_source == "demo" and f.retain_kl > 0 and f.self_retain_kl > 0
+    assert result.command == "paretune trial --demo --method lora --lr 0.002 --max-steps 150 " + (
+        f"--run-dir {tmp_path / 'runs'}"
+    )
+
+    _table(result)
+    shown = capsys.readouterr().out
+    assert "fine-tuned" in shown and "base" in shown and "8.95" in shown
+    assert "retain KL (demo)" in shown and "retain KL (self-samples)" in shown
+    assert "priced as local-cpu at local, $0.00/h" in " ".join(shown.split())

@@ -209,6 +209,41 @@ def test_a_fine_tuned_copy_forgets(own_model, base, fine_tuned, tmp_path):
     assert Forgetting(**fields).retain_kl == scores.retain_kl
 
 
+def test_one_forward_pass_gives_what_the_two_separate_passes_give(base, fine_tuned):
+    """nll_and_topk / nll_and_kl score a retain set in one pass per batch: the same numbers
+    as completion_nll, base_topk and retain_kl, with a top-k smaller than the vocabulary (the
+    rest bucket) and with all of it."""
+    from sweeps.trial.data import batches, tokenize_texts
+    from sweeps.trial.metrics import (
+        base_topk,
+        completion_nll,
+        nll_and_kl,
+        nll_and_topk,
+        retain_kl,
+    )
+
+    model, tokenizer = base
+    texts = [p["prompt"] for p in load_retain_prompts()[:12]]
+    data = tokenize_texts(texts, tokenizer, max_seq_len=64)
+
+    def rows():
+        return batches(data, batch_size=5, pad_id=tokenizer.pad_token_id)
+
+    for k in (16, len(tokenizer)):
+        nll, tokens, topk = nll_and_topk(model, rows(), k=k)
+        assert (nll, tokens) == pytest.approx(completion_nll(model, rows()), rel=1e-5)
+        separate = base_topk(model, rows(), k=k)
+        for one, other in zip(topk, separate, strict=True):
+            assert torch.equal(one["indices"], other["indices"])
+            assert torch.allclose(one["logprobs"], other["logprobs"], atol=1e-5)
+        tuned_nll, tuned_tokens, kl = nll_and_kl(fine_tuned, rows(), topk)
+        assert (tuned_nll, tuned_tokens) == pytest.approx(
+            completion_nll(fine_tuned, rows()), rel=1e-5
+        )
+        assert kl == pytest.approx(retain_kl(fine_tuned, rows(), topk), rel=1e-5)
+        assert kl > 0.05 and tuned_nll > nll
+
+
 def test_weights_are_keyed_by_content(own_model, base, fine_tuned, tmp_path):
     model, tokenizer = base
     assert weights_fingerprint(model) == weights_fingerprint(copy.deepcopy(model))
