@@ -4,7 +4,8 @@
 
 1. On the bundled demo model: one demo trial's training time (``measured.train_s``), then
    the self-sample retain pass with a fresh cache -- sampling the base once, scoring the base
-   once (NLL and top-k), and scoring one fine-tuned model (what every trial pays) -- with
+   once (NLL and top-k, one forward pass), and scoring one fine-tuned model (NLL and KL, one
+   forward pass: what every trial pays) -- with
    its token counts, and the ratios to the training time.
 2. The planner's figure for the same pass on a real model and GPU: tokens forwarded x
    2 x parameters FLOPs (Kaplan et al. 2020: a forward pass is 2N FLOPs per token) at the
@@ -110,8 +111,9 @@ def _real_model_estimate(model: str, gpu_id: str, method: str, train_tokens: int
     sample_compute_s = sequence_tokens * per_token / flops_per_s
     sample_memory_s = decode_steps * 2 * arch.total_params / (gpu.bandwidth_gbps * 1e9)
     sample_s = max(sample_compute_s, sample_memory_s)
-    base_score_s = 2 * sequence_tokens * per_token / flops_per_s  # NLL pass + top-k pass
-    score_s = 2 * sequence_tokens * per_token / flops_per_s  # per trial: NLL + KL passes
+    # One forward pass each (metrics.nll_and_topk, nll_and_kl): NLL and top-k, NLL and KL.
+    base_score_s = sequence_tokens * per_token / flops_per_s
+    score_s = sequence_tokens * per_token / flops_per_s  # per trial
     trial_s = (trial.hours or 0.0) * 3600
     usd_per_s = float(offer.usd_per_hour) / 3600 if offer else None
 
