@@ -5,7 +5,7 @@ format) merges over it. Prices change by tens of percent within weeks, so the da
 their history: several entries may describe the same offer on different ``checked``
 dates, and every lookup takes an ``as_of`` date and uses the latest entry not after it.
 
-Merge rules for an override file (documented in the README's ``prices`` section):
+Merge rules for an override file (documented in docs/guides/prices.md):
 
 - a GPU, provider or CPU instance with the same id replaces the shipped one;
 - offers for a GPU at a provider replace *all* shipped offers for that GPU at that
@@ -295,7 +295,7 @@ def _read_layer(path: Path) -> _Layer:
         problem = getattr(error, "problem", None) or str(error)
         raise PricingError(
             f"not valid YAML{where}: {problem}",
-            "Fix the YAML syntax; the README's `prices` section shows an example file.",
+            "Fix the YAML syntax; docs/guides/prices.md shows an example file.",
             file=shown,
         ) from None
     if raw is None:
@@ -335,7 +335,7 @@ def _explain(error: ValidationError, raw: dict[str, Any], file: str) -> PricingE
     problem = problems[0]
     loc = problem["loc"]
     message = problem["msg"].removeprefix("Value error, ")
-    hint = "See the README's `prices` section for the fields of each kind of entry."
+    hint = "See docs/guides/prices.md for the fields of each kind of entry."
     section = str(loc[0]) if loc else ""
     if len(loc) >= 2 and isinstance(loc[1], int):
         entry = _entry_label(raw, section, loc[1])

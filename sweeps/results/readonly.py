@@ -220,7 +220,7 @@ def sql_error(error: duckdb.Error) -> UserError:
         return SqlError(
             message,
             "Tables: studies, trials, steps; views: frontier, calibration "
-            "(the README's `sweep` section lists every column).",
+            "(docs/reference/schema.md lists every column).",
         )
     return SqlError(message)
 

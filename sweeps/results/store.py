@@ -316,7 +316,7 @@ def _sql_hint(message: str, write: bool) -> str | None:
     if "read-only" in message.lower() and not write:
         return "The query tried to change the file; pass --write to allow it."
     if "does not exist" in message and "Table" in message:
-        return "Tables: studies, trials, steps; views: frontier, calibration (see the README)."
+        return "Tables: studies, trials, steps; views: frontier, calibration (see docs/reference/schema.md)."
     return None
 
 

@@ -150,7 +150,7 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     type=click.Choice(["table", "json"]),
     default="table",
     show_default=True,
-    help="A table, or one JSON object (see the README for its shape).",
+    help="A table, or one JSON object (see docs/guides/plan.md for its shape).",
 )
 def plan_command(
     model: str,

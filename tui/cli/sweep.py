@@ -407,7 +407,7 @@ def sql_command(
 ) -> None:
     """Run SQL QUERY against the results file (read-only unless --write).
 
-    Tables: studies, trials, steps; views: frontier, calibration (see the README).
+    Tables: studies, trials, steps; views: frontier, calibration (see docs/reference/schema.md).
 
     Read-only (the default) means nothing on disk changes and nothing is fetched. The query
     sees the results file only: other files, URLs and other databases are refused, and so are

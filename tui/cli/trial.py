@@ -85,7 +85,7 @@ def config_from_spec(path: Path):
         raise TrialSpecError(
             f"{path}: {problems}",
             "Keys are TrialConfig fields (method, rank, alpha, lr, targets, epochs, "
-            "max_steps, batch, train, eval, ...); see the README section on `paretune trial`.",
+            "max_steps, batch, train, eval, ...); see docs/guides/trial.md.",
         ) from None
 
 

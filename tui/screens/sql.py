@@ -29,7 +29,7 @@ from tui.widgets import ErrorLine
 
 __all__ = ["EXAMPLE_QUERIES", "ExportError", "SqlScreen", "export_table"]
 
-# Over the schema documented in the README's `sweep` section.
+# Over the schema documented in docs/reference/schema.md.
 EXAMPLE_QUERIES: list[tuple[str, str]] = [
     ("Studies and their spend", "SELECT * FROM studies;"),
     (
