@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pricing.errors import UserError
 from sweeps.trial.recipe import TrialError, run_trial, trial_command
 from sweeps.trial.types import TrialConfig, TrialResult
 
@@ -195,9 +196,29 @@ def test_a_gpu_given_prices_the_run_at_its_cheapest_offer(runs) -> None:
     )
 
 
-def test_unknown_price_ids_fail_before_training(runs) -> None:
-    from pricing.errors import UserError
+@pytest.mark.gpu
+def test_on_a_gpu_with_no_price_the_detected_gpu_is_priced(runs) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from pricing import load_catalog
+    from sweeps.trial.recipe import _catalog_gpu
 
+    catalog = load_catalog()
+    try:
+        gpu = _catalog_gpu(catalog, torch.cuda.get_device_name())
+    except UserError:
+        pytest.skip("the catalogue does not know this GPU")
+    result = run_trial(
+        TrialConfig(device="cuda", max_steps=1, save="none", run_dir=str(runs), max_new_tokens=2)
+    )
+    offer = catalog.cheapest(gpu.id)
+    assert (result.hardware.gpu, result.hardware.provider) == (gpu.id, offer.provider)
+    assert result.hardware.usd_per_hour == float(offer.usd_per_hour)
+    assert result.dollars > 0 and result.predicted.hours is not None
+
+
+def test_unknown_price_ids_fail_before_training(runs) -> None:
     for bad, words in (
         ({"gpu": "h1000"}, "unknown GPU 'h1000'"),
         ({"gpu": "h100", "provider": "nowhere"}, "unknown provider 'nowhere'"),
