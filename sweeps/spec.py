@@ -141,9 +141,16 @@ SEARCHABLE: dict[str, _ParamKind] = {
     "freeze_trainable_layers": _ParamKind(
         int, low=1, help="method 'freeze': train the top k layers"
     ),
-    "lr_schedule": _ParamKind(str, choices=("cosine", "linear", "constant")),
+    "lr_schedule": _ParamKind(
+        str,
+        choices=("cosine", "linear", "constant"),
+        help="the learning rate after warmup: cosine or linear decay to 0, or constant",
+    ),
     "optimizer": _ParamKind(
-        str, choices=("adamw", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd")
+        str,
+        choices=("adamw", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd"),
+        help="adamw; adamw8bit, paged_adamw8bit: 8-bit states (bitsandbytes; paged ones move "
+        "to host memory under pressure); adafactor: factored states; sgd",
     ),
 }
 
@@ -295,7 +302,9 @@ class DataSection(_Section):
 class HardwareSection(_Section):
     """Where trials run and what they are priced and gated as."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where trials run: cuda, cpu, or auto (a CUDA GPU when one is visible)"
+    )
     gpu: str | None = Field(None, description="catalogue GPU id: the feasibility gate and price")
     provider: str | None = Field(None, description="catalogue provider for the hourly price")
     usd_per_hour: float | None = Field(None, ge=0, description="override of the hourly price")
@@ -422,9 +431,21 @@ def _check_finite(path: str, value: Any) -> None:
 class ObjectivesSection(_Section):
     """The three objectives the sweep trades off."""
 
-    quality: Literal["eval_nll", "exact_match"] = "eval_nll"
-    forgetting: Literal["retain_delta_nll", "retain_kl", "fact_recall_drop"] = "retain_delta_nll"
-    cost: Literal["dollars", "hours"] = "dollars"
+    quality: Literal["eval_nll", "exact_match"] = Field(
+        "eval_nll",
+        description="eval_nll: completion NLL on the eval set (minimised); exact_match: "
+        "greedy exact-match accuracy (maximised)",
+    )
+    forgetting: Literal["retain_delta_nll", "retain_kl", "fact_recall_drop"] = Field(
+        "retain_delta_nll",
+        description="retain_delta_nll: NLL increase on the retain set; retain_kl: mean "
+        "KL(base || fine-tuned) there; fact_recall_drop: fact probes lost (all minimised)",
+    )
+    cost: Literal["dollars", "hours"] = Field(
+        "dollars",
+        description="dollars: wall-clock hours x devices x hourly price; hours: wall-clock "
+        "hours x devices (both minimised)",
+    )
 
     def names(self) -> tuple[str, str, str]:
         return (self.quality, self.forgetting, self.cost)
@@ -459,7 +480,10 @@ class RunSection(_Section):
         None, description="journal file path or postgresql:// URL; default <dir>/<name>.journal"
     )
     results: str = Field(DEFAULT_RESULTS.as_posix(), description="DuckDB results file")
-    save: Literal["frontier", "all", "none"] = "frontier"
+    save: Literal["frontier", "all", "none"] = Field(
+        "frontier",
+        description="artifacts kept: frontier (only the Pareto-optimal trials'), all, or none",
+    )
     timeout_s: float | None = Field(None, gt=0, description="per-trial wall-clock limit")
     memory_limit_gb: float | None = Field(None, gt=0, description="per-trial memory cap")
     max_retries: int = Field(2, ge=0, description="re-runs of a trial whose worker died")
@@ -479,7 +503,11 @@ class SweepSpec(_Section):
 
     name: str = Field(..., min_length=1, description="study name (one study per name)")
     model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
-    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = Field(
+        "tpe",
+        description="Optuna sampler: tpe (multi-objective TPE), nsga2 (NSGA-II), gp (Gaussian "
+        "process, needs scipy) or random; none proposes a point a trial already holds",
+    )
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the sampler and every trial")
     data: DataSection = Field(default_factory=DataSection)
     hardware: HardwareSection = Field(default_factory=HardwareSection)

@@ -50,9 +50,15 @@ class TrialConfig(_Strict):
         None, description="fact probes JSONL ({'prompt', 'answer'}); None: the demo's on the demo"
     )
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="split when eval is None")
-    max_seq_len: int = Field(256, gt=0)
-    packing: bool = False
-    bad_rows: Literal["skip", "fail"] = "fail"
+    max_seq_len: int = Field(
+        256, gt=0, description="tokens per example (longer ones are cut); packed row length"
+    )
+    packing: bool = Field(
+        False, description="concatenate examples into rows of max_seq_len (no padding)"
+    )
+    bad_rows: Literal["skip", "fail"] = Field(
+        "fail", description="a malformed data row: fail stops the trial, skip skips and counts it"
+    )
 
     # The method and its hyperparameters.
     method: Method = "lora"
@@ -71,12 +77,16 @@ class TrialConfig(_Strict):
     max_steps: int | None = Field(None, gt=0)
     batch: int = Field(8, gt=0, description="micro-batch size")
     grad_accum: int = Field(1, gt=0)
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = Field(
+        False, description="recompute activations in backward: less memory, one more forward pass"
+    )
     seed: int = 0
 
     # Evaluation.
     eval_every: int = Field(10, gt=0, description="score the eval set every N optimizer steps")
-    early_stopping: bool = False
+    early_stopping: bool = Field(
+        False, description="stop once eval_nll stops improving; keep the best eval step's weights"
+    )
     early_stopping_patience: int = Field(
         3, gt=0, description="stop after this many evals without a new best eval_nll"
     )
@@ -84,7 +94,11 @@ class TrialConfig(_Strict):
 
     # Where and how it runs.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="compute precision; auto: bf16 on a GPU with bf16, fp16 on an older one, fp32 "
+        "on CPU",
+    )
     time_limit_s: float | None = Field(None, gt=0)
     memory_limit_gb: float | None = Field(None, gt=0, description="child address-space cap")
     save: Literal["adapter", "full", "none"] = "adapter"
