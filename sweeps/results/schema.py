@@ -222,6 +222,11 @@ TRIALS = Table(
         "retain_source",
         "self_retain_delta_nll",
         "self_retain_kl",
+        "retain_acc_drop",
+        "retain_acc_drop_low",
+        "retain_acc_drop_high",
+        "base_retain_acc",
+        "retain_tasks",
     ),
     columns=(
         Column("study", "VARCHAR", "study name", "study", not_null=True),
@@ -366,6 +371,37 @@ TRIALS = Table(
             "DOUBLE",
             "the demo only: retain_kl on the base model's self-samples",
             "result.forgetting.self_retain_kl",
+        ),
+        Column(
+            "retain_acc_drop",
+            "DOUBLE",
+            "lm-eval retain sources: accuracy(base) - accuracy(fine-tuned), the mean over the tasks",
+            "result.forgetting.retain_acc_drop",
+        ),
+        Column(
+            "retain_acc_drop_low",
+            "DOUBLE",
+            "lower end of the 95% interval of retain_acc_drop (Newcombe per task, MOVER mean)",
+            "result.forgetting.retain_acc_drop_low",
+        ),
+        Column(
+            "retain_acc_drop_high",
+            "DOUBLE",
+            "upper end of the 95% interval of retain_acc_drop",
+            "result.forgetting.retain_acc_drop_high",
+        ),
+        Column(
+            "base_retain_acc",
+            "DOUBLE",
+            "lm-eval retain sources: the base model's accuracy, the mean over the tasks",
+            "result.forgetting.base_retain_acc",
+        ),
+        Column(
+            "retain_tasks",
+            "JSON",
+            "lm-eval retain sources: per task, a list of {task, items, base_acc, acc, drop, low, "
+            "high}",
+            "result.forgetting.retain_tasks",
         ),
         Column(
             "predicted_peak_gb",

@@ -50,7 +50,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -168,13 +168,16 @@ class LmEvalScores(RetainScores):
     base_retain_acc: float = 0.0
     tasks: tuple[TaskDrop, ...] = ()
 
-    def forgetting_fields(self) -> dict[str, float | None]:
+    def forgetting_fields(self) -> dict[str, Any]:
+        """Keyword arguments for ``Forgetting(...)``: the base fields, the accuracy drop with
+        its interval, and ``retain_tasks`` (each task's :class:`TaskDrop` as a dict)."""
         return {
             **super().forgetting_fields(),
             "retain_acc_drop": self.retain_acc_drop,
             "retain_acc_drop_low": self.retain_acc_drop_low,
             "retain_acc_drop_high": self.retain_acc_drop_high,
             "base_retain_acc": self.base_retain_acc,
+            "retain_tasks": [asdict(task) for task in self.tasks],
         }
 
 

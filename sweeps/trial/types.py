@@ -22,6 +22,7 @@ __all__ = [
     "Measured",
     "Predicted",
     "Quality",
+    "RetainTaskDrop",
     "StepLog",
     "TrialConfig",
     "TrialResult",
@@ -145,6 +146,18 @@ class Quality(_Strict):
     best_step: int | None = None
 
 
+class RetainTaskDrop(_Strict):
+    """One lm-eval task of an ``lm-eval:`` retain source: accuracies on the same items."""
+
+    task: str
+    items: int
+    base_acc: float
+    acc: float
+    drop: float = Field(description="base_acc - acc")
+    low: float = Field(description="95% interval of the drop, lower end (Newcombe, paired)")
+    high: float = Field(description="95% interval of the drop, upper end")
+
+
 class Forgetting(_Strict):
     retain_delta_nll: float | None = None
     retain_kl: float | None = None
@@ -152,7 +165,26 @@ class Forgetting(_Strict):
     base_retain_nll: float | None = None
     base_fact_recall: float | None = None
     retain_source: str | None = Field(
-        None, description="what forgetting is measured on: 'self-samples', 'file:<path>', 'demo'"
+        None,
+        description="what forgetting is measured on: 'self-samples', 'file:<path>', 'demo', "
+        "'lm-eval:TASKS'",
+    )
+    retain_acc_drop: float | None = Field(
+        None,
+        description="lm-eval sources: accuracy(base) - accuracy(fine-tuned), the mean over the "
+        "named tasks",
+    )
+    retain_acc_drop_low: float | None = Field(
+        None, description="lm-eval sources: 95% interval of retain_acc_drop, lower end"
+    )
+    retain_acc_drop_high: float | None = Field(
+        None, description="lm-eval sources: 95% interval of retain_acc_drop, upper end"
+    )
+    base_retain_acc: float | None = Field(
+        None, description="lm-eval sources: the base model's accuracy, the mean over the tasks"
+    )
+    retain_tasks: list[RetainTaskDrop] | None = Field(
+        None, description="lm-eval sources: each named task's accuracies, drop and interval"
     )
     self_retain_delta_nll: float | None = Field(
         None, description="the demo only: retain_delta_nll on the base model's self-samples"
