@@ -487,6 +487,12 @@ class RunSection(_Section):
     timeout_s: float | None = Field(None, gt=0, description="per-trial wall-clock limit")
     memory_limit_gb: float | None = Field(None, gt=0, description="per-trial memory cap")
     max_retries: int = Field(2, ge=0, description="re-runs of a trial whose worker died")
+    breaker: int = Field(
+        3,
+        ge=0,
+        description="stop the sweep after this many trials in a row fail with the same error "
+        "(a broken setup, not a bad point); 0: never",
+    )
 
     @field_validator("storage")
     @classmethod
@@ -924,6 +930,9 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
     if run.memory_limit_gb is not None:
         out.append(_line("memory_limit_gb", run.memory_limit_gb, "per-trial memory cap"))
     out.append(_line("max_retries", run.max_retries, "re-runs of a trial whose worker died"))
+    out.append(
+        _line("breaker", run.breaker, "stop after this many same failures in a row; 0: never")
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path

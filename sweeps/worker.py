@@ -16,7 +16,9 @@ What makes it trustworthy overnight:
   queues their parameters again, so no trial is left RUNNING and a rerun resumes them;
 - a trial left RUNNING by a worker that died is found on the next start (journal: the
   worker's host and pid are recorded on each trial; PostgreSQL: Optuna's heartbeats), told
-  as ``lost``, and re-queued up to ``run.max_retries`` times.
+  as ``lost``, and re-queued up to ``run.max_retries`` times;
+- ``run.breaker`` trials in a row that fail with the same error stop the sweep
+  (:mod:`sweeps.breaker`): a broken setup does not spend the whole budget.
 
 While a trial runs, its row is in the results file as ``running`` and its logged steps are
 written there every :data:`PROGRESS_WRITE_S` seconds (``steps_done`` counts them), so the
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweeps.breaker import CircuitBreaker
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.liveness import requeue, this_worker, trials_of_dead_workers
 from sweeps.outcome import BUDGET_OUTCOMES, RERUN_OUTCOMES, Outcome
@@ -163,6 +166,8 @@ class Sweep:
         self.recovered: list[int] = []
         """Trials of dead workers this sweep re-queued when it opened."""
         self.stop_event = threading.Event()
+        self.breaker = CircuitBreaker(spec.run.breaker, results=spec.run.results)
+        """Trips on ``run.breaker`` same failures in a row; ``breaker.tripped`` says why."""
         self.state = SweepState(
             spec.name, spec.budget.trials, spec.budget.dollars, spec.budget.hours
         )
@@ -496,6 +501,11 @@ class Sweep:
                 study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1
             )
         self._count(trial.number, config.method, outcome, values, error)
+        trip = self.breaker.observe(trial.number, outcome, error)
+        if trip is not None:
+            # Running trials of other slots finish and are recorded; nothing new starts.
+            with self.state.lock:
+                self.state.stop_reason = trip.message
 
     def _outcome_of(
         self, result: TrialResult, values: list[float] | None, *, stopping: bool

@@ -22,6 +22,12 @@ class SweepUsageError(UserError):
     title = "Sweep"
 
 
+class SweepBrokenError(UserError):
+    """The circuit breaker stopped the sweep: its trials kept failing the same way."""
+
+    title = "Sweep stopped"
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -50,7 +56,7 @@ def _slots(spec: Any, gpus: list[str] | None, workers: int | None) -> list[str |
     return [None] * (workers or 1)
 
 
-def _summary(console: Any, state: Any, spec: Any) -> None:
+def _summary(console: Any, state: Any, spec: Any, *, stop_line: bool = True) -> None:
     failed = ", ".join(f"{k} {v}" for k, v in sorted(state.failed.items())) or "none"
     console.print(
         f"study {spec.name}: {state.done} complete, failed: {failed}, infeasible {state.infeasible}; "
@@ -64,7 +70,7 @@ def _summary(console: Any, state: Any, spec: Any) -> None:
         markup=False,
         highlight=False,
     )
-    if state.stop_reason:
+    if state.stop_reason and stop_line:
         console.print(f"stopped: {state.stop_reason}", markup=False, highlight=False)
 
 
@@ -118,7 +124,10 @@ def _run(
             highlight=False,
         )
         raise SystemExit(130) from None
-    _summary(console, state, spec)
+    trip = sweep.breaker.tripped
+    _summary(console, state, spec, stop_line=trip is None)
+    if trip is not None:  # exit code 2, the message once, as one paragraph
+        raise SweepBrokenError(trip.message)
 
 
 def _preflight(console: Any, spec: Any, *, storage: str | None, slots: list[str | None]) -> None:
