@@ -57,7 +57,10 @@ FORGETTING_METRICS = {
     "retain_delta_nll": "minimize",
     "retain_kl": "minimize",
     "fact_recall_drop": "minimize",
+    "retain_acc_drop": "minimize",
 }
+LM_EVAL_RETAIN = "lm-eval:"
+"""The prefix of a ``[data] retain`` that names lm-evaluation-harness tasks."""
 COST_METRICS = {"dollars": "minimize", "hours": "minimize"}
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -436,10 +439,14 @@ class ObjectivesSection(_Section):
         description="eval_nll: completion NLL on the eval set (minimised); exact_match: "
         "greedy exact-match accuracy (maximised)",
     )
-    forgetting: Literal["retain_delta_nll", "retain_kl", "fact_recall_drop"] = Field(
-        "retain_delta_nll",
-        description="retain_delta_nll: NLL increase on the retain set; retain_kl: mean "
-        "KL(base || fine-tuned) there; fact_recall_drop: fact probes lost (all minimised)",
+    forgetting: Literal["retain_delta_nll", "retain_kl", "fact_recall_drop", "retain_acc_drop"] = (
+        Field(
+            "retain_delta_nll",
+            description="retain_delta_nll: NLL increase on the retain set; retain_kl: mean "
+            "KL(base || fine-tuned) there (not with an lm-eval retain); fact_recall_drop: fact "
+            "probes lost; retain_acc_drop: accuracy lost on lm-eval tasks (retain = "
+            '"lm-eval:TASKS" only) (all minimised)',
+        )
     )
     cost: Literal["dollars", "hours"] = Field(
         "dollars",
@@ -541,6 +548,29 @@ class SweepSpec(_Section):
         for key in self.trial.model_extra or {}:
             if key in self.search.params or (key == "lr" and self.search.lr_by_method):
                 raise ValueError(f"trial.{key} is also set in [search]; keep one of them")
+        return self
+
+    @model_validator(mode="after")
+    def _forgetting_fits_retain(self) -> SweepSpec:
+        forgetting, retain = self.objectives.forgetting, self.data.retain
+        lm_eval = retain is not None and retain.startswith(LM_EVAL_RETAIN)
+        if forgetting == "retain_kl" and lm_eval:
+            raise ValueError(
+                f'objectives.forgetting = "retain_kl" cannot be measured on data.retain = '
+                f"{retain!r}: lm-evaluation-harness scores each answer, and returns no "
+                "next-token distributions to compare the fine-tuned model's with the base's, so "
+                "every trial would end without a forgetting score. Use forgetting = "
+                '"retain_acc_drop" (the accuracy lost on those tasks) or "retain_delta_nll" (the '
+                "NLL increase of their correct answers), or a retain file or self-samples for "
+                "retain_kl"
+            )
+        if forgetting == "retain_acc_drop" and not lm_eval:
+            raise ValueError(
+                'objectives.forgetting = "retain_acc_drop" is the accuracy lost on '
+                'lm-evaluation-harness tasks, and needs data.retain = "lm-eval:TASKS" '
+                f"(got {'no retain' if retain is None else repr(retain)}). Set one, e.g. "
+                'retain = "lm-eval:arc_easy?limit=200", or use forgetting = "retain_delta_nll"'
+            )
         return self
 
     # -- derived values
@@ -902,7 +932,11 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         "",
         "[objectives]",
         _line("quality", obj.quality, "eval_nll (lower is better) or exact_match"),
-        _line("forgetting", obj.forgetting, "retain_delta_nll, retain_kl or fact_recall_drop"),
+        _line(
+            "forgetting",
+            obj.forgetting,
+            "retain_delta_nll, retain_kl, fact_recall_drop or retain_acc_drop (lm-eval retain)",
+        ),
         _line("cost", obj.cost, "dollars or hours"),
         "",
         "[budget]  # the sweep stops launching before any limit would be passed",

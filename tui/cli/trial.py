@@ -72,7 +72,7 @@ def config_from_spec(path: Path):
     base = path.parent
     for key in ("train", "eval", "retain", "facts"):  # data paths are relative to the spec
         value = raw.get(key)
-        if isinstance(value, str) and not value.startswith("hf:") and not Path(value).is_absolute():
+        if isinstance(value, str) and _is_path(value) and not Path(value).is_absolute():
             raw[key] = str(base / value)
     if isinstance(raw.get("model"), str) and (base / raw["model"]).is_dir():
         raw["model"] = str(base / raw["model"])
@@ -87,6 +87,14 @@ def config_from_spec(path: Path):
             "Keys are TrialConfig fields (method, rank, alpha, lr, targets, epochs, "
             "max_steps, batch, train, eval, ...); see docs/guides/trial.md.",
         ) from None
+
+
+_SCHEMES = ("hf:", "lm-eval:")
+"""Data values that name a source rather than a file (a Hub data set, lm-eval tasks)."""
+
+
+def _is_path(value: str) -> bool:
+    return not value.startswith(_SCHEMES)
 
 
 _OVERRIDES = (
@@ -233,8 +241,9 @@ def _check_prices(config) -> None:
 @click.option("--eval", "eval_", help="Held-out JSONL (default: a seeded split of --train).")
 @click.option(
     "--retain",
-    help='Retain JSONL ({"text"} rows) forgetting is measured on (default: the base model\'s '
-    "self-samples; the demo's world text on the demo).",
+    help='Retain JSONL ({"text"} rows) forgetting is measured on, or lm-eval:TASKS[?limit=N] '
+    "(the accuracy drop on lm-evaluation-harness tasks); default: the base model's "
+    "self-samples, the demo's world text on the demo.",
 )
 @click.option("--method", type=click.Choice(["full", "lora", "qlora", "dora", "freeze"]))
 @click.option("--rank", type=int, help="LoRA/DoRA/QLoRA rank (default 8).")
