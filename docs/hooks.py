@@ -6,7 +6,10 @@ A page asks for a table with a marker on a line of its own:
   pydantic models in :mod:`sweeps.spec` (type, default, each field's description);
 - ``<!-- generated: schema -->``: the DuckDB results schema, from
   ``sweeps.results.schema.schema_markdown()``, or, where that module does not exist, from the
-  column lists of :mod:`sweeps.results.store` and the views of a freshly created results file.
+  column lists of :mod:`sweeps.results.store` and the views of a freshly created results file;
+- ``<!-- generated: trial-states -->``: every trial state, from :class:`sweeps.outcome.Outcome`
+  (its meaning, whether it uses up a trial of the budget, whether its parameters are queued
+  again).
 
 An unknown marker stops the build. :func:`render` is what the tests call.
 """
@@ -21,7 +24,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["on_page_markdown", "render", "schema_markdown", "spec_keys_markdown"]
+__all__ = [
+    "on_page_markdown",
+    "render",
+    "schema_markdown",
+    "spec_keys_markdown",
+    "trial_states_markdown",
+]
 
 _MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.MULTILINE)
 
@@ -106,6 +115,26 @@ def _view_columns() -> dict[str, list[str]]:
             "ORDER BY table_name"
         )
         return {name: [row[0] for row in store.query(f"DESCRIBE {name}")[1]] for (name,) in views}
+
+
+# ---------------------------------------------------------------- trial states
+
+
+def trial_states_markdown() -> str:
+    """Every :class:`~sweeps.outcome.Outcome` with its meaning, budget use and re-run."""
+    from sweeps.outcome import BUDGET_OUTCOMES, RERUN_OUTCOMES, Outcome
+
+    rows = [
+        (
+            f"`{outcome}`",
+            _cell(outcome.description),
+            "yes" if outcome in BUDGET_OUTCOMES else "no",
+            "yes" if outcome in RERUN_OUTCOMES else "no",
+        )
+        for outcome in Outcome
+    ]
+    header = ("state", "meaning", "uses up a trial of `budget.trials`", "queued to run again")
+    return _table(header, rows)
 
 
 # ---------------------------------------------------------------- the sweep spec
@@ -269,4 +298,5 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 _GENERATORS: dict[str, Callable[[], str]] = {
     "schema": schema_markdown,
     "spec-keys": spec_keys_markdown,
+    "trial-states": trial_states_markdown,
 }

@@ -129,6 +129,76 @@ def test_spec_page_documents_every_key_of_the_shipped_examples() -> None:
                 assert f"| `{key}` |" in sections[""], f"{example.name}: {key}"
 
 
+def _table_rows(markdown: str) -> list[list[str]]:
+    """The body rows of every Markdown table in ``markdown``, as lists of stripped cells."""
+    rows = []
+    for line in markdown.splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        rows.append(cells)
+    return rows
+
+
+def test_every_spec_key_has_a_meaning() -> None:
+    sections = _spec_sections(_hooks().spec_keys_markdown())
+    for name, body in sections.items():
+        for cells in _table_rows(body):
+            if cells[0] == "key":
+                continue  # the header
+            assert cells[-1], f"[{name}] {cells[0]} has no meaning on the spec-keys page"
+
+
+def test_trial_states_are_one_list_with_the_outcome_enum() -> None:
+    """The sweeps guide and the schema page list exactly the states a trial can have, each
+    with the meaning :class:`Outcome` gives it."""
+    from sweeps.outcome import BUDGET_OUTCOMES, Outcome
+
+    hooks = _hooks()
+    guide = hooks.render((DOCS / "guides" / "sweeps.md").read_text(encoding="utf-8"))
+    schema = hooks.render((DOCS / "reference" / "schema.md").read_text(encoding="utf-8"))
+    for page, name in ((guide, "sweeps guide"), (schema, "schema page")):
+        listed = {
+            cells[0].strip("`"): cells[1]
+            for cells in _table_rows(page)
+            if len(cells) >= 2 and cells[0].strip("`") in set(Outcome)
+        }
+        assert listed == {o.value: hooks._cell(o.description) for o in Outcome}, name
+    budget = {
+        cells[0].strip("`") for cells in _table_rows(guide) if len(cells) == 4 and cells[2] == "yes"
+    }
+    assert budget == set(BUDGET_OUTCOMES)
+
+
+_CITED_TEST = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
+
+
+def _guarantee_citations() -> dict[str, list[tuple[str, str]]]:
+    """The tests ``docs/guarantees.md`` cites, by section (``## ...`` heading)."""
+    text = (DOCS / "guarantees.md").read_text(encoding="utf-8")
+    parts = re.split(r"^## (.+)$", text, flags=re.MULTILINE)
+    return {
+        heading: _CITED_TEST.findall(body)
+        for heading, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
+
+
+def test_every_test_the_guarantees_page_cites_exists() -> None:
+    cited = _guarantee_citations()
+    promised = {h: tests for h, tests in cited.items() if h != "Not yet promised"}
+    assert len(promised) >= 6, sorted(cited)
+    for heading, tests in promised.items():
+        assert tests, f"guarantees: section '{heading}' names no test"
+    assert not cited.get("Not yet promised"), "a known gap cites a test as if it were promised"
+    for path, name in {t for tests in promised.values() for t in tests}:
+        source = ROOT / path
+        assert source.is_file(), f"guarantees cites {path}::{name}, but {path} does not exist"
+        defined = re.search(
+            rf"^(?:async )?def {name}\(", source.read_text(encoding="utf-8"), re.MULTILINE
+        )
+        assert defined, f"guarantees cites {path}::{name}, which {path} does not define"
+
+
 def test_an_unknown_marker_stops_the_build() -> None:
     from mkdocs.exceptions import PluginError
 
