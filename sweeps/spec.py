@@ -391,6 +391,14 @@ class TrialSection(_Section):
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
+    repeats: int = Field(
+        1,
+        ge=1,
+        description="runs of each trial, with seeds seed, seed+1, ...: Optuna is told each "
+        "objective's mean, the cost is their sum, and the frontier marks trials whose "
+        "difference is inside the runs' standard deviation",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _known(cls, raw: Any) -> Any:
@@ -403,7 +411,8 @@ class TrialSection(_Section):
     def _check_known(cls, raw: Any) -> Any:
         if not isinstance(raw, Mapping):
             raise ValueError("must be a table")
-        for key in raw:
+        settings = {key: value for key, value in raw.items() if key not in cls.model_fields}
+        for key in settings:
             if key in _SET_ELSEWHERE:
                 raise ValueError(f"{key} is set by the spec itself, not in [trial]")
             if key not in TrialConfig.model_fields:
@@ -412,7 +421,7 @@ class TrialSection(_Section):
                 )
             _check_finite(key, raw[key])
         try:
-            TrialConfig(**raw)
+            TrialConfig(**settings)
         except ValidationError as error:
             first = error.errors()[0]
             raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
@@ -925,6 +934,8 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
     for method, param in spec.search.lr_by_method.items():
         out.append(_line(f"lr.{method}", _param_to_raw(param), f"learning rate for {method}"))
     out += ["", "[trial]  # other trial settings, fixed for every trial"]
+    if spec.trial.repeats != 1:
+        out.append(_line("repeats", spec.trial.repeats, "runs per trial (seeds seed, seed+1, ...)"))
     for key, value in (spec.trial.model_extra or {}).items():
         out.append(_line(key, value, ""))
     obj = spec.objectives

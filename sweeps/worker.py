@@ -17,6 +17,9 @@ What makes it trustworthy overnight:
 - a trial left RUNNING by a worker that died is found on the next start (journal: the
   worker's host and pid are recorded on each trial; PostgreSQL: Optuna's heartbeats), told
   as ``lost``, and re-queued up to ``run.max_retries`` times;
+- with ``[trial] repeats = N`` each trial runs N times with seeds seed, seed+1, ...
+  (:mod:`sweeps.trial.repeats`): Optuna is told the mean of each objective, the cost is
+  the sum, and the trial's row keeps each run and each objective's standard deviation;
 - ``run.breaker`` trials in a row that fail with the same error stop the sweep
   (:mod:`sweeps.breaker`): a broken setup does not spend the whole budget.
 
@@ -36,7 +39,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +58,8 @@ from sweeps.study import (
     open_study,
     suggest,
 )
-from sweeps.trial.types import StepLog, TrialConfig, TrialResult
+from sweeps.trial.repeats import run_repeats
+from sweeps.trial.types import RepeatResult, StepLog, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import optuna
@@ -338,7 +342,7 @@ class Sweep:
         config = self._trial_config(study, trial)
         if config is None:
             return trial, None
-        prediction = self.gate.predict(config)
+        prediction = _for_repeats(self.gate.predict(config), self.spec.trial.repeats)
         self._record_prediction(trial, config, prediction, slot)
         if not prediction.fits:
             trial.set_constraint("peak_gb_over_gpu_memory", prediction.overflow_gb)
@@ -456,14 +460,28 @@ class Sweep:
         )
         progress.start()
 
+        repeat = [0]
+
         def on_step(step: StepLog) -> None:
             running.step, running.loss = step.step, step.loss
-            progress.add(step)
+            if repeat[0] == 0:  # the trial's loss curve is its first run's (later ones restart)
+                progress.add(step)
+
+        def on_repeat(k: int) -> None:
+            repeat[0] = k
 
         env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
         heartbeat = self._start_heartbeat(trial._trial_id)
         try:
-            return self._runner()(config, on_step=on_step, env=env, timeout_s=config.time_limit_s)
+            return run_repeats(
+                self._runner(),
+                config,
+                self.spec.trial.repeats,
+                on_step=on_step,
+                on_repeat=on_repeat,
+                env=env,
+                timeout_s=config.time_limit_s,
+            )
         except Exception as error:  # the runner itself broke: record it, keep the sweep going
             return TrialResult(
                 state=Outcome.FAILED,
@@ -491,6 +509,9 @@ class Sweep:
         trial.set_user_attr("artifact", result.artifact)
         if result.command:
             trial.set_user_attr("command", result.command)
+        if result.repeats:
+            for key, value in _repeat_attrs(self.spec, result).items():
+                trial.set_user_attr(key, value)
         values = _objective_values(self.spec, result)
         outcome, error = self._outcome_of(result, values, stopping=stopping)
         self._mark(
@@ -740,18 +761,75 @@ class _ProgressWriter:
         self.written = len(steps)
 
 
-def _objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
+def _objective_values(
+    spec: SweepSpec, result: TrialResult | RepeatResult, devices: int | None = None
+) -> list[float] | None:
+    """The three objectives of a result (or of one run of a repeated trial), as Optuna is told
+    them (exact match not negated); None when one was not measured."""
     quality = getattr(result.quality, spec.objectives.quality)
     forgetting = getattr(result.forgetting, spec.objectives.forgetting)
     if spec.objectives.cost == "dollars":
         cost = result.dollars
     else:
         wall = result.measured.wall_s
-        cost = None if wall is None else wall / 3600 * result.hardware.devices
+        devices = devices if devices is not None else result.hardware.devices
+        cost = None if wall is None else wall / 3600 * devices
     values = [quality, forgetting, cost]
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return None
     return [float(v) for v in values]
+
+
+def _for_repeats(prediction: Prediction, repeats: int) -> Prediction:
+    """The gate's figures for a trial that runs ``repeats`` times (each run is paid for)."""
+    if repeats == 1:
+        return prediction
+    return replace(
+        prediction,
+        hours=None if prediction.hours is None else prediction.hours * repeats,
+        dollars=None if prediction.dollars is None else prediction.dollars * repeats,
+    )
+
+
+def _repeat_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:
+    """What a repeated trial's row reads beside its means: ``repeats`` (runs made),
+    ``objective_sd`` (each objective's standard deviation, as told: the runs' sample sd for
+    quality and forgetting, whose mean is told; sqrt(runs) times it for the cost, whose sum
+    is told) and ``repeat_results`` (one row per run, objectives as minimised)."""
+    import statistics
+
+    signs = [-1.0 if d == "maximize" else 1.0 for d in spec.objectives.directions()]
+    rows, measured = [], []
+    for run in result.repeats:
+        values = _objective_values(spec, run, devices=result.hardware.devices)
+        if values is not None and run.state == Outcome.COMPLETE:
+            measured.append(values)
+        rows.append(
+            {
+                "repeat": run.repeat,
+                "seed": run.seed,
+                "state": str(run.state),
+                "error": run.error,
+                **{
+                    f"objective_{name}": None if values is None else sign * value
+                    for name, sign, value in zip(
+                        ("quality", "forgetting", "cost"), signs, values or [None] * 3, strict=True
+                    )
+                },
+                **run.quality.model_dump(include={"eval_nll", "exact_match"}),
+                **run.forgetting.model_dump(
+                    include={"retain_delta_nll", "retain_kl", "fact_recall_drop"}
+                ),
+                "wall_s": run.measured.wall_s,
+                "measured_peak_gb": run.measured.peak_gb,
+                "dollars": run.dollars,
+            }
+        )
+    sd = None
+    if len(measured) >= 2:
+        sd = [statistics.stdev(column) for column in zip(*measured, strict=True)]
+        sd[2] *= math.sqrt(len(measured))
+    return {"repeats": len(result.repeats), "objective_sd": sd, "repeat_results": rows}
 
 
 def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:

@@ -10,6 +10,7 @@ import pytest
 from sweeps.results.frontier import (
     frontier_hypervolume,
     hypervolume,
+    indistinguishable_pairs,
     pareto_mask,
     plot_frontier,
     reference_point,
@@ -141,3 +142,35 @@ def test_the_sweeps_frontier_is_optunas_best_trials(tmp_path: Path, seed: int) -
     ours = [t.number for t in frontier_trials(study)]
     assert ours == [t.number for t in study.best_trials]
     assert len(ours) >= 2
+
+
+def _point(number: int, objectives: tuple[float, float, float], sd=(None, None, None), **kw):
+    row = {"number": number, "state": kw.get("state", "complete")}
+    for name, value, spread in zip(("quality", "forgetting", "cost"), objectives, sd, strict=True):
+        row[f"objective_{name}"] = value
+        row[f"objective_{name}_sd"] = spread
+    return row
+
+
+def test_pareto_trials_within_each_others_noise_are_marked_indistinguishable() -> None:
+    noise = (0.2, 0.01, 0.001)
+    rows = [
+        _point(0, (1.00, 0.10, 0.010), noise),
+        _point(1, (1.10, 0.095, 0.010), noise),  # within 0.2, 0.01, equal cost: the noise hides it
+        _point(2, (0.50, 0.30, 0.010), noise),  # far better quality, far worse forgetting
+        _point(3, (1.05, 0.20, 0.020), noise),  # dominated by 0: not on the frontier
+        _point(4, (1.02, 0.099, 0.0095), (0.01, 0.01, 0.0)),  # #0's sd covers it
+        _point(5, (0.9, 0.05, 0.05), noise, state="failed"),  # not complete: not a point
+    ]
+    assert indistinguishable_pairs(rows) == [(0, 1), (0, 4), (1, 4)]
+    # Larger than the larger sd in one objective: told apart.
+    rows[1]["objective_quality"] = 1.25
+    assert (0, 1) not in indistinguishable_pairs(rows)
+
+
+def test_without_repeats_nothing_is_marked() -> None:
+    rows = [_point(0, (1.0, 0.1, 0.01)), _point(1, (1.0001, 0.0999, 0.01))]
+    assert indistinguishable_pairs(rows) == []
+    # One trial with a measured sd is enough for the pair.
+    rows[0].update(objective_quality_sd=0.1, objective_forgetting_sd=0.1, objective_cost_sd=0.0)
+    assert indistinguishable_pairs(rows) == [(0, 1)]

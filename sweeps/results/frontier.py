@@ -24,6 +24,7 @@ __all__ = [
     "axis_labels",
     "frontier_hypervolume",
     "hypervolume",
+    "indistinguishable_pairs",
     "pareto_mask",
     "plot_frontier",
     "reference_point",
@@ -128,6 +129,49 @@ def frontier_hypervolume(
     if not points:
         return 0.0
     return hypervolume(points, reference if reference is not None else reference_point(points))
+
+
+_OBJECTIVES = ("objective_quality", "objective_forgetting", "objective_cost")
+
+
+def indistinguishable_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Pairs of Pareto-optimal trials (their numbers, smaller first) that the measured noise
+    cannot tell apart.
+
+    Two complete trials on the frontier of ``rows`` (store rows) are indistinguishable when,
+    for each of the three objectives, they are equal or differ by less than the larger of
+    the two trials' standard deviations of it (``objective_*_sd``, measured by repeating a
+    trial with other seeds). A pair where neither trial has a standard deviation of some
+    objective is never marked: without repeats, nothing is.
+    """
+    done = [
+        r
+        for r in rows
+        if r.get("state") == Outcome.COMPLETE and all(r.get(c) is not None for c in _OBJECTIVES)
+    ]
+    if len(done) < 2:
+        return []
+    front = [
+        r
+        for r, on in zip(
+            done, pareto_mask([[r[c] for c in _OBJECTIVES] for r in done]), strict=True
+        )
+        if on
+    ]
+    pairs = []
+    for i, a in enumerate(front):
+        for b in front[i + 1 :]:
+            if all(_within_noise(a, b, c) for c in _OBJECTIVES):
+                pairs.append(tuple(sorted((int(a["number"]), int(b["number"])))))
+    return sorted(pairs)
+
+
+def _within_noise(a: dict[str, Any], b: dict[str, Any], column: str) -> bool:
+    spreads = [s for s in (a.get(f"{column}_sd"), b.get(f"{column}_sd")) if s is not None]
+    if not spreads:
+        return False
+    difference = abs(a[column] - b[column])
+    return difference == 0 or difference < max(spreads)
 
 
 # ---------------------------------------------------------------- charts

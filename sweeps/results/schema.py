@@ -26,6 +26,7 @@ __all__ = [
     "STEPS",
     "STUDIES",
     "TABLES",
+    "TRIAL_REPEATS",
     "TRIALS",
     "UNSTORED_RESULT_FIELDS",
     "VIEWS",
@@ -227,6 +228,12 @@ TRIALS = Table(
         "retain_acc_drop_high",
         "base_retain_acc",
         "retain_tasks",
+        "repeats",
+        "objective_quality_sd",
+        "objective_forgetting_sd",
+        "objective_cost_sd",
+        "metric_sd",
+        "repeat_results",
     ),
     columns=(
         Column("study", "VARCHAR", "study name", "study", not_null=True),
@@ -295,6 +302,46 @@ TRIALS = Table(
             "objectives.forgetting",
         ),
         Column("objective_cost", "DOUBLE", "objective 3, smaller is better", "objectives.cost"),
+        Column(
+            "repeats",
+            "INTEGER",
+            "runs of a repeated trial ([trial] repeats; seeds seed, seed+1, ...): its metrics are "
+            "their means, its times and dollars their sums; null: one run",
+            "attrs.repeats",
+        ),
+        Column(
+            "objective_quality_sd",
+            "DOUBLE",
+            "a repeated trial: standard deviation of objective 1 over its runs",
+            "attrs.objective_sd.0",
+        ),
+        Column(
+            "objective_forgetting_sd",
+            "DOUBLE",
+            "a repeated trial: standard deviation of objective 2 over its runs",
+            "attrs.objective_sd.1",
+        ),
+        Column(
+            "objective_cost_sd",
+            "DOUBLE",
+            "a repeated trial: standard deviation of objective 3, the runs' sum (sqrt(runs) x "
+            "one run's)",
+            "attrs.objective_sd.2",
+        ),
+        Column(
+            "metric_sd",
+            "JSON",
+            "a repeated trial: each metric's standard deviation over its runs, by result path "
+            "('quality.eval_nll', 'forgetting.retain_delta_nll', 'dollars', ...)",
+            "result.sd",
+        ),
+        Column(
+            "repeat_results",
+            "JSON",
+            "a repeated trial: one object per run (its seed, state, objectives and metrics); "
+            "the view trial_repeats has them as rows",
+            "attrs.repeat_results",
+        ),
         Column(
             "eval_nll",
             "DOUBLE",
@@ -518,6 +565,8 @@ UNSTORED_RESULT_FIELDS: Mapping[str, str] = {
     "steps": "one row each in the steps table",
     "forgetting.base_fact_recall": "not stored: fact_recall_drop is (base recall minus "
     "fine-tuned recall)",
+    "repeats": "the column repeat_results (from the sweep's record of each run, with its "
+    "objectives), one row each in the view trial_repeats",
 }
 """Fields of ``TrialResult`` that no ``trials`` column reads, and where they go instead."""
 
@@ -631,7 +680,41 @@ WHERE state = '{Outcome.COMPLETE}' AND (predicted_peak_gb IS NOT NULL OR predict
 """,
 )
 
-VIEWS = (FRONTIER, CALIBRATION)
+_REPEAT_FIELDS = (
+    ("repeat", "INTEGER", "run of the trial: 0, 1, ..."),
+    ("seed", "INTEGER", "its seed: the trial's seed + repeat"),
+    ("state", "VARCHAR", "its outcome (a run that does not complete ends the trial)"),
+    ("error", "VARCHAR", "why it did not complete"),
+    ("objective_quality", "DOUBLE", "objective 1 of this run, smaller is better"),
+    ("objective_forgetting", "DOUBLE", "objective 2 of this run, smaller is better"),
+    ("objective_cost", "DOUBLE", "objective 3 of this run (the trial's is the runs' sum)"),
+    ("eval_nll", "DOUBLE", "mean completion NLL on the held-out task set"),
+    ("exact_match", "DOUBLE", "greedy exact-match accuracy on the task"),
+    ("retain_delta_nll", "DOUBLE", "retain-set NLL(fine-tuned) - NLL(base)"),
+    ("retain_kl", "DOUBLE", "mean per-token KL(base || fine-tuned) on the retain set"),
+    ("fact_recall_drop", "DOUBLE", "drop in exact-match recall of facts the base knew"),
+    ("wall_s", "DOUBLE", "this run's wall-clock seconds"),
+    ("measured_peak_gb", "DOUBLE", "this run's measured peak memory"),
+    ("dollars", "DOUBLE", "this run's measured cost"),
+)
+
+TRIAL_REPEATS = View(
+    name="trial_repeats",
+    description="one row per run of a repeated trial (the trials row holds their means, sums "
+    "and standard deviations); trials of one run have none",
+    columns=(
+        _trials_column("study"),
+        _trials_column("number"),
+        *(ViewColumn(name, kind, text, f"r.{name}") for name, kind, text in _REPEAT_FIELDS),
+    ),
+    sql="SELECT t.study, t.number, "
+    + ", ".join(f"r.{name} AS {name}" for name, _, _ in _REPEAT_FIELDS)
+    + "\nFROM trials t, unnest(from_json(t.repeat_results, '[{"
+    + ", ".join(f'"{name}": "{kind}"' for name, kind, _ in _REPEAT_FIELDS)
+    + "}]')) AS u(r)\nWHERE t.repeat_results IS NOT NULL",
+)
+
+VIEWS = (FRONTIER, CALIBRATION, TRIAL_REPEATS)
 
 
 def create_statements() -> list[str]:

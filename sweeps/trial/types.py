@@ -22,6 +22,7 @@ __all__ = [
     "Measured",
     "Predicted",
     "Quality",
+    "RepeatResult",
     "RetainTaskDrop",
     "StepLog",
     "TrialConfig",
@@ -230,6 +231,19 @@ class Hardware(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
 
 
+class RepeatResult(_Strict):
+    """One run of a repeated trial, with its own seed: what it measured (no loss curve)."""
+
+    repeat: int = Field(..., ge=0, description="0, 1, ...: the run's seed is the trial's + repeat")
+    seed: int
+    state: TrialState
+    error: str | None = None
+    quality: Quality = Field(default_factory=Quality)
+    forgetting: Forgetting = Field(default_factory=Forgetting)
+    measured: Measured = Field(default_factory=Measured)
+    dollars: float | None = None
+
+
 class TrialResult(_Strict):
     """Everything measured about one trial; ``state`` is the outcome (serialised as its string)."""
 
@@ -247,3 +261,14 @@ class TrialResult(_Strict):
     steps: list[StepLog] = Field(default_factory=list)
     command: str | None = Field(None, description="the `paretune trial ...` that reproduces it")
     config: TrialConfig | None = None
+    repeats: list[RepeatResult] = Field(
+        default_factory=list,
+        description="a trial run with several seeds: each run; then quality, forgetting, "
+        "throughput and MFU are their means, times, tokens and dollars their sums (each run is "
+        "paid for), peak memory their largest, and steps and artifact the first run's",
+    )
+    sd: dict[str, float] = Field(
+        default_factory=dict,
+        description="a repeated trial: the sample standard deviation over its runs of each "
+        "metric, by its path ('quality.eval_nll', 'forgetting.retain_delta_nll', 'dollars')",
+    )

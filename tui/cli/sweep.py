@@ -574,6 +574,7 @@ def frontier_command(
     from sweeps.results.frontier import (
         axis_labels,
         frontier_hypervolume,
+        indistinguishable_pairs,
         plot_frontier,
         terminal_frontier,
     )
@@ -627,6 +628,14 @@ def frontier_command(
         f"frontier: trials {', '.join('#' + str(r['number']) for r in front)}; "
         f"hypervolume {frontier_hypervolume(rows):.4g}"
     )
+    if any(r.get("repeats") for r in complete):  # repeated trials: say which the noise hides
+        pairs = indistinguishable_pairs(rows)
+        click.echo(
+            "within noise (every objective differs by less than the larger sd of its repeats): "
+            + ", ".join(f"#{a} ~ #{b}" for a, b in pairs)
+            if pairs
+            else "within noise: none (every two frontier trials differ by more than their sd)"
+        )
 
 
 @click.group("results")

@@ -128,6 +128,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _pm(result, path: str, digits: int = 4, value: Any = None) -> str:
+    """The metric at ``path`` (e.g. ``quality.eval_nll``), with `± sd` when it was repeated."""
+    if value is None:
+        value = result
+        for key in path.split("."):
+            value = getattr(value, key)
+    spread = result.sd.get(path)
+    return _fmt(value, digits) + ("" if spread is None else f" ± {spread:.{digits}f}")
+
+
 def _price_note(result) -> str:
     """What the trial's dollars are priced as, and why (which price the trial picked)."""
     from pricing import load_catalog
@@ -160,7 +170,11 @@ def _table(result) -> None:
     from rich.table import Table
 
     q, f, m, p = result.quality, result.forgetting, result.measured, result.predicted
-    table = Table(title=f"trial: {result.method} -> {result.state}", show_header=True)
+    title = f"trial: {result.method} -> {result.state}"
+    if result.repeats:
+        seeds = [r.seed for r in result.repeats]
+        title += f" (mean ± sd of {len(seeds)} runs, seeds {seeds[0]}-{seeds[-1]})"
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("fine-tuned", justify="right")
     table.add_column("base", justify="right")
@@ -171,17 +185,22 @@ def _table(result) -> None:
         else None
     )
     rows = [
-        ("eval NLL", _fmt(q.eval_nll), _fmt(q.base_eval_nll), ""),
-        ("exact match", _fmt(q.exact_match, 3), _fmt(q.base_exact_match, 3), ""),
-        ("overfit gap", _fmt(q.overfit_gap), "", ""),
-        ("generalization gap", _fmt(q.generalization_gap), "", ""),
-        (f"retain ΔNLL ({f.retain_source or '-'})", _fmt(f.retain_delta_nll), "", ""),
-        (f"retain KL ({f.retain_source or '-'})", _fmt(f.retain_kl), "", ""),
+        ("eval NLL", _pm(result, "quality.eval_nll"), _fmt(q.base_eval_nll), ""),
+        ("exact match", _pm(result, "quality.exact_match", 3), _fmt(q.base_exact_match, 3), ""),
+        ("overfit gap", _pm(result, "quality.overfit_gap"), "", ""),
+        ("generalization gap", _pm(result, "quality.generalization_gap"), "", ""),
+        (
+            f"retain ΔNLL ({f.retain_source or '-'})",
+            _pm(result, "forgetting.retain_delta_nll"),
+            "",
+            "",
+        ),
+        (f"retain KL ({f.retain_source or '-'})", _pm(result, "forgetting.retain_kl"), "", ""),
     ]
     if f.self_retain_delta_nll is not None:
         rows += [
-            ("retain ΔNLL (self-samples)", _fmt(f.self_retain_delta_nll), "", ""),
-            ("retain KL (self-samples)", _fmt(f.self_retain_kl), "", ""),
+            ("retain ΔNLL (self-samples)", _pm(result, "forgetting.self_retain_delta_nll"), "", ""),
+            ("retain KL (self-samples)", _pm(result, "forgetting.self_retain_kl"), "", ""),
         ]
     if f.base_fact_recall is not None:
         rows.append(("fact recall", _fmt(recall, 3), _fmt(f.base_fact_recall, 3), ""))
@@ -193,8 +212,8 @@ def _table(result) -> None:
             "",
             _fmt(p.hours * 3600, 1) if p.hours is not None else "-",
         ),
-        ("tokens/s", _fmt(m.tokens_per_s, 0), "", ""),
-        ("dollars", _fmt(result.dollars, 6), "", _fmt(p.dollars, 6)),
+        ("tokens/s", _pm(result, "measured.tokens_per_s", 0), "", ""),
+        ("dollars", _pm(result, "dollars", 6), "", _fmt(p.dollars, 6)),
     ]
     for row in rows:
         table.add_row(*row)
@@ -267,10 +286,23 @@ def _check_prices(config) -> None:
 @click.option("--provider", help="Catalogue provider whose price is used (with --gpu).")
 @click.option("--cpu-instance", help="Catalogue CPU instance to price a CPU run as.")
 @click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run it N times with seeds seed, seed+1, ...: each metric as mean ± sd (dollars and "
+    "times: the sum).",
+)
+@click.option(
     "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 def trial_command(
-    spec_path: Path | None, demo: bool, output: str, eval_: str | None, **flags: Any
+    spec_path: Path | None,
+    demo: bool,
+    output: str,
+    eval_: str | None,
+    repeats: int,
+    **flags: Any,
 ) -> None:
     """Run one real fine-tune and report quality, forgetting, memory, time and dollars.
 
@@ -279,10 +311,14 @@ def trial_command(
     --cpu-instance; by default on a GPU the detected GPU's cheapest catalogue offer, on a
     CPU local-cpu ($0). --demo trains LoRA r8 at lr 2e-3 for 150 steps unless told otherwise.
 
+    With --repeats N the JSON adds `repeats` (each run) and `sd` (each metric's standard
+    deviation over the runs, by its path); the metrics themselves are the means.
+
     Exit code 0 when the trial completes, 1 when it ends oom, failed or timeout (the JSON
     still says which), 2 for bad input.
     """
     from sweeps.trial.isolation import run_trial_isolated
+    from sweeps.trial.repeats import run_repeats
     from sweeps.trial.types import TrialConfig
 
     if spec_path is None and not demo and not flags.get("train") and not flags.get("model"):
@@ -314,7 +350,11 @@ def trial_command(
     # load 3: 3.6 s of training on one thread, 74-145 s on two). OMP_NUM_THREADS set by the
     # user wins.
     env = {"OMP_NUM_THREADS": "1"} if demo and "OMP_NUM_THREADS" not in os.environ else None
-    result = _run_with_progress(config, run_trial_isolated, env)
+
+    def runner(config, **kwargs):
+        return run_repeats(run_trial_isolated, config, repeats, **kwargs)
+
+    result = _run_with_progress(config, runner, env)
     if output == "json":
         payload = result.model_dump(mode="json")
         click.echo(json.dumps(payload, indent=2))

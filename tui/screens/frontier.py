@@ -156,7 +156,7 @@ class FrontierScreen(Screen):
         table.clear()
         for point in self.points:
             table.add_row(
-                "★" if point.pareto else "",
+                _pareto_cell(point),
                 str(point.number),
                 point.method,
                 "" if point.rank is None else str(point.rank),
@@ -202,7 +202,11 @@ class FrontierScreen(Screen):
         plt.xlabel(x_axis.label)
         plt.ylabel(y_axis.label)
         study = self.study or "no study"
-        plt.title(f"{study}: {len(plotted)} trials, {len(pareto)} on the frontier")
+        twins = sum(len(p.within_noise) for p in pareto) // 2
+        plt.title(
+            f"{study}: {len(plotted)} trials, {len(pareto)} on the frontier"
+            + (f", {twins} pair(s) within noise (≈)" if twins else "")
+        )
         chart.refresh()
 
     def _selected_point(self) -> FrontierPoint | None:
@@ -219,6 +223,13 @@ class FrontierScreen(Screen):
     def _selected(self, event: DataTable.RowSelected) -> None:
         point = self.points[event.cursor_row]
         self.app.post_message(OpenTrial(point.study, point.number))
+
+
+def _pareto_cell(point: FrontierPoint) -> str:
+    """★ on the frontier; ≈ and the trials the measured noise cannot tell it apart from."""
+    if not point.pareto:
+        return ""
+    return "★" + ("" if not point.within_noise else " ≈" + ",".join(map(str, point.within_noise)))
 
 
 def _fmt(value: float | None) -> str:

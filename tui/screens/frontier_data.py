@@ -25,6 +25,9 @@ class FrontierPoint:
     forgetting: float | None  # retain-set ΔNLL (lower is better)
     dollars: float | None
     pareto: bool
+    within_noise: tuple[int, ...] = ()
+    """Frontier trials this one cannot be told apart from (repeated trials: every objective
+    differs by less than the larger standard deviation of the two)."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,16 @@ def load_study_names(db: Path) -> list[str]:
 
 def load_points(db: Path, study: str) -> list[FrontierPoint]:
     """The complete trials of ``study`` with their objectives, in trial order."""
+    from sweeps.results.frontier import indistinguishable_pairs
     from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db, lock_timeout_s=5.0)
     pareto = {row["number"] for row in store.frontier(study)}
+    rows = store.trials(study)
+    twins: dict[int, list[int]] = {}
+    for a, b in indistinguishable_pairs(rows):
+        twins.setdefault(a, []).append(b)
+        twins.setdefault(b, []).append(a)
     return [
         FrontierPoint(
             study=row["study"],
@@ -68,7 +77,8 @@ def load_points(db: Path, study: str) -> list[FrontierPoint]:
             forgetting=row["retain_delta_nll"],
             dollars=row["dollars"],
             pareto=row["number"] in pareto,
+            within_noise=tuple(sorted(twins.get(int(row["number"]), ()))),
         )
-        for row in store.trials(study)
+        for row in rows
         if row["state"] == "complete"
     ]
