@@ -13,9 +13,11 @@ terminal UI's launch before they open the study. In order:
 - **device**: CUDA asked for (``device = "cuda"``, or GPU indices with ``device = "auto"``)
   is visible, and so is each GPU index listed.
 - **data**: the train, eval, retain and fact-probe files parse with the trial's own loaders
-  and hold usable rows; bad rows are named as ``file:line``.
+  and hold usable rows; bad rows are named as ``file:line``. An ``lm-eval:`` retain is built
+  as the trial builds it: lm-eval installed, every task known, its items read.
 - **objectives**: each of the three objectives can be measured with this spec (forgetting
-  needs a retain source, ``dollars`` an hourly price).
+  needs a retain source); every trial can price itself as it will (the catalogue ids given
+  exist; on CUDA the visible GPU is in the catalogue, unless a price is given).
 - **storage**: the run folder and the results file can be written, an existing results file
   is a DuckDB database, and the Optuna storage is reachable (the journal's folder writable,
   or the PostgreSQL server answers).
@@ -37,20 +39,31 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pricing.errors import UserError
-from sweeps.spec import ADAPTER_METHODS, Choice, Fixed, Param, SweepSpec, lr_param_name
+from sweeps.spec import (
+    ADAPTER_METHODS,
+    LM_EVAL_RETAIN,
+    Choice,
+    Fixed,
+    Param,
+    SweepSpec,
+    lr_param_name,
+)
 from sweeps.trial.types import TrialConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sweeps.trial.retain_lm_eval import LmEvalRetain
 
 __all__ = ["DRY_STEP_TIMEOUT_S", "Check", "PreflightError", "Problem", "first_point", "preflight"]
 
 DRY_STEP_TIMEOUT_S = 1800.0
 """Time limit of the dry step when the spec sets no ``[run] timeout_s``."""
 
-_RETAIN_METRICS = ("retain_delta_nll", "retain_kl")
+_RETAIN_METRICS = ("retain_delta_nll", "retain_kl", "retain_acc_drop")
 
 
 @dataclass(frozen=True)
@@ -426,7 +439,11 @@ def _check_data(context: _Context, report: _Report) -> str:
             found.append(f"eval {len(held_out)} rows")
     else:
         found.append(f"eval {config.eval_fraction:.0%} of train")
-    if sources.retain is not None:
+    if sources.retain is not None and sources.retain.startswith(LM_EVAL_RETAIN):
+        items = _lm_eval_items(context, report)
+        if items is not None:
+            found.append(f"retain {sources.retain} ({items})")
+    elif sources.retain is not None:
         texts = _texts(sources.retain, context, report)
         if texts is not None:
             context.retain = texts
@@ -457,6 +474,30 @@ def _examples(role: str, path: str, context: _Context, report: _Report) -> list[
         report.problem("data", _bad_rows(role, path, bad), _BAD_ROWS_FIX)
         return None
     return examples
+
+
+def _lm_eval_items(context: _Context, report: _Report) -> str | None:
+    """An ``lm-eval:`` retain built as the trial builds it (lm-eval installed, every task
+    known), its tasks' items read; without a tokenizer (the model check failed and says why)
+    the tasks alone. Nothing is scored."""
+    import torch
+
+    from sweeps.trial.retain import retain_source_for
+    from sweeps.trial.retain_lm_eval import lm_eval_items
+
+    config = context.config
+    try:
+        if context.tokenizer is None:
+            counts = lm_eval_items(config.retain or "")
+        else:
+            source = retain_source_for(
+                config, tokenizer=context.tokenizer, device=torch.device("cpu"), precision="fp32"
+            )
+            counts = cast("LmEvalRetain", source).items()
+    except UserError as error:
+        report.problem("data", f"retain {config.retain}: {error.message}", error.hint)
+        return None
+    return ", ".join(f"{task} {count} items" for task, count in counts.items())
 
 
 def _texts(path: str, context: _Context, report: _Report) -> list[str] | None:
@@ -556,6 +597,8 @@ def _check_objectives(context: _Context, report: _Report) -> str:
 
 def _retain_source(config: TrialConfig) -> str | None:
     """What forgetting is measured on, as the trial picks it; None when there is nothing."""
+    if config.retain is not None and config.retain.startswith(LM_EVAL_RETAIN):
+        return config.retain
     if config.retain is not None:
         return Path(config.retain).name
     if config.model == "demo":
@@ -566,33 +609,44 @@ def _retain_source(config: TrialConfig) -> str | None:
 
 
 def _price(context: _Context, report: _Report) -> str:
-    """The hourly price behind ``cost = "dollars"``; catalogue ids checked by the gate."""
+    """The hourly price every trial will be priced at, found as the trial finds it
+    (:func:`sweeps.trial.recipe._price`): the catalogue ids given must exist, and on CUDA
+    the visible GPU must be in the catalogue unless an hourly price or a GPU id is given."""
     from sweeps.gate import Gate
+    from sweeps.trial.recipe import _price as trial_price
 
-    hardware = context.spec.hardware
     try:
-        Gate(context.spec)
+        Gate(context.spec)  # every id given, gpu, provider and cpu_instance, is in the catalogue
+        device = _priced_device(context)
+        if device is None:
+            return ""  # CUDA asked for and none visible: the device check says so
+        price = trial_price(context.config, device)
     except UserError as error:
         report.problem("objectives", error.message, error.hint)
         return ""
     if context.spec.objectives.cost != "dollars":
         return ""
-    if hardware.usd_per_hour is not None:
-        return f" at ${hardware.usd_per_hour:g}/h"
-    if hardware.gpu is not None:
-        return f" at the {hardware.gpu} price" + (
-            f" on {hardware.provider}" if hardware.provider else ""
-        )
-    if hardware.cpu_instance is not None:
-        return f" at the {hardware.cpu_instance} price"
-    report.problem(
-        "objectives",
-        'cost = "dollars" needs an hourly price, and the spec gives none: trials would end '
-        "without a cost and count as failed.",
-        "Set [hardware] usd_per_hour, or gpu (and provider) or cpu_instance from "
-        '`paretune prices`; or use cost = "hours".',
-    )
-    return ""
+    if context.config.usd_per_hour is not None:
+        return f" at ${price.usd_per_hour:g}/h"
+    what = price.gpu_id or price.cpu_instance
+    at = f" on {price.provider}" if price.provider and price.gpu_id else ""
+    detected = " (the detected GPU)" if context.config.gpu is None and price.gpu_id else ""
+    return f" at the {what} price{at}{detected}, ${price.usd_per_hour:g}/h"
+
+
+def _priced_device(context: _Context) -> Any:
+    """The device the first trial runs on, as its price sees it; None when CUDA is asked
+    for and none is visible."""
+    import torch
+
+    wanted = context.spec.hardware.device
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if wanted == "cpu" or (wanted == "auto" and count == 0):
+        return torch.device("cpu")
+    if count == 0:
+        return None
+    pinned = int(context.gpus[0]) if context.gpus else 0
+    return torch.device("cuda", pinned if pinned < count else 0)
 
 
 # ---------------------------------------------------------------- storage
@@ -789,7 +843,8 @@ def _describe(config: TrialConfig) -> str:
 
 def _sample_files(context: _Context, folder: Path) -> dict[str, str]:
     """The first rows of the data files, copied under ``folder``: one optimizer step's worth
-    of train rows, a batch of eval and retain rows. A source that is not a file (an ``hf:``
+    of train rows, a batch of eval and retain rows (of an ``lm-eval:`` retain, a batch of each
+    task's items: ``limit``). A source that is not a file (an ``hf:``
     dataset) and the fact probes are used whole (base-model scores are cached by what they
     are computed on; the trials reuse those of the whole probe set)."""
     config = context.config
@@ -800,7 +855,13 @@ def _sample_files(context: _Context, folder: Path) -> dict[str, str]:
         held_out = (context.eval or context.train)[: config.batch]
         if _line_of(held_out[0].source) is not None:
             update["eval"] = _copy_rows(held_out, folder / "eval.jsonl")
-    if context.retain:
+    retain = config.retain or ""
+    if retain.startswith(LM_EVAL_RETAIN):  # the first batch of each task's items
+        from sweeps.trial.retain_lm_eval import LmEvalSpec
+
+        spec = LmEvalSpec.parse(retain)
+        update["retain"] = replace(spec, limit=min(spec.limit or config.batch, config.batch)).text()
+    elif context.retain:
         update["retain"] = _write_rows(
             [{"text": t} for t in context.retain[: config.batch]], folder / "retain.jsonl"
         )

@@ -240,9 +240,10 @@ def test_a_first_point_that_cannot_train_fails_the_dry_step(demo, tmp_path: Path
 
 @pytest.mark.slow
 def test_no_check_skips_the_checks(demo, tmp_path: Path) -> None:
-    # No price for cost = "dollars": refused by the check; --no-check creates the study anyway.
-    spec = demo_spec(tmp_path, replace={"usd_per_hour = 0.10": ""})
-    assert_refused(spec, 'cost = "dollars" needs an hourly price')
+    # An empty train file: refused by the check; --no-check creates the study anyway.
+    (tmp_path / "train.jsonl").write_text("")
+    spec = demo_spec(tmp_path, data='train = "train.jsonl"')
+    assert_refused(spec, f"train data {tmp_path / 'train.jsonl'} is empty")
     done = paretune("sweep", "run", str(spec), "--no-check", "--max-trials", "0", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "✓" not in done.stdout
@@ -257,7 +258,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     text = demo_spec(
         tmp_path,
         replace={
-            "usd_per_hour = 0.10": "",
+            "usd_per_hour = 0.10": 'cpu_instance = "no-such-instance"',
             'results = "runs/results.duckdb"': f'results = "{tmp_path / "somefile" / "r.duckdb"}"',
         },
     ).read_text()
@@ -265,6 +266,55 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         preflight(spec_from_text(text, base_dir=tmp_path), dry_step=False)
     assert [p.check for p in raised.value.problems] == ["objectives", "storage"]
     assert raised.value.message.count("\n\n") == 2  # a heading, then one paragraph each
+
+
+def _objectives(spec: Path) -> str:
+    """The objectives check's line, in process and without the dry step."""
+    passed: list[Check] = []
+    preflight(load_spec(spec), dry_step=False, on_check=passed.append)
+    return next(c for c in passed if c.name == "objectives").detail
+
+
+def test_dollars_need_no_price_given_trials_price_themselves(tmp_path: Path) -> None:
+    # On the CPU with no price, a trial is priced as local-cpu: dollars are always measured.
+    spec = demo_spec(tmp_path, replace={"usd_per_hour = 0.10": ""})
+    assert _objectives(spec).endswith("dollars at the local-cpu price, $0/h")
+    spec = demo_spec(tmp_path, replace={"usd_per_hour = 0.10": 'cpu_instance = "local-cpu"'})
+    assert "local-cpu" in _objectives(spec)
+    spec = demo_spec(tmp_path)
+    assert _objectives(spec).endswith("dollars at $0.1/h")
+
+
+@pytest.mark.parametrize(
+    ("hardware", "says"),
+    [
+        ('gpu = "no-such-gpu"', "no-such-gpu"),
+        ('cpu_instance = "no-such-instance"', "no-such-instance"),
+        ('provider = "no-such-provider"', "no-such-provider"),
+        # A provider prices a GPU; this trial runs on the CPU (the trial's own refusal).
+        ('provider = "lambda"', "prices a GPU"),
+    ],
+)
+def test_price_ids_not_in_the_catalogue_are_refused(
+    tmp_path: Path, hardware: str, says: str
+) -> None:
+    from sweeps.preflight import PreflightError
+
+    text = demo_spec(tmp_path, replace={"usd_per_hour = 0.10": hardware}).read_text()
+    with pytest.raises(PreflightError) as raised:
+        preflight(spec_from_text(text, base_dir=tmp_path), dry_step=False)
+    (problem,) = raised.value.problems
+    assert problem.check == "objectives" and says in problem.what, problem
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_spec_with_no_price_is_priced_as_the_visible_gpu(demo, tmp_path: Path) -> None:
+    spec = demo_spec(
+        tmp_path, replace={'device = "cpu"': 'device = "cuda"', "usd_per_hour = 0.10": ""}
+    )
+    detail = _objectives(spec)
+    assert "(the detected GPU)" in detail and "$" in detail, detail
 
 
 @pytest.mark.slow

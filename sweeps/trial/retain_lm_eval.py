@@ -53,7 +53,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from pricing.errors import UserError, did_you_mean
 from sweeps.trial.retain import RETAIN_VERSION, RetainScores, RetainSource, weights_fingerprint
@@ -69,6 +69,7 @@ __all__ = [
     "LmEvalScores",
     "LmEvalSpec",
     "TaskDrop",
+    "lm_eval_items",
     "lm_eval_source",
     "paired_drop_interval",
     "wilson_interval",
@@ -134,6 +135,13 @@ class LmEvalSpec:
             include=settings.get("include"),
             metric=settings.get("metric") or "acc",
         )
+
+    def text(self) -> str:
+        """The ``lm-eval:...`` value that :meth:`parse` reads back as this spec."""
+        settings = {"limit": self.limit, "include": self.include}
+        settings["metric"] = self.metric if self.metric != "acc" else None
+        query = urlencode({k: v for k, v in settings.items() if v is not None}, safe="/.:,")
+        return LM_EVAL_PREFIX + ",".join(self.tasks) + (f"?{query}" if query else "")
 
 
 # --- what it returns ---------------------------------------------------------------------------
@@ -361,6 +369,10 @@ class LmEvalRetain(RetainSource):
         self.tokenizer = tokenizer
         self.batch = batch
 
+    def items(self) -> dict[str, int]:
+        """How many items each named task scores (``limit`` applied), its data read now."""
+        return _item_counts(self.spec, self.task_manager)
+
     def _build_base(self, model) -> dict[str, Any]:
         outcomes = self._outcomes(model)
         items = {
@@ -540,6 +552,23 @@ def _lm_eval_version() -> str:
 
 
 # --- the factory -------------------------------------------------------------------------------
+
+
+def _item_counts(spec: LmEvalSpec, manager) -> dict[str, int]:
+    counts = {}
+    for name in spec.tasks:
+        leaves = _load_tasks(manager, name)["tasks"].values()
+        sizes = [len(task.eval_docs) for task in leaves]
+        counts[name] = sum(min(size, spec.limit or size) for size in sizes)
+    return counts
+
+
+def lm_eval_items(retain: str) -> dict[str, int]:
+    """How many items each named task of ``retain`` (``lm-eval:...``) scores, with no model:
+    lm-eval installed, every task known and its data read (from the Hub or its cache, or a
+    task's local files), as a trial would. Raises :class:`LmEvalError` otherwise."""
+    spec = LmEvalSpec.parse(retain)
+    return _item_counts(spec, _task_manager(spec))
 
 
 def _folder_digest(folder: str | None) -> str | None:
