@@ -211,16 +211,17 @@ def _search_rows(model: type) -> list[tuple[str, ...]]:
     return rows
 
 
-def _trial_rows(_model: type) -> list[tuple[str, ...]]:
-    """The trial settings a spec may fix in ``[trial]``: every ``TrialConfig`` field it does not
-    set itself (described by the field, else by the search parameter of the same name)."""
+def _trial_rows(model: type) -> list[tuple[str, ...]]:
+    """The keys of ``[trial]``: the section's own (``repeats``), then the trial settings a spec
+    may fix there: every ``TrialConfig`` field it does not set itself (described by the field,
+    else by the search parameter of the same name)."""
     from sweeps.spec import _SET_ELSEWHERE, SEARCHABLE
     from sweeps.trial.types import TrialConfig
 
     def about(name: str, description: str | None) -> str:
         return _cell(description or (SEARCHABLE[name].help if name in SEARCHABLE else ""))
 
-    return [
+    return _model_rows(model) + [
         (
             f"`{name}`",
             _type_text(field.annotation),
