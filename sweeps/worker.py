@@ -772,7 +772,9 @@ def _objective_values(
         cost = result.dollars
     else:
         wall = result.measured.wall_s
-        devices = devices if devices is not None else result.hardware.devices
+        if devices is None:
+            assert isinstance(result, TrialResult), "a run's devices are its trial's"
+            devices = result.hardware.devices
         cost = None if wall is None else wall / 3600 * devices
     values = [quality, forgetting, cost]
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
@@ -799,7 +801,8 @@ def _repeat_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:
     import statistics
 
     signs = [-1.0 if d == "maximize" else 1.0 for d in spec.objectives.directions()]
-    rows, measured = [], []
+    rows: list[dict[str, Any]] = []
+    measured: list[list[float]] = []
     for run in result.repeats:
         values = _objective_values(spec, run, devices=result.hardware.devices)
         if values is not None and run.state == Outcome.COMPLETE:
@@ -811,9 +814,9 @@ def _repeat_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:
                 "state": str(run.state),
                 "error": run.error,
                 **{
-                    f"objective_{name}": None if values is None else sign * value
-                    for name, sign, value in zip(
-                        ("quality", "forgetting", "cost"), signs, values or [None] * 3, strict=True
+                    f"objective_{name}": None if values is None else sign * values[i]
+                    for i, (name, sign) in enumerate(
+                        zip(("quality", "forgetting", "cost"), signs, strict=True)
                     )
                 },
                 **run.quality.model_dump(include={"eval_nll", "exact_match"}),
@@ -825,7 +828,7 @@ def _repeat_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:
                 "dollars": run.dollars,
             }
         )
-    sd = None
+    sd: list[float] | None = None
     if len(measured) >= 2:
         sd = [statistics.stdev(column) for column in zip(*measured, strict=True)]
         sd[2] *= math.sqrt(len(measured))

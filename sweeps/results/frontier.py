@@ -158,11 +158,12 @@ def indistinguishable_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, int]]
         )
         if on
     ]
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     for i, a in enumerate(front):
         for b in front[i + 1 :]:
             if all(_within_noise(a, b, c) for c in _OBJECTIVES):
-                pairs.append(tuple(sorted((int(a["number"]), int(b["number"])))))
+                low, high = sorted((int(a["number"]), int(b["number"])))
+                pairs.append((low, high))
     return sorted(pairs)
 
 
