@@ -5,8 +5,7 @@ A page asks for a table with a marker on a line of its own:
 - ``<!-- generated: spec-keys -->``: every key of a sweep spec, section by section, from the
   pydantic models in :mod:`sweeps.spec` (type, default, each field's description);
 - ``<!-- generated: schema -->``: the DuckDB results schema, from
-  ``sweeps.results.schema.schema_markdown()``, or, where that module does not exist, from the
-  column lists of :mod:`sweeps.results.store` and the views of a freshly created results file;
+  :func:`sweeps.results.schema.schema_markdown`, the one source of the store's DDL and rows;
 - ``<!-- generated: trial-states -->``: every trial state, from :class:`sweeps.outcome.Outcome`
   (its meaning, whether it uses up a trial of the budget, whether its parameters are queued
   again).
@@ -17,11 +16,9 @@ An unknown marker stops the build. :func:`render` is what the tests call.
 from __future__ import annotations
 
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -60,61 +57,9 @@ def render(markdown: str) -> str:
 
 def schema_markdown() -> str:
     """The results schema as Markdown tables."""
-    try:
-        from sweeps.results.schema import schema_markdown as from_schema_module
-    except ModuleNotFoundError as error:
-        if error.name != "sweeps.results.schema":
-            raise
-        return _schema_from_column_lists()
+    from sweeps.results.schema import schema_markdown as from_schema_module
+
     return from_schema_module()
-
-
-def _schema_from_column_lists() -> str:
-    from sweeps.results import store
-
-    parts = []
-    tables = [
-        ("studies", getattr(store, "STUDY_COLUMNS", None), "one row per study"),
-        ("trials", store.TRIAL_COLUMNS, "one row per trial, key `(study, number)`"),
-        (
-            "steps",
-            store.STEP_COLUMNS,
-            "one row per logged optimizer step, key `(study, number, step)`",
-        ),
-    ]
-    for table, columns, what in tables:
-        if columns is None:
-            continue
-        rows = [(f"`{name}`", _sql_type(kind), _cell(meaning)) for name, kind, meaning in columns]
-        parts.append(
-            f"### `{table}`\n\n{what.capitalize()}.\n\n"
-            + _table(("column", "type", "meaning"), rows)
-        )
-    for view, columns in _view_columns().items():
-        listed = ", ".join(f"`{name}`" for name in columns)
-        parts.append(f"### `{view}` (view)\n\nColumns: {listed}.")
-    return "\n\n".join(parts)
-
-
-def _sql_type(declared: str) -> str:
-    kind = declared.replace(" NOT NULL", "")
-    if "PRIMARY KEY" in kind:
-        return kind.replace(" PRIMARY KEY", "") + " (key)"
-    return kind
-
-
-def _view_columns() -> dict[str, list[str]]:
-    """The columns of each view, read from a results file created just for this."""
-    from sweeps.results.store import ResultsStore
-
-    with tempfile.TemporaryDirectory() as folder:
-        store = ResultsStore(Path(folder) / "schema.duckdb")
-        store.ensure_schema()
-        _, views = store.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
-            "ORDER BY table_name"
-        )
-        return {name: [row[0] for row in store.query(f"DESCRIBE {name}")[1]] for (name,) in views}
 
 
 # ---------------------------------------------------------------- trial states

@@ -299,7 +299,11 @@ class DataSection(_Section):
 
     train: str | None = Field(None, description="JSONL task file or HF dataset name")
     eval: str | None = Field(None, description="held-out JSONL; None: a seeded split of train")
-    retain: str | None = Field(None, description="retain probe JSONL for forgetting")
+    retain: str | None = Field(
+        None,
+        description="forgetting probe: a {'text'} JSONL, 'lm-eval:TASKS', or none for the "
+        "base model's self-samples",
+    )
 
 
 class HardwareSection(_Section):
@@ -910,7 +914,7 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
     for key, comment in (
         ("train", "JSONL task file"),
         ("eval", "held-out JSONL"),
-        ("retain", "retain probe JSONL"),
+        ("retain", "{'text'} JSONL or lm-eval:TASKS; omit: self-samples"),
     ):
         value = getattr(spec.data, key)
         out.append(

@@ -58,6 +58,20 @@ def test_readme_relative_links_point_to_files() -> None:
 # ---------------------------------------------------------------- generated pages
 
 
+def test_readme_own_model_spec_loads(tmp_path: Path) -> None:
+    """The README's first worked example is a valid sweep spec with the default objectives."""
+    from sweeps.spec import load_spec
+
+    text = README.read_text(encoding="utf-8")
+    spec_text = text.split("`own.toml`:\n\n```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "own.toml").write_text(spec_text, encoding="utf-8")
+    (tmp_path / "train.jsonl").write_text('{"prompt": "2+2=", "completion": "4"}\n')
+    spec = load_spec(tmp_path / "own.toml")
+    assert spec.model == "./my-model"
+    assert (spec.objectives.quality, spec.objectives.forgetting) == ("eval_nll", "retain_delta_nll")
+    assert list(spec.search.methods) == ["lora", "dora"]
+
+
 def _database_columns(tmp_path: Path) -> dict[str, list[str]]:
     """Every table's and view's columns, as a freshly created results file has them."""
     from sweeps.results.store import ResultsStore
@@ -77,16 +91,6 @@ def test_schema_page_lists_every_column_of_the_results_file(tmp_path: Path) -> N
         assert f"`{relation}`" in page, relation
         for column in columns:
             assert f"`{column}`" in page, f"{relation}.{column} is not in the schema page"
-
-
-def test_schema_page_falls_back_to_the_store_column_lists() -> None:
-    from sweeps.results import store
-
-    if not hasattr(store, "TRIAL_COLUMNS"):
-        pytest.skip("the store no longer keeps column lists of its own")
-    page = _hooks()._schema_from_column_lists()
-    for name, kind, _ in store.TRIAL_COLUMNS + store.STEP_COLUMNS:
-        assert re.search(rf"\| `{name}` \| {re.escape(kind.split()[0])}", page), name
 
 
 def _spec_sections(page: str) -> dict[str, str]:

@@ -167,7 +167,7 @@ STUDIES = Table(
         Column(
             "forgetting_metric",
             "VARCHAR",
-            "objective 2: retain_delta_nll, retain_kl or fact_recall_drop",
+            "objective 2: retain_delta_nll, retain_kl, fact_recall_drop or retain_acc_drop",
             "attrs.objectives.1",
         ),
         Column("cost_metric", "VARCHAR", "objective 3: dollars or hours", "attrs.objectives.2"),

@@ -47,7 +47,11 @@ class TrialConfig(_Strict):
     model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
     train: str | None = Field(None, description="JSONL task file, or HF dataset name; None: demo")
     eval: str | None = Field(None, description="held-out JSONL; None: a seeded split of train")
-    retain: str | None = Field(None, description="retain probe JSONL ({'text'}); None: demo's")
+    retain: str | None = Field(
+        None,
+        description="forgetting probe: a {'text'} JSONL or 'lm-eval:TASKS'; None: the demo's "
+        "world text on the demo, else the base model's self-samples",
+    )
     facts: str | None = Field(
         None, description="fact probes JSONL ({'prompt', 'answer'}); None: the demo's on the demo"
     )
