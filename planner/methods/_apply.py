@@ -116,7 +116,7 @@ def apply_method(model: Any, setup: MethodSetup) -> Any:
     assert targets is not None
     config = LoraConfig(
         r=setup.rank,
-        lora_alpha=setup.alpha,
+        lora_alpha=setup.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales too
         lora_dropout=setup.dropout,
         use_rslora=setup.use_rslora,
         use_dora=setup.kind == "dora",
@@ -180,7 +180,7 @@ def prepare_for_kbit_training(model: Any) -> Any:
 
 
 # NF4 with double quantization, as in the QLoRA paper (Dettmers et al. 2023, section 3).
-_NF4 = {"quant_type": "nf4", "double_quant": True}
+_NF4: dict[str, Any] = {"quant_type": "nf4", "double_quant": True}
 
 
 def nf4_quantization_config(compute_dtype: Any) -> Any:

@@ -58,7 +58,11 @@ def build_optimizer(
     sixteen_bit = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
     if name == "adamw" and sixteen_bit:
         return master_weight_adamw(params, lr=lr, weight_decay=weight_decay)
-    choice = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[kernel]
+    choice: dict[str, Any] = {
+        "default": {},
+        "foreach": {"foreach": True},
+        "fused": {"fused": True},
+    }[kernel]
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **choice)
 
 
@@ -96,7 +100,7 @@ def _master_weight_adamw_class() -> type:
             super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
 
         @torch.no_grad()
-        def step(self, closure: Any = None) -> None:
+        def step(self, closure: Any = None) -> None:  # type: ignore[override]
             for group in self.param_groups:
                 for param in group["params"]:
                     if param.grad is None:

@@ -67,7 +67,7 @@ def materialize_as_fake(model: nn.Module, device: str = "cpu") -> None:
             if id(param) not in replaced:
                 empty = torch.empty(param.shape, dtype=param.dtype, device=device)
                 replaced[id(param)] = nn.Parameter(empty, requires_grad=param.requires_grad)
-            module._parameters[name] = replaced[id(param)]
+            module._parameters[name] = replaced[id(param)]  # type: ignore[assignment]
         for name, buffer in list(module._buffers.items()):
             if buffer is None:
                 continue

@@ -35,7 +35,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from planner.estimation.memory import TERMS
 from planner.methods import MethodSetup
@@ -200,7 +200,7 @@ def _step_from_spec(
     if method.uses_adapters:
         targeted_shapes(arch, method)  # a target the model lacks fails before any model is built
     step = _Step(
-        method=MethodSetup.from_spec(method, recipe=recipe),
+        method=MethodSetup.from_spec(method, recipe=recipe),  # type: ignore[arg-type]
         optimizer=method.optimizer,
         param_dtype=param_dtype,
         autocast_dtype=autocast_dtype,
@@ -536,7 +536,9 @@ def _build_optimizer(params: list[Any], step: _Step) -> Any:
     # The trial recipe's AdamW is torch's default on CUDA tensors, the multi-tensor
     # (foreach) implementation; the planner's is fused (or mixed precision, on 16-bit
     # weights).
-    kernel = "foreach" if step.optimizer == "adamw" and step.recipe == "trial" else "fused"
+    kernel: Literal["foreach", "fused"] = (
+        "foreach" if step.optimizer == "adamw" and step.recipe == "trial" else "fused"
+    )
     return build_optimizer(params, step.optimizer, lr=1e-4, kernel=kernel)
 
 
