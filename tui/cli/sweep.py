@@ -144,6 +144,17 @@ def _preflight(console: Any, spec: Any, *, storage: str | None, slots: list[str 
     )
 
 
+def _db_option(help: str = "DuckDB results file.") -> Any:
+    """The ``--db`` option every results command takes."""
+    return click.option(
+        "--db",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=DEFAULT_RESULTS,
+        show_default=True,
+        help=help,
+    )
+
+
 @click.group("sweep")
 def sweep_group() -> None:
     """Run, join and inspect Optuna sweeps of real fine-tunes."""
@@ -241,13 +252,7 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None, no_check: boo
 
 @sweep_group.command("status")
 @click.argument("study", required=False)
-@click.option(
-    "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_RESULTS,
-    show_default=True,
-    help="DuckDB results file.",
-)
+@_db_option()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def sweep_status(study: str | None, db: Path, fmt: str) -> None:
     """Progress, spend, best trials and failures by reason of STUDY (or of every study)."""
@@ -381,13 +386,7 @@ def _num(value: Any) -> str:
 
 @click.command("sql")
 @click.argument("query")
-@click.option(
-    "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_RESULTS,
-    show_default=True,
-    help="DuckDB results file.",
-)
+@_db_option()
 @click.option(
     "--format",
     "fmt",
@@ -537,13 +536,7 @@ def _json_default(value: Any) -> Any:
 
 @click.command("frontier")
 @click.argument("study", required=False)
-@click.option(
-    "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_RESULTS,
-    show_default=True,
-    help="DuckDB results file.",
-)
+@_db_option()
 @click.option(
     "--x",
     "x_axis",
@@ -650,13 +643,7 @@ def results_group() -> None:
 @click.option(
     "--study", "studies", multiple=True, help="Only this study (repeatable); default: all."
 )
-@click.option(
-    "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_RESULTS,
-    show_default=True,
-    help="DuckDB results file (created if missing).",
-)
+@_db_option("DuckDB results file (created if missing).")
 def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
     """Import studies from an Optuna storage into the results file (idempotent)."""
     import optuna
