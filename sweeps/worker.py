@@ -20,6 +20,10 @@ What makes it trustworthy overnight:
 - with ``[trial] repeats = N`` each trial runs N times with seeds seed, seed+1, ...
   (:mod:`sweeps.trial.repeats`): Optuna is told the mean of each objective, the cost is
   the sum, and the trial's row keeps each run and each objective's standard deviation;
+- a program holding the results file open (a ``duckdb`` shell, a notebook) never stalls a
+  trial: a write that meets its lock is deferred (:data:`WRITE_WAIT_S`), goes out with the next
+  write that gets through, and the final sync writes every trial; the sweep says once how many
+  writes were deferred;
 - ``run.breaker`` trials in a row that fail with the same error stop the sweep
   (:mod:`sweeps.breaker`): a broken setup does not spend the whole budget.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import shutil
 import socket
 import threading
@@ -47,7 +52,14 @@ from sweeps.breaker import CircuitBreaker
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
 from sweeps.liveness import requeue, this_worker, trials_of_dead_workers
 from sweeps.outcome import BUDGET_OUTCOMES, RERUN_OUTCOMES, Outcome
-from sweeps.results.store import ResultsStore, StoreError, redact_url, study_row, trial_row
+from sweeps.results.store import (
+    ResultsLockedError,
+    ResultsStore,
+    StoreError,
+    redact_url,
+    study_row,
+    trial_row,
+)
 from sweeps.spec import SweepSpec
 from sweeps.study import (
     HEARTBEAT_INTERVAL_S,
@@ -64,7 +76,7 @@ from sweeps.trial.types import RepeatResult, StepLog, TrialConfig, TrialResult
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["PROGRESS_WRITE_S", "Sweep", "SweepState"]
+__all__ = ["PROGRESS_WRITE_S", "WRITE_WAIT_S", "Sweep", "SweepState"]
 
 PROGRESS_WRITE_S = float(os.environ.get("PARETUNE_PROGRESS_WRITE_S", "5"))
 """Seconds between writes of a running trial's steps to the results file
@@ -76,6 +88,11 @@ RESUME_SEED_STRIDE = 7919
 worker index or ``--seed-offset`` of a realistic size lands on another run's seed). A new
 study (no trials) is seeded exactly by ``seed``; rerunning a spec on a study that already has
 N trials seeds its samplers with ``seed + 7919 N``: reproducible, and not the first run's."""
+
+WRITE_WAIT_S = 0.5
+"""Seconds a trial's own write to the results file waits for another program's lock (a
+``duckdb`` shell, a notebook, a long ``paretune sql``) before it is deferred: the row is
+written with the next write that gets through, or by the final sync at the end of the sweep."""
 
 INFEASIBLE_IN_A_ROW = 20
 """Infeasible trials in a row after which a worker gives up: the space does not fit the GPU."""
@@ -157,6 +174,14 @@ class Sweep:
         self.storage = storage
         self.storage_url = storage_url
         self.store = store
+        """The final sync's store: it waits ``store.lock_timeout_s`` for another program's lock."""
+        self._trial_store = ResultsStore(store.path, lock_timeout_s=WRITE_WAIT_S)
+        """Per-trial writes: a lock held longer than :data:`WRITE_WAIT_S` defers the write."""
+        self.deferred_writes = 0
+        """Writes to the results file deferred because another program held its lock."""
+        self._deferred: set[int] = set()  # trials whose row waits for the next write
+        self._deferred_study = False
+        self._deferred_lock = threading.Lock()
         self.gate = gate
         self.worker = worker
         """This process's identity (host, pid, start time), recorded on each trial it runs."""
@@ -256,14 +281,42 @@ class Sweep:
         _end_children()
 
     def sync_results(self) -> None:
-        """Rebuild this study's rows in the results file from the Optuna storage."""
+        """Rebuild this study's rows in the results file from the Optuna storage, waiting up to
+        ``store.lock_timeout_s`` for another program's lock; say once, in one line, how many
+        writes were deferred because another program held the file."""
         try:
             self.store.sync_study(self.study, storage=self.storage_url)
+        except ResultsLockedError:
+            with self._deferred_lock:
+                self.deferred_writes += 1
+            self.state.event(self._deferred_line(synced=False))
+            return
         except StoreError as error:
             self.state.event(
                 f"results file not updated: {error.message} (results are safe in "
                 f"{redact_url(self.storage_url)}; `paretune results sync` imports them)"
             )
+            return
+        with self._deferred_lock:
+            self._deferred.clear()
+            self._deferred_study = False
+        if self.deferred_writes:
+            self.state.event(self._deferred_line(synced=True))
+
+    def _deferred_line(self, *, synced: bool) -> str:
+        count = self.deferred_writes
+        line = (
+            f"{count} write{'s' if count != 1 else ''} to the results file {self.store.path} "
+            f"{'were' if count != 1 else 'was'} deferred because another program held it"
+        )
+        if synced:
+            return line + "; the final sync wrote every trial"
+        storage = redact_url(self.storage_url) or ""
+        return (
+            f"{line}, and it was still locked at the end of the sweep: the results stay in "
+            f"{storage}, and `paretune results sync --storage {shlex.quote(storage)} "
+            f"--db {shlex.quote(str(self.store.path))}` imports them later"
+        )
 
     # -- the per-slot loop
 
@@ -595,20 +648,52 @@ class Sweep:
             study.tell(told, state=TrialState.FAIL)
 
     def _record(self, study: optuna.Study, number: int) -> None:
-        trial = study.get_trials(deepcopy=False)[number]
-        row, steps = trial_row(
-            study.study_name,
-            trial,
-            [d.name.lower() for d in study.directions],
-            deleted_artifacts=study.user_attrs.get("deleted_artifacts"),
-        )
+        """Write trial ``number``'s row (and any row deferred before it) to the results file.
+
+        A write that meets another program's lock for more than :data:`WRITE_WAIT_S` is
+        deferred, never waited for: the trial goes on, the row goes out with the next write
+        that gets through, and the final sync writes every trial in any case."""
+        with self._deferred_lock:
+            numbers = sorted({number, *self._deferred})
+            study_too = self._deferred_study
+        trials = study.get_trials(deepcopy=False)
+        directions = [d.name.lower() for d in study.directions]
+        rows, steps = [], []
+        for n in numbers:
+            row, trial_steps = trial_row(
+                study.study_name,
+                trials[n],
+                directions,
+                deleted_artifacts=study.user_attrs.get("deleted_artifacts"),
+            )
+            rows.append(row)
+            steps.extend(trial_steps)
         try:
-            self.store.write_trials([row], steps)
+            if study_too:
+                self._trial_store.write_study(study_row(self.study, storage=self.storage_url))
+            self._trial_store.write_trials(rows, steps)
+        except ResultsLockedError:
+            self._defer(numbers)
+            return
         except StoreError as error:
             self.state.event(
                 f"trial {number} not written to {self.store.path}: {error.message}; "
                 "`paretune results sync` imports it later"
             )
+            return
+        with self._deferred_lock:
+            self._deferred.difference_update(numbers)
+            if study_too:
+                self._deferred_study = False
+
+    def _defer(self, numbers: list[int] | None = None) -> None:
+        """Remember a write that met another program's lock (None: the study's row)."""
+        with self._deferred_lock:
+            self.deferred_writes += 1
+            if numbers is None:
+                self._deferred_study = True
+            else:
+                self._deferred.update(numbers)
 
     # -- helpers
 
@@ -667,7 +752,9 @@ class Sweep:
 
     def _write_study_row(self) -> None:
         try:
-            self.store.write_study(study_row(self.study, storage=self.storage_url))
+            self._trial_store.write_study(study_row(self.study, storage=self.storage_url))
+        except ResultsLockedError:
+            self._defer()  # written with the next trial's row, or by the final sync
         except StoreError as error:
             self.state.event(f"results file not updated: {error.message}")
 
@@ -719,7 +806,7 @@ class _ProgressWriter:
     """
 
     def __init__(self, store: ResultsStore, study: str, row: dict[str, Any]) -> None:
-        self.store = ResultsStore(store.path, lock_timeout_s=1.0)
+        self.store = ResultsStore(store.path, lock_timeout_s=WRITE_WAIT_S)
         self.study, self.row = study, row
         self.steps: list[dict[str, Any]] = []
         self.lock = threading.Lock()
