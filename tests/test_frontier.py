@@ -174,3 +174,57 @@ def test_without_repeats_nothing_is_marked() -> None:
     # One trial with a measured sd is enough for the pair.
     rows[0].update(objective_quality_sd=0.1, objective_forgetting_sd=0.1, objective_cost_sd=0.0)
     assert indistinguishable_pairs(rows) == [(0, 1)]
+
+
+def test_the_frontier_view_marks_the_same_pairs(tmp_path: Path) -> None:
+    """The results file's ``frontier`` view marks indistinguishable trials exactly as
+    indistinguishable_pairs does (the CLI and the UI), on a real DuckDB file."""
+    import duckdb
+
+    from sweeps.results.schema import create_statements
+    from sweeps.results.store import ResultsStore
+
+    noise = (0.2, 0.01, 0.001)
+    studies = {
+        "a": [
+            _point(0, (1.00, 0.10, 0.010), noise),
+            _point(1, (1.10, 0.095, 0.010), noise),
+            _point(2, (0.50, 0.30, 0.010), noise),
+            _point(3, (1.05, 0.20, 0.020), noise),
+            _point(4, (1.02, 0.099, 0.0095), (0.01, 0.01, 0.0)),
+            _point(5, (0.9, 0.05, 0.05), noise, state="failed"),
+            # Lowest forgetting: on the frontier; 0.25 from #0 in quality (> 0.2, told apart),
+            # 0.15 from #1 (within #1's 0.2; #6 has no quality sd of its own).
+            _point(6, (1.25, 0.09, 0.010), (None, 0.01, 0.001)),
+        ],
+        # Without repeats, nothing is marked, even for identical objectives.
+        "b": [_point(0, (1.0, 0.1, 0.01)), _point(1, (1.0, 0.1, 0.01))],
+    }
+    path = tmp_path / "results.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        for statement in create_statements():
+            connection.execute(statement)
+        for study, rows in studies.items():
+            for row in rows:
+                connection.execute(
+                    "INSERT INTO trials (study, number, state, objective_quality, "
+                    "objective_forgetting, objective_cost, objective_quality_sd, "
+                    "objective_forgetting_sd, objective_cost_sd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [study, row["number"], row["state"]]
+                    + [row[f"objective_{n}"] for n in ("quality", "forgetting", "cost")]
+                    + [row[f"objective_{n}_sd"] for n in ("quality", "forgetting", "cost")],
+                )
+    for study, rows in studies.items():
+        front = ResultsStore(path).frontier(study)
+        in_view = sorted(
+            (row["number"], other)
+            for row in front
+            for other in row["indistinguishable_from"]
+            if row["number"] < other
+        )
+        assert in_view == indistinguishable_pairs(rows)
+        for row in front:  # symmetric
+            for other in row["indistinguishable_from"]:
+                partner = next(r for r in front if r["number"] == other)
+                assert row["number"] in partner["indistinguishable_from"]
+    assert indistinguishable_pairs(studies["a"]) == [(0, 1), (0, 4), (1, 4), (1, 6)]

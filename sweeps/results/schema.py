@@ -600,12 +600,7 @@ TABLES = (STUDIES, TRIALS, STEPS)
 
 _OBJECTIVES = ("objective_quality", "objective_forgetting", "objective_cost")
 
-FRONTIER = View(
-    name="frontier",
-    description="every trials column, for the complete trials no other complete trial of the "
-    "same study beats or equals on all three objective_* columns (the Pareto-optimal trials)",
-    columns=TRIALS.columns,
-    sql=f"""
+_PARETO_OPTIMAL = f"""
 SELECT t.* FROM trials t
 WHERE t.state = '{Outcome.COMPLETE}'
   AND {" AND ".join(f"t.{c} IS NOT NULL" for c in _OBJECTIVES)}
@@ -614,6 +609,41 @@ WHERE t.state = '{Outcome.COMPLETE}'
     WHERE o.study = t.study AND o.state = '{Outcome.COMPLETE}' AND o.number <> t.number
       AND {" AND ".join(f"o.{c} <= t.{c}" for c in _OBJECTIVES)}
       AND ({" OR ".join(f"o.{c} < t.{c}" for c in _OBJECTIVES)}))
+"""
+
+# Two frontier trials are within each other's noise when, in every objective, they are equal
+# or differ by less than the larger of their two standard deviations (measured by repeats);
+# without any standard deviation of an objective, a pair is never marked. The same rule as
+# sweeps.results.frontier.indistinguishable_pairs, which the tests hold this view to.
+_WITHIN_NOISE = " AND ".join(
+    f"(f.{c}_sd IS NOT NULL OR g.{c}_sd IS NOT NULL)"
+    f" AND (g.{c} = f.{c} OR abs(g.{c} - f.{c}) < greatest(f.{c}_sd, g.{c}_sd))"
+    for c in _OBJECTIVES
+)
+
+FRONTIER = View(
+    name="frontier",
+    description="every trials column, for the complete trials no other complete trial of the "
+    "same study beats or equals on all three objective_* columns (the Pareto-optimal trials), "
+    "and one more column",
+    columns=(
+        *TRIALS.columns,
+        ViewColumn(
+            "indistinguishable_from",
+            "INTEGER[]",
+            "the other frontier trials of the study that this one cannot be told apart from: "
+            "in each objective equal, or closer than the larger of the two trials' standard "
+            "deviations (objective_*_sd, measured with repeats); empty without repeats",
+            "",
+        ),
+    ),
+    sql=f"""
+WITH front AS ({_PARETO_OPTIMAL.strip()})
+SELECT f.*, coalesce((
+    SELECT list(g.number ORDER BY g.number)::INTEGER[] FROM front g
+    WHERE g.study = f.study AND g.number <> f.number AND {_WITHIN_NOISE}
+  ), []::INTEGER[]) AS indistinguishable_from
+FROM front f
 """,
 )
 
@@ -744,8 +774,9 @@ def schema_markdown() -> str:
         lines += [*_markdown_table(table.columns), ""]
     for view in VIEWS:
         lines += [f"**`{view.name}`** (view): {view.description}", ""]
-        if view.columns is not TRIALS.columns:
-            lines += [*_markdown_table(view.columns), ""]
+        own = view.columns[len(TRIALS.columns) :] if view is FRONTIER else view.columns
+        if own:
+            lines += [*_markdown_table(own), ""]
     lines += ["**Trial states** (the `state` column of `trials`)", ""]
     lines += ["| state | meaning |", "|---|---|"]
     lines += [f"| `{outcome}` | {_cell(outcome.description)} |" for outcome in Outcome]

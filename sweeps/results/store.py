@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pricing.errors import UserError
 from sweeps.outcome import Outcome
 from sweeps.results.readonly import open_connection
-from sweeps.results.schema import STEPS, STUDIES, TRIALS, Table, create_statements
+from sweeps.results.schema import STEPS, STUDIES, TABLES, TRIALS, VIEWS, Table, create_statements
 
 if TYPE_CHECKING:
     import duckdb
@@ -316,7 +316,10 @@ def _sql_hint(message: str, write: bool) -> str | None:
     if "read-only" in message.lower() and not write:
         return "The query tried to change the file; pass --write to allow it."
     if "does not exist" in message and "Table" in message:
-        return "Tables: studies, trials, steps; views: frontier, calibration (see docs/reference/schema.md)."
+        return (
+            f"Tables: {', '.join(t.name for t in TABLES)}; views: {', '.join(v.name for v in VIEWS)} "
+            "(see docs/reference/schema.md)."
+        )
     return None
 
 
