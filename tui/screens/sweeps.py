@@ -35,6 +35,7 @@ from textual.widgets import (
 from pricing.errors import UserError
 from tui.launcher import LaunchedSweep, check_sweep, launch_sweep, launched_sweeps, stop_sweep
 from tui.messages import OpenTrial, SweepThisPlan
+from tui.screens.cpu_offer import CpuOffer, CpuOfferScreen, cpu_offer, on_the_cpu
 from tui.screens.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
 from tui.widgets import ErrorLine
 
@@ -78,6 +79,7 @@ class PreflightDone(Message):
     path: Path
     spec: SweepSpec
     error: BaseException | None
+    offer: CpuOffer | None = None
 
 
 def find_specs(run_dir: Path) -> list[Path]:
@@ -372,6 +374,24 @@ class SweepsScreen(Screen):
             return
         self.show_spec(path)
 
+    def _offer_the_cpu(self, path: Path, spec: SweepSpec, offer: CpuOffer) -> None:
+        """No CUDA GPU here: offer to switch the spec to the CPU and launch it (or say why not)."""
+        from sweeps.spec import write_spec
+
+        def chosen(use_cpu: bool | None) -> None:
+            if not use_cpu:
+                return
+            try:
+                write_spec(on_the_cpu(spec), path)
+            except (OSError, UserError) as error:
+                self.query_one("#sweeps-error", ErrorLine).show_error(error)
+                return
+            self.show_spec(path)
+            self.notify(f"{path.name} now runs on the CPU; checking it again before launching.")
+            self.action_launch()
+
+        self.app.push_screen(CpuOfferScreen(offer), chosen)
+
     def show_spec(self, path: Path) -> None:
         """Open ``path`` in the spec editor (the Spec tab)."""
         try:
@@ -448,7 +468,8 @@ class SweepsScreen(Screen):
     def _preflight(self, path: Path, spec: SweepSpec) -> None:
         problems = check_sweep(path)
         error = LaunchError(problems) if problems is not None else None
-        self.post_message(PreflightDone(path, spec, error))
+        offer = cpu_offer(problems, spec, _params_b(spec.model)) if problems else None
+        self.post_message(PreflightDone(path, spec, error, offer))
 
     @on(PreflightDone)
     def _preflight_done(self, message: PreflightDone) -> None:
@@ -456,6 +477,8 @@ class SweepsScreen(Screen):
         if message.error is not None:
             self.query_one("#sweeps-error", ErrorLine).show_error(message.error)
             self._show_launch_status()
+            if message.offer is not None:
+                self._offer_the_cpu(message.path, message.spec, message.offer)
             return
         spec = message.spec  # the saved file was checked: its process need not check again
         self.launched = launch_sweep(message.path, self.app.run_dir, check=False)
@@ -661,3 +684,13 @@ def trial_detail_table(study: str, number: int, row: dict) -> Table:
         table.add_row(heading, column, _shown(value))
         heading = ""
     return table
+
+
+def _params_b(model: str) -> float | None:
+    """The model's size in billions of parameters, when the planner resolves it (else None)."""
+    from planner.estimation.catalog import resolve_model
+
+    try:
+        return resolve_model(model).billions
+    except Exception:  # unknown or unreachable: the offer says "an unknown size"
+        return None

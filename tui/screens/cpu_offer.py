@@ -1,0 +1,101 @@
+"""When a sweep asks for a CUDA GPU the machine does not have: offer the CPU, or say why not.
+
+"Sweep this plan" writes a spec for the GPU that was planned. Launched on a machine without
+CUDA, the preflight check refuses it (no trial would run). For a model small enough to
+fine-tune on a CPU, the app offers to switch the spec to the CPU; for a larger one it says
+why it does not, and where to run the spec instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+if TYPE_CHECKING:
+    from sweeps.spec import SweepSpec
+
+__all__ = ["CPU_MAX_PARAMS_B", "CpuOffer", "CpuOfferScreen", "cpu_offer", "on_the_cpu"]
+
+CPU_MAX_PARAMS_B = 1.5
+"""Largest model (billions of parameters) offered the CPU. A LoRA step costs about 6·N FLOPs
+per token; at the ~0.1-0.5 TFLOP/s a many-core CPU sustains in fp32, a 1.5B model trains a
+few hundred tokens a second, so a small trial still ends within hours. A 7B model would take
+days per trial."""
+
+NO_CUDA = "asks for a CUDA GPU"
+"""The words of the preflight's device problem (sweeps.preflight._check_device)."""
+
+
+@dataclass(frozen=True)
+class CpuOffer:
+    """What to tell the user: ``allowed`` is whether the CPU is offered."""
+
+    allowed: bool
+    text: str
+
+
+def cpu_offer(error: str, spec: SweepSpec, params_b: float | None) -> CpuOffer | None:
+    """The offer for a failed preflight, or None when its failure is not a missing GPU."""
+    if NO_CUDA not in error or spec.hardware.device == "cpu":
+        return None
+    size = f"{params_b:,.2f}B parameters" if params_b is not None else "an unknown size"
+    if params_b is not None and params_b > CPU_MAX_PARAMS_B:
+        return CpuOffer(
+            False,
+            f"No CUDA GPU is visible on this machine, and {spec.model} ({size}) is too large "
+            f"to fine-tune on a CPU (one trial would take days; the CPU is offered up to "
+            f"{CPU_MAX_PARAMS_B}B). Copy the spec to a machine with a GPU and run "
+            f"`paretune sweep run {spec.name}.toml` there, or plan a smaller model.",
+        )
+    return CpuOffer(
+        True,
+        f"No CUDA GPU is visible on this machine. {spec.model} ({size}) can be fine-tuned on "
+        "the CPU instead: slower than the planned GPU, priced as local CPU time ($0 unless "
+        "[hardware] cpu_instance or usd_per_hour says otherwise). Switch the spec to the CPU "
+        "and launch it?",
+    )
+
+
+def on_the_cpu(spec: SweepSpec) -> SweepSpec:
+    """``spec`` run on the CPU: device cpu, no GPU indices, no GPU price or memory."""
+    hardware = spec.hardware.model_copy(
+        update={"device": "cpu", "gpus": [], "gpu": None, "provider": None, "memory_gb": None}
+    )
+    return spec.model_copy(update={"hardware": hardware})
+
+
+class CpuOfferScreen(ModalScreen[bool]):
+    """The offer, with "Use the CPU" when it is allowed; dismissed True to switch."""
+
+    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
+    DEFAULT_CSS = """
+    CpuOfferScreen { align: center middle; }
+    CpuOfferScreen > Vertical { width: 80%; max-width: 90; height: auto;
+                                border: thick $warning; padding: 0 1; background: $surface; }
+    CpuOfferScreen Horizontal { height: auto; align: right middle; }
+    CpuOfferScreen Button { margin: 1 0 0 2; }
+    """
+
+    def __init__(self, offer: CpuOffer) -> None:
+        super().__init__()
+        self.offer = offer
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("No CUDA GPU here", classes="title")
+            yield Static(self.offer.text, id="cpu-offer-text")
+            with Horizontal():
+                if self.offer.allowed:
+                    yield Button("Use the CPU", variant="primary", id="use-cpu")
+                yield Button("Cancel" if self.offer.allowed else "Close", id="cancel")
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "use-cpu")
