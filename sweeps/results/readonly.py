@@ -15,7 +15,9 @@ Read-only means nothing on disk changes and nothing is fetched. Two layers keep 
   they run; ``CHECKPOINT`` and ``VACUUM``, which DuckDB accepts on a read-only file, are refused
   too, so nothing suggests the file was rewritten.
 
-With ``write=True`` the file opens writable with DuckDB's defaults: full SQL, as before.
+With ``write=True`` the file opens writable: full SQL, as before. A file created that way is
+stored in the format of :data:`STORAGE_COMPATIBILITY`, so DuckDB 1.x clients (the command-line
+client, DBeaver, ...) open it too; DuckDB's default would be 2.x's own format, which they refuse.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
+
+STORAGE_COMPATIBILITY = "v1.0.0"
+"""DuckDB's ``storage_compatibility_version`` for the files paretune creates: DuckDB 1.0 and
+every later release read them (checked in the tests with the 1.x command-line client). It
+applies when a file is created; a file created in 2.x's format keeps it."""
 
 if TYPE_CHECKING:
     import duckdb
@@ -102,7 +109,9 @@ def open_connection(
 
     database = ":memory:" if path is None else str(path)
     if write:
-        return duckdb.connect(database)
+        return duckdb.connect(
+            database, config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
+        )
     read_only = path is not None  # DuckDB cannot open an in-memory database read-only
     if not allowed_dirs:
         return duckdb.connect(database, read_only=read_only, config=READ_ONLY_SETTINGS)
