@@ -11,21 +11,24 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT, journal_study
+from conftest import ROOT, journal_study, paretune
 from pydantic import BaseModel
 
 from sweeps.outcome import Outcome
 from sweeps.results.schema import (
+    MIGRATIONS,
     RESULT_ROOTS,
+    SCHEMA_VERSION,
     STEPS,
     TABLES,
     TRIALS,
     UNSTORED_RESULT_FIELDS,
+    VERSIONS,
     VIEWS,
     Column,
     schema_markdown,
 )
-from sweeps.results.store import ResultsStore, trial_record, trial_row, trial_rows
+from sweeps.results.store import ResultsStore, StoreError, trial_record, trial_row, trial_rows
 from sweeps.trial.types import StepLog, TrialConfig, TrialResult, TrialState
 
 
@@ -139,11 +142,12 @@ def test_a_results_file_has_exactly_the_documented_columns(tmp_path: Path) -> No
         in_file.setdefault(table, []).append((column, kind))
     documented = _documented(schema_markdown())
     documented["frontier"] = documented["trials"] + documented["frontier"]  # trials' and its own
-    assert set(in_file) == set(documented) == {part.name for part in (*TABLES, *VIEWS)}
+    parts = (*TABLES, VERSIONS, *VIEWS)
+    assert set(in_file) == set(documented) == {part.name for part in parts}
     for relation, found in in_file.items():
         assert found == documented[relation], relation
     # And the code's own lists are those columns, in that order.
-    for part in (*TABLES, *VIEWS):
+    for part in parts:
         assert [(c.name, c.type) for c in part.columns] == in_file[part.name], part.name
 
 
@@ -190,3 +194,107 @@ def test_the_schema_imports_without_heavy_libraries() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- versions
+
+
+def _columns(path: Path) -> dict[str, list[tuple[str, str]]]:
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    found: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in rows:
+        found.setdefault(table, []).append((column, kind))
+    return found
+
+
+def test_a_file_written_before_schema_versions_is_upgraded_in_place(tmp_path: Path) -> None:
+    """An unversioned file, as paretune wrote them before (its first-release columns, no
+    schema_version table, a trial in it), opens, gains every later column and the views, and
+    records its migrations once; its rows are kept."""
+    import duckdb
+
+    old = tmp_path / "old.duckdb"
+    with duckdb.connect(str(old)) as connection:
+        for table in TABLES:
+            first = [c for c in table.columns if c.name not in table.added]
+            body = ", ".join(f"{c.name} {c.type}" for c in first)
+            connection.execute(
+                f"CREATE TABLE {table.name} ({body}, PRIMARY KEY ({', '.join(table.key)}))"
+            )
+        connection.execute(
+            "INSERT INTO trials (study, number, state, method, eval_nll) "
+            "VALUES ('old', 0, 'complete', 'lora', 1.25)"
+        )
+    store = ResultsStore(old)
+    assert store.schema_version() is None
+    store.ensure_schema()
+    fresh = tmp_path / "fresh.duckdb"
+    ResultsStore(fresh).ensure_schema()
+    # Every table, column and view of a new file (added columns come last in an old one).
+    assert {k: sorted(v) for k, v in _columns(old).items()} == {
+        k: sorted(v) for k, v in _columns(fresh).items()
+    }
+    assert store.schema_version() == SCHEMA_VERSION
+    _, rows = store.query("SELECT version FROM schema_version ORDER BY version")
+    assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
+    _, kept = store.query("SELECT study, number, method, eval_nll FROM trials")
+    assert kept == [("old", 0, "lora", 1.25)]
+    # And a sweep's rows go into the upgraded file by name, whatever its column order.
+    assert store.sync_study(journal_study(tmp_path)) == 4
+    _, synced = store.query("SELECT number, method, eval_nll FROM trials WHERE study = 's'")
+    assert sorted(synced)[0] == (0, "lora", 1.0)
+    # A current file is left as it is: no migration is recorded twice.
+    ResultsStore(old).ensure_schema()
+    _, again = store.query("SELECT count(*) FROM schema_version")
+    assert again == [(len(MIGRATIONS),)]
+
+
+def test_a_file_at_an_earlier_version_gets_only_the_later_migrations(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "v1.duckdb"
+    ResultsStore(path).ensure_schema()
+    with duckdb.connect(str(path)) as connection:  # as version 1 left it
+        connection.execute("DELETE FROM schema_version WHERE version > 1")
+        connection.execute("DROP VIEW frontier")
+        stamp = connection.execute("SELECT applied FROM schema_version").fetchone()
+    assert ResultsStore(path).schema_version() == 1
+    ResultsStore(path).ensure_schema()
+    store = ResultsStore(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    _, rows = store.query("SELECT version, applied FROM schema_version ORDER BY version")
+    assert rows[0] == (1, stamp[0])  # version 1's record is kept as it was
+    columns, _ = store.query("SELECT * FROM frontier")
+    assert "indistinguishable_from" in columns
+
+
+def test_a_file_from_a_newer_paretune_is_refused_untouched(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "newer.duckdb"
+    ResultsStore(path).ensure_schema()
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(
+            "INSERT INTO schema_version VALUES (?, now()::TIMESTAMP, '9.0', 'from the future')",
+            [SCHEMA_VERSION + 1],
+        )
+    before = path.read_bytes()
+    study = journal_study(tmp_path)
+    with pytest.raises(StoreError, match="newer paretune") as refused:
+        ResultsStore(path).sync_study(study)
+    assert "pip install -U paretune" in refused.value.hint
+    assert path.read_bytes() == before
+    # Reading it still works.
+    _, rows = ResultsStore(path).query("SELECT count(*) FROM trials")
+    assert rows == [(0,)]
+    # The command line: one paragraph, exit 2, the file unchanged.
+    done = paretune("results", "sync", "--storage", str(tmp_path / "s.journal"), "--db", str(path))
+    assert done.returncode == 2 and "newer paretune" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert path.read_bytes() == before

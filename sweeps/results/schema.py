@@ -29,12 +29,17 @@ __all__ = [
     "TRIAL_REPEATS",
     "TRIALS",
     "UNSTORED_RESULT_FIELDS",
+    "VERSIONS",
     "VIEWS",
     "Column",
     "Table",
     "View",
     "ViewColumn",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
     "create_statements",
+    "migration_statements",
     "schema_markdown",
 ]
 
@@ -752,6 +757,82 @@ def create_statements() -> list[str]:
     return [statement for part in (*TABLES, *VIEWS) for statement in part.ddl()]
 
 
+# ---------------------------------------------------------------- versions
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered change of the results file's schema.
+
+    ``columns`` are the ``(table, column)`` pairs it adds (their types come from the tables
+    above); the views are re-created after every migration. A file records each migration it
+    has had in its ``schema_version`` table.
+    """
+
+    version: int
+    description: str
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def statements(self) -> list[str]:
+        by_name = {table.name: table for table in TABLES}
+        return [
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
+            f"{by_name[table].column(column).type}"
+            for table, column in self.columns
+        ]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "tables studies, trials, steps and views frontier, calibration, trial_repeats, as "
+        "paretune wrote them before schema versions (a file without a schema_version table "
+        "is brought to this by adding the columns it lacks)",
+    ),
+    Migration(2, "view frontier: column indistinguishable_from"),
+)
+"""Every schema version, in order. A change of the schema appends one: new columns are named
+here and added to their table above; a changed view needs only the description."""
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+"""The schema this paretune writes."""
+
+VERSIONS = Table(
+    name="schema_version",
+    description="one row per schema migration the file has had (the largest version is its "
+    "schema); written by paretune itself, not from a sweep's records",
+    key=("version",),
+    sources={"migration": "an entry of sweeps.results.schema.MIGRATIONS"},
+    columns=(
+        Column("version", "INTEGER", "schema version", "migration.version", not_null=True),
+        Column(
+            "applied",
+            "TIMESTAMP",
+            "when the file got it (UTC)",
+            "migration.applied",
+            not_null=True,
+        ),
+        Column("paretune", "VARCHAR", "the paretune version that applied it", "migration.paretune"),
+        Column("description", "VARCHAR", "what it changed", "migration.description"),
+    ),
+)
+"""The table a results file records its migrations in."""
+
+
+def migration_statements(current: int | None) -> list[str]:
+    """What brings a file at schema version ``current`` (None: a file without versions, or
+    a new one) to :data:`SCHEMA_VERSION`: its tables' and columns' DDL, then the views."""
+    if current is None:
+        tables = [statement for table in TABLES for statement in table.ddl()]
+        later = [m for m in MIGRATIONS if m.version > 1]
+    else:
+        tables = []
+        later = [m for m in MIGRATIONS if m.version > current]
+    columns = [statement for migration in later for statement in migration.statements()]
+    views = [statement for view in VIEWS for statement in view.ddl()]
+    return [*VERSIONS.ddl(), *tables, *columns, *views]
+
+
 # ---------------------------------------------------------------- documentation
 
 
@@ -777,6 +858,12 @@ def schema_markdown() -> str:
         own = view.columns[len(TRIALS.columns) :] if view is FRONTIER else view.columns
         if own:
             lines += [*_markdown_table(own), ""]
+    lines += [f"**`{VERSIONS.name}`**: {VERSIONS.description}; key `version`", ""]
+    lines += [*_markdown_table(VERSIONS.columns), ""]
+    lines += ["**Schema versions** (this paretune writes the last one)", ""]
+    lines += ["| version | change |", "|---|---|"]
+    lines += [f"| {m.version} | {_cell(m.description)} |" for m in MIGRATIONS]
+    lines += [""]
     lines += ["**Trial states** (the `state` column of `trials`)", ""]
     lines += ["| state | meaning |", "|---|---|"]
     lines += [f"| `{outcome}` | {_cell(outcome.description)} |" for outcome in Outcome]

@@ -25,14 +25,24 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
 from sweeps.outcome import Outcome
 from sweeps.results.readonly import open_connection
-from sweeps.results.schema import STEPS, STUDIES, TABLES, TRIALS, VIEWS, Table, create_statements
+from sweeps.results.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STEPS,
+    STUDIES,
+    TABLES,
+    TRIALS,
+    VIEWS,
+    Table,
+    migration_statements,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -99,6 +109,7 @@ class ResultsStore:
     def __init__(self, path: str | Path = DEFAULT_RESULTS, *, lock_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self._schema_current = False  # checked on this store's first write
         with _WRITE_LOCKS_GUARD:
             self._write_lock = _WRITE_LOCKS.setdefault(str(self.path.resolve()), threading.Lock())
 
@@ -169,14 +180,51 @@ class ResultsStore:
     @contextmanager
     def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._write_lock, self.connect(write=True) as connection:
-            for statement in create_statements():
-                connection.execute(statement)
+            if not self._schema_current:
+                self._migrate(connection)
             yield connection
 
     def ensure_schema(self) -> None:
-        """Create the tables and views if the file has none (a no-op otherwise)."""
+        """Create the tables and views, or bring an older file's schema up to date (a no-op
+        on a current file)."""
         with self._writing():
             pass
+
+    def schema_version(self) -> int | None:
+        """The file's schema version (None: a file written before versions, or no tables)."""
+        with self.connect() as connection:
+            return _schema_version(connection)
+
+    def _migrate(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION` in one transaction, recording each
+        migration in ``schema_version``; refuse a file from a newer paretune untouched."""
+        current = _schema_version(connection)
+        if current is not None and current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has results schema version {current}, written by a newer "
+                f"paretune; this one writes version {SCHEMA_VERSION} and leaves the file as it is",
+                "Upgrade paretune (`pip install -U paretune`) to add results to this file, or "
+                "write to another file with --db. Reading it (`paretune sql`, the app) still works.",
+            )
+        if current != SCHEMA_VERSION:
+            from importlib.metadata import version
+
+            now = datetime.now(UTC).replace(tzinfo=None)
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                for statement in migration_statements(current):
+                    connection.execute(statement)
+                for migration in MIGRATIONS:
+                    if current is None or migration.version > current:
+                        connection.execute(
+                            "INSERT OR REPLACE INTO schema_version VALUES (?, ?, ?, ?)",
+                            [migration.version, now, version("paretune"), migration.description],
+                        )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        self._schema_current = True
 
     # ------------------------------------------------------------ reading
 
@@ -310,6 +358,16 @@ class ResultsStore:
                 connection.execute("ROLLBACK")
                 raise
         return len(rows)
+
+
+def _schema_version(connection: duckdb.DuckDBPyConnection) -> int | None:
+    found = connection.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()
+    if not found or not found[0]:
+        return None
+    latest = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+    return None if latest is None else latest[0]
 
 
 def _sql_hint(message: str, write: bool) -> str | None:
