@@ -200,6 +200,24 @@ class Catalog:
         found = self.offers(gpu, provider, as_of, kind)
         return found[0] if found else None
 
+    def spot_view(self) -> Catalog:
+        """This catalogue with its spot offers standing in for the on-demand ones.
+
+        The planner prices with on-demand offers; handing it this view makes it choose
+        and price among the spot (interruptible) offers instead, with the same rules.
+        """
+        spot = [
+            o.model_copy(update={"kind": "on-demand"}) for o in self._all_offers if o.kind == "spot"
+        ]
+        return Catalog(
+            gpus=self.gpus,
+            providers=list(self._providers.values()),
+            offers=spot,
+            cpu_instances=self._all_cpu_instances,
+            apis=self._all_apis,
+            override_file=self.override_file,
+        )
+
     def offer_history(self, gpu: str, provider: str) -> list[Offer]:
         """Every recorded price of ``gpu`` at ``provider``, oldest first."""
         gpu_id, provider_id = self.gpu(gpu).id, self.check_provider(provider)

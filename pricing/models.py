@@ -8,6 +8,7 @@ memory is GB = 10^9 bytes and bandwidth GB/s.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -251,6 +252,17 @@ class ApiPrice(_Dated):
             return self.model
         high = f"{self.max_params_b:g}B"
         return f"up to {high}" if self.min_params_b == 0 else f"{self.min_params_b:g}B to {high}"
+
+    def job_usd(self, dataset_tokens: int, epochs: float) -> Decimal:
+        """What one job of ``epochs`` passes over ``dataset_tokens`` training tokens costs.
+
+        Billed tokens x the rate, with the epochs rounded up where the service trains
+        whole epochs only, and at least the minimum charge.
+        """
+        billed_epochs = math.ceil(epochs) if self.whole_epochs else epochs
+        tokens = Decimal(dataset_tokens) * Decimal(repr(billed_epochs))
+        cost = self.usd_per_mtok * tokens / Decimal(1_000_000)
+        return max(cost, self.minimum_usd or Decimal(0))
 
     def trains(self, params_b: float) -> bool:
         """True if this price applies to an open model of ``params_b`` billion parameters."""
