@@ -260,9 +260,31 @@ def test_cli_reports_and_exit_codes(
     assert "vast-ai: skipped:" in result.output
     assert f"Wrote 13 prices to {path}" in result.output
 
+    dry = CliRunner().invoke(main, ["prices", "update", "--provider", "runpod", "--dry-run"])
+    assert dry.exit_code == 0 and "Dry run: nothing written" in dry.output
+    assert "runpod-secure" in path.read_text() and not (tmp_path / "mine.yaml.bak").exists()
+
     replay.load()  # every feed fails
     failed = CliRunner().invoke(main, ["prices", "update", "--provider", "azure"])
     assert failed.exit_code == 1
     assert "No feed could be read" in failed.output
     unknown = CliRunner().invoke(main, ["prices", "update", "--provider", "aws"])
     assert unknown.exit_code != 0 and "no price feed named 'aws'" in str(unknown.exception)
+
+
+def test_a_malformed_price_file_stops_before_any_feed_is_read(
+    replay: Replay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pricing.feeds.update as update
+    from pricing.errors import PricingError
+
+    monkeypatch.setattr(update, "fetch_json", replay.fetch)
+    replay.load("runpod")
+    path = tmp_path / "prices.yaml"
+    path.write_text("offers:\n  - {gpu: h100, provider: lambda, usd_per_hr: 2}\n")
+    monkeypatch.setenv("PARETUNE_PRICES", str(path))
+    replay.seen.clear()
+    result = CliRunner().invoke(main, ["prices", "update"])
+    assert isinstance(result.exception, PricingError)
+    assert "usd_per_hr" in result.exception.message
+    assert replay.seen == [] and "usd_per_hr" in path.read_text()

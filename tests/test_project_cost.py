@@ -112,9 +112,12 @@ def test_api_jobs_bill_whole_epochs_and_a_minimum() -> None:
     fractional = price.model_copy(update={"whole_epochs": False})
     assert fractional.job_usd(10_000_000, 1.5) == Decimal("7.5")
     arch, est = _lora_estimate()
-    jobs = api_jobs(arch, est, load_catalog())
+    jobs = api_jobs(arch, est.workload, load_catalog(), "lora")
     assert {j.price.provider for j in jobs} == {"ori", "together"}
     assert all(j.billed_epochs == 2 for j in jobs)
+    together = next(j for j in jobs if j.price.provider == "together")
+    assert together.price.minimum_usd == 0  # stated: no minimum
+    assert together.dollars == Decimal("0.48") * 2 * 2  # 2 whole epochs of 2M tokens
 
 
 def test_spot_quote_uses_spot_offers_and_restarts(spot_prices: Path) -> None:

@@ -349,11 +349,10 @@ class ApiJob:
         }
 
 
-def api_jobs(arch: ModelArch, est: Estimate, catalog: Catalog) -> list[ApiJob]:
-    """Every API that trains this model size with LoRA or full weights, cheapest first."""
-    kind = "full" if est.method.kind in ("full", "freeze") else "lora"
+def api_jobs(arch: ModelArch, workload: Workload, catalog: Catalog, kind: str) -> list[ApiJob]:
+    """Every API that trains this model size with ``kind`` (lora or full), cheapest first."""
     billions = arch.total_params / 1e9
-    w = est.workload
+    w = workload
     jobs = [
         ApiJob(
             price,

@@ -150,8 +150,13 @@ def project_report(
                 report.spot.append(quote)
                 spot_offer = catalog.cheapest(quote.gpu, quote.provider, kind="spot")
                 checked += [spot_offer.checked] if spot_offer else []
-    if result.estimates:
-        report.apis = api_jobs(result.arch, result.estimates[0], catalog)
+    # Adapter methods compare with LoRA fine-tuning services, full and freeze with full ones.
+    api_kinds = {
+        "full" if e.method.kind in ("full", "freeze") else "lora" for e in result.estimates
+    }
+    for kind in ("lora", "full"):
+        if kind in api_kinds:
+            report.apis += api_jobs(result.arch, result.workload, catalog, kind)
     report.oldest_price = min(checked) if checked else None
     report.price_notice = staleness_notice(checked)
     return report
