@@ -110,7 +110,8 @@ def field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
         known = ", ".join(sorted(map(str, record))[:8])
         raise FeedChangedShape(f"{where} has no field {key!r} (it has: {known})")
     value = record[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind):
+    # JSON's true/false are Python bools, which are ints too: only a bool field takes them.
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
         raise FeedChangedShape(
             f"{where}.{key} is a {type(value).__name__} ({value!r:.40}), "
             f"not a {' or '.join(t.__name__ for t in _tuple(kind))}"

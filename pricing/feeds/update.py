@@ -139,7 +139,9 @@ def _read_feed(
     feed: Feed, catalog: Catalog, fetch: Fetch, environ: dict[str, str], today: dt.date
 ) -> FeedReport:
     report = FeedReport(feed=feed.name, source=feed.source)
-    key = environ.get(feed.key_env, "").strip() or None if feed.key_env else None
+    key = None
+    if feed.key_env is not None:
+        key = environ.get(feed.key_env, "").strip() or None
     if feed.key_required and key is None:
         report.reason = (
             f"needs an API key in ${feed.key_env} (get one at {feed.key_hint}); "

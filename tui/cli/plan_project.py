@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ProjectReport", "project_options", "project_report"]
 
-_OPTION_NAMES = ("spot", "interruption_rate", "sweep_trials", "sweep_budget", "costs")
-
 
 def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The plan command's options for spot capacity and the whole project's cost."""
@@ -62,11 +60,6 @@ def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in options:
         command = option(command)
     return command
-
-
-def pop_project_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Take this module's options out of the plan command's keyword arguments."""
-    return {name: kwargs.pop(name) for name in _OPTION_NAMES if name in kwargs}
 
 
 @dataclass
