@@ -8,7 +8,9 @@ A page asks for a table with a marker on a line of its own:
   :func:`sweeps.results.schema.schema_markdown`, the one source of the store's DDL and rows;
 - ``<!-- generated: trial-states -->``: every trial state, from :class:`sweeps.outcome.Outcome`
   (its meaning, whether it uses up a trial of the budget, whether its parameters are queued
-  again).
+  again);
+- ``<!-- generated: project-costs -->``: the whole-project cost constants, from
+  ``planner/data/project_costs.json`` (value and source of each).
 
 An unknown marker stops the build. :func:`render` is what the tests call.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "on_page_markdown",
+    "project_costs_markdown",
     "render",
     "schema_markdown",
     "spec_keys_markdown",
@@ -241,7 +244,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def project_costs_markdown() -> str:
+    """The whole-project cost constants: name, value and source."""
+    from planner.estimation.project_cost import cost_constants
+
+    rows = [
+        (f"`{name}`", f"`{entry['value']}`", _cell(entry["source"]))
+        for name, entry in cost_constants().items()
+    ]
+    return _table(("constant", "default", "source or reasoning"), rows)
+
+
 _GENERATORS: dict[str, Callable[[], str]] = {
+    "project-costs": project_costs_markdown,
     "schema": schema_markdown,
     "spec-keys": spec_keys_markdown,
     "trial-states": trial_states_markdown,

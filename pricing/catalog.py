@@ -41,9 +41,25 @@ from pricing.errors import (
     UserError,
     did_you_mean,
 )
-from pricing.models import GPU, ApiPrice, CpuInstance, Offer, PriceFile, Provider, _Record
+from pricing.models import (
+    GPU,
+    ApiPrice,
+    CpuInstance,
+    Offer,
+    OfferKind,
+    PriceFile,
+    Provider,
+    _Record,
+)
 
-__all__ = ["SHIPPED_DATA_DIR", "Catalog", "default_override_path", "load_catalog"]
+__all__ = [
+    "SHIPPED_DATA_DIR",
+    "Catalog",
+    "default_override_path",
+    "load_catalog",
+    "shipped_catalog",
+    "user_price_file",
+]
 
 SHIPPED_DATA_DIR = Path(__file__).parent / "data"
 OVERRIDE_ENV = "PARETUNE_PRICES"
@@ -151,9 +167,17 @@ class Catalog:
     # -- hourly prices ----------------------------------------------------------------
 
     def offers(
-        self, gpu: str | None = None, provider: str | None = None, as_of: date | None = None
+        self,
+        gpu: str | None = None,
+        provider: str | None = None,
+        as_of: date | None = None,
+        kind: OfferKind | None = "on-demand",
     ) -> list[Offer]:
-        """Current offers (as of ``as_of``), cheapest per GPU-hour first."""
+        """Current offers (as of ``as_of``), cheapest per GPU-hour first.
+
+        ``kind`` is ``on-demand`` (the default: what plans are priced with), ``spot``
+        (interruptible capacity) or None for both.
+        """
         gpu_id = self.gpu(gpu).id if gpu is not None else None
         provider_id = self.check_provider(provider) if provider is not None else None
         chosen = [
@@ -161,21 +185,44 @@ class Catalog:
             for offer in _latest(self._all_offers, as_of)
             if (gpu_id is None or offer.gpu == gpu_id)
             and (provider_id is None or offer.provider == provider_id)
+            and (kind is None or offer.kind == kind)
         ]
         return sorted(chosen, key=lambda o: (o.usd_per_hour, o.provider, o.instance))
 
     def cheapest(
-        self, gpu: str, provider: str | None = None, as_of: date | None = None
+        self,
+        gpu: str,
+        provider: str | None = None,
+        as_of: date | None = None,
+        kind: OfferKind = "on-demand",
     ) -> Offer | None:
-        """The cheapest offer per GPU-hour for ``gpu``, or None if nobody rents it."""
-        found = self.offers(gpu, provider, as_of)
+        """The cheapest ``kind`` offer per GPU-hour for ``gpu``, or None if nobody rents it."""
+        found = self.offers(gpu, provider, as_of, kind)
         return found[0] if found else None
+
+    def spot_view(self) -> Catalog:
+        """This catalogue with its spot offers standing in for the on-demand ones.
+
+        The planner prices with on-demand offers; handing it this view makes it choose
+        and price among the spot (interruptible) offers instead, with the same rules.
+        """
+        spot = [
+            o.model_copy(update={"kind": "on-demand"}) for o in self._all_offers if o.kind == "spot"
+        ]
+        return Catalog(
+            gpus=self.gpus,
+            providers=list(self._providers.values()),
+            offers=spot,
+            cpu_instances=self._all_cpu_instances,
+            apis=self._all_apis,
+            override_file=self.override_file,
+        )
 
     def offer_history(self, gpu: str, provider: str) -> list[Offer]:
         """Every recorded price of ``gpu`` at ``provider``, oldest first."""
         gpu_id, provider_id = self.gpu(gpu).id, self.check_provider(provider)
         entries = [o for o in self._all_offers if o.gpu == gpu_id and o.provider == provider_id]
-        return sorted(entries, key=lambda o: (o.checked, o.instance))
+        return sorted(entries, key=lambda o: (o.checked, o.instance, o.kind))
 
     # -- CPU machines -----------------------------------------------------------------
 
@@ -519,6 +566,16 @@ def _override_location(overrides: Path | None) -> Path | None:
         return Path(from_env).expanduser()
     default = default_override_path()
     return default if default.is_file() else None
+
+
+def shipped_catalog() -> Catalog:
+    """The shipped catalogue alone, without any user price file."""
+    return _load(None, None)
+
+
+def user_price_file(overrides: Path | None = None) -> Path:
+    """The user's price file, existing or not: where ``paretune prices update`` writes."""
+    return _override_location(overrides) or default_override_path()
 
 
 @functools.lru_cache(maxsize=16)

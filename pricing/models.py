@@ -8,6 +8,7 @@ memory is GB = 10^9 bytes and bandwidth GB/s.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -24,15 +25,19 @@ from pydantic import (
 
 __all__ = [
     "GPU",
+    "OFFER_KINDS",
     "ApiMethod",
     "ApiPrice",
     "CpuInstance",
     "Offer",
+    "OfferKind",
     "PriceFile",
     "Provider",
 ]
 
 ApiMethod = Literal["lora", "full", "undisclosed"]
+OfferKind = Literal["on-demand", "spot"]
+OFFER_KINDS: tuple[OfferKind, ...] = ("on-demand", "spot")
 
 
 def _money(value: object) -> object:
@@ -166,15 +171,18 @@ class _Dated(_Record):
 
 
 class Offer(_Dated):
-    """An on-demand price for one GPU at one provider, per GPU-hour.
+    """A price for one GPU at one provider, per GPU-hour.
 
     ``gpus_per_instance`` says how many GPUs the smallest rentable instance holds:
-    an 8-GPU instance at $6.88 per GPU-hour costs $55.04 an hour.
+    an 8-GPU instance at $6.88 per GPU-hour costs $55.04 an hour. ``kind`` is
+    ``on-demand`` (yours until you stop it) or ``spot`` (interruptible: spare capacity,
+    bid or preemptible, that the provider may take back at any time).
     """
 
     gpu: Text  # a GPU id or alias; the catalogue stores the id
     provider: Id
     usd_per_hour: Usd
+    kind: OfferKind = "on-demand"
     gpus_per_instance: int = Field(default=1, ge=1, le=MAX_GPUS_PER_INSTANCE)
     instance: Text
     region: Text | None = None
@@ -185,9 +193,9 @@ class Offer(_Dated):
         return self.usd_per_hour * self.gpus_per_instance
 
     @property
-    def history_key(self) -> tuple[str, str, str]:
+    def history_key(self) -> tuple[str, str, str, str]:
         """Entries sharing this key are one price over time; the latest one applies."""
-        return (self.gpu, self.provider, self.instance.lower())
+        return (self.gpu, self.provider, self.instance.lower(), self.kind)
 
 
 class CpuInstance(_Dated):
@@ -213,6 +221,9 @@ class ApiPrice(_Dated):
     closed model (``model: gpt-4o-mini``), which cannot be chosen by size. ``method`` is
     ``undisclosed`` where the provider does not say whether it trains adapters or all
     weights. ``usd_per_mtok`` is per million tokens processed (epochs x training tokens).
+    ``minimum_usd`` is the smallest charge for one job (None where the provider states
+    none). ``whole_epochs``: the service trains whole epochs only (an integer ``n_epochs``),
+    so 1.5 epochs of data are billed as 2.
     """
 
     provider: Id
@@ -221,6 +232,8 @@ class ApiPrice(_Dated):
     max_params_b: float | None = Field(default=None, gt=0)
     method: ApiMethod
     usd_per_mtok: Usd
+    minimum_usd: Usd | None = None
+    whole_epochs: bool = True
     source: Url
 
     @model_validator(mode="after")
@@ -239,6 +252,17 @@ class ApiPrice(_Dated):
             return self.model
         high = f"{self.max_params_b:g}B"
         return f"up to {high}" if self.min_params_b == 0 else f"{self.min_params_b:g}B to {high}"
+
+    def job_usd(self, dataset_tokens: int, epochs: float) -> Decimal:
+        """What one job of ``epochs`` passes over ``dataset_tokens`` training tokens costs.
+
+        Billed tokens x the rate, with the epochs rounded up where the service trains
+        whole epochs only, and at least the minimum charge.
+        """
+        billed_epochs = math.ceil(epochs) if self.whole_epochs else epochs
+        tokens = Decimal(dataset_tokens) * Decimal(repr(billed_epochs))
+        cost = self.usd_per_mtok * tokens / Decimal(1_000_000)
+        return max(cost, self.minimum_usd or Decimal(0))
 
     def trains(self, params_b: float) -> bool:
         """True if this price applies to an open model of ``params_b`` billion parameters."""

@@ -61,7 +61,7 @@ def test_json_has_exactly_the_documented_shape() -> None:
         ("bandwidth_gbps", "bf16_tflops", "id", "memory_gb", "name")
     }
     assert {tuple(sorted(o)) for o in data["offers"]} == {
-        ("checked", "gpu", "provider", "source", "usd_per_hour", "verified")
+        ("checked", "gpu", "kind", "provider", "source", "usd_per_hour", "verified")
     }
     assert {tuple(sorted(a)) for a in data["apis"]} == {
         ("checked", "method", "model_bracket", "provider", "source", "usd_per_mtok", "verified")
@@ -130,8 +130,8 @@ def test_csv_has_one_row_per_offer() -> None:
     data = json.loads(_prices("--format", "json").output)
     assert len(rows) == len(data["offers"])
     assert list(rows[0]) == [
-        "gpu", "provider", "usd_per_hour", "gpus_per_instance", "instance", "region",
-        "source", "checked", "age_days", "verified",
+        "gpu", "provider", "usd_per_hour", "kind", "gpus_per_instance", "instance",
+        "region", "source", "checked", "age_days", "verified",
     ]  # fmt: skip
     p5 = next(r for r in rows if r["instance"] == "p5.48xlarge")
     assert (p5["usd_per_hour"], p5["gpus_per_instance"], p5["region"]) == ("6.88", "8", "us-east-1")

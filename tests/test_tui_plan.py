@@ -299,3 +299,28 @@ async def test_bad_framework_options_are_inline_errors(tmp_path: Path) -> None:
         assert "--optimizer-in-backward" not in (app.clipboard or "")
         await _type(pilot, "grad-accum", "1")
         assert not error.shown
+
+
+async def test_project_cost_and_stale_prices_are_shown(tmp_path: Path) -> None:
+    import datetime as dt
+
+    app = ParetuneApp(db=tmp_path / "results.duckdb", today=dt.date(2026, 12, 1))
+    async with app.run_test(size=(120, 60)) as pilot:
+        await _settle(pilot)
+        text = _plain(app.screen.query_one("#project-cost").content)
+        assert "Whole project of" in text and "a sweep of 10 trials" in text
+        for term in ("training / trial", "evaluation / trial", "forgetting / trial", "start-up",
+                     "storage", "total"):  # fmt: skip
+            assert term in text
+        age = _plain(app.screen.query_one("#price-age").content)
+        assert "run `paretune prices update`" in age  # the shipped prices are past 30 days
+
+
+def _plain(renderable) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tui.cli.plan_project import print_project, project_json, project_options, project_report
+
 if TYPE_CHECKING:
     from planner import ModelArch, Plan
 
@@ -152,6 +154,7 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     show_default=True,
     help="A table, or one JSON object (see docs/guides/plan.md for its shape).",
 )
+@project_options
 def plan_command(
     model: str,
     methods: tuple[str, ...],
@@ -181,6 +184,7 @@ def plan_command(
     simulate: bool,
     simulate_recipe: str | None,
     output_format: str,
+    **project_settings: Any,
 ) -> None:
     """Peak VRAM, fit, GPUs, hours and dollars of fine-tuning MODEL, per method.
 
@@ -220,10 +224,17 @@ def plan_command(
     arch = resolve_model(model)
     result = plan(arch, workload, specs, gpu=gpu, provider=provider, max_fit=max_fit)
     simulated = _simulate(result, recipe) if simulate else None
+    # The whole project (evals, sweep trials, start-up, storage), spot, API jobs, price age.
+    project = project_report(result, project_settings, specs=specs, gpu=gpu, provider=provider)
     if output_format == "json":
-        click.echo(json.dumps(_plan_json(result, simulated), indent=2))
+        out = _plan_json(result, simulated)
+        out["project"] = project_json(project)
+        click.echo(json.dumps(out, indent=2))
+        if project.price_notice:
+            click.echo(f"Note: {project.price_notice}", err=True)
     else:
         _print_table(result, simulated, recipe, gpu_given=gpu is not None)
+        print_project(project, _echo_grid)
 
 
 # What each of the simulator's recipes (planner.simulation.simulate.RECIPES) means, for the table's
@@ -370,12 +381,7 @@ def _print_table(
     term_rows.append(["peak"] + [_fmt_gb(r.estimate.peak_gb) for r in result.rows])
     _echo_grid(["term"] + [r.estimate.method.kind for r in result.rows], term_rows)
 
-    if result.apis:
-        click.echo("\nthe same tokens on fine-tuning APIs")
-        _echo_grid(
-            ["provider", "model", "method", "$"],
-            [[q.provider, q.model, q.method, f"{q.dollars:,.2f}"] for q in result.apis],
-        )
+    # The fine-tuning APIs, billed as they bill (whole epochs, minimum): print_project.
 
 
 def _short(n: int) -> str:

@@ -30,7 +30,7 @@ class _Selection:
         self.today = as_of or dt.date.today()
         gpu_id = catalog.gpu(gpu).id if gpu else None
         provider_id = catalog.check_provider(provider) if provider else None
-        self.offers: list[Offer] = catalog.offers(gpu_id, provider_id, as_of)
+        self.offers: list[Offer] = catalog.offers(gpu_id, provider_id, as_of, kind=None)
         offered = {offer.gpu for offer in self.offers}
         self.gpus: list[GPU] = [
             g
@@ -72,6 +72,7 @@ def _as_json(selection: _Selection) -> dict[str, Any]:
                 "gpu": o.gpu,
                 "provider": o.provider,
                 "usd_per_hour": float(o.usd_per_hour),
+                "kind": o.kind,
                 "source": o.source,
                 "checked": o.checked.isoformat(),
                 "verified": o.verified,
@@ -95,7 +96,7 @@ def _as_json(selection: _Selection) -> dict[str, Any]:
 
 
 _CSV_COLUMNS = (
-    "gpu", "provider", "usd_per_hour", "gpus_per_instance", "instance", "region",
+    "gpu", "provider", "usd_per_hour", "kind", "gpus_per_instance", "instance", "region",
     "source", "checked", "age_days", "verified",
 )  # fmt: skip
 
@@ -110,7 +111,7 @@ def _write_csv(selection: _Selection) -> None:
         for o in selection.offers_of(g.id):
             writer.writerow(
                 [
-                    o.gpu, o.provider, str(o.usd_per_hour), o.gpus_per_instance, o.instance,
+                    o.gpu, o.provider, str(o.usd_per_hour), o.kind, o.gpus_per_instance, o.instance,
                     o.region or "", o.source, o.checked.isoformat(),
                     o.age_days(selection.today), str(o.verified).lower(),
                 ]
@@ -144,12 +145,12 @@ def _print_tables(selection: _Selection) -> None:
     gpus = table("GPUs (memory in GB = 10^9 bytes; dense TFLOP/s)")
     for header, justify in [
         ("GPU", "left"), ("name", "left"), ("memory GB", "right"), ("BF16 TFLOP/s", "right"),
-        ("bandwidth GB/s", "right"), ("cheapest $/GPU-h", "right"), ("at", "left"),
+        ("bandwidth GB/s", "right"), ("cheapest on-demand $/GPU-h", "right"), ("at", "left"),
     ]:  # fmt: skip
         gpus.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for g in selection.gpus:
-        offers = selection.offers_of(g.id)
-        cheapest = offers[0] if offers else None
+        on_demand = [o for o in selection.offers_of(g.id) if o.kind == "on-demand"]
+        cheapest = on_demand[0] if on_demand else None
         gpus.add_row(
             g.id, g.name, f"{g.memory_gb:g}", _tflops(g), f"{g.bandwidth_gbps:g}",
             f"{cheapest.usd_per_hour}" if cheapest else "-",
@@ -159,15 +160,15 @@ def _print_tables(selection: _Selection) -> None:
 
     offers = table(f"Offers, cheapest first per GPU (USD per GPU-hour; age on {selection.today})")
     for header, justify in [
-        ("GPU", "left"), ("provider", "left"), ("$/GPU-h", "right"), ("GPUs", "right"),
-        ("instance", "left"), ("region", "left"), ("checked", "left"), ("age", "right"),
+        ("GPU", "left"), ("provider", "left"), ("$/GPU-h", "right"), ("kind", "left"),
+        ("GPUs", "right"), ("instance", "left"), ("region", "left"), ("checked", "left"), ("age", "right"),
         ("verified", "left"),
     ]:  # fmt: skip
         offers.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for g in selection.gpus:
         for i, o in enumerate(selection.offers_of(g.id)):
             offers.add_row(
-                g.id if i == 0 else "", o.provider, str(o.usd_per_hour),
+                g.id if i == 0 else "", o.provider, str(o.usd_per_hour), o.kind,
                 str(o.gpus_per_instance), o.instance, o.region or "", o.checked.isoformat(),
                 _age(o.age_days(selection.today)), "yes" if o.verified else "no",
                 end_section=i == len(selection.offers_of(g.id)) - 1,
@@ -209,7 +210,7 @@ def _print_tables(selection: _Selection) -> None:
         console.print(f"Merged with your price file: {selection.override_file}")
 
 
-@click.command("prices")
+@click.group("prices", invoke_without_command=True)
 @click.option(
     "--gpu", "gpu", metavar="ID", help="Only this GPU (id or alias, e.g. h100, 'A100 40GB')."
 )
@@ -239,14 +240,21 @@ def _print_tables(selection: _Selection) -> None:
     metavar="YYYY-MM-DD",
     help="Use the prices known on that date; ages are counted up to it.",
 )
+@click.pass_context
 def prices_command(
+    ctx: click.Context,
     gpu: str | None,
     provider: str | None,
     output_format: str,
     prices_file: Path | None,
     as_of: dt.datetime | None,
 ) -> None:
-    """List GPUs and their hourly offers, cheapest first, with the age of each price."""
+    """List GPUs and their hourly offers, cheapest first, with the age of each price.
+
+    `paretune prices update` refreshes them from the providers' own price feeds.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from pricing.catalog import load_catalog
 
     catalog = load_catalog(prices_file)
@@ -259,6 +267,97 @@ def prices_command(
         _write_csv(selection)
     else:
         _print_tables(selection)
+
+
+@prices_command.command("update")
+@click.option(
+    "--provider",
+    "feeds",
+    multiple=True,
+    metavar="FEED",
+    help="Read only this feed (runpod, vast-ai, lambda, azure); repeat for several. Default: all.",
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="The price file to write (default: $PARETUNE_PRICES, else prices.yaml in the user "
+    "config directory). The shipped catalogue is never written.",
+)
+@click.option("--dry-run", is_flag=True, help="Read the feeds and report; write nothing.")
+def update_command(feeds: tuple[str, ...], prices_file: Path | None, dry_run: bool) -> None:
+    """Fetch current GPU prices from the providers' public price feeds into your price file.
+
+    Reads RunPod's GraphQL prices, Vast.ai's offer search, Lambda's instance types
+    ($LAMBDA_API_KEY) and Azure's Retail Prices API, on-demand and spot. Each price is
+    written with its feed's address as source, today as checked and verified: true; the
+    prices it replaces stay in the file as history, so --as-of still answers for earlier
+    dates. A feed that fails or changes its shape keeps its previous prices. Exit code 1 if
+    no feed could be read, else 0.
+    """
+    from pricing.catalog import load_catalog, shipped_catalog, user_price_file
+    from pricing.feeds import update_prices
+
+    path = user_price_file(prices_file)
+    catalog = load_catalog(path) if path.is_file() else shipped_catalog()
+    with _status(f"Reading {len(feeds) or 'all'} price feed(s)…"):
+        report = update_prices(catalog, path, feeds=feeds or None, dry_run=dry_run)
+    _print_update(report, dry_run)
+    if not report.updated:
+        raise SystemExit(1)
+
+
+def _status(text: str) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
+
+
+def _print_update(report: Any, dry_run: bool) -> None:
+    for feed in report.feeds:
+        if feed.updated:
+            spot = sum(1 for o in feed.offers if o.kind == "spot")
+            line = (
+                f"{feed.feed}: updated {len(feed.offers)} prices "
+                f"({len(feed.offers) - spot} on-demand, {spot} spot) from {feed.source}"
+            )
+            if feed.unknown_gpus:
+                line += f"; not in the catalogue, skipped: {', '.join(feed.unknown_gpus)}"
+            click.echo(_fill(line))
+            for change in feed.changes:
+                if change.before is None:
+                    moved = f"new {change.after}"
+                elif change.before == change.after:
+                    continue
+                else:
+                    pct = (change.after - change.before) / change.before * 100
+                    moved = f"{change.before} -> {change.after} ({pct:+.0f}%)"
+                click.echo(
+                    f"    {change.gpu} at {change.provider} ({change.instance}, {change.kind}): "
+                    f"{moved} $/GPU-h"
+                )
+        else:
+            click.echo(_fill(f"{feed.feed}: skipped: {feed.reason}."), err=True)
+    if report.written:
+        kept = f" (previous version: {report.backup})" if report.backup else ""
+        click.echo(
+            f"Wrote {sum(len(f.offers) for f in report.updated)} prices to {report.path}{kept}."
+        )
+    elif dry_run and report.updated:
+        click.echo(f"Dry run: nothing written to {report.path}.")
+    else:
+        click.echo(
+            "No feed could be read: nothing was written, and every price stays as it was.",
+            err=True,
+        )
+
+
+def _fill(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=100, subsequent_indent="  ")
 
 
 COMMANDS: list[click.Command] = [prices_command]

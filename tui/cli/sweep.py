@@ -108,6 +108,7 @@ def _run(
         markup=False,
         highlight=False,
     )
+    _price_notice(console, spec)
     import signal
 
     def terminated(signum: int, frame: object) -> None:
@@ -128,6 +129,20 @@ def _run(
     _summary(console, state, spec, stop_line=trip is None)
     if trip is not None:  # exit code 2, the message once, as one paragraph
         raise SweepBrokenError(trip.message)
+
+
+def _price_notice(console: Any, spec: Any) -> None:
+    """Say once if the catalogue price the sweep's trials are charged at is stale."""
+    hw = spec.hardware
+    if hw.gpu is None or hw.usd_per_hour is not None:
+        return
+    from pricing import load_catalog
+    from pricing.staleness import staleness_notice
+
+    offer = load_catalog().cheapest(hw.gpu, hw.provider)
+    notice = staleness_notice([offer.checked]) if offer is not None else None
+    if notice:
+        console.print(f"Note: {notice}", markup=False, highlight=False)
 
 
 def _preflight(console: Any, spec: Any, *, storage: str | None, slots: list[str | None]) -> None:

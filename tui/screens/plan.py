@@ -25,6 +25,7 @@ from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, S
 from textual.worker import get_current_worker
 
 from pricing.errors import UserError
+from pricing.staleness import staleness_notice
 from tui.messages import SweepThisPlan
 from tui.screens.plan_inputs import (
     PLAN_METHODS,
@@ -36,6 +37,7 @@ from tui.screens.plan_inputs import (
     plan_view,
     planner_inputs,
 )
+from tui.screens.plan_project import project_panel
 from tui.widgets import ErrorLine
 
 __all__ = ["PlanScreen"]
@@ -100,7 +102,7 @@ class PlanScreen(Screen):
     PlanScreen #framework-heading { color: $text-muted; margin: 0 0 0 1; }
     PlanScreen #plan-out { width: 1fr; padding: 0 1; }
     PlanScreen #methods { height: auto; max-height: 9; }
-    PlanScreen #cheapest, PlanScreen #breakdown, PlanScreen #api-prices {
+    PlanScreen #cheapest, PlanScreen #breakdown, PlanScreen #api-prices, PlanScreen #project-cost {
         margin: 1 0 0 0; height: auto;
     }
     PlanScreen #sim-status { height: 1; color: $text-muted; }
@@ -255,6 +257,7 @@ class PlanScreen(Screen):
                 yield Static("", id="cheapest")
                 yield Static("", id="breakdown")
                 yield Static("", id="api-prices")
+                yield Static("", id="project-cost")
                 yield Static("", id="price-age")
         yield Footer()
 
@@ -426,6 +429,8 @@ class PlanScreen(Screen):
             if checked
             else f"no price on record for {request.gpu}"
         )
+        stale = staleness_notice([checked], today=today) if checked else None
+        age += " — older than the limit: run `paretune prices update`" if stale else ""
         self.query_one("#price-age", Static).update(
             f"{age}; {view.total_params_b:,.2f}B parameters; memory in GB = 10^9 bytes."
         )
@@ -436,7 +441,15 @@ class PlanScreen(Screen):
             self.selected_method = event.row_key.value
             self._show_breakdown()
 
+    def _show_project(self) -> None:
+        target = self.query_one("#project-cost", Static)
+        if self.view is None or self.arch is None:
+            target.update("")
+            return
+        target.update(project_panel(self.view, self.arch, self.catalog, self.selected_method))
+
     def _show_breakdown(self) -> None:
+        self._show_project()
         row = self.view.row(self.selected_method) if self.view else None
         target = self.query_one("#breakdown", Static)
         if row is None or not row.breakdown_gb:
