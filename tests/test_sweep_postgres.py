@@ -16,12 +16,18 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import optuna
 import psutil
 import pytest
-from conftest import cli_env, paretune, start, wait_for_running_trial, write_demo_spec
+from conftest import (
+    OutputWatcher,
+    cli_env,
+    paretune,
+    start,
+    wait_for_running_trial,
+    write_demo_spec,
+)
 from sqlalchemy import text
 
 from sweeps.results.store import ResultsStore
@@ -174,17 +180,6 @@ def _start_on_other_host(prefix: list[str], *args: str) -> subprocess.Popen[str]
     )
 
 
-def _wait_for_complete(study_name: str, storage: Any, count: int, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        if sum(t.user_attrs.get("state") == "complete" for t in trials) >= count:
-            return
-        time.sleep(1)
-    raise AssertionError(f"fewer than {count} complete trials in time")
-
-
 def test_a_worker_at_the_budget_waits_for_a_dead_remote_workers_trial_and_runs_it(
     demo, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -214,20 +209,18 @@ def test_a_worker_at_the_budget_waits_for_a_dead_remote_workers_trial_and_runs_i
         assert study.trials[lost].user_attrs["worker_host"] == OTHER_HOST
 
         survivor = start("sweep", "worker", str(spec), "--storage", postgres_url, "--no-check")
-        _wait_for_complete(name, storage, 3)
+        watcher = OutputWatcher(survivor)
+        # The survivor runs its three and reaches the budget with the held trial running.
+        waited = watcher.wait_for("waiting for 1 running trial")
         os.killpg(victim.pid, signal.SIGKILL)  # the other machine dies, mid-trial
         for child in held:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
         victim.wait()
 
-        output = survivor.communicate(timeout=900)[0]
+        output = watcher.finish()
+        flat = " ".join(output.split())  # lines wrap at the terminal width
         assert survivor.returncode == 0, output
-        assert "waiting for 1 running trial of other workers" in output, output
-        assert f"#{lost} on host {OTHER_HOST}, heartbeat" in output, output
-        assert f"trial {lost} on host {OTHER_HOST}: its heartbeat went stale" in output, output
-        assert "trial budget reached (4 of 4)" in output, output
-
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         assert [t.number for t in trials if t.user_attrs.get("state") == "complete"] == [
@@ -240,6 +233,11 @@ def test_a_worker_at_the_budget_waits_for_a_dead_remote_workers_trial_and_runs_i
         assert len(rerun) == 1 and rerun[0].user_attrs["state"] == "complete"
         assert rerun[0].params == trials[lost].params
         assert rerun[0].user_attrs["worker_host"] != OTHER_HOST  # the survivor ran it
+
+        assert waited, output  # it did not conclude at "4 of 4" with the trial still running
+        assert "trial budget reached (4 of 4); waiting for 1 running trial" in flat, output
+        assert f"#{lost} on host {OTHER_HOST}, heartbeat" in flat, output
+        assert f"trial {lost} on host {OTHER_HOST}: its heartbeat went stale" in flat, output
     finally:
         for process in (victim, survivor):
             if process is not None and process.poll() is None:
