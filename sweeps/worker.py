@@ -10,6 +10,10 @@ What makes it trustworthy overnight:
 - the trial budget is checked and the trial asked under one lock (a file lock for the
   journal, a PostgreSQL advisory lock for a shared database), so any number of workers on
   any number of machines run exactly the requested number of trials;
+- a worker that reaches the budget while other workers' trials run waits for them before it
+  concludes: one that ends has used its place, but one whose worker died (a stale heartbeat,
+  a gone pid) is failed as ``lost``, re-queued and run here, so the study ends with exactly
+  its budget of finished trials;
 - ``oom`` / ``failed`` / ``timeout`` trials are told to Optuna as failed, with the reason in
   the user attributes ``state`` and ``error``; the sweep goes on;
 - stopping (Ctrl-C) ends the running trials' processes, tells them as ``interrupted`` and
@@ -50,7 +54,13 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps.breaker import CircuitBreaker
 from sweeps.gate import Gate, Prediction, Spend, budget_refusal
-from sweeps.liveness import requeue, this_worker, trials_of_dead_workers
+from sweeps.liveness import (
+    OtherWorkersTrial,
+    requeue,
+    this_worker,
+    trials_of_dead_workers,
+    trials_of_other_workers,
+)
 from sweeps.outcome import BUDGET_OUTCOMES, RERUN_OUTCOMES, Outcome
 from sweeps.results.store import (
     ResultsLockedError,
@@ -97,6 +107,12 @@ written with the next write that gets through, or by the final sync at the end o
 INFEASIBLE_IN_A_ROW = 20
 """Infeasible trials in a row after which a worker gives up: the space does not fit the GPU."""
 
+WAIT_POLL_S = 1.0
+"""Seconds between checks while a worker at the budget waits for other workers' trials."""
+
+WAIT_LOG_S = 15.0
+"""Seconds between the lines that say a worker at the budget is still waiting."""
+
 # ---------------------------------------------------------------- the shared state
 
 
@@ -133,6 +149,14 @@ class SweepState:
     def event(self, text: str) -> None:
         with self.lock:
             self.events.append(text)
+
+
+@dataclass(frozen=True)
+class _OthersRunning:
+    """The budget is reached, but these trials of other workers may yet be lost and re-run."""
+
+    refusal: str
+    trials: list[OtherWorkersTrial]
 
 
 # ---------------------------------------------------------------- the sweep
@@ -351,6 +375,9 @@ class Sweep:
                     return
                 picked = self._ask_and_gate(study, slot)
             ask_gate_s = time.perf_counter() - started
+            if isinstance(picked, _OthersRunning):
+                self._wait_for_other_workers(study, picked)
+                continue
             if picked is None:
                 return
             trial, config = picked
@@ -370,17 +397,22 @@ class Sweep:
 
     def _ask_and_gate(
         self, study: optuna.Study, slot: str | None
-    ) -> tuple[optuna.Trial, TrialConfig | None] | None:
+    ) -> tuple[optuna.Trial, TrialConfig | None] | _OthersRunning | None:
         """Under the ask lock: budget check, ask, gate. The trial and its config to run (None:
-        not to be run, already recorded), or None when the sweep must stop."""
+        not to be run, already recorded), other workers' trials to wait for before the budget
+        is final, or None when the sweep must stop."""
         # A worker that died since the last ask (here, or a heartbeat gone stale elsewhere).
         self._recover_dead_workers(study)
         spend = _spend(study)
         refusal = budget_refusal(self.spec, spend, Prediction())
         if refusal:
+            others = self._trials_of_other_workers(study)
+            if others:
+                return _OthersRunning(refusal, others)
             self._finish(refusal)
             return None
         trial = study.ask()
+        self._record_heartbeat(trial._trial_id)  # from its first moment, its worker's death shows
         try:
             return self._gate_asked(study, trial, spend, slot)
         except BaseException as error:
@@ -709,6 +741,69 @@ class Sweep:
             if self.state.stop_reason is None:
                 self.state.stop_reason = reason
 
+    def _wait_for_other_workers(self, study: optuna.Study, waiting: _OthersRunning) -> None:
+        """The budget is reached while other workers' trials run: wait until one of them
+        ends, or is found dead and re-queued (:meth:`_recover_dead_workers`), then return so
+        that the budget is checked again. Says what it waits for, and repeats it every
+        :data:`WAIT_LOG_S` seconds."""
+        from optuna.trial import TrialState
+
+        watched = {trial.number for trial in waiting.trials}
+        self._say_waiting(waiting)
+        last_said = time.monotonic()
+        # Ctrl-C, or another slot of this process stopping the sweep, ends the wait too.
+        while not self.stop_event.wait(WAIT_POLL_S) and self.state.stop_reason is None:
+            with self._ask_lock():
+                self._recover_dead_workers(study)
+            trials = study.get_trials(deepcopy=False)
+            ended = [trials[n] for n in sorted(watched) if trials[n].state != TrialState.RUNNING]
+            if ended:
+                for trial in ended:
+                    self._say_ended(trial)
+                    self._record(study, trial.number)  # its row said "running"
+                return
+            if time.monotonic() - last_said >= WAIT_LOG_S:
+                others = self._trials_of_other_workers(study)
+                if not others:
+                    return
+                self._say_waiting(_OthersRunning(waiting.refusal, others))
+                last_said = time.monotonic()
+
+    def _trials_of_other_workers(self, study: optuna.Study) -> list[OtherWorkersTrial]:
+        engine = self.storage.engine if is_postgres(self.storage_url) else None
+        return trials_of_other_workers(study, self.worker, heartbeats_from=engine)
+
+    def _say_waiting(self, waiting: _OthersRunning) -> None:
+        count = len(waiting.trials)
+        grace = getattr(self.storage, "grace_period", None)
+        dead_after = (
+            f"; a worker counts as dead after {grace} s without a heartbeat"
+            if grace and is_postgres(self.storage_url)
+            else ""
+        )
+        self.state.event(
+            f"{waiting.refusal}; waiting for {count} running trial{'s' if count != 1 else ''} "
+            f"of other workers before concluding: "
+            + "; ".join(trial.describe() for trial in waiting.trials)
+            + dead_after
+        )
+
+    def _say_ended(self, trial: optuna.trial.FrozenTrial) -> None:
+        """One line about another worker's trial that stopped running while this one waited."""
+        from optuna.trial import TrialState
+
+        state = trial.user_attrs.get("state")
+        host = trial.user_attrs.get("worker_host", "?")
+        if state is None and trial.state == TrialState.FAIL:  # Optuna's heartbeat check did it
+            self.state.event(
+                f"trial {trial.number} on host {host}: its heartbeat went stale, so its worker "
+                "is taken for dead; recorded as lost and its parameters re-queued"
+            )
+        elif state != Outcome.LOST:  # lost ones were announced by _recover_dead_workers
+            self.state.event(
+                f"trial {trial.number} on host {host} ended: {state or trial.state.name.lower()}"
+            )
+
     def _recover_dead_workers(self, study: optuna.Study) -> list[int]:
         """Mark ``lost`` and re-queue the trials of dead workers; their rows follow."""
         from optuna.exceptions import UpdateFinishedTrialError
@@ -775,19 +870,23 @@ class Sweep:
         with self._thread_lock, _storage_lock(self.storage, self.storage_url, self.spec.name):
             yield
 
+    def _record_heartbeat(self, trial_id: int) -> None:
+        """One Optuna heartbeat for a running trial (PostgreSQL only; a failed one is skipped)."""
+        if is_postgres(self.storage_url) and hasattr(self.storage, "record_heartbeat"):
+            with contextlib.suppress(Exception):
+                self.storage.record_heartbeat(trial_id)
+
     def _start_heartbeat(self, trial_id: int) -> threading.Event:
         """Record Optuna heartbeats for a running trial (PostgreSQL only)."""
         done = threading.Event()
-        record = getattr(self.storage, "record_heartbeat", None)
-        if record is None or not is_postgres(self.storage_url):
+        if not is_postgres(self.storage_url) or not hasattr(self.storage, "record_heartbeat"):
             return done
 
         interval = self.storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL_S
 
         def beat() -> None:
             while True:
-                with contextlib.suppress(Exception):
-                    record(trial_id)
+                self._record_heartbeat(trial_id)
                 if done.wait(interval):
                     return
 

@@ -350,3 +350,42 @@ def write_study(
                 for s in range(1, 21)
             ]
     store.write_trials(rows, steps)
+
+
+class OutputWatcher:
+    """Reads a started process's output in a thread, so a test can wait for a line while the
+    process runs; :meth:`text` is everything read so far (all of it once the process ended)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        import threading
+
+        self.process = process
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float = 900) -> bool:
+        """Until ``needle`` is in the output (True) or the process has ended (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # Joined output: a long line is wrapped at the terminal width.
+            if needle in " ".join(self.text().split()):
+                return True
+            if self.process.poll() is not None:
+                self.thread.join(timeout=10)
+                return needle in " ".join(self.text().split())
+            time.sleep(0.5)
+        raise AssertionError(f"neither {needle!r} nor an exit in time:\n{self.text()}")
+
+    def finish(self, timeout: float = 900) -> str:
+        """Wait for the process to end; its whole output."""
+        self.process.wait(timeout=timeout)
+        self.thread.join(timeout=10)
+        return self.text()

@@ -269,8 +269,19 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None, no_check: boo
 @click.argument("study", required=False)
 @_db_option()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def sweep_status(study: str | None, db: Path, fmt: str) -> None:
-    """Progress, spend, best trials and failures by reason of STUDY (or of every study)."""
+@click.option(
+    "--storage",
+    default=None,
+    help="The study's PostgreSQL URL, to check its running trials' heartbeats (default: the "
+    "URL recorded with the study, which has no password).",
+)
+def sweep_status(study: str | None, db: Path, fmt: str, storage: str | None) -> None:
+    """Progress, spend, best trials and failures by reason of STUDY (or of every study).
+
+    With a PostgreSQL study, each running trial shows how long ago its worker's last heartbeat
+    was, and is marked STALE past the grace period: its worker looks dead, and the next worker
+    to ask for a trial records it as lost and runs it again.
+    """
     from sweeps.progress import steps_of
     from sweeps.results.frontier import frontier_hypervolume
     from sweeps.results.store import ResultsStore
@@ -309,6 +320,7 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
                         "worker_host": t["worker_host"],
                     }
                 )
+        heartbeats = _running_heartbeats(storage or row["storage"], row["study"], running)
         report.append(
             {
                 "study": row["study"],
@@ -321,6 +333,7 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
                 "budget_dollars": row["budget_dollars"],
                 "budget_trials": row["budget_trials"],
                 "running_trials": running,
+                **heartbeats,
                 "hypervolume": frontier_hypervolume(trials),
                 "frontier": [
                     {
@@ -366,8 +379,12 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
             since = f", since {t['started_at']:%Y-%m-%d %H:%M:%S}" if t["started_at"] else ""
             host = f" on {t['worker_host']}" if t["worker_host"] else ""
             console.print(
-                f"  running: #{t['number']} {t['method']} {step}{loss}{since}{host}", markup=False
+                f"  running: #{t['number']} {t['method']} {step}{loss}{since}{host}"
+                + _heartbeat_note(t, item.get("heartbeat_grace_s")),
+                markup=False,
             )
+        if item.get("heartbeats_unknown"):
+            console.print(f"  heartbeats unknown: {item['heartbeats_unknown']}", markup=False)
         if item["failures"]:
             console.print(
                 "  not completed: "
@@ -389,6 +406,47 @@ def sweep_status(study: str | None, db: Path, fmt: str) -> None:
                 t["artifact"] or "",
             )
         console.print(table)
+
+
+def _running_heartbeats(
+    storage: str | None, study: str, running: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Add each running trial's heartbeat age and staleness (PostgreSQL studies only); the
+    grace period, or why the heartbeats could not be read."""
+    from sweeps.study import is_postgres
+
+    if not running or not storage or not is_postgres(storage):
+        return {}
+    from sweeps.liveness import heartbeats_of
+
+    try:
+        ages, grace = heartbeats_of(storage, study)
+    except Exception as error:  # noqa: BLE001 - any failure to reach the database: say so
+        from sweeps.results.store import redact_url
+
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return {"heartbeats_unknown": f"cannot read {redact_url(storage)}: {reason}"}
+    for trial in running:
+        age = ages.get(trial["number"])
+        trial["heartbeat_age_s"] = None if age is None else round(age, 1)
+        trial["heartbeat_stale"] = None if age is None else age > grace
+    return {"heartbeat_grace_s": grace}
+
+
+def _heartbeat_note(trial: dict[str, Any], grace: int | None) -> str:
+    """``, heartbeat 12 s ago``, marked STALE past the grace period."""
+    if grace is None:
+        return ""
+    age = trial.get("heartbeat_age_s")
+    if age is None:
+        return ", no heartbeat recorded"
+    note = f", heartbeat {age:.0f} s ago"
+    if trial["heartbeat_stale"]:
+        note += (
+            f": STALE (none for over {grace} s), its worker looks dead; the next worker to ask "
+            "for a trial records it as lost and runs it again"
+        )
+    return note
 
 
 def _num(value: Any) -> str:
