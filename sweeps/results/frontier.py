@@ -25,6 +25,7 @@ __all__ = [
     "frontier_hypervolume",
     "hypervolume",
     "indistinguishable_pairs",
+    "mixed_data_warning",
     "pareto_mask",
     "plot_frontier",
     "reference_point",
@@ -173,6 +174,29 @@ def _within_noise(a: dict[str, Any], b: dict[str, Any], column: str) -> bool:
         return False
     difference = abs(a[column] - b[column])
     return difference == 0 or difference < max(spreads)
+
+
+def mixed_data_warning(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when the complete trials of ``rows`` (store rows) trained or were scored on
+    different data (several ``data_fingerprint`` values), else None: their objectives are not
+    comparable on one frontier. Trials without a fingerprint (older results) are not counted."""
+    by_fingerprint: dict[str, list[int]] = {}
+    for row in rows:
+        fingerprint = row.get("data_fingerprint")
+        if row.get("state") == Outcome.COMPLETE and fingerprint:
+            by_fingerprint.setdefault(fingerprint, []).append(int(row["number"]))
+    if len(by_fingerprint) < 2:
+        return None
+    groups = "; ".join(
+        f"{fingerprint[:12]}: " + ", ".join(f"#{n}" for n in sorted(numbers))
+        for fingerprint, numbers in sorted(by_fingerprint.items(), key=lambda kv: min(kv[1]))
+    )
+    return (
+        f"warning: these trials ran on {len(by_fingerprint)} different data sets (data "
+        f"fingerprints {groups}); their quality and forgetting are not comparable on one "
+        "frontier. The data files changed between runs of the study; compare trials with one "
+        "fingerprint (`paretune sql` on trials.data_fingerprint)."
+    )
 
 
 # ---------------------------------------------------------------- charts
