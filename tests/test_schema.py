@@ -3,12 +3,10 @@ agree, on a real DuckDB file written by the store."""
 
 from __future__ import annotations
 
-import types
-import typing
-
 import re
 import subprocess
 import sys
+import types
 import typing
 from pathlib import Path
 
