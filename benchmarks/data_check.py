@@ -22,7 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-_WORDS = [f"w{i}" for i in range(20000)]
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_WORDS = sorted(
+    {"".join(random.Random(i).choices(_LETTERS, k=3 + i % 6)) for i in range(20000)}
+)  # pseudo-words: a 20k vocabulary of letters only
 
 
 def _write(folder: Path, rows: int, leak: float) -> tuple[Path, Path, int]:

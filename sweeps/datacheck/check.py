@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps.datacheck.dupes import THRESHOLD, Duplicates, find_duplicates, normalized
+from sweeps.datacheck.dupes import THRESHOLD, Duplicates, find_duplicates
 from sweeps.datacheck.pii import PiiFindings, scan
 from sweeps.datacheck.stats import LengthStats, RowIssues, lengths, row_issues, token_counts
 
@@ -198,9 +198,9 @@ def check_rows(
     _add_lengths(files, task, counts, len(train))
     return DataReport(
         files=files,
-        train_duplicates=_within(duplicates, texts, sources, spans["train"]),
-        eval_leaks=_across(duplicates, texts, sources, spans["eval"], spans["train"]),
-        retain_overlap=_across(duplicates, texts, sources, spans["retain"], spans["train"]),
+        train_duplicates=_within(duplicates, sources, spans["train"]),
+        eval_leaks=_across(duplicates, sources, spans["eval"], spans["train"]),
+        retain_overlap=_across(duplicates, sources, spans["retain"], spans["train"]),
         pii=scan(zip(sources, texts, strict=True), keep=_KEEP),
         issues=row_issues(task, counts, max_seq_len if counts is not None else None, keep=_KEEP),
         threshold=threshold,
@@ -217,7 +217,7 @@ def _spans(train: int, eval: int, retain: int) -> dict[str, range]:
     }
 
 
-def _within(dupes: Duplicates, texts: list[str], sources: list[str], span: range) -> Overlap:
+def _within(dupes: Duplicates, sources: list[str], span: range) -> Overlap:
     """Rows of ``span`` that copy an earlier row of ``span``."""
     found = Overlap()
     first_of: dict[int, int] = {}
@@ -226,27 +226,27 @@ def _within(dupes: Duplicates, texts: list[str], sources: list[str], span: range
         if group not in first_of:
             first_of[group] = i
             continue
-        first = first_of[group]
-        kind = "exact" if normalized(texts[i]) == normalized(texts[first]) else "near"
-        found.add(i - span.start, kind, sources[i], sources[first])
+        exact = int(dupes.exact_of[i])
+        if exact >= 0:
+            found.add(i - span.start, "exact", sources[i], sources[exact])
+        else:
+            found.add(i - span.start, "near", sources[i], sources[first_of[group]])
     return found
 
 
-def _across(
-    dupes: Duplicates, texts: list[str], sources: list[str], span: range, other: range
-) -> Overlap:
-    """Rows of ``span`` that copy a row of ``other``."""
+def _across(dupes: Duplicates, sources: list[str], span: range, other: range) -> Overlap:
+    """Rows of ``span`` that copy a row of ``other`` (which comes before ``span``, so an exact
+    copy's first occurrence is in ``other``)."""
     in_other: dict[int, int] = {}
     for i in other:
         in_other.setdefault(int(dupes.group[i]), i)
-    exact_other = {normalized(texts[i]): i for i in other}
     found = Overlap()
     for i in span:
         match = in_other.get(int(dupes.group[i]))
         if match is None:
             continue
-        exact = exact_other.get(normalized(texts[i]))
-        if exact is not None:
+        exact = int(dupes.exact_of[i])
+        if exact in other:
             found.add(i - span.start, "exact", sources[i], sources[exact])
         else:
             found.add(i - span.start, "near", sources[i], sources[match])

@@ -1,13 +1,14 @@
 """Exact and near-duplicate rows: MinHash signatures and LSH banding, as datasketch defines them.
 
-A row's words (``\\w+``, case-folded) form its shingles, word 3-grams (a row of fewer words
-is one shingle). Two rows are **exact** duplicates when their case-folded, whitespace-collapsed
+A row's words (runs of letters, digits and underscores, lower-cased) form its shingles, word
+3-grams (a row of fewer words is one shingle). Two rows are **exact** duplicates when their lower-cased, whitespace-collapsed
 texts are equal, and **near** duplicates when the MinHash estimate of their shingles' Jaccard
 similarity reaches ``threshold`` (default 0.8) and LSH puts them in a shared bucket.
 
 The sketch is datasketch's: a :class:`datasketch.MinHash` (scheme ``affine32``) fixes the
 permutations, and :class:`datasketch.MinHashLSH` picks the bands and rows per band for the
-threshold. Both are applied here with numpy to every row at once, because a million
+threshold. Both are applied here with numpy (and the words split by pyarrow) to every row at
+once, because a million
 ``MinHash`` objects, each updated and inserted on its own, take minutes; the signatures are
 the ones ``MinHash.update_batch`` gives for the same shingle hashes (a test compares them).
 
@@ -17,7 +18,6 @@ leakage-safe split keeps on one side and the leakage check compares across files
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ THRESHOLD = 0.8
 _SEED = 1  # datasketch's default seed
 _SHINGLE = 3  # words per shingle
 _CHUNK_SHINGLES = 1 << 15  # shingles permuted at once (64 permutations: 8 MiB, in cache)
-_TOKEN = re.compile(r"\w+|\n")
+_SEPARATORS = r"[^\p{L}\p{N}_]+"  # what is not a letter, digit or underscore splits words
 # MurmurHash3's 32-bit finalizer, the pre-mix datasketch's affine32 scheme applies to each hash.
 _FMIX32 = (16, np.uint32(0x85EBCA6B), 13, np.uint32(0xC2B2AE35), 16)
 
@@ -54,27 +54,37 @@ class Duplicates:
         return {g: rows for g, rows in out.items() if len(rows) > 1}
 
 
-def normalized(text: str) -> str:
-    """What exact duplicates share: the text case-folded, with runs of whitespace made one."""
-    return " ".join(text.split()).casefold()
+def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(CRC-32 of each word of each row, flat; each row's word count). Rows are split into
+    words by pyarrow's compute kernels (C++, all rows at once); each distinct word is hashed
+    once. A row without words counts as one word, the hash of its text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = pa.array(texts, type=pa.large_string())
+    words = pc.split_pattern_regex(pc.utf8_lower(rows), _SEPARATORS)
+    flat = pc.list_flatten(words)
+    row_of = np.repeat(np.arange(len(texts)), pc.list_value_length(words).to_numpy())
+    keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)  # splitting leaves "" at ends
+    encoded = pc.dictionary_encode(pc.filter(flat, keep))
+    vocabulary = encoded.dictionary.to_pylist()
+    word_hash = np.array([zlib.crc32(w.encode()) for w in vocabulary], dtype=np.uint64)
+    ids = word_hash[encoded.indices.to_numpy()] if len(vocabulary) else np.zeros(0, np.uint64)
+    length = np.bincount(row_of[keep], minlength=len(texts)).astype(np.int64)
+    empty = np.flatnonzero(length == 0)
+    if len(empty):
+        start = np.cumsum(length) - length
+        texts_hash = [zlib.crc32(texts[i].encode()) for i in empty.tolist()]
+        ids = np.insert(ids, start[empty], np.asarray(texts_hash, dtype=np.uint64))
+        length[empty] = 1
+    return ids, length
 
 
 def shingle_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(32-bit hash of every shingle of every row, each row's offset into it).
-
-    Each distinct word is hashed once (CRC-32, stable across runs); a 3-gram's hash combines
-    its words' hashes. A row without words is one shingle, the hash of its text.
-    """
-    # One regex pass over all rows: a newline token ends each row.
-    tokens = _TOKEN.findall("\n".join(text.replace("\n", " ") for text in texts).casefold() + "\n")
-    vocabulary = {word: zlib.crc32(word.encode()) for word in set(tokens)}
-    ends = np.flatnonzero(np.fromiter((t == "\n" for t in tokens), dtype=bool, count=len(tokens)))
-    ids = np.fromiter((vocabulary[t] for t in tokens), dtype=np.uint64, count=len(tokens))
-    start = np.concatenate(([0], ends[:-1] + 1))
-    length = ends - start
-    for row in np.flatnonzero(length == 0).tolist():  # no words: the text itself is the shingle
-        ids[ends[row]] = zlib.crc32(texts[row].encode())
-        length[row] = 1
+    """(32-bit hash of every shingle of every row, each row's offset into it): a 3-gram's
+    hash combines its words' hashes; a row of fewer words is one shingle of them all."""
+    ids, length = _word_hashes(texts)
+    start = np.cumsum(length) - length
     count = np.maximum(length - (_SHINGLE - 1), 1)  # shingles per row
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(count, out=offsets[1:])
@@ -145,13 +155,18 @@ def find_duplicates(texts: Sequence[str], *, threshold: float = THRESHOLD) -> Du
 
 
 def _exact(texts: Sequence[str]) -> np.ndarray:
-    first: dict[str, int] = {}
-    exact_of = np.full(len(texts), -1, dtype=np.int64)
-    for i, text in enumerate(texts):
-        seen = first.setdefault(normalized(text), i)
-        if seen != i:
-            exact_of[i] = seen
-    return exact_of
+    """For each row, the first row with the same text once lower-cased, with runs of
+    whitespace made one space and none at the ends (-1: it is the first); pyarrow's kernels
+    over all rows at once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = pc.utf8_lower(pa.array(texts, type=pa.large_string()))
+    collapsed = pc.utf8_trim_whitespace(pc.replace_substring_regex(rows, r"\s+", " "))
+    index = pc.dictionary_encode(collapsed).indices.to_numpy()
+    _, first = np.unique(index, return_index=True)
+    first_row = first[index]
+    return np.where(first_row == np.arange(len(texts)), -1, first_row).astype(np.int64)
 
 
 def _near_pairs(signature: np.ndarray, threshold: float) -> list[tuple[int, int]]:
