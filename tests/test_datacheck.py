@@ -294,3 +294,28 @@ def test_a_frontier_over_different_data_warns() -> None:
     warning = mixed_data_warning(rows)
     assert warning is not None and "2 different data sets" in warning
     assert "aaaaaaaaaaaa: #0, #1; bbbbbbbbbbbb: #2" in warning
+
+
+def test_the_frontier_html_page_has_a_data_section(tmp_path: Path) -> None:
+    from sweeps.results.frontier import plot_frontier
+
+    rows = [
+        {
+            "number": n,
+            "state": "complete",
+            "method": "lora",
+            "objective_quality": 1.0 + n,
+            "objective_forgetting": 0.5 - 0.1 * n,
+            "objective_cost": 0.01,
+            "data_fingerprint": fingerprint,
+            "eval_rows_leaked": 3,
+            "eval_rows_dropped": 3,
+            "train_duplicates": 0,
+        }
+        for n, fingerprint in enumerate(["a" * 64, "b" * 64])
+    ]
+    page = tmp_path / "frontier.html"
+    plot_frontier(rows, page)
+    html = page.read_text()
+    assert "<h2>Data</h2>" in html and "aaaaaaaaaaaaaaaa" in html
+    assert "2 different data sets" in html
