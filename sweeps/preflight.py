@@ -468,7 +468,8 @@ def _check_data_quality(context: _Context, report: _Report) -> str:
 
     retain: list[tuple[str, str]] = []
     config = context.config
-    retain_path = _sources(config).retain
+    sources = _sources(config)
+    retain_path = sources.retain
     if context.retain and retain_path and not retain_path.startswith(LM_EVAL_RETAIN):
         retain, _ = load_text_rows(retain_path, bad_rows="skip")
     data = check_rows(
@@ -493,8 +494,8 @@ def _check_data_quality(context: _Context, report: _Report) -> str:
     summary = summary_line(data)
     if leaks.total:
         summary += f"; leakage = {context.spec.data.leakage}"
-    if context.spec.data.eval is None:
-        summary += "; eval held out with copies kept on one side"
+    if sources.eval is None:
+        summary += "; eval held out of train with copies kept on one side"
     return summary
 
 

@@ -64,7 +64,7 @@ def role_order_problem(roles: Sequence[str]) -> str | None:
                 return f"message {position} is a system message after the first"
             continue
         if role == "tool":
-            if roles[position - 2] not in ("assistant", "tool"):
+            if position == 1 or roles[position - 2] not in ("assistant", "tool"):
                 return f"message {position} is a tool result not after an assistant turn"
             expected = "assistant"
             continue
