@@ -15,6 +15,9 @@ terminal UI's launch before they open the study. In order:
 - **data**: the train, eval, retain and fact-probe files parse with the trial's own loaders
   and hold usable rows; bad rows are named as ``file:line``. An ``lm-eval:`` retain is built
   as the trial builds it: lm-eval installed, every task known, its items read.
+- **data check**: duplicates, leakage of eval (and retain) rows from train, personal data
+  and format (:mod:`sweeps.datacheck`), summarised; eval rows leaking from train are a
+  problem only with ``[data] leakage = "error"`` (``drop``, the default, drops them).
 - **objectives**: each of the three objectives can be measured with this spec (forgetting
   needs a retain source); every trial can price itself as it will (the catalogue ids given
   exist; on CUDA the visible GPU is in the catalogue, unless a price is given).
@@ -142,6 +145,8 @@ def preflight(
     report.run("model", _check_model, context)
     report.run("device", _check_device, context)
     report.run("data", _check_data, context)
+    if context.train:
+        report.run("data check", _check_data_quality, context)
     report.run("objectives", _check_objectives, context)
     report.run("storage", _check_storage, context)
     if dry_step and not report.problems:
@@ -451,6 +456,47 @@ def _check_data(context: _Context, report: _Report) -> str:
     if sources.facts is not None:
         found.append(f"facts {len(_facts(sources.facts, report))} probes")
     return ", ".join(found)
+
+
+def _check_data_quality(context: _Context, report: _Report) -> str:
+    """The data check on the rows the data check parsed; leakage refused only when the spec
+    says ``leakage = "error"``."""
+    from sweeps.datacheck import check_rows
+    from sweeps.datacheck.report import summary_line
+    from sweeps.trial.data import load_text_rows
+    from sweeps.trial.recipe import _sources
+
+    retain: list[tuple[str, str]] = []
+    config = context.config
+    sources = _sources(config)
+    retain_path = sources.retain
+    if context.retain and retain_path and not retain_path.startswith(LM_EVAL_RETAIN):
+        retain, _ = load_text_rows(retain_path, bad_rows="skip")
+    data = check_rows(
+        context.train,
+        context.eval,
+        retain,
+        files=[],
+        tokenizer=context.tokenizer,
+        max_seq_len=config.max_seq_len,
+    )
+    leaks = data.eval_leaks
+    if leaks.total and context.spec.data.leakage == "error":
+        report.problem(
+            "data check",
+            f"{leaks.total} of {data.eval_rows} eval rows ({data.eval_leak_share:.0%}) copy or "
+            'nearly copy train rows, and [data] leakage = "error":\n    '
+            + "\n    ".join(leaks.examples),
+            'Remove them from the eval file, or set [data] leakage = "drop" to drop them '
+            "before every trial (`paretune data check` lists them).",
+        )
+        return ""
+    summary = summary_line(data)
+    if leaks.total:
+        summary += f"; leakage = {context.spec.data.leakage}"
+    if sources.eval is None:
+        summary += "; eval held out of train with copies kept on one side"
+    return summary
 
 
 def _examples(role: str, path: str, context: _Context, report: _Report) -> list[Any] | None:

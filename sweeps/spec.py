@@ -163,6 +163,7 @@ _SET_ELSEWHERE = {
     "train",
     "eval",
     "retain",
+    "leakage",
     "method",
     "alpha",
     "device",
@@ -303,6 +304,13 @@ class DataSection(_Section):
         None,
         description="forgetting probe: a {'text'} JSONL, 'lm-eval:TASKS', or none for the "
         "base model's self-samples",
+    )
+    leakage: Literal["error", "drop", "warn"] = Field(
+        "drop",
+        description="eval rows that copy or nearly copy train rows (MinHash Jaccard >= 0.8): "
+        "drop removes them before any trial and records the count, error refuses the sweep at "
+        "preflight, warn keeps them (counted); without an eval file the held-out split keeps "
+        "copies on one side",
     )
 
 
@@ -642,6 +650,7 @@ class SweepSpec(_Section):
             train=self.data.train,
             eval=self.data.eval,
             retain=self.data.retain,
+            leakage=self.data.leakage,
             method=method,
             device=hw.device,
             gpu=hw.gpu,
@@ -920,6 +929,9 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         out.append(
             _line(key, value, comment) if value is not None else f'# {key} = "..."  # {comment}'
         )
+    out.append(
+        _line("leakage", spec.data.leakage, "eval rows copying train rows: drop, error or warn")
+    )
     out += ["", "[hardware]"]
     hw_help = {name: f.description or "" for name, f in HardwareSection.model_fields.items()}
     for name in HardwareSection.model_fields:

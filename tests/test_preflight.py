@@ -102,13 +102,15 @@ def test_the_demo_spec_passes_every_check_and_writes_nothing(demo, tmp_path: Pat
         "✓ model",
         "✓ device",
         "✓ data",
+        "✓ data check",
         "✓ objectives",
         "✓ storage",
         "✓ dry step",
     ], done.stdout
     assert "LlamaForCausalLM" in lines[0] and "meta device" in lines[0]
     assert "train 96 rows" in lines[2]
-    assert "1 step, loss" in lines[5]
+    assert lines[3] == "✓ data check: clean"
+    assert "1 step, loss" in lines[6]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results.duckdb").exists()
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "frontier_hypervolume",
     "hypervolume",
     "indistinguishable_pairs",
+    "mixed_data_warning",
     "pareto_mask",
     "plot_frontier",
     "reference_point",
@@ -175,6 +176,63 @@ def _within_noise(a: dict[str, Any], b: dict[str, Any], column: str) -> bool:
     return difference == 0 or difference < max(spreads)
 
 
+def mixed_data_warning(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when the complete trials of ``rows`` (store rows) trained or were scored on
+    different data (several ``data_fingerprint`` values), else None: their objectives are not
+    comparable on one frontier. Trials without a fingerprint (older results) are not counted."""
+    by_fingerprint: dict[str, list[int]] = {}
+    for row in rows:
+        fingerprint = row.get("data_fingerprint")
+        if row.get("state") == Outcome.COMPLETE and fingerprint:
+            by_fingerprint.setdefault(fingerprint, []).append(int(row["number"]))
+    if len(by_fingerprint) < 2:
+        return None
+    groups = "; ".join(
+        f"{fingerprint[:12]}: " + ", ".join(f"#{n}" for n in sorted(numbers))
+        for fingerprint, numbers in sorted(by_fingerprint.items(), key=lambda kv: min(kv[1]))
+    )
+    return (
+        f"warning: these trials ran on {len(by_fingerprint)} different data sets (data "
+        f"fingerprints {groups}); their quality and forgetting are not comparable on one "
+        "frontier. The data files changed between runs of the study; compare trials with one "
+        "fingerprint (`paretune sql` on trials.data_fingerprint)."
+    )
+
+
+def _data_section_html(rows: list[dict[str, Any]]) -> str:
+    """The HTML page's data section: each data fingerprint with its trials and what the data
+    check dropped and found, and the warning when there are several; empty without any."""
+    from html import escape
+
+    by_fingerprint: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("state") == Outcome.COMPLETE and row.get("data_fingerprint"):
+            by_fingerprint.setdefault(row["data_fingerprint"], []).append(row)
+    if not by_fingerprint:
+        return ""
+    lines = [
+        "<h2>Data</h2>",
+        "<table><tr><th>data fingerprint</th><th>trials</th><th>eval rows leaked</th>"
+        "<th>dropped</th><th>train duplicates</th></tr>",
+    ]
+    for fingerprint, group in by_fingerprint.items():
+        first = group[0]
+        cells = [
+            fingerprint[:16],
+            ", ".join(f"#{r['number']}" for r in group),
+            *(
+                str(first.get(c))
+                for c in ("eval_rows_leaked", "eval_rows_dropped", "train_duplicates")
+            ),
+        ]
+        lines.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+    lines.append("</table>")
+    warning = mixed_data_warning(rows)
+    if warning is not None:
+        lines.append(f"<p><strong>{escape(warning)}</strong></p>")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- charts
 
 
@@ -288,7 +346,8 @@ def plot_frontier(
         figure.savefig(buffer, format="svg", bbox_inches="tight")
         out.write_text(
             "<!doctype html><html><head><meta charset='utf-8'><title>"
-            f"{title or 'paretune frontier'}</title></head><body>\n{buffer.getvalue()}\n</body></html>\n",
+            f"{title or 'paretune frontier'}</title></head><body>\n{buffer.getvalue()}\n"
+            f"{_data_section_html(rows)}</body></html>\n",
             encoding="utf-8",
         )
     else:

@@ -239,6 +239,11 @@ TRIALS = Table(
         "objective_cost_sd",
         "metric_sd",
         "repeat_results",
+        "data_fingerprint",
+        "eval_rows_leaked",
+        "eval_rows_dropped",
+        "train_duplicates",
+        "data_provenance",
     ),
     columns=(
         Column("study", "VARCHAR", "study name", "study", not_null=True),
@@ -346,6 +351,39 @@ TRIALS = Table(
             "a repeated trial: one object per run (its seed, state, objectives and metrics); "
             "the view trial_repeats has them as rows",
             "attrs.repeat_results",
+        ),
+        Column(
+            "data_fingerprint",
+            "VARCHAR",
+            "SHA-256 of the train, eval and retain rows after the data check's cleaning and the "
+            "counts dropped: trials with different fingerprints trained or scored on different "
+            "data (the frontier warns)",
+            "result.data.fingerprint",
+        ),
+        Column(
+            "eval_rows_leaked",
+            "INTEGER",
+            "eval rows that copy or nearly copy a train row (MinHash Jaccard >= 0.8)",
+            "result.data.eval_leaked",
+        ),
+        Column(
+            "eval_rows_dropped",
+            "INTEGER",
+            "of those, dropped before training ([data] leakage = drop)",
+            "result.data.eval_dropped",
+        ),
+        Column(
+            "train_duplicates",
+            "INTEGER",
+            "train rows that copy (exactly or nearly) an earlier train row",
+            "result.data.train_duplicates",
+        ),
+        Column(
+            "data_provenance",
+            "JSON",
+            "the data files (path, sha256, rows), split, leakage policy, counts of duplicates, "
+            "leaks and personal data found (never the matches)",
+            "result.data",
         ),
         Column(
             "eval_nll",
@@ -572,6 +610,20 @@ UNSTORED_RESULT_FIELDS: Mapping[str, str] = {
     "fine-tuned recall)",
     "repeats": "the column repeat_results (from the sweep's record of each run, with its "
     "objectives), one row each in the view trial_repeats",
+    **{
+        f"data.{name}": "in the column data_provenance (JSON)"
+        for name in (
+            "files",
+            "split",
+            "leakage",
+            "train_rows",
+            "eval_rows",
+            "train_exact_duplicates",
+            "train_near_duplicates",
+            "retain_in_train",
+            "personal_data",
+        )
+    },
 }
 """Fields of ``TrialResult`` that no ``trials`` column reads, and where they go instead."""
 

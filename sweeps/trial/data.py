@@ -39,6 +39,7 @@ __all__ = [
     "Tokenized",
     "batches",
     "load_examples",
+    "load_text_rows",
     "load_texts",
     "split_eval",
     "tokenize_examples",
@@ -63,6 +64,8 @@ class Example:
     completion: str
     source: str
     templated: bool = False  # rendered by a chat template, which adds its own special tokens
+    text: str = ""  # the row's own words (prompt and answer, no template): what checks compare
+    roles: tuple[str, ...] = ()  # a chat row's roles in order; empty for prompt/completion rows
 
 
 @dataclass(frozen=True)
@@ -165,14 +168,16 @@ def _example(source: str, row: dict, tokenizer) -> Example:
         if messages[-1]["role"] != "assistant":
             raise ValueError('the last message must have role "assistant" (it is the answer)')
         prompt, completion, templated = _render_messages(messages, tokenizer)
-        return Example(prompt, completion, source, templated)
+        text = "\n".join(m["content"] for m in messages)
+        roles = tuple(m["role"] for m in messages)
+        return Example(prompt, completion, source, templated, text, roles)
     if set(row) >= {"prompt", "completion"}:
         prompt, completion = row["prompt"], row["completion"]
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise ValueError('"prompt" and "completion" must be strings')
         if not completion.strip():
             raise ValueError('"completion" is empty')
-        return Example(prompt, completion, source)
+        return Example(prompt, completion, source, text=f"{prompt}\n{completion}")
     raise ValueError(f'expected "prompt" and "completion", or "messages"; got keys {sorted(row)}')
 
 
@@ -196,12 +201,18 @@ def load_examples(
 
 def load_texts(path: str, *, bad_rows: str = "fail") -> tuple[list[str], list[str]]:
     """The ``{"text"}`` rows of a retain file and the reports of skipped rows."""
+    rows, bad = load_text_rows(path, bad_rows=bad_rows)
+    return [text for _, text in rows], bad
+
+
+def load_text_rows(path: str, *, bad_rows: str = "fail") -> tuple[list[tuple[str, str]], list[str]]:
+    """``(source, text)`` of each ``{"text"}`` row of a retain file, and the skipped rows."""
     rows, bad = _read_rows(path, bad_rows=bad_rows)
     texts = []
     for source, row in rows:
         text = row.get("text")
         if isinstance(text, str) and text.strip():
-            texts.append(text)
+            texts.append((source, text))
             continue
         bad.append(f'{source}: expected a non-empty "text" string')
         if bad_rows == "fail":
@@ -220,19 +231,45 @@ def load_facts(path: str) -> list[dict]:
     return [row for _, row in rows]
 
 
-def split_eval(examples: list[Example], fraction: float) -> tuple[list[Example], list[Example]]:
-    """(train, eval): a seeded split, the same for every trial on the same file."""
+def split_eval(
+    examples: list[Example], fraction: float, *, groups: Sequence[int] | None = None
+) -> tuple[list[Example], list[Example]]:
+    """(train, eval): a seeded split, the same for every trial on the same file.
+
+    ``groups`` (one id per example) keeps each group on one side: the rows are shuffled with
+    the fixed seed and the first ones held out, each taking its whole group along, so rows
+    that are copies or near-copies of each other never straddle the split. Without groups, or
+    with every row its own group, it is the plain seeded split.
+    """
     if len(examples) < 2:
         raise DataError(
             f"cannot split {len(examples)} example(s) into train and eval",
             "Give more examples, or an eval file.",
         )
+    group_of = list(groups) if groups is not None else list(range(len(examples)))
     order = list(range(len(examples)))
     random.Random(_EVAL_SPLIT_SEED).shuffle(order)
     held = min(len(examples) - 1, max(1, math.ceil(len(examples) * fraction)))
-    held_out = set(order[:held])
-    train = [e for i, e in enumerate(examples) if i not in held_out]
-    return train, [e for i, e in enumerate(examples) if i in held_out]
+    held_groups: set[int] = set()
+    held_rows = 0
+    members: dict[int, int] = {}
+    for group in group_of:
+        members[group] = members.get(group, 0) + 1
+    for i in order:
+        if held_rows >= held:
+            break
+        group = group_of[i]
+        if group in held_groups or held_rows + members[group] > len(examples) - 1:
+            continue
+        held_groups.add(group)
+        held_rows += members[group]
+    if not held_groups:
+        raise DataError(
+            "cannot hold out an eval set: every row is a copy or near-copy of the others",
+            "Give an eval file of different rows.",
+        )
+    train = [e for i, e in enumerate(examples) if group_of[i] not in held_groups]
+    return train, [e for i, e in enumerate(examples) if group_of[i] in held_groups]
 
 
 # --- tokenization ----------------------------------------------------------------------------

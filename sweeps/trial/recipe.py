@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pricing.errors import UserError
 from sweeps.trial.types import (
+    DataProvenance,
     Forgetting,
     Hardware,
     Measured,
@@ -269,6 +270,7 @@ class _Data:
     config: TrialConfig
     bad_rows: list[str]
     fingerprint: str
+    provenance: DataProvenance
 
     def eval_batches(self):
         from sweeps.trial.data import batches
@@ -288,17 +290,28 @@ class _Data:
 
 
 def _load_data(config: TrialConfig, where: _Where, tokenizer) -> _Data:
-    from sweeps.trial.data import load_examples, split_eval, tokenize_examples
+    from sweeps.datacheck.clean import clean_task
+    from sweeps.trial.data import load_examples, tokenize_examples
     from sweeps.trial.demo import demo_cache_root
 
     sources = where.sources
     cache = demo_cache_root() / "tokenized"
     train_examples, bad = load_examples(sources.train, tokenizer, bad_rows=config.bad_rows)
+    eval_examples = None
     if sources.eval is not None:
         eval_examples, bad_eval = load_examples(sources.eval, tokenizer, bad_rows=config.bad_rows)
         bad += bad_eval
-    else:
-        train_examples, eval_examples = split_eval(train_examples, config.eval_fraction)
+    # Leaked eval rows dropped (or refused), or a split that keeps copies on one side.
+    cleaned = clean_task(
+        train_examples,
+        eval_examples,
+        fraction=config.eval_fraction,
+        leakage=config.leakage,
+        train_path=sources.train,
+        eval_path=sources.eval,
+        retain_path=sources.retain,
+    )
+    train_examples, eval_examples = cleaned.train, cleaned.eval
     length = config.max_seq_len
     train = tokenize_examples(train_examples, tokenizer, max_seq_len=length, cache_dir=cache)
     evaluation = tokenize_examples(eval_examples, tokenizer, max_seq_len=length, cache_dir=cache)
@@ -317,6 +330,7 @@ def _load_data(config: TrialConfig, where: _Where, tokenizer) -> _Data:
         config,
         bad,
         fingerprint,
+        cleaned.provenance,
     )
 
 
@@ -1106,6 +1120,7 @@ def _assemble_result(
         steps=trained.steps,
         command=saved.command,
         config=config,
+        data=data.provenance,
     )
 
 
@@ -1175,6 +1190,65 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _base_licence(model: str) -> str | None:
+    """The base model's licence where its card (README front matter) or config states it."""
+    folder = Path(model)
+    card: Path | None = folder / "README.md" if folder.is_dir() else None
+    config = folder / "config.json" if folder.is_dir() else None
+    if card is None and model != "demo":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "README.md")
+        except Exception:  # noqa: BLE001 - an id the cache cannot answer for: no licence known
+            cached = None
+        card = Path(cached) if isinstance(cached, str) else None
+    if card is not None and card.is_file():
+        for line in card.read_text(encoding="utf-8", errors="replace").splitlines()[1:40]:
+            if line.strip() == "---":
+                break
+            if line.startswith("license:"):
+                return line.partition(":")[2].strip().strip("\"'") or None
+    if config is not None and config.is_file():
+        licence = json.loads(config.read_text()).get("license")
+        return str(licence) if licence else None
+    return None
+
+
+def _provenance_lines(result: TrialResult) -> list[str]:
+    """The card's provenance: base model and licence, data files and hashes, what the data
+    check found (counts only, never the matching text), the retain source and forgetting."""
+    config, data, f = result.config, result.data, result.forgetting
+    assert config is not None
+    licence = _base_licence(config.model)
+    lines = [
+        "## Provenance",
+        "",
+        f"- base model: `{config.model}`; licence: {licence or 'not stated in its card or config'}",
+        f"- retain source (forgetting): {f.retain_source or '-'}; retain ΔNLL "
+        f"{_fmt(f.retain_delta_nll)}, KL {_fmt(f.retain_kl)}",
+    ]
+    if data is None:
+        return [*lines, ""]
+    lines += [
+        f"- data fingerprint: `{data.fingerprint}`",
+        f"- rows trained on: {data.train_rows}; scored on: {data.eval_rows} "
+        f"({'eval file' if data.split == 'file' else 'held out of train, copies kept together'})",
+        f"- leakage ({data.leakage}): {data.eval_leaked} eval rows copied train rows, "
+        f"{data.eval_dropped} dropped; retain rows in train: {data.retain_in_train}",
+        f"- train duplicates: {data.train_exact_duplicates} exact, "
+        f"{data.train_near_duplicates} near",
+        "- personal data found (counts): "
+        + (", ".join(f"{k} {n}" for k, n in data.personal_data.items()) or "none"),
+        "",
+        "| data | file | rows | sha256 |",
+        "|---|---|---|---|",
+        *(f"| {d.role} | `{d.path}` | {d.rows} | `{d.sha256 or '-'}` |" for d in data.files),
+        "",
+    ]
+    return lines
+
+
 def _write_card(folder: Path, result: TrialResult) -> None:
     config = result.config
     assert config is not None
@@ -1215,6 +1289,7 @@ def _write_card(folder: Path, result: TrialResult) -> None:
         ),
         f"| fact recall drop | {_fmt(f.fact_recall_drop, 3)} | {_fmt(f.base_fact_recall, 3)} |",
         "",
+        *_provenance_lines(result),
         "Reproduce:",
         "",
         "```bash",

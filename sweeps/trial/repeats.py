@@ -113,6 +113,7 @@ def combine(
         steps=first.steps,
         command=command,
         config=config,
+        data=first.data,  # every run reads the same data
         repeats=[
             RepeatResult(
                 repeat=k,

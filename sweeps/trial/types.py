@@ -17,6 +17,8 @@ from sweeps.outcome import Outcome
 
 __all__ = [
     "METHODS",
+    "DataFile",
+    "DataProvenance",
     "Forgetting",
     "Hardware",
     "Measured",
@@ -64,6 +66,11 @@ class TrialConfig(_Strict):
     )
     bad_rows: Literal["skip", "fail"] = Field(
         "fail", description="a malformed data row: fail stops the trial, skip skips and counts it"
+    )
+    leakage: Literal["error", "drop", "warn"] = Field(
+        "drop",
+        description="eval rows that copy or nearly copy train rows: drop removes them before "
+        "training (counted), error stops, warn keeps them (counted)",
     )
 
     # The method and its hyperparameters.
@@ -248,6 +255,41 @@ class RepeatResult(_Strict):
     dollars: float | None = None
 
 
+class DataFile(_Strict):
+    """One data file a trial read: what it was for, where, its bytes' hash and usable rows."""
+
+    role: str = Field(description="train, eval or retain")
+    path: str
+    sha256: str | None = Field(None, description="of the file's bytes; None: an hf: dataset")
+    rows: int
+
+
+class DataProvenance(_Strict):
+    """What a trial trained and was scored on, after the data check (counts, never matches)."""
+
+    fingerprint: str = Field(
+        description="SHA-256 of the train, eval and retain rows after cleaning and the counts "
+        "dropped: trials with equal fingerprints saw the same data"
+    )
+    files: list[DataFile] = Field(default_factory=list)
+    split: Literal["file", "grouped"] = Field(
+        description="file: eval from its own file; grouped: held out of train with copies and "
+        "near copies kept on one side"
+    )
+    leakage: Literal["error", "drop", "warn"] = "drop"
+    train_rows: int
+    eval_rows: int
+    eval_leaked: int = Field(0, description="eval rows that copy or nearly copy a train row")
+    eval_dropped: int = Field(0, description="of those, removed before training (leakage=drop)")
+    train_duplicates: int = Field(0, description="train rows copying an earlier train row")
+    train_exact_duplicates: int = 0
+    train_near_duplicates: int = 0
+    retain_in_train: int = Field(0, description="retain rows that copy or nearly copy train rows")
+    personal_data: dict[str, int] = Field(
+        default_factory=dict, description="matches per kind (email, phone, ...), all files"
+    )
+
+
 class TrialResult(_Strict):
     """Everything measured about one trial; ``state`` is the outcome (serialised as its string)."""
 
@@ -265,6 +307,9 @@ class TrialResult(_Strict):
     steps: list[StepLog] = Field(default_factory=list)
     command: str | None = Field(None, description="the `paretune trial ...` that reproduces it")
     config: TrialConfig | None = None
+    data: DataProvenance | None = Field(
+        None, description="the data trained and scored on: files, hashes, cleaning, fingerprint"
+    )
     repeats: list[RepeatResult] = Field(
         default_factory=list,
         description="a trial run with several seeds: each run; then quality, forgetting, "

@@ -1,7 +1,8 @@
 """The ``paretune`` command line.
 
 Each package contributes its commands through a ``COMMANDS`` list in its own CLI
-module (``tui.cli.prices``, ``tui.cli.plan``, ``tui.cli.trial``, ``tui.cli.sweep``);
+module (``tui.cli.prices``, ``tui.cli.plan``, ``tui.cli.trial``, ``tui.cli.sweep``,
+``tui.cli.data``);
 this module assembles them and renders every :class:`pricing.errors.UserError` in one
 place: message and hint on stderr, exit code 2, no traceback (``--debug`` shows it).
 
@@ -19,7 +20,13 @@ import click
 
 from pricing.errors import UserError
 
-_COMMAND_MODULES = ("tui.cli.prices", "tui.cli.plan", "tui.cli.trial", "tui.cli.sweep")
+_COMMAND_MODULES = (
+    "tui.cli.prices",
+    "tui.cli.plan",
+    "tui.cli.trial",
+    "tui.cli.sweep",
+    "tui.cli.data",
+)
 
 
 def _version() -> str:
@@ -68,9 +75,9 @@ def tui_command(db: Path | None) -> None:
 
 # The command modules import only click at module level: the libraries behind a command are
 # imported when it runs.
-from tui.cli import plan, prices, sweep, trial  # noqa: E402 - after ``main`` exists
+from tui.cli import data, plan, prices, sweep, trial  # noqa: E402 - after ``main`` exists
 
-for _module in (prices, plan, trial, sweep):
+for _module in (prices, plan, trial, sweep, data):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -641,6 +641,7 @@ def frontier_command(
         axis_labels,
         frontier_hypervolume,
         indistinguishable_pairs,
+        mixed_data_warning,
         plot_frontier,
         terminal_frontier,
     )
@@ -694,6 +695,9 @@ def frontier_command(
         f"frontier: trials {', '.join('#' + str(r['number']) for r in front)}; "
         f"hypervolume {frontier_hypervolume(rows):.4g}"
     )
+    warning = mixed_data_warning(rows)
+    if warning is not None:
+        click.secho(warning, fg="yellow", err=True)
     if any(r.get("repeats") for r in complete):  # repeated trials: say which the noise hides
         pairs = indistinguishable_pairs(rows)
         click.echo(
