@@ -97,7 +97,8 @@ class Table:
     columns: tuple[Column, ...]
     sources: Mapping[str, str]
     added: tuple[str, ...] = ()
-    """Columns added after the first release: files written before gain them on a write."""
+    """Columns added after the first release and before schema versions: an unversioned file
+    gains them on its first write. Columns added since are named by a :class:`Migration`."""
 
     @property
     def names(self) -> list[str]:
@@ -239,11 +240,6 @@ TRIALS = Table(
         "objective_cost_sd",
         "metric_sd",
         "repeat_results",
-        "data_fingerprint",
-        "eval_rows_leaked",
-        "eval_rows_dropped",
-        "train_duplicates",
-        "data_provenance",
     ),
     columns=(
         Column("study", "VARCHAR", "study name", "study", not_null=True),
@@ -842,6 +838,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "is brought to this by adding the columns it lacks)",
     ),
     Migration(2, "view frontier: column indistinguishable_from"),
+    Migration(
+        3,
+        "trials: the data check's columns (data_fingerprint, eval_rows_leaked, "
+        "eval_rows_dropped, train_duplicates, data_provenance)",
+        columns=tuple(
+            ("trials", name)
+            for name in (
+                "data_fingerprint",
+                "eval_rows_leaked",
+                "eval_rows_dropped",
+                "train_duplicates",
+                "data_provenance",
+            )
+        ),
+    ),
 )
 """Every schema version, in order. A change of the schema appends one: new columns are named
 here and added to their table above; a changed view needs only the description."""
