@@ -23,6 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, memory_terms, resolve_model
 from planner.estimation.memory import constants
+from planner.frameworks import framework_method
+
+GIB = 2**30
+_LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class Row:
     source: str
     allocator_peak: bool = True  # measured by the caching allocator: no CUDA context
     weights_only: bool = False
+    # Paged optimizer states live in CUDA unified memory (cudaMallocManaged by bitsandbytes),
+    # which torch.cuda.max_memory_allocated does not count.
+    paged_outside_allocator: bool = False
     note: str = ""
     skip: str = ""  # why the planner cannot predict this row
     peers: dict[str, float] = field(default_factory=dict)
@@ -179,6 +186,51 @@ ROWS = [
         "PEFT README, with the settings of its twitter_complaints causal-LM example (model "
         "loaded in fp32, max_length 64, batch 8); peak by torch.cuda.max_memory_allocated",
     ),
+    # torchtune README (since pytorch/torchtune#1664, v0.3): "batch size 2 (without gradient
+    # accumulation), a dataset packed to sequence length 2048, and torch compile enabled";
+    # peaks from its log_memory_stats (torch.cuda.max_memory_allocated), in GiB. Each row is
+    # its recipe config of that commit (recipes/configs/llama3_1/8B_*_single_device.yaml)
+    # through the torchtune preset.
+    Row(
+        "Llama3.1-8B QLoRA, 1x RTX 4090, bs 2, seq 2048 (torchtune)",
+        "llama-3.1-8b",
+        Workload(seq_len=2048, batch=2),
+        framework_method(
+            "torchtune",
+            "qlora",
+            settings={"rank": 8, "alpha": 16, "targets": _LLAMA_LINEARS, "compiled": True},
+            explicit={"compiled"},
+        ).method,
+        7.4 * GIB,
+        "torchtune README, 'Memory and training speed' (v0.3-v0.6)",
+        note="chunked CE compiled; q, k, v, output and MLP adapted (8B_qlora_single_device)",
+    ),
+    Row(
+        "Llama3.1-8B LoRA, 1x RTX 4090, bs 2, seq 2048 (torchtune)",
+        "llama-3.1-8b",
+        Workload(seq_len=2048, batch=2),
+        framework_method(
+            "torchtune",
+            "lora",
+            settings={"rank": 8, "alpha": 16, "targets": ("q_proj", "v_proj"), "compiled": True},
+            explicit={"compiled"},
+        ).method,
+        16.2 * GIB,
+        "torchtune README, 'Memory and training speed' (v0.3-v0.6)",
+    ),
+    Row(
+        "Llama3.1-8B full, 1x RTX 4090, bs 2, seq 2048 (torchtune)",
+        "llama-3.1-8b",
+        Workload(seq_len=2048, batch=2),
+        framework_method(
+            "torchtune", "full", settings={"compiled": True}, explicit={"compiled"}
+        ).method,
+        18.9 * GIB,
+        "torchtune README, 'Memory and training speed' (v0.3-v0.6)",
+        paged_outside_allocator=True,
+        note="PagedAdamW8bit with optimizer_in_bwd (8B_full_single_device); its paged "
+        "states are unified memory, outside the allocator's peak",
+    ),
     Row(
         "T0_3B full, A100-80GB",
         None,
@@ -217,6 +269,8 @@ def predict(row: Row) -> float:
     peak = float(terms.peak_bytes)
     if row.allocator_peak:
         peak -= constants()["cuda_context_bytes"]
+    if row.paged_outside_allocator and row.method.optimizer.startswith("paged_"):
+        peak -= terms.breakdown["optimizer_states"]
     return peak
 
 
