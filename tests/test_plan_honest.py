@@ -131,3 +131,17 @@ def test_screen_and_command_share_the_workload_defaults() -> None:
         default.dataset_tokens,
     )
     assert PlanForm(seq_len="4k").parse().seq_len == 4096
+
+
+def test_the_peak_is_split_into_what_nvidia_smi_and_the_allocator_show() -> None:
+    arch = resolve_model("llama-3.1-8b")
+    est = estimate(arch, Workload(seq_len=2048, batch=4), MethodSpec(kind="lora"), gpu="h100")
+    assert est.context_bytes == 500_000_000
+    # The reserve: a tenth of the short-lived memory (activations and logits).
+    short_lived = est.breakdown["activations"] + est.breakdown["logits_loss"]
+    assert est.reserve_bytes == pytest.approx(0.1 * short_lived, abs=2)
+    assert est.allocated_gb * 1e9 == est.peak_bytes - est.context_bytes - est.reserve_bytes
+    no_gpu = estimate(arch, Workload(), MethodSpec(kind="lora"))
+    assert no_gpu.context_bytes == no_gpu.reserve_bytes == 0
+    done = _plan("llama-3.1-8b", "--method", "lora", "--gpu", "h100")
+    assert "torch.cuda.max_memory_allocated" in done.stdout and "CUDA context" in done.stdout

@@ -124,6 +124,8 @@ class Estimate:
     instance_gpus: int = 1
     sharding_chosen: bool = False
     notes: tuple[str, ...] = ()
+    context_bytes: int = 0
+    reserve_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -132,6 +134,11 @@ class Estimate:
     @property
     def peak_gb(self) -> float:
         return self.peak_bytes / GB
+
+    @property
+    def allocated_gb(self) -> float:
+        """The allocator's peak (``torch.cuda.max_memory_allocated``), in GB."""
+        return (self.peak_bytes - self.context_bytes - self.reserve_bytes) / GB
 
     @property
     def price_note(self) -> str | None:
@@ -170,6 +177,9 @@ class Estimate:
             },
             "trainable_params": self.trainable_params,
             "peak_gb": round(self.peak_gb, 3),
+            "allocated_gb": round(self.allocated_gb, 3),
+            "cuda_context_gb": round(self.context_bytes / GB, 3),
+            "allocator_reserve_gb": round(self.reserve_bytes / GB, 3),
             "breakdown_gb": self.breakdown_gb,
             "fits": self.fits,
             "gpu": self.gpu,
@@ -268,6 +278,8 @@ def estimate(
         method=method,
         workload=workload,
         breakdown=terms.breakdown,
+        context_bytes=terms.context_bytes,
+        reserve_bytes=terms.reserve_bytes,
         trainable_params=terms.trainable_params,
         flops=flops,
         mfu=mfu,

@@ -131,10 +131,19 @@ class MemoryTerms:
     breakdown: dict[str, int]
     trainable_params: int
     adapter_params: int
+    context_bytes: int = 0
+    reserve_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
+        """What ``nvidia-smi`` shows at the peak: every term, overhead included."""
         return sum(self.breakdown.values())
+
+    @property
+    def allocated_bytes(self) -> int:
+        """What ``torch.cuda.max_memory_allocated`` reports: the peak less the CUDA context
+        (outside the allocator) and the allocator's reserve (cached, not allocated)."""
+        return self.peak_bytes - self.context_bytes - self.reserve_bytes
 
 
 def _adafactor_states(arch: ModelArch, method: MethodSpec) -> int:
@@ -587,15 +596,13 @@ def memory_terms(
         gradients -= head_gradient - head_charged + rest_gradients * (1 - share)
         optimizer_states -= late_states * (1 - share)
 
-    framework = 0.0
+    framework = context = reserve = 0.0
     if on_gpu:
         # CUDA context, cuBLAS workspace, and the caching allocator's fragmentation of the
         # short-lived terms (research notes: reserved > allocated).
-        framework = (
-            c["cuda_context_bytes"]
-            + c["cublas_workspace_bytes"]
-            + c["allocator_fragmentation"] * (activations + logits_loss)
-        )
+        context = c["cuda_context_bytes"]
+        reserve = c["allocator_fragmentation"] * (activations + logits_loss)
+        framework = context + c["cublas_workspace_bytes"] + reserve
 
     breakdown = {
         "weights": weights,
@@ -610,4 +617,6 @@ def memory_terms(
         breakdown={k: int(round(v)) for k, v in breakdown.items()},
         trainable_params=trainable,
         adapter_params=adapter_params,
+        context_bytes=int(round(context)),
+        reserve_bytes=int(round(reserve)),
     )

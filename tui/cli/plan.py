@@ -537,6 +537,7 @@ def _print_table(
     ]
     term_rows.append(["peak"] + [_fmt_gb(r.estimate.peak_gb) for r in result.rows])
     _echo_grid(["term"] + [r.estimate.method.kind for r in result.rows], term_rows)
+    _echo_nvidia_smi(result)
     _echo_term_notes(result, term_notes)
 
     if result.apis:
@@ -585,6 +586,25 @@ def _echo_row_notes(result: Plan) -> None:
         click.echo(
             textwrap.fill(f"warning: {warning}", width=100, subsequent_indent="  "), err=True
         )
+
+
+def _echo_nvidia_smi(result: Plan) -> None:
+    """Which number is which: the allocator's peak, and what nvidia-smi shows on top."""
+    on_gpu = [r.estimate for r in result.rows if r.estimate.context_bytes]
+    if not on_gpu:
+        return
+    cells = ", ".join(
+        f"{e.method.kind} {_fmt_gb(e.allocated_gb)} + {_fmt_gb(e.reserve_bytes / 1e9)}"
+        for e in on_gpu
+    )
+    context = _fmt_gb(on_gpu[0].context_bytes / 1e9)
+    note = (
+        f"peak GB is what nvidia-smi shows: torch.cuda.max_memory_allocated + the caching "
+        f"allocator's reserve ({cells} GB) + the CUDA context ({context} GB). Context and "
+        "reserve are sourced constants (planner/data/constants.json), not yet per GPU "
+        "generation or calibrated on measured runs"
+    )
+    click.echo(textwrap.fill(note, width=100, subsequent_indent="  "))
 
 
 def _echo_framework(chosen: list[Any]) -> None:
