@@ -307,3 +307,24 @@ async def test_bad_framework_options_are_inline_errors(tmp_path: Path) -> None:
         assert "--optimizer-in-backward" not in (app.clipboard or "")
         await _type(pilot, "grad-accum", "1")
         assert not error.shown
+
+
+async def test_framework_select_replans_and_names_what_it_changed(tmp_path: Path) -> None:
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        transformers = app.screen.view.row("qlora")
+        assert transformers.term_notes == {}
+        app.screen.query_one("#framework").value = "torchtune"
+        await pilot.pause()
+        torchtune = app.screen.view.row("qlora")
+        assert torchtune.breakdown_gb["logits_loss"] < transformers.breakdown_gb["logits_loss"]
+        assert "chunked CE" in torchtune.term_notes["logits_loss"]
+        app.screen.query_one("#loss").value = "standard"  # the form's choice wins
+        await pilot.pause()
+        assert app.screen.view.row("qlora").breakdown_gb["logits_loss"] == pytest.approx(
+            transformers.breakdown_gb["logits_loss"]
+        )
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        assert "--framework torchtune --loss standard" in (app.clipboard or "")

@@ -259,6 +259,8 @@ def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
         settings["loss"] = request.loss
     default = MethodSpec(kind=kind)  # type: ignore[arg-type]
     explicit = {name for name, value in settings.items() if getattr(default, name) != value}
+    if request.loss:
+        explicit.add("loss")  # chosen on the form, even when it is transformers' own
     chosen = framework_method(
         request.framework,
         kind,
