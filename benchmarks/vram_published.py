@@ -293,6 +293,43 @@ def rule_of_thumb(row: Row, rule: str) -> float | None:
     return 4 * dtype_bytes * billions * 1e9 / shards
 
 
+# Unsloth README ("context length" table): Llama 3.1 8B Instruct, 4-bit QLoRA on all
+# linear layers (q, k, v, o, gate, up, down), rank 32, batch 1, sequences padded to the
+# length; the longest that fits in each card's memory. Read as GiB cards.
+# https://github.com/unslothai/unsloth README (2024-2026).
+UNSLOTH_CONTEXT = [  # (card GiB, Unsloth, Hugging Face + FA2)
+    (12, 21_848, 932),
+    (16, 40_724, 2_551),
+    (24, 78_475, 5_789),
+    (48, 191_728, 15_502),
+]
+
+
+def context_anchors() -> None:
+    """The longest sequence that fits, ours with each preset, against Unsloth's table."""
+    from planner import max_fit
+
+    arch = resolve_model("llama-3.1-8b")
+    settings = {"rank": 32, "alpha": 32, "targets": _LLAMA_LINEARS}
+    methods = {
+        name: framework_method(name, "qlora", settings=settings).method
+        for name in ("unsloth", "hf")
+    }
+    print("\nlongest sequence, Llama 3.1 8B QLoRA r=32 all linear, batch 1 (Unsloth README)")
+    print(f"{'card':>6} {'Unsloth':>9} {'ours':>9} {'HF+FA2':>9} {'ours hf':>9}")
+    for gib, unsloth, hf in UNSLOTH_CONTEXT:
+        ours = {
+            name: max_fit(arch, Workload(seq_len=2048, batch=1), m, gib * GIB)[0]
+            for name, m in methods.items()
+        }
+        print(f"{gib:>4}GiB {unsloth:>9,} {ours['unsloth']:>9,} {hf:>9,} {ours['hf']:>9,}")
+    print(
+        "ours caps at max_position_embeddings (131,072). Unsloth's own LoRA kernels keep "
+        "no fp32 copy of each adapted module's input, which the planner charges (peft's "
+        "path); HF+FA2 ran an older transformers with fp32 logits copies"
+    )
+
+
 def main() -> None:
     header = (
         f"{'row':<58} {'measured':>9} {'paretune':>9} {'error':>7} "
@@ -345,3 +382,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    context_anchors()
