@@ -23,6 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner import MethodSpec, Workload, memory_terms, resolve_model
 from planner.estimation.memory import constants
+from planner.frameworks import framework_method
+
+GIB = 2**30
+_LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class Row:
     source: str
     allocator_peak: bool = True  # measured by the caching allocator: no CUDA context
     weights_only: bool = False
+    # Paged optimizer states live in CUDA unified memory (cudaMallocManaged by bitsandbytes),
+    # which torch.cuda.max_memory_allocated does not count.
+    paged_outside_allocator: bool = False
     note: str = ""
     skip: str = ""  # why the planner cannot predict this row
     peers: dict[str, float] = field(default_factory=dict)
@@ -179,6 +186,51 @@ ROWS = [
         "PEFT README, with the settings of its twitter_complaints causal-LM example (model "
         "loaded in fp32, max_length 64, batch 8); peak by torch.cuda.max_memory_allocated",
     ),
+    # torchtune README (since pytorch/torchtune#1664, v0.3): "batch size 2 (without gradient
+    # accumulation), a dataset packed to sequence length 2048, and torch compile enabled";
+    # peaks from its log_memory_stats (torch.cuda.max_memory_allocated), in GiB. Each row is
+    # its recipe config of that commit (recipes/configs/llama3_1/8B_*_single_device.yaml)
+    # through the torchtune preset.
+    Row(
+        "Llama3.1-8B QLoRA, 1x RTX 4090, bs 2, seq 2048 (torchtune)",
+        "llama-3.1-8b",
+        Workload(seq_len=2048, batch=2),
+        framework_method(
+            "torchtune",
+            "qlora",
+            settings={"rank": 8, "alpha": 16, "targets": _LLAMA_LINEARS, "compiled": True},
+            explicit={"compiled"},
+        ).method,
+        7.4 * GIB,
+        "torchtune README, 'Memory and training speed' (v0.3-v0.6)",
+        note="chunked CE compiled; q, k, v, output and MLP adapted (8B_qlora_single_device)",
+    ),
+    Row(
+        "Llama3.1-8B LoRA, 1x RTX 4090, bs 2, seq 2048 (torchtune)",
+        "llama-3.1-8b",
+        Workload(seq_len=2048, batch=2),
+        framework_method(
+            "torchtune",
+            "lora",
+            settings={"rank": 8, "alpha": 16, "targets": ("q_proj", "v_proj"), "compiled": True},
+            explicit={"compiled"},
+        ).method,
+        16.2 * GIB,
+        "torchtune README, 'Memory and training speed' (v0.3-v0.6)",
+    ),
+    Row(
+        "Llama3.1-8B full, 1x RTX 4090, bs 2, seq 2048 (torchtune)",
+        "llama-3.1-8b",
+        Workload(seq_len=2048, batch=2),
+        framework_method(
+            "torchtune", "full", settings={"compiled": True}, explicit={"compiled"}
+        ).method,
+        18.9 * GIB,
+        "torchtune README, 'Memory and training speed' (v0.3-v0.6)",
+        paged_outside_allocator=True,
+        note="PagedAdamW8bit with optimizer_in_bwd (8B_full_single_device); its paged "
+        "states are unified memory, outside the allocator's peak",
+    ),
     Row(
         "T0_3B full, A100-80GB",
         None,
@@ -217,6 +269,8 @@ def predict(row: Row) -> float:
     peak = float(terms.peak_bytes)
     if row.allocator_peak:
         peak -= constants()["cuda_context_bytes"]
+    if row.paged_outside_allocator and row.method.optimizer.startswith("paged_"):
+        peak -= terms.breakdown["optimizer_states"]
     return peak
 
 
@@ -237,6 +291,43 @@ def rule_of_thumb(row: Row, rule: str) -> float | None:
         return factor[row.method.kind] * billions * 1e9 / shards
     dtype_bytes = 4 if row.method.precision == "fp32" else 2
     return 4 * dtype_bytes * billions * 1e9 / shards
+
+
+# Unsloth README ("context length" table): Llama 3.1 8B Instruct, 4-bit QLoRA on all
+# linear layers (q, k, v, o, gate, up, down), rank 32, batch 1, sequences padded to the
+# length; the longest that fits in each card's memory. Read as GiB cards.
+# https://github.com/unslothai/unsloth README (2024-2026).
+UNSLOTH_CONTEXT = [  # (card GiB, Unsloth, Hugging Face + FA2)
+    (12, 21_848, 932),
+    (16, 40_724, 2_551),
+    (24, 78_475, 5_789),
+    (48, 191_728, 15_502),
+]
+
+
+def context_anchors() -> None:
+    """The longest sequence that fits, ours with each preset, against Unsloth's table."""
+    from planner import max_fit
+
+    arch = resolve_model("llama-3.1-8b")
+    settings = {"rank": 32, "alpha": 32, "targets": _LLAMA_LINEARS}
+    methods = {
+        name: framework_method(name, "qlora", settings=settings).method
+        for name in ("unsloth", "hf")
+    }
+    print("\nlongest sequence, Llama 3.1 8B QLoRA r=32 all linear, batch 1 (Unsloth README)")
+    print(f"{'card':>6} {'Unsloth':>9} {'ours':>9} {'HF+FA2':>9} {'ours hf':>9}")
+    for gib, unsloth, hf in UNSLOTH_CONTEXT:
+        ours = {
+            name: max_fit(arch, Workload(seq_len=2048, batch=1), m, gib * GIB)[0]
+            for name, m in methods.items()
+        }
+        print(f"{gib:>4}GiB {unsloth:>9,} {ours['unsloth']:>9,} {hf:>9,} {ours['hf']:>9,}")
+    print(
+        "ours caps at max_position_embeddings (131,072). Unsloth's own LoRA kernels keep "
+        "no fp32 copy of each adapted module's input, which the planner charges (peft's "
+        "path); HF+FA2 ran an older transformers with fp32 logits copies"
+    )
 
 
 def main() -> None:
@@ -291,3 +382,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    context_anchors()

@@ -7,6 +7,8 @@ reaches the formulas is always in range.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
@@ -15,6 +17,8 @@ from pricing.errors import did_you_mean
 
 __all__ = [
     "ATTENTIONS",
+    "FRAMEWORKS",
+    "LOSSES",
     "METHODS",
     "OPTIMIZERS",
     "PRECISIONS",
@@ -22,6 +26,7 @@ __all__ = [
     "TARGET_GROUPS",
     "MethodSpec",
     "Workload",
+    "parse_count",
 ]
 
 MethodKind = Literal["full", "lora", "qlora", "dora", "freeze"]
@@ -29,12 +34,16 @@ Optimizer = Literal["adamw", "adamw_bf16", "adamw8bit", "paged_adamw8bit", "adaf
 Precision = Literal["bf16", "fp16", "fp32"]
 Attention = Literal["sdpa", "flash", "eager"]
 Sharding = Literal["none", "zero2", "zero3"]
+Loss = Literal["standard", "chunked", "fused"]
+FrameworkName = Literal["hf", "trl", "unsloth", "axolotl", "torchtune", "llama-factory"]
 
 METHODS: tuple[str, ...] = get_args(MethodKind)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 ATTENTIONS: tuple[str, ...] = get_args(Attention)
 SHARDINGS: tuple[str, ...] = get_args(Sharding)
+LOSSES: tuple[str, ...] = get_args(Loss)
+FRAMEWORKS: tuple[str, ...] = get_args(FrameworkName)
 TARGET_GROUPS = ("attn", "mlp", "all")
 ADAPTER_METHODS = ("lora", "qlora", "dora")
 
@@ -48,9 +57,14 @@ def _positive_int(owner: str, name: str, value: object) -> None:
 
 
 def _positive_number(owner: str, name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value > 0
+        or not math.isfinite(value)
+    ):
         raise InvalidSpecError(
-            f"{owner}: `{name}` must be a positive number, got {value!r}",
+            f"{owner}: `{name}` must be a positive finite number, got {value!r}",
             f"Give {name.replace('_', '-')} a number above 0.",
         )
 
@@ -60,6 +74,25 @@ def _choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> N
         raise InvalidSpecError(
             f"{owner}: unknown {name} {value!r}", did_you_mean(str(value), choices)
         )
+
+
+_SCALES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_count(name: str, text: str) -> int:
+    """A count written as ``20000000``, ``20M``, ``1.5e7``, ``2B`` or ``10,000``.
+
+    Raises :class:`InvalidSpecError` naming ``name`` for anything else, or below 1.
+    """
+    cleaned = str(text).strip().lower().replace(",", "").replace("_", "")
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e\+?[0-9]+)?)\s*([kmbgt]?)", cleaned)
+    value = float(match.group(1)) * _SCALES[match.group(2)] if match else 0.0
+    if not match or value < 1 or not math.isfinite(value):
+        raise InvalidSpecError(
+            f"workload: cannot read `{name}` {text!r} as a count of at least 1",
+            f"Write {name.replace('_', '-')} as e.g. 20000000, 20M, 1.5e7 or 2B.",
+        )
+    return int(round(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +153,17 @@ class MethodSpec:
     its gradient, the logits' gradient), 4 when the model itself returns fp32 logits that
     stay referenced (torchtune 0.1), 5 when the loss also makes a shifted contiguous fp32
     copy (transformers 4.31-4.44's LlamaForCausalLM).
+    ``loss``: ``standard`` (the full logits and their fp32 copies, above), ``chunked``
+    (the full 16-bit logits, upcast and reduced one chunk at a time: torchtune's
+    ``CEWithChunkedOutputLoss``), ``fused`` (the lm_head and the loss run chunk by chunk, so
+    the full logits never exist: Liger's fused linear cross-entropy, TRL's ``chunked_nll``,
+    Unsloth, torchtune's ``LinearCrossEntropyLoss``). ``compiled``: the loss is compiled
+    with torch.compile (changes only ``chunked``: the fused kernel keeps no fp32 chunk).
+    ``offload_checkpoints``: checkpointed layer inputs go to host memory (Unsloth's
+    ``use_gradient_checkpointing="unsloth"``). ``adapter_fp32``: adapters in fp32 (peft's
+    default) or in the 16-bit compute dtype (torchtune). ``framework`` names whose
+    behaviour these fields describe (see :mod:`planner.frameworks`) and ``speed_factor``
+    is that framework's claimed speed over transformers (divides the hours).
     """
 
     kind: MethodKind = "lora"
@@ -137,6 +181,12 @@ class MethodSpec:
     optimizer_in_backward: bool = False
     unquantized_fp32: bool = False
     logit_copies: int = 3
+    loss: Loss = "standard"
+    compiled: bool = False
+    offload_checkpoints: bool = False
+    adapter_fp32: bool = True
+    framework: FrameworkName = "hf"
+    speed_factor: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("method", "method", self.kind, METHODS)
@@ -144,11 +194,21 @@ class MethodSpec:
         _choice("method", "precision", self.precision, PRECISIONS)
         _choice("method", "attention", self.attention, ATTENTIONS)
         _choice("method", "sharding", self.sharding, SHARDINGS)
+        _choice("method", "loss", self.loss, LOSSES)
+        _choice("method", "framework", self.framework, FRAMEWORKS)
+        _positive_number("method", "speed_factor", self.speed_factor)
         _positive_int("method", "rank", self.rank)
         _positive_number("method", "alpha", self.alpha)
         _positive_int("method", "gpus", self.gpus)
         _positive_int("method", "freeze_layers", self.freeze_layers)
-        for flag in ("grad_checkpointing", "optimizer_in_backward", "unquantized_fp32"):
+        for flag in (
+            "grad_checkpointing",
+            "optimizer_in_backward",
+            "unquantized_fp32",
+            "compiled",
+            "offload_checkpoints",
+            "adapter_fp32",
+        ):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidSpecError(
                     f"method: `{flag}` must be true or false, got {getattr(self, flag)!r}"

@@ -393,7 +393,8 @@ def test_plan_json_contract() -> None:
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) == {"model", "workload", "methods", "apis", "project"}
+    assert set(out) == {"model", "workload", "methods", "apis", "warnings", "project"}
+    assert out["warnings"] == []
     assert out["model"] == {
         "name": "llama-3.1-8b",
         "total_params": 8_030_261_248,
@@ -408,11 +409,16 @@ def test_plan_json_contract() -> None:
     }
     assert [m["method"] for m in out["methods"]] == ["lora", "qlora"]
     for m in out["methods"]:
-        assert m["framework"] == {
-            "optimizer_in_backward": False,
-            "unquantized_fp32": False,
-            "logit_copies": 3,
+        framework = m["framework"]
+        assert {k: framework[k] for k in ("name", "loss", "speed_factor", "changes")} == {
+            "name": "hf",
+            "loss": "standard",
+            "speed_factor": 1.0,
+            "changes": [],
         }
+        assert framework["optimizer_in_backward"] is False
+        assert framework["unquantized_fp32"] is False
+        assert framework["logit_copies"] == 3
         assert set(m) == {
             "method",
             "framework",
@@ -426,6 +432,14 @@ def test_plan_json_contract() -> None:
             "hours",
             "dollars",
             "provider",
+            "allocated_gb",
+            "cuda_context_gb",
+            "allocator_reserve_gb",
+            "sharding",
+            "sharding_chosen_by_planner",
+            "price_note",
+            "instance_gpus",
+            "notes",
             "max_seq_len",
             "max_batch",
         }
@@ -661,11 +675,10 @@ def test_plan_command_takes_the_framework_options() -> None:
     )
     assert done.returncode == 0, done.stderr
     (method,) = json.loads(done.stdout)["methods"]
-    assert method["framework"] == {
-        "optimizer_in_backward": True,
-        "unquantized_fp32": True,
-        "logit_copies": 4,
-    }
+    framework = method["framework"]
+    assert framework["optimizer_in_backward"] is True
+    assert framework["unquantized_fp32"] is True
+    assert framework["logit_copies"] == 4
     refused = subprocess.run(
         [
             sys.executable,

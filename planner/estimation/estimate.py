@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +97,12 @@ class Estimate:
     ``dollars`` is None too when no provider rents that GPU (or the chosen provider does
     not). ``min_gpus`` is the fewest GPUs of this type that fit, sharding with the
     method's ``sharding`` or, if that is ``none``, with ZeRO-3; None if even 512 do not.
+    ``hours`` and ``dollars`` are those of a run on ``gpus`` GPUs even when it does not
+    fit; :meth:`to_json` and the command line leave them out then (``price_note`` says
+    why). ``instance_gpus`` is the size of the instance the provider rents (the dollars
+    pay for whole instances); ``sharding_chosen`` is True when the planner chose
+    ``method.sharding`` itself to fit the model on more GPUs. ``notes`` are facts about
+    the method on this model the numbers alone do not say.
     """
 
     model: str
@@ -115,6 +121,11 @@ class Estimate:
     dollars: Decimal | None = None
     provider: str | None = None
     usd_per_gpu_hour: Decimal | None = field(default=None, repr=False)
+    instance_gpus: int = 1
+    sharding_chosen: bool = False
+    notes: tuple[str, ...] = ()
+    context_bytes: int = 0
+    reserve_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -125,38 +136,85 @@ class Estimate:
         return self.peak_bytes / GB
 
     @property
+    def allocated_gb(self) -> float:
+        """The allocator's peak (``torch.cuda.max_memory_allocated``), in GB."""
+        return (self.peak_bytes - self.context_bytes - self.reserve_bytes) / GB
+
+    @property
+    def price_note(self) -> str | None:
+        """Why hours and dollars are not shown for this run (None when they are)."""
+        if self.fits is not False:
+            return None
+        memory = (self.gpu_memory_bytes or 0) / GB
+        more = f"; {self.min_gpus} would" if self.min_gpus else "; no count up to 512 does"
+        return (
+            f"does not fit: {self.peak_gb:,.1f} GB peak on a {memory:,.0f} GB "
+            f"{self.gpu} ({self.gpus} GPU{'s' if self.gpus > 1 else ''}){more}"
+        )
+
+    @property
     def breakdown_gb(self) -> dict[str, float]:
         return {term: round(value / GB, 3) for term, value in self.breakdown.items()}
 
     def to_json(self) -> dict[str, Any]:
         """The per-method object of ``paretune plan --format json``."""
+        priced = self.fits is not False
         return {
             "method": self.method.kind,
             "framework": {
+                "name": self.method.framework,
+                "loss": self.method.loss,
+                "compiled": self.method.compiled,
+                "offload_checkpoints": self.method.offload_checkpoints,
+                "adapter_fp32": self.method.adapter_fp32,
+                "attention": self.method.attention,
+                "optimizer": self.method.optimizer,
                 "optimizer_in_backward": self.method.optimizer_in_backward,
                 "unquantized_fp32": self.method.unquantized_fp32,
                 "logit_copies": self.method.logit_copies,
+                "speed_factor": self.method.speed_factor,
+                "speed_factor_is_vendor_claim": self.method.speed_factor != 1.0,
             },
             "trainable_params": self.trainable_params,
             "peak_gb": round(self.peak_gb, 3),
+            "allocated_gb": round(self.allocated_gb, 3),
+            "cuda_context_gb": round(self.context_bytes / GB, 3),
+            "allocator_reserve_gb": round(self.reserve_bytes / GB, 3),
             "breakdown_gb": self.breakdown_gb,
             "fits": self.fits,
             "gpu": self.gpu,
             "gpus": self.gpus,
+            "sharding": self.method.sharding,
+            "sharding_chosen_by_planner": self.sharding_chosen,
             "min_gpus": self.min_gpus,
-            "hours": None if self.hours is None else round(self.hours, 4),
-            "dollars": None if self.dollars is None else float(self.dollars),
+            "hours": None if self.hours is None or not priced else round(self.hours, 4),
+            "dollars": None if self.dollars is None or not priced else float(self.dollars),
+            "price_note": self.price_note,
+            "instance_gpus": self.instance_gpus,
             "provider": self.provider,
+            "notes": list(self.notes),
         }
+
+
+def method_notes(arch: ModelArch, method: MethodSpec) -> tuple[str, ...]:
+    """What the numbers of ``method`` on ``arch`` do not say by themselves."""
+    notes = []
+    if method.kind == "dora" and arch.is_moe and method.targets in ("all", "mlp"):
+        notes.append(
+            "DoRA leaves the MoE experts untrained: transformers stores them as 3-D "
+            "parameters, which peft adapts with LoRA only (the trainable count excludes them)"
+        )
+    return tuple(notes)
 
 
 def _mfu(method: MethodSpec) -> float:
     return float(constants()["mfu"][method.kind])
 
 
-def _hours(flops: float, gpu: GPU, gpus: int, mfu: float) -> float:
-    # Time = FLOPs / (GPUs × peak dense 16-bit FLOP/s × MFU) (PaLM appendix B).
-    return flops / (gpus * gpu.matmul_tflops * 1e12 * mfu) / 3600
+def _hours(flops: float, gpu: GPU, gpus: int, mfu: float, speed_factor: float = 1.0) -> float:
+    # Time = FLOPs / (GPUs × peak dense 16-bit FLOP/s × MFU) (PaLM appendix B), divided by
+    # the framework's claimed speed over transformers (MethodSpec.speed_factor).
+    return flops / (gpus * gpu.matmul_tflops * 1e12 * mfu) / 3600 / speed_factor
 
 
 def _dollars(hours: float, offer: Offer, gpus: int) -> Decimal:
@@ -215,10 +273,13 @@ def estimate(
     flops = training_flops(arch, workload, method)
     mfu = _mfu(method)
     base: dict[str, Any] = dict(
+        notes=method_notes(arch, method),
         model=arch.name,
         method=method,
         workload=workload,
         breakdown=terms.breakdown,
+        context_bytes=terms.context_bytes,
+        reserve_bytes=terms.reserve_bytes,
         trainable_params=terms.trainable_params,
         flops=flops,
         mfu=mfu,
@@ -234,7 +295,7 @@ def estimate(
     fits = terms.peak_bytes <= chosen.memory_bytes
     peaks = _Peaks(arch, workload, method)
     peaks._cache[method.gpus] = terms.peak_bytes
-    hours = _hours(flops, chosen, method.gpus, mfu)
+    hours = _hours(flops, chosen, method.gpus, mfu, method.speed_factor)
     offer = cat.cheapest(chosen.id, provider_id)
     return Estimate(
         **base,
@@ -246,6 +307,7 @@ def estimate(
         dollars=_dollars(hours, offer, method.gpus) if offer is not None else None,
         provider=offer.provider if offer is not None else provider_id,
         usd_per_gpu_hour=offer.usd_per_hour if offer is not None else None,
+        instance_gpus=offer.gpus_per_instance if offer is not None else 1,
     )
 
 
@@ -348,6 +410,19 @@ class Plan:
     apis: tuple[ApiQuote, ...] = ()
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """Inputs the planner sizes but the model may not run as asked."""
+        found = []
+        positions = self.arch.max_position
+        if positions and self.workload.seq_len > positions and not self.arch.learned_positions:
+            found.append(
+                f"seq_len {self.workload.seq_len} is longer than the {positions:,} positions "
+                f"{self.arch.name} was trained for (max_position_embeddings): it is sized, "
+                "but the model needs RoPE scaling to use them"
+            )
+        return tuple(found)
+
+    @property
     def estimates(self) -> tuple[Estimate, ...]:
         return tuple(r.estimate for r in self.rows)
 
@@ -368,6 +443,7 @@ class Plan:
             },
             "methods": [r.to_json() for r in self.rows],
             "apis": [q.to_json() for q in self.apis],
+            "warnings": list(self.warnings),
         }
 
 
@@ -400,20 +476,18 @@ def _cheapest_anywhere(
         n = max(n, method.gpus)
         if n > node_gpus and offer.gpus_per_instance < node_gpus:
             continue  # more than one node of small rentals: not a training cluster
-        cost = _dollars(_hours(flops, gpu, n, mfu), offer, n)
+        cost = _dollars(_hours(flops, gpu, n, mfu, method.speed_factor), offer, n)
         if best is None or cost < best[0]:
             best = (cost, gpu, offer, n)
     if best is None:
         return estimate(arch, workload, method, provider=provider, catalog=cat)
     _, gpu, offer, n = best
-    spec = (
-        method
-        if n == method.gpus
-        else method.with_(
-            gpus=n, sharding=method.sharding if method.sharding != "none" else "zero3"
-        )
-    )
-    return estimate(arch, workload, spec, gpu=gpu.id, provider=offer.provider, catalog=cat)
+    if n == method.gpus:
+        return estimate(arch, workload, method, gpu=gpu.id, provider=offer.provider, catalog=cat)
+    chosen = method.sharding == "none"
+    spec = method.with_(gpus=n, sharding="zero3" if chosen else method.sharding)
+    found = estimate(arch, workload, spec, gpu=gpu.id, provider=offer.provider, catalog=cat)
+    return replace(found, sharding_chosen=chosen)
 
 
 def plan(

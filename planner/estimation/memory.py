@@ -23,6 +23,7 @@ __all__ = [
     "TERMS",
     "MemoryTerms",
     "constants",
+    "logits_loss_bytes",
     "memory_terms",
     "targeted_shapes",
     "trainable_params",
@@ -76,7 +77,7 @@ def targeted_shapes(arch: ModelArch, method: MethodSpec) -> tuple[LinearShape, .
                 "peft adapts with LoRA only; use --method lora for experts.",
             )
         shapes = tuple(s for s in shapes if not s.name.startswith("experts."))
-    elif wanted & {"gate_proj", "up_proj", "experts.gate_proj", "experts.up_proj"}:
+    elif arch.is_moe and wanted & {"gate_proj", "up_proj", "experts.gate_proj", "experts.up_proj"}:
         wanted.add("experts.gate_up_proj")  # the experts' gate and up are one parameter
     chosen = tuple(s for s in shapes if s.name in wanted or s.name.rsplit(".", 1)[-1] in wanted)
     known = {s.name for s in shapes} | {s.name.rsplit(".", 1)[-1] for s in shapes}
@@ -130,10 +131,19 @@ class MemoryTerms:
     breakdown: dict[str, int]
     trainable_params: int
     adapter_params: int
+    context_bytes: int = 0
+    reserve_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
+        """What ``nvidia-smi`` shows at the peak: every term, overhead included."""
         return sum(self.breakdown.values())
+
+    @property
+    def allocated_bytes(self) -> int:
+        """What ``torch.cuda.max_memory_allocated`` reports: the peak less the CUDA context
+        (outside the allocator) and the allocator's reserve (cached, not allocated)."""
+        return self.peak_bytes - self.context_bytes - self.reserve_bytes
 
 
 def _adafactor_states(arch: ModelArch, method: MethodSpec) -> int:
@@ -283,6 +293,52 @@ def _activation_bytes(method: MethodSpec) -> int:
     return constants()["activation_bytes_per_value"]
 
 
+def _adapter_bytes(method: MethodSpec) -> int:
+    """Bytes per adapter value: fp32 under peft's default ``autocast_adapter_dtype=True``,
+    the 16-bit compute dtype where the framework builds adapters in it (torchtune)."""
+    if method.adapter_fp32:
+        return int(constants()["adapter_bytes_per_param"])
+    return _activation_bytes(method)
+
+
+def logits_loss_bytes(arch: ModelArch, method: MethodSpec, tokens: int) -> float:
+    """Bytes the lm_head output and the cross-entropy hold at the loss backward, per
+    ``method.loss`` (constants and their sources in ``planner/data/constants.json``):
+
+    - ``standard``: the full s·b·V logits in fp32, ``logit_copies`` of them (transformers'
+      ForCausalMLoss upcasts them before ``cross_entropy``);
+    - ``chunked`` (torchtune ``CEWithChunkedOutputLoss``): the full logits stay 16-bit and
+      are upcast one of ``chunked_loss_chunks`` chunks at a time; without torch.compile each
+      chunk's ``log_softmax`` keeps its fp32 output until the backward; compiled (as
+      torchtune recommends, and as its published peaks were measured) a fused kernel per
+      chunk keeps only the 16-bit input and writes a 16-bit gradient;
+    - ``fused`` (Liger ``LigerFusedLinearCrossEntropyLoss``, TRL ``chunked_nll``, Unsloth's
+      fused CE): the lm_head runs on chunks of ``fused_loss_chunk_tokens`` tokens and the
+      chunk's logits and fp32 loss tensors are freed before the next; what stays is the
+      gradient of the hidden states (s·b·h, 16-bit).
+    """
+    c = constants()
+    ab = _activation_bytes(method)
+    fp32_working = c["loss_bytes_per_logit"]  # three fp32 s·b·V tensors in the backward
+    if method.loss == "fused":
+        chunk = min(tokens, int(c["fused_loss_chunk_tokens"]))
+        return chunk * arch.vocab * (ab + fp32_working) + tokens * arch.hidden * ab
+    if method.loss == "chunked":
+        chunks = c["chunked_loss_chunks"]
+        fp32 = c["bytes_per_param"]["fp32"]
+        # Compiled, one fused kernel per chunk: the 16-bit logits and one chunk's 16-bit
+        # gradient. Eager: the 16-bit logits, every chunk's saved fp32 log_softmax output,
+        # and the fp32 upcast of the chunk in flight (the forward's end is the larger moment).
+        eager = ab + fp32 + fp32 / chunks
+        per_logit = ab * (1 + 1 / chunks) if method.compiled else eager
+        total = tokens * arch.vocab * per_logit
+    else:
+        total = tokens * arch.vocab * fp32_working * method.logit_copies / 3
+    if arch.final_softcap:
+        total += tokens * arch.vocab * ab  # gemma2's tanh soft-capping keeps its output
+    return total
+
+
 def _eager(arch: ModelArch, method: MethodSpec) -> bool:
     """Whether attention materialises the s x s scores: ``eager``; gemma2 under ``sdpa``
     (transformers 5 has no SDPA path for its soft-capped attention); bloom always (it
@@ -296,7 +352,7 @@ def _eager(arch: ModelArch, method: MethodSpec) -> bool:
 
 def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
     """Per token and layer, what the adapters keep (see ``_layer_saved_bytes``)."""
-    adapter = constants()["adapter_bytes_per_param"]
+    adapter = _adapter_bytes(method)
     ab = _activation_bytes(method)
     total = 0.0
     for s in targeted_shapes(arch, method):
@@ -358,6 +414,19 @@ def memory_terms(
             f"{arch.learned_positions} positions {arch.name} has embeddings for",
             f"Use a sequence length of at most {arch.learned_positions}.",
         )
+    if method.kind == "freeze" and method.freeze_layers > arch.layers:
+        raise InvalidSpecError(
+            f"method: `freeze_layers` {method.freeze_layers} is more than the "
+            f"{arch.layers} decoder layers of {arch.name}",
+            f"Use at most {arch.layers} (all layers is --method full without the embeddings).",
+        )
+    largest_count = max(c["min_gpus_candidates"])
+    if n_gpus > largest_count:
+        raise InvalidSpecError(
+            f"method: `gpus` {n_gpus} is beyond the {largest_count} GPUs the planner sizes "
+            "runs for",
+            f"Use --gpus {largest_count} or fewer.",
+        )
     if method.uses_adapters and method.rank > arch.hidden:
         raise InvalidSpecError(
             f"method: `rank` {method.rank} is larger than the hidden size {arch.hidden} "
@@ -388,9 +457,9 @@ def memory_terms(
         layer_weight_bytes = arch.layer_params * pb
 
     adapter_params = _adapter_params(arch, method) if method.uses_adapters else 0
-    adapter_weights = adapter_params * c["adapter_bytes_per_param"]
+    adapter_weights: float = adapter_params * _adapter_bytes(method)
     trainable = adapter_params if method.uses_adapters else trainable_params(arch, method)
-    trainable_dtype_bytes = c["adapter_bytes_per_param"] if method.uses_adapters else pb
+    trainable_dtype_bytes = _adapter_bytes(method) if method.uses_adapters else pb
     # Gradients in the trainable parameters' dtype (ZeRO section 3.1: 2 B/param for 16-bit).
     gradients: float = trainable * trainable_dtype_bytes
     optimizer_states: float = _optimizer_bytes(arch, method, trainable, trainable_dtype_bytes)
@@ -431,12 +500,7 @@ def memory_terms(
         head += 2 * ab * arch.hidden
     full_stack = dense_layers * per_layer[False] + moe_layers * per_layer[True] + head
     expert_deltas = _expert_delta_bytes(arch, method)
-    # fp32 copies of the logits alive at the loss backward (MethodSpec.logit_copies: 3 in
-    # transformers 5, the constant's derivation; more where the model returns fp32 logits).
-    loss_bytes = c["loss_bytes_per_logit"] * method.logit_copies / 3
-    if arch.final_softcap:
-        loss_bytes += ab  # gemma2's tanh logit soft-capping keeps its 16-bit output
-    logits_loss = tokens * arch.vocab * loss_bytes
+    logits_loss = logits_loss_bytes(arch, method, tokens)
     # The backward of a layer holds gradients of its activations: bounded by its widest
     # tensor, twice (the incoming gradient and the one being produced).
     backward_temporaries = 2 * _largest_tensor_values(arch) * ab * tokens
@@ -447,7 +511,7 @@ def memory_terms(
         # the widest adapted module.
         backward_temporaries += tokens * max(
             (
-                c["adapter_bytes_per_param"] * (2 * s.d_out + s.d_in)
+                _adapter_bytes(method) * (2 * s.d_out + s.d_in)
                 for s in targeted_shapes(arch, method)
                 if not s.name.startswith("experts.")
             ),
@@ -462,7 +526,7 @@ def memory_terms(
         # sum, and the squares torch.linalg.norm reduces (5 fp32 d_out x d_in): a
         # transient of the largest module, alive during its forward (the fake-tensor
         # simulator, running peft's code, holds the same within 10%).
-        adapter = c["adapter_bytes_per_param"]
+        adapter = _adapter_bytes(method)
         dora_forward = max(
             (
                 adapter * (s.d_in * s.d_in + 5 * s.d_in * s.d_out)
@@ -478,6 +542,10 @@ def memory_terms(
         # grad (enable_input_require_grads, so that checkpointed layers get a gradient),
         # so the backward runs through every layer and every layer keeps its checkpoint.
         kept_layers = arch.layers if method.kind == "freeze" else backward_layers
+        if method.offload_checkpoints:
+            # Unsloth's offloaded checkpointing copies each layer input to host memory in
+            # the forward and back in the backward: only the layers in flight stay.
+            kept_layers = min(kept_layers, int(c["offload_resident_layers"]))
         stored: float = (kept_layers * ab * arch.hidden + head) * tokens
         layer = max(
             per_layer[False] * tokens if dense_layers else 0,
@@ -528,15 +596,13 @@ def memory_terms(
         gradients -= head_gradient - head_charged + rest_gradients * (1 - share)
         optimizer_states -= late_states * (1 - share)
 
-    framework = 0.0
+    framework = context = reserve = 0.0
     if on_gpu:
         # CUDA context, cuBLAS workspace, and the caching allocator's fragmentation of the
         # short-lived terms (research notes: reserved > allocated).
-        framework = (
-            c["cuda_context_bytes"]
-            + c["cublas_workspace_bytes"]
-            + c["allocator_fragmentation"] * (activations + logits_loss)
-        )
+        context = c["cuda_context_bytes"]
+        reserve = c["allocator_fragmentation"] * (activations + logits_loss)
+        framework = context + c["cublas_workspace_bytes"] + reserve
 
     breakdown = {
         "weights": weights,
@@ -551,4 +617,6 @@ def memory_terms(
         breakdown={k: int(round(v)) for k, v in breakdown.items()},
         trainable_params=trainable,
         adapter_params=adapter_params,
+        context_bytes=int(round(context)),
+        reserve_bytes=int(round(reserve)),
     )

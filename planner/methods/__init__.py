@@ -9,6 +9,7 @@ step and a measured one run the same method by construction::
     model = apply_method(model, setup)                 # k-bit prep, checkpointing, peft
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, method.optimizer, lr=2e-4)
+    loss_sum, kept = token_loss_sum(model, ids, mask, labels, loss=method.loss)
 
 Decoder layers are the ``nn.ModuleList`` as long as the config's ``num_hidden_layers``,
 else the longest one (``decoder_layers``); adapter targets are read off the model
@@ -34,10 +35,13 @@ from planner.methods._apply import (
     prepare_for_kbit_training,
     quantize_to_nf4,
 )
+from planner.methods._loss import LOSS_CHUNK_TOKENS, LOSS_CHUNKS, token_loss_sum
 from planner.methods._optimizers import build_optimizer, master_weight_adamw
 
 __all__ = [
     "ATTENTION_MODULES",
+    "LOSS_CHUNKS",
+    "LOSS_CHUNK_TOKENS",
     "MLP_MODULES",
     "AdapterTargets",
     "MethodSetup",
@@ -52,4 +56,5 @@ __all__ = [
     "quantize_to_nf4",
     "quantized_weights",
     "resolve_targets",
+    "token_loss_sum",
 ]

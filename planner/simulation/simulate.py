@@ -128,6 +128,7 @@ class _Step:
     batch: int
     micro_batches: int  # micro-batches simulated per step (gradients accumulate)
     trainable_layers: int  # freeze: top decoder layers that train
+    loss: str = "standard"  # standard | chunked | fused (planner.methods.token_loss_sum)
 
     @property
     def kind(self) -> str:
@@ -213,7 +214,10 @@ def _step_from_spec(
         trainable_layers=min(method.freeze_layers, arch.layers)
         if method.kind == "freeze"
         else arch.layers,
+        loss=method.loss,
     )
+    if method.loss == "chunked" and method.compiled:
+        notes.append("compiled chunked loss simulated uncompiled (fp32 chunks kept)")
     return step, notes
 
 
@@ -473,6 +477,13 @@ def _forward_loss(model: Any, step: _Step, vocab: int) -> tuple[Any, Any]:
         else torch.autocast("cpu", dtype=getattr(torch, step.autocast_dtype))
     )
     with autocast:
+        if step.loss != "standard":
+            from planner.methods import token_loss_sum
+
+            targets = input_ids[:, 1:]
+            total, logits = token_loss_sum(model, input_ids, None, targets, loss=step.loss)
+            kept = logits if step.recipe == "trial" else None
+            return total / targets.numel(), kept
         if step.recipe == "planner":
             return model(input_ids=input_ids, labels=input_ids).loss, None
         logits = model(input_ids=input_ids).logits

@@ -37,4 +37,5 @@ def planner_method(config: TrialConfig, *, precision: str) -> MethodSpec:
         # QLoRA trials go through peft's prepare_model_for_kbit_training, which leaves the
         # unquantized parameters (embeddings, lm_head, norms) in fp32.
         unquantized_fp32=config.method == "qlora",
+        loss=config.loss,
     )

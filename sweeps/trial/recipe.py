@@ -797,6 +797,7 @@ class _Optimization:
     scaler: Any  # fp16 loss scaling, else None
     steps_per_epoch: int
     total_steps: int
+    loss: str = "standard"  # TrialConfig.loss: how the step computes cross-entropy
 
 
 def _setup_optimizer_and_schedule(
@@ -823,7 +824,9 @@ def _setup_optimizer_and_schedule(
         num_training_steps=total_steps,
     )
     scaler = torch.amp.GradScaler("cuda") if where.precision == "fp16" else None
-    return _Optimization(trainable, optimizer, scheduler, scaler, steps_per_epoch, total_steps)
+    return _Optimization(
+        trainable, optimizer, scheduler, scaler, steps_per_epoch, total_steps, config.loss
+    )
 
 
 # 5. The training loop: one optimizer step per `grad_accum` micro-batches, each logged.
@@ -900,6 +903,8 @@ def _optimizer_step(
     scheduler step; returns (loss, tokens, learning rate of the step)."""
     import torch
 
+    from planner.methods import token_loss_sum
+
     scaler, optimizer = optimization.scaler, optimization.optimizer
     # Token-weighted mean over the whole accumulation window, not a mean of means.
     scored = sum(int((b["labels"][:, 1:] != -100).sum()) for _, b in window)
@@ -908,15 +913,15 @@ def _optimizer_step(
         input_ids = batch["input_ids"].to(where.device)
         labels = batch["labels"][:, 1:].to(where.device)
         with where.autocast():
-            logits = model(
-                input_ids=input_ids, attention_mask=batch["attention_mask"].to(where.device)
-            ).logits
-        loss_sum = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        )
+            # The loss as the planned framework computes it (TrialConfig.loss); the logits
+            # it returns stay alive until the next micro-batch, as they would in a loop.
+            loss_sum, _logits = token_loss_sum(
+                model,
+                input_ids,
+                batch["attention_mask"].to(where.device),
+                labels,
+                loss=optimization.loss,
+            )
         loss = loss_sum / max(1, scored)
         (scaler.scale(loss) if scaler else loss).backward()
         step_loss += float(loss.detach())

@@ -93,6 +93,12 @@ class TrialConfig(_Strict):
     grad_checkpointing: bool = Field(
         False, description="recompute activations in backward: less memory, one more forward pass"
     )
+    loss: Literal["standard", "chunked", "fused"] = Field(
+        "standard",
+        description="standard: full fp32 logits; chunked: 16-bit logits upcast 8 chunks at a "
+        "time (torchtune); fused: lm_head + loss on 256-token chunks, no full logits (TRL; "
+        "Liger's kernel on CUDA when liger-kernel is installed)",
+    )
     seed: int = 0
 
     # Evaluation.

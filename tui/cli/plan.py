@@ -21,7 +21,16 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
 
 
 @click.command("plan")
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    help="Plan the run this file describes: an Axolotl YAML, a torchtune recipe config, a "
+    "LLaMA-Factory YAML, or a TRL SFTConfig / PEFT LoraConfig JSON. Flags given as well "
+    "win over the file; keys the planner does not model are listed.",
+)
 @click.option(
     "--method",
     "methods",
@@ -100,6 +109,43 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     "transformers 4.31-4.44's shifted copy.",
 )
 @click.option(
+    "--framework",
+    default="hf",
+    show_default=True,
+    help="Plan the run as this framework runs it: hf (transformers + peft), trl, unsloth, "
+    "axolotl, torchtune or llama-factory. Sets the loss, checkpointing, optimizer in "
+    "backward, attention, adapter dtype and QLoRA preparation it documents; any of these "
+    "flags given explicitly wins over the preset.",
+)
+@click.option(
+    "--loss",
+    default="standard",
+    show_default=True,
+    help="standard (full fp32 logits), chunked (16-bit logits, upcast chunk by chunk: "
+    "torchtune) or fused (lm_head + loss in chunks, no full logits: Liger, TRL, Unsloth).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compiled",
+    default=False,
+    show_default=True,
+    help="The loss runs under torch.compile (changes the chunked loss only).",
+)
+@click.option(
+    "--offload-checkpoints/--no-offload-checkpoints",
+    default=False,
+    show_default=True,
+    help="Checkpointed layer inputs live in host memory (Unsloth's "
+    'use_gradient_checkpointing="unsloth").',
+)
+@click.option(
+    "--adapter-fp32/--adapter-16bit",
+    "adapter_fp32",
+    default=True,
+    show_default=True,
+    help="LoRA/DoRA weights in fp32 (peft's default) or in the 16-bit compute dtype (torchtune).",
+)
+@click.option(
     "--gpu",
     default=None,
     help="GPU id or alias (h100, a100-80gb, rtx-4090, ...). Default: the cheapest "
@@ -115,9 +161,9 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
 @click.option("--provider", default=None, help="Price with this provider only.")
 @click.option(
     "--dataset-tokens",
-    type=int,
     default=None,
-    help="Training tokens per epoch [default: 10,000,000].",
+    metavar="TOKENS",
+    help="Training tokens per epoch: 20000000, 20M, 1.5e7 or 2B [default: 10M].",
 )
 @click.option(
     "--examples",
@@ -156,7 +202,8 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
 )
 @project_options
 def plan_command(
-    model: str,
+    model: str | None,
+    config_file: str | None,
     methods: tuple[str, ...],
     seq_len: int,
     batch: int,
@@ -172,11 +219,16 @@ def plan_command(
     optimizer_in_backward: bool,
     unquantized_fp32: bool,
     logit_copies: int,
+    framework: str,
+    loss: str,
+    compiled: bool,
+    offload_checkpoints: bool,
+    adapter_fp32: bool,
     gpu: str | None,
     gpus: int,
     sharding: str,
     provider: str | None,
-    dataset_tokens: int | None,
+    dataset_tokens: str | None,
     examples: int | None,
     avg_tokens: int | None,
     epochs: float,
@@ -189,52 +241,148 @@ def plan_command(
     """Peak VRAM, fit, GPUs, hours and dollars of fine-tuning MODEL, per method.
 
     MODEL is a catalogue name (`paretune models`), a Hugging Face id (its config.json
-    is fetched once and cached) or a local config.json / model folder. Memory is in
-    GB = 10^9 bytes. Example: paretune plan llama-3.1-8b --method qlora --gpu rtx-4090
+    is fetched once and cached) or a local config.json / model folder; with --config it
+    may come from the file. Memory is in GB = 10^9 bytes.
+    Example: paretune plan llama-3.1-8b --method qlora --gpu rtx-4090
     """
-    from planner import MethodSpec, Workload, plan, resolve_model
+    from planner import Workload, plan, resolve_model
     from planner.errors import InvalidSpecError
 
     recipe = _simulate_recipe(simulate_recipe, InvalidSpecError)
     simulate = simulate or simulate_recipe is not None
     tokens = _dataset_tokens(dataset_tokens, examples, avg_tokens, InvalidSpecError)
-    workload = Workload(
+    shape: dict[str, Any] = dict(
         seq_len=seq_len, batch=batch, grad_accum=grad_accum, dataset_tokens=tokens, epochs=epochs
     )
     kinds = tuple(dict.fromkeys(m.strip().lower() for m in methods)) or _METHOD_CHOICES
-    specs = [
-        MethodSpec(
-            kind=kind,
-            rank=rank,
-            alpha=alpha,
-            targets=targets,
-            optimizer=optimizer,
-            precision=precision,
-            grad_checkpointing=grad_checkpointing,
-            attention=attention,
-            gpus=gpus,
-            sharding=sharding,
-            freeze_layers=freeze_layers,
-            optimizer_in_backward=optimizer_in_backward,
-            unquantized_fp32=unquantized_fp32,
-            logit_copies=logit_copies,
+    settings: dict[str, Any] = dict(
+        rank=rank,
+        alpha=alpha,
+        targets=targets,
+        optimizer=optimizer,
+        precision=precision,
+        grad_checkpointing=grad_checkpointing,
+        attention=attention,
+        gpus=gpus,
+        sharding=sharding,
+        freeze_layers=freeze_layers,
+        optimizer_in_backward=optimizer_in_backward,
+        unquantized_fp32=unquantized_fp32,
+        logit_copies=logit_copies,
+        loss=loss.strip().lower(),
+        compiled=compiled,
+        offload_checkpoints=offload_checkpoints,
+        adapter_fp32=adapter_fp32,
+    )
+    explicit = _given_on_the_command_line(settings)
+    run = None
+    if config_file is not None:
+        run = _read_config(config_file, framework, settings, explicit, shape)
+        framework = framework if _given("framework") else run.framework
+        model = model or run.model
+        if not methods and "kind" in run.method:
+            kinds = (run.method["kind"],)
+    if model is None:
+        raise InvalidSpecError(
+            "plan needs a MODEL" + (f": {config_file} names none the planner knows" if run else ""),
+            "Give a catalogue name, a Hugging Face id or a local folder: paretune plan MODEL.",
         )
-        for kind in kinds
-    ]
+    workload = Workload(**shape)
+    chosen = _framework_methods(framework, kinds, settings, explicit, workload.grad_accum)
     arch = resolve_model(model)
+    specs = [c.method for c in chosen]
     result = plan(arch, workload, specs, gpu=gpu, provider=provider, max_fit=max_fit)
     simulated = _simulate(result, recipe) if simulate else None
     # The whole project (evals, sweep trials, start-up, storage), spot, API jobs, price age.
     project = project_report(result, project_settings, specs=specs, gpu=gpu, provider=provider)
     if output_format == "json":
-        out = _plan_json(result, simulated)
+        out = _plan_json(result, simulated, chosen)
+        if run is not None:
+            out["config"] = _config_json(run)
         out["project"] = project_json(project)
         click.echo(json.dumps(out, indent=2))
         if project.price_notice:
             click.echo(f"Note: {project.price_notice}", err=True)
     else:
-        _print_table(result, simulated, recipe, gpu_given=gpu is not None)
+        if run is not None:
+            _echo_config(run)
+        _print_table(result, simulated, recipe, gpu_given=gpu is not None, chosen=chosen)
         print_project(project, _echo_grid)
+
+
+def _given(name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.COMMANDLINE
+
+
+def _given_on_the_command_line(settings: dict[str, Any]) -> set[str]:
+    return {name for name in settings if _given(name)}
+
+
+def _read_config(
+    path: str,
+    framework: str,
+    settings: dict[str, Any],
+    explicit: set[str],
+    shape: dict[str, Any],
+) -> Any:
+    """Read ``path`` and fold what it sets into ``settings`` and ``shape``; what the file
+    sets counts as chosen (wins over the framework preset), flags win over the file."""
+    from planner.frameworks.configs import read_run_config
+
+    run = read_run_config(path, framework=framework if _given("framework") else None)
+    for name, value in run.method.items():
+        if name != "kind" and name not in explicit:
+            settings[name] = value
+            explicit.add(name)
+    for name, value in run.workload.items():
+        if name in shape and not _given(name):
+            shape[name] = value
+    return run
+
+
+def _config_json(run: Any) -> dict[str, Any]:
+    return {
+        "path": run.path,
+        "framework": run.framework,
+        "model": run.model,
+        "method": run.method,
+        "workload": run.workload,
+        "unmodelled": list(run.unmodelled),
+    }
+
+
+def _echo_config(run: Any) -> None:
+    """What the config file set, and which of its keys the planner does not model."""
+    sets = {**run.method, **run.workload}
+    words = ", ".join(
+        f"{k} {v if not isinstance(v, tuple) else ','.join(v)}" for k, v in sets.items()
+    )
+    click.echo(
+        textwrap.fill(f"from {run.path} ({run.framework}): {words}", 100, subsequent_indent="  ")
+    )
+    if run.unmodelled:
+        line = f"not modelled (read, not used): {', '.join(run.unmodelled)}"
+        click.echo(textwrap.fill(line, 100, subsequent_indent="  "))
+
+
+def _framework_methods(
+    framework: str,
+    kinds: tuple[str, ...],
+    settings: dict[str, Any],
+    explicit: set[str],
+    grad_accum: int,
+) -> list[Any]:
+    """Each method as ``framework`` runs it; chosen settings win over its preset."""
+    from planner.frameworks import framework_method
+
+    return [
+        framework_method(
+            framework, kind, settings=settings, explicit=explicit, grad_accum=grad_accum
+        )
+        for kind in kinds
+    ]
 
 
 # What each of the simulator's recipes (planner.simulation.simulate.RECIPES) means, for the table's
@@ -265,7 +413,7 @@ def _simulate_recipe(recipe: str | None, error: type[Exception]) -> str:
 
 
 def _dataset_tokens(
-    dataset_tokens: int | None, examples: int | None, avg_tokens: int | None, error: type[Exception]
+    dataset_tokens: str | None, examples: int | None, avg_tokens: int | None, error: type[Exception]
 ) -> int:
     if (examples is None) != (avg_tokens is None):
         raise error(
@@ -282,7 +430,11 @@ def _dataset_tokens(
                     f"Give --{name.replace('_', '-')} a whole number of at least 1.",
                 )
         return examples * avg_tokens
-    return 10_000_000 if dataset_tokens is None else dataset_tokens
+    if dataset_tokens is None:
+        return 10_000_000
+    from planner.specs import parse_count
+
+    return parse_count("dataset_tokens", dataset_tokens)
 
 
 def _simulate(result: Plan, recipe: str) -> list[Any]:
@@ -302,8 +454,19 @@ def _simulate(result: Plan, recipe: str) -> list[Any]:
     ]
 
 
-def _plan_json(result: Plan, simulated: list[Any] | None) -> dict[str, Any]:
+def _plan_json(result: Plan, simulated: list[Any] | None, chosen: list[Any]) -> dict[str, Any]:
+    from planner.frameworks import term_notes
+
     out = result.to_json()
+    for row, framework in zip(out["methods"], chosen, strict=True):
+        row["framework"]["title"] = framework.preset.title
+        row["framework"]["version"] = framework.preset.version
+        row["framework"]["speed_source"] = framework.preset.speed_source or None
+        row["framework"]["changes"] = [
+            {"field": c.field, "value": c.value, "why": c.why, "source": c.source}
+            for c in framework.changes
+        ]
+        row["framework"]["term_notes"] = term_notes(framework.method)
     if simulated is not None:
         for row, sim in zip(out["methods"], simulated, strict=True):
             row["simulated"] = sim.to_dict()
@@ -315,9 +478,10 @@ def _fmt_gb(value: float) -> str:
 
 
 def _print_table(
-    result: Plan, simulated: list[Any] | None, recipe: str, *, gpu_given: bool
+    result: Plan, simulated: list[Any] | None, recipe: str, *, gpu_given: bool, chosen: list[Any]
 ) -> None:
     from planner import TERMS
+    from planner.frameworks import term_notes
 
     arch = result.arch
     w = result.workload
@@ -330,8 +494,9 @@ def _print_table(
         f"workload: seq {w.seq_len}, micro-batch {w.batch}, grad-accum {w.grad_accum}, "
         f"{w.tokens:,} tokens ({w.epochs:g} epochs)"
     )
-    chosen = "" if gpu_given else "  (no --gpu: cheapest GPU x provider x count that fits)"
-    click.echo(f"memory in GB = 10^9 bytes per GPU{chosen}\n")
+    _echo_framework(chosen)
+    cheapest = "" if gpu_given else "  (no --gpu: cheapest GPU x provider x count that fits)"
+    click.echo(f"memory in GB = 10^9 bytes per GPU{cheapest}\n")
 
     headers = [
         "method",
@@ -352,15 +517,16 @@ def _print_table(
     for i, row in enumerate(result.rows):
         e = row.estimate
         fits = "-" if e.fits is None else ("✓" if e.fits else "✗")
+        priced = e.fits is not False  # a run that cannot happen has no price
         cells = [
-            e.method.label(),
+            e.method.label() + ("*" if e.notes else ""),
             _short(e.trainable_params),
             _fmt_gb(e.peak_gb),
             fits,
-            "-" if e.gpu is None else f"{e.gpus}x {e.gpu}",
+            _gpu_cell(e),
             "-" if e.min_gpus is None else str(e.min_gpus),
-            "-" if e.hours is None else f"{e.hours:,.2f}",
-            "-" if e.dollars is None else f"{e.dollars:,.2f}",
+            "—" if not priced else "-" if e.hours is None else f"{e.hours:,.2f}",
+            "—" if not priced else "-" if e.dollars is None else _dollars_cell(e),
             e.provider or "-",
         ]
         if simulated is not None:
@@ -369,6 +535,7 @@ def _print_table(
             cells += [f"{row.max_seq_len:,}", f"{row.max_batch:,}"]
         rows.append(cells)
     _echo_grid(headers, rows)
+    _echo_row_notes(result)
     if simulated is not None:
         note = f"sim GB ({recipe}): two training steps simulated on fake tensors, "
         note += _RECIPE_NOTES[recipe]
@@ -380,8 +547,99 @@ def _print_table(
     ]
     term_rows.append(["peak"] + [_fmt_gb(r.estimate.peak_gb) for r in result.rows])
     _echo_grid(["term"] + [r.estimate.method.kind for r in result.rows], term_rows)
+    _echo_nvidia_smi(result)
+    _echo_term_notes(result, term_notes)
 
     # The fine-tuning APIs, billed as they bill (whole epochs, minimum): print_project.
+
+
+def _gpu_cell(e: Any) -> str:
+    """GPU count and type; the sharding when the planner chose it to fit (marked ‡)."""
+    if e.gpu is None:
+        return "-"
+    cell = f"{e.gpus}x {e.gpu}"
+    if e.gpus > 1 and e.method.sharding != "none":
+        cell += f" {e.method.sharding}" + ("‡" if e.sharding_chosen else "")
+    return cell
+
+
+def _dollars_cell(e: Any) -> str:
+    """Dollars; for offers rented as whole instances, says the price is for the instance."""
+    if e.instance_gpus > 1:
+        instances = -(-e.gpus // e.instance_gpus)
+        count = f"{instances}x " if instances > 1 else ""
+        return f"{count}{e.instance_gpus}-GPU instance, {e.dollars:,.2f}"
+    return f"{e.dollars:,.2f}"
+
+
+def _echo_row_notes(result: Plan) -> None:
+    """Why rows have no price, sharding the planner chose, notes marked *, warnings."""
+    lines = []
+    for row in result.rows:
+        e = row.estimate
+        if e.price_note:
+            lines.append(f"✗ {e.method.label()}: {e.price_note}; no hours or $ for it")
+        if e.sharding_chosen:
+            lines.append(
+                f"‡ {e.method.label()}: {e.method.sharding} chosen by the planner to fit "
+                f"{e.gpus} GPUs (--sharding none asks for plain data parallel)"
+            )
+        lines += [f"* {e.method.label()}: {note}" for note in e.notes]
+    for line in lines:
+        click.echo(textwrap.fill(line, width=100, subsequent_indent="  "))
+    for warning in result.warnings:
+        click.echo(
+            textwrap.fill(f"warning: {warning}", width=100, subsequent_indent="  "), err=True
+        )
+
+
+def _echo_nvidia_smi(result: Plan) -> None:
+    """Which number is which: the allocator's peak, and what nvidia-smi shows on top."""
+    on_gpu = [r.estimate for r in result.rows if r.estimate.context_bytes]
+    if not on_gpu:
+        return
+    cells = ", ".join(
+        f"{e.method.kind} {_fmt_gb(e.allocated_gb)} + {_fmt_gb(e.reserve_bytes / 1e9)}"
+        for e in on_gpu
+    )
+    context = _fmt_gb(on_gpu[0].context_bytes / 1e9)
+    note = (
+        f"peak GB is what nvidia-smi shows: torch.cuda.max_memory_allocated + the caching "
+        f"allocator's reserve ({cells} GB) + the CUDA context ({context} GB). Context and "
+        "reserve are sourced constants (planner/data/constants.json), not yet per GPU "
+        "generation or calibrated on measured runs"
+    )
+    click.echo(textwrap.fill(note, width=100, subsequent_indent="  "))
+
+
+def _echo_framework(chosen: list[Any]) -> None:
+    """The framework line, what its preset changed, and its speed claim."""
+    if not chosen:
+        return
+    first = chosen[0].preset
+    click.echo(f"framework: {first.title} ({first.version}), --framework {first.name}")
+    seen: set[tuple[str, str]] = set()
+    for framework in chosen:
+        for change in framework.changes:
+            key = (change.field, str(change.value))
+            if key not in seen:
+                seen.add(key)
+                kinds = f" [{', '.join(change.kinds)}]" if change.kinds else ""
+                click.echo(f"  {change.field} = {change.value}{kinds}: {change.why}")
+    if chosen[0].speed_note:
+        click.echo(textwrap.fill(chosen[0].speed_note, width=100, subsequent_indent="  "))
+
+
+def _echo_term_notes(result: Plan, term_notes: Any) -> None:
+    """Under the breakdown: which terms the framework changed, per method."""
+    lines = []
+    for row in result.rows:
+        for term, note in term_notes(row.estimate.method).items():
+            gb = _fmt_gb(row.estimate.breakdown[term] / 1e9)
+            lines.append(f"  {row.estimate.method.kind}: {term} {gb} GB: {note}")
+    if lines:
+        click.echo("what the framework changed:")
+        click.echo("\n".join(lines))
 
 
 def _short(n: int) -> str:

@@ -55,6 +55,8 @@ _INPUTS = {  # widget id -> PlanForm field
     "logit-copies": "logit_copies",
 }
 _SELECTS = {
+    "framework": "framework",
+    "loss": "loss",
     "gpu": "gpu",
     "sharding": "sharding",
     "provider": "provider",
@@ -128,7 +130,7 @@ class PlanScreen(Screen):
     # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        from planner.specs import OPTIMIZERS, SHARDINGS, TARGET_GROUPS
+        from planner.specs import FRAMEWORKS, LOSSES, OPTIMIZERS, SHARDINGS, TARGET_GROUPS
 
         names = sorted({n for arch in self.models for n in (arch.name, *arch.aliases)})
         gpu_ids = [gpu.id for gpu in self.catalog.gpus]
@@ -215,6 +217,35 @@ class PlanScreen(Screen):
                 )
                 # How the training framework behaves (paretune plan's framework options).
                 yield Label("framework options", id="framework-heading")
+                yield from self._field(
+                    "framework",
+                    Select(
+                        [(name, name) for name in FRAMEWORKS],
+                        value=f.framework,
+                        id="framework",
+                        compact=True,
+                        allow_blank=False,
+                        tooltip=(
+                            "Plan the run as this framework runs it (its loss, checkpointing, "
+                            "adapter dtype, optimizer); settings you change here win."
+                        ),
+                    ),
+                )
+                yield from self._field(
+                    "loss",
+                    Select(
+                        [("framework's", "")] + [(name, name) for name in LOSSES],
+                        value=f.loss,
+                        id="loss",
+                        compact=True,
+                        allow_blank=False,
+                        tooltip=(
+                            "standard: full fp32 logits; chunked: 16-bit logits upcast chunk "
+                            "by chunk (torchtune); fused: lm_head + loss in chunks (Liger, "
+                            "TRL, Unsloth)."
+                        ),
+                    ),
+                )
                 yield Checkbox(
                     "optimizer in backward",
                     f.optimizer_in_backward,
@@ -395,8 +426,8 @@ class PlanScreen(Screen):
                 _gb(row.peak_gb),
                 fits,
                 "" if row.min_gpus is None else str(row.min_gpus),
-                "" if row.hours is None else f"{row.hours:,.2f}",
-                "" if row.dollars is None else f"${row.dollars:,.2f}",
+                "—" if row.hours is None else f"{row.hours:,.2f}",
+                "—" if row.dollars is None else f"${row.dollars:,.2f}",
                 _gb(sims[row.method]) if row.method in sims else "",
                 key=row.method,
             )
@@ -468,7 +499,11 @@ class PlanScreen(Screen):
         title = Text(f"Memory of {row.label} (peak {row.peak_gb:,.1f} GB)", style="bold")
         from rich.console import Group
 
-        target.update(Group(title, grid))
+        notes = [
+            Text(f"{term.replace('_', ' ')}: {note}", style="dim")
+            for term, note in row.term_notes.items()
+        ]
+        target.update(Group(title, grid, *notes))
 
     # -- actions -----------------------------------------------------------------------
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date
 from typing import Any
 
+from planner.specs import Workload
 from pricing.errors import UserError
 
 __all__ = [
@@ -79,15 +80,36 @@ def parse_tokens(text: str) -> int:
     return int(round(tokens))
 
 
+def _seq_len(text: str) -> int:
+    """A sequence length; ``4k`` is 4096 tokens (context lengths are powers of two)."""
+    cleaned = text.strip().lower()
+    if cleaned.endswith("k"):
+        value = _number("sequence length", cleaned[:-1]) * 1024
+        if value < 1 or not value.is_integer():
+            raise BadInput(f"sequence length must be a whole number of tokens, got {text!r}")
+        return int(value)
+    return _positive_int("sequence length", text)
+
+
+# One set of defaults with `paretune plan`: the planner's Workload (the GPU differs: the
+# command line picks the cheapest that fits, the screen starts on one).
+_WORKLOAD_DEFAULTS = {f.name: f.default for f in fields(Workload)}
+
+
+def _default_tokens() -> str:
+    tokens = int(_WORKLOAD_DEFAULTS["dataset_tokens"])  # type: ignore[call-overload]
+    return f"{tokens // 1_000_000}M" if tokens % 1_000_000 == 0 else str(tokens)
+
+
 @dataclass(frozen=True)
 class PlanForm:
     """The plan screen's fields exactly as typed (strings), or chosen (select values)."""
 
     model: str = "llama-3.1-8b"
-    seq_len: str = "2048"
-    batch: str = "4"
-    grad_accum: str = "4"
-    dataset: str = "20M"
+    seq_len: str = str(_WORKLOAD_DEFAULTS["seq_len"])
+    batch: str = str(_WORKLOAD_DEFAULTS["batch"])
+    grad_accum: str = str(_WORKLOAD_DEFAULTS["grad_accum"])
+    dataset: str = _default_tokens()
     epochs: str = "1"
     gpu: str = "h100-sxm"
     gpus: str = "1"
@@ -98,6 +120,8 @@ class PlanForm:
     optimizer: str = "adamw"
     grad_checkpointing: bool = True
     # Framework behaviours (the planner's MethodSpec fields of the same names).
+    framework: str = "hf"
+    loss: str = ""  # "" = the framework's own loss
     optimizer_in_backward: bool = False
     unquantized_fp32: bool = False
     logit_copies: str = "3"
@@ -106,7 +130,7 @@ class PlanForm:
         """Check every field; raises :class:`BadInput` naming the first bad one."""
         if not self.model.strip():
             raise BadInput("model: type a catalogue name, a Hugging Face id or a local folder")
-        seq_len = _positive_int("sequence length", self.seq_len)
+        seq_len = _seq_len(self.seq_len)
         batch = _positive_int("micro-batch", self.batch)
         grad_accum = _positive_int("gradient accumulation", self.grad_accum)
         if self.optimizer_in_backward and grad_accum > 1:
@@ -138,6 +162,8 @@ class PlanForm:
             optimizer_in_backward=self.optimizer_in_backward,
             unquantized_fp32=self.unquantized_fp32,
             logit_copies=_positive_int("logit copies", self.logit_copies),
+            framework=self.framework or "hf",
+            loss=self.loss or None,
         )
 
 
@@ -162,6 +188,8 @@ class PlanRequest:
     optimizer_in_backward: bool = False
     unquantized_fp32: bool = False
     logit_copies: int = 3
+    framework: str = "hf"
+    loss: str | None = None  # None: the framework's own
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,6 +206,7 @@ class MethodRow:
     dollars: float | None
     provider: str | None  # whose price the dollars use
     breakdown_gb: dict[str, float] = field(default_factory=dict)
+    term_notes: dict[str, str] = field(default_factory=dict)  # what the framework changed
 
 
 @dataclass(frozen=True)
@@ -200,8 +229,12 @@ def _fnum(value: Any) -> float | None:
 
 
 def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
-    """The planner's ``Workload`` and ``MethodSpec`` for ``request`` and method ``kind``."""
+    """The planner's ``Workload`` and ``MethodSpec`` for ``request`` and method ``kind``,
+    as ``request.framework`` runs it. A setting counts as the user's own choice (and wins
+    over the framework's preset) when it differs from the planner's default, as a flag
+    given on the command line does."""
     from planner import MethodSpec, Workload
+    from planner.frameworks import framework_method
 
     workload = Workload(
         seq_len=request.seq_len,
@@ -210,8 +243,7 @@ def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
         dataset_tokens=request.dataset_tokens,
         epochs=request.epochs,
     )
-    method = MethodSpec(
-        kind=kind,
+    settings: dict[str, Any] = dict(
         rank=request.rank,
         alpha=2.0 * request.rank,  # the common alpha = 2 x rank; alpha does not change memory
         targets=request.targets,
@@ -223,12 +255,26 @@ def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
         unquantized_fp32=request.unquantized_fp32,
         logit_copies=request.logit_copies,
     )
-    return workload, method
+    if request.loss:
+        settings["loss"] = request.loss
+    default = MethodSpec(kind=kind)  # type: ignore[arg-type]
+    explicit = {name for name, value in settings.items() if getattr(default, name) != value}
+    if request.loss:
+        explicit.add("loss")  # chosen on the form, even when it is transformers' own
+    chosen = framework_method(
+        request.framework,
+        kind,
+        settings=settings,
+        explicit=explicit,
+        grad_accum=request.grad_accum,
+    )
+    return workload, chosen.method
 
 
 def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
     """Estimate every method for ``request`` on ``arch``; the cheapest that fits is marked."""
     from planner import estimate
+    from planner.frameworks import term_notes
 
     rows = []
     prices_checked = None
@@ -244,10 +290,12 @@ def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
                 peak_gb=float(est.peak_gb),
                 fits=bool(est.fits),
                 min_gpus=est.min_gpus,
-                hours=_fnum(est.hours),
-                dollars=_fnum(est.dollars),
+                # A run that does not fit has no price: "—" (est.price_note says why).
+                hours=_fnum(est.hours) if est.fits else None,
+                dollars=_fnum(est.dollars) if est.fits else None,
                 provider=est.provider,
                 breakdown_gb={term: float(b) / 1e9 for term, b in est.breakdown.items() if b},
+                term_notes=term_notes(method),
             )
         )
         if est.provider is not None and prices_checked is None:
@@ -292,7 +340,12 @@ def plan_command(request: PlanRequest) -> str:
         words += ["--provider", request.provider]
     words += ["--rank", str(request.rank), "--alpha", f"{2.0 * request.rank:g}"]
     words += ["--targets", request.targets]
-    words += ["--optimizer", request.optimizer]
+    if request.optimizer != "adamw":  # a default the framework's preset may replace
+        words += ["--optimizer", request.optimizer]
+    if request.framework != "hf":
+        words += ["--framework", request.framework]
+    if request.loss:
+        words += ["--loss", request.loss]
     if not request.grad_checkpointing:
         words.append("--no-grad-checkpointing")
     # The framework options, where they differ from the command's defaults.

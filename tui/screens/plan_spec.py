@@ -24,6 +24,22 @@ def _study_name(model: str, gpu: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stem}-{gpu}").strip("-") or "plan"
 
 
+def _planned_loss(inputs: dict[str, Any], kind: str) -> dict[str, str]:
+    """The loss the plan assumed (the form's, or its framework's), so that the trials
+    compute cross-entropy the way the planned framework does."""
+    from planner.frameworks import framework_method
+
+    loss = inputs.get("loss")
+    explicit = {"loss"} if loss else set()
+    chosen = framework_method(
+        inputs.get("framework") or "hf",
+        kind,
+        settings={"loss": loss} if loss else {},
+        explicit=explicit,
+    )
+    return {} if chosen.method.loss == "standard" else {"loss": chosen.method.loss}
+
+
 def spec_from_plan(inputs: dict[str, Any], *, run_dir: Path, db: Path):
     """A :class:`sweeps.spec.SweepSpec` searching around the planned configuration."""
     from sweeps.spec import SweepSpec
@@ -61,6 +77,7 @@ def spec_from_plan(inputs: dict[str, Any], *, run_dir: Path, db: Path):
         "trial": {
             "max_seq_len": int(inputs["seq_len"]),
             "grad_checkpointing": bool(inputs["grad_checkpointing"]),
+            **_planned_loss(inputs, methods[0]),
         },
         "budget": budget,
         "run": {"dir": str(run_dir), "results": str(db)},
