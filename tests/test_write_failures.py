@@ -131,7 +131,7 @@ def test_results_on_a_full_disk_lose_nothing(demo, tmp_path: Path) -> None:
     assert "cannot write the results file" in flat and "the disk is full" in flat, flat
     assert [t["state"] for t in outcome["trials"]] == ["complete", "complete"]
     assert outcome["sync"]["rc"] == 0, outcome["sync"]["out"]
-    assert outcome["rows"] == [(0, "complete"), (1, "complete")]
+    assert outcome["rows"] == [[0, "complete"], [1, "complete"]]
 
 
 # ---------------------------------------------------------------- a results file cut short

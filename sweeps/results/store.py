@@ -158,7 +158,7 @@ class ResultsStore:
                         "It was left untouched. Rebuild the results into a new file with "
                         "`paretune results sync --storage STORAGE --db NEW.duckdb`.",
                     ) from None
-                raise StoreError(f"cannot open {self.path}: {text}") from None
+                raise StoreError(f"cannot open {self.path}: {_write_problem(error)}") from None
             except duckdb.Error as error:
                 # This process has the file open with the other mode (a writer thread while
                 # a reader opens it): wait for that short-lived connection to close.
