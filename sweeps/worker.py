@@ -241,7 +241,7 @@ class Sweep:
         try:
             storage = open_storage(url, max_retries=spec.run.max_retries)
             study = open_study(spec, storage, storage_url=url)
-            imported = import_kept_results(study, url, spec.run.dir)
+            imported = import_kept_results(study, storage, url, spec.run.dir)
         except Exception as error:
             if not is_storage_write_error(error):
                 raise
@@ -1089,10 +1089,13 @@ def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
     )
 
 
-def import_kept_results(study: optuna.Study, url: str, run_dir: str | None = None) -> str | None:
+def import_kept_results(
+    study: optuna.Study, storage: Any, url: str, run_dir: str | None = None
+) -> str | None:
     """Tell ``study`` the finished trials an earlier run kept in a file because the storage
     ``url`` could not take them (:mod:`sweeps.pending`), under the study's ask lock; one line
-    saying so, or None. ``run_dir``: the spec's ``run.dir`` (default: the one the study
+    saying so, or None. ``storage``: the one ``url`` opened (:func:`sweeps.study.open_storage`).
+    ``run_dir``: the spec's ``run.dir`` (default: the one the study
     records). A storage that still cannot be written raises :class:`StorageWriteError`."""
     if run_dir is None:
         run_dir = ((study.user_attrs.get("spec") or {}).get("run") or {}).get("dir")
@@ -1100,7 +1103,7 @@ def import_kept_results(study: optuna.Study, url: str, run_dir: str | None = Non
     if not any(path.is_file() for path in paths):
         return None
     try:
-        with _storage_lock(study._storage, url, study.study_name):
+        with _storage_lock(storage, url, study.study_name):
             numbers, files = import_pending(study, paths)
     except Exception as error:
         if not is_storage_write_error(error):

@@ -275,3 +275,42 @@ def test_a_rust_allocation_failure_is_oom() -> None:
     tail = "memory allocation of 33554432 bytes failed\nstack backtrace:"
     assert any(marker in tail for marker in _oom_markers(TrialConfig()))
     assert _is_oom(RuntimeError("memory allocation of 8 bytes failed"), TrialConfig())
+
+
+# ---------------------------------------------------------------- kept results, imported by sync
+
+
+def test_results_sync_imports_kept_results_once(tmp_path: Path) -> None:
+    """A result kept while the storage could not be written is told by `results sync`: under
+    its own number when the trial is still RUNNING, as a new trial when another worker
+    already recorded it as lost; the file is then set aside and not imported again."""
+    from optuna.distributions import FloatDistribution
+
+    from sweeps.pending import pending_paths, pending_record, save_pending
+    from sweeps.study import open_storage
+
+    journal = str(tmp_path / "k.journal")
+    study = optuna.create_study(
+        study_name="k", storage=open_storage(journal), directions=["minimize"] * 3
+    )
+    study.set_user_attr("spec", {"run": {"dir": str(tmp_path / "runs")}})
+    paths = pending_paths(str(tmp_path / "runs"), "k", journal)
+    for lr in (1e-3, 2e-3):
+        trial = study.ask({"lr": FloatDistribution(1e-4, 1e-2, log=True)})
+        attrs = {"state": "complete", "result": {"dollars": lr}, "worker_host": "h"}
+        record = pending_record(trial, attrs=attrs, outcome="complete", values=[lr, 0.1, lr])
+        assert save_pending(record, paths) == paths[0]
+    lost = study.get_trials(deepcopy=False)[1]  # another worker found it dead meanwhile
+    study._storage.set_trial_user_attr(lost._trial_id, "state", "lost")
+    study.tell(1, state=optuna.trial.TrialState.FAIL)
+
+    db = tmp_path / "r.duckdb"
+    synced = paretune("results", "sync", "--storage", journal, "--db", str(db))
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "imported 2 finished trial(s) [0, 2]" in " ".join(synced.stdout.split())
+    rows = [(r["number"], r["state"], r["dollars"]) for r in ResultsStore(db).trials("k")]
+    assert rows == [(0, "complete", 1e-3), (1, "lost", None), (2, "complete", 2e-3)]
+    assert not paths[0].exists() and len(list(paths[0].parent.glob("*.imported-*"))) == 1
+    again = paretune("results", "sync", "--storage", journal, "--db", str(db))
+    assert again.returncode == 0 and "imported" not in again.stdout
+    assert len(ResultsStore(db).trials("k")) == 3

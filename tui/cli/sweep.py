@@ -669,7 +669,7 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
     store = ResultsStore(db)
     for name in chosen:
         study = optuna.load_study(study_name=name, storage=backend)
-        imported = import_kept_results(study, storage)
+        imported = import_kept_results(study, backend, storage)
         if imported:
             click.echo(f"{name}: {imported}")
         count = store.sync_study(study, storage=storage)
