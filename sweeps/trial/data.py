@@ -321,7 +321,8 @@ def tokenize_examples(
     examples: Sequence[Example], tokenizer, *, max_seq_len: int, cache_dir: Path | None = None
 ) -> Tokenized:
     """Prompt + completion + EOS; labels mask the prompt. Too long: cut at ``max_seq_len``."""
-    payload = [max_seq_len, [[e.prompt, e.completion, e.templated] for e in examples]]
+    # Sources too: the skipped and cut rows are named by file:line.
+    payload = [max_seq_len, [[e.prompt, e.completion, e.templated, e.source] for e in examples]]
 
     def build() -> Tokenized:
         all_ids, all_labels, truncated, skipped, cut = [], [], 0, [], []
