@@ -22,7 +22,9 @@ from sweeps.outcome import Outcome
 
 __all__ = ["BreakerTrip", "CircuitBreaker", "error_class"]
 
-_RESETS = frozenset({Outcome.COMPLETE, Outcome.OOM, Outcome.TIMEOUT, Outcome.PRUNED})
+_RESETS = frozenset(
+    {Outcome.COMPLETE, Outcome.ARTIFACT_LOST, Outcome.OOM, Outcome.TIMEOUT, Outcome.PRUNED}
+)
 """Outcomes of trials that ran and measured something: they end a run of failures."""
 
 _EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)):\s?")

@@ -20,6 +20,7 @@ class Outcome(StrEnum):
     """A trial's outcome; :attr:`description` says what it means to someone reading results."""
 
     COMPLETE = "complete"
+    ARTIFACT_LOST = "artifact_lost"
     OOM = "oom"
     FAILED = "failed"
     TIMEOUT = "timeout"
@@ -38,6 +39,10 @@ class Outcome(StrEnum):
 
 _DESCRIPTIONS = {
     Outcome.COMPLETE: "ran to the end with every objective measured",
+    Outcome.ARTIFACT_LOST: "ran to the end with every objective measured, but its artifact "
+    "(adapter or weights) could not be saved, e.g. on a full disk; its metrics are kept, the "
+    "sampler learns from them and it counts against the trial budget as a measured trial; it is "
+    "not on the frontier (there is nothing to take away): rerun its command for the artifact",
     Outcome.OOM: "ran out of memory (the device's, or the trial's memory cap); counts against "
     "the trial budget",
     Outcome.FAILED: "ended on an error, or without every objective measured; counts against "
@@ -54,7 +59,14 @@ _DESCRIPTIONS = {
 }
 
 BUDGET_OUTCOMES = frozenset(
-    {Outcome.COMPLETE, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT, Outcome.RUNNING}
+    {
+        Outcome.COMPLETE,
+        Outcome.ARTIFACT_LOST,
+        Outcome.OOM,
+        Outcome.FAILED,
+        Outcome.TIMEOUT,
+        Outcome.RUNNING,
+    }
 )
 """Outcomes that use up a trial of the budget. Infeasible and over-budget trials never ran;
 interrupted and lost ones are run again (their time and dollars still count as spent)."""

@@ -755,7 +755,7 @@ def _unwritable(path: Path, *, folder: bool) -> str | None:
             return f"{path} is a folder, not a file"
         if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
             return f"{path} is not writable"
-        return None
+        return _disk_full(path if folder else path.parent)
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -763,7 +763,28 @@ def _unwritable(path: Path, *, folder: bool) -> str | None:
         return f"{parent} is a file, so no folder can be made inside it"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{parent} is not writable"
-    return None
+    return _disk_full(parent)
+
+
+MIN_FREE_MB = 16
+"""Free space a sweep needs on the disks of its journal, results file and run folder before it
+starts: a journal record, a DuckDB block (256 KiB) and a small adapter each fit many times."""
+
+
+def _disk_full(folder: Path) -> str | None:
+    """Why the disk holding ``folder`` cannot take a sweep's writes; None when it can."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if free >= MIN_FREE_MB * 1024 * 1024:
+        return None
+    return (
+        f"the disk holding {folder} is full ({free / 1024 / 1024:.1f} MB free; a sweep needs at "
+        f"least {MIN_FREE_MB} MB)"
+    )
 
 
 def _check_duckdb(path: Path, report: _Report) -> None:

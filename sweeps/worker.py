@@ -62,6 +62,15 @@ from sweeps.liveness import (
     trials_of_other_workers,
 )
 from sweeps.outcome import BUDGET_OUTCOMES, RERUN_OUTCOMES, Outcome
+from sweeps.pending import (
+    StorageWriteError,
+    import_pending,
+    is_storage_write_error,
+    pending_paths,
+    pending_record,
+    save_pending,
+    storage_problem,
+)
 from sweeps.results.store import (
     ResultsLockedError,
     ResultsStore,
@@ -86,7 +95,7 @@ from sweeps.trial.types import RepeatResult, StepLog, TrialConfig, TrialResult
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["PROGRESS_WRITE_S", "WRITE_WAIT_S", "Sweep", "SweepState"]
+__all__ = ["PROGRESS_WRITE_S", "WRITE_WAIT_S", "Sweep", "SweepState", "import_kept_results"]
 
 PROGRESS_WRITE_S = float(os.environ.get("PARETUNE_PROGRESS_WRITE_S", "5"))
 """Seconds between writes of a running trial's steps to the results file
@@ -228,6 +237,11 @@ class Sweep:
         self._launched_lock = threading.Lock()
         self._thread_lock = threading.Lock()
         self._errors: list[BaseException] = []
+        self.storage_failure: BaseException | None = None
+        """The first failed write to the study storage: the sweep stops, exit 2."""
+        self.kept: dict[int, Path | None] = {}
+        """Trials that finished while the storage could not be written, and the file that
+        keeps each one's result (None: no file could be written either)."""
         self.timings: list[dict[str, float]] = []
         """Per launched trial, seconds spent: ask_gate (ask + gate under the lock), run (the
         isolated trial, as seen by the parent), trial_wall (as measured inside the trial),
@@ -248,8 +262,18 @@ class Sweep:
         its row to the results file and re-queue trials left running by dead workers."""
         url = storage_url or spec.storage_url
         gate = Gate(spec)  # a bad catalogue id fails here, before the study is touched
-        storage = open_storage(url, max_retries=spec.run.max_retries)
-        study = open_study(spec, storage, storage_url=url)
+        try:
+            storage = open_storage(url, max_retries=spec.run.max_retries)
+            study = open_study(spec, storage, storage_url=url)
+            imported = import_kept_results(study, storage, url, spec.run.dir)
+        except Exception as error:
+            if not is_storage_write_error(error):
+                raise
+            raise StorageWriteError(
+                f"cannot write the study storage {redact_url(url)}: {storage_problem(error)}. "
+                "Nothing was run.",
+                "Free space on that disk (or make the folder writable again), then rerun.",
+            ) from None
         sweep = cls(
             spec,
             study=study,
@@ -264,6 +288,8 @@ class Sweep:
             seed_offset=seed_offset,
             run_trial=run_trial,
         )
+        if imported:
+            sweep.state.event(imported)
         sweep._write_study_row()
         sweep.recovered = sweep._recover_dead_workers(study)
         sweep._refresh_state()
@@ -292,6 +318,8 @@ class Sweep:
             raise
         finally:
             self.sync_results()
+        if self.storage_failure is not None:
+            raise self._storage_error()
         if self._errors:
             raise self._errors[0]
         return self.state
@@ -326,6 +354,35 @@ class Sweep:
             self._deferred_study = False
         if self.deferred_writes:
             self.state.event(self._deferred_line(synced=True))
+
+    def _storage_error(self) -> StorageWriteError:
+        """One paragraph: the storage write that failed, and where finished trials are kept."""
+        assert self.storage_failure is not None
+        message = (
+            f"cannot write the study storage {redact_url(self.storage_url)}: "
+            f"{storage_problem(self.storage_failure)}. The sweep stopped."
+        )
+        kept = {number: path for number, path in self.kept.items() if path is not None}
+        for path in sorted(set(kept.values())):
+            numbers = sorted(n for n, p in kept.items() if p == path)
+            message += (
+                f" Finished trial(s) {numbers} are kept in {path}; the next `paretune sweep run` "
+                "of this spec (or `paretune results sync`) imports them, so they are not run "
+                "again."
+            )
+        lost = sorted(number for number, path in self.kept.items() if path is None)
+        if lost:
+            message += f" Trial(s) {lost} finished but could not be kept anywhere."
+        return StorageWriteError(
+            message, "Free space on that disk (or make the folder writable again), then rerun."
+        )
+
+    def _storage_failed(self, error: BaseException) -> None:
+        """Remember the first failed storage write and stop launching trials."""
+        with self.state.lock:
+            if self.storage_failure is None:
+                self.storage_failure = error
+        self._finish(f"the study storage cannot be written: {storage_problem(error)}")
 
     def _deferred_line(self, *, synced: bool) -> str:
         count = self.deferred_writes
@@ -370,10 +427,16 @@ class Sweep:
                     self._finish(f"--max-trials {self.max_trials} reached")
                     return
             started = time.perf_counter()
-            with self._ask_lock():
-                if self.stop_event.is_set():
-                    return
-                picked = self._ask_and_gate(study, slot)
+            try:
+                with self._ask_lock():
+                    if self.stop_event.is_set():
+                        return
+                    picked = self._ask_and_gate(study, slot)
+            except Exception as error:
+                if not is_storage_write_error(error):
+                    raise
+                self._storage_failed(error)
+                return
             ask_gate_s = time.perf_counter() - started
             if isinstance(picked, _OthersRunning):
                 self._wait_for_other_workers(study, picked)
@@ -509,7 +572,8 @@ class Sweep:
         run_s = time.perf_counter() - run_started
         tell_started = time.perf_counter()
         stopping = self.stop_event.is_set()
-        self._tell(study, trial, config, result, stopping=stopping)
+        if not self._tell(study, trial, config, result, stopping=stopping):
+            return  # the storage could not take it: kept on disk, the sweep stops
         if self.spec.run.save == "frontier":
             with self._ask_lock():
                 _prune_artifacts(study, Path(self.spec.run.dir))
@@ -588,30 +652,69 @@ class Sweep:
         result: TrialResult,
         *,
         stopping: bool,
-    ) -> None:
-        """Keep the result on the trial, tell Optuna its outcome, and count it."""
-        trial.set_user_attr("result", result.model_dump(mode="json"))
-        trial.set_user_attr("artifact", result.artifact)
-        if result.command:
-            trial.set_user_attr("command", result.command)
-        if result.repeats:
-            for key, value in _repeat_attrs(self.spec, result).items():
-                trial.set_user_attr(key, value)
+    ) -> bool:
+        """Keep the result on the trial, tell Optuna its outcome, and count it. False when the
+        storage could not be written: the result is kept in a file (:mod:`sweeps.pending`)
+        that the next run imports, and the sweep stops."""
+        attrs = _result_attrs(self.spec, result)
         values = _objective_values(self.spec, result)
         outcome, error = self._outcome_of(result, values, stopping=stopping)
-        self._mark(
-            study, trial, outcome, error, values=values if outcome == Outcome.COMPLETE else None
-        )
-        if outcome == Outcome.INTERRUPTED:
-            requeue(
-                study, study.get_trials(deepcopy=False)[trial.number], self.spec.run.max_retries + 1
-            )
+        told = values if outcome in (Outcome.COMPLETE, Outcome.ARTIFACT_LOST) else None
+        try:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            self._mark(study, trial, outcome, error, values=told)
+            if outcome == Outcome.INTERRUPTED:
+                requeue(
+                    study,
+                    study.get_trials(deepcopy=False)[trial.number],
+                    self.spec.run.max_retries + 1,
+                )
+        except Exception as failure:
+            if not is_storage_write_error(failure):
+                raise
+            self._keep(trial, {**attrs, "state": outcome.value, "error": error}, outcome, told)
+            self._storage_failed(failure)
+            self._count(trial.number, config.method, outcome, values, error)
+            return False
         self._count(trial.number, config.method, outcome, values, error)
         trip = self.breaker.observe(trial.number, outcome, error)
         if trip is not None:
             # Running trials of other slots finish and are recorded; nothing new starts.
             with self.state.lock:
                 self.state.stop_reason = trip.message
+        return True
+
+    def _keep(
+        self,
+        trial: optuna.Trial,
+        attrs: dict[str, Any],
+        outcome: Outcome,
+        values: list[float] | None,
+    ) -> None:
+        """Write a finished trial's result to the pending file, since the storage refused it."""
+        try:
+            record = pending_record(trial, attrs=attrs, outcome=outcome.value, values=values)
+        except Exception:  # noqa: BLE001 - the storage cannot even be read: keep what we have
+            record = {
+                "number": trial.number,
+                "params": dict(trial.params),
+                "distributions": {},
+                "attrs": attrs,
+                "outcome": outcome.value,
+                "values": values,
+            }
+        path = save_pending(
+            record, pending_paths(self.spec.run.dir, self.spec.name, self.storage_url)
+        )
+        with self.state.lock:
+            self.kept[trial.number] = path
+        self.state.event(
+            f"trial {trial.number}: the study storage could not be written; its result is kept in "
+            f"{path}"
+            if path
+            else f"trial {trial.number}: its result could not be kept anywhere"
+        )
 
     def _outcome_of(
         self, result: TrialResult, values: list[float] | None, *, stopping: bool
@@ -619,6 +722,8 @@ class Sweep:
         """What a run that ended counts as, and why it did not complete."""
         if result.state == Outcome.COMPLETE and values is not None:
             return Outcome.COMPLETE, None
+        if result.state == Outcome.ARTIFACT_LOST and values is not None:
+            return Outcome.ARTIFACT_LOST, result.error  # measured: it counts, values and all
         if stopping and result.state != Outcome.COMPLETE:
             return Outcome.INTERRUPTED, "the sweep was stopped while this trial ran; re-queued"
         # It ran and failed, or ended without every objective measured.
@@ -642,6 +747,11 @@ class Sweep:
                 f"trial {number} complete ({method}): "
                 + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values, strict=False))
             )
+        elif outcome == Outcome.ARTIFACT_LOST and values is not None:
+            with self.state.lock:
+                self.state.done += 1
+            reason = error.splitlines()[0][:160] if error else ""
+            self.state.event(f"trial {number} measured ({method}), artifact lost: {reason}")
         elif outcome == Outcome.INTERRUPTED:
             self.state.event(f"trial {number}: interrupted, re-queued for the next run")
         else:
@@ -857,7 +967,11 @@ class Sweep:
         study = study or self.study
         trials = study.get_trials(deepcopy=False)
         spend = _spend(study, trials)
-        done = sum(1 for t in trials if t.user_attrs.get("state") == Outcome.COMPLETE)
+        done = sum(
+            1
+            for t in trials
+            if t.user_attrs.get("state") in (Outcome.COMPLETE, Outcome.ARTIFACT_LOST)
+        )
         frontier_size = len(frontier_trials(study)) if done else 0
         with self.state.lock:
             self.state.dollars, self.state.hours = spend.dollars, spend.hours
@@ -968,6 +1082,20 @@ def _objective_values(
     return [float(v) for v in values]
 
 
+def _result_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:
+    """What a trial that ran keeps in its user attributes: its whole result, the artifact, the
+    command that reruns it and, for a repeated trial, each run."""
+    attrs: dict[str, Any] = {
+        "result": result.model_dump(mode="json"),
+        "artifact": result.artifact,
+    }
+    if result.command:
+        attrs["command"] = result.command
+    if result.repeats:
+        attrs.update(_repeat_attrs(spec, result))
+    return attrs
+
+
 def _for_repeats(prediction: Prediction, repeats: int) -> Prediction:
     """The gate's figures for a trial that runs ``repeats`` times (each run is paid for)."""
     if repeats == 1:
@@ -991,7 +1119,7 @@ def _repeat_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:
     measured: list[list[float]] = []
     for run in result.repeats:
         values = _objective_values(spec, run, devices=result.hardware.devices)
-        if values is not None and run.state == Outcome.COMPLETE:
+        if values is not None and run.state in (Outcome.COMPLETE, Outcome.ARTIFACT_LOST):
             measured.append(values)
         rows.append(
             {
@@ -1057,6 +1185,39 @@ def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:
         hours=hours,
         mean_dollars=sum(measured_dollars) / len(measured_dollars) if measured_dollars else None,
         mean_hours=sum(measured_hours) / len(measured_hours) if measured_hours else None,
+    )
+
+
+def import_kept_results(
+    study: optuna.Study, storage: Any, url: str, run_dir: str | None = None
+) -> str | None:
+    """Tell ``study`` the finished trials an earlier run kept in a file because the storage
+    ``url`` could not take them (:mod:`sweeps.pending`), under the study's ask lock; one line
+    saying so, or None. ``storage``: the one ``url`` opened (:func:`sweeps.study.open_storage`).
+    ``run_dir``: the spec's ``run.dir`` (default: the one the study
+    records). A storage that still cannot be written raises :class:`StorageWriteError`."""
+    if run_dir is None:
+        run_dir = ((study.user_attrs.get("spec") or {}).get("run") or {}).get("dir")
+    paths = pending_paths(run_dir, study.study_name, url)
+    if not any(path.is_file() for path in paths):
+        return None
+    try:
+        with _storage_lock(storage, url, study.study_name):
+            numbers, files = import_pending(study, paths)
+    except Exception as error:
+        if not is_storage_write_error(error):
+            raise
+        raise StorageWriteError(
+            f"cannot write the study storage {redact_url(url)}: {storage_problem(error)}. "
+            f"The finished trials kept in {', '.join(str(p) for p in paths if p.is_file())} "
+            "stay there until it can.",
+            "Free space on that disk (or make the folder writable again), then rerun.",
+        ) from None
+    if not files:
+        return None
+    return (
+        f"imported {len(numbers)} finished trial(s) {numbers} that an earlier run could not "
+        f"write to the study storage, from {', '.join(str(f) for f in files)}: not run again"
     )
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "ResultsStore",
     "SqlError",
     "StoreError",
+    "file_damage",
     "redact_url",
     "study_row",
     "trial_row",
@@ -127,6 +128,13 @@ class ResultsStore:
                 f"no results file at {self.path}",
                 "Run a sweep first (`paretune sweep run SPEC`), or pass --db with the file.",
             )
+        damage = file_damage(self.path)
+        if damage is not None:
+            raise StoreError(
+                f"{self.path} is not a readable DuckDB database: {damage}",
+                "It was left untouched. Rebuild the results into a new file with "
+                "`paretune results sync --storage STORAGE --db NEW.duckdb`.",
+            )
         if write:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +169,7 @@ class ResultsStore:
                         "It was left untouched. Rebuild the results into a new file with "
                         "`paretune results sync --storage STORAGE --db NEW.duckdb`.",
                     ) from None
-                raise StoreError(f"cannot open {self.path}: {text}") from None
+                raise StoreError(f"cannot open {self.path}: {_write_problem(error)}") from None
             except duckdb.Error as error:
                 # This process has the file open with the other mode (a writer thread while
                 # a reader opens it): wait for that short-lived connection to close.
@@ -179,10 +187,25 @@ class ResultsStore:
 
     @contextmanager
     def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection with the schema in place. A write the disk refuses (full, or
+        read-only) is a :class:`StoreError`; its transaction is rolled back by DuckDB."""
+        import duckdb
+
         with self._write_lock, self.connect(write=True) as connection:
-            if not self._schema_current:
-                self._migrate(connection)
-            yield connection
+            try:
+                if not self._schema_current:
+                    self._migrate(connection)
+                yield connection
+            except (
+                duckdb.IOException,
+                duckdb.TransactionException,
+                duckdb.FatalException,
+            ) as error:
+                raise StoreError(
+                    f"cannot write the results file {self.path}: {_write_problem(error)}",
+                    "Free space on that disk (or make the folder writable); the results stay "
+                    "in the Optuna storage, and `paretune results sync` writes them later.",
+                ) from None
 
     def ensure_schema(self) -> None:
         """Create the tables and views, or bring an older file's schema up to date (a no-op
@@ -368,6 +391,95 @@ def _schema_version(connection: duckdb.DuckDBPyConnection) -> int | None:
         return None
     latest = connection.execute("SELECT max(version) FROM schema_version").fetchone()
     return None if latest is None else latest[0]
+
+
+_DUCKDB_MAGIC = b"DUCK"
+_HEADER_BYTES = 4096
+"""A DuckDB file starts with three 4 KiB headers: the main one (``DUCK`` at byte 8) and two
+database headers, of which the one with the higher iteration is current. Each database header
+holds its checksum, iteration, meta block, free list, block count and block size (8 bytes
+each); the file holds at least ``3 * 4096 + block count * block size`` bytes."""
+
+
+def file_damage(path: Path) -> str | None:
+    """Why the existing file at ``path`` cannot be a whole DuckDB database (cut short, or not
+    DuckDB at all), from its headers alone; None when it looks whole, is empty or is absent.
+
+    DuckDB itself opens a file cut short and may write into it, so this is checked before any
+    connection is opened."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        if size == 0 or not path.is_file():
+            return None
+        with path.open("rb") as handle:
+            head = handle.read(3 * _HEADER_BYTES)
+    except OSError:
+        return None  # DuckDB says why it cannot be opened
+    if len(head) < 12 or head[8:12] != _DUCKDB_MAGIC:
+        return "it is not a DuckDB file (another format, or overwritten)"
+    if len(head) < 3 * _HEADER_BYTES:
+        return f"it is cut short ({size:,} bytes, less than DuckDB's headers)"
+    headers = [struct.unpack_from("<6Q", head, offset) for offset in (4096, 8192)]
+    _, _, _, _, blocks, block_size = max(headers, key=lambda header: header[1])
+    expected = 3 * _HEADER_BYTES + blocks * block_size
+    if blocks > 1 << 40 or not 0 < block_size <= 1 << 30:
+        return "its headers are damaged"
+    if size >= expected:
+        return None
+    cut_short = (
+        f"it is cut short ({size:,} bytes, where its header counts {blocks} blocks "
+        f"of {block_size:,} bytes: {expected:,} bytes)"
+    )
+    if (size - 3 * _HEADER_BYTES) % block_size:
+        return cut_short  # DuckDB writes whole blocks: a cut inside one is damage
+    # DuckDB drops free blocks at the end of the file and still counts them: read every table.
+    return None if _reads_whole(path) else cut_short
+
+
+_WHOLE: dict[str, tuple[int, int]] = {}
+"""Results files (resolved path) read whole at this size and modification time."""
+
+
+def _reads_whole(path: Path) -> bool:
+    """Whether every row of every table of ``path`` can be read (read-only: nothing is written).
+    True too when it cannot be told now (another connection holds the file)."""
+    import duckdb
+
+    stat = path.stat()
+    key, seen = str(path.resolve()), (stat.st_size, stat.st_mtime_ns)
+    if _WHOLE.get(key) == seen:
+        return True
+    try:
+        connection = open_connection(path)
+    except duckdb.Error as error:
+        text = str(error)
+        return "Could not set lock" in text or "same database" in text
+    try:
+        tables = connection.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT internal"
+        ).fetchall()
+        for schema, table in tables:
+            connection.execute(
+                f'SELECT count(hash(COLUMNS(*))) FROM "{schema}"."{table}"'
+            ).fetchall()
+    except duckdb.Error:
+        return False
+    finally:
+        connection.close()
+    _WHOLE[key] = seen
+    return True
+
+
+def _write_problem(error: Exception) -> str:
+    """DuckDB's write error in a few words (the disk full, first of all)."""
+    text = str(error).splitlines()[0]
+    if "No space left" in text or "disk is full" in text.lower():
+        return f"the disk is full ({text})"
+    if "Read-only file system" in text:
+        return f"the file system is read-only ({text})"
+    return text
 
 
 def _sql_hint(message: str, write: bool) -> str | None:

@@ -42,11 +42,12 @@ __all__ = [
     "load_text_rows",
     "load_texts",
     "split_eval",
+    "text_limit",
     "tokenize_examples",
     "tokenize_texts",
 ]
 
-_TOKENIZE_VERSION = 1
+_TOKENIZE_VERSION = 2  # 2: texts longer than text_limit() are cut before tokenizing
 _EVAL_SPLIT_SEED = 0  # fixed, so every trial of a sweep is scored on the same held-out rows
 
 
@@ -76,6 +77,8 @@ class Tokenized:
     labels: list[list[int]]
     truncated: int = 0
     skipped: list[str] = field(default_factory=list)
+    cut: list[str] = field(default_factory=list)
+    """Rows whose text was cut before tokenizing (see :func:`text_limit`), as ``file:line: why``."""
 
     @property
     def tokens(self) -> int:
@@ -307,26 +310,71 @@ def _cached(file: Path | None, build) -> Tokenized:
         return Tokenized(**stored)
     tokenized = build()
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
         temporary = file.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(tokenized.__dict__))
-        os.replace(temporary, file)  # concurrent trials may race; both write the same thing
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(tokenized.__dict__))
+            os.replace(temporary, file)  # concurrent trials may race; both write the same thing
+        except OSError:  # a full disk or a read-only cache: the next trial tokenizes again
+            temporary.unlink(missing_ok=True)
     return tokenized
+
+
+def text_limit(tokenizer, max_seq_len: int) -> int:
+    """Characters of one text the tokenizer is given at most: twice what ``max_seq_len`` tokens
+    of the vocabulary's longest token can cover, and never less than 16 characters a token.
+
+    Tokens past ``max_seq_len`` are dropped anyway, so the cut changes no token that is used,
+    while a tokenizer given a whole 49 MB line needs about 100 bytes of memory a character
+    (5 GB) and minutes, and under the trial's memory cap aborts in Rust."""
+    longest = max((len(token) for token in tokenizer.get_vocab()), default=16)
+    return 2 * max_seq_len * max(longest, 16)
+
+
+def _bounded(text: str, limit: int, source: str | None, cut: list[str]) -> str:
+    if len(text) <= limit:
+        return text
+    where = f"{source}: " if source else ""
+    cut.append(
+        f"{where}a text of {len(text):,} characters, cut to its first {limit:,} before "
+        "tokenizing (only the first max_seq_len tokens are used)"
+    )
+    return text[:limit]
+
+
+def _tokenize(tokenizer, text: str, source: str | None, **kwargs) -> list[int]:
+    """The token ids of ``text``; a tokenizer that runs out of memory says on which row."""
+    try:
+        return tokenizer(text, **kwargs)["input_ids"]
+    except MemoryError as error:
+        where = f"{source}: " if source else ""
+        raise MemoryError(
+            f"{where}the tokenizer ran out of memory on a text of {len(text):,} characters"
+            + (f" ({error})" if str(error) else "")
+        ) from None
 
 
 def tokenize_examples(
     examples: Sequence[Example], tokenizer, *, max_seq_len: int, cache_dir: Path | None = None
 ) -> Tokenized:
     """Prompt + completion + EOS; labels mask the prompt. Too long: cut at ``max_seq_len``."""
-    payload = [max_seq_len, [[e.prompt, e.completion, e.templated] for e in examples]]
+    # Sources too: the skipped and cut rows are named by file:line.
+    payload = [max_seq_len, [[e.prompt, e.completion, e.templated, e.source] for e in examples]]
 
     def build() -> Tokenized:
-        all_ids, all_labels, truncated, skipped = [], [], 0, []
+        all_ids, all_labels, truncated, skipped, cut = [], [], 0, [], []
+        limit = text_limit(tokenizer, max_seq_len)
         for example in examples:
-            prompt = tokenizer(example.prompt, add_special_tokens=not example.templated)
-            completion = tokenizer(example.completion, add_special_tokens=False)
-            prompt_ids = prompt["input_ids"]
-            completion_ids = completion["input_ids"] + [tokenizer.eos_token_id]
+            prompt_ids = _tokenize(
+                tokenizer,
+                _bounded(example.prompt, limit, example.source, cut),
+                example.source,
+                add_special_tokens=not example.templated,
+            )
+            completion = _bounded(example.completion, limit, example.source, cut)
+            completion_ids = _tokenize(
+                tokenizer, completion, example.source, add_special_tokens=False
+            ) + [tokenizer.eos_token_id]
             ids = (prompt_ids + completion_ids)[:max_seq_len]
             labels = ([-100] * len(prompt_ids) + completion_ids)[:max_seq_len]
             if len(prompt_ids) + len(completion_ids) > max_seq_len:
@@ -336,7 +384,7 @@ def tokenize_examples(
                 continue
             all_ids.append(ids)
             all_labels.append(labels)
-        return Tokenized(all_ids, all_labels, truncated, skipped)
+        return Tokenized(all_ids, all_labels, truncated, skipped, cut)
 
     return _cached(_cache_file("task", payload, tokenizer, cache_dir), build)
 
@@ -348,9 +396,11 @@ def tokenize_texts(
     payload = [max_seq_len, list(texts)]
 
     def build() -> Tokenized:
-        ids = [tokenizer(t)["input_ids"][:max_seq_len] for t in texts]
-        truncated = sum(len(tokenizer(t)["input_ids"]) > max_seq_len for t in texts)
-        return Tokenized(ids, [list(row) for row in ids], truncated)
+        limit, cut = text_limit(tokenizer, max_seq_len), []
+        whole = [_tokenize(tokenizer, _bounded(t, limit, None, cut), None) for t in texts]
+        ids = [row[:max_seq_len] for row in whole]
+        truncated = sum(len(row) > max_seq_len for row in whole)
+        return Tokenized(ids, [list(row) for row in ids], truncated, cut=cut)
 
     return _cached(_cache_file("text", payload, tokenizer, cache_dir), build)
 

@@ -58,6 +58,7 @@ _OOM_MARKERS = (
     "Cannot allocate memory",
     "std::bad_alloc",
     "DefaultCPUAllocator: can't allocate",
+    "memory allocation of",  # Rust's allocator (the tokenizers): "memory allocation of N bytes failed"
 )
 _CAPPED_OOM_MARKERS = ("Resource temporarily unavailable", "can't start new thread")
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pricing.errors import UserError
+from sweeps.outcome import Outcome
 from sweeps.trial.types import (
     DataProvenance,
     Forgetting,
@@ -355,13 +356,15 @@ def _retain_sources(
 
 
 def _exact_match(model, tokenizer, data: _Data, config: TrialConfig) -> float:
+    from sweeps.trial.data import text_limit
     from sweeps.trial.metrics import exact_match, greedy_continuations
 
     examples = data.eval_examples
+    limit = text_limit(tokenizer, config.max_seq_len)  # a 49 MB prompt is not tokenized whole
     said = greedy_continuations(
         model,
         tokenizer,
-        [e.prompt for e in examples],
+        [e.prompt[:limit] for e in examples],
         max_new_tokens=config.max_new_tokens,
         batch=max(config.batch, 16),
         add_special_tokens=not examples[0].templated,
@@ -645,7 +648,11 @@ def run_trial(
     result = _assemble_result(
         config, where, data, model, optimization, trained, evaluation, saved, load_s, wall_s
     )
-    _write_card(saved.folder, result)
+    lost = saved.lost or _saving("the model card", saved.folder, _write_card, saved.folder, result)
+    if lost is not None:  # measured all the same: the metrics are kept, the trial counts
+        return result.model_copy(
+            update={"state": Outcome.ARTIFACT_LOST, "error": lost, "artifact": None}
+        )
     return result
 
 
@@ -1059,16 +1066,44 @@ class _Saved:
     folder: Path
     command: str
     artifact: Path | None
+    lost: str | None = None  # why the artifacts could not be saved (the trial is still measured)
 
 
 def _save_run(model, tokenizer, config: TrialConfig) -> _Saved:
+    """The trial's folder: its spec, the command that reruns it, the artifacts. A write that
+    fails (a full disk, a read-only folder) does not throw the measurements away: the trial
+    ends as ``artifact_lost`` with the reason."""
     folder = _run_dir(config)
-    folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / "trial.toml"
-    _write_spec(config, spec_path)
     command = trial_command(config, spec_path)
-    artifact = _save_artifacts(model, tokenizer, config, folder) if config.save != "none" else None
-    return _Saved(folder, command, artifact)
+
+    def save() -> Path | None:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_spec(config, spec_path)
+        if config.save == "none":
+            return None
+        artifact = _save_artifacts(model, tokenizer, config, folder)
+        # transformers' save_pretrained only logs an error for a path that is a file.
+        if not artifact.is_dir() or not any(artifact.iterdir()):
+            raise FileExistsError(f"{artifact} is not a folder holding the saved weights")
+        return artifact
+
+    saved: list[Path | None] = []
+    lost = _saving("the artifacts", folder, lambda: saved.append(save()))
+    return _Saved(folder, command, saved[0] if saved else None, lost)
+
+
+def _saving(what: str, folder: Path, write: Callable[..., Any], *args: Any) -> str | None:
+    """Run ``write(*args)``; why it failed, or None. Writers raise many kinds on a full disk or
+    a read-only folder (OSError, safetensors' SafetensorError, torch's RuntimeError)."""
+    try:
+        write(*args)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failed write loses the files, not the trial
+        first = str(error).splitlines()[0] if str(error) else ""
+        return f"{what} could not be saved in {folder}: {type(error).__name__}: {first}"
+    return None
 
 
 def _run_dir(config: TrialConfig) -> Path:
@@ -1146,6 +1181,8 @@ def _params(config: TrialConfig, where: _Where, data: _Data, model) -> dict[str,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
         "bad_rows_skipped": len(data.bad_rows),
+        "rows_cut": len(data.train.cut) + len(data.eval.cut),
+        "first_row_cut": next(iter([*data.train.cut, *data.eval.cut]), None),
     }
 
 

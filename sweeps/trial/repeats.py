@@ -69,9 +69,13 @@ def run_repeats(
         if k:
             update["save"] = "none"  # one artifact per trial: the first run's
         runs.append(runner(config.model_copy(update=update), on_step=on_step, **kwargs))
-        if runs[-1].state != Outcome.COMPLETE:
+        if runs[-1].state not in _MEASURED:
             break
     return combine(config, runs, repeats)
+
+
+_MEASURED = (Outcome.COMPLETE, Outcome.ARTIFACT_LOST)
+"""Run outcomes with every figure measured (an artifact that could not be saved loses no figure)."""
 
 
 def combine(
@@ -83,11 +87,13 @@ def combine(
     if not runs:
         raise ValueError("combine needs at least one run")
     first = runs[0]
-    ended = next((run for run in runs if run.state != Outcome.COMPLETE), None)
+    ended = next((run for run in runs if run.state not in _MEASURED), None)
+    lost = next((run for run in runs if run.state == Outcome.ARTIFACT_LOST), None)
     error = None
-    if ended is not None:
-        k = runs.index(ended)
-        error = f"repeat {k} (seed {config.seed + k}): {ended.error or ended.state}"
+    if ended is not None or lost is not None:
+        run = ended or lost
+        k = runs.index(run)
+        error = f"repeat {k} (seed {config.seed + k}): {run.error or run.state}"
     sd: dict[str, float] = {}
     quality = _combined(Quality, [r.quality for r in runs], "quality", sd)
     forgetting = _combined(Forgetting, [r.forgetting for r in runs], "forgetting", sd)
@@ -99,7 +105,7 @@ def combine(
     if command and command.startswith("paretune trial"):
         command += f" --repeats {repeats or len(runs)}"
     return TrialResult(
-        state=ended.state if ended is not None else Outcome.COMPLETE,
+        state=ended.state if ended else lost.state if lost else Outcome.COMPLETE,
         method=first.method,
         params=first.params,
         quality=quality,

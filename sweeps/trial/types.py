@@ -34,7 +34,9 @@ __all__ = [
 
 METHODS = ("full", "lora", "qlora", "dora", "freeze")
 Method = Literal["full", "lora", "qlora", "dora", "freeze"]
-TrialState = Literal[Outcome.COMPLETE, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT]
+TrialState = Literal[
+    Outcome.COMPLETE, Outcome.ARTIFACT_LOST, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT
+]
 """The outcomes one trial's own run can end in (the sweep records others: see :class:`Outcome`)."""
 
 

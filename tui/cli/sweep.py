@@ -727,6 +727,7 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
 
     from sweeps.results.store import ResultsStore
     from sweeps.study import open_storage
+    from sweeps.worker import import_kept_results
 
     if not storage.startswith(("postgresql", "postgres://")) and not Path(storage).exists():
         raise SweepUsageError(f"no journal file at {storage}", "Pass the storage the sweep used.")
@@ -744,9 +745,11 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
         )
     store = ResultsStore(db)
     for name in chosen:
-        count = store.sync_study(
-            optuna.load_study(study_name=name, storage=backend), storage=storage
-        )
+        study = optuna.load_study(study_name=name, storage=backend)
+        imported = import_kept_results(study, backend, storage)
+        if imported:
+            click.echo(f"{name}: {imported}")
+        count = store.sync_study(study, storage=storage)
         click.echo(f"{name}: {count} trials -> {db}")
 
 
