@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tui.cli.calibrate import calibrate_plan, calibration_option, print_calibration
+
 if TYPE_CHECKING:
     from planner import ModelArch, Plan
 
@@ -152,6 +154,7 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     show_default=True,
     help="A table, or one JSON object (see docs/guides/plan.md for its shape).",
 )
+@calibration_option
 def plan_command(
     model: str,
     methods: tuple[str, ...],
@@ -181,6 +184,7 @@ def plan_command(
     simulate: bool,
     simulate_recipe: str | None,
     output_format: str,
+    calibration: str | None,
 ) -> None:
     """Peak VRAM, fit, GPUs, hours and dollars of fine-tuning MODEL, per method.
 
@@ -219,11 +223,15 @@ def plan_command(
     ]
     arch = resolve_model(model)
     result = plan(arch, workload, specs, gpu=gpu, provider=provider, max_fit=max_fit)
+    result, calibrated = calibrate_plan(result, calibration)
     simulated = _simulate(result, recipe) if simulate else None
     if output_format == "json":
-        click.echo(json.dumps(_plan_json(result, simulated), indent=2))
+        click.echo(
+            json.dumps({**_plan_json(result, simulated), "calibration": calibrated}, indent=2)
+        )
     else:
         _print_table(result, simulated, recipe, gpu_given=gpu is not None)
+        print_calibration(calibrated)
 
 
 # What each of the simulator's recipes (planner.simulation.simulate.RECIPES) means, for the table's
