@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\nfitted on {len(first)} trials of 'calibrate-from', predicting {len(second)} trials "
-        "of 'predict' (mean relative error; time = training seconds)\n"
+        "of 'predict' (relative error exp(mean |ln(predicted/measured)|) - 1; time = training seconds)\n"
     )
     header = f"{'group':28s} {'runs':>4s} {'time before':>11s} {'after':>7s} "
     header += f"{'peak before':>11s} {'after':>7s}"

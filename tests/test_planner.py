@@ -393,7 +393,7 @@ def test_plan_json_contract() -> None:
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) == {"model", "workload", "methods", "apis"}
+    assert set(out) == {"model", "workload", "methods", "apis", "calibration"}
     assert out["model"] == {
         "name": "llama-3.1-8b",
         "total_params": 8_030_261_248,

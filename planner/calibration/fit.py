@@ -162,7 +162,8 @@ class Correction:
 
 @dataclass(frozen=True)
 class GroupError:
-    """Leave-one-out mean absolute relative error of one group (None: nothing to compare)."""
+    """Relative errors of one group's predictions, ``exp(mean |ln(predicted/measured)|) - 1``
+    (None: nothing to compare): before (defaults) and after (calibrated)."""
 
     key: Key
     runs: int
@@ -347,19 +348,22 @@ def predicted_seconds(run: Run, throughput: float | None) -> float | None:
     return run.flops / (rate * max(1, run.devices))
 
 
-def _relative(predicted: float | None, measured: float | None) -> float | None:
-    if predicted is None or not measured:
+def _log_miss(predicted: float | None, measured: float | None) -> float | None:
+    if not predicted or not measured or predicted <= 0 or measured <= 0:
         return None
-    return abs(predicted / measured - 1)
+    return abs(math.log(predicted / measured))
 
 
-def _mean_or_none(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return _mean(kept) if kept else None
+def _relative_error(misses: Sequence[float | None]) -> float | None:
+    """The symmetric relative error ``exp(mean |ln(predicted / measured)|) - 1``: 0.1 is
+    10% off on average either way; a prediction 3x too high and one 3x too low both
+    count 200% (a plain ``|predicted / measured - 1|`` caps the second at 100%)."""
+    kept = [m for m in misses if m is not None]
+    return math.exp(_mean(kept)) - 1 if kept else None
 
 
 def leave_one_out(runs: Sequence[Run], min_runs: int = MIN_RUNS) -> list[GroupError]:
-    """Per group: the mean relative error of peak memory and of time, with the planner's
+    """Per group: the relative error of peak memory and of time, with the planner's
     defaults (before) and with a fit of all the other runs (after)."""
     return errors_against(runs, lambda i: fit([*runs[:i], *runs[i + 1 :]], min_runs), min_runs)
 
@@ -383,10 +387,10 @@ def errors_against(
         seconds_after = predicted_seconds(run, after_throughput or default_throughput(run))
         errors.setdefault(run.key, []).append(
             (
-                _relative(default_peak, run.measured_peak_bytes),
-                _relative(peak_after, run.measured_peak_bytes),
-                _relative(seconds_before, run.seconds),
-                _relative(seconds_after, run.seconds),
+                _log_miss(default_peak, run.measured_peak_bytes),
+                _log_miss(peak_after, run.measured_peak_bytes),
+                _log_miss(seconds_before, run.seconds),
+                _log_miss(seconds_after, run.seconds),
             )
         )
     counts = {key: len(found) for key, found in _by_key(runs).items()}
@@ -395,10 +399,10 @@ def errors_against(
             key=key,
             runs=counts[key],
             fitted=counts[key] >= min_runs,
-            memory_before=_mean_or_none([row[0] for row in rows]),
-            memory_after=_mean_or_none([row[1] for row in rows]),
-            hours_before=_mean_or_none([row[2] for row in rows]),
-            hours_after=_mean_or_none([row[3] for row in rows]),
+            memory_before=_relative_error([row[0] for row in rows]),
+            memory_after=_relative_error([row[1] for row in rows]),
+            hours_before=_relative_error([row[2] for row in rows]),
+            hours_after=_relative_error([row[3] for row in rows]),
         )
         for key, rows in sorted(errors.items())
     ]

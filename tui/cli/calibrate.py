@@ -172,7 +172,7 @@ def _print_table(profile: Profile) -> None:
             ]
         rows.append([*error.key, str(error.runs), *_error_cells(error), *fitted])
     click.echo(
-        f"leave-one-out mean relative error per group (min runs {profile.fit.min_runs}); "
+        f"leave-one-out relative error per group, exp(mean |ln(predicted/measured)|) - 1 (min runs {profile.fit.min_runs}); "
         "time is training seconds"
     )
     _echo_grid(headers, rows)
