@@ -137,7 +137,7 @@ def test_imported_csv_of_the_same_trials_and_plan_says_so(
         "plan", "qwen2.5-0.5b", "--method", "lora", "--gpu", "h100", "--calibration", str(out)
     )
     assert planned.returncode == 0, planned.stderr
-    assert "not calibrated: the profile has no runs on h100 (it has cpu)" in planned.stdout
+    assert "not calibrated: the profile has no runs on h100-sxm (it has cpu)" in planned.stdout
     as_json = paretune(
         "plan",
         "qwen2.5-0.5b",
