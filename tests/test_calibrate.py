@@ -215,3 +215,11 @@ def test_bad_input_is_one_paragraph_and_exit_2(
 def test_no_runs_at_all_is_an_error(tmp_path: Path) -> None:
     done = paretune("calibrate", "--out", str(tmp_path / "p.toml"), cwd=tmp_path)
     assert done.returncode == 2 and "no measured runs" in done.stderr
+
+
+def test_plan_with_a_missing_or_garbled_profile_is_an_error(tmp_path: Path) -> None:
+    garbled = tmp_path / "garbled.toml"
+    garbled.write_text("version = 99\n")
+    for path, says in ((tmp_path / "absent.toml", "no such file"), (garbled, "version 99")):
+        done = paretune("plan", "qwen2.5-0.5b", "--gpu", "h100", "--calibration", str(path))
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
