@@ -393,7 +393,15 @@ def test_plan_json_contract() -> None:
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) == {"model", "workload", "methods", "apis", "warnings", "project"}
+    assert set(out) == {
+        "model",
+        "workload",
+        "methods",
+        "apis",
+        "warnings",
+        "project",
+        "calibration",
+    }
     assert out["warnings"] == []
     assert out["model"] == {
         "name": "llama-3.1-8b",

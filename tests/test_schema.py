@@ -70,7 +70,8 @@ def _result_paths(column: Column) -> set[str]:
         elif root == "versions":  # keys of the versions dict
             found.add(base)
         else:
-            found.add(".".join(part for part in (base, rest) if part))
+            path = ".".join(part for part in (base, rest) if part)
+            found.add(".".join(path.split(".")[:2]))  # a dict field's keys: the field
     return found
 
 

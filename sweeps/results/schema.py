@@ -36,6 +36,7 @@ __all__ = [
     "View",
     "ViewColumn",
     "MIGRATIONS",
+    "PREDICTED_TERMS",
     "SCHEMA_VERSION",
     "Migration",
     "create_statements",
@@ -84,6 +85,29 @@ def _lookup(record: Mapping[str, Any], path: str) -> Any:
         else:
             return None
     return node
+
+
+PREDICTED_TERMS = (
+    "weights",
+    "adapter_weights",
+    "gradients",
+    "optimizer_states",
+    "activations",
+    "logits_loss",
+    "framework_overhead",
+)
+"""The planner's memory terms (``planner.estimation.memory.TERMS``, held equal by a test;
+spelled out here so that this module imports nothing from the planner)."""
+
+_PREDICTED_TERMS = tuple(
+    Column(
+        f"predicted_{term}_bytes",
+        "BIGINT",
+        f"planner: bytes of the {term.replace('_', ' ')} term of the predicted peak",
+        f"predicted.breakdown.{term}",
+    )
+    for term in PREDICTED_TERMS
+)
 
 
 @dataclass(frozen=True)
@@ -499,6 +523,21 @@ TRIALS = Table(
         Column(
             "predicted_dollars", "DOUBLE", "planner: dollars on the target GPU", "predicted.dollars"
         ),
+        *_PREDICTED_TERMS,
+        Column(
+            "predicted_flops",
+            "DOUBLE",
+            "planner: training FLOPs of the whole run (what a calibration divides by the "
+            "measured training seconds)",
+            "predicted.flops",
+        ),
+        Column(
+            "predicted_seq_len",
+            "INTEGER",
+            "planner: the sequence length it sized (the longest example, or max_seq_len when "
+            "packed)",
+            "predicted.seq_len",
+        ),
         Column(
             "gpu_memory_gb",
             "DOUBLE",
@@ -850,6 +889,19 @@ MIGRATIONS: tuple[Migration, ...] = (
                 "eval_rows_dropped",
                 "train_duplicates",
                 "data_provenance",
+            )
+        ),
+    ),
+    Migration(
+        4,
+        "trials: the planner's memory terms, FLOPs and sequence length of each prediction "
+        "(what `paretune calibrate` fits from)",
+        tuple(
+            ("trials", name)
+            for name in (
+                *(f"predicted_{term}_bytes" for term in PREDICTED_TERMS),
+                "predicted_flops",
+                "predicted_seq_len",
             )
         ),
     ),

@@ -535,7 +535,15 @@ def _planner_prediction(
     except Exception:  # noqa: BLE001 - a prediction is optional; the measurement is not
         return Predicted(), None
     dollars = float(found.dollars) if found.dollars is not None else None
-    return Predicted(peak_gb=found.peak_gb, hours=found.hours, dollars=dollars), found
+    predicted = Predicted(
+        peak_gb=found.peak_gb,
+        hours=found.hours,
+        dollars=dollars,
+        flops=found.flops,
+        seq_len=found.workload.seq_len,
+        breakdown=dict(found.breakdown),
+    )
+    return predicted, found
 
 
 def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -> float | None:

@@ -237,6 +237,11 @@ class Predicted(_Strict):
     peak_gb: float | None = None
     hours: float | None = None
     dollars: float | None = None
+    flops: float | None = Field(None, description="training FLOPs of the whole run")
+    seq_len: int | None = Field(None, description="the sequence length the planner sized")
+    breakdown: dict[str, int] | None = Field(
+        None, description="bytes per memory term (planner.estimation.memory.TERMS)"
+    )
 
 
 class Hardware(_Strict):

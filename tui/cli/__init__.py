@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "tui.cli.trial",
     "tui.cli.sweep",
     "tui.cli.data",
+    "tui.cli.calibrate",
 )
 
 
@@ -75,9 +76,9 @@ def tui_command(db: Path | None) -> None:
 
 # The command modules import only click at module level: the libraries behind a command are
 # imported when it runs.
-from tui.cli import data, plan, prices, sweep, trial  # noqa: E402 - after ``main`` exists
+from tui.cli import calibrate, data, plan, prices, sweep, trial  # noqa: E402 - after ``main`` exists
 
-for _module in (prices, plan, trial, sweep, data):
+for _module in (prices, plan, trial, sweep, data, calibrate):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

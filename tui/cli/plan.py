@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tui.cli.calibrate import calibrate_plan, calibration_option, print_calibration
 from tui.cli.plan_project import print_project, project_json, project_options, project_report
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     help="A table, or one JSON object (see docs/guides/plan.md for its shape).",
 )
 @project_options
+@calibration_option
 def plan_command(
     model: str | None,
     config_file: str | None,
@@ -236,6 +238,7 @@ def plan_command(
     simulate: bool,
     simulate_recipe: str | None,
     output_format: str,
+    calibration: str | None,
     **project_settings: Any,
 ) -> None:
     """Peak VRAM, fit, GPUs, hours and dollars of fine-tuning MODEL, per method.
@@ -292,6 +295,7 @@ def plan_command(
     arch = resolve_model(model)
     specs = [c.method for c in chosen]
     result = plan(arch, workload, specs, gpu=gpu, provider=provider, max_fit=max_fit)
+    result, calibrated = calibrate_plan(result, calibration)
     simulated = _simulate(result, recipe) if simulate else None
     # The whole project (evals, sweep trials, start-up, storage), spot, API jobs, price age.
     project = project_report(result, project_settings, specs=specs, gpu=gpu, provider=provider)
@@ -300,6 +304,7 @@ def plan_command(
         if run is not None:
             out["config"] = _config_json(run)
         out["project"] = project_json(project)
+        out["calibration"] = calibrated
         click.echo(json.dumps(out, indent=2))
         if project.price_notice:
             click.echo(f"Note: {project.price_notice}", err=True)
@@ -307,6 +312,7 @@ def plan_command(
         if run is not None:
             _echo_config(run)
         _print_table(result, simulated, recipe, gpu_given=gpu is not None, chosen=chosen)
+        print_calibration(calibrated)
         print_project(project, _echo_grid)
 
 
