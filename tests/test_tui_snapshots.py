@@ -94,3 +94,20 @@ def test_plan_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
 def test_sweeps_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
     write_study(in_tmp / "results.duckdb")
     assert snap_compare(_app("sweeps"), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_frontier_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
+    write_study(in_tmp / "results.duckdb")
+    assert snap_compare(_app("frontier"), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_trial_detail_at_80x24(snap_compare, in_tmp: Path) -> None:
+    write_study(in_tmp / "results.duckdb")
+
+    async def open_trial(pilot) -> None:
+        await _settle(pilot)
+        pilot.app.screen.query_one("#trials").focus()
+        await pilot.press("down", "enter")  # Enter on a trial opens the Trial tab
+        await _settle(pilot)
+
+    assert snap_compare(_app("sweeps"), terminal_size=(80, 24), run_before=open_trial)

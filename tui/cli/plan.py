@@ -317,7 +317,7 @@ def _print_table(
     )
     click.echo(
         f"workload: seq {w.seq_len}, micro-batch {w.batch}, grad-accum {w.grad_accum}, "
-        f"{w.tokens:,} tokens ({w.epochs:g} epochs)"
+        f"{w.tokens:,} tokens ({w.epochs:g} epoch{'' if w.epochs == 1 else 's'})"
     )
     chosen = "" if gpu_given else "  (no --gpu: cheapest GPU x provider x count that fits)"
     click.echo(f"memory in GB = 10^9 bytes per GPU{chosen}\n")
