@@ -158,3 +158,51 @@ def test_arrow_results_raise_no_duckdb_warning(results_db: Path, tmp_path: Path)
     out = tmp_path / "rows.parquet"
     done = paretune("sql", "SELECT * FROM trials", "--db", str(results_db), "--out", str(out))
     assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+
+
+def test_trial_errors_name_the_flag_and_the_missing_folder(tmp_path: Path) -> None:
+    zero = paretune("trial", "--demo", "--max-steps", "0")
+    assert zero.returncode == 2 and "--max-steps: Input should be greater than 0" in zero.stderr
+    train = tmp_path / "t.jsonl"
+    train.write_text('{"prompt": "a", "completion": "b"}\n')
+    missing = paretune("trial", "--model", "./nothere", "--train", str(train))
+    assert missing.returncode == 2, missing.stderr
+    assert "--model ./nothere: no such folder or file" in missing.stderr
+    assert "Repo id" not in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_planner_says_a_missing_model_folder_is_missing() -> None:
+    from planner import resolve_model
+    from pricing.errors import UserError
+
+    with pytest.raises(UserError, match="no such folder or file: './nothere'"):
+        resolve_model("./nothere")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('name = "a"\n[budgt]\ndollars = 1', "budgt is not a known key (did you mean 'budget'?)"),
+        ('name = "a"\n[budget]\ndolars = 1', "budget.dolars is not a known key (did you mean"),
+        ('name = "a"\n[trial]\ntrain = "x.jsonl"', "trial.train is set by [data] train"),
+    ],
+)
+def test_spec_key_errors_say_where_and_suggest(text: str, expected: str) -> None:
+    from pricing.errors import UserError
+    from sweeps.spec import spec_from_text
+
+    with pytest.raises(UserError) as raised:
+        spec_from_text(text)
+    assert expected in raised.value.message
+
+
+def test_bad_row_hint_names_options_that_exist(tmp_path: Path) -> None:
+    from sweeps.trial.data import DataError, load_texts
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine"}\n[1, 2]\n')
+    with pytest.raises(DataError) as raised:
+        load_texts(str(data))
+    assert "--bad-rows skip" in raised.value.hint and "[trial]" in raised.value.hint
+    assert "--bad-rows [fail|skip]" in paretune("trial", "--help").stdout
+    assert load_texts(str(data), bad_rows="skip")[0] == ["fine"]
