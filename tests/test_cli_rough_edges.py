@@ -206,3 +206,12 @@ def test_bad_row_hint_names_options_that_exist(tmp_path: Path) -> None:
     assert "--bad-rows skip" in raised.value.hint and "[trial]" in raised.value.hint
     assert "--bad-rows [fail|skip]" in paretune("trial", "--help").stdout
     assert load_texts(str(data), bad_rows="skip")[0] == ["fine"]
+
+
+def test_trial_says_at_once_that_a_data_file_is_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n")
+    done = paretune("trial", "--demo", "--train", str(empty), "--max-steps", "1")
+    assert done.returncode == 2
+    assert f"--train {empty}: the file is empty" in done.stderr
+    assert "Traceback" not in done.stderr

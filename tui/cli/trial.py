@@ -240,6 +240,33 @@ def _check_model_path(model: str) -> None:
         )
 
 
+def _check_data_not_empty(config) -> None:
+    """A local data file with no rows at all is said at once, not after the model loads."""
+    for flag, path in (
+        ("--train", config.train),
+        ("--eval", config.eval),
+        ("--retain", config.retain),
+    ):
+        if not isinstance(path, str) or ":" in path.split("/")[0]:
+            continue  # not given, or hf:NAME / lm-eval:TASK
+        file = Path(path).expanduser()
+        if file.is_file() and not _holds_text(file):
+            raise TrialSpecError(
+                f"{flag} {path}: the file is empty",
+                "Give one JSON object per line: prompt/completion or messages for a task, "
+                "text for retain data.",
+            )
+
+
+def _holds_text(file: Path) -> bool:
+    """Whether ``file`` holds anything but whitespace (read until the first such byte)."""
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 16), b""):
+            if chunk.strip():
+                return True
+    return False
+
+
 def _check_prices(config) -> None:
     """Unknown catalogue ids fail here, before a child process starts (exit code 2)."""
     from pricing import load_catalog
@@ -362,6 +389,7 @@ def trial_command(
                 f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}"
             ) from None
     _check_model_path(config.model)
+    _check_data_not_empty(config)
     _check_prices(config)
     # The demo's model is tiny: one thread trains it as fast as two, and on a busy machine a
     # second OpenMP thread spins against the other processes (measured on 2 shared cores at
