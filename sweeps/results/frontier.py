@@ -25,6 +25,7 @@ __all__ = [
     "axis_labels",
     "frontier_figure",
     "frontier_hypervolume",
+    "save_figure",
     "hypervolume",
     "indistinguishable_pairs",
     "pareto_mask",
@@ -234,16 +235,28 @@ def plot_frontier(
         import io
 
         buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", bbox_inches="tight")
+        save_figure(figure, buffer, format="svg")
         out.write_text(
             "<!doctype html><html><head><meta charset='utf-8'><title>"
             f"{title or 'paretune frontier'}</title></head><body>\n{buffer.getvalue()}\n</body></html>\n",
             encoding="utf-8",
         )
     else:
-        figure.savefig(out, bbox_inches="tight")
+        save_figure(figure, out)
     plt.close(figure)
     return out
+
+
+def save_figure(figure: Any, target: Any, **savefig: Any) -> None:
+    """``figure.savefig`` cropped to what is drawn, the legends right of the plot included
+    (a tight crop leaves out a legend added with ``add_artist`` unless it is named)."""
+    legends = [
+        artist
+        for axes in figure.axes
+        for artist in (*axes.artists, axes.get_legend())
+        if artist is not None
+    ]
+    figure.savefig(target, bbox_inches="tight", bbox_extra_artists=legends, **savefig)
 
 
 def frontier_figure(
@@ -338,7 +351,14 @@ def _legends(
         method_handles.append(
             Line2D([], [], color="black", lw=1, alpha=0.6, label=f"Pareto front ({x} vs {y})")
         )
-    first = axes.legend(handles=method_handles, fontsize=8, loc="upper right", title="method")
+    # Outside the plot, right of it: a legend inside would hide points.
+    first = axes.legend(
+        handles=method_handles,
+        fontsize=8,
+        title="method",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
     axes.add_artist(first)
     shown_costs = sorted({float(costs.min()), float(np.median(costs)), float(costs.max())})
     size_handles = [
@@ -354,7 +374,14 @@ def _legends(
         )
         for cost, size in zip(shown_costs, _marker_sizes_for(shown_costs, costs), strict=True)
     ]
-    axes.legend(handles=size_handles, fontsize=8, loc="lower right", title="cost", labelspacing=1.2)
+    axes.legend(
+        handles=size_handles,
+        fontsize=8,
+        title="cost",
+        labelspacing=1.2,
+        loc="lower left",
+        bbox_to_anchor=(1.02, 0.0),
+    )
 
 
 def _marker_sizes_for(values: list[float], costs: np.ndarray) -> list[float]:

@@ -19,7 +19,13 @@ import click
 
 from pricing.errors import UserError
 
-_COMMAND_MODULES = ("tui.cli.prices", "tui.cli.plan", "tui.cli.trial", "tui.cli.sweep")
+_COMMAND_MODULES = (
+    "tui.cli.prices",
+    "tui.cli.plan",
+    "tui.cli.trial",
+    "tui.cli.sweep",
+    "tui.cli.report",
+)
 
 
 def _version() -> str:
@@ -68,9 +74,9 @@ def tui_command(db: Path | None) -> None:
 
 # The command modules import only click at module level: the libraries behind a command are
 # imported when it runs.
-from tui.cli import plan, prices, sweep, trial  # noqa: E402 - after ``main`` exists
+from tui.cli import plan, prices, report, sweep, trial  # noqa: E402 - after ``main`` exists
 
-for _module in (prices, plan, trial, sweep):
+for _module in (prices, plan, trial, sweep, report):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -10,6 +10,7 @@ moving through it marks the point on the chart, Enter opens the trial.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -44,10 +45,17 @@ class LoadFailed(Message):
     error: BaseException
 
 
+@dataclass
+class ReportWritten(Message):
+    path: Path | None
+    error: BaseException | None = None
+
+
 class FrontierScreen(AppScreen):
     BINDINGS = [
         Binding("m", "next_view", "Next view"),
         Binding("ctrl+r", "reload", "Reload"),
+        Binding("h", "report", "HTML report"),
     ]
     DEFAULT_CSS = """
     FrontierScreen #frontier-bar { height: 3; }
@@ -209,6 +217,34 @@ class FrontierScreen(AppScreen):
         if not self.points or table.cursor_row is None or table.row_count == 0:
             return None
         return self.points[min(table.cursor_row, len(self.points) - 1)]
+
+    # -- the HTML report -----------------------------------------------------------------
+
+    def action_report(self) -> None:
+        """Write the study's HTML report (``paretune report``) next to the app's runs."""
+        if self.study is None:
+            self.notify("No study to report on yet.", severity="warning")
+            return
+        out = Path(self.app.run_dir) / "reports" / f"{self.study}.html"
+        self.notify(f"Writing the report of {self.study} ...")
+        self._write_report(self.study, out)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="frontier-report")
+    def _write_report(self, study: str, out: Path) -> None:
+        from sweeps.results.report import write_report
+
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.post_message(ReportWritten(write_report(self.app.db_path, study, out)))
+        except Exception as error:  # shown inline
+            self.post_message(ReportWritten(None, error))
+
+    @on(ReportWritten)
+    def _report_written(self, message: ReportWritten) -> None:
+        if message.error is not None:
+            self.query_one("#frontier-error", ErrorLine).show_error(message.error)
+        else:
+            self.notify(f"Wrote {message.path}: open it in a browser.")
 
     @on(DataTable.RowHighlighted, "#points")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
