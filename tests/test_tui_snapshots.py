@@ -31,6 +31,9 @@ def _app(start: str) -> ParetuneApp:
 
 
 async def _settle(pilot) -> None:
+    # A focused field's cursor blinks: held steady, or the capture depends on the moment.
+    for field in pilot.app.screen.query("Input, TextArea"):
+        field.cursor_blink = False
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
 
