@@ -215,3 +215,23 @@ def test_trial_says_at_once_that_a_data_file_is_empty(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"--train {empty}: the file is empty" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sweep_summary_line_reads_plainly() -> None:
+    import io
+
+    from rich.console import Console
+
+    from sweeps.spec import SweepSpec
+    from sweeps.worker import SweepState
+    from tui.cli.sweep import _summary
+
+    state = SweepState("demo", budget_trials=4, budget_dollars=0.5, budget_hours=None)
+    state.failed, state.done, state.dollars = {"failed": 3}, 2, 8.928e-05
+    state.stop_reason = "interrupted"
+    console = Console(record=True, width=300, file=io.StringIO())
+    _summary(console, state, SweepSpec(name="demo", budget={"dollars": 0.5}), stop_line=False)
+    text = console.export_text()
+    assert "2 complete, 3 not completed (failed 3)" in text and "failed: failed" not in text
+    assert "spent $0.0000893 of $0.500" in text and "e-05" not in text
+    assert "stopped:" not in text  # after Ctrl-C the next line says why, once
