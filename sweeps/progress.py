@@ -23,7 +23,9 @@ def steps_of(step: int, max_steps: int | None) -> str:
 
 def _budget(value: float, limit: float | None, unit: str = "") -> str:
     if unit == "$":
-        return f"${value:.4f}" + (f" / ${limit:.2f}" if limit is not None else "")
+        from pricing.display import format_dollars
+
+        return format_dollars(value) + (f" / {format_dollars(limit)}" if limit is not None else "")
     return f"{value:g}{unit}" + (f" / {limit:g}{unit}" if limit is not None else "")
 
 
@@ -46,8 +48,10 @@ def render_state(state: SweepState) -> RenderableType:
             f"{state.hours:.3f}" + (f" / {state.budget_hours:g}" if state.budget_hours else ""),
             ("   frontier ", "dim"),
             str(state.frontier_size),
-            ("   failed ", "dim"),
-            ", ".join(f"{k} {v}" for k, v in state.failed.items()) or "0",
+            ("   not completed ", "dim"),
+            f"{failed} ({', '.join(f'{k} {v}' for k, v in state.failed.items())})"
+            if failed
+            else "0",
             ("   infeasible ", "dim"),
             str(state.infeasible),
         )

@@ -181,6 +181,24 @@ _SET_ELSEWHERE = {
 }
 
 
+def _set_where(key: str) -> str:
+    """Where a spec sets a trial setting [trial] may not: ``[data] train``, ..."""
+    sections = {
+        "model": "the top-level model key",
+        "train": "[data] train",
+        "eval": "[data] eval",
+        "retain": "[data] retain",
+        "method": "[search] methods",
+        "alpha": "[search] alpha_ratio (alpha = alpha_ratio x rank)",
+        "device": "[hardware] device",
+        "gpu": "[hardware] gpu",
+        "provider": "[hardware] provider",
+        "usd_per_hour": "[hardware] usd_per_hour",
+        "cpu_instance": "[hardware] cpu_instance",
+    }
+    return sections.get(key, "the sweep itself")
+
+
 def _fmt(value: Any) -> str:
     return (
         repr(value)
@@ -426,7 +444,7 @@ class TrialSection(_Section):
         settings = {key: value for key, value in raw.items() if key not in cls.model_fields}
         for key in settings:
             if key in _SET_ELSEWHERE:
-                raise ValueError(f"{key} is set by the spec itself, not in [trial]")
+                raise ValueError(f"{key} is set by {_set_where(key)}, not in [trial]")
             if key not in TrialConfig.model_fields:
                 raise ValueError(
                     f"{key} is not a trial setting (see `paretune trial --help` for the list)"
@@ -694,12 +712,25 @@ def _error_text(error: ValidationError) -> str:
                 else msg.removeprefix("Value error, ")
             )
         elif item["type"] == "extra_forbidden":
-            lines.append(f"{loc} is not a known key")
+            lines.append(f"{loc} is not a known key" + _did_you_mean_key(item["loc"]))
         elif item["type"] == "missing":
             lines.append(f"{loc} is missing")
         else:
             lines.append(f"{loc}: {msg} (got {item.get('input')!r})")
     return "; ".join(lines)
+
+
+def _did_you_mean_key(loc: tuple) -> str:
+    """`` (did you mean 'budget'?)`` for an unknown key near a known one at that place."""
+    from difflib import get_close_matches
+
+    model: Any = SweepSpec
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        model = field.annotation if field is not None else None
+    known = list(getattr(model, "model_fields", {}))
+    close = get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def spec_from_text(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> SweepSpec:

@@ -90,7 +90,7 @@ def test_parameter_forms() -> None:
         ('name = "s"\n[budget]\ndollars = -1', "budget.dollars"),
         ('name = "s"\n[budget]\n', "budget: set at least one of dollars, hours or trials"),
         ('name = "s"\n[trial]\neval_every = 0', "trial.eval_every"),
-        ('name = "s"\n[trial]\nmethod = "full"', "trial.method is set by the spec itself"),
+        ('name = "s"\n[trial]\nmethod = "full"', "trial.method is set by [search] methods"),
         ('name = "s"\n[trial]\nbogus = 1', "trial.bogus is not a trial setting"),
         ('name = "s"\n[hardware]\ngpus = [0, 0]', "hardware.gpus"),
         ('name = "s"\n[run]\nsave = "some"', "run.save"),

@@ -31,6 +31,9 @@ def _app(start: str) -> ParetuneApp:
 
 
 async def _settle(pilot) -> None:
+    # A focused field's cursor blinks: held steady, or the capture depends on the moment.
+    for field in pilot.app.screen.query("Input, TextArea"):
+        field.cursor_blink = False
     # Twice: a worker's result may start another (a query, then its row count), and on a
     # loaded machine the second can begin after the first wait returned.
     for _ in range(2):
@@ -97,3 +100,20 @@ def test_plan_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
 def test_sweeps_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
     write_study(in_tmp / "results.duckdb")
     assert snap_compare(_app("sweeps"), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_frontier_screen_at_80x24(snap_compare, in_tmp: Path) -> None:
+    write_study(in_tmp / "results.duckdb")
+    assert snap_compare(_app("frontier"), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_trial_detail_at_80x24(snap_compare, in_tmp: Path) -> None:
+    write_study(in_tmp / "results.duckdb")
+
+    async def open_trial(pilot) -> None:
+        await _settle(pilot)
+        pilot.app.screen.query_one("#trials").focus()
+        await pilot.press("down", "enter")  # Enter on a trial opens the Trial tab
+        await _settle(pilot)
+
+    assert snap_compare(_app("sweeps"), terminal_size=(80, 24), run_before=open_trial)

@@ -14,7 +14,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from sweeps.results.store import DEFAULT_RESULTS
-from tui.messages import OpenTrial, SweepThisPlan
+from tui.messages import OpenTrial, SpecEdited, SweepThisPlan
 
 __all__ = ["DEFAULT_DB", "ParetuneApp", "run_app"]
 
@@ -52,7 +52,7 @@ class ParetuneApp(App):
         Binding("f3", "switch_mode('sweeps')", "Sweeps"),
         Binding("f4", "switch_mode('sql')", "SQL"),
         Binding("f5", "switch_mode('frontier')", "Frontier"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+q", "ask_quit", "Quit", priority=True),
     ]
 
     def __init__(
@@ -71,12 +71,36 @@ class ParetuneApp(App):
         self.run_dir = Path(run_dir) if run_dir is not None else self.db_path.parent
         # Price ages are counted to this date (None: today); snapshot tests fix it.
         self.today = today
+        # The sweep spec with edits not saved yet, if any: Ctrl+Q asks before losing them.
+        self.unsaved_spec: Path | None = None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The key of the screen already shown is left out of the footer (room at 80 columns).
+        shown = action == "switch_mode" and parameters and parameters[0] == self.current_mode
+        return not shown
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_ask_quit(self) -> None:
+        from tui.screens.quit import ConfirmQuitScreen
+
+        if self.unsaved_spec is None:
+            self.exit()
+        elif not isinstance(self.screen, ConfirmQuitScreen):
+
+            def chosen(quit_anyway: bool | None) -> None:
+                if quit_anyway:
+                    self.exit()
+
+            self.push_screen(ConfirmQuitScreen(self.unsaved_spec), chosen)
+
+    @on(SpecEdited)
+    def _spec_edited(self, message: SpecEdited) -> None:
+        self.unsaved_spec = message.path if message.unsaved else None
 
     @on(SweepThisPlan)
     async def _sweep_this_plan(self, message: SweepThisPlan) -> None:

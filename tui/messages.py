@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from textual.message import Message
 
-__all__ = ["OpenTrial", "SweepThisPlan"]
+__all__ = ["OpenTrial", "SpecEdited", "SweepThisPlan"]
 
 
 @dataclass
@@ -23,3 +24,11 @@ class OpenTrial(Message):
 
     study: str
     trial_number: int
+
+
+@dataclass
+class SpecEdited(Message):
+    """The sweep spec open in the editor has unsaved edits (``unsaved``) or has none."""
+
+    path: Path
+    unsaved: bool

@@ -1,13 +1,38 @@
-"""Small widgets every screen uses: the inline error line and how an error is described."""
+"""What every screen uses: its base class and footer, the inline error line, how an error is
+described."""
 
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.binding import ActiveBinding
+from textual.screen import Screen
+from textual.widgets import Footer, Static
 
 from pricing.errors import UserError
 
-__all__ = ["ErrorLine", "describe_error"]
+__all__ = ["AppFooter", "AppScreen", "ErrorLine", "describe_error"]
+
+
+class AppScreen(Screen):
+    """A main screen of the app: its footer lists the app's keys (F1-F5, Ctrl+Q) first.
+
+    Textual lists the focused widget's keys first and the app's last, so on an 80-column
+    terminal the keys that switch screens were the ones cut off.
+    """
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        bindings = super().active_bindings
+        app_keys = {k: b for k, b in bindings.items() if b.node is self.app}
+        return app_keys | {k: b for k, b in bindings.items() if b.node is not self.app}
+
+
+class AppFooter(Footer):
+    """The footer of a main screen: compact, without the command palette's key, so the app's
+    keys and the screen's main keys fit in 80 columns."""
+
+    def __init__(self) -> None:
+        super().__init__(compact=True, show_command_palette=False)
 
 
 def describe_error(error: BaseException) -> Text:

@@ -154,6 +154,12 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelArch:
     path = Path(os.path.expanduser(key))
     if path.exists():
         return _from_local(path)
+    if key.startswith((".", "/", "~")):  # a path, not a Hub id or a catalogue name
+        raise UnknownModelError(
+            f"no such folder or file: {key!r}",
+            "Check the path (a folder saved with save_pretrained, or its config.json), "
+            "or name a catalogue model or a Hub id.",
+        )
     if key.count("/") == 1 and not key.startswith((".", "/")) and not key.endswith(".json"):
         arch = _hub_cached(key, revision)
         if arch is not None:

@@ -36,7 +36,11 @@ from planner.methods._apply import (
     quantize_to_nf4,
 )
 from planner.methods._loss import LOSS_CHUNK_TOKENS, LOSS_CHUNKS, token_loss_sum
+from planner.methods._noise import quiet_bitsandbytes
 from planner.methods._optimizers import build_optimizer, master_weight_adamw
+
+# Before any function here imports peft or bitsandbytes (see _noise).
+quiet_bitsandbytes()
 
 __all__ = [
     "ATTENTION_MODULES",
@@ -54,6 +58,7 @@ __all__ = [
     "nf4_quantization_config",
     "prepare_for_kbit_training",
     "quantize_to_nf4",
+    "quiet_bitsandbytes",
     "quantized_weights",
     "resolve_targets",
     "token_loss_sum",

@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from pricing.display import format_dollars
 from sweeps.outcome import Outcome
+from sweeps.results.colours import method_colour, method_rgb
 
 __all__ = [
     "AXES",
-    "METHOD_COLOURS",
     "axis_labels",
+    "frontier_figure",
     "frontier_hypervolume",
+    "save_figure",
     "hypervolume",
     "indistinguishable_pairs",
     "mixed_data_warning",
@@ -39,13 +42,8 @@ AXES = {
 }
 """Axis name -> (store column, label) for the charts."""
 
-METHOD_COLOURS = {
-    "full": "#d62728",
-    "lora": "#1f77b4",
-    "qlora": "#17becf",
-    "dora": "#2ca02c",
-    "freeze": "#9467bd",
-}
+_MIN_MARKER, _MAX_MARKER = 30.0, 300.0
+"""Marker areas (points^2) of the cheapest and the dearest trial in the PNG chart."""
 
 
 def pareto_mask(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -286,20 +284,61 @@ def plot_frontier(
     labels: dict[str, str] | None = None,
 ) -> Path:
     """Draw completed trials to ``out`` (.png, .svg or .html): colour = method, size = cost."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    figure = frontier_figure(rows, x=x, y=y, title=title, labels=labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".html":
+        import io
+
+        buffer = io.StringIO()
+        save_figure(figure, buffer, format="svg")
+        out.write_text(
+            "<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{title or 'paretune frontier'}</title></head><body>\n{buffer.getvalue()}\n"
+            f"{_data_section_html(rows)}</body></html>\n",
+            encoding="utf-8",
+        )
+    else:
+        save_figure(figure, out)
+    plt.close(figure)
+    return out
+
+
+def save_figure(figure: Any, target: Any, **savefig: Any) -> None:
+    """``figure.savefig`` cropped to what is drawn, the legends right of the plot included
+    (a tight crop leaves out a legend added with ``add_artist`` unless it is named)."""
+    legends = [
+        artist
+        for axes in figure.axes
+        for artist in (*axes.artists, axes.get_legend())
+        if artist is not None
+    ]
+    figure.savefig(target, bbox_inches="tight", bbox_extra_artists=legends, **savefig)
+
+
+def frontier_figure(
+    rows: list[dict[str, Any]],
+    *,
+    x: str = "forgetting",
+    y: str = "quality",
+    title: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> Any:
+    """The matplotlib figure :func:`plot_frontier` saves (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
     data = _chart_data(rows, x, y)
     figure, axes = plt.subplots(figsize=(8, 5.5), dpi=120)
     costs = np.array([r.get("objective_cost") or 0.0 for r in data["rows"]], dtype=float)
-    sizes = 30 + 270 * (costs - costs.min()) / (np.ptp(costs) or 1.0) if len(costs) else costs
+    sizes = _marker_sizes(costs)
     methods = [r.get("method") or "?" for r in data["rows"]]
     for method in sorted(set(methods)):
         chosen = np.array([m == method for m in methods])
-        colour = METHOD_COLOURS.get(method, "#7f7f7f")
         for front in (False, True):  # outlined: Pareto-optimal on all three objectives
             picked = chosen & (data["on_front"] == front)
             if picked.any():
@@ -307,9 +346,8 @@ def plot_frontier(
                     data["xs"][picked],
                     data["ys"][picked],
                     s=sizes[picked],
-                    c=colour,
+                    c=method_colour(method),
                     alpha=0.75,
-                    label=method if front or not (chosen & data["on_front"]).any() else None,
                     edgecolors="black" if front else "none",
                     linewidths=1.2,
                 )
@@ -321,39 +359,94 @@ def plot_frontier(
             color="black",
             lw=1,
             alpha=0.6,
-            label=f"Pareto front ({x} vs {y})",
             drawstyle="steps-post",
         )
-    for row, xv, yv, front in zip(
-        data["rows"], data["xs"], data["ys"], data["on_front"], strict=False
-    ):
-        if front:
-            axes.annotate(
-                f"#{row['number']}", (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points"
-            )
+    _label_frontier_points(axes, data, sizes)
     labels = labels or {name: label for name, (_, label) in AXES.items()}
     axes.set_xlabel(labels[x])
     axes.set_ylabel(labels[y])
     axes.set_title(title or "trials (size: cost; outlined: Pareto-optimal on all three)")
     axes.grid(alpha=0.3)
     if data["rows"]:
-        axes.legend(fontsize=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".html":
-        import io
+        _legends(axes, sorted(set(methods)), costs, x=x, y=y, front=len(data["front_x"]) > 0)
+    return figure
 
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", bbox_inches="tight")
-        out.write_text(
-            "<!doctype html><html><head><meta charset='utf-8'><title>"
-            f"{title or 'paretune frontier'}</title></head><body>\n{buffer.getvalue()}\n"
-            f"{_data_section_html(rows)}</body></html>\n",
-            encoding="utf-8",
+
+def _marker_sizes(costs: np.ndarray) -> np.ndarray:
+    """Marker areas growing with cost, from the cheapest trial's to the dearest's."""
+    if not len(costs):
+        return costs
+    return _MIN_MARKER + (_MAX_MARKER - _MIN_MARKER) * (costs - costs.min()) / (
+        np.ptp(costs) or 1.0
+    )
+
+
+def _label_frontier_points(axes: Any, data: dict[str, Any], sizes: np.ndarray) -> None:
+    """ "#n" beside each Pareto point, offset past its marker's edge so it hides no point."""
+    for row, xv, yv, front, size in zip(
+        data["rows"], data["xs"], data["ys"], data["on_front"], sizes, strict=False
+    ):
+        if front:
+            offset = np.sqrt(size) / 2 + 2  # the marker's radius in points, plus a gap
+            axes.annotate(
+                f"#{row['number']}",
+                (xv, yv),
+                fontsize=7,
+                xytext=(offset, offset),
+                textcoords="offset points",
+            )
+
+
+def _legends(
+    axes: Any, methods: list[str], costs: np.ndarray, *, x: str, y: str, front: bool
+) -> None:
+    """Two legends of normal-sized markers: colour = method, and what a marker's size costs."""
+    from matplotlib.lines import Line2D
+
+    method_handles = [
+        Line2D([], [], ls="", marker="o", ms=7, color=method_colour(m), label=m) for m in methods
+    ]
+    if front:
+        method_handles.append(
+            Line2D([], [], color="black", lw=1, alpha=0.6, label=f"Pareto front ({x} vs {y})")
         )
-    else:
-        figure.savefig(out, bbox_inches="tight")
-    plt.close(figure)
-    return out
+    # Outside the plot, right of it: a legend inside would hide points.
+    first = axes.legend(
+        handles=method_handles,
+        fontsize=8,
+        title="method",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
+    axes.add_artist(first)
+    shown_costs = sorted({float(costs.min()), float(np.median(costs)), float(costs.max())})
+    size_handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="o",
+            ms=float(np.sqrt(size)),
+            color="#bbbbbb",
+            markeredgecolor="#555555",
+            label=format_dollars(cost),
+        )
+        for cost, size in zip(shown_costs, _marker_sizes_for(shown_costs, costs), strict=True)
+    ]
+    axes.legend(
+        handles=size_handles,
+        fontsize=8,
+        title="cost",
+        labelspacing=1.2,
+        loc="lower left",
+        bbox_to_anchor=(1.02, 0.0),
+    )
+
+
+def _marker_sizes_for(values: list[float], costs: np.ndarray) -> list[float]:
+    """The marker areas of ``values`` on the scale set by ``costs``."""
+    span = np.ptp(costs) or 1.0
+    return [_MIN_MARKER + (_MAX_MARKER - _MIN_MARKER) * (v - costs.min()) / span for v in values]
 
 
 def terminal_frontier(
@@ -382,6 +475,7 @@ def terminal_frontier(
             data["ys"][chosen].tolist(),
             label=method,
             marker=markers.get(method, "dot"),
+            color=method_rgb(method),
         )
     if len(data["front_x"]) > 1:
         plt.plot(data["front_x"].tolist(), data["front_y"].tolist(), label="Pareto front")

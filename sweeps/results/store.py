@@ -281,11 +281,13 @@ class ResultsStore:
 
         with self.connect() as connection:
             try:
-                relation = (
-                    connection.execute(sql, params)
-                    if params is not None
-                    else connection.execute(sql)
-                )
+                # A relation, not a DB-API cursor: Arrow straight from the result, no extra copy
+                # (and none of DuckDB's warning about one).
+                relation = connection.sql(sql, params=params)
+                if relation is None:  # a statement without a result set
+                    import pyarrow as pa
+
+                    return pa.table({})
                 return relation.to_arrow_table()
             except duckdb.Error as error:
                 raise SqlError(str(error), _sql_hint(str(error), False)) from None

@@ -119,7 +119,8 @@ def _read_rows(path: str, *, bad_rows: str) -> tuple[list[tuple[str, dict]], lis
 def _fail(bad: list[str]) -> None:
     raise DataError(
         f"bad row: {bad[-1]}",
-        'Fix the row, or pass bad_rows = "skip" to skip bad rows (they are counted).',
+        "Fix the row, or skip bad rows (they are counted): `paretune trial --bad-rows skip`, "
+        'or bad_rows = "skip" in a sweep spec\'s [trial].',
     )
 
 

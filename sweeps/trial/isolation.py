@@ -438,6 +438,9 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
     config = TrialConfig.model_validate_json(
         config_json if config_json is not None else sys.stdin.read()
     )
+    from planner.methods import quiet_bitsandbytes
+
+    quiet_bitsandbytes()  # before peft or bitsandbytes load
     try:
         import torch  # noqa: F401 - loaded before the memory cap, see _limit_memory
         import transformers  # noqa: F401

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "tui.cli.sweep",
     "tui.cli.data",
     "tui.cli.calibrate",
+    "tui.cli.report",
 )
 
 
@@ -76,9 +77,9 @@ def tui_command(db: Path | None) -> None:
 
 # The command modules import only click at module level: the libraries behind a command are
 # imported when it runs.
-from tui.cli import calibrate, data, plan, prices, sweep, trial  # noqa: E402 - after ``main`` exists
+from tui.cli import calibrate, data, plan, prices, report, sweep, trial  # noqa: E402 - after ``main`` exists
 
-for _module in (prices, plan, trial, sweep, data, calibrate):
+for _module in (prices, plan, trial, sweep, data, calibrate, report):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -498,7 +498,7 @@ def _print_table(
     )
     click.echo(
         f"workload: seq {w.seq_len}, micro-batch {w.batch}, grad-accum {w.grad_accum}, "
-        f"{w.tokens:,} tokens ({w.epochs:g} epochs)"
+        f"{w.tokens:,} tokens ({w.epochs:g} epoch{'' if w.epochs == 1 else 's'})"
     )
     _echo_framework(chosen)
     cheapest = "" if gpu_given else "  (no --gpu: cheapest GPU x provider x count that fits)"

@@ -57,12 +57,14 @@ def _slots(spec: Any, gpus: list[str] | None, workers: int | None) -> list[str |
 
 
 def _summary(console: Any, state: Any, spec: Any, *, stop_line: bool = True) -> None:
-    failed = ", ".join(f"{k} {v}" for k, v in sorted(state.failed.items())) or "none"
+    from pricing.display import format_dollars
+
     console.print(
-        f"study {spec.name}: {state.done} complete, failed: {failed}, infeasible {state.infeasible}; "
-        f"spent ${state.dollars:.4f}"
+        f"study {spec.name}: {state.done} complete, {_not_completed(state.failed)}, "
+        f"infeasible {state.infeasible}; spent {format_dollars(state.dollars)}"
         + (
-            f" of ${spec.budget.dollars:.2f} (${spec.budget.dollars - state.dollars:.4f} left)"
+            f" of {format_dollars(spec.budget.dollars)}"
+            f" ({format_dollars(spec.budget.dollars - state.dollars)} left)"
             if spec.budget.dollars is not None
             else ""
         )
@@ -72,6 +74,14 @@ def _summary(console: Any, state: Any, spec: Any, *, stop_line: bool = True) -> 
     )
     if state.stop_reason and stop_line:
         console.print(f"stopped: {state.stop_reason}", markup=False, highlight=False)
+
+
+def _not_completed(failures: dict[str, int]) -> str:
+    """``2 not completed (failed 1, oom 1)``, or ``none failed``."""
+    if not sum(failures.values()):
+        return "none failed"
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(failures.items()))
+    return f"{sum(failures.values())} not completed ({reasons})"
 
 
 def _run(
@@ -118,7 +128,7 @@ def _run(
     try:
         state = watch(sweep, console)
     except KeyboardInterrupt:
-        _summary(console, sweep.state, spec)
+        _summary(console, sweep.state, spec, stop_line=False)  # the next line says why
         console.print(
             "Interrupted: no trial left running; rerun the same command to resume.",
             markup=False,
@@ -356,17 +366,21 @@ def sweep_status(study: str | None, db: Path, fmt: str, storage: str | None) -> 
     if fmt == "json":
         click.echo(json.dumps(report, indent=2, default=str))
         return
+    from rich.console import Console
     from rich.table import Table
 
-    console = _console()
+    from pricing.display import format_dollars
+
+    # Piped (a file, grep): wide enough that no path is cut to "runs/de…".
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     if not report:
         console.print(f"no studies in {db}", markup=False)
     for item in report:
-        budget = f" of ${item['budget_dollars']:.2f}" if item["budget_dollars"] else ""
+        budget = f" of {format_dollars(item['budget_dollars'])}" if item["budget_dollars"] else ""
         trials_budget = f" of {item['budget_trials']}" if item["budget_trials"] else ""
         console.print(
             f"[bold]{item['study']}[/bold] ({item['model']}): {item['complete']} complete{trials_budget}, "
-            f"{item['running']} running, {item['trials']} recorded; spent ${item['dollars']:.4f}{budget}; "
+            f"{item['running']} running, {item['trials']} recorded; spent {format_dollars(item['dollars'])}{budget}; "
             f"hypervolume {item['hypervolume']:.4g}"
         )
         for t in item["running_trials"]:
@@ -392,8 +406,9 @@ def sweep_status(study: str | None, db: Path, fmt: str, storage: str | None) -> 
                 markup=False,
             )
         table = Table(title="Pareto-optimal trials", title_justify="left")
-        for column in ("#", "method", "rank", "lr", "eval NLL", "retain dNLL", "$", "artifact"):
+        for column in ("#", "method", "rank", "lr", "eval NLL", "retain dNLL", "$"):
             table.add_column(column)
+        table.add_column("artifact", overflow="fold")  # wrapped if need be, never cut
         for t in item["frontier"]:
             table.add_row(
                 str(t["number"]),
@@ -402,7 +417,7 @@ def sweep_status(study: str | None, db: Path, fmt: str, storage: str | None) -> 
                 _num(t["lr"]),
                 _num(t["eval_nll"]),
                 _num(t["retain_delta_nll"]),
-                _num(t["dollars"]),
+                format_dollars(t["dollars"], sign=False),
                 t["artifact"] or "",
             )
         console.print(table)
@@ -472,7 +487,7 @@ def _num(value: Any) -> str:
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Write the rows to FILE instead (.parquet, .csv or .json); paretune writes it.",
+    help="Write the rows to FILE instead (.parquet, .csv or .json; its folder must exist).",
 )
 @click.option(
     "--allow-files",
@@ -507,29 +522,22 @@ def sql_command(
             "--allow-files applies to read-only queries",
             "With --write the query may already read any file; drop --allow-files.",
         )
-    parquet = out is not None and out.suffix.lower() == ".parquet"
-    if not write:
-        columns, rows, table = _read_only(store, query, allow_files, arrow=parquet)
-    elif parquet:
-        table = store.arrow(query)
-    else:
-        columns, rows = store.query(query, write=write)
-    if parquet:
-        import pyarrow.parquet as pq
+    if out is not None:
+        from sweeps.results.export import check_export_path, write_table
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out)
+        check_export_path(out)  # before the query runs: a bad path costs nothing
+        table = (
+            store.arrow(query) if write else _read_only(store, query, allow_files, arrow=True)[2]
+        )
+        write_table(table, out)
         click.echo(f"wrote {table.num_rows} rows to {out}", err=True)
         return
-    if out is not None:
-        fmt = {".csv": "csv", ".json": "json"}.get(out.suffix.lower(), fmt)
-    text = _format_rows(columns, rows, fmt)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {len(rows)} rows to {out}", err=True)
+    if not write:
+        columns, rows, _ = _read_only(store, query, allow_files, arrow=False)
     else:
-        click.echo(text, nl=not text.endswith("\n"))
+        columns, rows = store.query(query, write=write)
+    text = _format_rows(columns, rows, fmt)
+    click.echo(text, nl=not text.endswith("\n"))
 
 
 def _read_only(
@@ -557,12 +565,14 @@ def _read_only(
 
 
 def _format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
+    from sweeps.results.export import json_default
+
     if fmt == "json":
         return (
             json.dumps(
                 [dict(zip(columns, row, strict=False)) for row in rows],
                 indent=2,
-                default=_json_default,
+                default=json_default,
             )
             + "\n"
         )
@@ -577,34 +587,58 @@ def _format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> s
         return buffer.getvalue()
     if not columns:
         return "OK\n"
+    width = os.get_terminal_size().columns if sys.stdout.isatty() else 200
+    count = f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n"
+    if len(columns) * _MIN_COLUMN_WIDTH > width:
+        return (
+            _vertical(columns, rows)
+            + count
+            + (
+                f"{len(columns)} columns do not fit in {width} characters: one block per row. "
+                "Name fewer columns, or use --format csv or json.\n"
+            )
+        )
     from rich.console import Console
     from rich.table import Table
 
     table = Table(show_lines=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", min_width=min(len(column), _MIN_COLUMN_WIDTH))
     for row in rows:
-        table.add_row(*[_num(v) if not isinstance(v, str) else v for v in row])
+        table.add_row(*[_sql_cell(c, v) for c, v in zip(columns, row, strict=True)])
     import io
 
-    console = Console(
-        width=max(100, os.get_terminal_size().columns if sys.stdout.isatty() else 200),
-        record=True,
-        file=io.StringIO(),
-    )
+    console = Console(width=max(100, width), record=True, file=io.StringIO())
     console.print(table)
-    return console.export_text() + f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n"
+    return console.export_text() + count
 
 
-def _json_default(value: Any) -> Any:
-    from datetime import date, datetime
-    from decimal import Decimal
+_MIN_COLUMN_WIDTH = 8
+"""A grid column narrower than this shows nothing readable: more columns switch to blocks."""
 
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return str(value)
+
+def _vertical(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    """Rows as blocks of ``column | value`` lines (psql's expanded display)."""
+    name_width = max(len(c) for c in columns)
+    lines = []
+    for number, row in enumerate(rows, 1):
+        lines.append(f"-[ row {number} ]" + "-" * max(0, name_width - 6))
+        for column, value in zip(columns, row, strict=True):
+            lines.append(f"{column:<{name_width}} | {_sql_cell(column, value)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _sql_cell(column: str, value: Any) -> str:
+    """One value as the SQL grid shows it: dollars with significant digits, true/false."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and "dollars" in column.lower():
+        from pricing.display import format_dollars
+
+        return format_dollars(value, sign=False)
+    return _num(value)
 
 
 @click.command("frontier")

@@ -119,6 +119,7 @@ _OVERRIDES = (
     "gpu",
     "provider",
     "cpu_instance",
+    "bad_rows",
 )
 
 
@@ -229,6 +230,43 @@ def _table(result) -> None:
         console.print(f"[red]{result.error}[/red]")
 
 
+def _check_model_path(model: str) -> None:
+    """A model given as a path (./x, /x, ~/x) must exist: said at once, before any loading,
+    and not as a Hub id's naming rules."""
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise TrialSpecError(
+            f"--model {model}: no such folder or file",
+            "Pass a folder saved with save_pretrained, a Hugging Face id (org/name) or 'demo'.",
+        )
+
+
+def _check_data_not_empty(config) -> None:
+    """A local data file with no rows at all is said at once, not after the model loads."""
+    for flag, path in (
+        ("--train", config.train),
+        ("--eval", config.eval),
+        ("--retain", config.retain),
+    ):
+        if not isinstance(path, str) or ":" in path.split("/")[0]:
+            continue  # not given, or hf:NAME / lm-eval:TASK
+        file = Path(path).expanduser()
+        if file.is_file() and not _holds_text(file):
+            raise TrialSpecError(
+                f"{flag} {path}: the file is empty",
+                "Give one JSON object per line: prompt/completion or messages for a task, "
+                "text for retain data.",
+            )
+
+
+def _holds_text(file: Path) -> bool:
+    """Whether ``file`` holds anything but whitespace (read until the first such byte)."""
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 16), b""):
+            if chunk.strip():
+                return True
+    return False
+
+
 def _check_prices(config) -> None:
     """Unknown catalogue ids fail here, before a child process starts (exit code 2)."""
     from pricing import load_catalog
@@ -274,6 +312,11 @@ def _check_prices(config) -> None:
 @click.option("--batch", type=int, help="Micro-batch size (default 8).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option(
+    "--bad-rows",
+    type=click.Choice(["fail", "skip"]),
+    help="A data row that is not a usable example: stop (fail, the default) or skip it.",
+)
 @click.option("--run-dir", help="Where artifacts go (default runs/).")
 @click.option("--memory-limit-gb", type=float, help="Cap the trial process's address space.")
 @click.option("--time-limit-s", type=float, help="Stop the trial after this many seconds.")
@@ -342,8 +385,11 @@ def trial_command(
         except ValidationError as error:
             first = error.errors()[0]
             raise TrialSpecError(
-                f"--{'-'.join(str(p) for p in first['loc'])}: {first['msg']}"
+                # The flag as typed (--max-steps), not the field (max_steps).
+                f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}"
             ) from None
+    _check_model_path(config.model)
+    _check_data_not_empty(config)
     _check_prices(config)
     # The demo's model is tiny: one thread trains it as fast as two, and on a busy machine a
     # second OpenMP thread spins against the other processes (measured on 2 shared cores at

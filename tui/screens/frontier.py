@@ -1,37 +1,32 @@
 """The frontier screen: quality vs forgetting (or either vs cost), Pareto points marked.
 
 Every axis is "lower is better": quality is the held-out task's mean NLL, forgetting the
-retain set's ΔNLL, cost the trial's measured dollars. Points are coloured by method; the
-Pareto-optimal ones are yellow stars. The table under the chart lists the same points;
+retain set's ΔNLL, cost the trial's measured dollars. Points are coloured by method (the
+colours of the PNG chart and the HTML report); the Pareto-optimal ones are yellow stars. The
+legend is a line under the chart, so it hides no point. The table under the chart lists the same points;
 moving through it marks the point on the chart, Enter opens the trial.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Select, Static
+from textual.widgets import DataTable, Header, Select, Static
 
+from pricing.display import format_dollars
+from sweeps.results.colours import PARETO_COLOUR, hex_rgb, method_colour, method_rgb
 from tui.messages import OpenTrial
 from tui.screens.frontier_data import AXES, VIEWS, FrontierPoint, load_points, load_study_names
-from tui.widgets import ErrorLine
+from tui.widgets import AppFooter, AppScreen, ErrorLine
 
 __all__ = ["FrontierScreen"]
-
-# Fixed per method, so a method keeps its colour across studies and views.
-METHOD_COLOURS = {
-    "full": "red",
-    "lora": "blue",
-    "qlora": "green",
-    "dora": "magenta",
-    "freeze": "orange",
-}
 
 
 @dataclass
@@ -50,16 +45,24 @@ class LoadFailed(Message):
     error: BaseException
 
 
-class FrontierScreen(Screen):
+@dataclass
+class ReportWritten(Message):
+    path: Path | None
+    error: BaseException | None = None
+
+
+class FrontierScreen(AppScreen):
     BINDINGS = [
         Binding("m", "next_view", "Next view"),
         Binding("ctrl+r", "reload", "Reload"),
+        Binding("h", "report", "HTML report"),
     ]
     DEFAULT_CSS = """
     FrontierScreen #frontier-bar { height: 3; }
     FrontierScreen #study { width: 30; }
     FrontierScreen #view { width: 1fr; padding: 1 1 0 1; }
-    FrontierScreen #chart { height: 2fr; min-height: 10; }
+    FrontierScreen #chart { height: 2fr; min-height: 8; }
+    FrontierScreen #legend { height: 1; padding: 0 1; }
     FrontierScreen #points { height: 1fr; min-height: 5; }
     """
 
@@ -78,8 +81,9 @@ class FrontierScreen(Screen):
             yield Static("", id="view")
         yield ErrorLine(id="frontier-error")
         yield PlotextPlot(id="chart")
+        yield Static("", id="legend")
         yield DataTable(id="points", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#points", DataTable)
@@ -163,7 +167,7 @@ class FrontierScreen(Screen):
                 "" if point.lr is None else f"{point.lr:.1e}",
                 _fmt(point.quality),
                 _fmt(point.forgetting),
-                "" if point.dollars is None else f"{point.dollars:.4f}",
+                format_dollars(point.dollars, sign=False),
                 key=str(point.number),
             )
 
@@ -181,9 +185,8 @@ class FrontierScreen(Screen):
             plt.scatter(
                 [x_axis.of(p) for p in ours],
                 [y_axis.of(p) for p in ours],
-                color=METHOD_COLOURS.get(method, "white"),
+                color=method_rgb(method),
                 marker="dot",
-                label=method,
             )
         # Pareto-optimal over all three objectives: a 2-D view shows them as stars, not a
         # line, since a point can be on the frontier only because of the third objective.
@@ -192,9 +195,8 @@ class FrontierScreen(Screen):
             plt.scatter(
                 [x_axis.of(p) for p in pareto],
                 [y_axis.of(p) for p in pareto],
-                color="yellow",
+                color=hex_rgb(PARETO_COLOUR),
                 marker="★",
-                label="Pareto-optimal",
             )
         selected = self._selected_point()
         if selected is not None and selected in plotted:
@@ -208,12 +210,41 @@ class FrontierScreen(Screen):
             + (f", {twins} pair(s) within noise (≈)" if twins else "")
         )
         chart.refresh()
+        self.query_one("#legend", Static).update(_legend(sorted({p.method for p in plotted})))
 
     def _selected_point(self) -> FrontierPoint | None:
         table = self.query_one("#points", DataTable)
         if not self.points or table.cursor_row is None or table.row_count == 0:
             return None
         return self.points[min(table.cursor_row, len(self.points) - 1)]
+
+    # -- the HTML report -----------------------------------------------------------------
+
+    def action_report(self) -> None:
+        """Write the study's HTML report (``paretune report``) next to the app's runs."""
+        if self.study is None:
+            self.notify("No study to report on yet.", severity="warning")
+            return
+        out = Path(self.app.run_dir) / "reports" / f"{self.study}.html"
+        self.notify(f"Writing the report of {self.study} ...")
+        self._write_report(self.study, out)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="frontier-report")
+    def _write_report(self, study: str, out: Path) -> None:
+        from sweeps.results.report import write_report
+
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.post_message(ReportWritten(write_report(self.app.db_path, study, out)))
+        except Exception as error:  # shown inline
+            self.post_message(ReportWritten(None, error))
+
+    @on(ReportWritten)
+    def _report_written(self, message: ReportWritten) -> None:
+        if message.error is not None:
+            self.query_one("#frontier-error", ErrorLine).show_error(message.error)
+        else:
+            self.notify(f"Wrote {message.path}: open it in a browser.")
 
     @on(DataTable.RowHighlighted, "#points")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -223,6 +254,15 @@ class FrontierScreen(Screen):
     def _selected(self, event: DataTable.RowSelected) -> None:
         point = self.points[event.cursor_row]
         self.app.post_message(OpenTrial(point.study, point.number))
+
+
+def _legend(methods: list[str]) -> Text:
+    """The chart's legend, one line: a coloured dot per method, then the two marks."""
+    legend = Text()
+    for method in methods:
+        legend.append("● ", style=method_colour(method)).append(f"{method}  ")
+    legend.append("★ ", style=PARETO_COLOUR).append("Pareto-optimal  ")
+    return legend.append("◉ ", style="bold").append("selected row")
 
 
 def _pareto_cell(point: FrontierPoint) -> str:

@@ -37,6 +37,7 @@ as you type. **F3 Sweeps** — launch, watch and stop sweeps; inspect trials.
 | Ctrl+E | SQL | export the result to CSV or Parquet |
 | M | frontier | next view: quality–forgetting, quality–cost, forgetting–cost |
 | Enter | frontier | open the highlighted trial |
+| H | frontier | write the study's HTML report (run folder/reports/STUDY.html) |
 """
 
 

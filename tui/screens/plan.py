@@ -19,9 +19,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Checkbox, DataTable, Header, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from pricing.errors import UserError
@@ -38,7 +37,7 @@ from tui.screens.plan_inputs import (
     planner_inputs,
 )
 from tui.screens.plan_project import project_panel
-from tui.widgets import ErrorLine
+from tui.widgets import AppFooter, AppScreen, ErrorLine
 
 __all__ = ["PlanScreen"]
 
@@ -86,16 +85,20 @@ class Simulated(Message):
     done: bool = False
 
 
-class PlanScreen(Screen):
+class PlanScreen(AppScreen):
     BINDINGS = [
         Binding("ctrl+y", "copy_command", "Copy command"),
         Binding("ctrl+s", "simulate", "Simulate"),
         # Inputs take Ctrl+W as "delete a word"; here it means "sweep this plan".
         Binding("ctrl+w", "sweep_plan", "Sweep this plan", priority=True),
     ]
+    AUTO_FOCUS = "#model"  # the first thing to type
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     DEFAULT_CSS = """
     PlanScreen #plan-body { height: 1fr; }
     PlanScreen #plan-form { width: 33; border-right: tall $panel; padding: 0 1 0 0; }
+    PlanScreen.-narrow #plan-form { width: 30; }
+    PlanScreen.-narrow #plan-out { padding: 0; scrollbar-size-vertical: 1; }
     PlanScreen .field { height: 1; margin: 0 0 0 1; }
     PlanScreen .field Label { width: 13; color: $text-muted; }
     PlanScreen .field Input, PlanScreen .field Select { width: 1fr; }
@@ -126,13 +129,20 @@ class PlanScreen(Screen):
         self.simulated_for: PlanRequest | None = None
         self.selected_method = "lora"
         self._resolve_timer = None
+        self._model_error: BaseException | None = None
+        """Why the typed model did not resolve, held back while it may be half typed."""
 
     # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         from planner.specs import FRAMEWORKS, LOSSES, OPTIMIZERS, SHARDINGS, TARGET_GROUPS
 
-        names = sorted({n for arch in self.models for n in (arch.name, *arch.aliases)})
+        # Shortest first: the suggester offers the first name that extends the text, so
+        # "qwen2.5-7" completes to "qwen2.5-7b", not "qwen2.5-72b".
+        names = sorted(
+            {n for arch in self.models for n in (arch.name, *arch.aliases)},
+            key=lambda n: (len(n), n),
+        )
         gpu_ids = [gpu.id for gpu in self.catalog.gpus]
         f = self.form
         yield Header()
@@ -283,14 +293,16 @@ class PlanScreen(Screen):
                 )
             with VerticalScroll(id="plan-out"):
                 yield ErrorLine(id="plan-error")
-                yield DataTable(id="methods", cursor_type="row")
+                # One space between columns (the cells carry it), not two: at 80 columns the
+                # table fits beside the form, "$" and "sim GB" included.
+                yield DataTable(id="methods", cursor_type="row", cell_padding=0)
                 yield Static("", id="sim-status")
                 yield Static("", id="cheapest")
                 yield Static("", id="breakdown")
                 yield Static("", id="api-prices")
                 yield Static("", id="project-cost")
                 yield Static("", id="price-age")
-        yield Footer()
+        yield AppFooter()
 
     def _field(self, label: str, widget) -> ComposeResult:
         with Horizontal(classes="field"):
@@ -299,7 +311,7 @@ class PlanScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#methods", DataTable)
-        table.add_columns("method", "peak GB", "fits", "GPUs", "hours", "$", "sim GB")
+        table.add_columns(*_spaced(["method", "peak GB", "fits", "GPUs", "hours", "$", "sim GB"]))
         self._model_changed(self.form.model)
 
     # -- reading the form --------------------------------------------------------------
@@ -335,6 +347,7 @@ class PlanScreen(Screen):
         from planner import search_models
 
         name = name.strip()
+        self._model_error = None
         matches = search_models(name) if name else ()
         shown = ", ".join(m.name for m in matches[:4]) + (" …" if len(matches) > 4 else "")
         self.query_one("#model-matches", Static).update(
@@ -389,10 +402,25 @@ class PlanScreen(Screen):
             return  # the user has typed on since: a newer lookup is coming
         if message.error is not None:
             self.arch, self.arch_name = None, None
-            self._show_error(message.error)
+            if self._still_typing(message.name):
+                self._model_error = message.error  # shown if the field is left like this
+            else:
+                self._show_error(message.error)
             return
         self.arch, self.arch_name = message.arch, message.name
         self.recompute()
+
+    def _still_typing(self, name: str) -> bool:
+        """Whether ``name`` is, in the focused model field, the start of a catalogue name."""
+        field = self.query_one("#model", Input)
+        return field.has_focus and bool(name) and _starts_a_catalogue_name(name, self.models)
+
+    @on(Input.Blurred, "#model")
+    @on(Input.Submitted, "#model")
+    def _model_left(self, event) -> None:
+        error, self._model_error = self._model_error, None
+        if error is not None and self.arch is None:
+            self._show_error(error)
 
     # -- computing and showing ---------------------------------------------------------
 
@@ -421,16 +449,16 @@ class PlanScreen(Screen):
         for row in view.rows:
             fits = Text("✓", style="bold green") if row.fits else Text("✗", style="bold red")
             name = Text(row.label, style="bold" if row is view.cheapest else "")
-            table.add_row(
+            cells = [
                 name,
                 _gb(row.peak_gb),
                 fits,
                 "" if row.min_gpus is None else str(row.min_gpus),
                 "—" if row.hours is None else f"{row.hours:,.2f}",
-                "—" if row.dollars is None else f"${row.dollars:,.2f}",
+                "—" if row.dollars is None else f"{row.dollars:,.2f}",  # the column says "$"
                 _gb(sims[row.method]) if row.method in sims else "",
-                key=row.method,
-            )
+            ]
+            table.add_row(*_spaced(cells), key=row.method)
         if self.simulated_for is None and view.cheapest is not None and cursor == 0:
             cursor = [r.method for r in view.rows].index(self.selected_method)
         table.move_cursor(row=cursor, animate=False)
@@ -582,6 +610,16 @@ class PlanScreen(Screen):
         inputs["methods"] = [r.method for r in self.view.rows if r.fits]
         inputs["cheapest_dollars"] = self.view.cheapest.dollars if self.view.cheapest else None
         self.app.post_message(SweepThisPlan(inputs))
+
+
+def _spaced(cells: list) -> list[Text]:
+    """Table cells with one space before each (the table adds no padding of its own)."""
+    return [Text.assemble(" ", cell) for cell in cells]
+
+
+def _starts_a_catalogue_name(text: str, models) -> bool:
+    text = text.lower()
+    return any(n.lower().startswith(text) for m in models for n in (m.name, *m.aliases))
 
 
 def _gb(value: float) -> str:

@@ -19,13 +19,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Header, Input, Label, OptionList, Static, TextArea
+from textual.screen import ModalScreen
+from textual.widgets import Header, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from pricing.errors import UserError
+from sweeps.results.export import ExportError, write_table
 from tui.db import query_arrow
-from tui.widgets import ErrorLine
+from tui.widgets import AppFooter, AppScreen, ErrorLine
 
 __all__ = ["EXAMPLE_QUERIES", "ExportError", "SqlScreen", "export_table"]
 
@@ -53,29 +53,18 @@ EXAMPLE_QUERIES: list[tuple[str, str]] = [
 ]
 
 
-class ExportError(UserError):
-    title = "Export failed"
-
-
 def export_table(table: pa.Table, path: Path) -> Path:
-    """Write ``table`` to ``path`` as CSV or Parquet, chosen by the file's suffix."""
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ExportError(
-            f"cannot tell the format of {path.name!r}",
-            "End the file name with .csv or .parquet.",
-        )
-    if not path.parent.exists():
-        raise ExportError(f"folder {path.parent} does not exist", "Create it or pick another path.")
-    if suffix == ".csv":
-        import pyarrow.csv
+    """Write ``table`` to ``path`` (.csv, .parquet or .json), as ``paretune sql --out`` does."""
+    return write_table(table, path)
 
-        pyarrow.csv.write_csv(table, path)
-    else:
-        import pyarrow.parquet
 
-        pyarrow.parquet.write_table(table, path)
-    return path
+def _shown(table: pa.Table) -> pa.Table:
+    """``table`` as the grid shows it: booleans as true/false (the grid's own ``X False`` reads
+    as a mark and a value). Exports write the table itself."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_boolean(field.type):
+            table = table.set_column(index, field.name, table.column(index).cast(pa.string()))
+    return table
 
 
 @dataclass
@@ -117,7 +106,7 @@ class ExamplesScreen(ModalScreen[str | None]):
 
 
 class ExportScreen(ModalScreen[Path | None]):
-    """Ask for the file to export to; the suffix (.csv or .parquet) picks the format."""
+    """Ask for the file to export to; the suffix (.csv, .parquet, .json) picks the format."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     DEFAULT_CSS = """
@@ -129,7 +118,7 @@ class ExportScreen(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Export the result to (.csv or .parquet):")
+            yield Label("Export the result to (.csv, .parquet or .json):")
             yield Input(value="results.csv", id="export-path")
 
     @on(Input.Submitted)
@@ -137,7 +126,7 @@ class ExportScreen(ModalScreen[Path | None]):
         self.dismiss(Path(event.value).expanduser())
 
 
-class SqlScreen(Screen):
+class SqlScreen(AppScreen):
     """Query the results database; Ctrl+R runs the editor's text."""
 
     BINDINGS = [
@@ -163,7 +152,7 @@ class SqlScreen(Screen):
         yield ErrorLine(id="sql-error")
         yield Static("Ctrl+R runs the query.", classes="status", id="sql-status")
         yield Container(id="results")
-        yield Footer()
+        yield AppFooter()
 
     def _db_line(self) -> str:
         db = self.app.db_path
@@ -214,7 +203,7 @@ class SqlScreen(Screen):
         if columns == 0:
             await results.mount(Static("The statement returned no result set.", id="no-rows"))
             return
-        await results.mount(DataTable(backend=ArrowBackend(table), id="result-table"))
+        await results.mount(DataTable(backend=ArrowBackend(_shown(table)), id="result-table"))
 
     # -- examples and export -----------------------------------------------------------
 

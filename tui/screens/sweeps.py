@@ -19,10 +19,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import (
     DataTable,
-    Footer,
     Header,
     Input,
     Label,
@@ -32,12 +31,13 @@ from textual.widgets import (
     TextArea,
 )
 
+from pricing.display import format_dollars
 from pricing.errors import UserError
 from tui.launcher import LaunchedSweep, check_sweep, launch_sweep, launched_sweeps, stop_sweep
-from tui.messages import OpenTrial, SweepThisPlan
+from tui.messages import OpenTrial, SpecEdited, SweepThisPlan
 from tui.screens.cpu_offer import CpuOffer, CpuOfferScreen, cpu_offer, on_the_cpu
 from tui.screens.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
-from tui.widgets import ErrorLine
+from tui.widgets import AppFooter, AppScreen, ErrorLine
 
 if TYPE_CHECKING:
     from sweeps.spec import SweepSpec
@@ -127,7 +127,7 @@ class OpenSpecScreen(ModalScreen[Path | None]):
         self.dismiss(self.candidates[event.option_index])
 
 
-class SweepsScreen(Screen):
+class SweepsScreen(AppScreen):
     BINDINGS = [
         Binding("ctrl+o", "open_spec", "Open spec"),
         Binding("ctrl+s", "save_spec", "Save spec", priority=True),
@@ -164,6 +164,8 @@ class SweepsScreen(Screen):
         self.shown_running = False
         """Whether that trial was running when last loaded: then each poll reloads it."""
         self._db_stamp: tuple = ()
+        self._saved_text: str | None = None
+        """The open spec as last read or saved: the editor differs from it when edited."""
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -175,7 +177,7 @@ class SweepsScreen(Screen):
             with TabPane("Studies", id="studies-tab"):
                 yield DataTable(id="studies", cursor_type="row")
                 yield DataTable(id="trials", cursor_type="row", zebra_stripes=True)
-            with TabPane("Trial", id="trial-tab"), VerticalScroll():
+            with TabPane("Trial", id="trial-tab"), VerticalScroll(id="trial-scroll"):
                 yield Static("Pick a trial on the Studies tab (Enter).", id="trial-text")
                 yield PlotextPlot(id="loss-curve")
             with TabPane("Spec", id="spec-tab"):
@@ -185,7 +187,7 @@ class SweepsScreen(Screen):
                 )
                 yield TextArea.code_editor("", id="spec-editor")
                 yield Static("", id="sweep-log")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         studies = self.query_one("#studies", DataTable)
@@ -302,6 +304,9 @@ class SweepsScreen(Screen):
     def open_trial(self, study: str, number: int) -> None:
         self.shown_trial, self.shown_running = (study, number), False
         self.query_one("#sweeps-tabs", TabbedContent).active = "trial-tab"
+        # The focus leaves the hidden trials table: a focused widget in the Studies pane
+        # would switch the tabs back to it.
+        self.query_one("#trial-scroll").focus()
         self.query_one("#trial-text", Static).update(f"Loading trial {number} of {study}…")
         self._load_trial(study, number)
 
@@ -403,6 +408,7 @@ class SweepsScreen(Screen):
             return
         self.query_one("#sweeps-error", ErrorLine).clear()
         self.spec_path = path
+        self._saved_text = text
         self.query_one("#spec-editor", TextArea).text = text
         self.query_one("#spec-path-line", Static).update(
             f"{path} — edit, Ctrl+S saves, Ctrl+L launches"
@@ -440,8 +446,16 @@ class SweepsScreen(Screen):
             return False
         _, text = checked
         self.spec_path.write_text(text, encoding="utf-8")
+        self._saved_text = text
+        self.app.post_message(SpecEdited(self.spec_path, unsaved=False))
         self.notify(f"Saved {self.spec_path}")
         return True
+
+    @on(TextArea.Changed, "#spec-editor")
+    def _spec_changed(self, event: TextArea.Changed) -> None:
+        if self.spec_path is not None:
+            unsaved = event.text_area.text != self._saved_text
+            self.app.post_message(SpecEdited(self.spec_path, unsaved=unsaved))
 
     def action_launch(self) -> None:
         if self.launched is not None and self.launched.running:
@@ -570,7 +584,7 @@ def _cell(value, column: str) -> str | Text:
     if column == "lr":
         return f"{value:.1e}"
     if column == "dollars":
-        return f"{value:.4f}"
+        return format_dollars(value, sign=False)
     if isinstance(value, float):
         # Significant digits, not decimals: forgetting on the demo is a few 1e-3 nats.
         return f"{value:.4g}"

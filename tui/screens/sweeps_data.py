@@ -34,8 +34,10 @@ class StudySummary:
 
     @property
     def spend(self) -> str:
-        budget = f" of ${self.budget_dollars:,.2f}" if self.budget_dollars else ""
-        return f"${self.spent:,.4f}{budget}"
+        from pricing.display import format_dollars
+
+        budget = f" of {format_dollars(self.budget_dollars)}" if self.budget_dollars else ""
+        return f"{format_dollars(self.spent)}{budget}"
 
 
 @dataclass(frozen=True)
