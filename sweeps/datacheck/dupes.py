@@ -141,8 +141,15 @@ def signatures(hashes: np.ndarray, offsets: np.ndarray, num_perm: int = NUM_PERM
     return out
 
 
+NEAR_CHARS = 100_000
+"""Rows are compared on their first this many characters: far more than any training row
+needs, and a bound on the memory one pathological row (a 49 MB line) takes."""
+
+
 def find_duplicates(texts: Sequence[str], *, threshold: float = THRESHOLD) -> Duplicates:
-    """Exact and near-duplicate groups of ``texts`` (see the module's description)."""
+    """Exact and near-duplicate groups of ``texts`` (see the module's description), comparing
+    the first :data:`NEAR_CHARS` characters of each row."""
+    texts = [text[:NEAR_CHARS] for text in texts]
     exact_of = _exact(texts)
     parent = [int(e) if e >= 0 else i for i, e in enumerate(exact_of.tolist())]
     unique = np.flatnonzero(exact_of < 0)

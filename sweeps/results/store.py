@@ -19,6 +19,7 @@ Schema (one source: :mod:`sweeps.results.schema`, which also renders it for the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -221,6 +222,7 @@ class ResultsStore:
     def _migrate(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Bring the file to :data:`SCHEMA_VERSION` in one transaction, recording each
         migration in ``schema_version``; refuse a file from a newer paretune untouched."""
+
         current = _schema_version(connection)
         if current is not None and current > SCHEMA_VERSION:
             raise StoreError(
@@ -245,7 +247,7 @@ class ResultsStore:
                         )
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                _rollback(connection)
                 raise
         self._schema_current = True
 
@@ -351,7 +353,7 @@ class ResultsStore:
                     _insert(connection, STEPS, steps)
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                _rollback(connection)
                 raise
 
     def _replace(
@@ -364,7 +366,7 @@ class ResultsStore:
                 _insert(connection, table, rows)
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                _rollback(connection)
                 raise
 
     def sync_study(self, study: optuna.Study, *, storage: str | None = None) -> int:
@@ -380,9 +382,18 @@ class ResultsStore:
                 _insert(connection, STEPS, steps)
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                _rollback(connection)
                 raise
         return len(rows)
+
+
+def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if a failed write (a full disk) left one: the write's
+    own error is the one to report."""
+    import duckdb
+
+    with contextlib.suppress(duckdb.Error):
+        connection.execute("ROLLBACK")
 
 
 def _schema_version(connection: duckdb.DuckDBPyConnection) -> int | None:
