@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps.datacheck.dupes import THRESHOLD, Duplicates, find_duplicates
+from sweeps.datacheck.dupes import NEAR_CHARS, THRESHOLD, Duplicates, find_duplicates
 from sweeps.datacheck.pii import PiiFindings, scan
 from sweeps.datacheck.stats import LengthStats, RowIssues, lengths, row_issues, token_counts
 
@@ -190,6 +190,7 @@ def check_rows(
 ) -> DataReport:
     """Check parsed rows: task ``Example``s of train and eval, ``(source, text)`` retain rows."""
     texts = [e.text for e in train] + [e.text for e in eval] + [text for _, text in retain]
+    texts = [text[:NEAR_CHARS] for text in texts]  # one 49 MB line must not cost gigabytes
     sources = [e.source for e in train] + [e.source for e in eval] + [s for s, _ in retain]
     duplicates = find_duplicates(texts, threshold=threshold)
     spans = _spans(len(train), len(eval), len(retain))
