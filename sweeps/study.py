@@ -86,7 +86,10 @@ def open_storage(url: str, *, max_retries: int = 2) -> optuna.storages.BaseStora
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                     max_retry=max_retries
                 ),
-                engine_kwargs={"pool_pre_ping": True},
+                # A worker needs a few connections at once (its loop, the heartbeat, the
+                # liveness checks); SQLAlchemy's default of 5 + 10 per process lets a few
+                # dozen workers exhaust a server's 100.
+                engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4},
             )
         except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot connect"
             raise SweepError(
