@@ -4,9 +4,12 @@ described."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual.binding import ActiveBinding
-from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import ActiveBinding, Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Label, Static
 
 from pricing.errors import UserError
 
@@ -79,3 +82,48 @@ class ErrorLine(Static):
     @property
     def shown(self) -> bool:
         return self.has_class("-shown")
+
+
+class ChoiceScreen(ModalScreen[bool]):
+    """A question with buttons; dismissed True when the button ``yes`` (its id) is pressed,
+    False on any other button or Esc. ``buttons``: (label, variant, id) in order; ``focus``:
+    the id of the button that starts focused."""
+
+    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
+    DEFAULT_CSS = """
+    ChoiceScreen { align: center middle; }
+    ChoiceScreen > Vertical { width: 80%; max-width: 90; height: auto;
+                              border: thick $warning; padding: 0 1; background: $surface; }
+    ChoiceScreen Horizontal { height: auto; align: right middle; }
+    ChoiceScreen Button { margin: 1 0 0 2; }
+    """
+
+    def __init__(
+        self,
+        title: str,
+        text: str,
+        buttons: list[tuple[str, str, str]],
+        *,
+        yes: str,
+        text_id: str | None = None,
+        focus: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.title_text, self.text, self.buttons = title, text, buttons
+        self.yes, self.text_id, self.focus_id = yes, text_id, focus
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="title")
+            yield Static(self.text, id=self.text_id)
+            with Horizontal():
+                for label, variant, button_id in self.buttons:
+                    yield Button(label, variant=variant, id=button_id)  # type: ignore[arg-type]
+
+    def on_mount(self) -> None:
+        if self.focus_id is not None:
+            self.query_one(f"#{self.focus_id}", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == self.yes)

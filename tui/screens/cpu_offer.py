@@ -11,12 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from textual import on
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
+from tui.widgets import ChoiceScreen
 
 if TYPE_CHECKING:
     from sweeps.spec import SweepSpec
@@ -71,31 +66,13 @@ def on_the_cpu(spec: SweepSpec) -> SweepSpec:
     return spec.model_copy(update={"hardware": hardware})
 
 
-class CpuOfferScreen(ModalScreen[bool]):
+class CpuOfferScreen(ChoiceScreen):
     """The offer, with "Use the CPU" when it is allowed; dismissed True to switch."""
 
-    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
-    DEFAULT_CSS = """
-    CpuOfferScreen { align: center middle; }
-    CpuOfferScreen > Vertical { width: 80%; max-width: 90; height: auto;
-                                border: thick $warning; padding: 0 1; background: $surface; }
-    CpuOfferScreen Horizontal { height: auto; align: right middle; }
-    CpuOfferScreen Button { margin: 1 0 0 2; }
-    """
-
     def __init__(self, offer: CpuOffer) -> None:
-        super().__init__()
+        buttons = [("Use the CPU", "primary", "use-cpu")] if offer.allowed else []
+        buttons.append(("Cancel" if offer.allowed else "Close", "default", "cancel"))
+        super().__init__(
+            "No CUDA GPU here", offer.text, buttons, yes="use-cpu", text_id="cpu-offer-text"
+        )
         self.offer = offer
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label("No CUDA GPU here", classes="title")
-            yield Static(self.offer.text, id="cpu-offer-text")
-            with Horizontal():
-                if self.offer.allowed:
-                    yield Button("Use the CPU", variant="primary", id="use-cpu")
-                yield Button("Cancel" if self.offer.allowed else "Close", id="cancel")
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "use-cpu")
