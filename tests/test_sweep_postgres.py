@@ -39,6 +39,18 @@ URL = os.environ.get("PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
+# Every connection these tests and the workers they start open carries this name (libpq reads
+# PGAPPNAME), so the fixture can tell this suite's connections from anyone else's.
+APPLICATION = "paretune-tests"
+os.environ["PGAPPNAME"] = APPLICATION
+# The most connections the tests here hold at once (three workers and the test itself, each with
+# a pool of at most 2 + 4, as sweeps.study.open_storage sets), with a margin.
+NEEDED_CONNECTIONS = 30
+# A connection of this suite idle for longer than this belongs to a run that was killed (a test
+# process or a SIGSTOPped worker never cleaned up): no test here leaves one idle for minutes.
+ABANDONED_AFTER = "15 minutes"
+
+
 @pytest.fixture(scope="module")
 def postgres_url() -> str:
     try:
@@ -46,8 +58,10 @@ def postgres_url() -> str:
 
         with psycopg.connect(
             URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5
-        ):
-            pass
+        ) as connection:
+            _make_room(connection)
+    except pytest.fail.Exception:
+        raise
     except Exception as error:  # no driver, no server, refused: all mean "cannot run this"
         reason = (
             f"PostgreSQL at {URL} does not answer ({type(error).__name__}: {error}); "
@@ -59,12 +73,52 @@ def postgres_url() -> str:
     return URL
 
 
+def _make_room(connection: object) -> None:
+    """End this suite's abandoned connections; fail, naming who holds the server's connection
+    slots, when fewer than NEEDED_CONNECTIONS are free (not a vague failure three tests later)."""
+    execute = connection.execute  # type: ignore[attr-defined]
+    execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+        " AND state = 'idle' AND state_change < now() - %s::interval AND pid <> pg_backend_pid()",
+        (APPLICATION, ABANDONED_AFTER),
+    )
+    limit = int(execute("SHOW max_connections").fetchone()[0])
+    holders = execute(
+        "SELECT coalesce(nullif(application_name, ''), '(unnamed)'), count(*)"
+        " FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    used = sum(count for _, count in holders)
+    if limit - used < NEEDED_CONNECTIONS:
+        held = ", ".join(f"{name}: {count}" for name, count in holders)
+        pytest.fail(
+            f"PostgreSQL at {URL} has {limit - used} of {limit} connection slots free and these "
+            f"tests need {NEEDED_CONNECTIONS} ({held}); stop the processes holding them"
+        )
+
+
+_opened: list[optuna.storages.RDBStorage] = []
+
+
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    """The test's own handle on the study database; its connections close when the test ends."""
+    storage = open_storage(url)
+    _opened.append(storage)
+    return storage
+
+
+@pytest.fixture(autouse=True)
+def _close_storages() -> object:
+    yield
+    while _opened:
+        _opened.pop().engine.dispose()
+
+
 def test_three_workers_run_exactly_the_budget_once_each(
     demo, postgres_url: str, tmp_path: Path
 ) -> None:
     name = f"pg-{uuid.uuid4().hex[:10]}"
     spec = write_demo_spec(tmp_path, name, trials=3, save="none", storage=postgres_url)
-    storage = open_storage(postgres_url)
+    storage = _storage(postgres_url)
     try:
         workers = [start("sweep", "worker", str(spec), "--storage", postgres_url) for _ in range(3)]
         outputs = [w.communicate(timeout=600)[0] for w in workers]
@@ -101,7 +155,7 @@ def test_a_worker_that_stops_answering_is_failed_by_heartbeat_and_its_trial_retr
     monkeypatch.setenv("PARETUNE_HEARTBEAT_GRACE_S", "3")
     name = f"pg-hb-{uuid.uuid4().hex[:10]}"
     spec = write_demo_spec(tmp_path, name, trials=2, save="none", storage=postgres_url)
-    storage = open_storage(postgres_url)
+    storage = _storage(postgres_url)
     try:
         # Create the study, then queue a first trial long enough to be killed mid-training.
         created = paretune(
@@ -194,7 +248,7 @@ def test_a_worker_at_the_budget_waits_for_a_dead_remote_workers_trial_and_runs_i
     spec = write_demo_spec(tmp_path, name, trials=4, save="none", storage=postgres_url)
     # The victim's trial is held (SIGSTOP) while the survivor runs its three: a long limit.
     spec.write_text(spec.read_text().replace("timeout_s = 300", "timeout_s = 1800"))
-    storage = open_storage(postgres_url)
+    storage = _storage(postgres_url)
     victim = survivor = None
     try:
         open_study(load_spec(spec), storage, storage_url=postgres_url)
@@ -254,7 +308,7 @@ def test_sweep_status_marks_a_running_trial_whose_heartbeat_is_stale(
     # minutes old (its worker died): status shows both ages and marks only the old one stale.
     name = f"pg-status-{uuid.uuid4().hex[:10]}"
     spec = load_spec(write_demo_spec(tmp_path, name, trials=4, save="none", storage=postgres_url))
-    storage = open_storage(postgres_url)
+    storage = _storage(postgres_url)
     try:
         study = open_study(spec, storage, storage_url=postgres_url)
         dead, alive = study.ask(), study.ask()
