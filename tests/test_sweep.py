@@ -39,7 +39,7 @@ def states(study: optuna.Study) -> list[str]:
 def test_demo_sweep_end_to_end_with_an_oom_trial_in_the_middle(demo, tmp_path: Path) -> None:
     spec = write_demo_spec(tmp_path, "e2e", trials=4)
     # Create the study without launching, then queue an out-of-memory trial as trial 1.
-    created = paretune("sweep", "run", str(spec), "--max-trials", "0")
+    created = paretune("sweep", "run", str(spec), "--max-trials", "0", "--no-check")
     assert created.returncode == 0, created.stdout + created.stderr
     study = load_spec_study(spec)
     study.enqueue_trial({"method": "lora"})
@@ -78,7 +78,7 @@ def test_demo_sweep_end_to_end_with_an_oom_trial_in_the_middle(demo, tmp_path: P
 
 def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
     spec = write_demo_spec(tmp_path, "killed", trials=2, save="none")
-    first = start("sweep", "run", str(spec))
+    first = start("sweep", "run", str(spec), "--no-check")
     # Let one trial complete, then kill the worker while the next one trains.
     deadline = time.monotonic() + 240
     while not (tmp_path / "runs" / "killed.journal").exists() or "complete" not in states(
@@ -106,7 +106,7 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
         load_spec_study(spec).trials[victim].state == optuna.trial.TrialState.RUNNING
     )  # the zombie
 
-    resumed = paretune("sweep", "run", str(spec))
+    resumed = paretune("sweep", "run", str(spec), "--no-check")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     study = load_spec_study(spec)
     trials = study.trials
@@ -157,7 +157,7 @@ def _in_group(pgid: int, but: int) -> list[psutil.Process]:
 
 def test_ctrl_c_leaves_nothing_running_and_rerun_resumes(demo, tmp_path: Path) -> None:
     spec = write_demo_spec(tmp_path, "ctrlc", trials=1, save="none")
-    first = start("sweep", "run", str(spec))
+    first = start("sweep", "run", str(spec), "--no-check")
     victim = wait_for_running_trial(spec, first)
     # While the trial trains: its own process (in a session of its own, which a Ctrl-C of the
     # terminal does not reach) and the warm-start server's (in the sweep's process group).
@@ -182,7 +182,7 @@ def test_ctrl_c_leaves_nothing_running_and_rerun_resumes(demo, tmp_path: Path) -
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
     assert study.trials[victim].user_attrs["state"] == "interrupted"
 
-    resumed = paretune("sweep", "run", str(spec))
+    resumed = paretune("sweep", "run", str(spec), "--no-check")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     trials = load_spec_study(spec).trials
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim)
@@ -193,7 +193,9 @@ def test_ctrl_c_leaves_nothing_running_and_rerun_resumes(demo, tmp_path: Path) -
 def test_two_journal_workers_share_one_study(demo, tmp_path: Path) -> None:
     spec = write_demo_spec(tmp_path, "pair", trials=2, save="none")
     journal = str(tmp_path / "runs" / "pair.journal")
-    workers = [start("sweep", "worker", str(spec), "--storage", journal) for _ in range(2)]
+    workers = [
+        start("sweep", "worker", str(spec), "--storage", journal, "--no-check") for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     trials = load_spec_study(spec).trials

@@ -120,7 +120,10 @@ def test_three_workers_run_exactly_the_budget_once_each(
     spec = write_demo_spec(tmp_path, name, trials=3, save="none", storage=postgres_url)
     storage = _storage(postgres_url)
     try:
-        workers = [start("sweep", "worker", str(spec), "--storage", postgres_url) for _ in range(3)]
+        workers = [
+            start("sweep", "worker", str(spec), "--storage", postgres_url, "--no-check")
+            for _ in range(3)
+        ]
         outputs = [w.communicate(timeout=600)[0] for w in workers]
         assert all(w.returncode == 0 for w in workers), outputs
         study = optuna.load_study(study_name=name, storage=storage)
@@ -159,13 +162,20 @@ def test_a_worker_that_stops_answering_is_failed_by_heartbeat_and_its_trial_retr
     try:
         # Create the study, then queue a first trial long enough to be killed mid-training.
         created = paretune(
-            "sweep", "worker", str(spec), "--storage", postgres_url, "--max-trials", "0"
+            "sweep",
+            "worker",
+            str(spec),
+            "--storage",
+            postgres_url,
+            "--max-trials",
+            "0",
+            "--no-check",
         )
         assert created.returncode == 0, created.stdout + created.stderr
         optuna.load_study(study_name=name, storage=storage).enqueue_trial(
             {"method": "lora"}, user_attrs={"overrides": {"max_steps": 400}}
         )
-        first = start("sweep", "worker", str(spec), "--storage", postgres_url)
+        first = start("sweep", "worker", str(spec), "--storage", postgres_url, "--no-check")
         victim = wait_for_running_trial(spec, first)
         children = psutil.Process(first.pid).children(recursive=True)
         os.killpg(first.pid, signal.SIGKILL)
@@ -177,7 +187,7 @@ def test_a_worker_that_stops_answering_is_failed_by_heartbeat_and_its_trial_retr
         assert study.trials[victim].state == optuna.trial.TrialState.RUNNING
         time.sleep(5)  # past the grace period: its heartbeat is now stale
 
-        second = paretune("sweep", "worker", str(spec), "--storage", postgres_url)
+        second = paretune("sweep", "worker", str(spec), "--storage", postgres_url, "--no-check")
         assert second.returncode == 0, second.stdout + second.stderr
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
