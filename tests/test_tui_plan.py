@@ -353,3 +353,90 @@ async def test_framework_select_replans_and_names_what_it_changed(tmp_path: Path
         await pilot.press("ctrl+y")
         await pilot.pause()
         assert "--framework torchtune --loss standard" in (app.clipboard or "")
+
+
+def _write_lora_profile(request, scale: float) -> Path:
+    """A profile at the user's default path fitted from three LoRA runs on the request's GPU
+    whose measured peaks are ``scale`` times the planner's prediction."""
+    from planner import estimate, resolve_model
+    from planner.calibration import Run, build_profile, default_profile_path
+    from tui.screens.plan_inputs import planner_inputs
+
+    arch = resolve_model(request.model)
+    runs = []
+    for seq_len in (request.seq_len // 2, request.seq_len, request.seq_len * 2):
+        workload, method = planner_inputs(
+            request.__class__(**{**request.__dict__, "seq_len": seq_len}), "lora"
+        )
+        est = estimate(arch, workload, method, gpu=request.gpu)
+        runs.append(
+            Run(
+                source="measured",
+                device=request.gpu,
+                method="lora",
+                framework="hf",
+                model=request.model,
+                seq_len=seq_len,
+                batch=request.batch,
+                breakdown=dict(est.breakdown),
+                measured_peak_bytes=scale * est.peak_bytes,
+            )
+        )
+    path = default_profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_profile(runs, min_runs=1).write(path)
+    return path
+
+
+async def test_the_users_calibration_profile_corrects_the_plan_as_the_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    request = PlanForm().parse()
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        plain = app.screen.view.row("lora")
+        assert plain.calibration == ""
+    path = _write_lora_profile(request, scale=1.5)
+
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        view = app.screen.view
+        lora = view.row("lora")
+        assert lora.calibration.startswith(f"calibrated from 3 runs on {request.gpu}")
+        assert lora.peak_gb == pytest.approx(1.5 * plain.peak_gb, rel=0.1)
+        # Methods the profile has no runs of keep the planner's figures, and say why.
+        assert view.row("qlora").calibration.startswith("not calibrated")
+        shown = " ".join(_plain(app.screen.query_one("#breakdown").content).split())
+        assert f"calibration profile {path}" in shown
+
+    # The same numbers as `paretune plan` reading the same profile.
+    from click.testing import CliRunner
+
+    from tui.cli import main
+
+    words = plan_command(request).split()[2:]
+    printed = CliRunner().invoke(main, ["plan", *words, "--format", "json"])
+    assert printed.exit_code == 0, printed.output
+    rows = {m["method"]: m for m in json.loads(printed.stdout)["methods"]}
+    printed_terms = rows["lora"]["breakdown_gb"]
+    assert sum(printed_terms.values()) == pytest.approx(sum(lora.breakdown_gb.values()), abs=0.01)
+
+
+async def test_an_unreadable_profile_is_said_on_the_screen_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from planner.calibration import default_profile_path
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path = default_profile_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("version = [unclosed")
+    app = ParetuneApp(db=tmp_path / "results.duckdb")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.screen.view.row("lora").calibration == ""
+        shown = " ".join(_plain(app.screen.query_one("#breakdown").content).split())
+        assert "calibration profile unreadable, plans uncalibrated" in shown

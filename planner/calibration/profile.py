@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAMEWORK",
+    "active_profile",
     "PROFILE_VERSION",
     "Calibrated",
     "Profile",
@@ -308,6 +309,18 @@ def _corrected_time(estimate: Estimate, correction: Correction) -> dict[str, Any
             Decimal("0.01"), rounding=ROUND_HALF_UP
         )
     return changed
+
+
+def active_profile(choice: str | None = None) -> tuple[Path, Profile] | None:
+    """The profile a plan is corrected by: ``choice`` (a path, or ``"none"`` for no profile),
+    else the user's active profile where one was written; None where there is none.
+    A profile that cannot be read raises :class:`InvalidSpecError` saying what to fix."""
+    if choice is not None and choice.strip().lower() == "none":
+        return None
+    path = Path(choice) if choice is not None else default_profile_path()
+    if choice is None and not path.exists():
+        return None
+    return path, load_profile(path)
 
 
 def apply(estimate: Estimate, profile: Profile, framework: str = FRAMEWORK) -> Calibrated:

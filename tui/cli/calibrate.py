@@ -223,22 +223,22 @@ def calibration_option(function: Any) -> Any:
     )(function)
 
 
-def calibrate_plan(result: Any, choice: str | None) -> tuple[Any, dict[str, Any] | None]:
-    """``result`` (a planner Plan) with each row corrected by the chosen profile, and what
-    was done (None: no profile in use)."""
+def calibrate_plan(
+    result: Any, choice: str | None, framework: str = "hf"
+) -> tuple[Any, dict[str, Any] | None]:
+    """``result`` (a planner Plan) with each row corrected by the chosen profile for
+    ``framework``'s runs, and what was done (None: no profile in use)."""
     from dataclasses import replace
 
-    from planner.calibration import apply, default_profile_path, load_profile
+    from planner.calibration import active_profile, apply
 
-    if choice is not None and choice.strip().lower() == "none":
+    active = active_profile(choice)
+    if active is None:
         return result, None
-    path = Path(choice) if choice is not None else default_profile_path()
-    if choice is None and not path.exists():
-        return result, None
-    profile = load_profile(path)
+    path, profile = active
     rows, methods = [], []
     for row in result.rows:
-        calibrated = apply(row.estimate, profile)
+        calibrated = apply(row.estimate, profile, framework)
         rows.append(replace(row, estimate=calibrated.estimate))
         methods.append({"method": row.estimate.method.kind, **calibrated.to_json()})
     return replace(result, rows=tuple(rows)), {"profile": str(path), "methods": methods}

@@ -295,7 +295,7 @@ def plan_command(
     arch = resolve_model(model)
     specs = [c.method for c in chosen]
     result = plan(arch, workload, specs, gpu=gpu, provider=provider, max_fit=max_fit)
-    result, calibrated = calibrate_plan(result, calibration)
+    result, calibrated = calibrate_plan(result, calibration, framework)
     simulated = _simulate(result, recipe) if simulate else None
     # The whole project (evals, sweep trials, start-up, storage), spot, API jobs, price age.
     project = project_report(result, project_settings, specs=specs, gpu=gpu, provider=provider)

@@ -121,6 +121,7 @@ class PlanScreen(AppScreen):
 
         self.catalog = load_catalog()
         self.models = list_models()
+        self.profile, self.profile_note = _calibration_profile()
         self.form = form or PlanForm()
         self.arch: Any | None = None
         self.arch_name: str | None = None
@@ -430,7 +431,7 @@ class PlanScreen(AppScreen):
             request = self._read_form().parse()
             if self.arch is None:
                 return
-            view = plan_view(request, self.arch, self.catalog)
+            view = plan_view(request, self.arch, self.catalog, self.profile)
         except UserError as error:
             self._show_error(error)
             return
@@ -531,6 +532,11 @@ class PlanScreen(AppScreen):
             Text(f"{term.replace('_', ' ')}: {note}", style="dim")
             for term, note in row.term_notes.items()
         ]
+        if row.calibration:
+            notes.append(Text(f"{self.profile_note}: {row.calibration}", style="dim"))
+            notes += [Text(f"! {w}", style="yellow") for w in row.calibration_warnings]
+        elif self.profile_note.startswith("calibration profile unreadable"):
+            notes.append(Text(self.profile_note, style="yellow"))
         target.update(Group(title, grid, *notes))
 
     # -- actions -----------------------------------------------------------------------
@@ -610,6 +616,21 @@ class PlanScreen(AppScreen):
         inputs["methods"] = [r.method for r in self.view.rows if r.fits]
         inputs["cheapest_dollars"] = self.view.cheapest.dollars if self.view.cheapest else None
         self.app.post_message(SweepThisPlan(inputs))
+
+
+def _calibration_profile() -> tuple[Any, str]:
+    """The user's active calibration profile (None where none was written) and the line
+    that names it; an unreadable one is reported on the screen, not raised."""
+    from planner.calibration import active_profile
+
+    try:
+        active = active_profile()
+    except UserError as error:
+        return None, f"calibration profile unreadable, plans uncalibrated: {error}"
+    if active is None:
+        return None, ""
+    path, profile = active
+    return profile, f"calibration profile {path}"
 
 
 def _spaced(cells: list) -> list[Text]:

@@ -207,6 +207,8 @@ class MethodRow:
     provider: str | None  # whose price the dollars use
     breakdown_gb: dict[str, float] = field(default_factory=dict)
     term_notes: dict[str, str] = field(default_factory=dict)  # what the framework changed
+    calibration: str = ""  # "calibrated from N runs on ..." or why not; "" without a profile
+    calibration_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -271,9 +273,12 @@ def planner_inputs(request: PlanRequest, kind: str) -> tuple[Any, Any]:
     return workload, chosen.method
 
 
-def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
-    """Estimate every method for ``request`` on ``arch``; the cheapest that fits is marked."""
+def plan_view(request: PlanRequest, arch: Any, catalog: Any, profile: Any = None) -> PlanView:
+    """Estimate every method for ``request`` on ``arch``, corrected by the calibration
+    ``profile`` where it has runs like it (as ``paretune plan`` does); the cheapest that
+    fits is marked."""
     from planner import estimate
+    from planner.calibration import apply
     from planner.frameworks import term_notes
 
     rows = []
@@ -283,6 +288,9 @@ def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
         est = estimate(
             arch, workload, method, gpu=request.gpu, provider=request.provider, catalog=catalog
         )
+        calibrated = apply(est, profile, request.framework) if profile is not None else None
+        if calibrated is not None:
+            est = calibrated.estimate
         rows.append(
             MethodRow(
                 method=kind,
@@ -296,6 +304,8 @@ def plan_view(request: PlanRequest, arch: Any, catalog: Any) -> PlanView:
                 provider=est.provider,
                 breakdown_gb={term: float(b) / 1e9 for term, b in est.breakdown.items() if b},
                 term_notes=term_notes(method),
+                calibration=calibrated.label if calibrated else "",
+                calibration_warnings=calibrated.warnings if calibrated else (),
             )
         )
         if est.provider is not None and prices_checked is None:
