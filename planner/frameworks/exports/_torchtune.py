@@ -47,7 +47,7 @@ def _qwen2_5(stem: str) -> _TorchtuneModel:
 
 
 # catalogue name (planner/data/models.json) -> torchtune 0.6 builder (torchtune/models/*)
-_TORCHTUNE_MODELS: dict[str, _TorchtuneModel] = {
+TORCHTUNE_MODELS: dict[str, _TorchtuneModel] = {
     "llama-3.1-8b": _llama3("llama3_1", "llama3_1_8b"),
     "llama-3.1-70b": _llama3("llama3_1", "llama3_1_70b"),
     "llama-3.1-405b": _llama3("llama3_1", "llama3_1_405b"),
@@ -118,12 +118,12 @@ def _torchtune_model(model: str) -> tuple[str, _TorchtuneModel]:
     key = model.strip().lower()
     for arch in list_models():
         names = {arch.name.lower(), *(a.lower() for a in arch.aliases), (arch.hf_id or "").lower()}
-        if key in names and arch.name in _TORCHTUNE_MODELS:
-            return arch.hf_id or arch.name, _TORCHTUNE_MODELS[arch.name]
+        if key in names and arch.name in TORCHTUNE_MODELS:
+            return arch.hf_id or arch.name, TORCHTUNE_MODELS[arch.name]
     raise ExportError(
         f"torchtune builds its models from its own builders, and has none for {model!r}",
         "torchtune 0.6 builds "
-        + ", ".join(sorted(_TORCHTUNE_MODELS))
+        + ", ".join(sorted(TORCHTUNE_MODELS))
         + "; export this trial --to axolotl, trl or unsloth instead.",
     )
 
@@ -185,7 +185,6 @@ def write_torchtune(run: RunToExport) -> Export:
         model.update(
             lora_attn_modules=attention,
             apply_lora_to_mlp=bool(mlp),
-            apply_lora_to_output=False,
             lora_rank=run.rank,
             lora_alpha=run.alpha,
             lora_dropout=run.dropout,
