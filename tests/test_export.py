@@ -311,3 +311,33 @@ def test_torchtune_refuses_a_model_it_has_no_builder_for(tmp_path: Path) -> None
             [{"study": "s", "number": 0, "state": "complete", "config": json.dumps(config)}], []
         )
         export_trial(db, "torchtune", number=0, out=tmp_path / "x.yaml")
+
+
+# -- the terminal UI: Ctrl+E on the Trial tab ------------------------------------------------
+
+
+async def test_ui_exports_the_shown_trial_beside_the_results(results: Path) -> None:
+    from tui.app import ParetuneApp
+
+    app = ParetuneApp(db=results, start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        screen = app.screen
+        await pilot.press("ctrl+e")  # no trial shown yet: a warning, nothing written
+        await pilot.pause()
+        assert app.screen is screen
+        screen.open_trial(STUDY, 2)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        for expected in ("exp-trial-2-axolotl.yml", "exp-trial-2-axolotl-2.yml"):
+            await pilot.press("ctrl+e")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ExportTrialScreen"
+            await pilot.press("enter")  # the first framework: Axolotl
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            written = results.parent / expected
+            assert yaml.safe_load(written.read_text())["peft_use_dora"] is True
+        notices = [n.message for n in app._notifications]
+        assert any(str(results.parent / "exp-trial-2-axolotl-2.yml") in m for m in notices)
+        assert any("Open a trial first" in m for m in notices)

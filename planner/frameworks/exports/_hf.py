@@ -52,7 +52,12 @@ def _sft_fields(run: RunToExport, notes: Notes, *, output_dir: str) -> dict[str,
     if run.loss == "fused":
         fields["use_liger_kernel"] = True
     elif run.loss == "chunked":
-        notes.add("loss chunked: TRL has no chunked cross-entropy; standard (or use_liger_kernel)")
+        notes.add("loss chunked: TRL has no 16-bit chunked cross-entropy; its own loss is written")
+    else:  # trl/trainer/sft_config.py, loss_type "nll" (1.16)
+        notes.add(
+            "loss standard: TRL 1.16 computes its nll loss without building the full logits, "
+            "unlike the trial"
+        )
     if run.data_format == "messages":
         fields["assistant_only_loss"] = True
     else:
