@@ -341,3 +341,32 @@ async def test_ui_exports_the_shown_trial_beside_the_results(results: Path) -> N
         notices = [n.message for n in app._notifications]
         assert any(str(results.parent / "exp-trial-2-axolotl-2.yml") in m for m in notices)
         assert any("Open a trial first" in m for m in notices)
+
+
+def test_demo_trial_takes_its_data_files_from_the_data_check(tmp_path: Path) -> None:
+    """A demo trial's config names no files; the files its data check read are exported."""
+    db = tmp_path / "r.duckdb"
+    store = ResultsStore(db)
+    store.write_study({"study": "demo"})
+    files = [
+        {"role": "train", "path": "/cache/demo/train.jsonl", "sha256": "ab", "rows": 48},
+        {"role": "eval", "path": "/cache/demo/eval.jsonl", "sha256": "cd", "rows": 16},
+    ]
+    store.write_trials(
+        [
+            {
+                "study": "demo",
+                "number": 0,
+                "state": "failed",
+                "config": json.dumps(TrialConfig(targets="mlp").model_dump()),
+                "data_provenance": json.dumps({"fingerprint": "f", "files": files}),
+            }
+        ],
+        [],
+    )
+    path = export_trial(db, "axolotl", number=0, out=tmp_path / "demo.yml").path
+    data, text = yaml.safe_load(path.read_text()), path.read_text()
+    assert data["datasets"][0]["path"] == "/cache/demo/train.jsonl"
+    assert data["test_datasets"][0]["path"] == "/cache/demo/eval.jsonl"
+    assert data["lora_target_modules"] == ["gate_proj", "up_proj", "down_proj"]
+    assert "it ended failed" in text and "bundled demo model" in text and "Llama-style" in text

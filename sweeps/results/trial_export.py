@@ -292,7 +292,9 @@ def export_trial(
     store = _store(db)
     study = _study(store, db, study)
     row = _trial_row(store, db, study, number)
-    run = run_from_row(row, source=f"trial {number} of study {study} ({Path(db).name})")
+    state = row.get("state")
+    ended = "" if state in (None, "complete") else f"; it ended {state}"
+    run = run_from_row(row, source=f"trial {number} of study {study} ({Path(db).name}{ended})")
     try:
         written: Export = export_run(run, to)
     except InvalidSpecError as error:

@@ -143,6 +143,12 @@ def precision_flags(run: RunToExport, notes: Notes) -> dict[str, Any]:
 
 
 def data_note(run: RunToExport, notes: Notes) -> None:
+    """Notes on the model and data a framework cannot take as the trial named them."""
+    if run.model == "demo":
+        notes.add(
+            "model 'demo' is paretune's bundled demo model (a local folder, not on the Hub): "
+            "set the model to train"
+        )
     if run.train is None:
         notes.add("train data: the trial recorded no train file; set the dataset path")
     elif run.train.startswith("hf:"):
