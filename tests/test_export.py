@@ -281,6 +281,11 @@ def test_notes_for_what_a_framework_cannot_say() -> None:
         (["0", "--to", "axolotl", "--out", "{tmp}/x.json"], ".yml or .yaml"),
         (["0", "--to", "axolotl", "--pick"], "not both"),
         (["--to", "axolotl"], "no trial to export"),
+        pytest.param(
+            ["0", "--to", "axolotl", "--out", "/proc/paretune-export.yml"],
+            "cannot write",
+            marks=pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc"),
+        ),
     ],
 )
 def test_refusals(results: Path, tmp_path: Path, args: list[str], said: str) -> None:

@@ -226,7 +226,7 @@ def default_export_path(db: Path, study: str, number: int, to: str) -> Path:
 def _free_path(path: Path) -> Path:
     """``path``, or ``NAME-2.SUFFIX``, ``NAME-3.SUFFIX`` ... the first that does not exist."""
     candidate, n = path, 1
-    while candidate.exists() or candidate.with_suffix(".py").exists() and path.suffix == ".json":
+    while candidate.exists() or (path.suffix == ".json" and candidate.with_suffix(".py").exists()):
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
