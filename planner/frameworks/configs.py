@@ -152,6 +152,7 @@ _TORCHTUNE_OPTIMIZERS = {  # torchtune trains in pure bf16: moments in the param
     "bitsandbytes.optim.PagedAdamW8bit": "paged_adamw8bit",
     "bitsandbytes.optim.PagedAdamW": "paged_adamw8bit",
     "bitsandbytes.optim.AdamW8bit": "adamw8bit",
+    "torch.optim.Adafactor": "adafactor",
 }
 
 
@@ -191,6 +192,10 @@ def _axolotl(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, Any
         raise reader._fail("adapter", "lora, qlora or left out (full fine-tuning)", adapter)
     if reader.flag("peft_use_dora"):
         method["kind"] = "dora"
+    unfrozen = reader.names("unfrozen_parameters")
+    if unfrozen is not None and method["kind"] == "full":
+        method["kind"] = "freeze"
+        _put(method, "freeze_layers", _unfrozen_layers(unfrozen))
     _put(method, "rank", reader.integer("lora_r"))
     _put(method, "alpha", reader.number("lora_alpha"))
     _put(method, "lora_dropout", reader.number("lora_dropout"))
@@ -227,6 +232,19 @@ def _axolotl(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, Any
     return reader.text("base_model"), method, work
 
 
+def _unfrozen_layers(patterns: tuple[str, ...]) -> int | None:
+    """How many decoder layers ``unfrozen_parameters`` patterns such as
+    ``^model\\.layers\\.(22|23)\\.`` train (None when they name no layer numbers)."""
+    import re
+
+    layers: set[int] = set()
+    for pattern in patterns:
+        found = re.search(r"layers\\?\.\(?([0-9|]+)\)?", pattern)
+        if found:
+            layers.update(int(n) for n in found.group(1).split("|") if n)
+    return len(layers) or None
+
+
 def _precision(reader: _Reader, method: dict[str, Any], bf16_key: str, fp16_key: str) -> None:
     bf16 = reader.raw(bf16_key)
     if bf16 is True or bf16 == "auto":
@@ -248,6 +266,7 @@ _TORCHTUNE_MODELS = {  # builder stem (torchtune/models/*/_model_builders.py) ->
     "mistral_7b": "mistral-7b",
     "qwen2_5_0_5b": "qwen2.5-0.5b",
     "qwen2_5_1_5b": "qwen2.5-1.5b",
+    "qwen2_5_1_5b_base": "qwen2.5-1.5b",
     "qwen2_5_3b": "qwen2.5-3b",
     "qwen2_5_7b_base": "qwen2.5-7b",
     "qwen2_5_14b_base": "qwen2.5-14b",
@@ -364,6 +383,10 @@ def _trl(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     if reader.raw("load_in_4bit") is True or reader.raw("quantization_bit") == 4:
         reader.used.update({"load_in_4bit", "quantization_bit"})
         method["kind"] = "qlora"
+    freeze = reader.integer("freeze_trainable_layers")  # paretune's export of method freeze
+    if freeze is not None and method["kind"] == "full":
+        method["kind"] = "freeze"
+        method["freeze_layers"] = freeze
     reader.text("peft_type")
     reader.text("task_type")
     _put(method, "rank", reader.integer("r"))

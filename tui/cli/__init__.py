@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "tui.cli.data",
     "tui.cli.calibrate",
     "tui.cli.report",
+    "tui.cli.export",
 )
 
 
@@ -77,9 +78,18 @@ def tui_command(db: Path | None) -> None:
 
 # The command modules import only click at module level: the libraries behind a command are
 # imported when it runs.
-from tui.cli import calibrate, data, plan, prices, report, sweep, trial  # noqa: E402 - after ``main`` exists
+from tui.cli import (  # noqa: E402 - after ``main`` exists
+    calibrate,
+    data,
+    export,
+    plan,
+    prices,
+    report,
+    sweep,
+    trial,
+)
 
-for _module in (prices, plan, trial, sweep, data, calibrate, report):
+for _module in (prices, plan, trial, sweep, data, calibrate, report, export):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -32,6 +32,7 @@ as you type. **F3 Sweeps** — launch, watch and stop sweeps; inspect trials.
 | Ctrl+K | sweeps | stop the sweep launched from here (Ctrl-C to its processes) |
 | Ctrl+R | sweeps | refresh studies now (running sweeps refresh by themselves) |
 | Enter | sweeps | open the highlighted study / trial |
+| Ctrl+E | sweeps | export the shown trial as an Axolotl, TRL, Unsloth or torchtune config |
 | Ctrl+R | SQL | run the query |
 | Ctrl+L | SQL | example queries |
 | Ctrl+E | SQL | export the result to CSV or Parquet |

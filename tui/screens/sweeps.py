@@ -37,6 +37,7 @@ from tui.launcher import LaunchedSweep, check_sweep, launch_sweep, launched_swee
 from tui.messages import OpenTrial, SpecEdited, SweepThisPlan
 from tui.screens.cpu_offer import CpuOffer, CpuOfferScreen, cpu_offer, on_the_cpu
 from tui.screens.sweeps_data import StudySummary, TrialDetail, load_studies, load_trial, load_trials
+from tui.screens.trial_export import ExportTrialScreen, TrialExported, export_shown_trial
 from tui.widgets import AppFooter, AppScreen, ErrorLine
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ class SweepsScreen(AppScreen):
         Binding("ctrl+l", "launch", "Launch", priority=True),
         Binding("ctrl+k", "stop", "Stop sweep", priority=True),
         Binding("ctrl+r", "refresh", "Refresh"),
+        Binding("ctrl+e", "export_trial", "Export trial"),
     ]
     DEFAULT_CSS = """
     SweepsScreen #sweeps-tabs { height: 1fr; }
@@ -362,6 +364,35 @@ class SweepsScreen(AppScreen):
             title + ("" if steps else " (no steps logged yet)" if running else " (no steps logged)")
         )
         plot.refresh()
+
+    # -- exporting the shown trial as a framework config ----------------------------------
+
+    def action_export_trial(self) -> None:
+        """Ask for a framework, then write the shown trial's config beside the results file."""
+        if self.shown_trial is None:
+            self.notify("Open a trial first (Enter on the Studies tab).", severity="warning")
+            return
+        study, number = self.shown_trial
+
+        def chosen(to: str | None) -> None:
+            if to is not None:
+                self.notify(f"Writing trial {number} of {study} as {to} ...")
+                self._export_trial(study, number, to)
+
+        self.app.push_screen(ExportTrialScreen(study, number), chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sweeps-export")
+    def _export_trial(self, study: str, number: int, to: str) -> None:
+        self.post_message(export_shown_trial(self.app.db_path, study, number, to))
+
+    @on(TrialExported)
+    def _trial_exported(self, message: TrialExported) -> None:
+        if message.error is not None:
+            self.query_one("#sweeps-error", ErrorLine).show_error(message.error)
+            return
+        self.query_one("#sweeps-error", ErrorLine).clear()
+        notes = f" ({len(message.notes)} notes in the file: what it could not express)"
+        self.notify(f"Wrote {message.path}" + (notes if message.notes else ""), timeout=10)
 
     # -- spec editing and launching ----------------------------------------------------
 
