@@ -329,6 +329,7 @@ def test_export_refuses_an_unknown_destination_and_study(tmp_path: Path, capsys)
     for args, words in (
         (["--to", "neptune", "x"], "--to 'neptune' is not a place"),
         (["--to", "mlflow", "file:x", "--study", "pats"], "no study 'pats'"),
+        (["--to", "mlflow", "http://127.0.0.1:9"], "could not be logged to MLflow"),
     ):
         with pytest.raises(SystemExit) as exit:
             cli(["results", "export", *args, "--db", str(db)])

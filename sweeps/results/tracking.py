@@ -399,7 +399,8 @@ def wandb_problem(folder: Path, *, unwritable: Callable[[Path, bool], str | None
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= 300 else line[:299].rstrip(". ") + "…"
 
 
 def _client(uri: str) -> Any:
@@ -683,17 +684,30 @@ def export_study(
     study_row = next((s for s in _study_rows(store, study)), {"study": study})
     done = Exported()
     for target in targets:
-        target.open_study(study_row)
+        logged: list[int] = []
         try:
-            logged = []
+            with _no_retries():  # a server that does not answer: said in seconds
+                target.open_study(study_row)
             for row in rows:
                 if target.has(int(row["number"])):
                     continue
                 steps = store.steps(study, int(row["number"]))
                 target.log(trial_content(row, steps, study=study_row, base=base))
                 logged.append(int(row["number"]))
-        finally:
             target.close()
+        except UserError:
+            raise
+        except Exception as error:
+            raise TrackingError(
+                f"study {study} could not be logged to {target.label}: {_first_line(error)}. "
+                + (
+                    f"Trial(s) {logged} were logged before it stopped."
+                    if logged
+                    else "Nothing was logged."
+                ),
+                "Check the address and that the store can be written, then rerun: trials "
+                "already logged are skipped.",
+            ) from None
         done.logged[target.label] = logged
         done.skipped[target.label] = len(rows) - len(logged)
     return done
@@ -755,6 +769,11 @@ class TrialLogger:
             )
 
     def _loop(self) -> None:
+        # A tracking server that stops answering fails a log in about a minute, not after
+        # MLflow's default retries (several minutes that the end of the sweep would wait for).
+        # Settings of the user's own win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         targets: list[Target] = []
         for name, factory in self._factories:
             try:
