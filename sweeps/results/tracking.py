@@ -599,11 +599,13 @@ class WandbOfflineTarget:
     def open_study(self, study: dict[str, Any]) -> None:
         self.study = str(study["study"])
         self.logged = set()
-        prefix = f"-{wandb_run_id(self.study, 0)[:-1]}"
+        prefix = wandb_run_id(self.study, 0)[:-1]
         for run in (self.folder / "wandb").glob("offline-run-*"):
-            tail = run.name.rsplit(prefix, 1)
-            if len(tail) == 2 and tail[1].isdigit() and any(run.glob("*.wandb")):
-                self.logged.add(int(tail[1]))
+            parts = run.name.split("-", 3)  # offline, run, <date>_<time>, <run id>
+            number = parts[3][len(prefix) :] if len(parts) == 4 else ""
+            logged = parts[3:] and parts[3].startswith(prefix) and number.isdigit()
+            if logged and any(run.glob("*.wandb")):
+                self.logged.add(int(number))
 
     def has(self, number: int) -> bool:
         return number in self.logged
