@@ -10,6 +10,7 @@ Everything stays on this machine: no telemetry, W&B offline.
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import sys
 from collections.abc import Iterator
@@ -451,3 +452,30 @@ def test_spec_keys_round_trip(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as error:
         load_spec(write_demo_spec(tmp_path, "bad", trials=1, extra_run='wandb = "online"'))
     assert "wandb" in error.value.message
+
+
+def test_an_adapter_deleted_before_it_is_logged_leaves_the_run_whole(tmp_path: Path) -> None:
+    """With save = "frontier", a later trial may delete an adapter (off the frontier) while the
+    sweep's logger is still to upload it: the run is logged without it, and says so."""
+    from sweeps.results.tracking import MlflowTarget, trial_content
+
+    db = tmp_path / "results.duckdb"
+    write_study(db, "race")
+    store = ResultsStore(db)
+    row = store.trials("race")[0]
+    adapter = tmp_path / row["artifact"]
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    content = trial_content(row, store.steps("race", 0), base=tmp_path)
+    assert content.adapter == adapter
+    shutil.rmtree(adapter)  # deleted by the artifact policy before the upload
+
+    uri = f"file:{tmp_path / 'mlruns'}"
+    target = MlflowTarget(uri)
+    target.open_study({"study": "race"})
+    target.log(content)
+    _, children = _runs(uri, "race")
+    run = children[0]
+    assert run.info.status == "FINISHED"
+    assert "deleted by the artifact policy" in run.data.tags["paretune.adapter"]
+    assert run.data.metrics["objective_quality"] == pytest.approx(RESULTS_TRIALS[0][3])

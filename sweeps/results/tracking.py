@@ -130,6 +130,7 @@ STUDY_PARAMS = (
 )
 """``studies`` columns logged as the parameters of the study's parent run."""
 
+_ADAPTER_GONE = "deleted by the artifact policy before it was logged"
 _NUMERIC = ("DOUBLE", "INTEGER", "BIGINT")
 _FINAL_STATES_EXCLUDED = ("running", "waiting")
 _TAG_LIMIT = 5000  # MLflow's tag value limit in its oldest supported stores
@@ -554,7 +555,15 @@ class MlflowTarget:
                 self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
             self.client.log_dict(run_id, content.record, "trial.json")
             if content.adapter is not None:
-                self.client.log_artifacts(run_id, str(content.adapter), "adapter")
+                try:
+                    if not content.adapter.is_dir():  # MLflow would log an empty folder
+                        raise FileNotFoundError(content.adapter)
+                    self.client.log_artifacts(run_id, str(content.adapter), "adapter")
+                except OSError:
+                    if content.adapter.is_dir():
+                        raise
+                    # a later trial took it off the frontier (and deleted it) meanwhile
+                    self.client.set_tag(run_id, "paretune.adapter", _ADAPTER_GONE)
             status = (
                 RunStatus.FINISHED
                 if content.ok
@@ -641,8 +650,16 @@ class WandbOfflineTarget:
                 artifact = wandb.Artifact(
                     f"{wandb_run_id(content.study, content.number)}-adapter", type="model"
                 )
-                artifact.add_dir(str(content.adapter))
-                run.log_artifact(artifact)
+                try:
+                    if not content.adapter.is_dir():
+                        raise FileNotFoundError(content.adapter)
+                    artifact.add_dir(str(content.adapter))
+                except OSError:
+                    if content.adapter.is_dir():
+                        raise
+                    run.summary["adapter"] = _ADAPTER_GONE  # taken off the frontier meanwhile
+                else:
+                    run.log_artifact(artifact)
         finally:
             run.finish(exit_code=0 if content.ok else 1)
         self.logged.add(content.number)
