@@ -410,6 +410,9 @@ def _client(uri: str) -> Any:
         # MLflow 3 keeps its file store in maintenance mode behind this switch; a spec that
         # names a file: store asks for one.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    # A tracking server's client prints two links per finished run to stdout: in a sweep,
+    # through the progress display. paretune says where the runs went once.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
