@@ -1192,7 +1192,7 @@ def _trial_logger(
     return TrialLogger(
         targets,
         study_row(study, storage=storage_url),
-        on_warning=state.event,
+        on_event=state.event,
         export_hint=hint,
     )
 

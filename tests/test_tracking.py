@@ -162,6 +162,7 @@ def test_sweep_logs_each_trial_as_a_child_mlflow_run(swept) -> None:
     uri, folder = swept["uri"], swept["folder"]
     assert swept["state"].done == 2
     assert swept["sweep"].tracking.failed == {}
+    assert f"2 trials logged to MLflow {uri}" in swept["state"].events
     rows = {r["number"]: r for r in ResultsStore(folder / "results.duckdb").trials("tracked")}
     parent, children = _runs(uri, "tracked")
     client = _client(uri)

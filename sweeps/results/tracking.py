@@ -744,7 +744,7 @@ def _study_rows(store: Any, study: str) -> list[dict[str, Any]]:
 class TrialLogger:
     """Logs a sweep's finished trials to its targets from a thread of its own, so a slow or
     unreachable tracking server never holds up a trial. A target that fails is warned about
-    once (``on_warning``) and left alone for the rest of the sweep: the trials stay in the
+    once (``on_event``) and left alone for the rest of the sweep: the trials stay in the
     study and the results file, and ``paretune results export`` logs them later."""
 
     def __init__(
@@ -752,12 +752,12 @@ class TrialLogger:
         targets: Sequence[tuple[str, Callable[[], Target]]],
         study: dict[str, Any],
         *,
-        on_warning: Callable[[str], None],
+        on_event: Callable[[str], None],
         export_hint: Callable[[str], str],
     ) -> None:
         self._factories = list(targets)
         self._study = study
-        self._warn = on_warning
+        self._warn = on_event
         self._hint = export_hint
         self._queue: queue.Queue[tuple[dict[str, Any], list[dict[str, Any]]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -789,6 +789,14 @@ class TrialLogger:
                 f"experiment tracking: still logging after {timeout_s:.0f} s; the trials not yet "
                 "logged stay in the results file. " + self._hint("")
             )
+            return
+        with self._lock:
+            self._thread = None  # a later trial (the sweep run again) starts a new one
+        for label, numbers in self.logged.items():
+            if label not in self.failed:
+                count = len(numbers)
+                self._warn(f"{count} trial{'s' if count != 1 else ''} logged to {label}")
+        self.logged = {}
 
     def _loop(self) -> None:
         # A tracking server that stops answering fails a log in about a minute, not after
