@@ -24,6 +24,9 @@ terminal UI's launch before they open the study. In order:
 - **storage**: the run folder and the results file can be written, an existing results file
   is a DuckDB database, and the Optuna storage is reachable (the journal's folder writable,
   or the PostgreSQL server answers).
+- **tracking** (with ``[run] mlflow`` or ``wandb``): MLflow (or wandb) is installed and the
+  tracking store can be written (a local store's folder, an existing database opens, a
+  tracking server answers), so no trial is paid for before logging is known to work.
 - **dry step**: the first point of the search space (:func:`first_point`) runs one optimizer
   step (forward, backward, optimizer) in the trial's own child process, on the first rows
   of each data file, with evaluation on those rows only.
@@ -149,6 +152,8 @@ def preflight(
         report.run("data check", _check_data_quality, context)
     report.run("objectives", _check_objectives, context)
     report.run("storage", _check_storage, context)
+    if spec.run.mlflow or spec.run.wandb:
+        report.run("tracking", _check_tracking, context)
     if dry_step and not report.problems:
         report.run("dry step", _dry_step, context)
     if report.problems:
@@ -743,6 +748,46 @@ def _check_storage(context: _Context, report: _Report) -> str:
         f"results {results} ({'existing DuckDB file' if existing else 'new'}), "
         f"study {redact_url(url)}, run folder {run.dir}"
     )
+
+
+def _check_tracking(context: _Context, report: _Report) -> str:
+    from sweeps.results.tracking import TrackingError, mlflow_problem, wandb_problem
+
+    run = context.spec.run
+    done = []
+
+    def unwritable(path: Path, folder: bool) -> str | None:
+        return _unwritable(path, folder=folder)
+
+    if run.mlflow:
+        try:
+            problem = mlflow_problem(run.mlflow, unwritable=unwritable)
+        except TrackingError as error:
+            report.problem("tracking", error.message, error.hint)
+        else:
+            if problem:
+                report.problem(
+                    "tracking",
+                    f"trials cannot be logged to MLflow at {run.mlflow}: {problem}.",
+                    "Fix [run] mlflow (a sqlite:///FILE or file:FOLDER you can write, or a "
+                    "tracking server that answers), or leave it out.",
+                )
+            done.append(f"MLflow {run.mlflow}")
+    if run.wandb:
+        folder = Path(run.dir)
+        try:
+            problem = wandb_problem(folder, unwritable=unwritable)
+        except TrackingError as error:
+            report.problem("tracking", error.message, error.hint)
+        else:
+            if problem:
+                report.problem(
+                    "tracking",
+                    f"offline W&B runs cannot be written in {folder}: {problem}.",
+                    "Point [run] dir at a folder you can write, or leave [run] wandb out.",
+                )
+            done.append(f"W&B offline runs in {folder / 'wandb'}")
+    return ", ".join(done)
 
 
 def _unwritable(path: Path, *, folder: bool) -> str | None:

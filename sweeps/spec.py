@@ -539,6 +539,30 @@ class RunSection(_Section):
         description="stop the sweep after this many trials in a row fail with the same error "
         "(a broken setup, not a bad point); 0: never",
     )
+    mlflow: str | None = Field(
+        None,
+        description="MLflow tracking URI (sqlite:///mlflow.db, file:./mlruns or a tracking "
+        "server's http(s):// address): each finished trial is logged as an MLflow run, a "
+        "child of one run per study; needs the mlflow extra",
+    )
+    mlflow_experiment: str | None = Field(
+        None, min_length=1, description="MLflow experiment the runs go to; default: the study name"
+    )
+    wandb: Literal["offline"] | None = Field(
+        None,
+        description='"offline": each finished trial is also written as an offline W&B run in '
+        "<dir>/wandb (`wandb sync` uploads them); needs the wandb extra",
+    )
+
+    @field_validator("mlflow")
+    @classmethod
+    def _mlflow_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                'must be an MLflow tracking URI such as "sqlite:///mlflow.db", '
+                '"file:./mlruns" or "http://host:5000"; leave it out to log nothing'
+            )
+        return value
 
     @field_validator("storage")
     @classmethod
@@ -1024,6 +1048,18 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
     out.append(_line("max_retries", run.max_retries, "re-runs of a trial whose worker died"))
     out.append(
         _line("breaker", run.breaker, "stop after this many same failures in a row; 0: never")
+    )
+    out.append(
+        _line("mlflow", run.mlflow, "MLflow tracking URI: one run per trial")
+        if run.mlflow
+        else '# mlflow = "sqlite:///mlflow.db"  # log each trial as an MLflow run'
+    )
+    if run.mlflow_experiment is not None:
+        out.append(_line("mlflow_experiment", run.mlflow_experiment, "default: the study name"))
+    out.append(
+        _line("wandb", run.wandb, "offline W&B runs in dir/wandb")
+        if run.wandb
+        else '# wandb = "offline"  # also write each trial as an offline W&B run'
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n", encoding="utf-8")

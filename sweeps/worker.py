@@ -79,6 +79,7 @@ from sweeps.results.store import (
     study_row,
     trial_row,
 )
+from sweeps.results.tracking import MlflowTarget, Target, TrialLogger, WandbOfflineTarget
 from sweeps.spec import SweepSpec
 from sweeps.study import (
     HEARTBEAT_INTERVAL_S,
@@ -242,6 +243,9 @@ class Sweep:
         self.kept: dict[int, Path | None] = {}
         """Trials that finished while the storage could not be written, and the file that
         keeps each one's result (None: no file could be written either)."""
+        self.tracking = _trial_logger(spec, study, storage_url, self.state)
+        """Logs each ended trial to MLflow / offline W&B (``[run] mlflow``, ``wandb``); None
+        when the spec asks for neither."""
         self.timings: list[dict[str, float]] = []
         """Per launched trial, seconds spent: ask_gate (ask + gate under the lock), run (the
         isolated trial, as seen by the parent), trial_wall (as measured inside the trial),
@@ -318,6 +322,8 @@ class Sweep:
             raise
         finally:
             self.sync_results()
+            if self.tracking is not None:
+                self.tracking.close()
         if self.storage_failure is not None:
             raise self._storage_error()
         if self._errors:
@@ -810,6 +816,8 @@ class Sweep:
             )
             rows.append(row)
             steps.extend(trial_steps)
+            if n == number and self.tracking is not None:
+                self.tracking.put(row, trial_steps)  # logged from its own thread; never waits
         try:
             if study_too:
                 self._trial_store.write_study(study_row(self.study, storage=self.storage_url))
@@ -1147,6 +1155,46 @@ def _repeat_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:
         sd = [statistics.stdev(column) for column in zip(*measured, strict=True)]
         sd[2] *= math.sqrt(len(measured))
     return {"repeats": len(result.repeats), "objective_sd": sd, "repeat_results": rows}
+
+
+def _trial_logger(
+    spec: SweepSpec, study: optuna.Study, storage_url: str, state: SweepState
+) -> TrialLogger | None:
+    """The logger of ended trials to the spec's MLflow store and offline W&B folder (None:
+    the spec asks for neither). Preflight checked that each is installed and writable; a
+    failure while the sweep runs is said once and stops that logging only."""
+    run = spec.run
+    targets: list[tuple[str, Callable[[], Target]]] = []
+    exports = []
+    db = f"--db {shlex.quote(str(run.results))}"
+    if run.mlflow:
+        uri, experiment = run.mlflow, run.mlflow_experiment
+        targets.append((f"MLflow {uri}", lambda: MlflowTarget(uri, experiment=experiment)))
+        extra = f" --experiment {shlex.quote(experiment)}" if experiment else ""
+        exports.append(
+            f"`paretune results export --to mlflow {shlex.quote(uri)}{extra} "
+            f"--study {shlex.quote(spec.name)} {db}`"
+        )
+    if run.wandb == "offline":
+        folder = Path(run.dir)
+        targets.append((f"W&B offline runs in {folder}", lambda: WandbOfflineTarget(folder)))
+        exports.append(
+            f"`paretune results export --to wandb-offline {shlex.quote(str(folder))} "
+            f"--study {shlex.quote(spec.name)} {db}`"
+        )
+    if not targets:
+        return None
+
+    def hint(label: str) -> str:
+        chosen = [e for e, (name, _) in zip(exports, targets, strict=True) if name == label]
+        return " or ".join(chosen or exports) + " logs them later"
+
+    return TrialLogger(
+        targets,
+        study_row(study, storage=storage_url),
+        on_event=state.event,
+        export_hint=hint,
+    )
 
 
 def _spend(study: optuna.Study, trials: list[Any] | None = None) -> Spend:

@@ -787,4 +787,72 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
         click.echo(f"{name}: {count} trials -> {db}")
 
 
+@results_group.command("export")
+@click.option(
+    "--to",
+    "to",
+    nargs=2,
+    required=True,
+    metavar="KIND WHERE",
+    help="mlflow URI (sqlite:///mlflow.db, file:./mlruns, http://host:5000), or "
+    "wandb-offline FOLDER (offline W&B runs in FOLDER/wandb).",
+)
+@click.option(
+    "--study", "studies", multiple=True, help="Only this study (repeatable); default: all."
+)
+@click.option("--experiment", default=None, help="MLflow experiment; default: the study's name.")
+@_db_option()
+def results_export(
+    to: tuple[str, str], studies: tuple[str, ...], experiment: str | None, db: Path
+) -> None:
+    """Log a study's trials as MLflow runs (or offline W&B runs); idempotent.
+
+    Each ended trial becomes one run, a child of the study's run: its parameters, its three
+    objectives and other metrics, its step curve, hardware, the whole row as trial.json, and
+    its adapter when it was kept. A trial already logged there (by an earlier export or by
+    the sweep's [run] mlflow) is skipped.
+    """
+    from sweeps.results.store import ResultsStore
+    from sweeps.results.tracking import (
+        MlflowTarget,
+        Target,
+        WandbOfflineTarget,
+        export_study,
+    )
+
+    kind, where = to
+    if kind not in ("mlflow", "wandb-offline"):
+        raise SweepUsageError(
+            f"--to {kind!r} is not a place trials can be exported to.",
+            "Use `--to mlflow URI` (e.g. sqlite:///mlflow.db) or `--to wandb-offline FOLDER`.",
+        )
+    if not db.is_file():
+        raise SweepUsageError(
+            f"no results file at {db}", "Pass the file a sweep wrote with --db (or run a sweep)."
+        )
+    store = ResultsStore(db)
+    names = [row["study"] for row in store.studies()]
+    chosen = list(studies) or names
+    missing = [s for s in chosen if s not in names]
+    if missing or not chosen:
+        from pricing.errors import did_you_mean
+
+        raise SweepUsageError(
+            f"no study {missing[0]!r} in {db}" if missing else f"no study in {db}",
+            did_you_mean(missing[0], names) if missing else "Run a sweep first.",
+        )
+    target: Target = (
+        MlflowTarget(where, experiment=experiment)
+        if kind == "mlflow"
+        else WandbOfflineTarget(Path(where))
+    )
+    for name in chosen:
+        done = export_study(store, name, [target])
+        logged, skipped = done.logged[target.label], done.skipped[target.label]
+        click.echo(
+            f"{name}: {len(logged)} trial{'s' if len(logged) != 1 else ''} logged to "
+            f"{target.label}" + (f", {skipped} already there" if skipped else "")
+        )
+
+
 COMMANDS: list[click.Command] = [sweep_group, sql_command, frontier_command, results_group]
