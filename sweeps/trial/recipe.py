@@ -601,6 +601,8 @@ _FLAGS = {
     "batch": "--batch",
     "seed": "--seed",
     "device": "--device",
+    "gpus": "--gpus",
+    "sharding": "--sharding",
     "run_dir": "--run-dir",
 }
 

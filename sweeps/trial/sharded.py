@@ -61,6 +61,15 @@ def check_sharding(config: TrialConfig) -> None:
 
     if config.gpus < 2:
         return
+    if config.device == "cuda":
+        import torch
+
+        visible = torch.cuda.device_count()
+        if visible < config.gpus:
+            raise TrialError(
+                f"gpus {config.gpus} asks for more GPUs than the {visible} visible",
+                "Use --gpus at most that many, or list more in CUDA_VISIBLE_DEVICES.",
+            )
     if config.sharding in ("zero2", "zero3"):
         raise TrialError(
             f"sharding {config.sharding!r} is not supported yet",
