@@ -570,7 +570,7 @@ def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -
     except Exception:  # noqa: BLE001 - an unknown GPU only means no MFU
         return None
     per_token = predicted_estimate.flops / max(1, predicted_estimate.workload.tokens)
-    return per_token * tokens_per_s / peak
+    return per_token * tokens_per_s / (peak * config.gpus)  # a sharded trial: all its GPUs
 
 
 def _catalog_gpu(catalog, device_name: str):

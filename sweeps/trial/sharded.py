@@ -61,11 +61,11 @@ def check_sharding(config: TrialConfig) -> None:
 
     if config.gpus < 2:
         return
-    if config.device == "cuda":
+    if config.device != "cpu":
         import torch
 
-        visible = torch.cuda.device_count()
-        if visible < config.gpus:
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (config.device == "cuda" or visible) and visible < config.gpus:
             raise TrialError(
                 f"gpus {config.gpus} asks for more GPUs than the {visible} visible",
                 "Use --gpus at most that many, or list more in CUDA_VISIBLE_DEVICES.",
