@@ -142,8 +142,6 @@ def _torchrun(config: TrialConfig, folder: Path) -> None:
     from torch.distributed.run import get_args_parser, run
 
     os.environ[_PARENT_ENV] = str(os.getpid())
-    if config.device != "cpu":  # CUDA_VISIBLE_DEVICES lists the trial's GPUs
-        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     args = get_args_parser().parse_args(
         [
             "--standalone",
@@ -317,6 +315,8 @@ def _run(
     dist.all_gather_object(memory, (trained.peak_gb, trained.states_gb, trained.reserved_gb))
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     weights = get_model_state_dict(model, options=options)
+    # Every rank leaves the group here, together: rank 0 needs no collective from now on.
+    dist.destroy_process_group()
     if ranks.rank != 0:
         return None
     # What the result needs of the schedule (its steps per epoch), not the sharded states.
@@ -386,7 +386,9 @@ def main(argv: list[str]) -> int:
     rank = int(os.environ.get("RANK", "0"))
 
     def send(message: dict) -> None:
-        os.write(channel, (json.dumps(message) + "\n").encode())
+        data = (json.dumps(message) + "\n").encode()
+        while data:  # a line longer than the pipe's buffer goes in parts
+            data = data[os.write(channel, data) :]
 
     from planner.methods import quiet_bitsandbytes
     from sweeps.trial.isolation import _is_oom, _limit_memory
