@@ -23,7 +23,13 @@ from planner.estimation.estimate import (
     plan,
     training_flops,
 )
-from planner.estimation.memory import TERMS, memory_terms, targeted_shapes, trainable_params
+from planner.estimation.memory import (
+    TERMS,
+    memory_terms,
+    state_bytes,
+    targeted_shapes,
+    trainable_params,
+)
 from planner.specs import (
     ATTENTIONS,
     METHODS,
@@ -59,6 +65,7 @@ __all__ = [
     "list_models",
     "max_fit",
     "memory_terms",
+    "state_bytes",
     "plan",
     "resolve_model",
     "search_models",

@@ -108,11 +108,11 @@ class Gate:
             return Prediction(gpu_memory_gb=self.gpu_memory_gb, note=self._planner_error)
         try:
             from planner import Workload, estimate
-            from sweeps.trial.prediction import planner_method
+            from sweeps.trial.prediction import planner_method, rank_batch
 
             workload = Workload(
                 seq_len=config.max_seq_len,
-                batch=config.batch,
+                batch=rank_batch(config),
                 grad_accum=config.grad_accum,
                 dataset_tokens=_dataset_tokens(config),
                 epochs=config.epochs,

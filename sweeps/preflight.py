@@ -881,7 +881,8 @@ def _dry_step(context: _Context, report: _Report) -> str:
     config = context.config
     point = _describe(config)
     limit = config.time_limit_s or DRY_STEP_TIMEOUT_S
-    env = {"CUDA_VISIBLE_DEVICES": context.gpus[0]} if context.gpus else None
+    # The first worker's GPUs: one, or the gpus_per_trial a sharded trial runs on.
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(context.gpus[: config.gpus])} if context.gpus else None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="paretune-preflight-") as folder:
         dry = TrialConfig(

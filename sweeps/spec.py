@@ -167,6 +167,8 @@ _SET_ELSEWHERE = {
     "method",
     "alpha",
     "device",
+    "gpus",
+    "sharding",
     "gpu",
     "provider",
     "usd_per_hour",
@@ -191,6 +193,8 @@ def _set_where(key: str) -> str:
         "method": "[search] methods",
         "alpha": "[search] alpha_ratio (alpha = alpha_ratio x rank)",
         "device": "[hardware] device",
+        "gpus": "[hardware] gpus_per_trial",
+        "sharding": "[hardware] gpus_per_trial (sharded with FSDP)",
         "gpu": "[hardware] gpu",
         "provider": "[hardware] provider",
         "usd_per_hour": "[hardware] usd_per_hour",
@@ -342,7 +346,16 @@ class HardwareSection(_Section):
     provider: str | None = Field(None, description="catalogue provider for the hourly price")
     usd_per_hour: float | None = Field(None, ge=0, description="override of the hourly price")
     cpu_instance: str | None = Field(None, description="catalogue CPU instance for CPU runs")
-    gpus: list[int] = Field(default_factory=list, description="GPU indices: one worker each")
+    gpus: list[int] = Field(
+        default_factory=list,
+        description="GPU indices: one worker each, or one per gpus_per_trial of them",
+    )
+    gpus_per_trial: int = Field(
+        1,
+        ge=1,
+        description="devices one trial is sharded over (torchrun + FSDP2): consecutive groups "
+        "of gpus, one worker each; on CPU, processes per trial",
+    )
     memory_gb: float | None = Field(None, gt=0, description="override of the GPU's memory")
 
     @field_validator("gpus")
@@ -353,6 +366,15 @@ class HardwareSection(_Section):
         if len(set(gpus)) != len(gpus):
             raise ValueError(f"GPU indices must be distinct, got {gpus}")
         return gpus
+
+    @model_validator(mode="after")
+    def _gpus_in_groups(self) -> HardwareSection:
+        if self.gpus and len(self.gpus) % self.gpus_per_trial:
+            raise ValueError(
+                f"gpus_per_trial {self.gpus_per_trial} does not divide the {len(self.gpus)} "
+                f"GPUs {self.gpus}: list a multiple of {self.gpus_per_trial} GPUs"
+            )
+        return self
 
 
 class SearchSection(_Section):
@@ -695,6 +717,7 @@ class SweepSpec(_Section):
             leakage=self.data.leakage,
             method=method,
             device=hw.device,
+            gpus=hw.gpus_per_trial,
             gpu=hw.gpu,
             provider=hw.provider,
             usd_per_hour=hw.usd_per_hour,

@@ -25,6 +25,7 @@ __all__ = [
     "constants",
     "logits_loss_bytes",
     "memory_terms",
+    "state_bytes",
     "targeted_shapes",
     "trainable_params",
 ]
@@ -394,6 +395,45 @@ def _largest_tensor_values(arch: ModelArch) -> int:
     if arch.is_moe:
         widest = max(widest, arch.moe_intermediate * arch.experts_per_token)
     return widest
+
+
+def state_bytes(arch: ModelArch, method: MethodSpec, *, gpus: int | None = None) -> dict[str, int]:
+    """What the trained model's tensors hold on one of ``gpus`` ranks between steps: its
+    weights, adapter weights, gradients and optimizer states, partitioned as
+    ``method.sharding`` says (ZeRO section 5: stage 2 the gradients and optimizer states,
+    stage 3 / FSDP the weights too). Unlike :func:`memory_terms` it leaves out what exists
+    only during a step (ZeRO-3's gathered layers, QLoRA's dequantized weight, activations),
+    so it is what a sharded trial measures by summing its local shards
+    (``measured.states_gb``)."""
+    c = constants()
+    n_gpus = method.gpus if gpus is None else gpus
+    pb = c["bytes_per_param"][method.precision]
+    if method.kind == "qlora":
+        quantized = arch.linear_params - arch.router_params
+        bits = c["nf4_bits_per_param"] + c["nf4_double_quant_bits_per_param"]
+        kept = c["bytes_per_param"]["fp32"] if method.unquantized_fp32 else pb
+        weights: float = quantized * bits / 8 + (arch.total_params - quantized) * kept
+    else:
+        weights = arch.total_params * pb
+    adapter_params = _adapter_params(arch, method) if method.uses_adapters else 0
+    adapter_weights: float = adapter_params * _adapter_bytes(method)
+    trainable = adapter_params if method.uses_adapters else trainable_params(arch, method)
+    dtype_bytes = _adapter_bytes(method) if method.uses_adapters else pb
+    gradients: float = trainable * dtype_bytes
+    optimizer_states: float = _optimizer_bytes(arch, method, trainable, dtype_bytes)
+    if n_gpus > 1 and method.sharding in ("zero2", "zero3"):
+        gradients /= n_gpus
+        optimizer_states /= n_gpus
+        if method.sharding == "zero3":
+            weights /= n_gpus
+            adapter_weights /= n_gpus
+    found = {
+        "weights": weights,
+        "adapter_weights": adapter_weights,
+        "gradients": gradients,
+        "optimizer_states": optimizer_states,
+    }
+    return {name: int(round(value)) for name, value in found.items()}
 
 
 def memory_terms(

@@ -539,6 +539,13 @@ TRIALS = Table(
             "predicted.seq_len",
         ),
         Column(
+            "predicted_states_gb",
+            "DOUBLE",
+            "planner: weights + gradients + optimizer states per rank between steps (compare "
+            "measured_states_gb)",
+            "predicted.states_gb",
+        ),
+        Column(
             "gpu_memory_gb",
             "DOUBLE",
             "memory of the target GPU the gate compared with",
@@ -562,6 +569,38 @@ TRIALS = Table(
             "peak resident memory of the trial process",
             "result.measured.process_peak_gb",
         ),
+        Column(
+            "measured_peak_gb_mean",
+            "DOUBLE",
+            "sharded trials: the mean over ranks of each rank's peak (measured_peak_gb is the "
+            "largest)",
+            "result.measured.peak_gb_mean",
+        ),
+        Column(
+            "measured_states_gb",
+            "DOUBLE",
+            "parameters + gradients + optimizer states a rank holds after a step (the largest "
+            "rank's local shards)",
+            "result.measured.states_gb",
+        ),
+        Column(
+            "measured_states_gb_mean",
+            "DOUBLE",
+            "sharded trials: the mean over ranks of measured_states_gb",
+            "result.measured.states_gb_mean",
+        ),
+        Column(
+            "measured_rank_peak_gb",
+            "JSON",
+            "sharded trials: each rank's peak, rank 0 first",
+            "result.measured.rank_peak_gb",
+        ),
+        Column(
+            "measured_rank_states_gb",
+            "JSON",
+            "sharded trials: each rank's measured_states_gb, rank 0 first",
+            "result.measured.rank_states_gb",
+        ),
         Column("wall_s", "DOUBLE", "trial wall-clock seconds", "result.measured.wall_s"),
         Column("load_s", "DOUBLE", "model and data loading seconds", "result.measured.load_s"),
         Column("train_s", "DOUBLE", "training seconds", "result.measured.train_s"),
@@ -584,6 +623,12 @@ TRIALS = Table(
         Column("device", "VARCHAR", "cpu or cuda", "result.hardware.device"),
         Column("device_name", "VARCHAR", "device model name", "result.hardware.device_name"),
         Column("devices", "INTEGER", "devices used", "result.hardware.devices"),
+        Column(
+            "ranks",
+            "INTEGER",
+            "processes the trial ran on (torch.distributed ranks; 1: not sharded)",
+            "result.hardware.ranks",
+        ),
         Column(
             "gpu",
             "VARCHAR",
@@ -902,6 +947,25 @@ MIGRATIONS: tuple[Migration, ...] = (
                 *(f"predicted_{term}_bytes" for term in PREDICTED_TERMS),
                 "predicted_flops",
                 "predicted_seq_len",
+            )
+        ),
+    ),
+    Migration(
+        5,
+        "trials: sharded trials' ranks and per-rank memory (measured_peak_gb_mean, "
+        "measured_states_gb, measured_states_gb_mean, measured_rank_peak_gb, "
+        "measured_rank_states_gb) and the planner's states per rank "
+        "(predicted_states_gb)",
+        tuple(
+            ("trials", name)
+            for name in (
+                "ranks",
+                "measured_peak_gb_mean",
+                "measured_states_gb",
+                "measured_states_gb_mean",
+                "measured_rank_peak_gb",
+                "measured_rank_states_gb",
+                "predicted_states_gb",
             )
         ),
     ),

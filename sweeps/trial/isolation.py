@@ -20,7 +20,9 @@ has torch, transformers and peft imported already (``multiprocessing`` "forkserv
 saves the ~2-5 s each fresh interpreter spends importing them. The forked child first makes
 itself a new session (so a timeout still kills its whole process group), takes the trial's
 environment, sends its stdout to the parent's stderr and its stderr to the kept file, then
-runs exactly what a fresh child runs. GPU and ``auto`` trials always start a fresh
+runs exactly what a fresh child runs. GPU and ``auto`` trials, and sharded ones (``gpus`` > 1,
+:mod:`sweeps.trial.sharded`: this child is then torchrun's launcher, and its ranks report
+through it), always start a fresh
 interpreter: ``CUDA_VISIBLE_DEVICES`` must be in place before CUDA is initialised, and the
 libraries the server imports may initialise it (bitsandbytes probes the GPU on import), after
 which a forked child could not use CUDA at all. As with any ``multiprocessing`` start but
@@ -101,7 +103,9 @@ def run_trial_isolated(
     ``"warm"`` (fork from the preloaded server) or ``"fresh"`` (a new interpreter); by default
     warm for CPU trials and fresh for the rest.
     """
-    warm = (start or ("warm" if config.device == "cpu" else "fresh")) == "warm"
+    # A sharded trial's child is torchrun's launcher: a fresh interpreter, like its ranks.
+    default = "warm" if config.device == "cpu" and config.gpus == 1 else "fresh"
+    warm = (start or default) == "warm"
     limit = timeout_s if timeout_s is not None else config.time_limit_s
     started = time.monotonic()
     try:
@@ -417,8 +421,9 @@ def _limit_memory(limit_gb: float | None, device: str) -> None:
     import torch
 
     if device != "cpu" and torch.cuda.is_available():
-        total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gb * 1e9 / total), 0)
+        index = torch.cuda.current_device()  # a sharded trial's rank: its own GPU
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gb * 1e9 / total), index)
         return
     import resource
 
@@ -438,6 +443,12 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
     config = TrialConfig.model_validate_json(
         config_json if config_json is not None else sys.stdin.read()
     )
+    if config.gpus > 1:  # torchrun's ranks; this process launches them and reports
+        from sweeps.trial.sharded import run_sharded
+
+        code = run_sharded(config, send)
+        channel.close()
+        return code
     from planner.methods import quiet_bitsandbytes
 
     quiet_bitsandbytes()  # before peft or bitsandbytes load

@@ -14,7 +14,10 @@ from sweeps.trial.types import TrialConfig
 if TYPE_CHECKING:
     from planner import MethodSpec
 
-__all__ = ["planner_method"]
+__all__ = ["SHARDING", "planner_method", "rank_batch"]
+
+SHARDING = {"fsdp": "zero3", "zero2": "zero2", "zero3": "zero3"}
+"""The planner's sharding for a trial's: FSDP2's ``fully_shard`` partitions as ZeRO-3."""
 
 
 def planner_method(config: TrialConfig, *, precision: str) -> MethodSpec:
@@ -38,4 +41,13 @@ def planner_method(config: TrialConfig, *, precision: str) -> MethodSpec:
         # unquantized parameters (embeddings, lm_head, norms) in fp32.
         unquantized_fp32=config.method == "qlora",
         loss=config.loss,
+        # A sharded trial: FSDP's full shard is ZeRO stage 3's partitioning, per rank.
+        gpus=config.gpus,
+        sharding=SHARDING[config.sharding] if config.gpus > 1 else "none",
     )
+
+
+def rank_batch(config: TrialConfig) -> int:
+    """The micro-batch one rank runs: a sharded trial splits each micro-batch's rows over
+    its ranks (the planner's ``Workload.batch`` is per GPU)."""
+    return -(-config.batch // config.gpus)

@@ -33,7 +33,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -516,9 +516,12 @@ def _planner_prediction(
 
         longest = max(len(ids) for ids in data.train.input_ids)
         arch = resolve_model(model_path)
+        from planner import state_bytes
+        from sweeps.trial.prediction import rank_batch
+
         workload = Workload(
             seq_len=config.max_seq_len if config.packing else longest,
-            batch=config.batch,
+            batch=rank_batch(config),
             grad_accum=config.grad_accum,
             dataset_tokens=max(1, data.train.tokens),
             epochs=epochs,
@@ -542,6 +545,7 @@ def _planner_prediction(
         flops=found.flops,
         seq_len=found.workload.seq_len,
         breakdown=dict(found.breakdown),
+        states_gb=sum(state_bytes(arch, method).values()) / 1e9,
     )
     return predicted, found
 
@@ -566,7 +570,7 @@ def _mfu(predicted_estimate, tokens_per_s: float, device, config: TrialConfig) -
     except Exception:  # noqa: BLE001 - an unknown GPU only means no MFU
         return None
     per_token = predicted_estimate.flops / max(1, predicted_estimate.workload.tokens)
-    return per_token * tokens_per_s / peak
+    return per_token * tokens_per_s / (peak * config.gpus)  # a sharded trial: all its GPUs
 
 
 def _catalog_gpu(catalog, device_name: str):
@@ -597,6 +601,8 @@ _FLAGS = {
     "batch": "--batch",
     "seed": "--seed",
     "device": "--device",
+    "gpus": "--gpus",
+    "sharding": "--sharding",
     "run_dir": "--run-dir",
 }
 
@@ -650,6 +656,24 @@ def run_trial(
     load_s = time.perf_counter() - started
     optimization = _setup_optimizer_and_schedule(config, model, data, where)
     trained = _train(model, data, config, where, optimization, on_step)
+    return _finish(
+        config, where, tokenizer, data, model, base, optimization, trained, started, load_s
+    )
+
+
+def _finish(
+    config: TrialConfig,
+    where: _Where,
+    tokenizer,
+    data: _Data,
+    model,
+    base: dict[str, Any],
+    optimization: _Optimization,
+    trained: _Trained,
+    started: float,
+    load_s: float,
+) -> TrialResult:
+    """Steps 6 to 8 on the trained (whole) model: evaluate, save, assemble the result."""
     evaluation = _evaluate(model, tokenizer, data, config, where, base, trained)
     saved = _save_run(model, tokenizer, config)
     wall_s = time.perf_counter() - started
@@ -674,6 +698,7 @@ class _Where:
     baseline_gb: float  # CPU: the resident set before any data or model was loaded
     price: _Price
     sources: _Sources
+    ranks: Any = None  # a sharded trial's sweeps.trial.sharded.Ranks; None: one process
 
     def autocast(self):
         """Mixed precision for the forward passes (training and evaluation alike)."""
@@ -856,6 +881,42 @@ class _Trained:
     best_step: int | None
     peak_gb: float
     reserved_gb: float | None
+    states_gb: float | None = None  # parameters + gradients + optimizer states after a step
+    ranks: RankMemory | None = None  # a sharded trial: each rank's figures
+
+
+@dataclass(frozen=True)
+class RankMemory:
+    """A sharded trial's memory, one entry per rank (rank 0 first), in GB."""
+
+    peak_gb: list[float]
+    states_gb: list[float]
+    reserved_gb: list[float | None]
+
+
+def _state_bytes(model, optimizer) -> int:
+    """Bytes the parameters, their gradients and the optimizer's states hold in this process:
+    on a sharded model, this rank's local shards (``DTensor.to_local``)."""
+    import torch
+
+    def local(tensor) -> Any:
+        return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+    def size(tensor) -> int:
+        tensor = local(tensor)
+        return tensor.numel() * tensor.element_size()
+
+    total, seen = 0, set()
+    for parameter in model.parameters():
+        if id(parameter) in seen:  # tied weights count once
+            continue
+        seen.add(id(parameter))
+        total += size(parameter)
+        if parameter.grad is not None:
+            total += size(parameter.grad)
+    for state in optimizer.state.values():
+        total += sum(size(v) for v in state.values() if isinstance(v, torch.Tensor))
+    return total
 
 
 def _train(
@@ -871,6 +932,7 @@ def _train(
     from sweeps.trial.metrics import completion_nll
 
     steps: list[StepLog] = []
+    states: list[int] = []
     best = _BestEval(keep_weights=config.early_stopping)
     tokens_trained, train_s = 0, 0.0
     micro_batches = _cycle_batches(data, config)
@@ -878,7 +940,9 @@ def _train(
     for step in range(1, optimization.total_steps + 1):
         step_started = time.perf_counter()
         window = [next(micro_batches) for _ in range(config.grad_accum)]
-        step_loss, step_tokens, lr = _optimizer_step(model, window, where, optimization)
+        step_loss, step_tokens, lr = _optimizer_step(
+            model, window, where, optimization, states if step == 1 else None
+        )
         if where.device.type == "cuda":
             torch.cuda.synchronize(where.device)
         elapsed = time.perf_counter() - step_started
@@ -908,14 +972,29 @@ def _train(
     best.restore(model, last_eval_nll=steps[-1].eval_nll)
     model.eval()
     peak_gb, reserved_gb = _peak_gb(where.device, where.baseline_gb)
-    return _Trained(steps, train_s, tokens_trained, best.nll, best.step, peak_gb, reserved_gb)
+    return _Trained(
+        steps,
+        train_s,
+        tokens_trained,
+        best.nll,
+        best.step,
+        peak_gb,
+        reserved_gb,
+        states_gb=states[0] / 1e9 if states else None,
+    )
 
 
 def _optimizer_step(
-    model, window: list, where: _Where, optimization: _Optimization
+    model, window: list, where: _Where, optimization: _Optimization, states: list[int] | None = None
 ) -> tuple[float, int, float]:
     """Forward and backward over the window's micro-batches, then one optimizer and
-    scheduler step; returns (loss, tokens, learning rate of the step)."""
+    scheduler step; returns (loss, tokens, learning rate of the step). ``states``, when
+    given, gets the bytes the parameters, gradients and optimizer states hold once the
+    step is taken (before the gradients are freed).
+
+    On a sharded trial each rank runs its share of every micro-batch's rows
+    (:func:`sweeps.trial.sharded.rank_rows`) and FSDP averages the gradients over the
+    ranks, so the loss is scaled by the ranks' count: the step is the one-process step."""
     import torch
 
     from planner.methods import token_loss_sum
@@ -924,7 +1003,10 @@ def _optimizer_step(
     # Token-weighted mean over the whole accumulation window, not a mean of means.
     scored = sum(int((b["labels"][:, 1:] != -100).sum()) for _, b in window)
     step_loss, step_tokens = 0.0, 0
-    for _, batch in window:
+    ranks = where.ranks
+    for _, full_batch in window:
+        step_tokens += int(full_batch["attention_mask"].sum())
+        batch = full_batch if ranks is None else ranks.rows(full_batch)
         input_ids = batch["input_ids"].to(where.device)
         labels = batch["labels"][:, 1:].to(where.device)
         with where.autocast():
@@ -938,9 +1020,11 @@ def _optimizer_step(
                 loss=optimization.loss,
             )
         loss = loss_sum / max(1, scored)
-        (scaler.scale(loss) if scaler else loss).backward()
+        scaled = loss if ranks is None else loss * ranks.world
+        (scaler.scale(scaled) if scaler else scaled).backward()
         step_loss += float(loss.detach())
-        step_tokens += int(batch["attention_mask"].sum())
+    if ranks is not None:
+        step_loss = ranks.sum(step_loss)
     if scaler:
         scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(optimization.trainable, 1.0)
@@ -949,6 +1033,8 @@ def _optimizer_step(
         scaler.update()
     else:
         optimizer.step()
+    if states is not None:
+        states.append(_state_bytes(model, optimizer))
     lr = optimization.scheduler.get_last_lr()[0]
     optimization.scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -1141,7 +1227,26 @@ def _assemble_result(
     tokens_per_s = trained.tokens / trained.train_s if trained.train_s > 0 else 0.0
     epochs_run = len(trained.steps) / optimization.steps_per_epoch
     predicted, estimate = _planner_prediction(config, where, data, epochs_run)
+    hardware = _hardware(config, where)
+    per_rank: dict[str, Any] = {}
+    if trained.ranks is not None:
+        peaks, states = trained.ranks.peak_gb, trained.ranks.states_gb
+        reserved = [r for r in trained.ranks.reserved_gb if r is not None]
+        per_rank = {
+            "peak_gb_mean": sum(peaks) / len(peaks),
+            "states_gb_mean": sum(states) / len(states),
+            "rank_peak_gb": peaks,
+            "rank_states_gb": states,
+        }
+        trained = replace(
+            trained,
+            peak_gb=max(peaks),
+            states_gb=max(states),
+            reserved_gb=max(reserved) if reserved else None,
+        )
     measured = Measured(
+        **per_rank,
+        states_gb=trained.states_gb,
         peak_gb=trained.peak_gb,
         peak_reserved_gb=trained.reserved_gb,
         process_peak_gb=_process_peak_gb() if where.device.type == "cpu" else None,
@@ -1162,8 +1267,8 @@ def _assemble_result(
         forgetting=evaluation.forgetting,
         measured=measured,
         predicted=predicted,
-        dollars=wall_s / 3600 * where.price.usd_per_hour,
-        hardware=_hardware(config, where),
+        dollars=wall_s / 3600 * where.price.usd_per_hour * hardware.devices,
+        hardware=hardware,
         artifact=str(saved.artifact) if saved.artifact else None,
         steps=trained.steps,
         command=saved.command,
@@ -1205,7 +1310,9 @@ def _hardware(config: TrialConfig, where: _Where) -> Hardware:
             if device.type == "cuda"
             else f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
         ),
-        devices=1,
+        # The ranks of a CPU trial share one machine, priced once.
+        devices=config.gpus if device.type == "cuda" else 1,
+        ranks=config.gpus,
         gpu=where.price.gpu_id,
         provider=where.price.provider,
         cpu_instance=where.price.cpu_instance,

@@ -120,6 +120,17 @@ class TrialConfig(_Strict):
         description="compute precision; auto: bf16 on a GPU with bf16, fp16 on an older one, fp32 "
         "on CPU",
     )
+    gpus: int = Field(
+        1,
+        ge=1,
+        description="ranks one trial runs on: GPUs on CUDA, processes on CPU; more than 1 shards "
+        "the model over them (torchrun, FSDP2)",
+    )
+    sharding: Literal["fsdp", "zero2", "zero3"] = Field(
+        "fsdp",
+        description="how a trial on several ranks is sharded: fsdp (FSDP2's fully_shard: "
+        "weights, gradients and optimizer states, ZeRO stage 3's partitioning)",
+    )
     time_limit_s: float | None = Field(None, gt=0)
     memory_limit_gb: float | None = Field(None, gt=0, description="child address-space cap")
     save: Literal["adapter", "full", "none"] = "adapter"
@@ -229,6 +240,21 @@ class Measured(_Strict):
     tokens_per_s: float | None = None
     mfu: float | None = None
     steps: int | None = None
+    # A sharded trial's peak_gb and states_gb are the largest over its ranks, and the
+    # *_mean fields the mean; states_gb is what the trial's tensors hold on a rank: its
+    # parameters', gradients' and optimizer states' bytes (each rank's local shards).
+    peak_gb_mean: float | None = Field(None, description="sharded trials: mean peak over ranks")
+    states_gb: float | None = Field(
+        None,
+        description="parameters + gradients + optimizer states held by the (largest) rank, GB",
+    )
+    states_gb_mean: float | None = Field(
+        None, description="sharded trials: mean over ranks of states_gb"
+    )
+    rank_peak_gb: list[float] | None = Field(None, description="sharded trials: each rank's peak")
+    rank_states_gb: list[float] | None = Field(
+        None, description="sharded trials: each rank's states_gb"
+    )
 
 
 class Predicted(_Strict):
@@ -242,12 +268,18 @@ class Predicted(_Strict):
     breakdown: dict[str, int] | None = Field(
         None, description="bytes per memory term (planner.estimation.memory.TERMS)"
     )
+    states_gb: float | None = Field(
+        None,
+        description="parameters + gradients + optimizer states per rank at rest "
+        "(planner.estimation.memory.state_bytes), comparable with measured.states_gb",
+    )
 
 
 class Hardware(_Strict):
     device: str = "cpu"
     device_name: str | None = None
-    devices: int = 1
+    devices: int = Field(1, description="devices priced: the GPUs of the trial (1 on CPU)")
+    ranks: int = Field(1, description="processes the trial ran on (torch.distributed ranks)")
     gpu: str | None = None
     provider: str | None = None
     cpu_instance: str | None = None

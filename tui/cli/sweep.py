@@ -44,15 +44,27 @@ def _parse_gpus(value: str | None) -> list[str] | None:
 
 
 def _slots(spec: Any, gpus: list[str] | None, workers: int | None) -> list[str | None]:
+    """One slot per worker: a GPU index, ``[hardware] gpus_per_trial`` consecutive ones
+    (``"0,1"``: the trial's CUDA_VISIBLE_DEVICES), or None (a CPU worker)."""
     if gpus is None and spec.hardware.gpus:
         gpus = [str(g) for g in spec.hardware.gpus]
+    per_trial = spec.hardware.gpus_per_trial
     if gpus is not None:
-        if workers is not None and workers != len(gpus):
+        if len(gpus) % per_trial:
             raise SweepUsageError(
-                f"--workers {workers} does not match {len(gpus)} GPU(s) {','.join(gpus)}",
-                "One worker runs per GPU; drop --workers or list that many GPUs.",
+                f"--gpus {','.join(gpus)}: {len(gpus)} GPU(s) do not split into groups of "
+                f"gpus_per_trial {per_trial}",
+                f"List a multiple of {per_trial} GPUs.",
             )
-        return list(gpus)
+        groups = [",".join(gpus[i : i + per_trial]) for i in range(0, len(gpus), per_trial)]
+        if workers is not None and workers != len(groups):
+            raise SweepUsageError(
+                f"--workers {workers} does not match the {len(groups)} GPU group(s) "
+                f"{' '.join(groups)}",
+                "One worker runs per GPU (per gpus_per_trial GPUs); drop --workers or list "
+                "that many GPUs.",
+            )
+        return list(groups)
     return [None] * (workers or 1)
 
 
@@ -162,7 +174,7 @@ def _preflight(console: Any, spec: Any, *, storage: str | None, slots: list[str 
     preflight(
         spec,
         storage_url=storage,
-        gpus=[slot for slot in slots if slot is not None],
+        gpus=[gpu for slot in slots if slot is not None for gpu in slot.split(",")],
         on_check=lambda check: console.print(
             check.line(), markup=False, highlight=False, soft_wrap=True
         ),

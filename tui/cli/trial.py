@@ -108,6 +108,8 @@ _OVERRIDES = (
     "batch",
     "seed",
     "device",
+    "gpus",
+    "sharding",
     "run_dir",
     "memory_limit_gb",
     "time_limit_s",
@@ -207,6 +209,24 @@ def _table(result) -> None:
         rows.append(("fact recall", _fmt(recall, 3), _fmt(f.base_fact_recall, 3), ""))
     rows += [
         ("peak GB", _fmt(m.peak_gb, 3), "", _fmt(p.peak_gb, 3)),
+        *(
+            [
+                (
+                    f"per rank ({result.hardware.ranks}): peak GB max / mean",
+                    f"{_fmt(m.peak_gb, 3)} / {_fmt(m.peak_gb_mean, 3)}",
+                    "",
+                    "",
+                ),
+                (
+                    "per rank: states GB max / mean",
+                    f"{_fmt(m.states_gb, 4)} / {_fmt(m.states_gb_mean, 4)}",
+                    "",
+                    _fmt(p.states_gb, 4),
+                ),
+            ]
+            if result.hardware.ranks > 1
+            else []
+        ),
         (
             "wall s (train s)",
             f"{_fmt(m.wall_s, 1)} ({_fmt(m.train_s, 1)})",
@@ -313,6 +333,18 @@ def _check_prices(config) -> None:
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option(
+    "--gpus",
+    type=click.IntRange(min=1),
+    help="Ranks to shard the trial over (torchrun + FSDP2): GPUs on CUDA (the first N "
+    "visible ones), processes on CPU (default 1).",
+)
+@click.option(
+    "--sharding",
+    type=click.Choice(["fsdp", "zero2", "zero3"]),
+    help="How --gpus N shards the model: fsdp (FSDP2 full shard; the default). zero2 and zero3 "
+    "(DeepSpeed) are not supported yet.",
+)
+@click.option(
     "--bad-rows",
     type=click.Choice(["fail", "skip"]),
     help="A data row that is not a usable example: stop (fail, the default) or skip it.",
@@ -391,6 +423,9 @@ def trial_command(
     _check_model_path(config.model)
     _check_data_not_empty(config)
     _check_prices(config)
+    from sweeps.trial.sharded import check_sharding
+
+    check_sharding(config)
     # The demo's model is tiny: one thread trains it as fast as two, and on a busy machine a
     # second OpenMP thread spins against the other processes (measured on 2 shared cores at
     # load 3: 3.6 s of training on one thread, 74-145 s on two). OMP_NUM_THREADS set by the
