@@ -1039,9 +1039,11 @@ class Sweep:
             if t.user_attrs.get("state") in (Outcome.COMPLETE, Outcome.ARTIFACT_LOST)
         )
         frontier_size = len(frontier_trials(study)) if done else 0
+        pruned = sum(1 for t in trials if t.user_attrs.get("state") == Outcome.PRUNED)
         with self.state.lock:
             self.state.dollars, self.state.hours = spend.dollars, spend.hours
             self.state.done = done
+            self.state.pruned = pruned
             self.state.frontier_size = frontier_size
 
     @contextlib.contextmanager

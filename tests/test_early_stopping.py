@@ -126,6 +126,22 @@ def test_early_stopping_is_on_by_default_where_trials_have_two_rungs() -> None:
 
 
 @pytest.mark.parametrize(
+    "search",
+    [
+        "max_steps = 8\nearly_stopping = { min_steps = 2, eta = 2, retain_rows = 4 }",
+        "max_steps = 300\nearly_stopping = false",
+        "max_steps = 300",
+    ],
+)
+def test_a_written_spec_keeps_its_early_stopping(search: str, tmp_path: Path) -> None:
+    from sweeps.spec import write_spec
+
+    spec = spec_from_text(_spec(search))
+    back = load_spec(write_spec(spec, tmp_path / "s.toml"))
+    assert back == spec and back.early_stopping() == spec.early_stopping()
+
+
+@pytest.mark.parametrize(
     ("search", "trial", "says"),
     [
         ("early_stopping = 3", "", "early_stopping must be false (off) or a table"),
@@ -197,6 +213,7 @@ def _enqueue(spec_path: Path, storage: optuna.storages.BaseStorage, *lrs: float)
         study.enqueue_trial({"lr": lr}, skip_if_exists=False)
 
 
+@pytest.mark.slow
 def test_a_demo_sweep_stops_a_trial_at_a_rung_and_a_resumed_sweep_keeps_the_records(
     demo, tmp_path: Path
 ) -> None:
@@ -232,7 +249,7 @@ def test_a_demo_sweep_stops_a_trial_at_a_rung_and_a_resumed_sweep_keeps_the_reco
     resumed = load_spec(_stopping_spec(tmp_path, "rungs", trials=3))
     _enqueue(path, open_storage(spec.storage_url), WRECKING)
     again = Sweep.open(resumed).run()
-    assert again.pruned == 1
+    assert (again.done, again.pruned) == (1, 2)  # the study's, as the summary says them
     study = optuna.load_study(study_name="rungs", storage=open_storage(spec.storage_url))
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [
@@ -280,6 +297,7 @@ def _two_workers_stop_the_wrecking_trial(spec: Path, storage_url: str, name: str
             engine.dispose()
 
 
+@pytest.mark.slow
 def test_two_journal_workers_stop_a_trial_from_each_others_rung_records(
     demo, tmp_path: Path
 ) -> None:
@@ -289,6 +307,7 @@ def test_two_journal_workers_stop_a_trial_from_each_others_rung_records(
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_two_postgres_workers_stop_a_trial_at_a_rung(demo, tmp_path: Path) -> None:
     url = os.environ.get("PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     try:

@@ -602,9 +602,10 @@ _FLAGS = {
 }
 
 
-_SWEEP_ONLY = ("study", "trial_number", "rung_min_steps", "rung_eta", "rung_retain_rows")
-"""Settings only a sweep gives a trial: the command and the saved spec that rerun it leave
-them out (rerun alone, a trial runs to its last step)."""
+_RUNG_FIELDS = ("rung_min_steps", "rung_eta", "rung_retain_rows")
+_SWEEP_ONLY = ("study", "trial_number", *_RUNG_FIELDS)
+"""Settings only a sweep gives a trial: the command that reruns it leaves them out, and the
+saved spec its rungs (rerun alone, a trial runs to its last step)."""
 
 
 def trial_command(config: TrialConfig, spec_path: Path | None = None) -> str:
@@ -636,7 +637,7 @@ def _write_spec(config: TrialConfig, path: Path) -> None:
     values = {
         k: v
         for k, v in config.model_dump(mode="json").items()
-        if v is not None and k not in _SWEEP_ONLY[2:]
+        if v is not None and k not in _RUNG_FIELDS
     }
     path.write_text("# paretune trial --spec " + path.name + "\n" + tomli_w.dumps(values))
 

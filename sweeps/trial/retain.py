@@ -123,7 +123,7 @@ class RetainScores:
 
 @dataclass(frozen=True)
 class SubsetScores:
-    """Forgetting on a fixed subset of a retain source (the first ``rows`` rows), as the
+    """Forgetting on a fixed subset of a retain source (its first ``rows`` rows), as the
     sweep's early stopping scores it at each rung: the same measures as :class:`RetainScores`,
     on fewer tokens. ``retain_delta_nll`` is None where the base's cached top-k does not hold
     every scored token (the base's NLL of the subset is read from it, as no base model is at
@@ -343,7 +343,7 @@ class _TeacherForced(RetainSource):
             nll, tokens, kl = nll_and_kl(model, batches, topk)
         base_nll = _base_nll_from_topk(batches, topk)
         return SubsetScores(
-            rows=min(rows, count * self.batch, len(base["input_ids"])),
+            rows=min(count * self.batch, len(base["input_ids"])),  # whole batches
             tokens=tokens,
             retain_delta_nll=None if base_nll is None else nll - base_nll,
             retain_kl=kl,
