@@ -263,6 +263,41 @@ def test_a_demo_sweep_stops_a_trial_at_a_rung_and_a_resumed_sweep_keeps_the_reco
     assert json.loads(rows[1]["rungs"]) == [rung] and rows[2]["stopped_at_step"] == 2
 
 
+@pytest.mark.slow
+def test_a_fresh_trial_process_reports_its_rungs_and_stops_when_told(demo, tmp_path: Path) -> None:
+    """The child's side of a rung, in a fresh interpreter (how GPU trials start): each rung's
+    report reaches the parent, and the answer "stop" ends the trial there, pruned."""
+    from sweeps.trial.isolation import run_trial_isolated
+    from sweeps.trial.types import TrialConfig
+
+    config = TrialConfig(
+        max_steps=5,
+        eval_every=5,
+        batch=4,
+        max_seq_len=64,
+        device="cpu",
+        save="none",
+        run_dir=str(tmp_path),
+        rung_min_steps=1,
+        rung_eta=2,
+        rung_retain_rows=4,
+    )
+    reports = []
+
+    def two_rungs_then_stop(report) -> bool:
+        reports.append(report)
+        return len(reports) < 2
+
+    result = run_trial_isolated(config, on_rung=two_rungs_then_stop, start="fresh")
+    assert result.state == "pruned", result.error
+    assert [r.step for r in reports] == [1, 2] and result.stopped_at_step == 2
+    assert [s.step for s in result.steps] == [1, 2] and result.artifact is None
+    assert result.quality.eval_nll == reports[-1].eval_nll
+    assert all(r.retain_rows == 4 and r.retain_kl is not None for r in reports)
+    assert result.measured.wall_s >= reports[-1].wall_s
+    assert "rung" not in (result.command or "")  # rerun alone, it runs to its last step
+
+
 def _two_workers_stop_the_wrecking_trial(spec: Path, storage_url: str, name: str) -> None:
     """Two `paretune sweep worker` processes on the study of ``spec``: the two good trials run
     side by side, the wrecking one after them, stopped at the rung from both workers' records."""
