@@ -697,7 +697,7 @@ def trial_detail_table(study: str, number: int, row: dict) -> Table:
                 continue
             style = "red" if column == "error" else "green" if value == "complete" else ""
             if column == "state" and value != "complete":
-                style = "red"
+                style = "magenta" if value == "pruned" else "red"  # stopped early: no failure
             table.add_row(heading, column, Text(_shown(value), style=style))
             heading = ""
     heading = "other"
