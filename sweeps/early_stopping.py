@@ -25,11 +25,13 @@ Why this rule:
   keeps the top ``1/η`` of the trials seen at each rung; the geometric rungs make the work spent
   on each rung about equal, and the asynchronous form loses little against synchronous
   successive halving while keeping every worker busy.
-- **MO-ASHA** (Schmucker, Donini, Zafar, Rodolphe, Archambeau, "Multi-objective asynchronous
+- **MO-ASHA** (Schmucker, Donini, Zafar, Salinas, Archambeau, "Multi-objective asynchronous
   successive halving", arXiv:2106.12639, 2021) replaces ASHA's one-metric ranking by
-  non-dominated sorting, with a tie-break inside the last front kept (they compare crowding
-  distance, as in NSGA-II, with an epsilon-net); Syne Tune ships it as ``MOASHA``
-  (``syne_tune.optimizer.schedulers.multiobjective.MOASHA``), stopping type, the same ranking.
+  non-dominated sorting, with a tie-break inside the last front kept (they compare an
+  epsilon-net with NSGA-II's crowding distance; crowding is used here, as it needs no scale
+  for epsilon); Syne Tune ships it as ``MOASHA``
+  (``syne_tune.optimizer.schedulers.multiobjective``), whose default priority
+  (``NonDominatedPriority``) is a non-dominated sort of the trials at the rung.
 - Rule 2 is ours. With three objectives many trials are mutually non-dominated, and the top
   ``1/η`` alone would stop a trial that is, at that rung, as good as the frontier in some
   objective (a cheap configuration that learns a little slower, say). Keeping every trial the
