@@ -9,7 +9,8 @@ frontier (one reference point for both: the worst value of each objective over b
 times 1.1) over the three objectives and over quality and forgetting alone, and which trials
 were on each frontier. The cost of a demo trial is its wall time, which moves with the load of
 the machine: a trial can be on the three-objective frontier of one run only because it ran
-while the machine was quieter; the two-objective column is free of that noise.
+while the machine was quieter; the two-objective column is free of that noise, and so is the
+count of optimizer steps trained (the hours of two runs differ with the load as well).
 
     python benchmarks/early_stopping.py [--trials 9] [--steps 36] [--min-steps 4] [--json]
 
@@ -79,6 +80,7 @@ def _summary(rows: list[dict], reference: list[float]) -> dict[str, Any]:
         "complete": len(complete),
         "pruned": sum(r["state"] == "pruned" for r in rows),
         "stopped_at": [r["stopped_at_step"] for r in rows if r["state"] == "pruned"],
+        "steps": sum((r["steps_done"] or 0) for r in rows),
         "hours": sum((r["wall_s"] or 0.0) for r in rows) / 3600,
         "dollars": sum((r["dollars"] or 0.0) for r in rows),
         "hypervolume": _front_volume(points, reference),
@@ -117,19 +119,20 @@ def main() -> None:
         return
     print(f"{args.trials} demo trials of {args.steps} steps, rungs from step {args.min_steps}")
     print(
-        f"{'':20} {'complete':>8} {'pruned':>6} {'hours':>8} {'dollars':>9} "
+        f"{'':20} {'complete':>8} {'pruned':>6} {'steps':>6} {'hours':>8} {'dollars':>9} "
         f"{'HV 3 obj.':>10} {'HV qual.+forg.':>15}  frontier"
     )
     for label, row in table.items():
         print(
-            f"{label:20} {row['complete']:>8} {row['pruned']:>6} {row['hours']:>8.4f} "
+            f"{label:20} {row['complete']:>8} {row['pruned']:>6} {row['steps']:>6} {row['hours']:>8.4f} "
             f"{row['dollars']:>9.6f} {row['hypervolume']:>10.4g} "
             f"{row['hypervolume_quality_forgetting']:>15.4g}  {row['frontier']}"
         )
     off, on = table["no early stopping"], table["mo-asha (eta 3)"]
     if off["hours"] and off["hypervolume"] and off["hypervolume_quality_forgetting"]:
         print(
-            f"early stopping spent {on['hours'] / off['hours']:.0%} of the hours and reached "
+            f"early stopping trained {on['steps'] / off['steps']:.0%} of the steps, spent "
+            f"{on['hours'] / off['hours']:.0%} of the hours and reached "
             f"{on['hypervolume'] / off['hypervolume']:.0%} of the three-objective hypervolume, "
             f"{on['hypervolume_quality_forgetting'] / off['hypervolume_quality_forgetting']:.0%}"
             " of the quality-forgetting one"
