@@ -156,6 +156,31 @@ def _search_rows(model: type) -> list[tuple[str, ...]]:
         field = TrialConfig.model_fields.get(name)
         default = _default_text(field) if field is not None else "unset"
         rows.append((f"`{name}`", values, default, _cell(kind.help)))
+    return rows + _early_stopping_rows(model)
+
+
+def _early_stopping_rows(model: type) -> list[tuple[str, ...]]:
+    """``early_stopping`` (a table or false), then each key of its table."""
+    from sweeps.spec import EarlyStoppingSection
+
+    field = model.model_fields["early_stopping"]  # type: ignore[attr-defined]
+    rows = [
+        (
+            "`early_stopping`",
+            "a table or false",
+            "on where trials have 2 rungs",
+            _cell(field.description),
+        )
+    ]
+    for name, sub in EarlyStoppingSection.model_fields.items():
+        rows.append(
+            (
+                f"`early_stopping.{name}`",
+                _type_text(sub.annotation),
+                _default_text(sub),
+                _cell(sub.description),
+            )
+        )
     return rows
 
 

@@ -48,7 +48,9 @@ _DESCRIPTIONS = {
     Outcome.FAILED: "ended on an error, or without every objective measured; counts against "
     "the trial budget",
     Outcome.TIMEOUT: "ran past its time limit and was killed; counts against the trial budget",
-    Outcome.PRUNED: "stopped early by an Optuna pruner (Optuna's state PRUNED)",
+    Outcome.PRUNED: "stopped at a rung by the sweep's early stopping ([search.early_stopping]; "
+    "Optuna's state PRUNED): its eval NLL at that step (stopped_at_step), its rung records and "
+    "its cost so far are kept; it counts against the budget and is not on the frontier",
     Outcome.INFEASIBLE: "refused by the feasibility gate (predicted not to fit the target GPU); "
     "never ran",
     Outcome.OVER_BUDGET: "asked but not launched: it would pass the budget, so the sweep stopped",
@@ -65,6 +67,7 @@ BUDGET_OUTCOMES = frozenset(
         Outcome.OOM,
         Outcome.FAILED,
         Outcome.TIMEOUT,
+        Outcome.PRUNED,
         Outcome.RUNNING,
     }
 )

@@ -182,11 +182,19 @@ def _import_one(study: optuna.Study, record: dict[str, Any]) -> int:
         if values is not None:
             study.tell(number, values)
         else:
-            study.tell(number, state=TrialState.FAIL)
+            study.tell(number, state=_unvalued_state(record))
         return number
     if trial is not None and trial.user_attrs.get("result") == attrs.get("result"):
         return number  # told already (the write failed after the tell went through)
     return _add_as_new(study, record)
+
+
+def _unvalued_state(record: dict[str, Any]) -> Any:
+    """Optuna's state for a kept result without objectives: PRUNED for a trial that early
+    stopping stopped, else FAIL."""
+    from optuna.trial import TrialState
+
+    return TrialState.PRUNED if record.get("outcome") == "pruned" else TrialState.FAIL
 
 
 def _add_as_new(study: optuna.Study, record: dict[str, Any]) -> int:
@@ -202,7 +210,7 @@ def _add_as_new(study: optuna.Study, record: dict[str, Any]) -> int:
             name: json_to_distribution(text) for name, text in record["distributions"].items()
         },
         values=values,
-        state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
+        state=TrialState.COMPLETE if values is not None else _unvalued_state(record),
         user_attrs=record["attrs"],
     )
     study.add_trial(trial)

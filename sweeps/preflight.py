@@ -643,7 +643,25 @@ def _check_objectives(context: _Context, report: _Report) -> str:
             'Set facts = "facts.jsonl" ({"prompt", "answer"} rows) in [trial], or use '
             'forgetting = "retain_delta_nll".',
         )
-    return f"{objectives.quality}, {forgetting}, {objectives.cost}{_price(context, report)}"
+    return (
+        f"{objectives.quality}, {forgetting}, {objectives.cost}{_price(context, report)}"
+        + _early_stopping(context)
+    )
+
+
+def _early_stopping(context: _Context) -> str:
+    """``; early stopping: mo-asha, rungs at steps 10, 30 (eta 3)`` for the first point, or
+    ``; early stopping off``."""
+    from sweeps.early_stopping import rung_steps
+
+    stopping = context.spec.early_stopping()
+    if stopping is None or stopping.min_steps is None:
+        return "; early stopping off"
+    max_steps = context.config.max_steps
+    if max_steps is None:
+        return f"; early stopping: {stopping.method}, rungs from step {stopping.min_steps}"
+    steps = ", ".join(map(str, rung_steps(stopping.min_steps, stopping.eta, max_steps)))
+    return f"; early stopping: {stopping.method}, rungs at steps {steps} (eta {stopping.eta})"
 
 
 def _retain_source(config: TrialConfig) -> str | None:

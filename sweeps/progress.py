@@ -41,13 +41,14 @@ def render_state(state: SweepState) -> RenderableType:
             ("study ", "dim"),
             (state.study, "bold"),
             ("   trials ", "dim"),
-            _budget(state.done + failed, state.budget_trials),
+            _budget(state.done + state.pruned + failed, state.budget_trials),
             ("   spent ", "dim"),
             _budget(state.dollars, state.budget_dollars, "$"),
             ("   hours ", "dim"),
             f"{state.hours:.3f}" + (f" / {state.budget_hours:g}" if state.budget_hours else ""),
             ("   frontier ", "dim"),
             str(state.frontier_size),
+            *((("   pruned ", "dim"), str(state.pruned)) if state.pruned else ()),
             ("   not completed ", "dim"),
             f"{failed} ({', '.join(f'{k} {v}' for k, v in state.failed.items())})"
             if failed

@@ -38,6 +38,7 @@ __all__ = [
     "FORGETTING_METRICS",
     "QUALITY_METRICS",
     "Choice",
+    "EarlyStoppingSection",
     "Fixed",
     "Param",
     "Range",
@@ -180,6 +181,9 @@ _SET_ELSEWHERE = {
     "time_limit_s",
     "memory_limit_gb",
     "seed",
+    "rung_min_steps",
+    "rung_eta",
+    "rung_retain_rows",
 }
 
 
@@ -199,6 +203,9 @@ def _set_where(key: str) -> str:
         "provider": "[hardware] provider",
         "usd_per_hour": "[hardware] usd_per_hour",
         "cpu_instance": "[hardware] cpu_instance",
+        "rung_min_steps": "[search.early_stopping] min_steps",
+        "rung_eta": "[search.early_stopping] eta",
+        "rung_retain_rows": "[search.early_stopping] retain_rows",
     }
     return sections.get(key, "the sweep itself")
 
@@ -377,6 +384,49 @@ class HardwareSection(_Section):
         return self
 
 
+class EarlyStoppingSection(_Section):
+    """Early stopping of the sweep's trials at rungs (``[search.early_stopping]``): see
+    :mod:`sweeps.early_stopping` for the rule and the docs' early-stopping guide."""
+
+    method: Literal["mo-asha"] = Field(
+        "mo-asha",
+        description="mo-asha: multi-objective asynchronous successive halving (non-dominated "
+        "sorting at each rung)",
+    )
+    eta: int = Field(
+        3,
+        ge=2,
+        description="rungs at min_steps x eta^k; the top 1/eta of the trials at a rung go on "
+        "(and any that the frontier does not dominate there)",
+    )
+    min_steps: int | None = Field(
+        None,
+        ge=1,
+        description="the first rung, in optimizer steps; default: the smallest max_steps / eta^2, "
+        "at least 10 (required when trials run by epochs)",
+    )
+    retain_rows: int = Field(
+        32,
+        ge=1,
+        description="retain rows (the first ones) scored at each rung for the forgetting estimate",
+    )
+
+
+def _early_stopping_table(raw: Mapping[str, Any]) -> EarlyStoppingSection:
+    """``[search.early_stopping]``, or a ValueError naming the key that is wrong."""
+    try:
+        return EarlyStoppingSection.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(map(str, first["loc"]))
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(EarlyStoppingSection.model_fields)
+            raise ValueError(f"early_stopping.{key} is not a key of it (use {known})") from None
+        message = first["msg"].lower()
+        got = "" if "got" in message else f", got {_fmt(first.get('input'))}"
+        raise ValueError(f"early_stopping.{key}: {message}{got}") from None
+
+
 class SearchSection(_Section):
     """The search space: methods, then any of :data:`SEARCHABLE` as fixed, list or range."""
 
@@ -387,6 +437,12 @@ class SearchSection(_Section):
     methods: tuple[str, ...] = ("lora",)
     params: dict[str, Param] = Field(default_factory=dict)
     lr_by_method: dict[str, Param] = Field(default_factory=dict)
+    early_stopping: EarlyStoppingSection | Literal[False] | None = Field(
+        None,
+        description='stop unpromising trials at rungs: a table { method = "mo-asha", eta = 3, '
+        "min_steps = N, retain_rows = 32 }, or false for off; omitted: on with the defaults "
+        "where trials have max_steps and at least 2 rungs below it, else off",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -403,6 +459,18 @@ class SearchSection(_Section):
         if "params" in raw or "lr_by_method" in raw:  # already parsed (constructed in code)
             return raw
         raw = dict(raw)
+        early_stopping = raw.pop("early_stopping", None)
+        if early_stopping is True:
+            early_stopping = {}
+        if early_stopping is not None and not (
+            early_stopping is False or isinstance(early_stopping, Mapping)
+        ):
+            raise ValueError(
+                "early_stopping must be false (off) or a table such as "
+                '{ method = "mo-asha", eta = 3, min_steps = 10 }, got ' + _fmt(early_stopping)
+            )
+        if isinstance(early_stopping, Mapping):
+            early_stopping = _early_stopping_table(early_stopping)
         methods = raw.pop("methods", ["lora"])
         if isinstance(methods, str):
             methods = [methods]
@@ -432,7 +500,12 @@ class SearchSection(_Section):
                     raise ValueError(f"lr.{missing[0]} is missing (lr is given per method)")
                 continue
             params[name] = parse_param(name, kind, value)
-        return {"methods": tuple(methods), "params": params, "lr_by_method": lr_by_method}
+        return {
+            "methods": tuple(methods),
+            "params": params,
+            "lr_by_method": lr_by_method,
+            "early_stopping": early_stopping,
+        }
 
     def param(self, name: str) -> Param | None:
         return self.params.get(name)
@@ -658,6 +731,69 @@ class SweepSpec(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _early_stopping_has_rungs(self) -> SweepSpec:
+        section = self.search.early_stopping
+        if not isinstance(section, EarlyStoppingSection):
+            return self
+        where = "search.early_stopping"
+        if self.trial.repeats > 1:
+            raise ValueError(
+                f"{where} needs trial.repeats = 1 (got {self.trial.repeats}): a rung compares one "
+                "run of each trial. Set early_stopping = false, or repeats = 1"
+            )
+        steps = self._max_steps_range()
+        if steps is None:
+            if section.min_steps is None:
+                raise ValueError(
+                    f"{where}.min_steps is needed: the trials run by epochs (no max_steps), so "
+                    "the rungs cannot be placed by default. Give min_steps, or max_steps"
+                )
+            return self
+        if section.min_steps is not None and section.min_steps >= steps[1]:
+            raise ValueError(
+                f"{where}.min_steps = {section.min_steps} leaves no rung: every trial ends by "
+                f"step {steps[1]} (max_steps). Give a min_steps below it, or early_stopping = false"
+            )
+        return self
+
+    def _max_steps_range(self) -> tuple[int, int] | None:
+        """The smallest and largest ``max_steps`` a trial may have (None: trials run by epochs)."""
+        param = self.search.params.get("max_steps")
+        if param is None:
+            fixed = (self.trial.model_extra or {}).get("max_steps")
+            return None if fixed is None else (int(fixed), int(fixed))
+        if isinstance(param, Fixed):
+            return int(param.value), int(param.value)
+        if isinstance(param, Choice):
+            return int(min(param.values)), int(max(param.values))
+        return int(param.low), int(param.high)
+
+    def early_stopping(self) -> EarlyStoppingSection | None:
+        """The early stopping the sweep applies, ``min_steps`` filled in; None when off.
+
+        Without ``[search.early_stopping]`` it is on where every trial has ``max_steps`` and
+        :func:`sweeps.early_stopping.default_min_steps` leaves at least two rungs below the
+        smallest (and ``trial.repeats`` is 1); ``early_stopping = false`` turns it off."""
+        from sweeps.early_stopping import default_min_steps, rung_steps
+
+        section = self.search.early_stopping
+        if section is False or (section is None and self.trial.repeats > 1):
+            return None
+        section = section or EarlyStoppingSection()
+        if section.min_steps is not None:
+            return section
+        steps = self._max_steps_range()
+        if steps is None:
+            return None
+        min_steps = default_min_steps(steps[0], section.eta)
+        if (
+            self.search.early_stopping is None
+            and len(rung_steps(min_steps, section.eta, steps[0])) < 2
+        ):
+            return None
+        return section.model_copy(update={"min_steps": min_steps})
+
     # -- derived values
 
     def to_raw(self) -> dict[str, Any]:
@@ -667,6 +803,11 @@ class SweepSpec(_Section):
         search.update({k: _param_to_raw(v) for k, v in self.search.params.items()})
         if self.search.lr_by_method:
             search["lr"] = {k: _param_to_raw(v) for k, v in self.search.lr_by_method.items()}
+        stopping = self.search.early_stopping
+        if stopping is not None:
+            search["early_stopping"] = (
+                False if stopping is False else stopping.model_dump(exclude_none=True)
+            )
         raw["search"] = search
         raw["trial"] = dict(self.trial.model_extra or {})
         return raw
@@ -708,6 +849,13 @@ class SweepSpec(_Section):
                 values.get("rank", TrialConfig.model_fields["rank"].default)
             )
         hw = self.hardware
+        stopping = self.early_stopping()
+        if stopping is not None:
+            values.update(
+                rung_min_steps=stopping.min_steps,
+                rung_eta=stopping.eta,
+                rung_retain_rows=stopping.retain_rows,
+            )
         return TrialConfig(
             **{**dict(self.trial.model_extra or {}), **values},
             model=self.model,
@@ -1027,6 +1175,20 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         out.append(_line(name, _param_to_raw(param), SEARCHABLE[name].help))
     for method, param in spec.search.lr_by_method.items():
         out.append(_line(f"lr.{method}", _param_to_raw(param), f"learning rate for {method}"))
+    stopping = spec.search.early_stopping
+    if stopping is None:
+        out.append(
+            '# early_stopping = { method = "mo-asha", eta = 3, min_steps = 10 }  # or false; '
+            "default: on where trials have at least 2 rungs"
+        )
+    else:
+        out.append(
+            _line(
+                "early_stopping",
+                False if stopping is False else stopping.model_dump(exclude_none=True),
+                "stop unpromising trials at rungs (MO-ASHA); false: off",
+            )
+        )
     out += ["", "[trial]  # other trial settings, fixed for every trial"]
     if spec.trial.repeats != 1:
         out.append(_line("repeats", spec.trial.repeats, "runs per trial (seeds seed, seed+1, ...)"))

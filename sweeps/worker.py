@@ -29,7 +29,12 @@ What makes it trustworthy overnight:
   write that gets through, and the final sync writes every trial; the sweep says once how many
   writes were deferred;
 - ``run.breaker`` trials in a row that fail with the same error stop the sweep
-  (:mod:`sweeps.breaker`): a broken setup does not spend the whole budget.
+  (:mod:`sweeps.breaker`): a broken setup does not spend the whole budget;
+- with early stopping (``[search.early_stopping]``, on by default where trials have rungs) a
+  trial reports at each rung; :meth:`Sweep._at_rung` records the report on the trial (user
+  attribute ``rungs``) and decides, under the ask lock, from every trial of the study that
+  reached that rung (:func:`sweeps.early_stopping.rung_decision`), so workers on any number of
+  machines decide alike; a stopped trial is told ``pruned``.
 
 While a trial runs, its row is in the results file as ``running`` and its logged steps are
 written there every :data:`PROGRESS_WRITE_S` seconds (``steps_done`` counts them), so the
@@ -91,7 +96,7 @@ from sweeps.study import (
     suggest,
 )
 from sweeps.trial.repeats import run_repeats
-from sweeps.trial.types import RepeatResult, StepLog, TrialConfig, TrialResult
+from sweeps.trial.types import RepeatResult, RungReport, StepLog, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import optuna
@@ -146,6 +151,7 @@ class SweepState:
     budget_dollars: float | None
     budget_hours: float | None
     done: int = 0
+    pruned: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     infeasible: int = 0
     dollars: float = 0.0
@@ -240,6 +246,7 @@ class Sweep:
         self._errors: list[BaseException] = []
         self.storage_failure: BaseException | None = None
         """The first failed write to the study storage: the sweep stops, exit 2."""
+        self._stop_reasons: dict[int, str] = {}  # why early stopping stopped a running trial
         self.kept: dict[int, Path | None] = {}
         """Trials that finished while the storage could not be written, and the file that
         keeps each one's result (None: no file could be written either)."""
@@ -625,7 +632,11 @@ class Sweep:
         def on_repeat(k: int) -> None:
             repeat[0] = k
 
+        def on_rung(report: RungReport) -> bool:
+            return self._at_rung(study, trial, report)
+
         env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
+        rungs = {"on_rung": on_rung} if config.rung_min_steps is not None else {}
         heartbeat = self._start_heartbeat(trial._trial_id)
         try:
             return run_repeats(
@@ -636,6 +647,7 @@ class Sweep:
                 on_repeat=on_repeat,
                 env=env,
                 timeout_s=config.time_limit_s,
+                **rungs,
             )
         except Exception as error:  # the runner itself broke: record it, keep the sweep going
             return TrialResult(
@@ -649,6 +661,46 @@ class Sweep:
             progress.stop()  # before the final row is written: nothing may overwrite it
             with self.state.lock:
                 self.state.running.pop(key, None)
+
+    def _at_rung(self, study: optuna.Study, trial: optuna.Trial, report: RungReport) -> bool:
+        """A running trial at a rung: record its report on the trial (user attribute
+        ``rungs``, a list), then decide from the records of every trial of the study at that
+        rung whether it goes on. Under the ask lock, so that two workers reaching a rung at
+        once each see the other's record."""
+        from sweeps.early_stopping import DEFAULT_ETA, rung_decision
+
+        stopping = self.spec.early_stopping()
+        eta = stopping.eta if stopping is not None else DEFAULT_ETA
+        record: dict[str, Any] = report.model_dump(mode="json")
+        with self._ask_lock():
+            on_front = {t.number for t in frontier_trials(study)}
+            points: list[list[float | None]] = [_rung_point(self.spec, record)]
+            frontier: list[int] = []
+            for other in study.get_trials(deepcopy=False):
+                found = _rung_record(other, report.step)
+                if other.number == trial.number or found is None:
+                    continue
+                if other.number in on_front:
+                    frontier.append(len(points))
+                points.append(_rung_point(self.spec, found))
+            # An objective some trial has no rung value for (no retain subset) is left out.
+            kept = [m for m in range(3) if all(p[m] is not None for p in points)]
+            vectors = [[float(p[m]) for m in kept] for p in points]  # type: ignore[arg-type]
+            decision = rung_decision(
+                vectors[0], vectors[1:], eta=eta, frontier=[vectors[i] for i in frontier]
+            )
+            record.update(
+                continues=decision.continues,
+                reason=decision.reason,
+                position=decision.position,
+                reached=decision.reached,
+            )
+            previous = self.storage.get_trial(trial._trial_id).user_attrs.get("rungs") or []
+            study._storage.set_trial_user_attr(trial._trial_id, "rungs", [*previous, record])
+        if not decision.continues:
+            with self.state.lock:
+                self._stop_reasons[trial.number] = decision.reason
+        return decision.continues
 
     def _tell(
         self,
@@ -665,6 +717,12 @@ class Sweep:
         attrs = _result_attrs(self.spec, result)
         values = _objective_values(self.spec, result)
         outcome, error = self._outcome_of(result, values, stopping=stopping)
+        if outcome == Outcome.PRUNED:
+            with self.state.lock:
+                why = self._stop_reasons.pop(trial.number, None)
+            error = f"stopped at step {result.stopped_at_step} by early stopping" + (
+                f": {why}" if why else ""
+            )
         told = values if outcome in (Outcome.COMPLETE, Outcome.ARTIFACT_LOST) else None
         try:
             for key, value in attrs.items():
@@ -730,6 +788,8 @@ class Sweep:
             return Outcome.COMPLETE, None
         if result.state == Outcome.ARTIFACT_LOST and values is not None:
             return Outcome.ARTIFACT_LOST, result.error  # measured: it counts, values and all
+        if result.state == Outcome.PRUNED:
+            return Outcome.PRUNED, None  # stopped at a rung: its partial result is kept
         if stopping and result.state != Outcome.COMPLETE:
             return Outcome.INTERRUPTED, "the sweep was stopped while this trial ran; re-queued"
         # It ran and failed, or ended without every objective measured.
@@ -760,6 +820,10 @@ class Sweep:
             self.state.event(f"trial {number} measured ({method}), artifact lost: {reason}")
         elif outcome == Outcome.INTERRUPTED:
             self.state.event(f"trial {number}: interrupted, re-queued for the next run")
+        elif outcome == Outcome.PRUNED:
+            with self.state.lock:
+                self.state.pruned += 1
+            self.state.event(f"trial {number} pruned ({method}): {error}")
         else:
             with self.state.lock:
                 self.state.failed[outcome] = self.state.failed.get(outcome, 0) + 1
@@ -779,8 +843,8 @@ class Sweep:
         trial's outcome is set.
 
         With ``values`` (complete trials, and infeasible ones with infinite quality and
-        forgetting so that samplers avoid the region) the trial is told complete; otherwise
-        it is told failed. Raises Optuna's errors for a trial already finished (another
+        forgetting so that samplers avoid the region) the trial is told complete; a trial
+        stopped at a rung is told pruned; otherwise it is told failed. Raises Optuna's errors for a trial already finished (another
         worker recovered it first).
         """
         from optuna.trial import FrozenTrial, TrialState
@@ -792,6 +856,8 @@ class Sweep:
         told = trial.number if isinstance(trial, FrozenTrial) else trial
         if values is not None:
             study.tell(told, values)
+        elif outcome == Outcome.PRUNED:
+            study.tell(told, state=TrialState.PRUNED)
         else:
             study.tell(told, state=TrialState.FAIL)
 
@@ -981,9 +1047,11 @@ class Sweep:
             if t.user_attrs.get("state") in (Outcome.COMPLETE, Outcome.ARTIFACT_LOST)
         )
         frontier_size = len(frontier_trials(study)) if done else 0
+        pruned = sum(1 for t in trials if t.user_attrs.get("state") == Outcome.PRUNED)
         with self.state.lock:
             self.state.dollars, self.state.hours = spend.dollars, spend.hours
             self.state.done = done
+            self.state.pruned = pruned
             self.state.frontier_size = frontier_size
 
     @contextlib.contextmanager
@@ -1088,6 +1156,32 @@ def _objective_values(
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return None
     return [float(v) for v in values]
+
+
+def _rung_record(trial: Any, step: int) -> dict[str, Any] | None:
+    """``trial``'s report at the rung of ``step`` (user attribute ``rungs``), or None."""
+    for record in trial.user_attrs.get("rungs") or ():
+        if record.get("step") == step:
+            return record
+    return None
+
+
+def _rung_point(spec: SweepSpec, record: dict[str, Any]) -> list[float | None]:
+    """A rung report as the three objectives, minimised: eval NLL (the rung's quality, also for
+    exact match, which is not scored at rungs), the spec's forgetting measure on the retain
+    subset (retain_kl when the spec's, else retain_delta_nll, else retain_kl; None without a
+    subset) and the cost so far in the spec's unit."""
+    forgetting_order = (
+        ("retain_kl",)
+        if spec.objectives.forgetting == "retain_kl"
+        else ("retain_delta_nll", "retain_kl")
+    )
+    forgetting = next((record[k] for k in forgetting_order if record.get(k) is not None), None)
+    if spec.objectives.cost == "dollars":
+        cost = record.get("dollars")
+    else:
+        cost = record["wall_s"] / 3600 * record.get("devices", 1)
+    return [record.get("eval_nll"), forgetting, cost]
 
 
 def _result_attrs(spec: SweepSpec, result: TrialResult) -> dict[str, Any]:

@@ -110,6 +110,8 @@ def test_the_demo_spec_passes_every_check_and_writes_nothing(demo, tmp_path: Pat
     assert "LlamaForCausalLM" in lines[0] and "meta device" in lines[0]
     assert "train 96 rows" in lines[2]
     assert lines[3] == "✓ data check: clean"
+    # max_steps 50 to 200: on by default, rungs of the first (shortest) point from step 10.
+    assert lines[4].endswith("; early stopping: mo-asha, rungs at steps 10, 30 (eta 3)")
     assert "1 step, loss" in lines[6]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results.duckdb").exists()
 

@@ -244,6 +244,40 @@ def test_one_forward_pass_gives_what_the_two_separate_passes_give(base, fine_tun
         assert kl > 0.05 and tuned_nll > nll
 
 
+def test_a_rungs_subset_is_scored_as_the_whole_source_scores_it(
+    own_model, base, fine_tuned, tmp_path
+):
+    """Early stopping's forgetting estimate at a rung (``score_subset``): on all the rows it is
+    the source's own score; on fewer rows it scores whole batches of them; the base's NLL of the
+    subset comes from the cached top-k, exactly where the top-k holds every scored token."""
+    from sweeps.trial.data import batches, tokenize_texts
+    from sweeps.trial.metrics import completion_nll, nll_and_topk
+    from sweeps.trial.retain import _base_nll_from_topk
+
+    model, tokenizer = base
+    source = _self_samples(own_model, tokenizer, tmp_path)
+    source.prepare(model)
+    whole, everything = source.score(fine_tuned), source.score_subset(fine_tuned, 10_000)
+    assert everything is not None and everything.rows == len(source.base["input_ids"])
+    assert everything.tokens == whole.tokens
+    assert everything.retain_kl == pytest.approx(whole.retain_kl, rel=1e-5)
+    if everything.retain_delta_nll is not None:
+        assert everything.retain_delta_nll == pytest.approx(whole.retain_delta_nll, rel=1e-5)
+    first = source.score_subset(fine_tuned, 1)
+    assert first is not None and first.rows == source.batch and first.tokens < whole.tokens
+    assert model.training is False
+
+    data = tokenize_texts(
+        [p["prompt"] for p in load_retain_prompts()[:12]], tokenizer, max_seq_len=64
+    )
+    rows = list(batches(data, batch_size=5, pad_id=tokenizer.pad_token_id))
+    nll, _, topk = nll_and_topk(model, rows, k=len(tokenizer))  # the whole vocabulary
+    assert _base_nll_from_topk(rows, topk) == pytest.approx(nll, rel=1e-5)
+    assert completion_nll(model, rows)[0] == pytest.approx(nll, rel=1e-5)
+    _, _, small = nll_and_topk(model, rows, k=2)  # a random model's labels are rarely top-2
+    assert _base_nll_from_topk(rows, small) is None
+
+
 def test_weights_are_keyed_by_content(own_model, base, fine_tuned, tmp_path):
     model, tokenizer = base
     assert weights_fingerprint(model) == weights_fingerprint(copy.deepcopy(model))

@@ -237,3 +237,37 @@ async def test_a_study_written_by_another_program_appears_without_a_refresh(tmp_
             if studies.row_count == 2:
                 break
         assert [studies.get_row_at(i)[0] for i in range(studies.row_count)] == ["second", "first"]
+
+
+async def test_a_pruned_trial_shows_where_it_stopped_and_uses_up_the_budget(tmp_path: Path) -> None:
+    """A trial early stopping stopped (state pruned) reads as such on the Sweeps screen: its
+    state cell names the rung, its detail its stopped_at_step, and the study's progress counts
+    it against the trial budget (it is not a failure)."""
+    db = tmp_path / "results.duckdb"
+    write_study(db)
+    pruned = {
+        "study": STUDY,
+        "number": len(TRIALS),
+        "state": "pruned",
+        "method": "lora",
+        "rank": 4,
+        "lr": 0.3,
+        "max_steps": 90,
+        "steps_done": 30,
+        "stopped_at_step": 30,
+        "eval_nll": 3.5,
+        "dollars": 0.001,
+        "error": "stopped at step 30 by early stopping: place 5 of 6 at the rung",
+    }
+    ResultsStore(db).write_trials([pruned], [])
+    app = ParetuneApp(db=db, start="sweeps")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        screen = app.screen
+        trials = screen.query_one("#trials")
+        assert str(trials.get_row_at(len(TRIALS))[1]) == "pruned at 30"
+        assert screen.query_one("#studies").get_row_at(0)[1:4] == ["7/8", "5", "1"]
+        screen.open_trial(STUDY, len(TRIALS))
+        await _settle(pilot)
+        detail = shown_text(screen.query_one("#trial-text"))
+        assert "stopped_at_step" in detail and "stopped at step 30 by early stopping" in detail

@@ -6,6 +6,12 @@ negate maximised metrics such as exact match). :func:`pareto_mask` and
 :func:`plot_frontier` (matplotlib: PNG, SVG, or an HTML page with the SVG inline) and
 :func:`terminal_frontier` (plotext) draw trials as points coloured by method and sized by
 cost, with the Pareto points joined.
+
+Only ``complete`` trials are on the frontier and in its hypervolume. A ``pruned`` trial
+(stopped at a rung by the sweep's early stopping, :mod:`sweeps.early_stopping`) has an eval
+NLL from that step, no final forgetting and the cost of part of a run: its numbers are not
+comparable with a finished trial's, so it is left out like the other unfinished states (the
+SQL ``frontier`` view agrees).
 """
 
 from __future__ import annotations

@@ -620,6 +620,21 @@ TRIALS = Table(
             "measured cost: wall hours x hourly price x devices",
             "result.dollars",
         ),
+        Column(
+            "stopped_at_step",
+            "INTEGER",
+            "state pruned: the rung (optimizer step) where early stopping stopped it; its "
+            "eval_nll is the one scored there",
+            "result.stopped_at_step",
+        ),
+        Column(
+            "rungs",
+            "JSON",
+            "early stopping: the trial's report at each rung it reached (step, eval_nll, "
+            "retain_delta_nll and retain_kl on the retain subset, retain_rows, wall_s, dollars) "
+            "and the decision there (continues, reason)",
+            "attrs.rungs",
+        ),
         Column("device", "VARCHAR", "cpu or cuda", "result.hardware.device"),
         Column("device_name", "VARCHAR", "device model name", "result.hardware.device_name"),
         Column("devices", "INTEGER", "devices used", "result.hardware.devices"),
@@ -968,6 +983,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 "predicted_states_gb",
             )
         ),
+    ),
+    Migration(
+        6,
+        "trials: early stopping's columns (stopped_at_step of a pruned trial, rungs: each "
+        "rung's report and decision)",
+        (("trials", "stopped_at_step"), ("trials", "rungs")),
     ),
 )
 """Every schema version, in order. A change of the schema appends one: new columns are named

@@ -307,6 +307,7 @@ class ResultsStore:
                    count(t.number) AS trials,
                    count(t.number) FILTER (WHERE t.state = 'complete') AS complete,
                    count(t.number) FILTER (WHERE t.state IN ('oom', 'failed', 'timeout')) AS failed,
+                   count(t.number) FILTER (WHERE t.state = 'pruned') AS pruned,
                    count(t.number) FILTER (WHERE t.state = 'infeasible') AS infeasible,
                    coalesce(sum(t.dollars), 0) AS dollars,
                    (SELECT count(*) FROM frontier f WHERE f.study = s.study) AS frontier_size

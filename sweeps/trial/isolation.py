@@ -5,7 +5,10 @@ trial only, and its memory (GPU memory included) goes back with the process.
 
 The child is ``python -m sweeps.trial.isolation``: it reads the :class:`TrialConfig` as JSON on
 stdin and writes JSON lines on a dedicated pipe (``{"step": ...}`` per optimizer step, then
-one ``{"result": ...}``, or ``{"user_error": ...}`` for bad input). Its stdout goes to the
+one ``{"result": ...}``, or ``{"user_error": ...}`` for bad input). At a rung of the sweep's
+early stopping it writes ``{"rung": ...}`` and waits for the parent's answer, one line
+``{"continue": true}`` or ``false`` on a second pipe (the parent answers at once, asking
+``on_rung`` if it was given one, else going on). Its stdout goes to the
 parent's stderr (library chatter must not mix with results) and its stderr is kept so that
 a crash can be reported with its last lines.
 
@@ -48,7 +51,7 @@ from dataclasses import dataclass
 
 from pricing.errors import UserError
 from sweeps.outcome import Outcome
-from sweeps.trial.types import StepLog, TrialConfig, TrialResult
+from sweeps.trial.types import RungReport, StepLog, TrialConfig, TrialResult
 
 __all__ = ["TrialInputError", "run_trial_isolated"]
 
@@ -93,6 +96,7 @@ def run_trial_isolated(
     timeout_s: float | None = None,
     raise_user_errors: bool = False,
     start: str | None = None,
+    on_rung: Callable[[RungReport], bool] | None = None,
 ) -> TrialResult:
     """Run :func:`sweeps.trial.recipe.run_trial` in a child process; see the module docstring.
 
@@ -101,7 +105,8 @@ def run_trial_isolated(
     configuration found by the child raises :class:`TrialInputError` here (the command
     line's exit code 2); otherwise it is a ``failed`` trial like any other. ``start`` is
     ``"warm"`` (fork from the preloaded server) or ``"fresh"`` (a new interpreter); by default
-    warm for CPU trials and fresh for the rest.
+    warm for CPU trials and fresh for the rest. ``on_rung(report)`` answers whether the trial
+    goes on at a rung (``config.rung_min_steps``); without it, it always does.
     """
     # A sharded trial's child is torchrun's launcher: a fresh interpreter, like its ranks.
     default = "warm" if config.device == "cpu" and config.gpus == 1 else "fresh"
@@ -113,7 +118,7 @@ def run_trial_isolated(
     except OSError as error:
         return _ended(config, Outcome.FAILED, f"could not start the trial process: {error}")
     try:
-        received = _receive(child, on_step, None if limit is None else started + limit)
+        received = _receive(child, on_step, on_rung, None if limit is None else started + limit)
     finally:
         tail = _reap(child, kill=child.timed_out)
     return _classify(config, received, tail, child, limit, raise_user_errors)
@@ -126,6 +131,7 @@ class _Child:
     process: subprocess.Popen | _WarmChild
     read_fd: int
     stderr_path: str
+    decision_fd: int  # the write end of the pipe the child reads its rung decisions from
     timed_out: bool = False
 
 
@@ -146,9 +152,9 @@ def _start_child(config: TrialConfig, env: Mapping[str, str] | None, *, warm: bo
     stderr_file.close()  # the child appends to it by name; the parent reads it at the end
     try:
         if warm:
-            process, read_fd = _start_warm(config, child_env, stderr_file.name)
+            process, read_fd, decision_fd = _start_warm(config, child_env, stderr_file.name)
         else:
-            process, read_fd = _start_fresh(child_env, stderr_file.name)
+            process, read_fd, decision_fd = _start_fresh(child_env, stderr_file.name)
     except OSError:
         os.unlink(stderr_file.name)
         raise
@@ -156,37 +162,44 @@ def _start_child(config: TrialConfig, env: Mapping[str, str] | None, *, warm: bo
         assert process.stdin is not None
         process.stdin.write(config.model_dump_json().encode())
         process.stdin.close()
-    return _Child(process, read_fd, stderr_file.name)
+    return _Child(process, read_fd, stderr_file.name, decision_fd)
 
 
-def _start_fresh(env: dict[str, str], stderr_path: str) -> tuple[subprocess.Popen, int]:
-    """``python -m sweeps.trial.isolation WRITE_FD`` in its own session; the read end of its
-    channel. The caller writes the config on its stdin."""
+def _start_fresh(env: dict[str, str], stderr_path: str) -> tuple[subprocess.Popen, int, int]:
+    """``python -m sweeps.trial.isolation WRITE_FD DECISION_FD`` in its own session; the read
+    end of its channel and the write end of its decisions. The caller writes the config on its
+    stdin."""
     read_fd, write_fd = os.pipe()
+    decision_read, decision_write = os.pipe()
     try:
         with open(stderr_path, "ab") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", __spec__.name, str(write_fd)],
+                [sys.executable, "-m", __spec__.name, str(write_fd), str(decision_read)],
                 stdin=subprocess.PIPE,
                 stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
                 stderr=stderr,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, decision_read),
                 env=env,
                 start_new_session=True,  # its own process group: a timeout kills all of it
             )
     except OSError:
         os.close(read_fd)
+        os.close(decision_write)
         raise
     finally:
         os.close(write_fd)
-    return process, read_fd
+        os.close(decision_read)
+    return process, read_fd, decision_write
 
 
 def _receive(
-    child: _Child, on_step: Callable[[StepLog], None] | None, deadline: float | None
+    child: _Child,
+    on_step: Callable[[StepLog], None] | None,
+    on_rung: Callable[[RungReport], bool] | None,
+    deadline: float | None,
 ) -> _Received:
     """Read the child's channel until it closes or ``deadline`` passes (``child.timed_out``),
-    passing each step to ``on_step``."""
+    passing each step to ``on_step`` and answering each rung with ``on_rung``'s decision."""
     received = _Received()
     buffer = b""
     selector = selectors.DefaultSelector()
@@ -207,6 +220,9 @@ def _receive(
                 message = json.loads(line)
                 if "step" in message and on_step is not None:
                     on_step(StepLog.model_validate(message["step"]))
+                elif "rung" in message:
+                    report = RungReport.model_validate(message["rung"])
+                    _answer(child, True if on_rung is None else on_rung(report))
                 elif "result" in message:
                     received.result = TrialResult.model_validate(message["result"])
                 elif "user_error" in message:
@@ -218,9 +234,21 @@ def _receive(
         reader.close()
 
 
+def _answer(child: _Child, goes_on: bool) -> None:
+    """Tell the child waiting at a rung whether it goes on (a child gone meanwhile is ignored)."""
+    try:
+        os.write(child.decision_fd, (json.dumps({"continue": bool(goes_on)}) + "\n").encode())
+    except OSError:
+        pass
+
+
 def _reap(child: _Child, *, kill: bool) -> str:
     """Wait for the child (killing its process group first if ``kill`` or it still runs);
     return the last lines of its stderr."""
+    try:
+        os.close(child.decision_fd)
+    except OSError:
+        pass
     try:
         if kill or child.process.poll() is None:
             _kill_group(child.process)
@@ -314,8 +342,9 @@ class _WarmChild:
 
 def _start_warm(
     config: TrialConfig, env: dict[str, str], stderr_path: str
-) -> tuple[_WarmChild, int]:
-    """Fork the trial from the warm server; return the child and the read end of its channel."""
+) -> tuple[_WarmChild, int, int]:
+    """Fork the trial from the warm server; return the child, the read end of its channel and
+    the write end of its decisions."""
     global _warm_context
     import multiprocessing
 
@@ -327,22 +356,26 @@ def _start_warm(
             atexit.register(_stop_warm_server)
         context = _warm_context
     reader, writer = context.Pipe(duplex=False)
+    decisions_in, decisions_out = context.Pipe(duplex=False)
     try:
         process = context.Process(
             target=_warm_child,
-            args=(config.model_dump_json(), writer, env, stderr_path),
+            args=(config.model_dump_json(), writer, env, stderr_path, decisions_in),
             name=f"paretune-trial-{config.trial_number}",
             daemon=False,
         )
         process.start()
     except Exception as error:  # the server could not fork: reported as OSError
-        reader.close()
-        writer.close()
+        for end in (reader, writer, decisions_in, decisions_out):
+            end.close()
         raise OSError(str(error)) from error
     writer.close()
+    decisions_in.close()
     read_fd = os.dup(reader.fileno())
     reader.close()
-    return _WarmChild(process), read_fd
+    decision_fd = os.dup(decisions_out.fileno())
+    decisions_out.close()
+    return _WarmChild(process), read_fd, decision_fd
 
 
 def _stop_warm_server() -> None:
@@ -362,7 +395,7 @@ def _stop_warm_server() -> None:
                 pass
 
 
-def _warm_child(config_json: str, writer, env: dict[str, str], stderr_path: str) -> None:
+def _warm_child(config_json: str, writer, env: dict[str, str], stderr_path: str, decisions) -> None:
     """In the forked child: the same isolation a fresh interpreter gets, then the trial."""
     import multiprocessing
 
@@ -385,7 +418,9 @@ def _warm_child(config_json: str, writer, env: dict[str, str], stderr_path: str)
     os.close(kept)
     write_fd = os.dup(writer.fileno())
     writer.close()
-    sys.exit(_child(write_fd, config_json))
+    decision_fd = os.dup(decisions.fileno())
+    decisions.close()
+    sys.exit(_child(write_fd, config_json, decision_fd))
 
 
 def _oom_markers(config: TrialConfig) -> tuple[str, ...]:
@@ -434,11 +469,18 @@ def _limit_memory(limit_gb: float | None, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
-def _child(write_fd: int, config_json: str | None = None) -> int:
+def _child(write_fd: int, config_json: str | None = None, decision_fd: int | None = None) -> int:
     channel = os.fdopen(write_fd, "w", buffering=1)
+    decisions = os.fdopen(decision_fd, "r") if decision_fd is not None else None
 
     def send(message: dict) -> None:
         channel.write(json.dumps(message) + "\n")
+
+    def at_rung(report: RungReport) -> bool:
+        """Report the rung and wait for the parent's decision (no answer: go on)."""
+        send({"rung": report.model_dump(mode="json")})
+        line = decisions.readline() if decisions is not None else ""
+        return bool(json.loads(line)["continue"]) if line.strip() else True
 
     config = TrialConfig.model_validate_json(
         config_json if config_json is not None else sys.stdin.read()
@@ -464,7 +506,9 @@ def _child(write_fd: int, config_json: str | None = None) -> int:
             import peft  # noqa: F401
         _limit_memory(config.memory_limit_gb, config.device)
         result = run_trial(
-            config, on_step=lambda step: send({"step": step.model_dump(mode="json")})
+            config,
+            on_step=lambda step: send({"step": step.model_dump(mode="json")}),
+            on_rung=at_rung if decisions is not None and config.rung_min_steps else None,
         )
     except UserError as error:
         send({"user_error": {"message": error.message, "hint": error.hint}})
@@ -507,4 +551,4 @@ def _is_oom(error: BaseException, config: TrialConfig) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(_child(int(sys.argv[1])))
+    sys.exit(_child(int(sys.argv[1]), decision_fd=int(sys.argv[2]) if len(sys.argv) > 2 else None))

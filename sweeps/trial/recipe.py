@@ -46,6 +46,7 @@ from sweeps.trial.types import (
     Measured,
     Predicted,
     Quality,
+    RungReport,
     StepLog,
     TrialConfig,
     TrialResult,
@@ -607,14 +608,19 @@ _FLAGS = {
 }
 
 
+_RUNG_FIELDS = ("rung_min_steps", "rung_eta", "rung_retain_rows")
+_SWEEP_ONLY = ("study", "trial_number", *_RUNG_FIELDS)
+"""Settings only a sweep gives a trial: the command that reruns it leaves them out, and the
+saved spec its rungs (rerun alone, a trial runs to its last step)."""
+
+
 def trial_command(config: TrialConfig, spec_path: Path | None = None) -> str:
     """``paretune trial ...`` with flags when they say it all, else ``--spec`` the saved TOML."""
     defaults = TrialConfig()
     changed = {
         name
         for name in TrialConfig.model_fields
-        if getattr(config, name) != getattr(defaults, name)
-        and name not in ("study", "trial_number")
+        if getattr(config, name) != getattr(defaults, name) and name not in _SWEEP_ONLY
     }
     needs_spec = bool(changed - set(_FLAGS) - {"model", "train", "eval"})
     if needs_spec and spec_path is not None:
@@ -634,7 +640,11 @@ def trial_command(config: TrialConfig, spec_path: Path | None = None) -> str:
 def _write_spec(config: TrialConfig, path: Path) -> None:
     import tomli_w
 
-    values = {k: v for k, v in config.model_dump(mode="json").items() if v is not None}
+    values = {
+        k: v
+        for k, v in config.model_dump(mode="json").items()
+        if v is not None and k not in _RUNG_FIELDS
+    }
     path.write_text("# paretune trial --spec " + path.name + "\n" + tomli_w.dumps(values))
 
 
@@ -642,12 +652,20 @@ def _write_spec(config: TrialConfig, path: Path) -> None:
 
 
 def run_trial(
-    config: TrialConfig, *, on_step: Callable[[StepLog], None] | None = None
+    config: TrialConfig,
+    *,
+    on_step: Callable[[StepLog], None] | None = None,
+    on_rung: Callable[[RungReport], bool] | None = None,
 ) -> TrialResult:
     """Fine-tune, evaluate and measure one configuration; raises ``UserError`` on bad input.
 
     Each step below is one function, and measures what it does: loading time up to the
     trained model, the train loop's time, tokens and memory peaks, the evaluation's time.
+
+    With ``on_rung`` and ``config.rung_min_steps``, the trial reports at each rung of the
+    sweep's early stopping (:func:`sweeps.early_stopping.rung_steps`) and stops there when
+    ``on_rung`` returns False: it ends ``pruned``, with the rung's eval NLL, its cost so far and
+    no artifact (the final evaluation is skipped; that is what stopping saves).
     """
     started = time.perf_counter()
     where = _setup_where(config)
@@ -655,7 +673,12 @@ def run_trial(
     model, base = _setup_model(config, where, tokenizer, data)
     load_s = time.perf_counter() - started
     optimization = _setup_optimizer_and_schedule(config, model, data, where)
-    trained = _train(model, data, config, where, optimization, on_step)
+    rung = _rung_reporter(config, where, data, started, on_rung)
+    trained = _train(model, data, config, where, optimization, on_step, rung)
+    if trained.stopped_at_step is not None:
+        return _stopped_result(
+            config, where, data, model, optimization, trained, base, load_s, started
+        )
     return _finish(
         config, where, tokenizer, data, model, base, optimization, trained, started, load_s
     )
@@ -883,6 +906,7 @@ class _Trained:
     reserved_gb: float | None
     states_gb: float | None = None  # parameters + gradients + optimizer states after a step
     ranks: RankMemory | None = None  # a sharded trial: each rank's figures
+    stopped_at_step: int | None = None  # the rung where the sweep's early stopping stopped it
 
 
 @dataclass(frozen=True)
@@ -919,6 +943,10 @@ def _state_bytes(model, optimizer) -> int:
     return total
 
 
+_Rung = Callable[[Any, int, float], bool]
+"""At a rung: (model, step, eval NLL) -> whether the trial goes on."""
+
+
 def _train(
     model,
     data: _Data,
@@ -926,11 +954,19 @@ def _train(
     where: _Where,
     optimization: _Optimization,
     on_step: Callable[[StepLog], None] | None,
+    rung: _Rung | None = None,
 ) -> _Trained:
     import torch
 
+    from sweeps.early_stopping import rung_steps
     from sweeps.trial.metrics import completion_nll
 
+    rungs = (
+        set(rung_steps(config.rung_min_steps, config.rung_eta, optimization.total_steps))
+        if rung is not None and config.rung_min_steps is not None
+        else set()
+    )
+    stopped_at_step = None
     steps: list[StepLog] = []
     states: list[int] = []
     best = _BestEval(keep_weights=config.early_stopping)
@@ -950,7 +986,7 @@ def _train(
         tokens_trained += step_tokens
 
         eval_nll = None
-        if step % config.eval_every == 0 or step == optimization.total_steps:
+        if step % config.eval_every == 0 or step == optimization.total_steps or step in rungs:
             with where.autocast():
                 eval_nll = completion_nll(model, data.eval_batches())[0]
             model.train()
@@ -967,9 +1003,15 @@ def _train(
         steps.append(log)
         if on_step is not None:
             on_step(log)
+        if step in rungs and rung is not None and eval_nll is not None:
+            if not rung(model, step, eval_nll):
+                stopped_at_step = step
+                break
+            model.train()
         if config.early_stopping and best.evals_since >= config.early_stopping_patience:
             break
-    best.restore(model, last_eval_nll=steps[-1].eval_nll)
+    if stopped_at_step is None:
+        best.restore(model, last_eval_nll=steps[-1].eval_nll)
     model.eval()
     peak_gb, reserved_gb = _peak_gb(where.device, where.baseline_gb)
     return _Trained(
@@ -981,6 +1023,72 @@ def _train(
         peak_gb,
         reserved_gb,
         states_gb=states[0] / 1e9 if states else None,
+        stopped_at_step=stopped_at_step,
+    )
+
+
+def _rung_reporter(
+    config: TrialConfig,
+    where: _Where,
+    data: _Data,
+    started: float,
+    on_rung: Callable[[RungReport], bool] | None,
+) -> _Rung | None:
+    """What the training loop calls at a rung: the rung's report (eval NLL, the forgetting
+    measures on the first ``rung_retain_rows`` rows of the retain source, the cost so far) to
+    ``on_rung``, whose answer says whether the trial goes on. None without rungs."""
+    if on_rung is None or config.rung_min_steps is None:
+        return None
+
+    def report(model, step: int, eval_nll: float) -> bool:
+        scores = data.retain.score_subset(model, config.rung_retain_rows)
+        wall_s = time.perf_counter() - started
+        return on_rung(
+            RungReport(
+                step=step,
+                eval_nll=eval_nll,
+                retain_delta_nll=None if scores is None else scores.retain_delta_nll,
+                retain_kl=None if scores is None else scores.retain_kl,
+                retain_rows=0 if scores is None else scores.rows,
+                wall_s=wall_s,
+                dollars=wall_s / 3600 * where.price.usd_per_hour,
+            )
+        )
+
+    return report
+
+
+def _stopped_result(
+    config: TrialConfig,
+    where: _Where,
+    data: _Data,
+    model,
+    optimization: _Optimization,
+    trained: _Trained,
+    base: dict[str, Any],
+    load_s: float,
+    started: float,
+) -> TrialResult:
+    """A trial stopped at a rung: ``pruned``, with the rung's eval NLL as its quality, its
+    steps, time and cost so far, and no final evaluation, forgetting or artifact."""
+    last_eval = next(s.eval_nll for s in reversed(trained.steps) if s.eval_nll is not None)
+    evaluation = _Evaluation(
+        Quality(
+            eval_nll=last_eval,
+            base_eval_nll=base["eval_nll"],
+            base_exact_match=base["exact_match"],
+            best_step=trained.best_step,
+        ),
+        Forgetting(retain_source=data.retain.name),
+        0.0,
+    )
+    saved = _Saved(_run_dir(config), trial_command(config), None)
+    wall_s = time.perf_counter() - started
+    result = _assemble_result(
+        config, where, data, model, optimization, trained, evaluation, saved, load_s, wall_s
+    )
+    return result.model_copy(
+        update={"state": Outcome.PRUNED, "stopped_at_step": trained.stopped_at_step}
     )
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "RetainScores",
     "RetainSource",
     "SelfSampleSettings",
+    "SubsetScores",
     "SelfSamples",
     "load_retain_prompts",
     "retain_source_for",
@@ -118,6 +119,20 @@ class RetainScores:
             "base_retain_nll": self.base_retain_nll,
             **self.extras,
         }
+
+
+@dataclass(frozen=True)
+class SubsetScores:
+    """Forgetting on a fixed subset of a retain source (its first ``rows`` rows), as the
+    sweep's early stopping scores it at each rung: the same measures as :class:`RetainScores`,
+    on fewer tokens. ``retain_delta_nll`` is None where the base's cached top-k does not hold
+    every scored token (the base's NLL of the subset is read from it, as no base model is at
+    hand mid-training); the demo's vocabulary always fits."""
+
+    rows: int
+    tokens: int
+    retain_delta_nll: float | None
+    retain_kl: float
 
 
 # --- the interface -------------------------------------------------------------------------------
@@ -186,6 +201,12 @@ class RetainSource(ABC):
         base = self.base
         with self._inference():
             return self._score(model, base)
+
+    def score_subset(self, model, rows: int) -> SubsetScores | None:
+        """Forgetting of ``model`` on the first ``rows`` rows (whole batches) of the prepared
+        base data: cheap enough to run at every rung of a sweep's early stopping. None for a
+        source that cannot score part of itself (lm-eval tasks)."""
+        return None
 
     @abstractmethod
     def _build_base(self, model) -> dict[str, Any]:
@@ -306,6 +327,42 @@ class _TeacherForced(RetainSource):
             tokens=base["tokens"],
             extras=extras,
         )
+
+    def score_subset(self, model, rows: int) -> SubsetScores | None:
+        import itertools
+        import math
+
+        from sweeps.trial.metrics import nll_and_kl
+
+        base = self.base
+        count = min(len(base["topk"]), math.ceil(rows / self.batch))
+        sequences = Tokenized(base["input_ids"], base["labels"])
+        batches = list(itertools.islice(self._batches(sequences), count))
+        topk = base["topk"][:count]
+        with self._inference():
+            nll, tokens, kl = nll_and_kl(model, batches, topk)
+        base_nll = _base_nll_from_topk(batches, topk)
+        return SubsetScores(
+            rows=min(count * self.batch, len(base["input_ids"])),  # whole batches
+            tokens=tokens,
+            retain_delta_nll=None if base_nll is None else nll - base_nll,
+            retain_kl=kl,
+        )
+
+
+def _base_nll_from_topk(batches: list[dict], topk: list[dict]) -> float | None:
+    """The base model's mean NLL of the scored tokens of ``batches``, read from its cached top-k
+    (:func:`sweeps.trial.metrics.nll_and_topk`); None when a scored token is not in its top-k."""
+    total, count = 0.0, 0
+    for batch, kept in zip(batches, topk, strict=True):
+        labels = batch["labels"][:, 1:]
+        scored = labels[labels != -100].long()
+        match = kept["indices"].long() == scored.unsqueeze(-1)
+        if not bool(match.any(-1).all()):
+            return None
+        total -= float((kept["logprobs"].float() * match).sum())
+        count += int(scored.numel())
+    return total / count if count else None
 
 
 class RetainFile(_TeacherForced):

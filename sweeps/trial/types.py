@@ -26,6 +26,7 @@ __all__ = [
     "Quality",
     "RepeatResult",
     "RetainTaskDrop",
+    "RungReport",
     "StepLog",
     "TrialConfig",
     "TrialResult",
@@ -35,7 +36,12 @@ __all__ = [
 METHODS = ("full", "lora", "qlora", "dora", "freeze")
 Method = Literal["full", "lora", "qlora", "dora", "freeze"]
 TrialState = Literal[
-    Outcome.COMPLETE, Outcome.ARTIFACT_LOST, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT
+    Outcome.COMPLETE,
+    Outcome.ARTIFACT_LOST,
+    Outcome.OOM,
+    Outcome.FAILED,
+    Outcome.TIMEOUT,
+    Outcome.PRUNED,
 ]
 """The outcomes one trial's own run can end in (the sweep records others: see :class:`Outcome`)."""
 
@@ -113,6 +119,18 @@ class TrialConfig(_Strict):
     )
     max_new_tokens: int = Field(16, gt=0, description="greedy generation length for exact match")
 
+    # Rungs of the sweep's early stopping (set by [search.early_stopping]; None: no rungs).
+    rung_min_steps: int | None = Field(
+        None,
+        gt=0,
+        description="first rung: at steps min, min x eta, ... below the last step the trial "
+        "reports its eval NLL and forgetting estimate, and the sweep may stop it there",
+    )
+    rung_eta: int = Field(3, ge=2, description="rungs are this factor apart")
+    rung_retain_rows: int = Field(
+        32, gt=0, description="retain rows (the first ones) scored at each rung"
+    )
+
     # Where and how it runs.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
@@ -164,6 +182,22 @@ class StepLog(_Strict):
     tokens_per_s: float
     peak_gb: float
     eval_nll: float | None = None
+
+
+class RungReport(_Strict):
+    """What a trial reports at a rung of the sweep's early stopping: eval NLL, the forgetting
+    measures on a fixed subset of its retain source, and what it has cost so far."""
+
+    step: int
+    eval_nll: float
+    retain_delta_nll: float | None = Field(
+        None, description="on the subset: NLL(fine-tuned) - NLL(base), as retain_delta_nll"
+    )
+    retain_kl: float | None = Field(None, description="on the subset, as retain_kl")
+    retain_rows: int = Field(0, description="retain rows in the subset (0: none scored)")
+    wall_s: float = Field(description="seconds since the trial started")
+    dollars: float = Field(description="wall_s at the trial's hourly price")
+    devices: int = 1
 
 
 class Quality(_Strict):
@@ -360,6 +394,10 @@ class TrialResult(_Strict):
         description="a trial run with several seeds: each run; then quality, forgetting, "
         "throughput and MFU are their means, times, tokens and dollars their sums (each run is "
         "paid for), peak memory their largest, and steps and artifact the first run's",
+    )
+    stopped_at_step: int | None = Field(
+        None,
+        description="a trial the sweep's early stopping stopped (state pruned): the rung's step",
     )
     sd: dict[str, float] = Field(
         default_factory=dict,

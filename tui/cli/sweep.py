@@ -72,7 +72,9 @@ def _summary(console: Any, state: Any, spec: Any, *, stop_line: bool = True) -> 
     from pricing.display import format_dollars
 
     console.print(
-        f"study {spec.name}: {state.done} complete, {_not_completed(state.failed)}, "
+        f"study {spec.name}: {state.done} complete, "
+        + (f"{state.pruned} pruned (stopped early), " if state.pruned else "")
+        + f"{_not_completed(state.failed)}, "
         f"infeasible {state.infeasible}; spent {format_dollars(state.dollars)}"
         + (
             f" of {format_dollars(spec.budget.dollars)}"
@@ -324,8 +326,13 @@ def sweep_status(study: str | None, db: Path, fmt: str, storage: str | None) -> 
         trials = store.trials(row["study"])
         failures: dict[str, int] = {}
         for t in trials:
-            if t["state"] not in ("complete", "running", "waiting"):
+            if t["state"] not in ("complete", "running", "waiting", "pruned"):
                 failures[t["state"]] = failures.get(t["state"], 0) + 1
+        pruned = [
+            {"number": t["number"], "method": t["method"], "stopped_at_step": t["stopped_at_step"]}
+            for t in trials
+            if t["state"] == "pruned"
+        ]
         best = store.frontier(row["study"])
         running = []
         for t in trials:
@@ -350,6 +357,8 @@ def sweep_status(study: str | None, db: Path, fmt: str, storage: str | None) -> 
                 "trials": row["trials"],
                 "complete": row["complete"],
                 "running": len(running),
+                "pruned": len(pruned),
+                "pruned_trials": pruned,
                 "failures": failures,
                 "dollars": row["dollars"],
                 "budget_dollars": row["budget_dollars"],
@@ -411,6 +420,14 @@ def sweep_status(study: str | None, db: Path, fmt: str, storage: str | None) -> 
             )
         if item.get("heartbeats_unknown"):
             console.print(f"  heartbeats unknown: {item['heartbeats_unknown']}", markup=False)
+        if item["pruned"]:
+            console.print(
+                f"  pruned (stopped early at a rung; not on the frontier): {item['pruned']}: "
+                + ", ".join(
+                    f"#{t['number']} at step {t['stopped_at_step']}" for t in item["pruned_trials"]
+                ),
+                markup=False,
+            )
         if item["failures"]:
             console.print(
                 "  not completed: "

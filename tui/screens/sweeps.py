@@ -275,6 +275,8 @@ class SweepsScreen(AppScreen):
                 cells = [_cell(row.get(c), c) for c in _TRIAL_COLUMNS]
                 if row.get("state") == "running":
                     cells[_TRIAL_COLUMNS.index("state")] = Text(running_label(row), style="yellow")
+                elif row.get("state") == "pruned":
+                    cells[_TRIAL_COLUMNS.index("state")] = Text(pruned_label(row), style="magenta")
                 trials.add_row(*cells, key=str(row["number"]))
             if message.trials:
                 trials.move_cursor(row=min(trial_cursor, len(message.trials) - 1), animate=False)
@@ -606,6 +608,12 @@ def running_label(row: dict) -> str:
     return f"running {step}/{total}" if total else f"running step {step}"
 
 
+def pruned_label(row: dict) -> str:
+    """A pruned trial's state cell: the rung (step) where early stopping stopped it."""
+    step = row.get("stopped_at_step")
+    return "pruned" if step is None else f"pruned at {step}"
+
+
 def _cell(value, column: str) -> str | Text:
     if value is None:
         return ""
@@ -624,7 +632,7 @@ def _cell(value, column: str) -> str | Text:
 
 # How a trial's row is shown: groups of columns in the order a user reads them.
 _DETAIL_GROUPS: list[tuple[str, tuple[str, ...]]] = [
-    ("outcome", ("state", "error", "retry_of")),
+    ("outcome", ("state", "error", "retry_of", "stopped_at_step")),
     (
         "parameters",
         (
@@ -685,6 +693,7 @@ _DETAIL_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("reproduce", ("artifact", "command")),
 ]
 _NOT_SHOWN = {
+    "rungs",  # early stopping's reports: the JSON column holds them
     "study",
     "number",
     "params",
@@ -719,7 +728,7 @@ def trial_detail_table(study: str, number: int, row: dict) -> Table:
                 continue
             style = "red" if column == "error" else "green" if value == "complete" else ""
             if column == "state" and value != "complete":
-                style = "red"
+                style = "magenta" if value == "pruned" else "red"  # stopped early: no failure
             table.add_row(heading, column, Text(_shown(value), style=style))
             heading = ""
     heading = "other"

@@ -25,12 +25,14 @@ class StudySummary:
     budget_dollars: float | None
     budget_trials: int | None
     created: Any = None
+    pruned: int = 0  # stopped early at a rung: they use up trials of the budget too
 
     @property
     def progress(self) -> str:
+        used = self.complete + self.failed + self.pruned
         if self.budget_trials:
-            return f"{self.complete + self.failed}/{self.budget_trials}"
-        return str(self.complete + self.failed)
+            return f"{used}/{self.budget_trials}"
+        return str(used)
 
     @property
     def spend(self) -> str:
@@ -72,6 +74,7 @@ def load_studies(db: Path) -> list[StudySummary]:
             budget_dollars=row.get("budget_dollars"),
             budget_trials=row.get("budget_trials"),
             created=row.get("created_at"),
+            pruned=int(row.get("pruned") or 0),
         )
         for row in store.studies()
     ]
