@@ -365,6 +365,11 @@ class SearchSection(_Section):
     methods: tuple[str, ...] = ("lora",)
     params: dict[str, Param] = Field(default_factory=dict)
     lr_by_method: dict[str, Param] = Field(default_factory=dict)
+    warm_start: str | None = Field(
+        None,
+        description="name of an earlier study on the same model and task (in this study's "
+        "storage or the results file) whose trials seed the cost-aware sampler",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -381,6 +386,12 @@ class SearchSection(_Section):
         if "params" in raw or "lr_by_method" in raw:  # already parsed (constructed in code)
             return raw
         raw = dict(raw)
+        warm_start = raw.pop("warm_start", None)
+        if warm_start is not None and (not isinstance(warm_start, str) or not warm_start.strip()):
+            raise ValueError(
+                f'warm_start must be the name of an earlier study, e.g. "my-first-sweep"; '
+                f"got {warm_start!r}"
+            )
         methods = raw.pop("methods", ["lora"])
         if isinstance(methods, str):
             methods = [methods]
@@ -410,7 +421,12 @@ class SearchSection(_Section):
                     raise ValueError(f"lr.{missing[0]} is missing (lr is given per method)")
                 continue
             params[name] = parse_param(name, kind, value)
-        return {"methods": tuple(methods), "params": params, "lr_by_method": lr_by_method}
+        return {
+            "methods": tuple(methods),
+            "params": params,
+            "lr_by_method": lr_by_method,
+            "warm_start": warm_start,
+        }
 
     def param(self, name: str) -> Param | None:
         return self.params.get(name)
@@ -555,10 +571,11 @@ class SweepSpec(_Section):
 
     name: str = Field(..., min_length=1, description="study name (one study per name)")
     model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
-    sampler: Literal["tpe", "nsga2", "gp", "random"] = Field(
+    sampler: Literal["tpe", "cost-aware", "nsga2", "gp", "random"] = Field(
         "tpe",
-        description="Optuna sampler: tpe (multi-objective TPE), nsga2 (NSGA-II), gp (Gaussian "
-        "process, needs scipy) or random; none proposes a point a trial already holds",
+        description="Optuna sampler: tpe (multi-objective TPE), cost-aware (TPE-like, weighs "
+        "each point's predicted dollars; see sweeps.cost_aware), nsga2 (NSGA-II), gp "
+        "(Gaussian process, needs scipy) or random; none proposes a point a trial already holds",
     )
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the sampler and every trial")
     data: DataSection = Field(default_factory=DataSection)
@@ -587,6 +604,15 @@ class SweepSpec(_Section):
         for key in self.trial.model_extra or {}:
             if key in self.search.params or (key == "lr" and self.search.lr_by_method):
                 raise ValueError(f"trial.{key} is also set in [search]; keep one of them")
+        return self
+
+    @model_validator(mode="after")
+    def _warm_start_sampler(self) -> SweepSpec:
+        if self.search.warm_start is not None and self.sampler != "cost-aware":
+            raise ValueError(
+                f"search.warm_start seeds the cost-aware sampler, but sampler = "
+                f'{self.sampler!r}; set sampler = "cost-aware", or remove warm_start'
+            )
         return self
 
     @model_validator(mode="after")
@@ -621,6 +647,8 @@ class SweepSpec(_Section):
         search.update({k: _param_to_raw(v) for k, v in self.search.params.items()})
         if self.search.lr_by_method:
             search["lr"] = {k: _param_to_raw(v) for k, v in self.search.lr_by_method.items()}
+        if self.search.warm_start is not None:
+            search["warm_start"] = self.search.warm_start
         raw["search"] = search
         raw["trial"] = dict(self.trial.model_extra or {})
         return raw
@@ -946,7 +974,7 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         "",
         _line("name", spec.name, "study name: one study per name"),
         _line("model", spec.model, "'demo', a Hugging Face id, or a local model folder"),
-        _line("sampler", spec.sampler, "tpe (default), nsga2, gp, random"),
+        _line("sampler", spec.sampler, "tpe (default), cost-aware, nsga2, gp, random"),
         _line("seed", spec.seed, ""),
         "",
         "[data]  # omit a key to use the bundled demo's data",
@@ -980,6 +1008,8 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         out.append(_line(name, _param_to_raw(param), SEARCHABLE[name].help))
     for method, param in spec.search.lr_by_method.items():
         out.append(_line(f"lr.{method}", _param_to_raw(param), f"learning rate for {method}"))
+    if spec.search.warm_start is not None:
+        out.append(_line("warm_start", spec.search.warm_start, "seed from this earlier study"))
     out += ["", "[trial]  # other trial settings, fixed for every trial"]
     if spec.trial.repeats != 1:
         out.append(_line("repeats", spec.trial.repeats, "runs per trial (seeds seed, seed+1, ...)"))
