@@ -371,6 +371,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12, help="trials N (each sampler runs 4N)")
     parser.add_argument("--jobs", type=int, default=2, help="real trials measured at once")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed, ... (another set: held out)"
+    )
     parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2", "cost-aware"])
     parser.add_argument("--early-stopping", choices=["asha"], default=None)
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -384,7 +387,8 @@ def main() -> None:
     best = hypervolume(measured, reference)
     runs: dict[str, list[Run]] = {}
     for name in samplers:
-        runs[name] = [search(name, seed, 4 * args.n, table) for seed in range(args.seeds)]
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        runs[name] = [search(name, seed, 4 * args.n, table) for seed in seeds]
         if args.early_stopping and name != "random":
             runs[f"{name}+asha"] = [
                 search(name, seed, 4 * args.n, table, asha_eval_nll()) for seed in range(args.seeds)
@@ -393,7 +397,14 @@ def main() -> None:
     if args.json:
         print(
             json.dumps(
-                {"n": args.n, "seeds": args.seeds, "grid": len(table), "table": result}, indent=1
+                {
+                    "n": args.n,
+                    "seeds": args.seeds,
+                    "first_seed": args.first_seed,
+                    "grid": len(table),
+                    "table": result,
+                },
+                indent=1,
             )
         )
         return

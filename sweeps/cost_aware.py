@@ -2,42 +2,47 @@
 
 A sweep pays for every trial, and its trials do not cost the same: a 64-step full fine-tune
 costs several times a 4-step LoRA. Optuna's samplers see cost only as the third objective,
-after it was paid. :class:`CostAwareSampler` predicts each candidate's dollars before it is
-run and trades them against how promising the point is:
+after it was paid. :class:`CostAwareSampler` (``sampler = "cost-aware"``) predicts each
+candidate's dollars before it is run and trades them against how promising the point is.
 
-    score(x) = log l(x) - log g(x) - alpha * log(c(x) / median c)
+**The acquisition.** Multi-objective TPE (Bergstra et al. 2011; Ozaki et al. 2020, Optuna's
+MOTPE, with the settings of ``sampler = "tpe"``) draws candidates from ``l(x)``, the density
+of the good trials, and keeps the one with the largest ``log l(x) - log g(x)``, which is
+proportional to expected improvement. Here each candidate's score is lowered by the cost term
 
-- ``l / g`` is the TPE density ratio (Bergstra et al. 2011, "Algorithms for Hyper-Parameter
-  Optimization"): ``l`` a Parzen estimate over the good trials, ``g`` over the rest. For TPE
-  it is proportional to expected improvement; for three objectives the good trials are the
-  first fronts of a non-dominated sort (as Optuna's MOTPE splits, Ozaki et al. 2020). The
-  kernel works on whole points, so a conditional space (rank only for adapters) needs no
-  group decomposition.
-- ``c(x)`` is the point's predicted dollars (:class:`CostModel`): the planner's dollars on the
-  target GPU (the sweep gate's figure), or, where the planner cannot price a run (CPU runs),
-  its training FLOPs; corrected by the trials that finished: the measured cost is fitted as
-  ``a + b * predicted`` (least squares, both non-negative), which learns the fixed part the
-  planner does not see (loading, scoring) as well as its scale.
-- Dividing expected improvement by ``cost ** alpha`` is CArBO's cost-cooled EI (Lee et al.
-  2020, "Cost-aware Bayesian Optimization"); ``alpha`` cools from 1 to 0 as the budget
-  (trials or dollars) is spent, so early on a cheap point is tried before an expensive one
-  that promises the same, and by the end an expensive point is taken when it is better.
-  Guinet et al. 2020 ("Pareto-efficient Acquisition Functions for Cost-Aware Bayesian
-  Optimization") pick among the cost-performance Pareto set of the acquisition; the score
-  above is the scalarised point of that set that CArBO uses.
-- Candidates are drawn half around the good trials (each parameter kept with probability
-  0.65, else redrawn: the local search around the frontier that CARBS does, Fetterman et al.
-  2023, Imbue, "Tune As You Scale") and half uniformly over the space.
-- The first trials (fewer than ``n_startup`` finished) are a cost-effective initial design
-  (CArBO): candidates are scored by their distance to every point tried so far, less the cost
-  term, so the space is covered cheaply first.
-- Warm start (``[search] warm_start``): trials of an earlier study on the same model and task
-  join the good/other split and the cost fit from the first ask (:mod:`sweeps.warm_start`).
+    log l(x) - log g(x) - alpha * log(c(x) / median c)
 
-Whether this helps is measured, not assumed: ``benchmarks/sweep_efficiency.py`` runs it
-against random search, TPE and NSGA-II on a grid of real demo trials and prints
-hypervolume against dollars spent. Everything here is seeded by the spec's seed and the
-trial number, so a sweep is reproducible.
+i.e. expected improvement divided by ``cost ** alpha``: CArBO's cost-cooled EI (Lee et al.
+2020, "Cost-aware Bayesian Optimization"). With equal promise the cheaper point wins; an
+expensive point must promise ``cost ratio ** alpha`` times more. ``alpha`` cools from
+``_ALPHA`` to 0 as the budget (trials or dollars) is spent, so late in a sweep an expensive
+point is taken on its promise alone. Guinet et al. 2020 ("Pareto-efficient Acquisition
+Functions for Cost-Aware Bayesian Optimization") pick among the cost-promise Pareto set of the
+candidates; the score above is one point of that set, the one CArBO takes.
+
+**The cost.** ``c(x)`` is the point's predicted dollars (:class:`CostModel`): the planner's
+dollars on the target GPU (the sweep gate's figure), or where the planner cannot price a run
+(CPU runs) its training FLOPs, corrected by the trials that finished: measured dollars are
+fitted as ``a + b * predicted``, which learns the fixed part the planner does not see
+(loading, scoring) as well as its scale (with few trials, the measured/predicted ratio).
+
+**The first trials** (fewer than ``_STARTUP`` finished) are CArBO's cost-effective initial
+design instead of TPE's random ones: of 64 random candidates, the one farthest from every
+point tried, less the cost term; the space is covered cheaply first.
+
+**Warm start** (``[search] warm_start``, :mod:`sweeps.warm_start`): the trials of an earlier
+study on the same model and task are shown to TPE as finished trials of this one and enter
+the cost fit, so a second sweep starts where the first left off.
+
+CARBS (Fetterman et al. 2023, Imbue, "Tune As You Scale") searches locally around the
+cost-performance Pareto front; that was tried too, as a fixed-kernel density ratio over
+candidates drawn around the good trials with the same cost term, and measured worse than TPE
+with the cost term on the benchmark's grid (dollars to reach random search's hypervolume at
+2N trials: 0.80 of random's against 0.46), so it is not kept.
+
+Measured, not assumed: ``benchmarks/sweep_efficiency.py`` runs this sampler against random
+search, TPE and NSGA-II on a grid of real demo trials and prints hypervolume against dollars
+spent. Everything is seeded by the spec's seed and the trial number: a sweep is reproducible.
 """
 
 from __future__ import annotations
@@ -57,15 +62,19 @@ if TYPE_CHECKING:
 __all__ = ["CostModel", "Observation", "make_cost_aware_sampler"]
 
 _MISMATCH = 0.25
-"""Kernel weight of two different categorical values (a match weighs 1)."""
+"""Startup design: kernel weight of two different categorical values (a match weighs 1)."""
 _BANDWIDTH = 0.35
-"""Gaussian kernel width on a numeric parameter scaled to [0, 1] (log scale where it is log)."""
-_KEEP = 0.65
-"""A local candidate keeps each parameter of its good trial with this probability."""
-_CANDIDATES = 48
-"""Candidates drawn around good trials, and as many drawn uniformly, per ask."""
-_GOOD_FRACTION = 0.25
-"""At least this fraction of the finished trials counts as good (whole fronts are taken)."""
+"""Startup design: Gaussian kernel width on a numeric parameter scaled to [0, 1] (log scale
+where it is log)."""
+_CANDIDATES = 64
+"""Candidates the startup design draws per ask."""
+_ALPHA = 0.5
+"""The cost exponent at the start of the budget, cooling to 0 as it is spent. Measured on the
+grid of ``benchmarks/sweep_efficiency.py`` (dollars to reach random search's hypervolume at 2N
+trials, over random's dollars; 20 seeds): 0 (TPE with this startup) 0.64, 0.5 0.46, 1 0.56,
+2 0.84; on 20 other seeds 0.5 gave 0.56 and 1 gave 0.70."""
+_STARTUP = 5
+"""Finished trials (warm-start ones included) before TPE proposes: the initial design."""
 
 
 @dataclass(frozen=True)
@@ -182,59 +191,6 @@ def _similarity(space: dict[str, BaseDistribution], x: dict[str, Any], y: dict[s
     return weight
 
 
-def _fronts(values: np.ndarray) -> list[list[int]]:
-    """Indices of ``values`` (rows to minimise) by non-dominated front, best front first."""
-    import numpy as np
-
-    left = list(range(len(values)))
-    fronts = []
-    while left:
-        front = [
-            i
-            for i in left
-            if not any(
-                np.all(values[j] <= values[i]) and np.any(values[j] < values[i])
-                for j in left
-                if j != i
-            )
-        ]
-        fronts.append(front)
-        left = [i for i in left if i not in front]
-    return fronts
-
-
-def _good_and_bad(
-    observations: Sequence[Observation], signs: Sequence[float]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The good trials (whole first fronts, at least a quarter of the finished ones) and the
-    rest (failed and infeasible trials among them)."""
-    import numpy as np
-
-    finished = [o for o in observations if o.values is not None]
-    bad = [o.params for o in observations if o.values is None]
-    if not finished:
-        return [], bad
-    values = np.array(
-        [[s * v for s, v in zip(signs, o.values or (), strict=True)] for o in finished]
-    )
-    wanted = max(1, math.ceil(_GOOD_FRACTION * len(finished)))
-    good_index: list[int] = []
-    for front in _fronts(values):
-        if len(good_index) >= wanted:
-            break
-        good_index += front
-    chosen = set(good_index)
-    good = [finished[i].params for i in good_index]
-    bad += [o.params for i, o in enumerate(finished) if i not in chosen]
-    return good, bad
-
-
-def _density(space: dict[str, BaseDistribution], x: dict[str, Any], points: list[dict]) -> float:
-    """Parzen estimate at ``x`` with one prior point of weight 1 and kernel value 0.5 (a flat
-    prior, as TPE's prior keeps every region possible)."""
-    return (0.5 + sum(_similarity(space, x, p) for p in points)) / (1 + len(points))
-
-
 def _budget_used(spec: SweepSpec, trials: int, dollars: float) -> float:
     """The fraction of the budget spent (0 when the spec sets no trial or dollar limit)."""
     used = 0.0
@@ -245,35 +201,24 @@ def _budget_used(spec: SweepSpec, trials: int, dollars: float) -> float:
     return min(used, 1.0)
 
 
-def choose(
+def initial_design(
     candidates: list[dict[str, Any]],
     *,
     space: dict[str, BaseDistribution],
-    observations: Sequence[Observation],
     tried: list[dict[str, Any]],
-    signs: Sequence[float],
     cost: Callable[[dict[str, Any]], float],
     alpha: float,
-    n_startup: int,
 ) -> dict[str, Any]:
-    """The candidate with the best score (see the module's docstring)."""
+    """CArBO's cost-effective initial design: the candidate farthest from every point tried
+    (1 - the largest kernel similarity), less the cost term; cheap points first."""
     fresh = [c for c in candidates if c not in tried] or candidates
     costs = [max(cost(c), 1e-12) for c in fresh]
     typical = sorted(costs)[len(costs) // 2]
-    penalty = [alpha * math.log(c / typical) for c in costs]
-    finished = sum(o.values is not None for o in observations)
-    if finished < n_startup:
-        # A cost-effective initial design: far from every point tried, cheap first.
-        scores = [
-            math.log(1.0 + 1e-3 - max((_similarity(space, c, t) for t in tried), default=0.0)) - p
-            for c, p in zip(fresh, penalty, strict=True)
-        ]
-    else:
-        good, bad = _good_and_bad(observations, signs)
-        scores = [
-            math.log(_density(space, c, good)) - math.log(_density(space, c, bad)) - p
-            for c, p in zip(fresh, penalty, strict=True)
-        ]
+    scores = [
+        math.log(1.0 + 1e-3 - max((_similarity(space, point, t) for t in tried), default=0.0))
+        - alpha * math.log(dollars / typical)
+        for point, dollars in zip(fresh, costs, strict=True)
+    ]
     best = max(range(len(fresh)), key=lambda i: scores[i])
     return fresh[best]
 
@@ -285,7 +230,7 @@ def make_cost_aware_sampler(
     draw: Callable[[Callable[[str, Any], Any]], dict[str, Any]],
     space: dict[str, BaseDistribution],
     warm: Callable[[optuna.Study], list[Observation]] | None = None,
-    n_startup: int = 5,
+    n_startup: int | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler for ``spec``: ``draw(pick)`` draws one whole point of the spec's space
     (``pick(name, distribution)`` choosing each value, as :func:`sweeps.study.suggest` asks
@@ -294,20 +239,23 @@ def make_cost_aware_sampler(
     does not import Optuna."""
     import numpy as np
     import optuna
-    from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
     class CostAwareSampler(optuna.samplers.BaseSampler):
-        """Cost-cooled, TPE-like proposals on whole points; see :mod:`sweeps.cost_aware`."""
+        """Cost-cooled multi-objective TPE; see :mod:`sweeps.cost_aware`."""
 
         def __init__(self) -> None:
             self._seed = seed
             self._random = optuna.samplers.RandomSampler(seed=seed)
             self.cost = CostModel(spec)
             self._warm: list[Observation] | None = None
+            self._alpha = _ALPHA
+            self._tpe = _cost_cooled_tpe(seed, self._complete_cost, lambda: self._alpha)
+            self._startup = True
 
         def reseed_rng(self) -> None:
             self._random.reseed_rng()
+            self._tpe.reseed_rng()
 
         def infer_relative_search_space(
             self, study: optuna.Study, trial: optuna.trial.FrozenTrial
@@ -326,35 +274,29 @@ def make_cost_aware_sampler(
                 self._warm = warm(study) if warm is not None else []
             trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
             own = [_observation(t) for t in trials if _counts(t)]
-            running = [
-                Observation(t.params, None, None)
-                for t in trials
-                if t.state == TrialState.RUNNING and t.params
-            ]
             observations = [*self._warm, *own]
             self.cost.fit(
                 [(self.cost.units(o.params), o.dollars) for o in observations if o.dollars]
             )
-            signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+            running = sum(t.state == TrialState.RUNNING for t in trials)
             spent = sum(o.dollars or 0.0 for o in own)
-            alpha = 1.0 - _budget_used(spec, len(own) + len(running), spent)
+            self._alpha = _ALPHA * (1.0 - _budget_used(spec, len(own) + running, spent))
+            finished = sum(o.values is not None for o in observations)
+            self._startup = finished < (_STARTUP if n_startup is None else n_startup)
+            if not self._startup:
+                seeded = self._seeded(study)
+                tpe_space = self._tpe.infer_relative_search_space(seeded, trial)
+                return self._tpe.sample_relative(seeded, trial, tpe_space)
             rng = np.random.default_rng(np.random.SeedSequence([self._seed, trial.number]))
-            good, _ = _good_and_bad(observations, signs)
-            candidates = [self._draw_uniform(rng) for _ in range(_CANDIDATES)]
-            if good:
-                candidates += [
-                    self._draw_near(rng, good[rng.integers(len(good))]) for _ in range(_CANDIDATES)
-                ]
-            # Constant liar: a running trial counts as a bad one, so workers spread out.
-            return choose(
-                candidates,
+            return initial_design(
+                [
+                    draw(lambda name, distribution: _uniform(rng, distribution))
+                    for _ in range(_CANDIDATES)
+                ],
                 space=space,
-                observations=[*observations, *running],
                 tried=[t.params for t in trials if t.params],
-                signs=signs,
                 cost=self.cost.dollars,
-                alpha=alpha,
-                n_startup=n_startup,
+                alpha=self._alpha,
             )
 
         def sample_independent(
@@ -364,20 +306,128 @@ def make_cost_aware_sampler(
             param_name: str,
             param_distribution: BaseDistribution,
         ) -> Any:
-            return self._random.sample_independent(study, trial, param_name, param_distribution)
+            if self._startup:
+                return self._random.sample_independent(study, trial, param_name, param_distribution)
+            return self._tpe.sample_independent(
+                self._seeded(study), trial, param_name, param_distribution
+            )
 
-        def _draw_uniform(self, rng: np.random.Generator) -> dict[str, Any]:
-            return draw(lambda name, distribution: _uniform(rng, distribution))
+        def _seeded(self, study: optuna.Study) -> optuna.Study:
+            """The study as TPE sees it: with the warm-start study's trials."""
+            if not self._warm:
+                return study
+            return _WithWarmTrials(study, self._warm, space)  # type: ignore[return-value]
 
-        def _draw_near(self, rng: np.random.Generator, point: dict[str, Any]) -> dict[str, Any]:
+        def _complete_cost(self, partial: dict[str, Any]) -> float:
+            """The predicted dollars of a point TPE drew in part (one group of parameters):
+            the rest at their first values."""
+
             def pick(name: str, distribution: BaseDistribution) -> Any:
-                if name in point and rng.random() < _KEEP:
-                    return point[name]
-                return _uniform(rng, distribution)
+                return partial[name] if name in partial else _first(distribution)
 
-            return draw(pick)
+            return self.cost.dollars(draw(pick))
 
     return CostAwareSampler()
+
+
+def _first(distribution: BaseDistribution) -> Any:
+    return distribution.choices[0] if hasattr(distribution, "choices") else distribution.low  # type: ignore[attr-defined]
+
+
+def _cost_cooled_tpe(
+    seed: int, cost_of: Callable[[dict[str, Any]], float], alpha: Callable[[], float]
+) -> optuna.samplers.TPESampler:
+    """Optuna's multi-objective TPE (the settings of ``sampler = "tpe"``) whose acquisition,
+    log l(x) - log g(x) over its candidates, is lowered by ``alpha() * log(cost / median)``.
+
+    TPE draws a conditional space one group of parameters at a time (method, lr and steps;
+    rank); a candidate's cost is that of its group's values with the rest at their first
+    values. This overrides two of TPESampler's private methods (``_sample``,
+    ``_compute_acquisition_func``), present in Optuna 4 and 5."""
+    import numpy as np
+    import optuna
+
+    class CostCooledTPE(optuna.samplers.TPESampler):
+        def _sample(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+            self._space_now = search_space
+            return super()._sample(study, trial, search_space)
+
+        def _compute_acquisition_func(self, samples: Any, mpe_below: Any, mpe_above: Any) -> Any:
+            values = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
+            weight = alpha()
+            if weight <= 0 or not samples:
+                return values
+            space_now = self._space_now
+            count = len(values)
+            costs = np.array(
+                [
+                    max(
+                        cost_of(
+                            {
+                                name: space_now[name].to_external_repr(samples[name][i])
+                                for name in samples
+                            }
+                        ),
+                        1e-12,
+                    )
+                    for i in range(count)
+                ]
+            )
+            return values - weight * np.log(costs / np.median(costs))
+
+    return CostCooledTPE(
+        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=0
+    )
+
+
+class _WithWarmTrials:
+    """A study as TPE reads it, with the warm-start study's trials among its finished ones."""
+
+    def __init__(self, study: Any, warm: list[Observation], space: dict[str, Any]) -> None:
+        self._study = study
+        self._warm = _frozen(warm, space)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Any = None, use_cache: bool = False
+    ) -> Any:
+        own = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        if states is None:
+            return [*self._warm, *own]
+        return [*[t for t in self._warm if t.state in states], *own]
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> Any:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+
+def _frozen(warm: list[Observation], space: dict[str, Any]) -> list[Any]:
+    """The warm-start trials as Optuna's finished trials (numbered below 0)."""
+    from optuna.trial import TrialState, create_trial
+
+    trials = []
+    for i, observation in enumerate(warm):
+        names = [
+            n for n in observation.params if n in space and _holds(space[n], observation.params[n])
+        ]
+        trial = create_trial(
+            params={n: observation.params[n] for n in names},
+            distributions={n: space[n] for n in names},
+            values=list(observation.values) if observation.values is not None else None,
+            state=TrialState.COMPLETE if observation.values is not None else TrialState.FAIL,
+        )
+        trial.number = -1 - i
+        trials.append(trial)
+    return trials
+
+
+def _holds(distribution: Any, value: Any) -> bool:
+    """Whether ``value`` is one of ``distribution``'s (an earlier study's space may differ)."""
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
 
 
 def _uniform(rng: np.random.Generator, distribution: BaseDistribution) -> Any:

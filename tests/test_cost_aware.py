@@ -183,3 +183,31 @@ def _to_toml(spec: SweepSpec) -> str:
 
     raw = spec.to_raw()
     return tomli_w.dumps(raw)
+
+
+@pytest.mark.slow  # three real demo trials, one minute on two idle cores
+def test_demo_sweeps_with_the_cost_aware_sampler_and_a_warm_start(demo, tmp_path: Path) -> None:
+    from conftest import load_spec_study, paretune, write_demo_spec
+
+    def cost_aware(path: Path, warm_start: str | None = None) -> Path:
+        text = path.read_text().replace("seed = 0\n", 'seed = 0\nsampler = "cost-aware"\n')
+        if warm_start:
+            text = text.replace("[search]\n", f'[search]\nwarm_start = "{warm_start}"\n')
+        path.write_text(text)
+        return path
+
+    first = cost_aware(write_demo_spec(tmp_path, "first", trials=2, save="none"))
+    done = paretune("sweep", "run", str(first))
+    assert done.returncode == 0, done.stdout + done.stderr
+    second = cost_aware(write_demo_spec(tmp_path, "second", trials=1, save="none"), "first")
+    done = paretune("sweep", "run", str(second))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = ResultsStore(tmp_path / "results.duckdb").trials("second")
+    assert [r["state"] for r in rows] == ["complete"]
+    assert len(load_spec_study(second).trials) == 1  # the first study's trials stay there
+
+    missing = cost_aware(write_demo_spec(tmp_path, "third", trials=1), "no-such-study")
+    refused = paretune("sweep", "run", str(missing))
+    assert refused.returncode == 2
+    assert "no study of that name" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
