@@ -29,14 +29,14 @@ trial reaches (``at_rung``: the rung records of the trials before it that reache
 its rung's dollars. ``--early-stopping asha`` runs a simple placeholder (successive halving
 on eval NLL, eta = 4); a multi-objective policy plugs in the same way.
 
-Syne Tune's MO-ASHA (``syne_tune.optimizer.schedulers.multiobjective.MOASHA``) installs into
-a virtual environment of its own (it is not a dependency of paretune); it could search this
-grid through Syne Tune's simulator back end (``syne_tune.blackbox_repository``: a tabulated
-blackbox of this cache, its rungs as fidelities, the rung dollars as elapsed time). That
-comparison is not run here yet.
+Syne Tune's MO-ASHA joins the table with ``--moasha-python VENV/bin/python``: syne-tune
+(0.16.0 installs) is not a dependency of paretune, so ``sweep_efficiency_moasha.py`` runs in a
+virtual environment of its own, drives ``MOASHA`` over this cache's rung records (its fidelity
+the step of the grid's longest trials) and prints its trials back as JSON.
 
     python benchmarks/sweep_efficiency.py [--n 12] [--seeds 20] [--jobs 2] [--json]
-        [--samplers random tpe nsga2 cost-aware] [--early-stopping asha]
+        [--samplers random tpe nsga2 cost-aware] [--early-stopping asha] [--first-seed 0]
+        [--moasha-python VENV/bin/python]
         [--cache runs/bench/sweep_grid.json]
 """
 
@@ -343,6 +343,23 @@ def summarise(
     return table
 
 
+def moasha_runs(python: Path, cache: Path, trials: int, seeds: range) -> list[Run]:
+    """Syne Tune's MO-ASHA on the grid, run by ``python`` (a virtual environment of its own)."""
+    import subprocess
+
+    script = Path(__file__).with_name("sweep_efficiency_moasha.py")
+    done = subprocess.run(
+        [str(python), str(script), str(cache), str(trials), *map(str, seeds)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.exit(f"MO-ASHA did not run with {python}:\n{done.stderr[-2000:]}")
+    found = json.loads(done.stdout)
+    return [Run([v for v, _ in found[str(s)]], [d or 0.0 for _, d in found[str(s)]]) for s in seeds]
+
+
 CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.5)
 """Dollar budgets of the curve, as fractions of random search's mean spend on 2N trials."""
 
@@ -376,6 +393,13 @@ def main() -> None:
     )
     parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2", "cost-aware"])
     parser.add_argument("--early-stopping", choices=["asha"], default=None)
+    parser.add_argument(
+        "--moasha-python",
+        type=Path,
+        default=None,
+        help="a Python with syne-tune installed: adds Syne Tune's MO-ASHA "
+        "(benchmarks/sweep_efficiency_moasha.py) on the same grid and seeds",
+    )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench/sweep_grid.json"))
     args = parser.parse_args()
@@ -393,6 +417,8 @@ def main() -> None:
             runs[f"{name}+asha"] = [
                 search(name, seed, 4 * args.n, table, asha_eval_nll()) for seed in range(args.seeds)
             ]
+    if args.moasha_python is not None:
+        runs["moasha"] = moasha_runs(args.moasha_python, args.cache, 4 * args.n, seeds)
     result = summarise(runs, args.n, reference, best)
     if args.json:
         print(

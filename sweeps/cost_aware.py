@@ -38,7 +38,7 @@ CARBS (Fetterman et al. 2023, Imbue, "Tune As You Scale") searches locally aroun
 cost-performance Pareto front; that was tried too, as a fixed-kernel density ratio over
 candidates drawn around the good trials with the same cost term, and measured worse than TPE
 with the cost term on the benchmark's grid (dollars to reach random search's hypervolume at
-2N trials: 0.80 of random's against 0.46), so it is not kept.
+2N trials: 0.80 of random's against 0.60), so it is not kept.
 
 Measured, not assumed: ``benchmarks/sweep_efficiency.py`` runs this sampler against random
 search, TPE and NSGA-II on a grid of real demo trials and prints hypervolume against dollars
@@ -69,10 +69,11 @@ where it is log)."""
 _CANDIDATES = 64
 """Candidates the startup design draws per ask."""
 _ALPHA = 0.5
-"""The cost exponent at the start of the budget, cooling to 0 as it is spent. Measured on the
+"""The cost exponent at the start of the budget, cooling to 0 as it is spent. Chosen on the
 grid of ``benchmarks/sweep_efficiency.py`` (dollars to reach random search's hypervolume at 2N
-trials, over random's dollars; 20 seeds): 0 (TPE with this startup) 0.64, 0.5 0.46, 1 0.56,
-2 0.84; on 20 other seeds 0.5 gave 0.56 and 1 gave 0.70."""
+trials, over random's dollars, median of 20 seeds), with a startup of 48 candidates: alpha 0
+(TPE with this startup) 0.64, 0.5 0.46, 1 0.56, 2 0.84; on seeds 20-39, 0.5 0.56 and 1 0.70.
+As shipped (64 candidates): 0.60 on seeds 0-19 and 0.51 on seeds 20-39 (TPE 0.63 and 0.78)."""
 _STARTUP = 5
 """Finished trials (warm-start ones included) before TPE proposes: the initial design."""
 
@@ -466,14 +467,16 @@ def _counts(trial: optuna.trial.FrozenTrial) -> bool:
 
 def _observation(trial: optuna.trial.FrozenTrial) -> Observation:
     """What a finished trial tells the sampler: its measured dollars are the result's (a sweep
-    keeps it on the trial), else its third objective (the cost)."""
+    keeps it on the trial), else its third objective (the cost). Only a complete trial's
+    dollars enter the cost fit: a failed or stopped one paid for part of its run."""
     from optuna.trial import TrialState
 
     values = tuple(trial.values) if trial.state == TrialState.COMPLETE and trial.values else None
     if values is not None and not all(math.isfinite(v) for v in values):
         values = None  # infeasible: told infinite values
-    result = trial.user_attrs.get("result") or {}
-    dollars = result.get("dollars")
-    if dollars is None and values is not None and len(values) == 3:
+    if values is None:
+        return Observation(dict(trial.params), None, None)
+    dollars = (trial.user_attrs.get("result") or {}).get("dollars")
+    if dollars is None and len(values) == 3:
         dollars = values[2]
     return Observation(dict(trial.params), values, dollars)
