@@ -94,6 +94,16 @@ def _values(params: dict) -> list[float]:
     return [0.1 if good else 3.0, 0.1 if good else 3.0, 1.0]
 
 
+def test_without_a_target_gpu_the_planner_flops_rank_the_points(tmp_path: Path) -> None:
+    """CPU runs are not priced by the planner; its training FLOPs still are its figure."""
+    spec = _spec("cpu", tmp_path, hardware={"gpu": None, "device": "cpu"})
+    model = CostModel(spec)
+    short = model.units({"method": "lora", "rank": 4, "lr": 1e-3, "max_steps": 50})
+    long = model.units({"method": "lora", "rank": 4, "lr": 1e-3, "max_steps": 200})
+    full = model.units({"method": "full", "lr": 1e-3, "max_steps": 50})
+    assert short > 1e9 and math.isclose(long / short, 4.0, rel_tol=1e-6) and full > short
+
+
 def _first_study(spec: SweepSpec, storage: object) -> None:
     """An earlier study where only full fine-tunes at lr 1e-3 were good."""
     study = open_study(spec, storage)
