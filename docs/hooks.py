@@ -156,6 +156,8 @@ def _search_rows(model: type) -> list[tuple[str, ...]]:
         field = TrialConfig.model_fields.get(name)
         default = _default_text(field) if field is not None else "unset"
         rows.append((f"`{name}`", values, default, _cell(kind.help)))
+    warm_start = model.model_fields["warm_start"]  # type: ignore[attr-defined]
+    rows.append(("`warm_start`", "string", "unset", _cell(warm_start.description)))
     return rows + _early_stopping_rows(model)
 
 

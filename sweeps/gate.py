@@ -107,21 +107,7 @@ class Gate:
         if arch is None:
             return Prediction(gpu_memory_gb=self.gpu_memory_gb, note=self._planner_error)
         try:
-            from planner import Workload, estimate
-            from sweeps.trial.prediction import planner_method, rank_batch
-
-            workload = Workload(
-                seq_len=config.max_seq_len,
-                batch=rank_batch(config),
-                grad_accum=config.grad_accum,
-                dataset_tokens=_dataset_tokens(config),
-                epochs=config.epochs,
-                packing=config.packing,
-            )
-            method = planner_method(
-                config, precision="bf16" if config.precision == "auto" else config.precision
-            )
-            est = estimate(arch, workload, method, gpu=hw.gpu, provider=hw.provider)
+            est = self._estimate(arch, config, gpu=hw.gpu)
         except (ImportError, TypeError, UserError, ValueError) as error:
             return Prediction(
                 gpu_memory_gb=self.gpu_memory_gb, note=f"no planner prediction: {error}"
@@ -137,6 +123,38 @@ class Gate:
             gpu_memory_gb=self.gpu_memory_gb,
             hours=float(est.hours) if est.hours is not None else None,
             dollars=dollars,
+        )
+
+    def training_flops(self, config: TrialConfig) -> float | None:
+        """The planner's training FLOPs of ``config`` (None: the planner cannot size it).
+
+        Needs no target GPU: where a trial is not priced (CPU runs), its FLOPs still say how
+        much more one configuration computes than another."""
+        arch = self._resolve_arch()
+        if arch is None:
+            return None
+        try:
+            return float(self._estimate(arch, config, gpu=None).flops)
+        except (ImportError, TypeError, UserError, ValueError):
+            return None
+
+    def _estimate(self, arch: Any, config: TrialConfig, *, gpu: str | None) -> Any:
+        from planner import Workload, estimate
+        from sweeps.trial.prediction import planner_method, rank_batch
+
+        workload = Workload(
+            seq_len=config.max_seq_len,
+            batch=rank_batch(config),
+            grad_accum=config.grad_accum,
+            dataset_tokens=_dataset_tokens(config),
+            epochs=config.epochs,
+            packing=config.packing,
+        )
+        method = planner_method(
+            config, precision="bf16" if config.precision == "auto" else config.precision
+        )
+        return estimate(
+            arch, workload, method, gpu=gpu, provider=self.spec.hardware.provider if gpu else None
         )
 
 

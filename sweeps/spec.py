@@ -443,6 +443,11 @@ class SearchSection(_Section):
         "min_steps = N, retain_rows = 32 }, or false for off; omitted: on with the defaults "
         "where trials have max_steps and at least 2 rungs below it, else off",
     )
+    warm_start: str | None = Field(
+        None,
+        description="name of an earlier study on the same model and task (in this study's "
+        "storage or the results file) whose trials seed the cost-aware sampler",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -471,6 +476,12 @@ class SearchSection(_Section):
             )
         if isinstance(early_stopping, Mapping):
             early_stopping = _early_stopping_table(early_stopping)
+        warm_start = raw.pop("warm_start", None)
+        if warm_start is not None and (not isinstance(warm_start, str) or not warm_start.strip()):
+            raise ValueError(
+                f'warm_start must be the name of an earlier study, e.g. "my-first-sweep"; '
+                f"got {warm_start!r}"
+            )
         methods = raw.pop("methods", ["lora"])
         if isinstance(methods, str):
             methods = [methods]
@@ -505,6 +516,7 @@ class SearchSection(_Section):
             "params": params,
             "lr_by_method": lr_by_method,
             "early_stopping": early_stopping,
+            "warm_start": warm_start,
         }
 
     def param(self, name: str) -> Param | None:
@@ -674,10 +686,11 @@ class SweepSpec(_Section):
 
     name: str = Field(..., min_length=1, description="study name (one study per name)")
     model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
-    sampler: Literal["tpe", "nsga2", "gp", "random"] = Field(
+    sampler: Literal["tpe", "cost-aware", "nsga2", "gp", "random"] = Field(
         "tpe",
-        description="Optuna sampler: tpe (multi-objective TPE), nsga2 (NSGA-II), gp (Gaussian "
-        "process, needs scipy) or random; none proposes a point a trial already holds",
+        description="Optuna sampler: tpe (multi-objective TPE), cost-aware (TPE-like, weighs "
+        "each point's predicted dollars; see sweeps.cost_aware), nsga2 (NSGA-II), gp "
+        "(Gaussian process, needs scipy) or random; none proposes a point a trial already holds",
     )
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the sampler and every trial")
     data: DataSection = Field(default_factory=DataSection)
@@ -706,6 +719,15 @@ class SweepSpec(_Section):
         for key in self.trial.model_extra or {}:
             if key in self.search.params or (key == "lr" and self.search.lr_by_method):
                 raise ValueError(f"trial.{key} is also set in [search]; keep one of them")
+        return self
+
+    @model_validator(mode="after")
+    def _warm_start_sampler(self) -> SweepSpec:
+        if self.search.warm_start is not None and self.sampler != "cost-aware":
+            raise ValueError(
+                f"search.warm_start seeds the cost-aware sampler, but sampler = "
+                f'{self.sampler!r}; set sampler = "cost-aware", or remove warm_start'
+            )
         return self
 
     @model_validator(mode="after")
@@ -808,6 +830,8 @@ class SweepSpec(_Section):
             search["early_stopping"] = (
                 False if stopping is False else stopping.model_dump(exclude_none=True)
             )
+        if self.search.warm_start is not None:
+            search["warm_start"] = self.search.warm_start
         raw["search"] = search
         raw["trial"] = dict(self.trial.model_extra or {})
         return raw
@@ -1141,7 +1165,7 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         "",
         _line("name", spec.name, "study name: one study per name"),
         _line("model", spec.model, "'demo', a Hugging Face id, or a local model folder"),
-        _line("sampler", spec.sampler, "tpe (default), nsga2, gp, random"),
+        _line("sampler", spec.sampler, "tpe (default), cost-aware, nsga2, gp, random"),
         _line("seed", spec.seed, ""),
         "",
         "[data]  # omit a key to use the bundled demo's data",
@@ -1189,6 +1213,8 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
                 "stop unpromising trials at rungs (MO-ASHA); false: off",
             )
         )
+    if spec.search.warm_start is not None:
+        out.append(_line("warm_start", spec.search.warm_start, "seed from this earlier study"))
     out += ["", "[trial]  # other trial settings, fixed for every trial"]
     if spec.trial.repeats != 1:
         out.append(_line("repeats", spec.trial.repeats, "runs per trial (seeds seed, seed+1, ...)"))

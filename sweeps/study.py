@@ -155,6 +155,18 @@ def _optuna_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
         )
+    if spec.sampler == "cost-aware":
+        from sweeps.cost_aware import make_cost_aware_sampler
+        from sweeps.warm_start import warm_observations
+
+        return make_cost_aware_sampler(
+            spec,
+            seed,
+            draw=lambda pick: _draw_point(spec, pick),
+            space=_spec_space(spec),
+            # the study's own storage: where the warm-start study is looked for first
+            warm=lambda study: warm_observations(spec, study._storage),
+        )
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     if spec.sampler == "gp":
@@ -291,6 +303,14 @@ def _distinct_points() -> type[optuna.samplers.BaseSampler]:
     return DistinctPoints
 
 
+def _draw_point(spec: SweepSpec, pick: Any) -> dict[str, Any]:
+    """One whole point of the spec's space, ``pick(name, distribution)`` choosing each value
+    in the order :func:`suggest` asks for them."""
+    draw = _PointDraw(pick)
+    suggest(draw, spec)  # type: ignore[arg-type]  # a stand-in for the trial
+    return draw.params
+
+
 def _neighbour_draws(names: list[str], seed: int) -> Iterator[set[str]]:
     """Which of ``names`` to draw again for each neighbour tried: one, 8 times, then two, ..."""
     import numpy as np
@@ -403,8 +423,16 @@ def _worker_seed(seed: int, study_name: str) -> int:
 def open_study(
     spec: SweepSpec, storage: Any, *, sampler: Any = None, storage_url: str | None = None
 ) -> optuna.Study:
-    """Create the spec's study, or load it if it exists (same objectives required)."""
+    """Create the spec's study, or load it if it exists (same objectives required).
+
+    A spec with ``[search] warm_start`` has that study checked here (it exists, same model,
+    data and objectives), before any trial is asked for."""
     import optuna
+
+    if spec.search.warm_start is not None:
+        from sweeps.warm_start import warm_observations
+
+        warm_observations(spec, storage)
 
     objectives = list(spec.objectives.names())
     study = optuna.create_study(

@@ -1,0 +1,86 @@
+"""Syne Tune's MO-ASHA on the cached grid of ``sweep_efficiency.py``, in Syne Tune's own Python.
+
+Syne Tune is not a dependency of paretune; install it into a virtual environment of its own
+and let ``sweep_efficiency.py --moasha-python VENV/bin/python`` run this script there:
+
+    python3 -m venv .venv-syne-tune && .venv-syne-tune/bin/pip install syne-tune  # 0.16.0
+    python benchmarks/sweep_efficiency.py --moasha-python .venv-syne-tune/bin/python
+
+It imports only Syne Tune and the standard library. MO-ASHA (Schmucker et al. 2021,
+``syne_tune.optimizer.schedulers.multiobjective.moasha.MOASHA``) draws configurations at
+random and stops them at rungs by non-dominated sorting; here its fidelity is the step of the
+grid's longest trials (64 steps, rungs at 4 and 16, reduction factor 4) and its objectives at
+a rung are the eval NLL and the dollars spent so far (the step logs have no forgetting
+estimate). It searches the method, rank and learning rate of the grid; each trial is played
+from its cached rung records, one after another, and a stopped trial costs its rung's dollars.
+Prints, per seed, each trial's final objectives (null: stopped) and its dollars, as JSON.
+
+    VENV/bin/python sweep_efficiency_moasha.py CACHE TRIALS SEED [SEED ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+
+def main() -> None:
+    from syne_tune.backend.trial_status import Trial
+    from syne_tune.config_space import choice
+    from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
+
+    cache, trials = sys.argv[1], int(sys.argv[2])
+    with open(cache, encoding="utf-8") as handle:
+        raw = json.load(handle)
+    grid, table = raw["grid"], raw["trials"]
+    longest = max(grid["max_steps"])
+    rungs = sorted(s for s in grid["max_steps"] if s < longest)
+    runs = {}
+    for seed in [int(s) for s in sys.argv[3:]]:
+        scheduler = MOASHA(
+            config_space={
+                "method": choice(grid["method"]),
+                "rank": choice(grid["rank"]),  # ignored for full and freeze
+                "lr": choice(grid["lr"]),
+            },
+            metrics=["eval_nll", "dollars"],
+            do_minimize=True,
+            time_attr="step",
+            max_t=longest,
+            grace_period=rungs[0],
+            reduction_factor=rungs[1] // rungs[0] if len(rungs) > 1 else 4,
+            random_seed=seed,
+        )
+        run = []
+        for number in range(trials):
+            config = scheduler.suggest().config
+            adapter = config["method"] in ("lora", "dora")
+            point = {
+                "lr": config["lr"],
+                "max_steps": longest,
+                "method": config["method"],
+                "rank": config["rank"] if adapter else None,
+            }
+            record = table[json.dumps(point, sort_keys=True)]
+            trial = Trial(trial_id=number, config=config, creation_time=datetime.now())
+            scheduler.on_trial_add(trial)
+            values, dollars = record["values"], record["dollars"]
+            for rung in record["rungs"]:
+                if rung["step"] >= longest:
+                    break
+                result = {"step": rung["step"], "eval_nll": rung["eval_nll"]}
+                result["dollars"] = rung["dollars"]
+                if scheduler.on_trial_result(trial, result) == "STOP":
+                    values, dollars = None, rung["dollars"]
+                    break
+            if values is not None:
+                final = {"step": longest, "eval_nll": values[0], "dollars": values[2]}
+                scheduler.on_trial_complete(trial, final)
+            run.append([values, dollars])
+        runs[seed] = run
+    print(json.dumps(runs))
+
+
+if __name__ == "__main__":
+    main()
