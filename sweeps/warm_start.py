@@ -9,11 +9,11 @@ to the new study, so they count in neither its budget nor its frontier.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 from sweeps.cost_aware import Observation
+from sweeps.results.schema import json_value
 from sweeps.spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -90,11 +90,11 @@ def _from_results(name: str, spec: SweepSpec) -> tuple[dict[str, Any], list[Obse
     rows = [dict(zip(columns, row, strict=True)) for row in found]
     if not rows:
         return None
-    other_spec = _json(rows[0]["spec"])
+    other_spec = json_value(rows[0]["spec"])
     negate = rows[0]["quality_metric"] == "exact_match"  # stored negated, smaller is better
     observations = []
     for row in store.trials(name):
-        params = _json(row.get("params"))
+        params = json_value(row.get("params"))
         if not params:
             continue
         values: tuple[float, ...] | None = None
@@ -110,15 +110,6 @@ def _from_results(name: str, spec: SweepSpec) -> tuple[dict[str, Any], list[Obse
         dollars = row.get("dollars") if values is not None else None
         observations.append(Observation(params, values, dollars))
     return other_spec, observations
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return None
-    return value
 
 
 def _check_same_task(spec: SweepSpec, name: str, other: dict[str, Any]) -> None:

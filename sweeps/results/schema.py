@@ -13,6 +13,7 @@ torch, Optuna or DuckDB installed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 from sweeps.outcome import Outcome
 
 __all__ = [
+    "TRIAL_PARAMETERS",
+    "json_value",
     "CALIBRATION",
     "FRONTIER",
     "RESULT_ROOTS",
@@ -43,6 +46,40 @@ __all__ = [
     "migration_statements",
     "schema_markdown",
 ]
+
+
+TRIAL_PARAMETERS = (
+    "method",
+    "rank",
+    "alpha",
+    "use_rslora",
+    "targets",
+    "lr",
+    "epochs",
+    "max_steps",
+    "batch",
+    "grad_accum",
+    "dropout",
+    "warmup_ratio",
+    "weight_decay",
+    "optimizer",
+    "lr_schedule",
+    "freeze_trainable_layers",
+    "max_seq_len",
+    "seed",
+)
+"""``trials`` columns that say what the trial was asked to do, in the order a user reads them."""
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value as DuckDB gives it back (text) decoded; None where the text is
+    not JSON; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return value
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pricing.errors import UserError
-from sweeps.results.schema import STUDIES, TRIALS
+from sweeps.results.schema import STUDIES, TRIAL_PARAMETERS, TRIALS
 
 __all__ = [
     "ADAPTER_METHODS",
@@ -64,27 +64,7 @@ __all__ = [
 ADAPTER_METHODS = ("lora", "qlora", "dora")
 """Methods whose kept artifact is an adapter (logged as an artifact; a full model is not)."""
 
-PARAM_COLUMNS = (
-    "method",
-    "rank",
-    "alpha",
-    "use_rslora",
-    "targets",
-    "lr",
-    "epochs",
-    "max_steps",
-    "batch",
-    "grad_accum",
-    "dropout",
-    "warmup_ratio",
-    "weight_decay",
-    "optimizer",
-    "lr_schedule",
-    "freeze_trainable_layers",
-    "max_seq_len",
-    "seed",
-    "repeats",
-)
+PARAM_COLUMNS = (*TRIAL_PARAMETERS, "repeats")
 """``trials`` columns logged as the run's parameters (what the trial was asked to do)."""
 
 TAG_COLUMNS = {

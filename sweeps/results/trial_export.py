@@ -24,6 +24,7 @@ from typing import Any
 
 from planner.frameworks.exports import SUFFIXES, Export, RunToExport, export_run
 from pricing.errors import UserError, did_you_mean
+from sweeps.results.schema import json_value
 
 __all__ = [
     "TrialExportError",
@@ -115,15 +116,6 @@ def pick_trial(db: Path, *, study: str | None = None, prefer: str = "balanced") 
     return name, int(pick.trial["number"])
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return None
-    return value
-
-
 def _data_file(config: dict[str, Any], provenance: Any, role: str) -> str | None:
     """The ``role`` (train/eval) file as the trial recorded it."""
     if config.get(role):
@@ -176,7 +168,7 @@ def _model_shape(model: str) -> tuple[tuple[tuple[str, str], ...], int | None]:
 
 def run_from_row(row: dict[str, Any], *, source: str = "") -> RunToExport:
     """The run a ``trials`` row recorded (its ``config`` column), as plain values."""
-    config = _json(row.get("config"))
+    config = json_value(row.get("config"))
     if not isinstance(config, dict) or not config.get("method"):
         state = row.get("state") or "unknown"
         raise TrialExportError(
@@ -185,8 +177,8 @@ def run_from_row(row: dict[str, Any], *, source: str = "") -> RunToExport:
             "Export a trial that started (its config is written when it starts), e.g. a "
             "complete one.",
         )
-    train = _data_file(config, _json(row.get("data_provenance")), "train")
-    evaluation = _data_file(config, _json(row.get("data_provenance")), "eval")
+    train = _data_file(config, json_value(row.get("data_provenance")), "train")
+    evaluation = _data_file(config, json_value(row.get("data_provenance")), "eval")
     model = str(config.get("model") or "demo")
     modules, layers = _model_shape(model)
     values = {

@@ -33,6 +33,7 @@ from textual.widgets import (
 
 from pricing.display import format_dollars
 from pricing.errors import UserError
+from sweeps.results.schema import TRIAL_PARAMETERS
 from tui.launcher import LaunchedSweep, check_sweep, launch_sweep, launched_sweeps, stop_sweep
 from tui.messages import OpenTrial, SpecEdited, SweepThisPlan
 from tui.screens.cpu_offer import CpuOffer, CpuOfferScreen, cpu_offer, on_the_cpu
@@ -633,29 +634,7 @@ def _cell(value, column: str) -> str | Text:
 # How a trial's row is shown: groups of columns in the order a user reads them.
 _DETAIL_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("outcome", ("state", "error", "retry_of", "stopped_at_step")),
-    (
-        "parameters",
-        (
-            "method",
-            "rank",
-            "alpha",
-            "use_rslora",
-            "targets",
-            "lr",
-            "epochs",
-            "max_steps",
-            "batch",
-            "grad_accum",
-            "dropout",
-            "warmup_ratio",
-            "weight_decay",
-            "optimizer",
-            "lr_schedule",
-            "freeze_trainable_layers",
-            "max_seq_len",
-            "seed",
-        ),
-    ),
+    ("parameters", TRIAL_PARAMETERS),
     (
         "quality",
         (
