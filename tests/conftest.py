@@ -389,3 +389,66 @@ class OutputWatcher:
         self.process.wait(timeout=timeout)
         self.thread.join(timeout=10)
         return self.text()
+
+
+# --- the PostgreSQL server of the distributed-sweep tests -------------------------------------
+
+POSTGRES_URL = os.environ.get(
+    "PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+# Every connection these tests and the workers they start open carries this name (libpq reads
+# PGAPPNAME), so the fixture can tell this suite's connections from anyone else's.
+APPLICATION = "paretune-tests"
+os.environ["PGAPPNAME"] = APPLICATION
+# The most connections the tests here hold at once (three workers and the test itself, each with
+# a pool of at most 2 + 4, as sweeps.study.open_storage sets), with a margin.
+NEEDED_CONNECTIONS = 30
+# A connection of this suite idle for longer than this belongs to a run that was killed (a test
+# process or a SIGSTOPped worker never cleaned up): no test here leaves one idle for minutes.
+ABANDONED_AFTER = "15 minutes"
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5
+        ) as connection:
+            _make_room(connection)
+    except pytest.fail.Exception:
+        raise
+    except Exception as error:  # no driver, no server, refused: all mean "cannot run this"
+        reason = (
+            f"PostgreSQL at {POSTGRES_URL} does not answer ({type(error).__name__}: {error}); "
+            "the distributed-sweep test did NOT run"
+        )
+        if os.environ.get("PARETUNE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason + " and PARETUNE_REQUIRE_POSTGRES=1 requires it")
+        pytest.skip(reason)
+    return POSTGRES_URL
+
+
+def _make_room(connection: object) -> None:
+    """End this suite's abandoned connections; fail, naming who holds the server's connection
+    slots, when fewer than NEEDED_CONNECTIONS are free (not a vague failure three tests later)."""
+    execute = connection.execute  # type: ignore[attr-defined]
+    execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+        " AND state = 'idle' AND state_change < now() - %s::interval AND pid <> pg_backend_pid()",
+        (APPLICATION, ABANDONED_AFTER),
+    )
+    limit = int(execute("SHOW max_connections").fetchone()[0])
+    holders = execute(
+        "SELECT coalesce(nullif(application_name, ''), '(unnamed)'), count(*)"
+        " FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    used = sum(count for _, count in holders)
+    if limit - used < NEEDED_CONNECTIONS:
+        held = ", ".join(f"{name}: {count}" for name, count in holders)
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_URL} has {limit - used} of {limit} connection slots free and these "
+            f"tests need {NEEDED_CONNECTIONS} ({held}); stop the processes holding them"
+        )

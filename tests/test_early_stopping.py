@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import uuid
 from pathlib import Path
 
@@ -343,17 +342,10 @@ def test_two_journal_workers_stop_a_trial_from_each_others_rung_records(
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_two_postgres_workers_stop_a_trial_at_a_rung(demo, tmp_path: Path) -> None:
-    url = os.environ.get("PARETUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import psycopg
-
-        with psycopg.connect(url, connect_timeout=5):
-            pass
-    except Exception as error:  # no driver, no server: cannot run this
-        if os.environ.get("PARETUNE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL at {url} does not answer: {error}")
-        pytest.skip(f"PostgreSQL at {url} does not answer: {error}")
+def test_two_postgres_workers_stop_a_trial_at_a_rung(
+    demo, postgres_url: str, tmp_path: Path
+) -> None:
+    url = postgres_url
     name = f"es-{uuid.uuid4().hex[:10]}"
     spec = _stopping_spec(tmp_path, name, trials=3, storage=url)
     _two_workers_stop_the_wrecking_trial(spec, url, name)
