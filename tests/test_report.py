@@ -103,7 +103,10 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     browser_path = _chromium()
     if browser_path is None:
-        pytest.skip("no Chromium on this machine (set PARETUNE_CHROMIUM to its path)")
+        reason = "no Chromium on this machine (set PARETUNE_CHROMIUM to its path)"
+        if os.environ.get("PARETUNE_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(reason + " and PARETUNE_REQUIRE_CHROMIUM=1 requires it")
+        pytest.skip(reason)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         try:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -251,6 +253,57 @@ class ResultsStore:
                 raise
         self._schema_current = True
 
+    def storage_format(self) -> str:
+        """The DuckDB storage format the file is written in, as DuckDB tags it
+        (``v1.0.0+``: every DuckDB from 1.0 reads it; ``v2.0.0+``: only DuckDB 2)."""
+        with self.connect() as connection:
+            return _storage_format(connection)
+
+    def upgrade_format(self) -> Path | None:
+        """Rewrite a file in DuckDB 2's storage format into :data:`STORAGE_COMPATIBILITY`'s,
+        which DuckDB 1.x clients open; return the backup of the old file (None: the file was
+        already readable by 1.x clients, and is left as it is).
+
+        The copy is made under the file's write lock (so no sweep writes meanwhile) into a new
+        file beside it, checked table by table against the original, and only then put in its
+        place. The original stays, unchanged, as ``<file>.duckdb2-backup``.
+        """
+        from sweeps.results.readonly import STORAGE_COMPATIBILITY
+
+        if not self.path.is_file():
+            raise StoreError(f"no results file at {self.path}", "Pass the file with --db.")
+        staged = self.path.with_name(self.path.name + ".upgrading")
+        backup = self.path.with_name(self.path.name + ".duckdb2-backup")
+        staged.unlink(missing_ok=True)
+        with self._write_lock:
+            with self.connect(write=True) as connection:
+                self._migrate(connection)  # the schema first, then the copy of it
+                if not _storage_format(connection).startswith("v2"):
+                    return None
+                source = connection.execute("SELECT current_database()").fetchone()
+                assert source is not None
+                counts = _row_counts(connection, source[0])
+                connection.execute(
+                    f"ATTACH ? AS paretune_upgrade (STORAGE_VERSION '{STORAGE_COMPATIBILITY}')",
+                    [str(staged)],
+                )
+                try:
+                    connection.execute(f'COPY FROM DATABASE "{source[0]}" TO paretune_upgrade')
+                    copied = _row_counts(connection, "paretune_upgrade")
+                finally:
+                    connection.execute("DETACH paretune_upgrade")
+                connection.execute("CHECKPOINT")  # the original whole in its file, no WAL
+            if copied != counts:
+                staged.unlink(missing_ok=True)
+                raise StoreError(
+                    f"the rewritten copy of {self.path} does not hold the same rows "
+                    f"({copied} vs {counts}); the file was left as it is"
+                )
+            # Keep the original as the backup, then put the copy in its place.
+            shutil.copy2(self.path, backup)
+            os.replace(staged, self.path)
+        return backup
+
     # ------------------------------------------------------------ reading
 
     def query(
@@ -405,6 +458,25 @@ def _schema_version(connection: duckdb.DuckDBPyConnection) -> int | None:
         return None
     latest = connection.execute("SELECT max(version) FROM schema_version").fetchone()
     return None if latest is None else latest[0]
+
+
+def _storage_format(connection: duckdb.DuckDBPyConnection) -> str:
+    found = connection.execute(
+        "SELECT tags['storage_version'] FROM duckdb_databases() "
+        "WHERE database_name = current_database()"
+    ).fetchone()
+    return str(found[0]) if found and found[0] else "unknown"
+
+
+def _row_counts(connection: duckdb.DuckDBPyConnection, database: str) -> dict[str, int]:
+    tables = connection.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY 1", [database]
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for (table,) in tables:
+        found = connection.execute(f'SELECT count(*) FROM "{database}"."{table}"').fetchone()
+        counts[table] = int(found[0]) if found else 0
+    return counts
 
 
 _DUCKDB_MAGIC = b"DUCK"

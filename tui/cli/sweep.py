@@ -816,6 +816,34 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
         click.echo(f"{name}: {count} trials -> {db}")
 
 
+@results_group.command("upgrade")
+@_db_option()
+def results_upgrade(db: Path) -> None:
+    """Rewrite an older results file so DuckDB 1.x clients open it too.
+
+    Files paretune created before it chose DuckDB 1.0's storage format are in DuckDB 2's
+    format, which the 1.x command-line client, DBeaver and other 1.x tools refuse. This copies
+    every table and view into a file of the 1.0 format under the file's write lock, checks the
+    row counts, and puts the copy in place; the original stays as FILE.duckdb2-backup. A file
+    already in the 1.0 format is left as it is.
+    """
+    from sweeps.results.store import ResultsStore
+
+    if not db.is_file():
+        raise SweepUsageError(
+            f"no results file at {db}", "Pass the file a sweep wrote with --db (or run a sweep)."
+        )
+    store = ResultsStore(db)
+    backup = store.upgrade_format()
+    if backup is None:
+        click.echo(f"{db}: already readable by DuckDB 1.0 and later ({store.storage_format()})")
+    else:
+        click.echo(
+            f"{db}: rewritten in DuckDB 1.0's storage format ({store.storage_format()}); "
+            f"the original is kept as {backup}"
+        )
+
+
 @results_group.command("export")
 @click.option(
     "--to",
