@@ -89,6 +89,36 @@ async def test_footer_shows_the_screen_keys_at_80x24(results_db: Path, start: st
         assert len(shown) > len(expected)
 
 
+def _documented_footers() -> dict[str, list[str]]:
+    """The footer line of each screen capture in docs/guides/ui.md, as its "key label" parts."""
+    import re
+
+    text = (Path(__file__).parents[1] / "docs" / "guides" / "ui.md").read_text()
+    marks = {"^o Open spec": "sweeps", "^r Run": "sql", "m Next view": "frontier"}
+    footers: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.endswith("▏^p palette"):
+            parts = re.split(r" {2,}", line.removesuffix("▏^p palette").strip())
+            screen = next(name for mark, name in marks.items() if mark in line)
+            footers.setdefault(screen, parts)
+            assert footers[screen] == parts, f"two footers of {screen} differ in ui.md"
+    return footers
+
+
+@pytest.mark.parametrize("start", ["sweeps", "sql", "frontier"])
+async def test_the_guide_shows_each_screen_footer_as_the_app_draws_it(
+    results_db: Path, start: str
+) -> None:
+    documented = _documented_footers()[start]
+    app = ParetuneApp(db=results_db, start=start)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        drawn = [str(key.render()) for key in app.screen.query_one(Footer).query("FooterKey")]
+    # The capture is cut at its width: every whole label it shows is the app's, in order.
+    whole = documented if documented == drawn[: len(documented)] else documented[:-1]
+    assert whole == drawn[: len(whole)], (documented, drawn)
+
+
 async def test_ctrl_q_asks_before_losing_spec_edits(tmp_path: Path) -> None:
     from sweeps.spec import SweepSpec, write_spec
     from tui.screens.quit import ConfirmQuitScreen
