@@ -17,6 +17,7 @@ from planner import MethodSpec, Workload, estimate, resolve_model
 from planner.estimation.project_cost import (
     api_jobs,
     cost_constants,
+    eval_interval,
     expected_hours_with_restarts,
     project_cost,
     spot_quote,
@@ -59,11 +60,26 @@ def test_constants_are_the_sweeps_own_defaults() -> None:
     c = {name: entry["value"] for name, entry in cost_constants().items()}
     fields = TrialConfig.model_fields
     assert c["eval_fraction"] == fields["eval_fraction"].default
-    assert c["eval_every_steps"] == fields["eval_every"].default
+    # The trial's default cadence is eval_interval's, with the constants as its arguments.
+    assert fields["eval_every"].default is None
+    minimum, per_run = int(c["eval_every_steps"]), int(c["evals_per_run"])
+    assert eval_interval(92) == eval_interval(92, minimum=minimum, evals_per_run=per_run) == 10
+    assert eval_interval(5_000) == eval_interval(5_000, minimum=minimum, evals_per_run=per_run)
     s = SelfSampleSettings()
     assert c["retain_tokens"] == s.prompts * s.samples_per_prompt * s.max_new_tokens
     assert c["sweep_trials"] == SweepSpec(name="x").budget.trials
     assert all(entry["source"] for entry in cost_constants().values())
+
+
+def test_eval_cadence_is_bounded_in_long_runs() -> None:
+    # Short runs: every 10 steps, as before; long ones: 20 evals; a set interval wins.
+    assert [eval_interval(n) for n in (4, 200, 201, 5_000)] == [10, 10, 11, 250]
+    assert eval_interval(5_000, 7) == 7
+    # 30M tokens at 2048 x 16 per step: 916 steps, scored every 46 steps = 20 passes (was 92).
+    arch, est = _lora_estimate(tokens=20_000_000)
+    (evaluation,) = (t for t in project_cost(arch, est).per_trial if t.name == "evaluation")
+    assert evaluation.detail.startswith("20 passes over 0.1 of the data")
+    assert evaluation.dollars < est.dollars  # no longer dearer than the training it checks
 
 
 def test_restarts_from_scratch() -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "SpotQuote",
     "api_jobs",
     "cost_constants",
+    "eval_interval",
     "expected_hours_with_restarts",
     "project_cost",
     "spot_quote",
@@ -116,11 +117,27 @@ class ProjectCost:
         }
 
 
-def _eval_passes(est: Estimate, eval_every: float) -> int:
+def eval_interval(
+    total_steps: int, every: int | None = None, *, minimum: int = 10, evals_per_run: int = 20
+) -> int:
+    """Optimizer steps between two scorings of the eval set, as ``paretune trial`` scores it.
+
+    ``every`` when the trial sets it; else every ``minimum`` (10) steps, or ``evals_per_run``
+    (20) times in a run longer than ``minimum x evals_per_run`` steps, so that a long run's
+    evaluation costs a bounded share of it (every 10 steps, a 5,000-step run would score its
+    eval set 500 times). Shared by the trial and the planner's cost of evaluation.
+    """
+    if every is not None:
+        return max(1, int(every))
+    return max(1, int(minimum), math.ceil(total_steps / max(1, int(evals_per_run))))
+
+
+def _eval_passes(est: Estimate, every: float, evals_per_run: float) -> int:
     w = est.workload
     sequences_per_step = w.batch * w.grad_accum * est.gpus
     steps = max(1, math.ceil(w.tokens / (w.seq_len * sequences_per_step)))
-    return steps // max(1, int(eval_every)) + 1
+    interval = eval_interval(steps, minimum=int(every), evals_per_run=int(evals_per_run))
+    return steps // interval + (steps % interval != 0)
 
 
 def _saved_bytes(arch: ModelArch, est: Estimate) -> int:
@@ -165,7 +182,7 @@ def project_cost(
     # Forward only: 2 FLOPs per parameter per token (Kaplan et al. 2020, table 1).
     forward_flops_per_token = 2 * arch.compute_params
 
-    passes = _eval_passes(est, c["eval_every_steps"]["value"])
+    passes = _eval_passes(est, c["eval_every_steps"]["value"], c["evals_per_run"]["value"])
     eval_tokens = c["eval_fraction"]["value"] * est.workload.dataset_tokens * passes
     eval_hours = eval_tokens * forward_flops_per_token / flop_rate
     retain_tokens = c["retain_tokens"]["value"]

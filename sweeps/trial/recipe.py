@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from planner.estimation.project_cost import eval_interval
 from pricing.errors import UserError
 from sweeps.outcome import Outcome
 from sweeps.trial.types import (
@@ -972,6 +973,7 @@ def _train(
     best = _BestEval(keep_weights=config.early_stopping)
     tokens_trained, train_s = 0, 0.0
     micro_batches = _cycle_batches(data, config)
+    eval_every = eval_interval(optimization.total_steps, config.eval_every)
     model.train()
     for step in range(1, optimization.total_steps + 1):
         step_started = time.perf_counter()
@@ -986,7 +988,7 @@ def _train(
         tokens_trained += step_tokens
 
         eval_nll = None
-        if step % config.eval_every == 0 or step == optimization.total_steps or step in rungs:
+        if step % eval_every == 0 or step == optimization.total_steps or step in rungs:
             with where.autocast():
                 eval_nll = completion_nll(model, data.eval_batches())[0]
             model.train()

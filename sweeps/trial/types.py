@@ -110,7 +110,12 @@ class TrialConfig(_Strict):
     seed: int = 0
 
     # Evaluation.
-    eval_every: int = Field(10, gt=0, description="score the eval set every N optimizer steps")
+    eval_every: int | None = Field(
+        None,
+        gt=0,
+        description="score the eval set every N optimizer steps; unset: every 10 steps, or "
+        "20 times in a run of more than 200 steps",
+    )
     early_stopping: bool = Field(
         False, description="stop once eval_nll stops improving; keep the best eval step's weights"
     )
