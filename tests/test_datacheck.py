@@ -223,7 +223,7 @@ def test_leaked_rows_are_dropped_and_a_leaky_eval_scores_lower(demo, tmp_path: P
         eval=str(eval_path),
         method="lora",
         rank=8,
-        lr=3e-3,
+        lr=1e-2,
         epochs=12,
         batch=8,
         max_seq_len=96,
@@ -239,7 +239,7 @@ def test_leaked_rows_are_dropped_and_a_leaky_eval_scores_lower(demo, tmp_path: P
     assert (cleaned.data.eval_leaked, cleaned.data.eval_dropped) == (leaked, leaked)
     assert leaky.data.fingerprint != cleaned.data.fingerprint
     # Memorised rows in the eval set make the model look better than it is.
-    assert leaky.quality.eval_nll < cleaned.quality.eval_nll - 0.5
+    assert leaky.quality.eval_nll < cleaned.quality.eval_nll - 0.5, (leaky.quality, cleaned.quality)
     card = (Path(cleaned.artifact).parent / "README.md").read_text()
     assert "## Provenance" in card and cleaned.data.fingerprint in card
     assert f"{leaked} eval rows copied train rows, {leaked} dropped" in card
