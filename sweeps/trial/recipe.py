@@ -1452,8 +1452,7 @@ def _save_artifacts(model, tokenizer, config: TrialConfig, folder: Path) -> Path
 
 
 def _write_card(folder: Path, result: TrialResult) -> None:
-    from sweeps.datacheck.card import Card, card_lines
-    from sweeps.datacheck.card import fmt as _fmt
+    from sweeps.datacheck.card import Card, card_lines, fmt
 
     config = result.config
     assert config is not None
@@ -1467,25 +1466,25 @@ def _write_card(folder: Path, result: TrialResult) -> None:
             f"batch {config.batch} x {config.grad_accum}, seed {config.seed}",
             f"trainable parameters: {result.params.get('trainable_params')} of "
             f"{result.params.get('total_params')}",
-            f"steps: {m.steps}; tokens: {m.tokens}; wall {_fmt(m.wall_s, 1)} s "
-            f"(train {_fmt(m.train_s, 1)} s); peak {_fmt(m.peak_gb, 3)} GB on "
+            f"steps: {m.steps}; tokens: {m.tokens}; wall {fmt(m.wall_s, 1)} s "
+            f"(train {fmt(m.train_s, 1)} s); peak {fmt(m.peak_gb, 3)} GB on "
             f"{result.hardware.device}",
         ),
         metrics=(
-            ("eval NLL (completion tokens)", _fmt(q.eval_nll), _fmt(q.base_eval_nll)),
-            ("exact match", _fmt(q.exact_match, 3), _fmt(q.base_exact_match, 3)),
-            ("overfit gap", _fmt(q.overfit_gap), ""),
-            (f"retain ΔNLL ({f.retain_source})", _fmt(f.retain_delta_nll), ""),
-            (f"retain KL(base ‖ fine-tuned) ({f.retain_source})", _fmt(f.retain_kl), ""),
+            ("eval NLL (completion tokens)", fmt(q.eval_nll), fmt(q.base_eval_nll)),
+            ("exact match", fmt(q.exact_match, 3), fmt(q.base_exact_match, 3)),
+            ("overfit gap", fmt(q.overfit_gap), ""),
+            (f"retain ΔNLL ({f.retain_source})", fmt(f.retain_delta_nll), ""),
+            (f"retain KL(base ‖ fine-tuned) ({f.retain_source})", fmt(f.retain_kl), ""),
             *(
                 (
-                    ("retain ΔNLL (self-samples)", _fmt(f.self_retain_delta_nll), ""),
-                    ("retain KL (self-samples)", _fmt(f.self_retain_kl), ""),
+                    ("retain ΔNLL (self-samples)", fmt(f.self_retain_delta_nll), ""),
+                    ("retain KL (self-samples)", fmt(f.self_retain_kl), ""),
                 )
                 if f.self_retain_delta_nll is not None
                 else ()
             ),
-            ("fact recall drop", _fmt(f.fact_recall_drop, 3), _fmt(f.base_fact_recall, 3)),
+            ("fact recall drop", fmt(f.fact_recall_drop, 3), fmt(f.base_fact_recall, 3)),
         ),
         data=result.data.model_dump() if result.data is not None else None,
         retain_source=f.retain_source,
