@@ -296,9 +296,13 @@ RESULTS_TRIALS = [
 
 
 def write_study(
-    db: Path, study: str = RESULTS_STUDY, created: datetime = datetime(2026, 1, 2, 3, 4, 5)
+    db: Path,
+    study: str = RESULTS_STUDY,
+    created: datetime = datetime(2026, 1, 2, 3, 4, 5),
+    fingerprints: dict[int, str] | None = None,
 ) -> None:
-    """A results file holding one study of :data:`RESULTS_TRIALS`, written through the store."""
+    """A results file holding one study of :data:`RESULTS_TRIALS`, written through the store;
+    ``fingerprints``: the data fingerprint of trials by number (none recorded otherwise)."""
     from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db)
@@ -336,6 +340,7 @@ def write_study(
                 "error": "CUDA out of memory (simulated budget)" if state == "oom" else None,
                 "command": f"paretune trial --method {method}",
                 "artifact": f"runs/{study}/trial-{number}" if state == "complete" else None,
+                "data_fingerprint": (fingerprints or {}).get(number),
             }
         )
         if state == "complete":

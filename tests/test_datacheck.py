@@ -260,6 +260,41 @@ def test_the_sweep_records_the_data_fingerprint(demo, tmp_path: Path) -> None:
     assert json.loads(provenance)["fingerprint"] == fingerprint
 
 
+def _provenance(card: str) -> str:
+    """The card's provenance section (from its heading to "Reproduce:")."""
+    return card[card.index("## Provenance") : card.index("Reproduce:")]
+
+
+@pytest.mark.slow
+def test_export_carries_the_adapter_card(demo, tmp_path: Path) -> None:
+    """A real demo trial of a sweep, saved (model card beside the adapter) and exported: the
+    export's card has the same provenance section, and the config's header carries it."""
+    spec = write_demo_spec(tmp_path, "card", trials=1)
+    done = paretune("sweep", "run", str(spec), "--no-check")
+    assert done.returncode == 0, done.stderr
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as con:
+        artifact, provenance = con.execute(
+            "SELECT artifact, data_provenance FROM trials WHERE number = 0"
+        ).fetchone()
+    adapter_card = (Path(artifact).parent / "README.md").read_text()
+    exported = paretune(
+        "export", "0", "--to", "trl", "--db", str(tmp_path / "results.duckdb"), "--out",
+        str(tmp_path / "winner.json"),
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    card = (tmp_path / "winner.card.md").read_text()
+    assert str(tmp_path / "winner.card.md") in exported.stderr
+    assert _provenance(card) == _provenance(adapter_card)
+    files = json.loads(provenance)["files"]
+    assert {f["role"] for f in files} >= {"train", "eval"}
+    for f in files:
+        assert f"| {f['role']} | `{f['path']}` | {f['rows']} | `{f['sha256']}` |" in card
+    assert "retain source (forgetting): " in card and "personal data found (counts): " in card
+    assert "| eval NLL (completion tokens) |" in card  # the metrics, as the adapter's card
+    script = (tmp_path / "winner.py").read_text()
+    assert "# ## Provenance" in script and "# - data fingerprint: `" in script
+
+
 def test_preflight_refuses_leakage_error_when_eval_rows_leak(demo, tmp_path: Path) -> None:
     from sweeps.preflight import PreflightError, preflight
     from sweeps.spec import load_spec

@@ -304,6 +304,23 @@ def test_existing_out_needs_force(results: Path, tmp_path: Path) -> None:
     with pytest.raises(TrialExportError, match=r"x\.py already exists"):
         export_trial(results, "trl", number=0, out=out)
     assert export_trial(results, "trl", number=0, out=out, force=True).path == out
+    (tmp_path / "x.py").unlink()
+    out.unlink()  # the card beside it still exists: refused too
+    with pytest.raises(TrialExportError, match=r"x\.card\.md already exists"):
+        export_trial(results, "trl", number=0, out=out)
+
+
+def test_a_trial_without_a_data_check_gets_a_card_that_says_so(
+    results: Path, tmp_path: Path
+) -> None:
+    done = export_trial(results, "axolotl", number=2, out=tmp_path / "t.yml")
+    assert done.card == tmp_path / "t.card.md"
+    card = done.card.read_text()
+    assert card.startswith("# dora fine-tune of meta-llama/Llama-3.2-1B\n")
+    assert "- trial 2 of study exp: complete" in card
+    assert "- data: no data check recorded for this trial" in card
+    assert "| eval NLL (completion tokens) | - | - |" in card  # not measured: not made up
+    assert "# - data: no data check recorded for this trial" in done.path.read_text()
 
 
 def test_torchtune_refuses_a_model_it_has_no_builder_for(tmp_path: Path) -> None:

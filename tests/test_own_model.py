@@ -99,3 +99,77 @@ def test_a_retain_file_of_your_own_is_the_source_and_its_bad_rows_count(
     assert result.params["bad_rows_skipped"] == 1
     card = (tmp_path / "runs").rglob("README.md")
     assert f"retain ΔNLL (file:{retain})" in next(card).read_text()
+
+
+@pytest.mark.slow
+def test_export_of_your_own_model_carries_its_card(own_model, tmp_path: Path) -> None:
+    """A sweep trial on a local checkpoint whose card states a licence, with an e-mail address
+    in the train data and an eval row copied from train; `paretune export` writes the card:
+    the licence, the files' hashes and rows, the leak dropped, the personal data as a count
+    only, the retain source and the forgetting the trial measured."""
+    import hashlib
+    import shutil
+
+    model = tmp_path / "my-model"
+    shutil.copytree(own_model.model_dir, model)
+    (model / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: en\n---\n# mine\n")
+    train, evaluation = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    rows = own_model.train.read_text().splitlines()
+    secret = "write to jane.doe@example.org"
+    rows.append(json.dumps({"prompt": f"Q: {secret}? A:", "completion": " ok"}))
+    train.write_text("\n".join(rows) + "\n")
+    evaluation.write_text(own_model.eval.read_text() + rows[0] + "\n")  # a leaked row
+    spec = tmp_path / "own.toml"
+    spec.write_text(f"""
+name = "own-card"
+model = "{model}"
+seed = 0
+[data]
+train = "{train}"
+eval = "{evaluation}"
+[hardware]
+device = "cpu"
+cpu_instance = "local-cpu"
+[search]
+methods = ["lora"]
+rank = [2]
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+max_steps = 2
+[trial]
+batch = 8
+eval_every = 2
+max_seq_len = 64
+max_new_tokens = 4
+[budget]
+trials = 1
+[run]
+dir = "{tmp_path / "runs"}"
+results = "{tmp_path / "results.duckdb"}"
+save = "none"
+timeout_s = 300
+""")
+    done = paretune("sweep", "run", str(spec), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    db = tmp_path / "results.duckdb"
+    exported = paretune("export", "0", "--to", "axolotl", "--db", str(db), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    config = Path(exported.stdout.strip())
+    card = config.with_suffix(".card.md").read_text()
+    with duckdb.connect(str(db), read_only=True) as connection:
+        fingerprint, delta_nll, kl = connection.execute(
+            "SELECT data_fingerprint, retain_delta_nll, retain_kl FROM trials"
+        ).fetchall()[0]
+    assert f"- base model: `{model}`; licence: apache-2.0" in card
+    for role, path in (("train", train), ("eval", evaluation)):
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        count = len(path.read_text().splitlines())
+        assert f"| {role} | `{path}` | {count} | `{sha}` |" in card
+    assert f"- data fingerprint: `{fingerprint}`" in card
+    assert "- leakage (drop): 1 eval rows copied train rows, 1 dropped" in card
+    assert f"- rows trained on: {len(rows)}; scored on: {count - 1} (eval file)" in card
+    assert "- personal data found (counts): email 1" in card
+    forgetting = f"retain source (forgetting): self-samples; retain ΔNLL {delta_nll:.4f}"
+    assert f"{forgetting}, KL {kl:.4f}" in card
+    assert "jane.doe" not in card and "jane.doe" not in config.read_text()  # never the match
+    header = config.read_text().split("\nbase_model:")[0]
+    assert "# - base model: " in header and "licence: apache-2.0" in header

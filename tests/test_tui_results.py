@@ -66,6 +66,31 @@ async def test_frontier_draws_study_and_marks_pareto(results_db: Path) -> None:
         assert "dora" in detail
 
 
+async def test_frontier_warns_when_its_trials_ran_on_different_data(tmp_path: Path) -> None:
+    from sweeps.results.frontier import mixed_data_warning
+
+    db = tmp_path / "results.duckdb"
+    one, other = "a1" * 32, "b2" * 32
+    write_study(db, "same-data", datetime(2026, 1, 1), {n: one for n in range(6)})
+    write_study(db, "mixed-data", datetime(2026, 1, 2), {0: one, 1: one, 2: other, 3: other})
+    app = ParetuneApp(db=db, start="frontier")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _settle(pilot)
+        screen = app.screen
+        assert screen.study == "mixed-data"  # the newest study first
+        warning = screen.query_one("#data-warning")
+        said = str(warning.render())
+        assert said == mixed_data_warning(ResultsStore(db).trials("mixed-data"))
+        assert "2 different data sets" in said and "a1a1a1a1a1a1: #0, #1" in said
+        assert "b2b2b2b2b2b2: #2, #3" in said  # trial 4 recorded no fingerprint: not counted
+        assert warning.display and warning.region.height > 0  # on screen at 120x40
+        assert screen.query_one("#chart").region.height >= 8  # the chart keeps its room
+        screen.query_one("#study").value = "same-data"
+        await _settle(pilot)
+        assert screen.study == "same-data" and screen.data_warning is None
+        assert not screen.query_one("#data-warning").display
+
+
 async def test_sweeps_screen_lists_study_and_failed_trial_detail(results_db: Path) -> None:
     app = ParetuneApp(db=results_db, start="sweeps")
     async with app.run_test(size=(120, 40)) as pilot:

@@ -6,7 +6,12 @@
 
 The trial's settings come from its ``config`` column (the whole ``TrialConfig`` it ran);
 the data files from the config, else from the files its data check recorded
-(``data_provenance``). :func:`pick_trial` chooses the frontier's recommended trial for a
+(``data_provenance``). Beside the config goes the trial's card, ``NAME.card.md``: the
+same layout as the model card of a saved adapter (:mod:`sweeps.datacheck.card`), from the
+trial's row: its settings and metrics, the data files with their hashes and rows, what the
+data check found (counts, never matches), the base model's licence where its card or config
+says, the retain source and the measured forgetting. The config's header carries the card's
+provenance section too. :func:`pick_trial` chooses the frontier's recommended trial for a
 preference, with the report's rule (:func:`sweeps.results.report.recommend`). The writers
 themselves are pure (:mod:`planner.frameworks.exports`).
 
@@ -20,15 +25,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.frameworks.exports import SUFFIXES, Export, RunToExport, export_run
 from pricing.errors import UserError, did_you_mean
 from sweeps.results.schema import json_value
 
+if TYPE_CHECKING:
+    from sweeps.datacheck.card import Card
+
 __all__ = [
     "TrialExportError",
     "WrittenExport",
+    "card_from_row",
+    "card_path",
     "default_export_path",
     "export_trial",
     "pick_trial",
@@ -48,6 +58,7 @@ class WrittenExport:
     path: Path
     notes: tuple[str, ...]
     script: Path | None = None
+    card: Path | None = None
 
 
 # -- reading the trial -----------------------------------------------------------------------
@@ -166,6 +177,54 @@ def _model_shape(model: str) -> tuple[tuple[tuple[str, str], ...], int | None]:
     return tuple(modules.items()), arch.layers
 
 
+def card_from_row(row: dict[str, Any]) -> Card:
+    """The card of a ``trials`` row: what the adapter's model card says, from the columns."""
+    from sweeps.datacheck.card import Card, fmt
+
+    config = json_value(row.get("config")) or {}
+    data = json_value(row.get("data_provenance"))
+
+    def value(name: str, digits: int = 4) -> str:
+        number = row.get(name)
+        return fmt(float(number), digits) if isinstance(number, int | float) else "-"
+
+    source = row.get("retain_source")
+    metrics = [
+        ("eval NLL (completion tokens)", value("eval_nll"), value("base_eval_nll")),
+        ("exact match", value("exact_match", 3), value("base_exact_match", 3)),
+        ("overfit gap", value("overfit_gap"), ""),
+        (f"retain ΔNLL ({source})", value("retain_delta_nll"), ""),
+        (f"retain KL(base ‖ fine-tuned) ({source})", value("retain_kl"), ""),
+    ]
+    if row.get("self_retain_delta_nll") is not None:
+        metrics += [
+            ("retain ΔNLL (self-samples)", value("self_retain_delta_nll"), ""),
+            ("retain KL (self-samples)", value("self_retain_kl"), ""),
+        ]
+    metrics.append(("fact recall drop", value("fact_recall_drop", 3), ""))
+    method = str(config.get("method") or row.get("method") or "-")
+    return Card(
+        model=str(config.get("model") or "demo"),
+        method=method,
+        summary=(
+            f"trial {row.get('number')} of study {row.get('study')}: {row.get('state') or '-'}",
+            f"method: {method}; rank {config.get('rank')}, alpha {config.get('alpha')}, "
+            f"targets {config.get('targets')}, lr {config.get('lr')} "
+            f"({config.get('lr_schedule')}), batch {config.get('batch')} x "
+            f"{config.get('grad_accum')}, seed {config.get('seed')}",
+            f"steps: {row.get('steps_done') or '-'}; tokens: {row.get('tokens') or '-'}; "
+            f"wall {value('wall_s', 1)} s (train {value('train_s', 1)} s); peak "
+            f"{value('measured_peak_gb', 3)} GB on {row.get('device') or '-'}",
+        ),
+        metrics=metrics,
+        data=data if isinstance(data, dict) else None,
+        retain_source=source,
+        retain_delta_nll=row.get("retain_delta_nll"),
+        retain_kl=row.get("retain_kl"),
+        command=row.get("command"),
+    )
+
+
 def run_from_row(row: dict[str, Any], *, source: str = "") -> RunToExport:
     """The run a ``trials`` row recorded (its ``config`` column), as plain values."""
     config = json_value(row.get("config"))
@@ -193,8 +252,19 @@ def run_from_row(row: dict[str, Any], *, source: str = "") -> RunToExport:
     }  # fmt: skip
     if config.get("max_seq_len"):
         values["seq_len"] = config["max_seq_len"]
+    from sweeps.datacheck.card import provenance_lines
+
+    card = card_from_row(row)
+    provenance = provenance_lines(
+        model,
+        card.data,
+        retain_source=card.retain_source,
+        retain_delta_nll=card.retain_delta_nll,
+        retain_kl=card.retain_kl,
+    )
     return RunToExport(
         model=model,
+        provenance=tuple(provenance),
         train=train,
         eval=evaluation,
         data_format=_data_format(train),
@@ -215,10 +285,20 @@ def default_export_path(db: Path, study: str, number: int, to: str) -> Path:
     return Path(db).parent / f"{safe}-trial-{number}-{to}{SUFFIXES[to][0]}"
 
 
+def card_path(out: Path) -> Path:
+    """The card written beside an export: ``NAME.card.md``."""
+    return out.with_suffix(".card.md")
+
+
 def _free_path(path: Path) -> Path:
-    """``path``, or ``NAME-2.SUFFIX``, ``NAME-3.SUFFIX`` ... the first that does not exist."""
+    """``path``, or ``NAME-2.SUFFIX``, ``NAME-3.SUFFIX`` ... the first that does not exist
+    (nor its card, nor a TRL export's script)."""
     candidate, n = path, 1
-    while candidate.exists() or (path.suffix == ".json" and candidate.with_suffix(".py").exists()):
+    while (
+        candidate.exists()
+        or card_path(candidate).exists()
+        or (path.suffix == ".json" and candidate.with_suffix(".py").exists())
+    ):
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
@@ -239,7 +319,7 @@ def _check_out(out: Path, to: str, *, force: bool) -> Path | None:
             f"Create it first (mkdir -p {out.parent}) or pick another path.",
         )
     script = out.with_suffix(".py") if to == "trl" else None
-    for path in (out, script):
+    for path in (out, script, card_path(out)):
         if path is not None and path.exists() and not force:
             raise TrialExportError(
                 f"{path} already exists",
@@ -275,9 +355,11 @@ def export_trial(
     ``study`` in ``db`` as a ``to`` config to ``out`` (default: beside ``db``).
 
     ``unique``: instead of refusing an existing default path, write ``NAME-2`` ... (the
-    terminal UI's choice). A TRL export also writes its script beside the JSON (``.py``).
+    terminal UI's choice). A TRL export also writes its script beside the JSON (``.py``);
+    every export writes the trial's card beside it (:func:`card_path`).
     """
     from planner.errors import InvalidSpecError
+    from sweeps.datacheck.card import card_lines
 
     if number is None:
         study, number = pick_trial(db, study=study, prefer=prefer or "balanced")
@@ -298,4 +380,6 @@ def export_trial(
     _write(path, written.text)
     if script is not None and written.script is not None:
         _write(script, written.script)
-    return WrittenExport(study, number, to, path, written.notes, script)
+    card = card_path(path)
+    _write(card, "\n".join(card_lines(card_from_row(row))))
+    return WrittenExport(study, number, to, path, written.notes, script, card)

@@ -1453,116 +1453,47 @@ def _save_artifacts(model, tokenizer, config: TrialConfig, folder: Path) -> Path
     return folder  # full fine-tune with save='adapter': the weights are large; card only
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _base_licence(model: str) -> str | None:
-    """The base model's licence where its card (README front matter) or config states it."""
-    folder = Path(model)
-    card: Path | None = folder / "README.md" if folder.is_dir() else None
-    config = folder / "config.json" if folder.is_dir() else None
-    if card is None and model != "demo":
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(model, "README.md")
-        except Exception:  # noqa: BLE001 - an id the cache cannot answer for: no licence known
-            cached = None
-        card = Path(cached) if isinstance(cached, str) else None
-    if card is not None and card.is_file():
-        for line in card.read_text(encoding="utf-8", errors="replace").splitlines()[1:40]:
-            if line.strip() == "---":
-                break
-            if line.startswith("license:"):
-                return line.partition(":")[2].strip().strip("\"'") or None
-    if config is not None and config.is_file():
-        licence = json.loads(config.read_text()).get("license")
-        return str(licence) if licence else None
-    return None
-
-
-def _provenance_lines(result: TrialResult) -> list[str]:
-    """The card's provenance: base model and licence, data files and hashes, what the data
-    check found (counts only, never the matching text), the retain source and forgetting."""
-    config, data, f = result.config, result.data, result.forgetting
-    assert config is not None
-    licence = _base_licence(config.model)
-    lines = [
-        "## Provenance",
-        "",
-        f"- base model: `{config.model}`; licence: {licence or 'not stated in its card or config'}",
-        f"- retain source (forgetting): {f.retain_source or '-'}; retain ΔNLL "
-        f"{_fmt(f.retain_delta_nll)}, KL {_fmt(f.retain_kl)}",
-    ]
-    if data is None:
-        return [*lines, ""]
-    lines += [
-        f"- data fingerprint: `{data.fingerprint}`",
-        f"- rows trained on: {data.train_rows}; scored on: {data.eval_rows} "
-        f"({'eval file' if data.split == 'file' else 'held out of train, copies kept together'})",
-        f"- leakage ({data.leakage}): {data.eval_leaked} eval rows copied train rows, "
-        f"{data.eval_dropped} dropped; retain rows in train: {data.retain_in_train}",
-        f"- train duplicates: {data.train_exact_duplicates} exact, "
-        f"{data.train_near_duplicates} near",
-        "- personal data found (counts): "
-        + (", ".join(f"{k} {n}" for k, n in data.personal_data.items()) or "none"),
-        "",
-        "| data | file | rows | sha256 |",
-        "|---|---|---|---|",
-        *(f"| {d.role} | `{d.path}` | {d.rows} | `{d.sha256 or '-'}` |" for d in data.files),
-        "",
-    ]
-    return lines
-
-
 def _write_card(folder: Path, result: TrialResult) -> None:
+    from sweeps.datacheck.card import Card, card_lines, fmt
+
     config = result.config
     assert config is not None
     q, f, m = result.quality, result.forgetting, result.measured
-    lines = [
-        f"# {config.method} fine-tune of {config.model}",
-        "",
-        f"- base model: `{config.model}`",
-        (
-            f"- method: {config.method}; rank {config.rank}, alpha {config.alpha}, "
+    card = Card(
+        model=config.model,
+        method=config.method,
+        summary=(
+            f"method: {config.method}; rank {config.rank}, alpha {config.alpha}, "
             f"targets {config.targets}, lr {config.lr} ({config.lr_schedule}), "
-            f"batch {config.batch} x {config.grad_accum}, seed {config.seed}"
+            f"batch {config.batch} x {config.grad_accum}, seed {config.seed}",
+            f"trainable parameters: {result.params.get('trainable_params')} of "
+            f"{result.params.get('total_params')}",
+            f"steps: {m.steps}; tokens: {m.tokens}; wall {fmt(m.wall_s, 1)} s "
+            f"(train {fmt(m.train_s, 1)} s); peak {fmt(m.peak_gb, 3)} GB on "
+            f"{result.hardware.device}",
         ),
-        (
-            f"- trainable parameters: {result.params.get('trainable_params')} of "
-            f"{result.params.get('total_params')}"
+        metrics=(
+            ("eval NLL (completion tokens)", fmt(q.eval_nll), fmt(q.base_eval_nll)),
+            ("exact match", fmt(q.exact_match, 3), fmt(q.base_exact_match, 3)),
+            ("overfit gap", fmt(q.overfit_gap), ""),
+            (f"retain ΔNLL ({f.retain_source})", fmt(f.retain_delta_nll), ""),
+            (f"retain KL(base ‖ fine-tuned) ({f.retain_source})", fmt(f.retain_kl), ""),
+            *(
+                (
+                    ("retain ΔNLL (self-samples)", fmt(f.self_retain_delta_nll), ""),
+                    ("retain KL (self-samples)", fmt(f.self_retain_kl), ""),
+                )
+                if f.self_retain_delta_nll is not None
+                else ()
+            ),
+            ("fact recall drop", fmt(f.fact_recall_drop, 3), fmt(f.base_fact_recall, 3)),
         ),
-        (
-            f"- steps: {m.steps}; tokens: {m.tokens}; wall {_fmt(m.wall_s, 1)} s "
-            f"(train {_fmt(m.train_s, 1)} s); peak {_fmt(m.peak_gb, 3)} GB on "
-            f"{result.hardware.device}"
-        ),
-        "",
-        "| metric | value | base |",
-        "|---|---|---|",
-        f"| eval NLL (completion tokens) | {_fmt(q.eval_nll)} | {_fmt(q.base_eval_nll)} |",
-        f"| exact match | {_fmt(q.exact_match, 3)} | {_fmt(q.base_exact_match, 3)} |",
-        f"| overfit gap | {_fmt(q.overfit_gap)} | |",
-        f"| retain ΔNLL ({f.retain_source}) | {_fmt(f.retain_delta_nll)} | |",
-        f"| retain KL(base ‖ fine-tuned) ({f.retain_source}) | {_fmt(f.retain_kl)} | |",
-        *(
-            [
-                f"| retain ΔNLL (self-samples) | {_fmt(f.self_retain_delta_nll)} | |",
-                f"| retain KL (self-samples) | {_fmt(f.self_retain_kl)} | |",
-            ]
-            if f.self_retain_delta_nll is not None
-            else []
-        ),
-        f"| fact recall drop | {_fmt(f.fact_recall_drop, 3)} | {_fmt(f.base_fact_recall, 3)} |",
-        "",
-        *_provenance_lines(result),
-        "Reproduce:",
-        "",
-        "```bash",
-        result.command or "",
-        "```",
-        "",
-    ]
+        data=result.data.model_dump() if result.data is not None else None,
+        retain_source=f.retain_source,
+        retain_delta_nll=f.retain_delta_nll,
+        retain_kl=f.retain_kl,
+        command=result.command,
+    )
+    lines = card_lines(card)
     (folder / "README.md").write_text("\n".join(lines))
     (folder / "result.json").write_text(result.model_dump_json(indent=2))

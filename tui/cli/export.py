@@ -54,7 +54,9 @@ class ExportUsageError(UserError):
     help="The file to write (default: STUDY-trial-N-FRAMEWORK.yml/.json/.py beside the "
     "results file).",
 )
-@click.option("--force", is_flag=True, help="Overwrite --out (and a TRL script) if it exists.")
+@click.option(
+    "--force", is_flag=True, help="Overwrite --out (and a TRL script, and the card) if it exists."
+)
 def export_command(
     trial: int | None,
     to: str,
@@ -69,7 +71,10 @@ def export_command(
     (lora, qlora, dora, full, freeze as the framework says them), rank, alpha, dropout,
     target modules, learning rate, schedule and warm-up, epochs and step cap, micro-batch,
     accumulation, sequence length, train and eval files and seed. What the framework cannot
-    express as the trial ran it is listed in the file and on stderr, never dropped.
+    express as the trial ran it is listed in the file and on stderr, never dropped. Beside
+    it goes the trial's card (FILE.card.md, as a saved adapter's model card): the data
+    files with their hashes and rows, leakage, duplicates and personal data found (counts),
+    the base model's licence, the retain source and the measured forgetting.
     `paretune plan --config FILE` reads the Axolotl, torchtune and TRL exports back."""
     from sweeps.results.trial_export import export_trial
 
@@ -90,6 +95,10 @@ def export_command(
     click.echo(f"trial {done.number} of study {done.study} as {to}: {done.path}", err=True)
     if done.script is not None:
         click.echo(f"  and the script that runs it: {done.script}", err=True)
+    if done.card is not None:
+        click.echo(
+            f"  and the trial's card (data and base model provenance): {done.card}", err=True
+        )
     click.echo(str(done.path))
 
 

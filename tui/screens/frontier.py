@@ -3,7 +3,9 @@
 Every axis is "lower is better": quality is the held-out task's mean NLL, forgetting the
 retain set's ΔNLL, cost the trial's measured dollars. Points are coloured by method (the
 colours of the PNG chart and the HTML report); the Pareto-optimal ones are yellow stars. The
-legend is a line under the chart, so it hides no point. The table under the chart lists the same points;
+legend is a line under the chart, so it hides no point. When the study's complete trials
+trained or were scored on different data (several data fingerprints), a warning line above
+the chart says so, with the trials of each fingerprint: their points are not comparable. The table under the chart lists the same points;
 moving through it marks the point on the chart, Enter opens the trial.
 """
 
@@ -23,7 +25,13 @@ from textual.widgets import DataTable, Header, Select, Static
 from pricing.display import format_dollars
 from sweeps.results.colours import PARETO_COLOUR, hex_rgb, method_colour, method_rgb
 from tui.messages import OpenTrial
-from tui.screens.frontier_data import AXES, VIEWS, FrontierPoint, load_points, load_study_names
+from tui.screens.frontier_data import (
+    AXES,
+    VIEWS,
+    FrontierPoint,
+    load_frontier,
+    load_study_names,
+)
 from tui.widgets import AppFooter, AppScreen, ErrorLine
 
 __all__ = ["FrontierScreen"]
@@ -38,6 +46,7 @@ class StudiesLoaded(Message):
 class PointsLoaded(Message):
     study: str
     points: list[FrontierPoint]
+    data_warning: str | None = None
 
 
 @dataclass
@@ -61,6 +70,9 @@ class FrontierScreen(AppScreen):
     FrontierScreen #frontier-bar { height: 3; }
     FrontierScreen #study { width: 30; }
     FrontierScreen #view { width: 1fr; padding: 1 1 0 1; }
+    FrontierScreen #data-warning { display: none; height: auto; padding: 0 1;
+                                   color: $text-warning; background: $warning 15%; }
+    FrontierScreen #data-warning.-shown { display: block; }
     FrontierScreen #chart { height: 2fr; min-height: 8; }
     FrontierScreen #legend { height: 1; padding: 0 1; }
     FrontierScreen #points { height: 1fr; min-height: 5; }
@@ -71,6 +83,7 @@ class FrontierScreen(AppScreen):
         self.view = 0
         self.points: list[FrontierPoint] = []
         self.study: str | None = None
+        self.data_warning: str | None = None
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -80,6 +93,7 @@ class FrontierScreen(AppScreen):
             yield Select([], prompt="study", id="study", allow_blank=True)
             yield Static("", id="view")
         yield ErrorLine(id="frontier-error")
+        yield Static("", id="data-warning")
         yield PlotextPlot(id="chart")
         yield Static("", id="legend")
         yield DataTable(id="points", cursor_type="row", zebra_stripes=True)
@@ -108,7 +122,8 @@ class FrontierScreen(AppScreen):
             self.post_message(StudiesLoaded(studies))
             chosen = study if study in studies else (studies[0] if studies else None)
             if chosen is not None:
-                self.post_message(PointsLoaded(chosen, load_points(self.app.db_path, chosen)))
+                frontier = load_frontier(self.app.db_path, chosen)
+                self.post_message(PointsLoaded(chosen, frontier.points, frontier.data_warning))
         except Exception as error:
             self.post_message(LoadFailed(error))
 
@@ -126,6 +141,10 @@ class FrontierScreen(AppScreen):
     def _points_loaded(self, message: PointsLoaded) -> None:
         self.query_one("#frontier-error", ErrorLine).clear()
         self.study, self.points = message.study, message.points
+        self.data_warning = message.data_warning
+        warning = self.query_one("#data-warning", Static)
+        warning.update(Text(message.data_warning or ""))
+        warning.set_class(message.data_warning is not None, "-shown")
         select = self.query_one("#study", Select)
         if select.value != message.study:
             with select.prevent(Select.Changed):

@@ -2,7 +2,9 @@
 
 A point is one complete trial. ``pareto`` comes from the store's ``frontier`` view, so the
 chart marks exactly the trials ``paretune frontier`` and SQL users see as Pareto-optimal
-(over the study's three objectives, not just the two axes on screen).
+(over the study's three objectives, not just the two axes on screen). ``data_warning`` is
+the warning ``paretune frontier`` and the report print when the study's complete trials
+trained or were scored on different data (:func:`sweeps.results.frontier.mixed_data_warning`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AXES", "VIEWS", "Axis", "FrontierPoint", "load_points", "load_study_names"]
+__all__ = [
+    "AXES",
+    "VIEWS",
+    "Axis",
+    "Frontier",
+    "FrontierPoint",
+    "load_frontier",
+    "load_points",
+    "load_study_names",
+]
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,22 @@ def load_study_names(db: Path) -> list[str]:
     return [row["study"] for row in ResultsStore(db, lock_timeout_s=5.0).studies()]
 
 
+@dataclass(frozen=True)
+class Frontier:
+    points: list[FrontierPoint]
+    data_warning: str | None = None
+    """Set when the complete trials ran on several data fingerprints (not comparable)."""
+
+
 def load_points(db: Path, study: str) -> list[FrontierPoint]:
     """The complete trials of ``study`` with their objectives, in trial order."""
-    from sweeps.results.frontier import indistinguishable_pairs
+    return load_frontier(db, study).points
+
+
+def load_frontier(db: Path, study: str) -> Frontier:
+    """The complete trials of ``study`` with their objectives, in trial order, and the
+    warning when they trained or were scored on different data."""
+    from sweeps.results.frontier import indistinguishable_pairs, mixed_data_warning
     from sweeps.results.store import ResultsStore
 
     store = ResultsStore(db, lock_timeout_s=5.0)
@@ -66,7 +90,7 @@ def load_points(db: Path, study: str) -> list[FrontierPoint]:
     for a, b in indistinguishable_pairs(rows):
         twins.setdefault(a, []).append(b)
         twins.setdefault(b, []).append(a)
-    return [
+    points = [
         FrontierPoint(
             study=row["study"],
             number=int(row["number"]),
@@ -82,3 +106,4 @@ def load_points(db: Path, study: str) -> list[FrontierPoint]:
         for row in rows
         if row["state"] == "complete"
     ]
+    return Frontier(points, mixed_data_warning(rows))

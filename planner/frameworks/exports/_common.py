@@ -25,7 +25,9 @@ class RunToExport:
     ``modules``: the model's Linear modules as ``(name, group)`` pairs when known, to
     write ``attn``/``mlp`` as the model's own names. ``steps``: optimizer steps of the
     whole run when known (to turn a warm-up ratio into steps). ``layers``: the model's
-    decoder layers when known (to name the layers ``freeze`` trains).
+    decoder layers when known (to name the layers ``freeze`` trains). ``provenance``: the
+    trial card's provenance section (Markdown lines: data files and hashes, the data check's
+    counts, base model and licence, retain source and forgetting), written into the header.
     """
 
     model: str
@@ -58,6 +60,7 @@ class RunToExport:
     steps: int | None = None
     layers: int | None = None
     modules: tuple[tuple[str, str], ...] = ()
+    provenance: tuple[str, ...] = ()
 
     @property
     def adapter(self) -> bool:
@@ -115,6 +118,8 @@ def header_lines(run: RunToExport, framework: str, command: str, notes: list[str
     if notes:
         lines.append("Not expressed exactly (check before training):")
         lines += [f"  - {note}" for note in notes]
+    if run.provenance:
+        lines += ["", *run.provenance]
     return lines
 
 
