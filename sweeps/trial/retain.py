@@ -125,9 +125,10 @@ class RetainScores:
 class SubsetScores:
     """Forgetting on a fixed subset of a retain source (its first ``rows`` rows), as the
     sweep's early stopping scores it at each rung: the same measures as :class:`RetainScores`,
-    on fewer tokens. ``retain_delta_nll`` is None where the base's cached top-k does not hold
-    every scored token (the base's NLL of the subset is read from it, as no base model is at
-    hand mid-training); the demo's vocabulary always fits."""
+    on fewer tokens. The base's NLL of the subset is read from the cached base data (no base
+    model is at hand mid-training): its per-batch NLL sums, or, in a cache written before they
+    were kept, its top-k, where ``retain_delta_nll`` is None unless the top-k holds every
+    scored token."""
 
     rows: int
     tokens: int
@@ -341,7 +342,10 @@ class _TeacherForced(RetainSource):
         topk = base["topk"][:count]
         with self._inference():
             nll, tokens, kl = nll_and_kl(model, batches, topk)
-        base_nll = _base_nll_from_topk(batches, topk)
+        if all("nll_sum" in kept for kept in topk):
+            base_nll = sum(float(kept["nll_sum"]) for kept in topk) / tokens if tokens else None
+        else:  # a cache from before the per-batch sums were kept
+            base_nll = _base_nll_from_topk(batches, topk)
         return SubsetScores(
             rows=min(count * self.batch, len(base["input_ids"])),  # whole batches
             tokens=tokens,
