@@ -178,6 +178,14 @@ def test_a_cost_aware_study_warm_starts_from_an_own_model_study(stopped, own_mod
     assert row["state"] == "complete" and row["lr"] in (GOOD, WRECKING)
     assert len(load_spec_study(warm).trials) == 1  # the first study's trials stay there
     assert load_spec_study(warm).user_attrs["spec"]["sampler"] == "cost-aware"
+    # Its cost model prices the own model's points by the planner's training FLOPs for the
+    # folder's architecture (not the flat 1.0 of a point it cannot price).
+    from sweeps.cost_aware import CostModel
+    from sweeps.spec import load_spec
+
+    costs = CostModel(load_spec(warm))
+    assert costs.units({"lr": GOOD}) > 1e6
+    assert costs.units({"lr": GOOD, "max_steps": 8}) == pytest.approx(2 * costs.units({"lr": GOOD}))
 
     # The same folder under another name is another model (another checkpoint, as far as the
     # spec can tell): its results do not carry over.
