@@ -211,11 +211,13 @@ def test_a_cost_aware_study_warm_starts_from_an_own_model_study(stopped, own_mod
     ]
 
 
-def test_an_own_model_lora_trial_on_two_cpu_ranks_matches_one_process(
-    own_model, tmp_path: Path
+@pytest.mark.parametrize(("method", "lr"), [("lora", 3e-3), ("full", 5e-4)])
+def test_an_own_model_trial_on_two_cpu_ranks_matches_one_process(
+    own_model, tmp_path: Path, method: str, lr: float
 ) -> None:
     """``paretune trial --gpus 2 --sharding fsdp`` on the own model (gloo ranks on CPU): each
-    rank's memory is recorded, and the eval NLL and losses are the one-process trial's."""
+    rank's memory is recorded, and the eval NLL and losses are the one-process trial's. A full
+    fine-tune shards the own model's tied input and output embeddings (the demo's are not)."""
     import tomli_w
 
     from sweeps.trial.recipe import run_trial
@@ -224,9 +226,9 @@ def test_an_own_model_lora_trial_on_two_cpu_ranks_matches_one_process(
         model=str(own_model.model_dir),
         train=str(own_model.train),
         eval=str(own_model.eval),
-        method="lora",
+        method=method,
         rank=4,
-        lr=3e-3,
+        lr=lr,
         max_steps=4,
         eval_every=2,
         batch=8,
@@ -258,6 +260,10 @@ def test_an_own_model_lora_trial_on_two_cpu_ranks_matches_one_process(
     assert measured["peak_gb"] == max(measured["rank_peak_gb"])
     for states in measured["rank_states_gb"]:  # each rank holds about half the states
         assert states / single.measured.states_gb == pytest.approx(0.5, abs=0.02)
+    # as the planner predicts for a rank of the own model's architecture (ZeRO-3 partitioning)
+    assert sharded["predicted"]["states_gb"] == pytest.approx(
+        max(measured["rank_states_gb"]), rel=0.01
+    )
     assert sharded["forgetting"]["retain_source"] == "self-samples"
     assert sharded["forgetting"]["retain_delta_nll"] == pytest.approx(
         single.forgetting.retain_delta_nll, abs=1e-3
