@@ -8,7 +8,8 @@ points are enqueued, as in ``test_early_stopping.py``, so that what is stopped d
 on the sampler: a learning rate that learns (3e-3) and one that wrecks the model (0.3). At $0
 an hour the cost so far ties, so the wrecking trial is dominated at the rung by the finished
 good one and stopped there. Forgetting is measured on the own model's self-samples (no retain
-file), whose vocabulary (386 tokens) is larger than the top-k the base keeps per position.
+file): its vocabulary (about 384 tokens) is larger than the top-k the base keeps per position
+(``KL_TOP_K``, 256), so its samples are often outside that top-k.
 """
 
 from __future__ import annotations
