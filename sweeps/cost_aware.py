@@ -119,6 +119,8 @@ class CostModel:
 
         if self._gate is None:
             self._gate = Gate(self._spec)
+        # A spec of one method does not sample it (sweeps.study.suggest): not in the params.
+        params = {"method": self._spec.search.methods[0], **params}
         try:
             config = self._spec.trial_config(params)
         except (ValidationError, TypeError, ValueError):

@@ -221,3 +221,18 @@ def test_demo_sweeps_with_the_cost_aware_sampler_and_a_warm_start(demo, tmp_path
     assert refused.returncode == 2
     assert "no study of that name" in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
+
+
+def test_a_spec_of_one_method_is_costed_without_sampling_it(tmp_path: Path) -> None:
+    """With one method, ``method`` is no sampled parameter: the cost model still prices points
+    (it used to fail the first ask with KeyError 'method')."""
+    spec = _spec("one", tmp_path, search={**SEARCH, "methods": ["lora"]})
+    assert CostModel(spec).units({"rank": 4, "lr": 1e-3, "max_steps": 200}) == pytest.approx(
+        4 * CostModel(spec).units({"rank": 4, "lr": 1e-3, "max_steps": 50})
+    )
+    study = open_study(spec, open_storage(str(tmp_path / "one.journal")))
+    for _ in range(3):
+        trial = study.ask()
+        params = suggest(trial, spec)
+        assert params["method"] == "lora" and "method" not in trial.params
+        study.tell(trial, [1.0, 0.5, _predicted(spec, trial.params)])

@@ -241,7 +241,10 @@ def nll_and_topk(
     model, batches: Iterable[dict], *, k: int = KL_TOP_K
 ) -> tuple[float, int, list[dict]]:
     """The base model on a retain set in one forward pass per batch: (mean NLL of the labelled
-    tokens, how many, :func:`base_topk`'s top-k per scored position)."""
+    tokens, how many, :func:`base_topk`'s top-k per scored position). Each batch's entry also
+    holds ``nll_sum``, the base's summed NLL of that batch's labelled tokens, so that part of
+    the set can be scored against the base without the base model (whether or not every label
+    is in the top-k)."""
     import torch
 
     device = _device_of(model)
@@ -251,11 +254,16 @@ def nll_and_topk(
     with torch.no_grad():
         for batch in batches:
             logprobs, labels = _scored_logprobs(model, batch, device)
-            total += _nll_sum(logprobs, labels)
+            nll_sum = _nll_sum(logprobs, labels)
+            total += nll_sum
             count += int(labels.numel())
             top = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
             kept.append(
-                {"indices": top.indices.to(torch.int32).cpu(), "logprobs": top.values.cpu()}
+                {
+                    "indices": top.indices.to(torch.int32).cpu(),
+                    "logprobs": top.values.cpu(),
+                    "nll_sum": nll_sum,
+                }
             )
     model.train(was_training)
     return (total / count if count else float("nan")), count, kept

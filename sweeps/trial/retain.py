@@ -86,7 +86,7 @@ __all__ = [
     "weights_fingerprint",
 ]
 
-RETAIN_VERSION = 2
+RETAIN_VERSION = 3  # 3: the base data keeps per-batch NLL sums (a rung's retain ΔNLL)
 """Bump when what a source stores or how it scores changes; it keys every cache folder."""
 
 _PROMPTS_FILE = "retain_prompts.jsonl"
@@ -125,9 +125,9 @@ class RetainScores:
 class SubsetScores:
     """Forgetting on a fixed subset of a retain source (its first ``rows`` rows), as the
     sweep's early stopping scores it at each rung: the same measures as :class:`RetainScores`,
-    on fewer tokens. ``retain_delta_nll`` is None where the base's cached top-k does not hold
-    every scored token (the base's NLL of the subset is read from it, as no base model is at
-    hand mid-training); the demo's vocabulary always fits."""
+    on fewer tokens. The base's NLL of the subset is read from the per-batch NLL sums kept with
+    the base data (no base model is at hand mid-training); ``retain_delta_nll`` is None only
+    for a subset with no scored token."""
 
     rows: int
     tokens: int
@@ -341,28 +341,13 @@ class _TeacherForced(RetainSource):
         topk = base["topk"][:count]
         with self._inference():
             nll, tokens, kl = nll_and_kl(model, batches, topk)
-        base_nll = _base_nll_from_topk(batches, topk)
+        base_nll = sum(float(kept["nll_sum"]) for kept in topk) / tokens if tokens else None
         return SubsetScores(
             rows=min(count * self.batch, len(base["input_ids"])),  # whole batches
             tokens=tokens,
             retain_delta_nll=None if base_nll is None else nll - base_nll,
             retain_kl=kl,
         )
-
-
-def _base_nll_from_topk(batches: list[dict], topk: list[dict]) -> float | None:
-    """The base model's mean NLL of the scored tokens of ``batches``, read from its cached top-k
-    (:func:`sweeps.trial.metrics.nll_and_topk`); None when a scored token is not in its top-k."""
-    total, count = 0.0, 0
-    for batch, kept in zip(batches, topk, strict=True):
-        labels = batch["labels"][:, 1:]
-        scored = labels[labels != -100].long()
-        match = kept["indices"].long() == scored.unsqueeze(-1)
-        if not bool(match.any(-1).all()):
-            return None
-        total -= float((kept["logprobs"].float() * match).sum())
-        count += int(scored.numel())
-    return total / count if count else None
 
 
 class RetainFile(_TeacherForced):
