@@ -151,6 +151,8 @@ def preflight(
     if context.train:
         report.run("data check", _check_data_quality, context)
     report.run("objectives", _check_objectives, context)
+    if spec.framework != "hf":
+        report.run("framework", _check_framework, context)
     report.run("storage", _check_storage, context)
     if spec.run.mlflow or spec.run.wandb:
         report.run("tracking", _check_tracking, context)
@@ -647,6 +649,40 @@ def _check_objectives(context: _Context, report: _Report) -> str:
         f"{objectives.quality}, {forgetting}, {objectives.cost}{_price(context, report)}"
         + _early_stopping(context)
     )
+
+
+def _check_framework(context: _Context, report: _Report) -> str:
+    """What a sweep planned for another framework predicts and what its trials measure."""
+    from planner.frameworks import preset
+    from sweeps.trial.prediction import framework_untaken
+
+    spec, config = context.spec, context.config
+    chosen = preset(spec.framework)
+    taken = [f"loss {config.loss}"]
+    if config.method in ADAPTER_METHODS:
+        taken.append(f"dropout {config.dropout:g}")
+    taken.append(f"checkpointing {'on' if config.grad_checkpointing else 'off'}")
+    untaken = []
+    for method in spec.search.methods:
+        found = framework_untaken(spec.framework, method)
+        if found:
+            label = f"{method}: " if len(spec.search.methods) > 1 else ""
+            untaken.append(label + ", ".join(found))
+    detail = (
+        f"the gate's and each trial's predicted VRAM, hours and dollars are for "
+        f"{chosen.title} ({chosen.version}); the trials run paretune's transformers + peft "
+        f"trainer, as {chosen.title} would for {', '.join(taken)}"
+    )
+    if untaken:
+        detail += (
+            f", but not {'; '.join(untaken)}: the measured peak and time are paretune's "
+            f"trainer's, not {chosen.title}'s"
+        )
+    if chosen.speed_factor != 1.0:
+        detail += (
+            f"; hours use {chosen.title}'s speed claim x{chosen.speed_factor:g} (a vendor claim)"
+        )
+    return detail
 
 
 def _early_stopping(context: _Context) -> str:
