@@ -106,6 +106,14 @@ def test_the_gate_predicts_as_the_framework_runs() -> None:
     assert unsloth.peak_gb < hf.peak_gb - 3
     # Its hours carry its claimed speed-up (a vendor claim, said so in preflight).
     assert unsloth.hours is not None and hf.hours is not None and unsloth.hours < hf.hours
+    # A trial that does not fit says whose behaviour the prediction is for.
+    small = spec_from_text(
+        _BASE + 'framework = "unsloth"\n[hardware]\ngpu = "rtx-4090"\nmemory_gb = 4\n'
+        '[search]\nmethods = ["qlora"]\n' + body
+    )
+    refused = Gate(small).predict(small.trial_config(point))
+    assert not refused.fits
+    assert "GB (as unsloth runs it) > 4.0 GB on the target GPU" in refused.reason()
 
 
 def _recorded(results: Path, study: str) -> list[dict]:
