@@ -181,8 +181,13 @@ ROWS = [
         # transformers of 2023 (4.31-4.34) upcast the logits to fp32 inside the model,
         # returned them, and made a shifted contiguous fp32 copy for the loss: 5 fp32
         # copies alive at the loss backward (logit_copies=5).
-        note="DeepSpeed's ZeRO-2 gradient buckets and the reserved (not allocated) memory "
-        "of a whole-process measurement are not modelled",
+        note="DeepSpeed's ZeRO-2 gradient buckets are not modelled: LongLoRA's "
+        "ds_configs/stage2.json sets reduce_bucket_size 1e9 with overlap_comm and "
+        "contiguous_gradients, and DeepSpeedZeroOptimizer.backward "
+        "(deepspeed/runtime/zero/stage_1_and_2.py) then allocates two buffers of that many "
+        "16-bit elements: 4.0 GB more, which would put the row at +2.5%. The planner's "
+        "zero2 is the stage's partitioning, not one implementation's bucket settings, so the "
+        "buffers are not added here",
     ),
     Row(
         "bloomz-7b1 LoRA, A100-80GB, fp32, bs 8, seq 64",
