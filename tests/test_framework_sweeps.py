@@ -169,7 +169,7 @@ timeout_s = 300
     checked = paretune("sweep", "check", str(spec), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "are for Unsloth (unsloth 2026.8.19)" in checked.stdout
-    assert "as Unsloth would for loss fused, dropout 0, checkpointing on" in checked.stdout
+    assert "trainer with Unsloth's loss fused, grad_checkpointing on, dropout 0" in checked.stdout
     assert "but not checkpoints offloaded to host memory" in checked.stdout
     assert "speed claim x2 (a vendor claim)" in checked.stdout
     done = paretune("sweep", "run", str(spec), "--no-check", cwd=tmp_path)
