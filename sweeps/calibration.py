@@ -147,7 +147,8 @@ _RESULT_COLUMNS = (
 
 def runs_from_results(path: Path) -> tuple[list[Run], int]:
     """Every complete trial of every study that recorded the planner's terms; and how many
-    complete trials were left out for lack of them (run before they were recorded)."""
+    complete trials were left out: run before the terms were recorded, or predicted for
+    another framework (a sweep's ``framework``) than the trainer that measured them."""
     from planner.calibration import FRAMEWORK, Run
     from sweeps.results.schema import PREDICTED_TERMS
     from sweeps.results.store import ResultsStore
@@ -164,13 +165,21 @@ def runs_from_results(path: Path) -> tuple[list[Run], int]:
         )
     selected = ", ".join([*_RESULT_COLUMNS, *terms])
     _, rows = store.query(
-        f"SELECT {selected}, json_extract_string(config, '$.model') AS model FROM trials "
+        f"SELECT {selected}, json_extract_string(config, '$.model') AS model, "
+        "json_extract_string(config, '$.framework') AS framework FROM trials "
         "WHERE state = 'complete' ORDER BY study, number"
     )
     runs, skipped = [], 0
     for row in rows:
-        record = dict(zip([*_RESULT_COLUMNS, *terms, "model"], row, strict=True))
+        record = dict(zip([*_RESULT_COLUMNS, *terms, "model", "framework"], row, strict=True))
         if record["predicted_flops"] is None or record["predicted_weights_bytes"] is None:
+            skipped += 1
+            continue
+        if (record["framework"] or "hf") != "hf":
+            # Predicted as another framework runs, measured on paretune's trainer: the two
+            # describe different allocations, so the difference is no correction.
+            skipped += 1
+            continue
             skipped += 1
             continue
         on_gpu = record["device"] != "cpu"

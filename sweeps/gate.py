@@ -32,6 +32,7 @@ class Prediction:
     hours: float | None = None
     dollars: float | None = None
     note: str | None = None
+    framework: str = "hf"  # whose behaviour the figures are for (the spec's framework)
 
     @property
     def fits(self) -> bool:
@@ -47,9 +48,10 @@ class Prediction:
         return self.peak_gb - self.gpu_memory_gb
 
     def reason(self) -> str:
+        planned = "" if self.framework == "hf" else f" (as {self.framework} runs it)"
         return (
-            f"predicted peak {self.peak_gb:.1f} GB > {self.gpu_memory_gb:.1f} GB on the target "
-            "GPU; not launched"
+            f"predicted peak {self.peak_gb:.1f} GB{planned} > {self.gpu_memory_gb:.1f} GB on "
+            "the target GPU; not launched"
         )
 
 
@@ -123,6 +125,7 @@ class Gate:
             gpu_memory_gb=self.gpu_memory_gb,
             hours=float(est.hours) if est.hours is not None else None,
             dollars=dollars,
+            framework=self.spec.framework,
         )
 
     def training_flops(self, config: TrialConfig) -> float | None:

@@ -151,6 +151,8 @@ def preflight(
     if context.train:
         report.run("data check", _check_data_quality, context)
     report.run("objectives", _check_objectives, context)
+    if spec.framework != "hf":
+        report.run("framework", _check_framework, context)
     report.run("storage", _check_storage, context)
     if spec.run.mlflow or spec.run.wandb:
         report.run("tracking", _check_tracking, context)
@@ -647,6 +649,52 @@ def _check_objectives(context: _Context, report: _Report) -> str:
         f"{objectives.quality}, {forgetting}, {objectives.cost}{_price(context, report)}"
         + _early_stopping(context)
     )
+
+
+def _check_framework(context: _Context, report: _Report) -> str:
+    """What a sweep planned for another framework predicts and what its trials measure."""
+    from planner.frameworks import preset
+    from sweeps.trial.prediction import framework_trial_values, framework_untaken
+
+    spec, config = context.spec, context.config
+    chosen = preset(spec.framework)
+    from_preset = framework_trial_values(spec.framework, config.method, set())
+    taken = []
+    for name, value in from_preset.items():
+        ours = getattr(config, name)
+        if isinstance(ours, bool):
+            shown = "on" if ours else "off"
+        else:
+            shown = f"{ours:g}" if isinstance(ours, float) else str(ours)
+        own = " (the spec's own, over the preset's)" if ours != value else ""
+        taken.append(f"{name} {shown}{own}")
+    runs = (
+        f"with {chosen.title}'s {', '.join(taken)}"
+        if taken
+        else f"(no setting of {chosen.title}'s preset applies to it)"
+    )
+    detail = (
+        f"the gate's and each trial's predicted VRAM, hours and dollars are for "
+        f"{chosen.title} ({chosen.version}); the trials run paretune's transformers + peft "
+        f"trainer {runs}"
+    )
+    by_gap: dict[str, list[str]] = {}  # what the trainer leaves out -> the methods
+    for method in spec.search.methods:
+        found = framework_untaken(spec.framework, method)
+        if found:
+            by_gap.setdefault(", ".join(found), []).append(method)
+    whole = len(by_gap) == 1 and len(next(iter(by_gap.values()))) == len(spec.search.methods)
+    untaken = [gap if whole else f"{', '.join(methods)}: {gap}" for gap, methods in by_gap.items()]
+    if untaken:
+        detail += (
+            f", but not {'; '.join(untaken)}: the measured peak and time are paretune's "
+            f"trainer's, not {chosen.title}'s"
+        )
+    if chosen.speed_factor != 1.0:
+        detail += (
+            f"; hours use {chosen.title}'s speed claim x{chosen.speed_factor:g} (a vendor claim)"
+        )
+    return detail
 
 
 def _early_stopping(context: _Context) -> str:

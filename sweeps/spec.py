@@ -181,6 +181,7 @@ _SET_ELSEWHERE = {
     "time_limit_s",
     "memory_limit_gb",
     "seed",
+    "framework",
     "rung_min_steps",
     "rung_eta",
     "rung_retain_rows",
@@ -191,6 +192,7 @@ def _set_where(key: str) -> str:
     """Where a spec sets a trial setting [trial] may not: ``[data] train``, ..."""
     sections = {
         "model": "the top-level model key",
+        "framework": "the top-level framework key",
         "train": "[data] train",
         "eval": "[data] eval",
         "retain": "[data] retain",
@@ -686,6 +688,14 @@ class SweepSpec(_Section):
 
     name: str = Field(..., min_length=1, description="study name (one study per name)")
     model: str = Field("demo", description="'demo', a Hugging Face id, or a local model folder")
+    framework: str = Field(
+        "hf",
+        description="what the full-scale run will train with: hf (transformers + peft), trl, "
+        "unsloth, axolotl, torchtune or llama-factory. The feasibility gate, the predicted "
+        "VRAM, hours and dollars and each trial's recorded prediction use that framework's "
+        "planner preset; the trials run paretune's trainer with the framework's loss and "
+        "dropout (preflight lists what else differs)",
+    )
     sampler: Literal["tpe", "cost-aware", "nsga2", "gp", "random"] = Field(
         "tpe",
         description="Optuna sampler: tpe (multi-objective TPE), cost-aware (TPE-like, weighs "
@@ -713,6 +723,20 @@ class SweepSpec(_Section):
         if len(name) > MAX_NAME_LENGTH:
             raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
         return name
+
+    @field_validator("framework")
+    @classmethod
+    def _known_framework(cls, name: str) -> str:
+        from planner.errors import InvalidSpecError
+        from planner.frameworks import preset
+
+        try:
+            return preset(name).name
+        except InvalidSpecError as error:
+            known = error.message.rsplit("; ", 1)[-1]
+            raise ValueError(
+                f"unknown framework {name!r}; {known}. {error.hint or ''}".strip()
+            ) from None
 
     @model_validator(mode="after")
     def _not_set_twice(self) -> SweepSpec:
@@ -872,6 +896,12 @@ class SweepSpec(_Section):
             values["alpha"] = float(ratio) * int(
                 values.get("rank", TrialConfig.model_fields["rank"].default)
             )
+        if self.framework != "hf":
+            from sweeps.trial.prediction import framework_trial_values
+
+            given = set(self.trial.model_extra or {}) | set(self.search.params)
+            for name, value in framework_trial_values(self.framework, method, given).items():
+                values.setdefault(name, value)
         hw = self.hardware
         stopping = self.early_stopping()
         if stopping is not None:
@@ -895,6 +925,7 @@ class SweepSpec(_Section):
             usd_per_hour=hw.usd_per_hour,
             cpu_instance=hw.cpu_instance,
             seed=self.seed,
+            framework=self.framework,
             run_dir=str(Path(self.run.dir) / self.name),
             save="none"
             if self.run.save == "none"
@@ -1165,6 +1196,11 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         "",
         _line("name", spec.name, "study name: one study per name"),
         _line("model", spec.model, "'demo', a Hugging Face id, or a local model folder"),
+        _line(
+            "framework",
+            spec.framework,
+            "planned as: hf, trl, unsloth, axolotl, torchtune, llama-factory",
+        ),
         _line("sampler", spec.sampler, "tpe (default), cost-aware, nsga2, gp, random"),
         _line("seed", spec.seed, ""),
         "",

@@ -113,11 +113,11 @@ def test_sweep_this_plan_keeps_the_planned_loss(tmp_path) -> None:
     from tui.screens.plan_inputs import PlanForm
     from tui.screens.plan_spec import spec_from_plan
 
-    def trial_loss(**form: str) -> str | None:
+    def trial_loss(**form: str) -> tuple[str, str]:
         inputs = {**PlanForm(**form).parse().as_dict(), "methods": ["qlora"]}
         spec = spec_from_plan(inputs, run_dir=tmp_path / "runs", db=tmp_path / "r.duckdb")
-        return spec.model_dump()["trial"].get("loss")
+        return spec.framework, spec.trial_config({"method": "qlora", "lr": 1e-4}).loss
 
-    assert trial_loss(framework="torchtune") == "chunked"
-    assert trial_loss(framework="torchtune", loss="fused") == "fused"
-    assert trial_loss() is None  # transformers' own loss: the trial's default
+    assert trial_loss(framework="torchtune") == ("torchtune", "chunked")
+    assert trial_loss(framework="torchtune", loss="fused") == ("torchtune", "fused")
+    assert trial_loss() == ("hf", "standard")  # transformers' own loss: the trial's default

@@ -14,14 +14,96 @@ from sweeps.trial.types import TrialConfig
 if TYPE_CHECKING:
     from planner import MethodSpec
 
-__all__ = ["SHARDING", "planner_method", "rank_batch"]
+__all__ = [
+    "SHARDING",
+    "TRIAL_TAKES",
+    "framework_trial_values",
+    "framework_untaken",
+    "planner_method",
+    "rank_batch",
+    "trainer_method",
+]
 
 SHARDING = {"fsdp": "zero3", "zero2": "zero2", "zero3": "zero3"}
 """The planner's sharding for a trial's: FSDP2's ``fully_shard`` partitions as ZeRO-3."""
 
 
+TRIAL_TAKES = {"loss": "loss", "lora_dropout": "dropout"}
+"""Framework preset fields (``MethodSpec``) the trial runs as the framework does, and the
+``TrialConfig`` setting that carries each: the loss (standard, chunked or fused CE) and
+the adapters' dropout. A preset's offloaded checkpoints turn the trial's (on-device)
+gradient checkpointing on; every other preset field is only predicted."""
+
+
+def framework_trial_values(framework: str, kind: str, given: set[str]) -> dict[str, object]:
+    """The ``TrialConfig`` settings a trial of ``kind`` takes from ``framework``'s preset
+    (:data:`TRIAL_TAKES`), leaving out those the spec sets itself (``given``)."""
+    from planner.frameworks import preset
+
+    values: dict[str, object] = {}
+    for setting in preset(framework).settings:
+        if not setting.applies_to(kind):
+            continue
+        target = TRIAL_TAKES.get(setting.field)
+        if target is not None and target not in given and target not in values:
+            values[target] = setting.value
+        offloads = setting.field == "offload_checkpoints" and setting.value
+        if offloads and "grad_checkpointing" not in given:
+            values["grad_checkpointing"] = True
+    return values
+
+
+def framework_untaken(framework: str, kind: str) -> list[str]:
+    """What ``framework``'s preset changes for ``kind`` that paretune's trainer does not do
+    (the prediction has it, the measurement does not): each as the preset says why."""
+    from planner.frameworks import preset
+
+    default = trainer_method(TrialConfig(method=kind), precision="bf16")  # type: ignore[arg-type]
+    seen: set[str] = set()
+    untaken = []
+    for setting in preset(framework).settings:
+        if not setting.applies_to(kind) or setting.field in seen:
+            continue
+        seen.add(setting.field)
+        if setting.field in TRIAL_TAKES or getattr(default, setting.field) == setting.value:
+            continue
+        untaken.append(setting.why)
+    return untaken
+
+
 def planner_method(config: TrialConfig, *, precision: str) -> MethodSpec:
-    """The planner's ``MethodSpec`` for what ``config`` really runs at ``precision``."""
+    """The planner's ``MethodSpec`` for ``config`` at ``precision``: what paretune's trainer
+    runs (:func:`trainer_method`), planned as ``config.framework`` runs it.
+
+    The framework's preset fills the fields the trial does not carry (offloaded
+    checkpoints, attention kernel, k-bit preparation, adapter dtype, optimizer in
+    backward) and the optimizer when the trial leaves it at its default; the trial's own
+    settings (loss, dropout, checkpointing, rank ...) stay as the trial runs them."""
+    method = trainer_method(config, precision=precision)
+    if config.framework == "hf":
+        return method
+    from dataclasses import asdict
+
+    from planner.frameworks import framework_method
+
+    settings = {
+        k: v for k, v in asdict(method).items() if k not in ("kind", "framework", "speed_factor")
+    }
+    explicit = {"loss", "lora_dropout", "grad_checkpointing", "rank", "alpha", "targets"}
+    if config.optimizer != TrialConfig.model_fields["optimizer"].default:
+        explicit.add("optimizer")
+    return framework_method(
+        config.framework,
+        config.method,
+        settings=settings,
+        explicit=explicit,
+        grad_accum=config.grad_accum,
+    ).method
+
+
+def trainer_method(config: TrialConfig, *, precision: str) -> MethodSpec:
+    """The planner's ``MethodSpec`` for what paretune's trainer runs for ``config`` at
+    ``precision`` (transformers + peft, whatever ``config.framework`` says)."""
     from planner import MethodSpec
 
     if config.method == "qlora" and precision == "fp32":

@@ -419,10 +419,10 @@ def _apply_method(model, config: TrialConfig):
     preparation; checkpointing non-reentrant); bad settings are a ``TrialError``."""
     from planner.errors import InvalidSpecError
     from planner.methods import MethodSetup, apply_method, decoder_layers
-    from sweeps.trial.prediction import planner_method
+    from sweeps.trial.prediction import trainer_method
 
     # The precision changes what the planner predicts, not how a method is applied.
-    spec = planner_method(config, precision="fp32")
+    spec = trainer_method(config, precision="fp32")
     setup = MethodSetup.from_spec(spec, recipe="trial", use_rslora=config.use_rslora)
     try:
         if config.method == "freeze":

@@ -108,6 +108,12 @@ class TrialConfig(_Strict):
         "Liger's kernel on CUDA when liger-kernel is installed)",
     )
     seed: int = 0
+    framework: Literal["hf", "trl", "unsloth", "axolotl", "torchtune", "llama-factory"] = Field(
+        "hf",
+        description="the framework the planner's predictions are for (planner.frameworks); "
+        "the trial itself runs paretune's transformers + peft trainer, with the framework's "
+        "loss and dropout",
+    )
 
     # Evaluation.
     eval_every: int | None = Field(

@@ -109,7 +109,10 @@ def _collect(
         runs += found
         notes.append(f"{db}: {len(found)} complete trials")
         if skipped:
-            notes.append(f"  ({skipped} complete trials ran before predictions were recorded)")
+            notes.append(
+                f"  ({skipped} complete trials left out: run before predictions were "
+                "recorded, or predicted for another framework than paretune's trainer)"
+            )
     for path in gpu_check:
         found = runs_from_gpu_check(path)
         runs += found

@@ -4,7 +4,8 @@ The spec keeps what the user planned (model, GPU, provider, sequence length, bat
 optimizer) fixed and searches around it: the methods that fit, the rank from half to
 twice the planned one, alpha as 1x or 2x the rank, a log-uniform learning rate, and
 the target modules. The dollar budget defaults to ten trials at the cheapest planned
-cost. The user edits the written TOML before launching.
+cost. The plan's framework becomes the spec's ``framework``: the trials are gated and
+predicted as that framework runs, with its loss. The user edits the written TOML before launching.
 """
 
 from __future__ import annotations
@@ -24,20 +25,11 @@ def _study_name(model: str, gpu: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stem}-{gpu}").strip("-") or "plan"
 
 
-def _planned_loss(inputs: dict[str, Any], kind: str) -> dict[str, str]:
-    """The loss the plan assumed (the form's, or its framework's), so that the trials
-    compute cross-entropy the way the planned framework does."""
-    from planner.frameworks import framework_method
-
+def _planned_loss(inputs: dict[str, Any]) -> dict[str, str]:
+    """The loss the user chose over the framework's own (the framework's own comes with
+    the spec's ``framework`` key)."""
     loss = inputs.get("loss")
-    explicit = {"loss"} if loss else set()
-    chosen = framework_method(
-        inputs.get("framework") or "hf",
-        kind,
-        settings={"loss": loss} if loss else {},
-        explicit=explicit,
-    )
-    return {} if chosen.method.loss == "standard" else {"loss": chosen.method.loss}
+    return {"loss": loss} if loss else {}
 
 
 def spec_from_plan(inputs: dict[str, Any], *, run_dir: Path, db: Path):
@@ -68,6 +60,7 @@ def spec_from_plan(inputs: dict[str, Any], *, run_dir: Path, db: Path):
     raw = {
         "name": name,
         "model": inputs["model"],
+        "framework": inputs.get("framework") or "hf",
         "hardware": {
             "device": "cuda",
             "gpu": inputs["gpu"],
@@ -77,7 +70,7 @@ def spec_from_plan(inputs: dict[str, Any], *, run_dir: Path, db: Path):
         "trial": {
             "max_seq_len": int(inputs["seq_len"]),
             "grad_checkpointing": bool(inputs["grad_checkpointing"]),
-            **_planned_loss(inputs, methods[0]),
+            **_planned_loss(inputs),
         },
         "budget": budget,
         "run": {"dir": str(run_dir), "results": str(db)},
