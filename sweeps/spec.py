@@ -660,6 +660,14 @@ class RunSection(_Section):
         description='"offline": each finished trial is also written as an offline W&B run in '
         "<dir>/wandb (`wandb sync` uploads them); needs the wandb extra",
     )
+    calibration: str | None = Field(
+        None,
+        description="calibration profile the feasibility gate, the budget's cost predictions "
+        "and each trial's predicted peak, hours and dollars are corrected by: a profile "
+        'written by `paretune calibrate` (a path), or "none" for the planner\'s defaults; '
+        "default: the active profile, if `paretune calibrate` wrote one (as `paretune plan "
+        "--calibration`)",
+    )
 
     @field_validator("mlflow")
     @classmethod
@@ -668,6 +676,16 @@ class RunSection(_Section):
             raise ValueError(
                 'must be an MLflow tracking URI such as "sqlite:///mlflow.db", '
                 '"file:./mlruns" or "http://host:5000"; leave it out to log nothing'
+            )
+        return value
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_choice(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                'must be a calibration profile\'s path or "none"; leave it out to use the '
+                "active profile"
             )
         return value
 
@@ -1271,6 +1289,11 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         _line("wandb", run.wandb, "offline W&B runs in dir/wandb")
         if run.wandb
         else '# wandb = "offline"  # also write each trial as an offline W&B run'
+    )
+    out.append(
+        _line("calibration", run.calibration, "calibration profile of the predictions")
+        if run.calibration
+        else '# calibration = "none"  # default: the active profile of `paretune calibrate`'
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
