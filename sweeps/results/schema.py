@@ -892,6 +892,19 @@ _CALIBRATION_COLUMNS = (
         "measured / predicted hours",
         "(wall_s / 3600.0) / NULLIF(predicted_hours, 0)",
     ),
+    ViewColumn(
+        "measured_train_hours",
+        "DOUBLE",
+        "the trial's training hours (train_s; without loading and evaluation): what a "
+        "calibration's throughput is fitted to",
+        "train_s / 3600.0",
+    ),
+    ViewColumn(
+        "train_hours_ratio",
+        "DOUBLE",
+        "measured training hours / predicted hours",
+        "(train_s / 3600.0) / NULLIF(predicted_hours, 0)",
+    ),
     _trials_column("predicted_dollars"),
     _trials_column("dollars"),
     ViewColumn(
@@ -1063,8 +1076,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         7,
         "studies and trials: calibration, the calibration profile the predictions used (path, "
-        "sha256, version); view calibration: columns calibrated, calibration_sha256 and "
-        "calibration",
+        "sha256, version); view calibration: columns measured_train_hours, train_hours_ratio, "
+        "calibrated, calibration_sha256 and calibration",
         (("studies", "calibration"), ("trials", "calibration")),
     ),
 )
