@@ -170,6 +170,27 @@ def _trial_of(fields: Mapping[str, Any], source: str, imported: Imported) -> Run
     return found
 
 
+def _in_order(found: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """paretune's trials first, by study and number as the results file gives them (so a fit
+    adds them up in the same order), then other runs by name."""
+
+    def key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
+        where, fields = item
+        number = _number(fields.get("paretune.trial"))
+        if number is None and str(fields.get("paretune.trial")) == "0":
+            number = 0.0
+        if number is not None:
+            return (0, str(fields.get("paretune.study") or ""), number, where)
+        return (1, "", 0.0, where)
+
+    return sorted(found, key=key)
+
+
+def _where(fields: Mapping[str, Any], otherwise: str) -> str:
+    study, trial = fields.get("paretune.study"), fields.get("paretune.trial")
+    return f"study {study} trial {trial}" if study and trial is not None else otherwise
+
+
 def _run_of(fields: Mapping[str, Any], source: str, imported: Imported) -> Run | None:
     """A run by its fields: paretune's own trial, else sized by the planner from its shape."""
     if "paretune.role" in fields:
@@ -281,13 +302,8 @@ def _mlflow_runs(uri: str) -> Iterator[tuple[str, dict[str, Any]]]:
             for run in page:
                 tags, params = run.data.tags, run.data.params
                 name = run.info.run_name or run.info.run_id
-                study, trial = tags.get("paretune.study"), tags.get("paretune.trial")
-                where = (
-                    f"study {study} trial {trial}"
-                    if study and trial
-                    else f"experiment {experiment.name} run {name}"
-                )
-                yield where, _fields(run.data.metrics, params, tags)
+                fields = _fields(run.data.metrics, params, tags)
+                yield _where(fields, f"experiment {experiment.name} run {name}"), fields
             token = page.token
             if not token:
                 break
@@ -311,7 +327,7 @@ def runs_from_mlflow(uri: str) -> Imported:
         )
     _check_fields(f"MLflow store {uri}", [fields for _, fields in found])
     imported = Imported()
-    for where, fields in found:
+    for where, fields in _in_order(found):
         run = _run_of(fields, f"{uri}: {where}", imported)
         if run is not None:
             imported.runs.append(run)
@@ -364,6 +380,8 @@ def _offline_run(folder: Path) -> dict[str, Any]:
             target = config
             if kind == "run":
                 items = record.run.config.update
+                if record.run.run_group:  # paretune's trials are grouped by their study
+                    summary.setdefault("paretune.study", record.run.run_group)
             elif kind == "config":
                 items = record.config.update
             elif kind == "summary":
@@ -456,7 +474,10 @@ def runs_from_wandb(path: Path) -> Imported:
                 f"W&B runs {path}: no offline run folder (offline-run-*) in it",
                 "Give the wandb folder of offline runs, one run's folder, or a CSV/JSON export.",
             )
-        found = [(f"run {folder.name}", _offline_run(folder)) for folder in folders]
+        found = []
+        for folder in folders:
+            fields = _offline_run(folder)
+            found.append((_where(fields, f"run {folder.name}"), fields))
     elif path.is_file():
         found = _export_rows(path)
     else:
@@ -469,7 +490,7 @@ def runs_from_wandb(path: Path) -> Imported:
         )
     _check_fields(f"W&B runs {path}", [fields for _, fields in found])
     imported = Imported()
-    for where, fields in found:
+    for where, fields in _in_order(found):
         run = _run_of(fields, f"{path.name}: {where}", imported)
         if run is not None:
             imported.runs.append(run)
