@@ -334,3 +334,67 @@ def test_the_preflight_says_which_profile_and_where_it_extrapolates(first, tmp_p
         preflight(load_spec(missing), dry_step=False)
     assert "calibration: calibration profile" in raised.value.message
     assert "no such file" in raised.value.message
+
+
+def test_the_gate_and_the_budget_predict_with_the_profile(tmp_path: Path) -> None:
+    """On a target GPU: a profile (written here, as a fixture: no GPU run is claimed) whose
+    qlora group adds 80 GB of overhead and halves the MFU makes a trial that fits by the
+    defaults infeasible, and doubles its hours and dollars; a real sweep records it."""
+    import optuna
+
+    from planner.calibration import Correction, Fit, Profile
+    from sweeps.gate import Gate
+    from sweeps.results.store import ResultsStore
+    from sweeps.spec import SweepSpec
+    from sweeps.worker import Sweep
+
+    def spec(calibration: str) -> SweepSpec:
+        return SweepSpec.model_validate(
+            {
+                "name": "gated",
+                "model": "meta-llama/Llama-3.1-8B",
+                "hardware": {"device": "cuda", "gpu": "h100-sxm", "provider": "runpod-secure"},
+                "search": {"methods": ["qlora"], "rank": [8, 16], "lr": 1e-4},
+                "trial": {"max_seq_len": 2048, "batch": 4, "grad_checkpointing": True},
+                "budget": {"trials": 3},
+                "run": {
+                    "dir": str(tmp_path / "runs"),
+                    "results": str(tmp_path / "r.duckdb"),
+                    "calibration": calibration,
+                },
+            }
+        )
+
+    plain = spec("none")
+    config = plain.trial_config({"method": "qlora", "rank": 8})
+    defaults = Gate(plain).predict(config)
+    assert defaults.fits and defaults.calibration is None and defaults.hours > 0
+    mfu = Gate(plain)._estimate(Gate(plain)._resolve_arch(), config, gpu="h100-sxm").mfu
+    correction = Correction(
+        device="h100-sxm", method="qlora", framework="transformers", runs=3,
+        sources=("a test fixture",), throughput=mfu / 2, throughput_runs=3,
+        throughput_weight=1.0, activation_scale=1.0, overhead_bytes=80e9, memory_runs=3,
+        memory_weight=1.0, seq_len=(1024, 4096), batch=(2, 8), models=("llama-3.1-8b",),
+    )  # fmt: skip
+    path = tmp_path / "gpu.toml"
+    Profile(Fit(min_runs=3, corrections=(correction,)), (), created="2026-12-01").write(path)
+
+    calibrated_spec = spec(str(path))
+    gate = Gate(calibrated_spec)
+    calibrated = gate.predict(config)
+    assert not calibrated.fits and calibrated.peak_gb > 80
+    assert calibrated.hours == pytest.approx(2 * defaults.hours, rel=1e-6)
+    assert calibrated.dollars == pytest.approx(2 * defaults.dollars, rel=1e-6)
+    assert calibrated.calibration["calibrated"] and calibrated.calibration["warnings"] == []
+    assert calibrated.calibration["sha256"] == gate.profile.profile.sha256
+
+    sweep = Sweep.open(calibrated_spec)
+    state = sweep.run()
+    assert "infeasible trials in a row" in state.stop_reason  # never launched
+    study = optuna.load_study(study_name="gated", storage=sweep.storage)
+    assert {t.user_attrs["state"] for t in study.trials} == {"infeasible"}
+    assert study.user_attrs["calibration"]["sha256"] == gate.profile.profile.sha256
+    _, rows = ResultsStore(tmp_path / "r.duckdb").query(
+        "SELECT predicted_peak_gb, json_extract_string(calibration, '$.sha256') FROM trials"
+    )
+    assert rows and all(peak > 80 and sha == gate.profile.profile.sha256 for peak, sha in rows)
