@@ -313,6 +313,13 @@ def runs_from_mlflow(uri: str) -> Imported:
     """Every run of every experiment of a local MLflow store (a study's parent runs aside)."""
     store = _mlflow_store(uri)
     try:
+        import mlflow  # noqa: F401 - the client reads the store
+    except ImportError:
+        raise CalibrationInputError(
+            f"MLflow store {uri}: MLflow is not installed, so its runs cannot be read",
+            "Install it with `pip install 'paretune[mlflow]'` (mlflow-skinny).",
+        ) from None
+    try:
         found = list(_mlflow_runs(store))
     except UserError:
         raise
@@ -344,8 +351,15 @@ def wandb_records(path: Path) -> list[Any]:
     LevelDB log blocks of 32 KiB whose records (7-byte header: CRC, length, type full, first,
     middle or last) carry ``wandb_internal_pb2.Record`` messages. wandb 0.31 ships no Python
     reader for it (its reader lives in the wandb-core binary)."""
-    from wandb.proto import wandb_internal_pb2
-
+    try:
+        from wandb.proto import wandb_internal_pb2
+    except ImportError:
+        raise CalibrationInputError(
+            f"W&B offline runs ({path.parent}) are read with wandb's own record schema, and "
+            "wandb is not installed",
+            "Install it with `pip install 'paretune[wandb]'`, or export the runs from W&B as "
+            "CSV or JSON.",
+        ) from None
     data = path.read_bytes()
     if data[:4] != b":W&B" or struct.unpack("<HB", data[4:7]) != (0xBEE1, 0):
         raise CalibrationInputError(

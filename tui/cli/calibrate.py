@@ -67,7 +67,7 @@ _DEFAULT_DB = Path("runs") / "results.duckdb"
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="Where the profile is written (default: the active profile in the user config "
-    "directory, which `paretune plan` reads).",
+    "directory, which `paretune plan` and sweeps read).",
 )
 @click.option(
     "--format",
