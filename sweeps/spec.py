@@ -184,6 +184,7 @@ _SET_ELSEWHERE = {
     "rung_min_steps",
     "rung_eta",
     "rung_retain_rows",
+    "calibration",
 }
 
 
@@ -206,6 +207,7 @@ def _set_where(key: str) -> str:
         "rung_min_steps": "[search.early_stopping] min_steps",
         "rung_eta": "[search.early_stopping] eta",
         "rung_retain_rows": "[search.early_stopping] retain_rows",
+        "calibration": "[run] calibration (the gate's and the trials' profile)",
     }
     return sections.get(key, "the sweep itself")
 

@@ -169,7 +169,15 @@ def test_runs_other_tools_logged_are_read_by_their_names(first, tmp_path: Path) 
                 [f"run-{index}", "finished", model, row["method"], "cpu", row["batch"],
                  row["predicted_seq_len"], row["measured_peak_gb"]]
             )  # fmt: skip
-    for path in (as_json, as_csv):
+    # ... and api.runs() put in a pandas frame and saved with to_csv: Python dicts as text.
+    as_frame = tmp_path / "wandb_api.csv"
+    with as_frame.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["", "summary", "config", "name"])
+        for index, run in enumerate(exported):
+            config = {k: v["value"] if isinstance(v, dict) else v for k, v in run["config"].items()}
+            writer.writerow([index, repr(run["summary"]), repr(config), run["name"]])
+    for path in (as_json, as_csv, as_frame):
         done = paretune("calibrate", "--wandb", str(path), "--min-runs", "1", "--out", str(out))
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{len(rows)} of {len(rows)} W&B runs" in done.stdout
