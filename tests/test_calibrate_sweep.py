@@ -406,3 +406,25 @@ def test_the_gate_and_the_budget_predict_with_the_profile(tmp_path: Path) -> Non
         "SELECT predicted_peak_gb, json_extract_string(calibration, '$.sha256') FROM trials"
     )
     assert rows and all(peak > 80 and sha == gate.profile.profile.sha256 for peak, sha in rows)
+
+
+def test_a_trial_without_its_profile_keeps_the_defaults_and_says_why(tmp_path: Path) -> None:
+    from planner import MethodSpec, Workload, estimate, resolve_model
+    from sweeps.trial.prediction import calibrated_prediction
+    from sweeps.trial.recipe import trial_command
+    from sweeps.trial.types import TrialConfig
+
+    planned = estimate(
+        resolve_model("qwen2.5-0.5b"),
+        Workload(seq_len=1024, batch=4),
+        MethodSpec(kind="lora"),
+        gpu="h100-sxm",
+    )
+    assert calibrated_prediction(planned, None) == (planned, None)
+    kept, why = calibrated_prediction(planned, str(tmp_path / "gone.toml"))
+    assert kept is planned and why is not None and why["calibrated"] is False
+    assert "no such file" in why["label"]
+    # The sweep passes its profile to each trial; the command that reruns one leaves it out.
+    config = TrialConfig(method="lora", lr=3e-4, max_steps=30)
+    with_profile = config.model_copy(update={"calibration": str(tmp_path / "p.toml")})
+    assert trial_command(with_profile, Path("t.toml")) == trial_command(config)
