@@ -686,12 +686,7 @@ def _check_calibration(context: _Context, report: _Report) -> str:
     try:
         profile = sweep_profile(choice)
     except UserError as error:
-        report.problem(
-            "calibration",
-            error.message,
-            "Write it with `paretune calibrate --out FILE`, or set [run] calibration = "
-            '"none" to predict with the planner\'s defaults.',
-        )
+        report.problem("calibration", error.message, error.hint)
         return ""
     if profile is None:
         why = (

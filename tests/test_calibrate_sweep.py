@@ -342,6 +342,11 @@ def test_the_preflight_says_which_profile_and_where_it_extrapolates(first, tmp_p
         preflight(load_spec(missing), dry_step=False)
     assert "calibration: calibration profile" in raised.value.message
     assert "no such file" in raised.value.message
+    # Without the preflight, the sweep refuses it before the study is touched.
+    done = paretune("sweep", "run", str(missing), "--no-check")
+    assert done.returncode == 2 and "no such file" in done.stderr, done.stdout + done.stderr
+    assert '[run] calibration = "none"' in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs" / "missing.journal").exists()
 
 
 def test_the_gate_and_the_budget_predict_with_the_profile(tmp_path: Path) -> None:

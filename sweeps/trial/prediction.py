@@ -96,8 +96,16 @@ def sweep_profile(choice: str | None) -> SweepProfile | None:
     profile where ``paretune calibrate`` wrote one. A profile that cannot be read raises
     :class:`~planner.errors.InvalidSpecError` saying what to fix."""
     from planner.calibration import active_profile
+    from planner.errors import InvalidSpecError
 
-    active = active_profile(choice)
+    try:
+        active = active_profile(choice)
+    except InvalidSpecError as error:
+        raise InvalidSpecError(
+            error.message,
+            "Write it with `paretune calibrate --out FILE`, or set [run] calibration = "
+            '"none" in the sweep spec to predict with the planner\'s defaults.',
+        ) from None
     return None if active is None else SweepProfile(*active)
 
 
