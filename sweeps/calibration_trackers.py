@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import re
 import struct
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -240,10 +241,13 @@ def _check_fields(where: str, rows: list[dict[str, Any]]) -> None:
     if not plain:
         return
     names = set().union(*plain)
+    # Named as a peak memory, in a unit not listed (peak_memory_tb, peak_kb); other names
+    # with "peak" in them (train_mem_gpu_peaked_delta, peak_flops) are not memory figures.
     odd = sorted(
         name
         for name in names
-        if "peak" in name and ("mem" in name or name.startswith("peak_")) and name not in PEAK_UNITS
+        if name not in PEAK_UNITS
+        and (name.startswith(("peak_mem", "max_mem")) or re.fullmatch(r"peak_[a-z]?i?b", name))
     )
     missing = [f for f in _NEEDED if not any(name in names for name in FIELD_NAMES[f])]
     if not (set(PEAK_UNITS) & names) and not any(n in names for n in FIELD_NAMES["tokens_per_s"]):
