@@ -433,3 +433,28 @@ def test_a_trial_without_its_profile_keeps_the_defaults_and_says_why(tmp_path: P
     config = TrialConfig(method="lora", lr=3e-4, max_steps=30)
     with_profile = config.model_copy(update={"calibration": str(tmp_path / "p.toml")})
     assert trial_command(with_profile, Path("t.toml")) == trial_command(config)
+
+
+@pytest.mark.slow
+def test_a_cpu_sweeps_budget_is_checked_against_the_calibrated_cost(first, tmp_path) -> None:
+    """Without a profile a CPU trial is unpriced until one has run; with one, a trial the
+    profile prices above what is left is never launched."""
+    import optuna
+
+    from sweeps.spec import load_spec
+    from sweeps.study import open_storage
+
+    spec = write_demo_spec(
+        tmp_path, "budgeted", trials=2, extra_run=f'calibration = "{first["profile"]}"'
+    )
+    spec.write_text(spec.read_text().replace("trials = 2", "trials = 2\ndollars = 0.0000001"))
+    done = paretune("sweep", "run", str(spec), "--no-check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    loaded = load_spec(spec)
+    (trial,) = optuna.load_study(
+        study_name="budgeted", storage=open_storage(loaded.storage_url)
+    ).get_trials()
+    assert trial.user_attrs["state"] == "over_budget" and "result" not in trial.user_attrs
+    assert trial.user_attrs["predicted_dollars"] > 0.0000001
+    assert trial.user_attrs["calibration"]["calibrated"] is True
+    assert "dollar budget" in trial.user_attrs["error"]
