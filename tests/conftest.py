@@ -14,7 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # A user's own settings (a calibration profile written by `paretune calibrate`, which sweeps
 # and plans apply by default; price files) must not change what the tests measure: the user
-# config directory is an empty one of the session's. Tests that write there set their own.
+# config directory is an empty temporary one for the whole test run. Tests that write there
+# set their own.
 import tempfile  # noqa: E402
 
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="paretune-test-config-")
