@@ -59,6 +59,7 @@ dir = "{folder / "runs"}"
 results = "{folder / f"{name}.duckdb"}"
 save = "none"
 timeout_s = 600
+calibration = "none"  # the sweeps themselves predict with the defaults, whatever is active
 """)
     return spec
 

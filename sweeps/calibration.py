@@ -25,10 +25,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMPORT_COLUMNS",
+    "TRIAL_FIELDS",
     "CalibrationInputError",
+    "planned_run",
     "runs_from_gpu_check",
     "runs_from_import",
     "runs_from_results",
+    "trial_run",
 ]
 
 GB = 1_000_000_000
@@ -67,7 +70,7 @@ def _peak_flops(gpu: str | None) -> float | None:
     return load_catalog().gpu(gpu).matmul_tflops * 1e12
 
 
-def _planned_run(
+def planned_run(
     source: str,
     model: str,
     method: str,
@@ -149,7 +152,6 @@ def runs_from_results(path: Path) -> tuple[list[Run], int]:
     """Every complete trial of every study that recorded the planner's terms; and how many
     complete trials were left out: run before the terms were recorded, or predicted for
     another framework (a sweep's ``framework``) than the trainer that measured them."""
-    from planner.calibration import FRAMEWORK, Run
     from sweeps.results.schema import PREDICTED_TERMS
     from sweeps.results.store import ResultsStore
 
@@ -172,43 +174,57 @@ def runs_from_results(path: Path) -> tuple[list[Run], int]:
     runs, skipped = [], 0
     for row in rows:
         record = dict(zip([*_RESULT_COLUMNS, *terms, "model", "framework"], row, strict=True))
-        if record["predicted_flops"] is None or record["predicted_weights_bytes"] is None:
+        found = trial_run(record, f"{path.name}: study {record['study']} trial {record['number']}")
+        if found is None:
             skipped += 1
-            continue
-        if (record["framework"] or "hf") != "hf":
-            # Predicted as another framework runs, measured on paretune's trainer: the two
-            # describe different allocations, so the difference is no correction.
-            skipped += 1
-            continue
-            skipped += 1
-            continue
-        on_gpu = record["device"] != "cpu"
-        device = "cpu" if not on_gpu else (record["gpu"] or str(record["device"]))
-        runs.append(
-            Run(
-                source=f"{path.name}: study {record['study']} trial {record['number']}",
-                device=device,
-                method=str(record["method"]),
-                framework=FRAMEWORK,
-                model=str(record["model"] or "demo"),
-                seq_len=int(record["predicted_seq_len"] or 0),
-                batch=int(record["batch"] or 1),
-                breakdown={t: int(record[f"predicted_{t}_bytes"] or 0) for t in PREDICTED_TERMS},
-                measured_peak_bytes=_trial_peak(record, on_gpu),
-                flops=float(record["predicted_flops"]),
-                seconds=record["train_s"],
-                peak_flops=_peak_flops(device) if on_gpu and record["gpu"] else None,
-                devices=int(record["devices"] or 1),
-            )
-        )
+        else:
+            runs.append(found)
     return runs, skipped
+
+
+TRIAL_FIELDS = (*_RESULT_COLUMNS, "model", "framework")
+"""What :func:`trial_run` reads of a trial, beside its ``predicted_<term>_bytes``."""
+
+
+def trial_run(record: Mapping[str, Any], source: str) -> Run | None:
+    """A complete trial of paretune's as a run, from its ``trials`` columns (``record``:
+    :data:`TRIAL_FIELDS` and the planner's terms, ``model`` the trial's); None when it
+    recorded no planner terms, or was predicted for another framework (a sweep's
+    ``framework``) than the trainer that measured it. A results file, an MLflow store and W&B runs that paretune
+    logged all come through here, so each gives the same fit."""
+    from planner.calibration import FRAMEWORK, Run
+    from sweeps.results.schema import PREDICTED_TERMS
+
+    if record.get("predicted_flops") is None or record.get("predicted_weights_bytes") is None:
+        return None
+    if (record.get("framework") or "hf") != "hf":
+        # Predicted as another framework runs it, measured on paretune's trainer: the two
+        # describe different allocations, so their difference is no correction.
+        return None
+    on_gpu = (record.get("device") or "cpu") != "cpu"
+    device = "cpu" if not on_gpu else (record.get("gpu") or str(record["device"]))
+    return Run(
+        source=source,
+        device=device,
+        method=str(record["method"]),
+        framework=FRAMEWORK,
+        model=str(record.get("model") or "demo"),
+        seq_len=int(record.get("predicted_seq_len") or 0),
+        batch=int(record.get("batch") or 1),
+        breakdown={t: int(record.get(f"predicted_{t}_bytes") or 0) for t in PREDICTED_TERMS},
+        measured_peak_bytes=_trial_peak(record, on_gpu),
+        flops=float(record["predicted_flops"]),
+        seconds=record.get("train_s"),
+        peak_flops=_peak_flops(device) if on_gpu and record.get("gpu") else None,
+        devices=int(record.get("devices") or 1),
+    )
 
 
 def _trial_peak(record: Mapping[str, Any], on_gpu: bool) -> float | None:
     if not on_gpu:
-        peak = record["measured_peak_gb"]
+        peak = record.get("measured_peak_gb")
         return None if peak is None else peak * GB
-    reserved = record["measured_peak_reserved_gb"] or record["measured_peak_gb"]
+    reserved = record.get("measured_peak_reserved_gb") or record.get("measured_peak_gb")
     return None if reserved is None else reserved * GB + _cuda_context()
 
 
@@ -295,7 +311,7 @@ def _gpu_check_run(
     # Without a CUDA device name the row was measured on the CPU (--device cpu): a CPU run.
     device = str(header["gpu"]) if header.get("device") else "cpu"
     seq_len, batch = _run_settings(header)
-    return _planned_run(
+    return planned_run(
         f"{path.name} line {number}",
         _row_model(header, str(row["model"])),
         str(row["method"]),
@@ -405,7 +421,7 @@ def runs_from_import(path: Path) -> list[Run]:
         gpu = str(row["gpu"]).strip().lower()
         try:
             runs.append(
-                _planned_run(
+                planned_run(
                     str(row.get("source") or f"{path.name} row {index}"),
                     str(row["model"]).strip(),
                     str(row["method"]).strip().lower(),

@@ -125,7 +125,10 @@ class CostModel:
             config = self._spec.trial_config(params)
         except (ValidationError, TypeError, ValueError):
             return 1.0
-        predicted = self._gate.predict(config).dollars
+        # Without a target GPU, FLOPs for every point: a calibration profile prices only the
+        # CPU methods it has a throughput for, and dollars and FLOPs are not one unit.
+        on_gpu = self._spec.hardware.gpu is not None
+        predicted = self._gate.predict(config).dollars if on_gpu else None
         if predicted is None:
             predicted = self._gate.training_flops(config)
         return float(predicted) if predicted and predicted > 0 else 1.0

@@ -11,7 +11,7 @@ so far stands in for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pricing.errors import UserError
@@ -33,6 +33,9 @@ class Prediction:
     dollars: float | None = None
     note: str | None = None
     framework: str = "hf"  # whose behaviour the figures are for (the spec's framework)
+    calibration: dict[str, Any] | None = None
+    """The calibration profile the figures were corrected by (its record, whether a group
+    applied, why, extrapolation warnings); None: the planner's defaults."""
 
     @property
     def fits(self) -> bool:
@@ -56,20 +59,26 @@ class Prediction:
 
 
 class Gate:
-    """Predicts each trial on the spec's target GPU (``[hardware] gpu``).
+    """Predicts each trial on the spec's target GPU (``[hardware] gpu``), corrected by the
+    spec's calibration profile (``[run] calibration``, default the active one).
 
-    Without a target GPU (CPU runs) every trial is feasible and unpriced by the planner.
-    Bad catalogue ids raise the catalogue's :class:`~pricing.errors.UserError` at
-    construction, before anything is launched.
+    Without a target GPU (CPU runs) every trial is feasible; it is priced by the planner only
+    where the profile has a fitted CPU throughput for its method. Bad catalogue ids, and a
+    profile that cannot be read, raise a :class:`~pricing.errors.UserError` at construction,
+    before anything is launched (``calibrate=False``: the profile is not read).
     """
 
-    def __init__(self, spec: SweepSpec) -> None:
+    def __init__(self, spec: SweepSpec, *, calibrate: bool = True) -> None:
+        from sweeps.trial.prediction import sweep_profile
+
         self.spec = spec
         hw = spec.hardware
         self.gpu_memory_gb: float | None = hw.memory_gb
         self.usd_per_hour: float | None = hw.usd_per_hour
         self._arch: Any = None
         self._planner_error: str | None = None
+        self.profile = sweep_profile(spec.run.calibration) if calibrate else None
+        """The calibration profile the predictions are corrected by (None: the defaults)."""
         if hw.gpu is None and hw.provider is None and hw.cpu_instance is None:
             return
         from pricing import load_catalog
@@ -100,11 +109,16 @@ class Gate:
             self._planner_error = f"no planner prediction: {error}"
         return self._arch
 
+    @property
+    def calibration_path(self) -> str | None:
+        """The profile's path, as each trial is given it (None: no profile)."""
+        return None if self.profile is None else str(self.profile.path.resolve())
+
     def predict(self, config: TrialConfig) -> Prediction:
         """Predicted peak memory, hours and dollars of ``config`` on the target GPU."""
         hw = self.spec.hardware
         if hw.gpu is None:
-            return Prediction(gpu_memory_gb=self.gpu_memory_gb)
+            return self._predict_cpu(config)
         arch = self._resolve_arch()
         if arch is None:
             return Prediction(gpu_memory_gb=self.gpu_memory_gb, note=self._planner_error)
@@ -114,6 +128,9 @@ class Gate:
             return Prediction(
                 gpu_memory_gb=self.gpu_memory_gb, note=f"no planner prediction: {error}"
             )
+        calibration = None
+        if self.profile is not None:
+            est, calibration = self.profile.correct(est)
         dollars = float(est.dollars) if est.dollars is not None else None
         if est.hours is not None and getattr(est, "usd_per_gpu_hour", None) is not None:
             # est.dollars is rounded to cents; small trials need the unrounded figure.
@@ -125,6 +142,31 @@ class Gate:
             gpu_memory_gb=self.gpu_memory_gb,
             hours=float(est.hours) if est.hours is not None else None,
             dollars=dollars,
+            framework=self.spec.framework,
+            calibration=calibration,
+        )
+
+    def _predict_cpu(self, config: TrialConfig) -> Prediction:
+        """A trial without a target GPU: feasible, and priced only where the profile has a
+        fitted CPU throughput for its method (hours at it, dollars at the hourly price)."""
+        unpriced = Prediction(gpu_memory_gb=self.gpu_memory_gb, framework=self.spec.framework)
+        if self.profile is None:
+            return unpriced
+        arch = self._resolve_arch()
+        if arch is None:
+            return unpriced
+        try:
+            est, calibration = self.profile.correct(self._estimate(arch, config, gpu=None))
+        except (ImportError, TypeError, UserError, ValueError):
+            return unpriced
+        if not calibration.get("calibrated") or est.hours is None:
+            return replace(unpriced, calibration=calibration)
+        return Prediction(
+            peak_gb=float(est.peak_gb),
+            gpu_memory_gb=self.gpu_memory_gb,
+            hours=float(est.hours),
+            dollars=None if self.usd_per_hour is None else est.hours * self.usd_per_hour,
+            calibration=calibration,
             framework=self.spec.framework,
         )
 

@@ -21,6 +21,11 @@ terminal UI's launch before they open the study. In order:
 - **objectives**: each of the three objectives can be measured with this spec (forgetting
   needs a retain source); every trial can price itself as it will (the catalogue ids given
   exist; on CUDA the visible GPU is in the catalogue, unless a price is given).
+- **calibration**: the calibration profile the gate and the trials correct the planner by
+  (``[run] calibration``, default the active one) reads, and says what it was fitted from
+  and its leave-one-out error, or that the planner's defaults are used; per method of the
+  search, whether a group of the profile applies, and where the search space's first or
+  last point lies far outside the runs the profile was fitted from (extrapolating).
 - **storage**: the run folder and the results file can be written, an existing results file
   is a DuckDB database, and the Optuna storage is reachable (the journal's folder writable,
   or the PostgreSQL server answers).
@@ -153,6 +158,7 @@ def preflight(
     report.run("objectives", _check_objectives, context)
     if spec.framework != "hf":
         report.run("framework", _check_framework, context)
+    report.run("calibration", _check_calibration, context)
     report.run("storage", _check_storage, context)
     if spec.run.mlflow or spec.run.wandb:
         report.run("tracking", _check_tracking, context)
@@ -174,6 +180,27 @@ def first_point(spec: SweepSpec) -> dict[str, Any]:
     if method in spec.search.lr_by_method:
         params[lr_param_name(spec, method)] = _first(spec.search.lr_by_method[method])
     return params
+
+
+def last_point(spec: SweepSpec) -> dict[str, Any]:
+    """The search space's other corner: the last method, the last value of each list and the
+    high end of each range."""
+    method = spec.search.methods[-1]
+    params: dict[str, Any] = {"method": method}
+    for name, param in spec.search.params.items():
+        if not isinstance(param, Fixed):
+            params[name] = _last(param)
+    if method in spec.search.lr_by_method:
+        params[lr_param_name(spec, method)] = _last(spec.search.lr_by_method[method])
+    return params
+
+
+def _last(param: Param) -> Any:
+    if isinstance(param, Fixed):
+        return param.value
+    if isinstance(param, Choice):
+        return param.values[-1]
+    return int(param.high) if param.integer else param.high
 
 
 def _first(param: Param) -> Any:
@@ -697,6 +724,50 @@ def _check_framework(context: _Context, report: _Report) -> str:
     return detail
 
 
+def _check_calibration(context: _Context, report: _Report) -> str:
+    """Which profile the predictions use, what it says of each method, and extrapolation."""
+    from planner.calibration import default_profile_path
+    from sweeps.gate import Gate
+    from sweeps.trial.prediction import sweep_profile
+
+    choice = context.spec.run.calibration
+    try:
+        profile = sweep_profile(choice)
+    except UserError as error:
+        report.problem("calibration", error.message, error.hint)
+        return ""
+    if profile is None:
+        why = (
+            '[run] calibration = "none"'
+            if choice is not None
+            else f"no profile at {default_profile_path()}; `paretune calibrate` writes one"
+        )
+        return f"none, the planner's defaults ({why})"
+    detail = (
+        f"{profile.profile.summary()} (profile {profile.path}, sha256 "
+        f"{profile.profile.sha256[:12]})"
+    )
+    try:
+        gate = Gate(context.spec, calibrate=False)
+    except UserError:
+        return detail  # a bad catalogue id: the objectives check says so
+    gate.profile = profile
+    said: list[str] = []
+    points = [first_point(context.spec)]
+    points += [{**points[0], "method": m} for m in context.spec.search.methods[1:]]
+    points.append(last_point(context.spec))
+    for params in points:
+        try:
+            config = context.spec.trial_config(params)
+        except ValueError:
+            continue
+        calibration = gate.predict(config).calibration or {}
+        lines = [f"{config.method}: {calibration['label']}"] if "label" in calibration else []
+        lines += [f"{config.method}: {w}" for w in calibration.get("warnings", [])]
+        said += [line for line in lines if line not in said]
+    return "; ".join([detail, *said])
+
+
 def _early_stopping(context: _Context) -> str:
     """``; early stopping: mo-asha, rungs at steps 10, 30 (eta 3)`` for the first point, or
     ``; early stopping off``."""
@@ -733,7 +804,7 @@ def _price(context: _Context, report: _Report) -> str:
     from sweeps.trial.recipe import _price as trial_price
 
     try:
-        Gate(context.spec)  # every id given, gpu, provider and cpu_instance, is in the catalogue
+        Gate(context.spec, calibrate=False)  # every id given is in the catalogue
         device = _priced_device(context)
         if device is None:
             return ""  # CUDA asked for and none visible: the device check says so

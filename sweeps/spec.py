@@ -185,6 +185,7 @@ _SET_ELSEWHERE = {
     "rung_min_steps",
     "rung_eta",
     "rung_retain_rows",
+    "calibration",
 }
 
 
@@ -208,6 +209,7 @@ def _set_where(key: str) -> str:
         "rung_min_steps": "[search.early_stopping] min_steps",
         "rung_eta": "[search.early_stopping] eta",
         "rung_retain_rows": "[search.early_stopping] retain_rows",
+        "calibration": "[run] calibration (the gate's and the trials' profile)",
     }
     return sections.get(key, "the sweep itself")
 
@@ -662,6 +664,14 @@ class RunSection(_Section):
         description='"offline": each finished trial is also written as an offline W&B run in '
         "<dir>/wandb (`wandb sync` uploads them); needs the wandb extra",
     )
+    calibration: str | None = Field(
+        None,
+        description="calibration profile the feasibility gate, the budget's cost predictions "
+        "and each trial's predicted peak, hours and dollars are corrected by: a profile "
+        'written by `paretune calibrate` (a path), or "none" for the planner\'s defaults; '
+        "default: the active profile, if `paretune calibrate` wrote one (as `paretune plan "
+        "--calibration`)",
+    )
 
     @field_validator("mlflow")
     @classmethod
@@ -670,6 +680,16 @@ class RunSection(_Section):
             raise ValueError(
                 'must be an MLflow tracking URI such as "sqlite:///mlflow.db", '
                 '"file:./mlruns" or "http://host:5000"; leave it out to log nothing'
+            )
+        return value
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_choice(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                'must be a calibration profile\'s path or "none"; leave it out to use the '
+                "active profile"
             )
         return value
 
@@ -1307,6 +1327,11 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
         _line("wandb", run.wandb, "offline W&B runs in dir/wandb")
         if run.wandb
         else '# wandb = "offline"  # also write each trial as an offline W&B run'
+    )
+    out.append(
+        _line("calibration", run.calibration, "calibration profile of the predictions")
+        if run.calibration
+        else '# calibration = "none"  # default: the active profile of `paretune calibrate`'
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n", encoding="utf-8")

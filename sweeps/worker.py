@@ -276,6 +276,11 @@ class Sweep:
         try:
             storage = open_storage(url, max_retries=spec.run.max_retries)
             study = open_study(spec, storage, storage_url=url)
+            # The profile this run's predictions use (null: the planner's defaults); each
+            # trial records its own too, since a rerun may use another.
+            study.set_user_attr(
+                "calibration", None if gate.profile is None else gate.profile.record()
+            )
             imported = import_kept_results(study, storage, url, spec.run.dir)
         except Exception as error:
             if not is_storage_write_error(error):
@@ -535,6 +540,8 @@ class Sweep:
         """The asked point's config, with a queued trial's own settings (None: they are bad,
         and the trial is recorded as failed)."""
         config = self.spec.trial_config(suggest(trial, self.spec), trial_number=trial.number)
+        if self.gate.calibration_path is not None:  # the trial corrects its own prediction too
+            config = config.model_copy(update={"calibration": self.gate.calibration_path})
         overrides = trial.user_attrs.get("overrides")
         if not overrides:
             return config
@@ -558,6 +565,7 @@ class Sweep:
             "predicted_hours": prediction.hours,
             "predicted_dollars": prediction.dollars,
             "gpu_memory_gb": prediction.gpu_memory_gb,
+            "calibration": prediction.calibration,
             "cuda_visible_devices": slot
             if slot is not None
             else os.environ.get("CUDA_VISIBLE_DEVICES"),

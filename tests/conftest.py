@@ -12,7 +12,18 @@ import pytest
 # An explicit setting in the environment wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from sweeps.trial.demo import DemoAssets, ensure_demo
+# A user's own settings (a calibration profile written by `paretune calibrate`, which sweeps
+# and plans apply by default; price files) must not change what the tests measure: the user
+# config directory is an empty temporary one for the whole test run. Tests that write there
+# set their own.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="paretune-test-config-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
+
+from sweeps.trial.demo import DemoAssets, ensure_demo  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,7 @@ def test_the_demo_spec_passes_every_check_and_writes_nothing(demo, tmp_path: Pat
         "✓ data",
         "✓ data check",
         "✓ objectives",
+        "✓ calibration",
         "✓ storage",
         "✓ dry step",
     ], done.stdout
@@ -112,7 +113,8 @@ def test_the_demo_spec_passes_every_check_and_writes_nothing(demo, tmp_path: Pat
     assert lines[3] == "✓ data check: clean"
     # max_steps 50 to 200: on by default, rungs of the first (shortest) point from step 10.
     assert lines[4].endswith("; early stopping: mo-asha, rungs at steps 10, 30 (eta 3)")
-    assert "1 step, loss" in lines[6]
+    assert lines[5].startswith("✓ calibration: none, the planner's defaults (no profile at ")
+    assert "1 step, loss" in lines[7]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results.duckdb").exists()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import RESULTS_TRIALS, write_demo_spec, write_study
 
+from sweeps.calibration_trackers import wandb_records
 from sweeps.results.store import ResultsStore
 
 QUIET = {
@@ -63,35 +63,6 @@ def _runs(uri: str, experiment: str) -> tuple[Any, dict[int, Any]]:
 
 
 # ---------------------------------------------------------------- W&B's offline run files
-
-
-def wandb_records(path: Path) -> list[Any]:
-    """The records of one offline ``.wandb`` file, parsed with W&B's own protobuf schema.
-
-    The file is W&B's datastore: a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then
-    LevelDB log blocks of 32 KiB whose records (7-byte header: CRC, length, type full, first,
-    middle or last) carry ``wandb_internal_pb2.Record`` messages. wandb 0.31 ships no Python
-    reader for it (its reader lives in the wandb-core binary)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B" and struct.unpack("<HB", data[4:7]) == (0xBEE1, 0)
-    block, position, records, pending = 32768, 7, [], b""
-    while position + 7 <= len(data):
-        if block - position % block < 7:  # a block's tail too short for a header: padding
-            position += block - position % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        payload = data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind == 0:
-            break
-        pending = payload if kind in (1, 2) else pending + payload
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
 
 
 def wandb_run(folder: Path, run_id: str) -> dict[str, Any]:

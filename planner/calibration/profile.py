@@ -7,6 +7,7 @@ from and the group's leave-one-out errors. :func:`apply` corrects one planner
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tomllib
 from dataclasses import dataclass, replace
@@ -67,10 +68,36 @@ class Profile:
     errors: tuple[GroupError, ...]
     created: str
     version: int = PROFILE_VERSION
+    sha256: str = ""
+    """SHA-256 of the file it was read from (empty: not read from a file)."""
 
     @property
     def devices(self) -> tuple[str, ...]:
         return tuple(sorted({c.device for c in self.fit.corrections}))
+
+    def summary(self) -> str:
+        """One line: what the profile was fitted from and how well it predicts, as a sweep's
+        preflight says it (``calibrated from 14 runs on h100-sxm; leave-one-out error ...``)."""
+        if not self.fit.corrections:
+            return "no group fitted (every group had too few runs): the planner's defaults"
+        devices = ", ".join(self.devices)
+        text = f"calibrated from {self.fit.runs} runs on {devices}"
+        memory = _pooled([(e.memory_after, e.runs) for e in self.errors if e.fitted])
+        hours = _pooled([(e.hours_after, e.runs) for e in self.errors if e.fitted])
+        parts = [f"memory {_percent(memory)}"] if memory is not None else []
+        parts += [f"time {_percent(hours)}"] if hours is not None else []
+        return text + (f"; leave-one-out error {', '.join(parts)}" if parts else "")
+
+    def record(self, path: Path) -> dict[str, Any]:
+        """What a study and its trials record of the profile their predictions used."""
+        return {
+            "path": str(path.resolve()),
+            "sha256": self.sha256,
+            "version": self.version,
+            "created": self.created,
+            "runs": self.fit.runs,
+            "devices": list(self.devices),
+        }
 
     def error(self, key: Key) -> GroupError | None:
         return next((e for e in self.errors if e.key == key), None)
@@ -83,6 +110,14 @@ class Profile:
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_toml(), encoding="utf-8")
+
+
+def _pooled(errors: list[tuple[float | None, int]]) -> float | None:
+    """Groups' errors weighted by their runs (None: no group has one)."""
+    known = [(error, runs) for error, runs in errors if error is not None]
+    if not known:
+        return None
+    return sum(error * runs for error, runs in known) / sum(runs for _, runs in known)
 
 
 def build_profile(runs: list[Run], min_runs: int) -> Profile:
@@ -187,7 +222,8 @@ def _group_error(correction: Correction, group: dict[str, Any]) -> GroupError | 
 def load_profile(path: Path) -> Profile:
     """Read a profile; a missing, unreadable or other-version file raises InvalidSpecError."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        document = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise _bad(path, "no such file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
@@ -216,6 +252,7 @@ def load_profile(path: Path) -> Profile:
         fit=Fit(min_runs=min_runs, corrections=tuple(corrections), unfitted=unfitted),
         errors=tuple(errors),
         created=str(document.get("created", "")),
+        sha256=hashlib.sha256(data).hexdigest(),
     )
 
 

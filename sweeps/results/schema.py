@@ -249,6 +249,14 @@ STUDIES = Table(
             "trial budget (of the spec as last run)",
             "spec.budget.trials",
         ),
+        Column(
+            "calibration",
+            "JSON",
+            "the calibration profile the sweep's predictions used, as last run ([run] "
+            "calibration): path, sha256 of the file, format version, created, runs, devices; "
+            "null: the planner's defaults (each trial's own is trials.calibration)",
+            "attrs.calibration",
+        ),
         Column("created_at", "TIMESTAMP", "when the study was created", "created_at"),
         Column("synced_at", "TIMESTAMP", "when this row was last written", "now"),
         Column(
@@ -277,7 +285,8 @@ TRIALS = Table(
         "absent until the trial ends",
         "config": "the TrialConfig: the result's, else (while it runs) user attribute config",
         "predicted": "the planner's prediction: the result's, else (until the trial ends) the "
-        "gate's (user attributes predicted_peak_gb, predicted_hours, predicted_dollars)",
+        "gate's (user attributes predicted_peak_gb, predicted_hours, predicted_dollars, "
+        "calibration)",
         "versions": "the package versions the trial recorded (result.hardware.versions); "
         "null when none were",
         "state": "the outcome: user attribute state, else from Optuna's state (a FAIL of a "
@@ -559,6 +568,16 @@ TRIALS = Table(
         Column("predicted_hours", "DOUBLE", "planner: hours on the target GPU", "predicted.hours"),
         Column(
             "predicted_dollars", "DOUBLE", "planner: dollars on the target GPU", "predicted.dollars"
+        ),
+        Column(
+            "calibration",
+            "JSON",
+            "the calibration profile predicted_peak_gb, predicted_hours and predicted_dollars "
+            "were corrected by: path, sha256 (of the file), version, created, runs, devices, "
+            "calibrated (whether a group of it applied), label (what was done, or why not), "
+            "warnings (extrapolation); null: the planner's defaults. The predicted_*_bytes terms "
+            "and predicted_flops are never corrected (what `paretune calibrate` fits from)",
+            "predicted.calibration",
         ),
         *_PREDICTED_TERMS,
         Column(
@@ -873,6 +892,19 @@ _CALIBRATION_COLUMNS = (
         "measured / predicted hours",
         "(wall_s / 3600.0) / NULLIF(predicted_hours, 0)",
     ),
+    ViewColumn(
+        "measured_train_hours",
+        "DOUBLE",
+        "the trial's training hours (train_s; without loading and evaluation): what a "
+        "calibration's throughput is fitted to",
+        "train_s / 3600.0",
+    ),
+    ViewColumn(
+        "train_hours_ratio",
+        "DOUBLE",
+        "measured training hours / predicted hours",
+        "(train_s / 3600.0) / NULLIF(predicted_hours, 0)",
+    ),
     _trials_column("predicted_dollars"),
     _trials_column("dollars"),
     ViewColumn(
@@ -881,6 +913,20 @@ _CALIBRATION_COLUMNS = (
         "measured / predicted dollars",
         "dollars / NULLIF(predicted_dollars, 0)",
     ),
+    ViewColumn(
+        "calibrated",
+        "BOOLEAN",
+        "whether a calibration profile's group corrected the predictions (false: the "
+        "planner's defaults)",
+        "coalesce(CAST(json_extract(calibration, '$.calibrated') AS BOOLEAN), false)",
+    ),
+    ViewColumn(
+        "calibration_sha256",
+        "VARCHAR",
+        "sha256 of the calibration profile the predictions used (null: none)",
+        "json_extract_string(calibration, '$.sha256')",
+    ),
+    _trials_column("calibration"),
 )
 
 CALIBRATION = View(
@@ -1026,6 +1072,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "trials: early stopping's columns (stopped_at_step of a pruned trial, rungs: each "
         "rung's report and decision)",
         (("trials", "stopped_at_step"), ("trials", "rungs")),
+    ),
+    Migration(
+        7,
+        "studies and trials: calibration, the calibration profile the predictions used (path, "
+        "sha256, version); view calibration: columns measured_train_hours, train_hours_ratio, "
+        "calibrated, calibration_sha256 and calibration",
+        (("studies", "calibration"), ("trials", "calibration")),
     ),
 )
 """Every schema version, in order. A change of the schema appends one: new columns are named

@@ -731,7 +731,8 @@ def trial_record(
     result = attrs.get("result") or None
     hardware = (result or {}).get("hardware") or {}
     predicted = (result or {}).get("predicted") or {
-        name: attrs.get(f"predicted_{name}") for name in ("peak_gb", "hours", "dollars")
+        **{name: attrs.get(f"predicted_{name}") for name in ("peak_gb", "hours", "dollars")},
+        "calibration": attrs.get("calibration"),
     }
     values = list(trial.values) if trial.values else []
     objectives = {}

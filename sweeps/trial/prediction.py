@@ -1,26 +1,36 @@
-"""The planner's view of a trial: one translation from TrialConfig to planner specs.
+"""The planner's view of a trial: one translation from TrialConfig to planner specs, and
+one correction of it by the sweep's calibration profile.
 
 The sweep's feasibility gate (before a trial runs) and the trial's own ``predicted``
-figures (after it ran) must describe the same method to the planner, or the gate and the
-calibration view would disagree about what was predicted.
+figures (after it ran) must describe the same method to the planner, and be corrected by
+the same profile, or the gate and the calibration view would disagree about what was
+predicted. The planner's memory terms and FLOPs a trial records stay uncorrected: they are
+what ``paretune calibrate`` fits from, whichever profile the sweep used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sweeps.trial.types import TrialConfig
 
 if TYPE_CHECKING:
     from planner import MethodSpec
+    from planner.calibration import Profile
+    from planner.estimation.estimate import Estimate
 
 __all__ = [
     "SHARDING",
+    "SweepProfile",
     "TRIAL_TAKES",
+    "calibrated_prediction",
     "framework_trial_values",
     "framework_untaken",
     "planner_method",
     "rank_batch",
+    "sweep_profile",
     "trainer_method",
 ]
 
@@ -133,3 +143,64 @@ def rank_batch(config: TrialConfig) -> int:
     """The micro-batch one rank runs: a sharded trial splits each micro-batch's rows over
     its ranks (the planner's ``Workload.batch`` is per GPU)."""
     return -(-config.batch // config.gpus)
+
+
+# -- the calibration profile a sweep's predictions are corrected by -------------------------
+
+
+@dataclass(frozen=True)
+class SweepProfile:
+    """The calibration profile a sweep's gate and trials correct the planner with."""
+
+    path: Path
+    profile: Profile
+
+    def record(self) -> dict[str, Any]:
+        """What the study records of it: path, content hash, format version, runs, devices."""
+        return self.profile.record(self.path)
+
+    def correct(self, estimate: Estimate) -> tuple[Estimate, dict[str, Any]]:
+        """``estimate`` corrected by the profile's group for paretune's own trials, and what
+        a trial records of it: the profile's record, whether a group applied, why (or why
+        not), and any extrapolation."""
+        from planner.calibration import FRAMEWORK, apply
+
+        calibrated = apply(estimate, self.profile, FRAMEWORK)
+        return calibrated.estimate, {**self.record(), **calibrated.to_json()}
+
+
+def sweep_profile(choice: str | None) -> SweepProfile | None:
+    """The profile of ``[run] calibration``: a path, ``"none"``, or (None) the user's active
+    profile where ``paretune calibrate`` wrote one. A profile that cannot be read raises
+    :class:`~planner.errors.InvalidSpecError` saying what to fix."""
+    from planner.calibration import active_profile
+    from planner.errors import InvalidSpecError
+
+    try:
+        active = active_profile(choice)
+    except InvalidSpecError as error:
+        raise InvalidSpecError(
+            error.message,
+            "Write it with `paretune calibrate --out FILE`, or set [run] calibration = "
+            '"none" in the sweep spec to predict with the planner\'s defaults.',
+        ) from None
+    return None if active is None else SweepProfile(*active)
+
+
+def calibrated_prediction(
+    estimate: Estimate, calibration: str | None
+) -> tuple[Estimate, dict[str, Any] | None]:
+    """A trial's own prediction corrected by the profile its sweep passed it (``calibration``:
+    the profile's path; None: the planner's defaults). A profile that cannot be read leaves
+    the prediction uncorrected and says why."""
+    if calibration is None:
+        return estimate, None
+    from pricing.errors import UserError
+
+    try:
+        profile = sweep_profile(calibration)
+    except UserError as error:
+        return estimate, {"path": calibration, "calibrated": False, "label": error.message}
+    if profile is None:
+        return estimate, None
+    return profile.correct(estimate)

@@ -514,7 +514,7 @@ def _planner_prediction(
     model_path, precision, price = where.sources.model, where.precision, where.price
     try:
         from planner import Workload, estimate, resolve_model
-        from sweeps.trial.prediction import planner_method
+        from sweeps.trial.prediction import calibrated_prediction, planner_method
 
         longest = max(len(ids) for ids in data.train.input_ids)
         arch = resolve_model(model_path)
@@ -537,13 +537,18 @@ def _planner_prediction(
             gpu=price.gpu_id,
             provider=price.provider if price.gpu_id is not None else None,
         )
+        corrected, calibration = calibrated_prediction(found, config.calibration)
     except Exception:  # noqa: BLE001 - a prediction is optional; the measurement is not
         return Predicted(), None
-    dollars = float(found.dollars) if found.dollars is not None else None
+    dollars = float(corrected.dollars) if corrected.dollars is not None else None
+    if dollars is None and corrected.hours is not None and found.gpu is None:
+        # a CPU run timed by a calibrated throughput: its hours at the trial's own price
+        dollars = corrected.hours * price.usd_per_hour
     predicted = Predicted(
-        peak_gb=found.peak_gb,
-        hours=found.hours,
+        peak_gb=corrected.peak_gb,
+        hours=corrected.hours,
         dollars=dollars,
+        calibration=calibration,
         flops=found.flops,
         seq_len=found.workload.seq_len,
         breakdown=dict(found.breakdown),
@@ -610,7 +615,7 @@ _FLAGS = {
 
 
 _RUNG_FIELDS = ("rung_min_steps", "rung_eta", "rung_retain_rows")
-_SWEEP_ONLY = ("study", "trial_number", *_RUNG_FIELDS)
+_SWEEP_ONLY = ("study", "trial_number", "calibration", *_RUNG_FIELDS)
 """Settings only a sweep gives a trial: the command that reruns it leaves them out, and the
 saved spec its rungs (rerun alone, a trial runs to its last step)."""
 

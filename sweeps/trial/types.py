@@ -9,7 +9,7 @@ sends to its parent, and what the DuckDB store flattens into typed columns.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -172,6 +172,11 @@ class TrialConfig(_Strict):
     cpu_instance: str | None = Field(None, description="catalogue CPU instance for CPU runs")
 
     # Bookkeeping when run by a sweep.
+    calibration: str | None = Field(
+        None,
+        description="calibration profile (a path) the trial's predicted peak, hours and dollars "
+        "are corrected by, as its sweep's gate corrects them; None: the planner's defaults",
+    )
     study: str | None = None
     trial_number: int | None = None
 
@@ -317,6 +322,12 @@ class Predicted(_Strict):
         None,
         description="parameters + gradients + optimizer states per rank at rest "
         "(planner.estimation.memory.state_bytes), comparable with measured.states_gb",
+    )
+    calibration: dict[str, Any] | None = Field(
+        None,
+        description="the calibration profile peak_gb, hours and dollars were corrected by "
+        "(path, sha256, version, ...; calibrated, label, warnings); None: the planner's "
+        "defaults. breakdown and flops are never corrected",
     )
 
 

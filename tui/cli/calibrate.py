@@ -39,6 +39,22 @@ _DEFAULT_DB = Path("runs") / "results.duckdb"
     help="CSV or JSON table of runs measured elsewhere (repeatable; columns in the guide).",
 )
 @click.option(
+    "--mlflow",
+    "mlflow",
+    metavar="URI",
+    multiple=True,
+    help="Local MLflow store whose runs are read: file:./mlruns (or the folder) or "
+    "sqlite:///mlflow.db (repeatable; a sweep's [run] mlflow store gives its trials back).",
+)
+@click.option(
+    "--wandb",
+    "wandb",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="W&B runs as files: offline run folders (the wandb folder, or one run's), or a "
+    "CSV/JSON export of runs with config and summary (repeatable).",
+)
+@click.option(
     "--min-runs",
     type=click.IntRange(min=1),
     default=3,
@@ -51,7 +67,7 @@ _DEFAULT_DB = Path("runs") / "results.duckdb"
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="Where the profile is written (default: the active profile in the user config "
-    "directory, which `paretune plan` reads).",
+    "directory, which `paretune plan` and sweeps read).",
 )
 @click.option(
     "--format",
@@ -64,20 +80,22 @@ def calibrate_command(
     db: Path | None,
     gpu_check: tuple[Path, ...],
     imports: tuple[Path, ...],
+    mlflow: tuple[str, ...],
+    wandb: tuple[Path, ...],
     min_runs: int,
     out: Path | None,
     output_format: str,
 ) -> None:
     """Fit the planner's throughput and memory corrections from measured runs.
 
-    Reads the complete trials of a results file, benchmarks/gpu_check.py output and
-    imported CSV/JSON runs; fits per (device, method, framework) group, pooled toward the
+    Reads the complete trials of a results file, benchmarks/gpu_check.py output, imported
+    CSV/JSON runs, and runs from an MLflow store or W&B files; fits per (device, method, framework) group, pooled toward the
     device's estimate where a group has few runs; writes a versioned TOML profile and
     prints each group's leave-one-out error before and after.
     """
     from planner.calibration import build_profile, default_profile_path
 
-    runs, notes = _collect(db, gpu_check, imports)
+    runs, notes = _collect(db, gpu_check, imports, mlflow, wandb)
     profile = build_profile(runs, min_runs)
     target = out or default_profile_path()
     profile.write(target)
@@ -91,7 +109,11 @@ def calibrate_command(
 
 
 def _collect(
-    db: Path | None, gpu_check: tuple[Path, ...], imports: tuple[Path, ...]
+    db: Path | None,
+    gpu_check: tuple[Path, ...],
+    imports: tuple[Path, ...],
+    mlflow: tuple[str, ...] = (),
+    wandb: tuple[Path, ...] = (),
 ) -> tuple[list[Any], list[str]]:
     from sweeps.calibration import (
         CalibrationInputError,
@@ -121,11 +143,23 @@ def _collect(
         found = runs_from_import(path)
         runs += found
         notes.append(f"{path}: {len(found)} imported runs")
+    if mlflow or wandb:
+        from sweeps.calibration_trackers import runs_from_mlflow, runs_from_wandb
+
+        for uri in mlflow:
+            imported = runs_from_mlflow(uri)
+            runs += imported.runs
+            notes.append(f"{uri}: {imported.note('MLflow runs')}")
+        for folder in wandb:
+            imported = runs_from_wandb(folder)
+            runs += imported.runs
+            notes.append(f"{folder}: {imported.note('W&B runs')}")
     if not runs:
         raise CalibrationInputError(
             "no measured runs to calibrate from"
             + (f" ({'; '.join(notes)})" if notes else " (no results file, no other input)"),
-            "Run a sweep or trials first, or give --db, --gpu-check or --import.",
+            "Run a sweep or trials first, or give --db, --gpu-check, --import, --mlflow or "
+            "--wandb.",
         )
     return runs, notes
 
