@@ -42,7 +42,7 @@ __all__ = [
     "choose_offer",
     "cloud_storage",
     "plan_launch",
-    "sky_enabled_clouds",
+    "sky_check",
     "sky_executable",
     "sky_launch",
     "write_tasks",
@@ -486,33 +486,61 @@ def sky_executable() -> str:
     return found
 
 
-def sky_enabled_clouds(sky: str) -> list[str]:
-    """The clouds ``sky check`` finds credentials for (lowercase SkyPilot names)."""
-    result = subprocess.run(
-        [sky, "check", "-o", "json"], capture_output=True, text=True, timeout=600
-    )
-    enabled: list[str] = []
-    if result.returncode == 0:
-        start = result.stdout.find("{")
+_CONFIGURE = {
+    "lambda": "an API key in ~/.lambda_cloud/lambda_keys",
+    "aws": "`aws configure`",
+    "gcp": "`gcloud auth application-default login`",
+    "azure": "`az login`",
+    "runpod": "`runpod config`",
+    "vast": "an API key in ~/.config/vastai/vast_api_key",
+    "nebius": "a credentials file in ~/.nebius",
+}
+
+
+def sky_check(sky: str, cloud: str) -> None:
+    """Whether SkyPilot can launch clusters on ``cloud`` (``sky check -o json CLOUD``, only
+    that cloud: checking every cloud takes minutes); a :class:`CloudError` saying what to
+    configure when it cannot."""
+    import tempfile
+
+    # Files, not pipes: `sky check` may start SkyPilot's API server, which keeps its parent's
+    # output open for as long as it runs (a pipe would never reach its end).
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(
+            [sky, "check", "-o", "json", cloud],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            timeout=600,
+            check=False,
+        ).returncode
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    enabled: set[str] = set()
+    if code == 0:
+        start = stdout.find("{")
         try:
-            found = json.loads(result.stdout[start:]) if start >= 0 else {}
+            found = json.loads(stdout[start:]) if start >= 0 else {}
         except json.JSONDecodeError:
             found = {}
         for clouds in found.values() if isinstance(found, dict) else ():
-            for cloud, capabilities in (clouds or {}).items():
-                if "compute" in (capabilities or []) and cloud.lower() not in enabled:
-                    enabled.append(cloud.lower())
-    if not enabled:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise CloudError(
-            "SkyPilot has no cloud credentials to launch clusters with (`sky check` enabled no "
-            "cloud" + (f": {detail[-1]}" if result.returncode and detail else "") + ").",
-            "Configure a cloud SkyPilot rents GPUs from (Lambda: an API key in "
-            "~/.lambda_cloud/lambda_keys; AWS: `aws configure`; GCP: `gcloud auth "
-            "application-default login`; RunPod: `runpod config`), then run `sky check` until "
-            "it lists the cloud as enabled. --dry-run writes the task files without any.",
-        )
-    return enabled
+            for name, capabilities in (clouds or {}).items():
+                if "compute" in (capabilities or []):
+                    enabled.add(name.lower())
+    if cloud in enabled:
+        return
+    detail = (stderr or stdout).strip().splitlines()
+    how = _CONFIGURE.get(cloud, "see SkyPilot's installation guide")
+    raise CloudError(
+        f"SkyPilot has no cloud credentials for {cloud}, the cloud of the chosen offer "
+        f"(`sky check {cloud}` does not enable it"
+        + (f": {detail[-1]}" if code and detail else "")
+        + "), so no cluster can be launched.",
+        f"Configure {cloud} ({how}) "
+        f"and run `sky check {cloud}` until it says enabled, or rent from a cloud you have "
+        "configured with --provider. --dry-run writes the task files without any.",
+    )
 
 
 def sky_launch(sky: str, task_file: Path, cluster: str) -> int:

@@ -247,9 +247,10 @@ def test_without_skypilot_the_command_names_the_extra(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_without_credentials_the_command_says_what_to_configure(
-    tmp_path: Path, sky_python: str
+    tmp_path: Path, sky_python: str, own_model
 ) -> None:
-    """The real `sky check` (it starts SkyPilot's local API server) in an empty home."""
+    """The real `sky check` (it starts SkyPilot's local API server) in an empty home. The
+    spec names a local checkpoint: the demo model would be built again in that home."""
     bin_dir = Path(sky_python).parent
     sky = bin_dir / "sky"
     if not sky.exists():
@@ -267,7 +268,7 @@ def test_without_credentials_the_command_says_what_to_configure(
                 "tui.cli",
                 "sweep",
                 "launch",
-                str(_spec(tmp_path, "nocreds")),
+                str(_spec(tmp_path, "nocreds", model=str(own_model.model_dir))),
                 "--cloud",
             ],
             capture_output=True,

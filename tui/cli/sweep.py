@@ -350,7 +350,7 @@ def sweep_launch(
     """
     from sweeps.cloud import (
         plan_launch,
-        sky_enabled_clouds,
+        sky_check,
         sky_executable,
         sky_launch,
         write_tasks,
@@ -392,14 +392,8 @@ def sweep_launch(
         )
     )
     sky = None if dry_run else sky_executable()
-    enabled = None if sky is None else sky_enabled_clouds(sky)
-    if enabled is not None and offer.cloud not in enabled:
-        raise SweepUsageError(
-            f"SkyPilot has no credentials for {offer.cloud}, the cloud of the chosen offer "
-            f"(enabled: {', '.join(enabled)})",
-            f"Configure {offer.cloud} (`sky check {offer.cloud}` says how), or rent from an "
-            "enabled one with --provider.",
-        )
+    if sky is not None:
+        sky_check(sky, offer.cloud)
     folder = out or Path(loaded.run.dir) / "cloud"
     written = write_tasks(plan, folder)
     say(f"wrote {written[0]} (the workers' spec) and {len(written) - 1} task file(s):")
