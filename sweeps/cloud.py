@@ -256,6 +256,13 @@ def choose_offer(spec: SweepSpec, *, gpu: str | None = None, provider: str | Non
     per_trial = spec.hardware.gpus_per_trial
     gate = Gate(spec)
     arch = gate._resolve_arch()
+    if arch is None and gpu_id is None:
+        raise CloudError(
+            f"the planner cannot size the model {spec.model!r} "
+            f"({gate._planner_error or 'unknown architecture'}), so it cannot choose the GPU "
+            "the clusters rent",
+            "Name it: --gpu (and --provider); `paretune prices` lists the offers.",
+        )
     configs = [(p["method"], spec.trial_config(p)) for p in _heaviest_points(spec)]
     by_gpu: dict[str, tuple[list[str], list[str], dict[str, float]]] = {}
     best: tuple[tuple[int, float], CloudOffer] | None = None
@@ -337,6 +344,13 @@ def _worker_spec(
     data_updates: dict[str, Any] = {}
     for key in ("train", "eval", "retain"):
         value = getattr(spec.data, key)
+        if isinstance(value, str) and Path(value).is_absolute() and not Path(value).is_file():
+            raise CloudError(
+                f"[data] {key} = {value!r}: no such file here, so it cannot be copied to the "
+                "clusters",
+                "Give the file's path (relative to the spec), or a Hugging Face dataset name "
+                "the clusters fetch themselves.",
+            )
         if isinstance(value, str) and Path(value).is_file():
             name = f"{key}-{Path(value).name}"
             mounts[f"{study_dir}/data/{name}"] = str(Path(value).resolve())

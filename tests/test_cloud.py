@@ -380,3 +380,31 @@ def test_cloud_workers_charge_the_cluster_price_and_stop_at_the_dollar_budget(
     wall_h = result["measured"]["wall_s"] / 3600
     assert result["dollars"] == pytest.approx(wall_h * price * 1, rel=1e-6)
     assert result["dollars"] > 0.002  # one trial at the cluster's price spent the budget
+
+
+def test_a_data_file_missing_here_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "nodata", data='[data]\ntrain = "data/train.jsonl"')
+    done = paretune("sweep", "launch", str(spec), "--cloud", "--dry-run")
+    assert done.returncode == 2 and "no such file here" in done.stderr
+    assert not (tmp_path / "runs" / "cloud").exists()
+
+
+def test_the_gate_prices_a_sharded_trial_for_every_gpu(tmp_path: Path) -> None:
+    """A worker's hourly price is per GPU (a trial is charged hours x GPUs x price): the
+    budget's prediction of a 2-GPU trial counts both GPUs, as the trial will."""
+    from sweeps.gate import Gate
+    from sweeps.preflight import first_point
+
+    path = _spec(tmp_path, "pair")
+    priced = path.read_text().replace(
+        'device = "auto"', 'device = "auto"\ngpu = "h100-sxm"\nusd_per_hour = 3.0'
+    )
+    path.write_text(priced)
+    one = load_spec(path)
+    path.write_text(priced.replace("usd_per_hour = 3.0", "usd_per_hour = 3.0\ngpus_per_trial = 2"))
+    two = load_spec(path)
+    assert (one.hardware.gpus_per_trial, two.hardware.gpus_per_trial) == (1, 2)
+    for spec, gpus in ((one, 1), (two, 2)):
+        prediction = Gate(spec).predict(spec.trial_config(first_point(spec)))
+        assert prediction.hours is not None and prediction.dollars is not None
+        assert prediction.dollars == pytest.approx(prediction.hours * 3.0 * gpus)
