@@ -136,7 +136,8 @@ class Gate:
             # est.dollars is rounded to cents; small trials need the unrounded figure.
             dollars = est.hours * float(est.usd_per_gpu_hour) * est.gpus
         if self.usd_per_hour is not None and est.hours is not None:
-            dollars = est.hours * self.usd_per_hour
+            # usd_per_hour is per device, as a trial charges it (hours x devices x price)
+            dollars = est.hours * self.usd_per_hour * est.gpus
         return Prediction(
             peak_gb=float(est.peak_gb),
             gpu_memory_gb=self.gpu_memory_gb,
@@ -183,7 +184,15 @@ class Gate:
         except (ImportError, TypeError, UserError, ValueError):
             return None
 
-    def _estimate(self, arch: Any, config: TrialConfig, *, gpu: str | None) -> Any:
+    def estimate_on(self, arch: Any, config: TrialConfig, *, gpu: str) -> Any:
+        """The planner's :class:`~planner.Estimate` of ``config`` on ``gpu`` (a catalogue
+        id) instead of the spec's target GPU, at its cheapest offer: how cloud workers pick
+        the GPU they rent (:mod:`sweeps.cloud`)."""
+        return self._estimate(arch, config, gpu=gpu, provider=None)
+
+    def _estimate(
+        self, arch: Any, config: TrialConfig, *, gpu: str | None, provider: str | None = ""
+    ) -> Any:
         from planner import Workload, estimate
         from sweeps.trial.prediction import planner_method, rank_batch
 
@@ -198,9 +207,9 @@ class Gate:
         method = planner_method(
             config, precision="bf16" if config.precision == "auto" else config.precision
         )
-        return estimate(
-            arch, workload, method, gpu=gpu, provider=self.spec.hardware.provider if gpu else None
-        )
+        if provider == "":
+            provider = self.spec.hardware.provider
+        return estimate(arch, workload, method, gpu=gpu, provider=provider if gpu else None)
 
 
 def _dataset_tokens(config: TrialConfig) -> int:

@@ -289,6 +289,138 @@ def sweep_worker(spec: Path, storage: str, max_trials: int | None, no_check: boo
     )
 
 
+@sweep_group.command("launch")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--cloud",
+    is_flag=True,
+    help="Workers on rented GPUs through SkyPilot, one per cluster (the only kind yet).",
+)
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Clusters, one worker each."
+)
+@click.option(
+    "--gpu", default=None, help="Catalogue GPU to rent (default: the cheapest offer that fits)."
+)
+@click.option("--provider", default=None, help="Catalogue provider to rent from (default: any).")
+@click.option(
+    "--storage",
+    default=None,
+    help="The shared study's postgresql:// URL (default: the spec's [run] storage).",
+)
+@click.option(
+    "--max-trials", type=int, default=None, help="Launch at most N trials from each worker."
+)
+@click.option(
+    "--install",
+    default=None,
+    help="What each cluster's setup installs with pip (default: 'paretune[distributed]' of "
+    "this version).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for the task files (default: <run dir>/cloud).",
+)
+@click.option("--dry-run", "dry_run", is_flag=True, help="Write the task files and launch nothing.")
+def sweep_launch(
+    spec: Path,
+    cloud: bool,
+    workers: int,
+    gpu: str | None,
+    provider: str | None,
+    storage: str | None,
+    max_trials: int | None,
+    install: str | None,
+    out: Path | None,
+    dry_run: bool,
+) -> None:
+    """Launch SPEC's workers on rented GPUs through SkyPilot (--cloud), one per cluster.
+
+    Each cluster rents the catalogue offer on which the most of the sweep's methods fit
+    ([hardware] gpus_per_trial GPUs), the cheapest for their predicted hours (or the one
+    --gpu/--provider name), installs paretune, mounts the spec with its data and model, and
+    runs `paretune sweep worker` against the study's PostgreSQL storage. The workers charge
+    their trials at the cluster's hourly price, so the study's dollar budget counts them and
+    stops them. --dry-run writes the SkyPilot task files; without it `sky launch` runs each
+    (the cloud extra: pip install 'paretune[cloud]'), and each cluster is torn down when its
+    worker ends. `paretune results sync --storage URL` brings the trials back; `sky down
+    CLUSTER` removes a cluster early.
+    """
+    from sweeps.cloud import (
+        plan_launch,
+        sky_check,
+        sky_executable,
+        sky_launch,
+        write_tasks,
+    )
+    from sweeps.results.store import redact_url
+    from sweeps.spec import load_spec
+
+    if not cloud:
+        raise SweepUsageError(
+            "sweep launch needs --cloud: it launches workers on rented clusters",
+            "On this machine, run `paretune sweep run SPEC` (or `paretune sweep worker`).",
+        )
+    if max_trials is not None and max_trials < 0:
+        raise SweepUsageError(f"--max-trials must be >= 0, got {max_trials}")
+    loaded = load_spec(spec)
+    plan = plan_launch(
+        loaded,
+        workers=workers,
+        gpu=gpu,
+        provider=provider,
+        storage=storage,
+        install=install,
+        max_trials=max_trials,
+    )
+    console = _console()
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    offer = plan.offer
+    say(f"offer: {offer.line()}")
+    say(
+        f"trials charged at ${offer.trial_usd_per_hour:.4g}/h per GPU x {offer.gpus_per_trial} "
+        f"GPU(s) = the cluster's price; methods that fit: {', '.join(offer.fits) or '-'}"
+        + (
+            f"; too big (recorded infeasible, never run): {', '.join(offer.too_big)}"
+            if offer.too_big
+            else ""
+        )
+    )
+    sky = None if dry_run else sky_executable()
+    if sky is not None:
+        sky_check(sky, offer.cloud)
+    folder = out or Path(loaded.run.dir) / "cloud"
+    written = write_tasks(plan, folder)
+    say(f"wrote {written[0]} (the workers' spec) and {len(written) - 1} task file(s):")
+    for path in written[1:]:
+        say(f"  {path}")
+    url = redact_url(plan.storage_url)
+    if sky is None:
+        say("launch them with:")
+        for path, cluster in zip(written[1:], plan.clusters, strict=True):
+            say(f"  sky launch --down -c {cluster} {path}")
+    else:
+        for path, cluster in zip(written[1:], plan.clusters, strict=True):
+            say(f"launching {cluster} ...")
+            code = sky_launch(sky, path, cluster)
+            if code:
+                done = plan.clusters[: plan.clusters.index(cluster)]
+                raise SweepUsageError(
+                    f"`sky launch` of cluster {cluster} failed (exit {code}; SkyPilot's output "
+                    "is above)" + (f"; already running: {', '.join(done)}" if done else ""),
+                    "Fix what SkyPilot says and run the same command again; "
+                    + (f"`sky down {' '.join(done)}` stops the others." if done else ""),
+                )
+        say(f"launched {len(plan.clusters)} worker(s); each cluster goes down when its worker ends")
+    say(f"results:  paretune results sync --storage {url} && paretune sweep status {loaded.name}")
+    say(f"cleanup:  sky down {' '.join(plan.clusters)}")
+
+
 @sweep_group.command("status")
 @click.argument("study", required=False)
 @_db_option()
