@@ -9,9 +9,10 @@ and let ``sweep_efficiency.py --moasha-python VENV/bin/python`` run this script 
 It imports only Syne Tune and the standard library. MO-ASHA (Schmucker et al. 2021,
 ``syne_tune.optimizer.schedulers.multiobjective.moasha.MOASHA``) draws configurations at
 random and stops them at rungs by non-dominated sorting; here its fidelity is the step of the
-grid's longest trials (64 steps, rungs at 4 and 16, reduction factor 4) and its objectives at
-a rung are the eval NLL and the dollars spent so far (the step logs have no forgetting
-estimate). It searches the method, rank and learning rate of the grid; each trial is played
+grid's longest trials, its rungs and reduction factor those of the default early stopping the
+cache's trials reported at (steps 10, 30, 90 of 128, eta 3), and its objectives at a rung the
+same three the sweep's own early stopping compares: eval NLL, the forgetting estimate on the
+retain subset and the dollars spent so far. It searches the method, rank and learning rate of the grid; each trial is played
 from its cached rung records, one after another, and a stopped trial costs its rung's dollars.
 Prints, per seed, each trial's final objectives (null: stopped) and its dollars, as JSON.
 
@@ -35,7 +36,7 @@ def main() -> None:
         raw = json.load(handle)
     grid, table = raw["grid"], raw["trials"]
     longest = max(grid["max_steps"])
-    rungs = sorted(s for s in grid["max_steps"] if s < longest)
+    stopping = raw["early_stopping"]
     runs = {}
     for seed in [int(s) for s in sys.argv[3:]]:
         scheduler = MOASHA(
@@ -44,12 +45,12 @@ def main() -> None:
                 "rank": choice(grid["rank"]),  # ignored for full and freeze
                 "lr": choice(grid["lr"]),
             },
-            metrics=["eval_nll", "dollars"],
+            metrics=["eval_nll", "retain_delta_nll", "dollars"],
             do_minimize=True,
             time_attr="step",
             max_t=longest,
-            grace_period=rungs[0],
-            reduction_factor=rungs[1] // rungs[0] if len(rungs) > 1 else 4,
+            grace_period=stopping["min_steps"],
+            reduction_factor=stopping["eta"],
             random_seed=seed,
         )
         run = []
@@ -69,13 +70,22 @@ def main() -> None:
             for rung in record["rungs"]:
                 if rung["step"] >= longest:
                     break
-                result = {"step": rung["step"], "eval_nll": rung["eval_nll"]}
-                result["dollars"] = rung["dollars"]
+                result = {
+                    "step": rung["step"],
+                    "eval_nll": rung["eval_nll"],
+                    "retain_delta_nll": rung["retain_delta_nll"],
+                    "dollars": rung["dollars"],
+                }
                 if scheduler.on_trial_result(trial, result) == "STOP":
                     values, dollars = None, rung["dollars"]
                     break
             if values is not None:
-                final = {"step": longest, "eval_nll": values[0], "dollars": values[2]}
+                final = {
+                    "step": longest,
+                    "eval_nll": values[0],
+                    "retain_delta_nll": values[1],
+                    "dollars": values[2],
+                }
                 scheduler.on_trial_complete(trial, final)
             run.append([values, dollars])
         runs[seed] = run
