@@ -73,7 +73,10 @@ def main() -> None:
                 result = {
                     "step": rung["step"],
                     "eval_nll": rung["eval_nll"],
-                    "retain_delta_nll": rung["retain_delta_nll"],
+                    # As the sweep reads a rung: retain_kl where a source has no delta NLL.
+                    "retain_delta_nll": rung["retain_delta_nll"]
+                    if rung["retain_delta_nll"] is not None
+                    else rung["retain_kl"],
                     "dollars": rung["dollars"],
                 }
                 if scheduler.on_trial_result(trial, result) == "STOP":
