@@ -452,7 +452,7 @@ def summarise(
             "$@2N": statistics.mean(d[2 * n - 1] for d in spent[name]),
             # Share of the first 2N trials without values: stopped at a rung (the grid's
             # trials all complete when run to the end).
-            "stopped@2N": statistics.mean(
+            "stop@2N": statistics.mean(
                 sum(v is None for v in run.values[: 2 * n]) / (2 * n) for run in runs[name]
             ),
         }
@@ -611,7 +611,7 @@ def main() -> None:
         "hv@2N",
         "$@N",
         "$@2N",
-        "stopped@2N",
+        "stop@2N",
         *[f"hv@{f:g}$" for f in CURVE_FRACTIONS],
         "reached",
         "$ to reach / random $@2N",
@@ -632,7 +632,7 @@ def main() -> None:
         label = f"{name} (default)" if name == default else name
         print(f"{label:<24}" + "".join(cells))
     print(
-        "\nstopped@2N: share of the first 2N trials stopped at a rung.\n"
+        "\nstop@2N: share of the first 2N trials stopped at a rung.\n"
         "hv@f$: hypervolume of the trials paid for within f x random's dollars at 2N trials.\n"
         "reached: seeds reaching random's mean hypervolume at 2N in their run (4N trials, or\n"
         "more until 1.5x random's dollars at 2N are spent, at most the grid); the last\n"

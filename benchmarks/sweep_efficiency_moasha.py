@@ -6,7 +6,7 @@ and let ``sweep_efficiency.py --moasha-python VENV/bin/python`` run this script 
     python3 -m venv .venv-syne-tune && .venv-syne-tune/bin/pip install syne-tune  # 0.16.0
     python benchmarks/sweep_efficiency.py --moasha-python .venv-syne-tune/bin/python
 
-It imports only Syne Tune and the standard library. MO-ASHA (Schmucker et al. 2021,
+It imports only Syne Tune (and its NumPy) and the standard library. MO-ASHA (Schmucker et al. 2021,
 ``syne_tune.optimizer.schedulers.multiobjective.moasha.MOASHA``) draws configurations at
 random and stops them at rungs by non-dominated sorting; here its fidelity is the step of the
 grid's longest trials, its rungs and reduction factor those of the default early stopping the
@@ -22,11 +22,13 @@ Prints, per seed, each trial's final objectives (null: stopped) and its dollars,
 from __future__ import annotations
 
 import json
+import random
 import sys
 from datetime import datetime
 
 
 def main() -> None:
+    import numpy  # Syne Tune's own dependency
     from syne_tune.backend.trial_status import Trial
     from syne_tune.config_space import choice
     from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
@@ -39,6 +41,10 @@ def main() -> None:
     stopping = raw["early_stopping"]
     runs = {}
     for seed in [int(s) for s in sys.argv[3:]]:
+        # MOASHA 0.16 draws configurations and brackets from NumPy's global generator, not from
+        # its random_seed: seed that too, or a run cannot be repeated.
+        numpy.random.seed(seed)
+        random.seed(seed)
         scheduler = MOASHA(
             config_space={
                 "method": choice(grid["method"]),
