@@ -1,4 +1,4 @@
-"""How much each sampler spends to find the quality-forgetting-cost frontier of the demo problem.
+"""How much each sampler spends to find the quality-forgetting-cost frontier of a grid of trials.
 
 The judge of paretune's search: for random search, TPE, NSGA-II and the cost-aware sampler
 (:mod:`sweeps.cost_aware`) without early stopping, for TPE and the cost-aware sampler with the
@@ -33,7 +33,7 @@ grid exactly as a default sweep applies it: at each rung ``sweeps.early_stopping
 complete trials there; a trial it stops is told to the sampler as pruned and costs its
 rung's real dollars. Rows ``SAMPLER+es`` (``--early-stopping``, by default tpe and
 cost-aware) are those sweeps; the default sampler's is the default sweep. The rows without
-it pay for the rung scoring too (a few percent of a trial: 32 retain rows at 2-3 rungs).
+it pay for the rung scoring too (32 retain rows at 2-3 rungs; not measured apart).
 
 ``--model own`` measures a second grid (its own cache) on a user's own checkpoint instead of
 the demo: a tiny Qwen2 with random weights and a tokenizer trained here, on a small
