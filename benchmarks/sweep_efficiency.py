@@ -1,14 +1,16 @@
-"""How much each sampler spends to find the quality-forgetting-cost frontier of the demo problem.
+"""How much each sampler spends to find the quality-forgetting-cost frontier of a grid of trials.
 
-The judge of paretune's search: for random search, TPE (the default), NSGA-II and the
-cost-aware sampler (``sampler = "cost-aware"``, :mod:`sweeps.cost_aware`) it prints, averaged
-over ``--seeds`` seeds:
+The judge of paretune's search: for random search, TPE, NSGA-II and the cost-aware sampler
+(:mod:`sweeps.cost_aware`) without early stopping, for TPE and the cost-aware sampler with the
+default early stopping (:mod:`sweeps.early_stopping`), the default sweep among them, and for
+Syne Tune's MO-ASHA where it is installed, it prints, averaged over ``--seeds`` seeds:
 
 - hypervolume after N and 2N trials, and the dollars those trials cost;
 - hypervolume against cumulative dollars spent: at fractions of what random search spends on
-  2N trials (the curve);
+  2N trials (the curve; every row but random's runs past 4N trials, up to the grid's size,
+  until it has spent the curve's largest budget, so a cheap row is not cut short by a count);
 - the dollars each needs to reach random search's final hypervolume at 2N trials, as a
-  fraction of random's dollars, and how many seeds reach it within 4N trials. The aim is
+  fraction of random's dollars, and how many seeds reach it in their run. The aim is
   <= 50% for the default.
 
 ``--json`` prints the same table as JSON, to compare across changes.
@@ -20,14 +22,22 @@ sampler search that same grid, looking measured results up instead of re-running
 samplers see exactly what a real sweep would show them; only the cost of asking twice is
 saved. All hypervolumes use one reference point, taken from the whole grid.
 
-The cache keeps, per trial, its objectives, its measured dollars and its rungs: at every
-logged eval (every 4 steps) the eval NLL, a forgetting estimate where the trial's step log has
-one, and the dollars spent up to that step. So early stopping can be simulated on the same
-grid: ``search(..., stopping=policy)`` asks ``policy(step, at_rung, this)`` at each rung a
-trial reaches (``at_rung``: the rung records of the trials before it that reached that step,
-``this``: its own), and a trial the policy stops is told to the sampler as pruned and costs
-its rung's dollars. ``--early-stopping asha`` runs a simple placeholder (successive halving
-on eval NLL, eta = 4); a multi-objective policy plugs in the same way.
+The cache keeps, per trial, its objectives, its measured dollars and its rungs. Every trial
+is measured with the rungs a default sweep of the grid gives it (``[search.early_stopping]``
+not set: eta 3, first rung at 10 steps, so steps 10 and 30, and 90 for the longer trials) and
+reports at each what a sweep's trial reports (``RungReport``): its eval NLL, the forgetting
+estimate on the first 32 rows of the retain source (retain_delta_nll), and the dollars spent
+since it started; it is always told to go on. So early stopping is simulated on the same
+grid exactly as a default sweep applies it: at each rung ``sweeps.early_stopping
+.rung_decision`` on the reports of the earlier trials that reached it and of the frontier's
+complete trials there; a trial it stops is told to the sampler as pruned and costs its
+rung's real dollars. Rows ``SAMPLER+es`` (``--early-stopping``, by default tpe and
+cost-aware) are those sweeps; the default sampler's is the default sweep. The rows without
+it pay for the rung scoring too (32 retain rows at 2-3 rungs; not measured apart).
+
+``--model own`` measures a second grid (its own cache) on a user's own checkpoint instead of
+the demo: a tiny Qwen2 with random weights and a tokenizer trained here, on a small
+arithmetic task (:func:`own_model`), to check the result is not specific to the demo.
 
 Syne Tune's MO-ASHA joins the table with ``--moasha-python VENV/bin/python``: syne-tune
 (0.16.0 installs) is not a dependency of paretune, so ``sweep_efficiency_moasha.py`` runs in a
@@ -35,8 +45,8 @@ virtual environment of its own, drives ``MOASHA`` over this cache's rung records
 the step of the grid's longest trials) and prints its trials back as JSON.
 
     python benchmarks/sweep_efficiency.py [--n 12] [--seeds 20] [--jobs 2] [--json]
-        [--samplers random tpe nsga2 cost-aware] [--early-stopping asha] [--first-seed 0]
-        [--moasha-python VENV/bin/python]
+        [--samplers random tpe nsga2 cost-aware] [--early-stopping tpe cost-aware]
+        [--first-seed 0] [--model demo|own] [--moasha-python VENV/bin/python]
         [--cache runs/bench/sweep_grid.json]
 """
 
@@ -50,7 +60,6 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,21 +75,35 @@ GRID = {
     "method": ["lora", "dora", "full", "freeze"],
     "rank": [2, 16],  # adapter methods only
     "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-    # Lengths a factor 4 apart: the rungs of successive halving with eta = 4, and a spread of
-    # costs (the shortest trial is mostly loading and scoring, the longest mostly training).
-    "max_steps": [4, 16, 64],
+    # Long enough that a default sweep of the grid stops trials early: the spec's default rungs
+    # (eta 3, the first at max(10, shortest / 9) steps) are 10 and 30 for every trial, and 90
+    # for the longest; and a spread of costs.
+    "max_steps": [32, 64, 128],
 }
-EVAL_EVERY = 4
-"""Eval NLL is logged every 4 steps: every rung (4, 16, 64) has one."""
+OWN_GRID = {
+    "method": ["lora", "dora", "full", "freeze"],
+    "rank": [8],
+    "lr": [1e-4, 1e-3, 3e-3, 1e-2, 3e-2],  # random weights learn at higher rates
+    "max_steps": [32, 64, 128],
+}
+"""``--model own``: a small local checkpoint of a real architecture (see :func:`own_model`)."""
+EVAL_EVERY = 32
+"""Eval NLL every 32 steps besides the rungs' (every trial scores at its rungs anyway)."""
 USD_PER_HOUR = 0.10
-CACHE_FORMAT = 2
-"""2: one record per trial with its objectives and its rungs (a list of 3 floats was 1)."""
+CACHE_FORMAT = 3
+"""3: each trial's rungs are its real rung reports (eval NLL, the retain-subset forgetting
+estimate, the dollars so far) at the default early stopping's rungs; 2 had its logged evals
+and no forgetting estimate; 1 was a list of 3 floats."""
 
 
-def grid_points() -> list[dict]:
+def grid_of(model: str) -> dict[str, list]:
+    return OWN_GRID if model == "own" else GRID
+
+
+def grid_points(grid: dict[str, list] = GRID) -> list[dict]:
     points = []
-    for method, lr, steps in itertools.product(GRID["method"], GRID["lr"], GRID["max_steps"]):
-        ranks = GRID["rank"] if method in ("lora", "dora") else [None]
+    for method, lr, steps in itertools.product(grid["method"], grid["lr"], grid["max_steps"]):
+        ranks = grid["rank"] if method in ("lora", "dora") else [None]
         for rank in ranks:
             points.append({"method": method, "rank": rank, "lr": lr, "max_steps": steps})
     return points
@@ -90,40 +113,10 @@ def key(point: dict) -> str:
     return json.dumps(point, sort_keys=True)
 
 
-def rung_records(result: Any) -> list[dict[str, Any]]:
-    """Per logged eval step of a finished trial: the step, its eval NLL, a forgetting estimate
-    where the step log has one, and the dollars spent up to it.
-
-    The dollars so far are the trial's price per second times its loading time plus the share
-    of its training time (intermediate evals included) up to that step; each step's share is
-    taken from its logged throughput (steps process equal tokens, so a step takes 1/tokens_per_s
-    of them). The final scoring (forgetting, exact match) is not in a rung's cost: a trial
-    stopped at a rung skips it. Step logs do not carry a forgetting estimate yet, so
-    ``retain_delta_nll`` is None until trials score one at their rungs."""
-    measured = result.measured
-    wall, load, final = measured.wall_s or 0.0, measured.load_s or 0.0, measured.eval_s or 0.0
-    per_s = (result.dollars or 0.0) / wall if wall else 0.0
-    training = max(wall - load - final, 0.0)
-    weights = [1.0 / s.tokens_per_s if s.tokens_per_s > 0 else 0.0 for s in result.steps]
-    total = sum(weights) or 1.0
-    records, done = [], 0.0
-    for step, weight in zip(result.steps, weights, strict=True):
-        done += weight
-        if step.eval_nll is None:
-            continue
-        records.append(
-            {
-                "step": step.step,
-                "eval_nll": step.eval_nll,
-                "retain_delta_nll": getattr(step, "retain_delta_nll", None),
-                "dollars": per_s * (load + training * done / total),
-            }
-        )
-    return records
-
-
-def trial_record(result: Any) -> dict[str, Any]:
-    """What the cache keeps of one real trial."""
+def trial_record(result: Any, rungs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the cache keeps of one real trial: its objectives, dollars and the rung reports it
+    made on its way (``RungReport`` as JSON: step, eval NLL, the forgetting estimate on the
+    retain subset, wall seconds and dollars so far)."""
     values = None
     if result.state == "complete":
         values = [result.quality.eval_nll, result.forgetting.retain_delta_nll, result.dollars]
@@ -131,7 +124,7 @@ def trial_record(result: Any) -> dict[str, Any]:
         "state": str(result.state),
         "values": values,
         "dollars": result.dollars,
-        "rungs": rung_records(result) if values is not None else [],
+        "rungs": rungs if values is not None else [],
         "seconds": {
             "wall": result.measured.wall_s,
             "load": result.measured.load_s,
@@ -141,33 +134,116 @@ def trial_record(result: Any) -> dict[str, Any]:
     }
 
 
-def load_cache(cache: Path) -> dict[str, dict[str, Any]]:
-    """The cached trials by point; a cache of another format or grid is measured anew."""
+_OWN_TEXT = """\
+The river runs past the old mill and under the stone bridge before it reaches the sea.
+In spring the fields turn green, and farmers plant wheat, barley and beans.
+A good recipe lists the ingredients first and then explains each step in order.
+Cats sleep for most of the day and hunt at dusk; dogs like to walk in the morning.
+The library opens at nine and closes at six, except on Sundays when it is closed.
+def add(a, b):
+    return a + b
+Numbers can be added, subtracted, multiplied and divided; 3 plus 4 is 7.
+Hello, how are you today? I am fine, thank you, and you?
+"""
+
+
+def own_model(root: Path) -> dict[str, str]:
+    """A user's own small checkpoint, built once under ``root``: a tiny Qwen2 (random weights,
+    ``save_pretrained``) with a byte-level BPE tokenizer trained on a few lines of text, and a
+    prompt/completion arithmetic task (every fifth row held out for eval). The same model as
+    the test suite's ``own_model`` fixture. Returns the TrialConfig's model/train/eval paths."""
+    model_dir = root / "model"
+    paths = {"model": str(model_dir), "train": str(root / "train.jsonl")}
+    paths["eval"] = str(root / "eval.jsonl")
+    if (model_dir / "config.json").exists():
+        return paths
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    rows = [
+        {"prompt": f"Q: what is {a} plus {b}? A:", "completion": f" {a + b}"}
+        for a in range(2, 10)
+        for b in range(1, 6)
+    ]
+    corpus = _OWN_TEXT.splitlines() + [r["prompt"] + r["completion"] for r in rows]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=384,
+            special_tokens=["<|endoftext|>", "<|pad|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    tokenizer.save_pretrained(model_dir)
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(model_dir)
+    lines = [json.dumps(r) + "\n" for r in rows]
+    Path(paths["train"]).write_text("".join(x for i, x in enumerate(lines) if i % 5))
+    Path(paths["eval"]).write_text("".join(lines[::5]))
+    return paths
+
+
+def load_cache(cache: Path, model: str) -> dict[str, dict[str, Any]]:
+    """The cached trials by point; a cache of another format, model or grid is measured anew."""
     if not cache.exists():
         return {}
     raw = json.loads(cache.read_text())
-    if not isinstance(raw, dict) or raw.get("format") != CACHE_FORMAT or raw.get("grid") != GRID:
-        print(f"{cache} holds another grid or format: measuring anew", flush=True)
+    if (
+        not isinstance(raw, dict)
+        or raw.get("format") != CACHE_FORMAT
+        or raw.get("grid") != grid_of(model)
+        or raw.get("model", "demo") != model
+    ):
+        print(f"{cache} holds another grid, model or format: measuring anew", flush=True)
         return {}
     return dict(raw["trials"])
 
 
-def measure_grid(cache: Path, jobs: int) -> dict[str, dict[str, Any]]:
-    """Run every grid point once as a real demo trial (cached), ``jobs`` at a time."""
+def measure_grid(cache: Path, jobs: int, model: str = "demo") -> dict[str, dict[str, Any]]:
+    """Run every grid point once as a real trial (cached), ``jobs`` at a time, with the rungs
+    of a default sweep of the grid: at each one the trial reports as in a sweep (eval NLL, the
+    forgetting estimate on the retain subset, dollars so far) and is told to go on."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from sweeps.trial.isolation import run_trial_isolated
 
-    table = load_cache(cache)
-    points = [p for p in grid_points() if key(p) not in table]
+    grid = grid_of(model)
+    stopping = grid_spec("random", 0, 1, model).early_stopping()
+    assert stopping is not None and stopping.min_steps is not None
+    data = own_model(cache.parent / "own-model") if model == "own" else {"model": "demo"}
+    table = load_cache(cache, model)
+    points = [p for p in grid_points(grid) if key(p) not in table]
     if points:
-        print(f"measuring {len(points)} real demo trials once (cached in {cache}) ...", flush=True)
+        print(
+            f"measuring {len(points)} real {model} trials once (cached in {cache}) ...", flush=True
+        )
     lock = threading.Lock()
 
     def measure(i: int, point: dict) -> None:
         config = TrialConfig(
-            model="demo",
+            **data,
             method=point["method"],
             rank=point["rank"] or 8,
             alpha=2.0 * (point["rank"] or 8),
@@ -180,11 +256,22 @@ def measure_grid(cache: Path, jobs: int) -> dict[str, dict[str, Any]]:
             usd_per_hour=USD_PER_HOUR,
             save="none",
             run_dir=str(cache.parent / "trials"),
+            rung_min_steps=stopping.min_steps,
+            rung_eta=stopping.eta,
+            rung_retain_rows=stopping.retain_rows,
         )
+        reports: list[dict[str, Any]] = []
+
+        def at_rung(report: Any) -> bool:
+            reports.append(report.model_dump(mode="json"))
+            return True
+
         started = time.perf_counter()
         # One thread per trial process, so `jobs` trials share the cores without oversubscribing.
-        result = run_trial_isolated(config, timeout_s=900, env={"OMP_NUM_THREADS": "1"})
-        record = trial_record(result)
+        result = run_trial_isolated(
+            config, timeout_s=900, env={"OMP_NUM_THREADS": "1"}, on_rung=at_rung
+        )
+        record = trial_record(result, reports)
         with lock:
             table[key(point)] = record
             print(
@@ -194,7 +281,16 @@ def measure_grid(cache: Path, jobs: int) -> dict[str, dict[str, Any]]:
             )
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(
-                json.dumps({"format": CACHE_FORMAT, "grid": GRID, "trials": table}, indent=1)
+                json.dumps(
+                    {
+                        "format": CACHE_FORMAT,
+                        "model": model,
+                        "grid": grid,
+                        "early_stopping": stopping.model_dump(),
+                        "trials": table,
+                    },
+                    indent=1,
+                )
             )
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -202,9 +298,11 @@ def measure_grid(cache: Path, jobs: int) -> dict[str, dict[str, Any]]:
     return table
 
 
-def grid_spec(sampler: str, seed: int, trials: int) -> SweepSpec:
+def grid_spec(sampler: str, seed: int, trials: int, model: str = "demo") -> SweepSpec:
     """The grid as a sweep spec with a budget of ``trials``: the samplers are built by
-    ``make_sampler`` and the points drawn by ``suggest``, exactly as a sweep of it would."""
+    ``make_sampler`` and the points drawn by ``suggest``, exactly as a sweep of it would, and
+    its ``early_stopping()`` is the default sweep's (no ``[search.early_stopping]`` given)."""
+    grid = grid_of(model)
     return SweepSpec(
         name="sweep-efficiency",
         sampler=sampler,
@@ -213,34 +311,37 @@ def grid_spec(sampler: str, seed: int, trials: int) -> SweepSpec:
         hardware={"device": "cpu", "usd_per_hour": USD_PER_HOUR},
         trial={"batch": 4, "max_seq_len": 64, "eval_every": EVAL_EVERY},
         search={
-            "methods": GRID["method"],
-            "rank": GRID["rank"],
-            "lr": GRID["lr"],
-            "max_steps": GRID["max_steps"],
+            "methods": grid["method"],
+            "rank": grid["rank"],
+            "lr": grid["lr"],
+            "max_steps": grid["max_steps"],
         },
     )
 
 
-Stopping = Callable[[int, list[dict[str, Any]], dict[str, Any]], bool]
-"""An early-stopping policy: ``policy(step, at_rung, this)`` -> continue the trial?"""
+def rung_point(rung: dict[str, Any]) -> list[float | None]:
+    """A rung report as the default objectives, minimised, as the sweep's worker reads it:
+    eval NLL, the forgetting estimate (retain_delta_nll, else retain_kl) and dollars so far."""
+    forgetting = rung.get("retain_delta_nll")
+    if forgetting is None:
+        forgetting = rung.get("retain_kl")
+    return [rung["eval_nll"], forgetting, rung["dollars"]]
 
 
-def asha_eval_nll(eta: int = 4) -> Stopping:
-    """A placeholder policy: successive halving on eval NLL alone (rungs 4, 16, ... steps). A
-    trial continues past a rung while it is in the best 1/eta of the trials that reached it
-    (the first eta - 1 to reach a rung all continue)."""
+def _decide(point: list, others: list[list], frontier: list[list], eta: int) -> bool:
+    """``sweeps.early_stopping.rung_decision`` on the objectives every point has (the worker
+    leaves out one that some trial has no rung value for)."""
+    from sweeps.early_stopping import rung_decision
 
-    def policy(step: int, at_rung: list[dict[str, Any]], this: dict[str, Any]) -> bool:
-        if step not in RUNGS or len(at_rung) < eta - 1:
-            return True
-        better = sum(other["eval_nll"] < this["eval_nll"] for other in at_rung)
-        return better < max(1, (len(at_rung) + 1) // eta)
+    everyone = [point, *others, *frontier]
+    kept = [m for m in range(3) if all(p[m] is not None for p in everyone)]
 
-    return policy
+    def vector(p: list) -> list[float]:
+        return [float(p[m]) for m in kept]
 
-
-RUNGS = (4, 16)
-"""The steps at which a longer trial may be stopped (eta = 4 below the longest, 64)."""
+    return rung_decision(
+        vector(point), [vector(p) for p in others], eta=eta, frontier=[vector(p) for p in frontier]
+    ).continues
 
 
 @dataclass
@@ -262,39 +363,63 @@ class Run:
 
 
 def search(
-    sampler_name: str, seed: int, n: int, table: dict, stopping: Stopping | None = None
+    sampler_name: str,
+    seed: int,
+    n: int,
+    table: dict,
+    *,
+    early_stopping: bool = False,
+    model: str = "demo",
+    spend: float = 0.0,
 ) -> Run:
-    """Run a sampler on the grid for n trials, with an early-stopping policy if given."""
+    """Run a sampler on the grid for n trials; with ``early_stopping``, as a default sweep of
+    the grid stops trials: at each rung, ``sweeps.early_stopping.rung_decision`` on the rung
+    reports of every earlier trial that reached it, with the frontier of the complete trials,
+    and the default spec's eta. A stopped trial is told to the sampler as pruned and costs its
+    rung's dollars. After the n trials it goes on (up to the grid's size) until it has spent
+    ``spend`` dollars: every row is compared at every dollar budget of the curve."""
     import optuna
+
+    from sweeps.results.frontier import pareto_mask
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    spec = grid_spec(sampler_name, seed, n)
+    spec = grid_spec(sampler_name, seed, n, model)
+    stopping = spec.early_stopping() if early_stopping else None
     study = optuna.create_study(directions=spec.objectives.directions(), sampler=make_sampler(spec))
     run = Run([], [])
-    rungs_seen: dict[int, list[dict[str, Any]]] = {}
-    for _ in range(n):
+    at_rung: dict[int, list[list[float | None]]] = {}  # step -> rung points of the trials there
+    complete: list[tuple[list[float], dict[int, list[float | None]]]] = []
+    adapter_rank = grid_of(model)["rank"][0]  # a rank of one value is not a parameter
+    while len(run.values) < n or (sum(run.dollars) < spend and len(run.values) < len(table)):
         trial = study.ask()
         params = suggest(trial, spec)
+        adapter = params["method"] in ("lora", "dora")
         point = {
             "method": params["method"],
-            "rank": params.get("rank"),
+            "rank": params.get("rank", adapter_rank) if adapter else None,
             "lr": params["lr"],
             "max_steps": params["max_steps"],
         }
         record = table[key(point)]
         values, dollars = record["values"], record["dollars"] or 0.0
         if values is not None and stopping is not None:
+            on_front = pareto_mask([v for v, _ in complete]) if complete else []
             for rung in record["rungs"]:
-                if rung["step"] >= point["max_steps"] or rung["step"] not in RUNGS:
-                    continue
-                go_on = stopping(rung["step"], rungs_seen.get(rung["step"], []), rung)
-                rungs_seen.setdefault(rung["step"], []).append(rung)
+                step, this = rung["step"], rung_point(rung)
+                frontier = [
+                    rungs[step]
+                    for (_, rungs), front in zip(complete, on_front, strict=True)
+                    if front and step in rungs
+                ]
+                go_on = _decide(this, at_rung.get(step, []), frontier, stopping.eta)
+                at_rung.setdefault(step, []).append(this)
                 if not go_on:
                     values, dollars = None, rung["dollars"]
                     break
         if values is not None:
             study.tell(trial, values)
+            complete.append((values, {r["step"]: rung_point(r) for r in record["rungs"]}))
         elif record["values"] is not None:  # stopped at a rung
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -325,6 +450,11 @@ def summarise(
             "hv@2N": statistics.mean(c[2 * n - 1] for c in curves[name]),
             "$@N": statistics.mean(d[n - 1] for d in spent[name]),
             "$@2N": statistics.mean(d[2 * n - 1] for d in spent[name]),
+            # Share of the first 2N trials without values: stopped at a rung (the grid's
+            # trials all complete when run to the end).
+            "stop@2N": statistics.mean(
+                sum(v is None for v in run.values[: 2 * n]) / (2 * n) for run in runs[name]
+            ),
         }
         for fraction in CURVE_FRACTIONS:
             budget = fraction * random_2n_dollars
@@ -385,14 +515,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=12, help="trials N (each sampler runs 4N)")
+    parser.add_argument(
+        "--n", type=int, default=12, help="trials N (each sampler runs at least 4N)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="real trials measured at once")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument(
         "--first-seed", type=int, default=0, help="seeds first-seed, ... (another set: held out)"
     )
     parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2", "cost-aware"])
-    parser.add_argument("--early-stopping", choices=["asha"], default=None)
+    parser.add_argument(
+        "--early-stopping",
+        nargs="*",
+        default=["tpe", "cost-aware"],
+        metavar="SAMPLER",
+        help="samplers also run with the default early stopping, as rows SAMPLER+es (the "
+        "default sampler's is the default sweep); none: --early-stopping with no name",
+    )
+    parser.add_argument(
+        "--model",
+        choices=["demo", "own"],
+        default="demo",
+        help="demo: the bundled demo; own: a small local checkpoint of a real architecture "
+        "(random weights, its own tokenizer), built under the cache's folder",
+    )
     parser.add_argument(
         "--moasha-python",
         type=Path,
@@ -401,24 +547,39 @@ def main() -> None:
         "(benchmarks/sweep_efficiency_moasha.py) on the same grid and seeds",
     )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
-    parser.add_argument("--cache", type=Path, default=Path("runs/bench/sweep_grid.json"))
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="the grid's trials (default runs/bench/sweep_grid.json, sweep_grid_own.json)",
+    )
     args = parser.parse_args()
     samplers = list(dict.fromkeys(["random", *args.samplers]))
+    cache = args.cache or Path(
+        "runs/bench/sweep_grid.json" if args.model == "demo" else "runs/bench/sweep_grid_own.json"
+    )
 
-    table = measure_grid(args.cache, args.jobs)
+    table = measure_grid(cache, args.jobs, args.model)
     measured = [r["values"] for r in table.values() if r["values"] is not None]
     reference = reference_point(measured)
     best = hypervolume(measured, reference)
-    runs: dict[str, list[Run]] = {}
-    for name in samplers:
-        seeds = range(args.first_seed, args.first_seed + args.seeds)
-        runs[name] = [search(name, seed, 4 * args.n, table) for seed in seeds]
-        if args.early_stopping and name != "random":
-            runs[f"{name}+asha"] = [
-                search(name, seed, 4 * args.n, table, asha_eval_nll()) for seed in range(args.seeds)
-            ]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    n = 4 * args.n
+    runs = {"random": [search("random", seed, n, table, model=args.model) for seed in seeds]}
+    # Every other row runs on until it has spent the curve's largest budget.
+    spend = max(CURVE_FRACTIONS) * statistics.mean(
+        sum(r.dollars[: 2 * args.n]) for r in runs["random"]
+    )
+    for name in samplers[1:]:
+        runs[name] = [search(name, seed, n, table, model=args.model, spend=spend) for seed in seeds]
+    for name in args.early_stopping:
+        runs[f"{name}+es"] = [
+            search(name, seed, n, table, early_stopping=True, model=args.model, spend=spend)
+            for seed in seeds
+        ]
     if args.moasha_python is not None:
-        runs["moasha"] = moasha_runs(args.moasha_python, args.cache, 4 * args.n, seeds)
+        runs["moasha"] = moasha_runs(args.moasha_python, cache, 12 * args.n, seeds)
+    default = f"{SweepSpec.model_fields['sampler'].default}+es"
     result = summarise(runs, args.n, reference, best)
     if args.json:
         print(
@@ -427,7 +588,9 @@ def main() -> None:
                     "n": args.n,
                     "seeds": args.seeds,
                     "first_seed": args.first_seed,
+                    "model": args.model,
                     "grid": len(table),
+                    "default": default,
                     "table": result,
                 },
                 indent=1,
@@ -436,7 +599,7 @@ def main() -> None:
         return
     costs = [r["dollars"] for r in table.values() if r["dollars"]]
     print(
-        f"\ngrid: {len(table)} real demo trials, {len(measured)} complete, ${min(costs):.6f} to "
+        f"\ngrid: {len(table)} real {args.model} trials, {len(measured)} complete, ${min(costs):.6f} to "
         f"${max(costs):.6f} each; hypervolume of the whole grid {best:.4g}"
     )
     print(
@@ -448,11 +611,12 @@ def main() -> None:
         "hv@2N",
         "$@N",
         "$@2N",
+        "stop@2N",
         *[f"hv@{f:g}$" for f in CURVE_FRACTIONS],
         "reached",
         "$ to reach / random $@2N",
     ]
-    print(f"{'sampler':<16}" + "".join(f"{c:>10}" for c in columns[:-1]) + f"{columns[-1]:>26}")
+    print(f"{'sampler':<24}" + "".join(f"{c:>10}" for c in columns[:-1]) + f"{columns[-1]:>26}")
     for name, row in result.items():
         cells = []
         for c in columns:
@@ -465,10 +629,13 @@ def main() -> None:
                 cells.append(f"{value:>26.2f}")
             else:
                 cells.append(f"{value:>10.3f}")
-        print(f"{name:<16}" + "".join(cells))
+        label = f"{name} (default)" if name == default else name
+        print(f"{label:<24}" + "".join(cells))
     print(
-        "\nhv@f$: hypervolume of the trials paid for within f x random's dollars at 2N trials.\n"
-        "reached: seeds reaching random's mean hypervolume at 2N within 4N trials; the last\n"
+        "\nstop@2N: share of the first 2N trials stopped at a rung.\n"
+        "hv@f$: hypervolume of the trials paid for within f x random's dollars at 2N trials.\n"
+        "reached: seeds reaching random's mean hypervolume at 2N in their run (4N trials, or\n"
+        "more until 1.5x random's dollars at 2N are spent, at most the grid); the last\n"
         "column is the median dollars that took, over random's dollars at 2N (inf: most seeds\n"
         "never did). Aim: <= 0.50 for the default."
     )
