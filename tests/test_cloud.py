@@ -335,7 +335,7 @@ def test_cloud_workers_charge_the_cluster_price_and_stop_at_the_dollar_budget(
         name,
         model=str(own_model.model_dir),
         data=f'[data]\ntrain = "{own_model.train}"\neval = "{own_model.eval}"',
-        budget="trials = 3\ndollars = 0.002",
+        budget="trials = 3\ndollars = 0.0002",  # 0.1 s at the offer's price: any trial spends it
     )
     out = tmp_path / "tasks"
     done = paretune(
@@ -379,7 +379,7 @@ def test_cloud_workers_charge_the_cluster_price_and_stop_at_the_dollar_budget(
     result = trials[0].user_attrs["result"]
     wall_h = result["measured"]["wall_s"] / 3600
     assert result["dollars"] == pytest.approx(wall_h * price * 1, rel=1e-6)
-    assert result["dollars"] > 0.002  # one trial at the cluster's price spent the budget
+    assert result["dollars"] > 0.0002  # one trial at the cluster's price spent the budget
 
 
 def test_a_data_file_missing_here_is_refused_before_anything_is_written(tmp_path: Path) -> None:
