@@ -183,6 +183,10 @@ timeout_s = 300
     trainer = _trainer_terms(str(demo.model_dir), row)
     assert row["predicted_activations_bytes"] < trainer["activations"]
     assert row["predicted_logits_loss_bytes"] == trainer["logits_loss"]  # fused in both
+    # The calibration view says whose predictions its rows compare with the measurement.
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as connection:
+        found = connection.sql("SELECT framework FROM calibration WHERE study = 'un'").fetchall()
+    assert found == [("unsloth",)]
 
 
 @pytest.mark.slow

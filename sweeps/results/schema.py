@@ -879,6 +879,13 @@ _CALIBRATION_COLUMNS = (
         )
     ),
     ViewColumn(
+        "framework",
+        "VARCHAR",
+        "whose behaviour the predictions are for (the sweep's framework; hf: transformers + "
+        "peft, what the trials run); `paretune calibrate` fits only hf rows",
+        "coalesce(json_extract_string(config, '$.framework'), 'hf')",
+    ),
+    ViewColumn(
         "peak_ratio",
         "DOUBLE",
         "measured / predicted peak memory",
@@ -1076,8 +1083,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         7,
         "studies and trials: calibration, the calibration profile the predictions used (path, "
-        "sha256, version); view calibration: columns measured_train_hours, train_hours_ratio, "
-        "calibrated, calibration_sha256 and calibration",
+        "sha256, version); view calibration: columns framework, measured_train_hours, "
+        "train_hours_ratio, calibrated, calibration_sha256 and calibration",
         (("studies", "calibration"), ("trials", "calibration")),
     ),
 )
