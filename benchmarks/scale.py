@@ -467,7 +467,13 @@ def main() -> None:
         help="journal and/or postgres, comma-separated (default: %(default)s)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per operation")
-    parser.add_argument("--keep", type=Path, default=None, help="build in this folder, kept")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="build in this folder and keep it (and the PostgreSQL study); a later run with "
+        "the same folder times the same studies, grown where a size is larger",
+    )
     args = parser.parse_args()
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     storages = [s.strip() for s in args.storages.split(",") if s.strip()]
@@ -490,7 +496,10 @@ def main() -> None:
             url = POSTGRES_URL
         else:
             url = str(folder / kind / "study.journal")
-        bench = Bench(kind, url, f"scale-{kind}-{tag}", folder / kind, args.repeats)
+        # Kept: a stable name, so that a later run (of another version, say) times the same
+        # study; else one of this run's own, deleted at the end.
+        name = f"paretune-scale-{kind}" if args.keep else f"scale-{kind}-{tag}"
+        bench = Bench(kind, url, name, folder / kind, args.repeats)
         results: dict[str, dict[int, float]] = {}
         try:
             for size in sizes:
@@ -499,7 +508,7 @@ def main() -> None:
                 for operation, seconds in bench.time_operations(size).items():
                     results.setdefault(operation, {})[size] = seconds
         finally:
-            if kind == "postgres":
+            if kind == "postgres" and not args.keep:
                 bench.delete()
         print()
         print_table(f"{kind} (seconds)", sizes, results)
