@@ -125,7 +125,7 @@ def _lookup(record: Mapping[str, Any], path: str) -> Any:
 def _walk(record: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     node: Any = record
     for key in keys:
-        if isinstance(node, Mapping):
+        if type(node) is dict or isinstance(node, Mapping):  # a dict without the ABC's check
             node = node.get(key)
         elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
