@@ -505,8 +505,14 @@ def main() -> None:
             for size in sizes:
                 built = bench.grow(size)
                 print(f"{kind}: {size:,} trials built in {built:.0f} s; timing ...", flush=True)
-                for operation, seconds in bench.time_operations(size).items():
+                timed = bench.time_operations(size)
+                for operation, seconds in timed.items():
                     results.setdefault(operation, {})[size] = seconds
+                print(
+                    f"{kind}: {size:,} trials: "
+                    + ", ".join(f"{op} {seconds:.3f} s" for op, seconds in timed.items()),
+                    flush=True,
+                )
         finally:
             if kind == "postgres" and not args.keep:
                 bench.delete()
