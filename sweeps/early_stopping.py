@@ -43,7 +43,7 @@ Why this rule:
 
 Every point is a tuple of floats, smaller is better in each coordinate (negate a maximised
 objective before), all of the same length. Nothing here imports anything beyond the standard
-library: the benchmark and the tests call these functions directly.
+library and numpy: the benchmark and the tests call these functions directly.
 """
 
 from __future__ import annotations
@@ -104,16 +104,29 @@ def dominates(a: Point, b: Point) -> bool:
 def non_dominated_fronts(points: Sequence[Point]) -> list[list[int]]:
     """Indices of ``points`` by front: the Pareto-optimal ones first, then those optimal once the
     first front is removed, ... (NSGA-II's non-dominated sorting; equal points share a front)."""
-    remaining = list(range(len(points)))
+    import numpy as np
+
+    if not len(points):
+        return []
+    values = np.asarray(points, dtype=float)
+    # dominated_by[j, i]: point j dominates point i; then fronts are peeled off by counting
+    # each point's dominators left. The square of the points, in numpy: at a rung that 5,000
+    # trials reached, 0.2 s where comparing the points pair by pair in Python took minutes.
+    no_worse = np.ones((len(values), len(values)), dtype=bool)
+    better = np.zeros_like(no_worse)
+    for column in values.T:
+        no_worse &= column[:, None] <= column[None, :]
+        better |= column[:, None] < column[None, :]
+    dominated_by = no_worse & better
+    del no_worse, better
+    dominators = dominated_by.sum(axis=0)
+    remaining = np.ones(len(values), dtype=bool)
     fronts: list[list[int]] = []
-    while remaining:
-        front = [
-            i
-            for i in remaining
-            if not any(dominates(points[j], points[i]) for j in remaining if j != i)
-        ]
-        fronts.append(front)
-        remaining = [i for i in remaining if i not in front]
+    while remaining.any():
+        front = np.flatnonzero(remaining & (dominators == 0))
+        fronts.append(front.tolist())
+        remaining[front] = False
+        dominators -= dominated_by[front].sum(axis=0)
     return fronts
 
 

@@ -56,6 +56,33 @@ def test_non_dominated_sorting_and_crowding_on_hand_made_points() -> None:
     assert distances[1:3] == pytest.approx([0.2 + 0.7, 0.9 + 0.4])
 
 
+def test_non_dominated_sorting_is_peeling_the_pairwise_fronts() -> None:
+    """The fronts, each in index order, as repeatedly removing the points no remaining point
+    dominates gives them (ties, equal points, infinities and NaN included)."""
+    import random
+
+    rng = random.Random(3)
+    for n, dims in [(0, 3), (1, 3), (7, 2), (50, 3), (120, 3), (60, 1), (5, 0)]:
+        choices = [0.0, 1.0, 2.0, 3.0, math.inf, math.nan]
+        points = [
+            tuple(
+                rng.choice(choices) if rng.random() < 0.1 else float(rng.randint(0, 6))
+                for _ in range(dims)
+            )
+            for _ in range(n)
+        ]
+        remaining, peeled = list(range(n)), []
+        while remaining:
+            front = [
+                i
+                for i in remaining
+                if not any(dominates(points[j], points[i]) for j in remaining if j != i)
+            ]
+            peeled.append(front)
+            remaining = [i for i in remaining if i not in front]
+        assert non_dominated_fronts(points) == peeled
+
+
 def test_a_dominated_trial_outside_the_top_third_stops_only_if_the_frontier_dominates_it() -> None:
     others = [(1.0, 1.0), (1.5, 0.5), (0.5, 1.5), (2.0, 2.0), (3.0, 3.0)]
     worse = (2.5, 2.5)  # front 2 of 6: place 5; the top ceil(6/3) = 2 go on

@@ -40,6 +40,25 @@ def test_agrees_with_optuna(dims: int) -> None:
         )
 
 
+def test_pareto_mask_is_the_pairwise_definition_with_ties_infinities_and_nan() -> None:
+    # Rows drawn from a few values, so that equal rows and equal coordinates are common.
+    rng = np.random.default_rng(7)
+    for n, dims in [(1, 3), (2, 2), (40, 2), (60, 3), (80, 4), (300, 3)]:
+        points = rng.integers(0, 5, size=(n, dims)).astype(float)
+        points[rng.random((n, dims)) < 0.03] = np.inf
+        points[rng.random((n, dims)) < 0.02] = np.nan
+        pairwise = [
+            not any(
+                np.all(points[j] <= points[i]) and np.any(points[j] < points[i])
+                for j in range(n)
+                if j != i
+            )
+            for i in range(n)
+        ]
+        assert pareto_mask(points).tolist() == pairwise
+    assert pareto_mask(np.zeros((0, 3))).tolist() == []
+
+
 def test_hypervolume_by_hand() -> None:
     # Two boxes [0,2]x[1,2] and [1,2]x[0,2] overlap in [1,2]x[1,2]: 2 + 2 - 1.
     assert hypervolume([[0, 1], [1, 0]], [2, 2]) == pytest.approx(3.0)

@@ -41,6 +41,36 @@ def test_sync_is_idempotent_and_typed(tmp_path: Path) -> None:
     assert calibration == [(0,)]  # no predictions in these rows
 
 
+def test_many_trials_go_in_at_once_exactly_as_one_by_one(tmp_path: Path) -> None:
+    """A study's trials written as one Arrow insert (more than 20 rows) read back exactly as
+    the same rows written the slow way (a parameter per cell): JSON, timestamps, booleans,
+    big integers and NULLs included."""
+    from datetime import datetime
+
+    from sweeps.results.store import trial_rows
+
+    rows, _ = trial_rows(journal_study(tmp_path))
+    many = [
+        {
+            **rows[i % len(rows)],
+            "number": i,
+            "use_rslora": [True, False, None][i % 3],
+            "tokens": 2**40 + i,
+            "finished_at": datetime(2026, 1, 2, 3, 4, 5, 678901),
+            "rungs": [{"step": 10, "eval_nll": 1.5, "continues": i % 2 == 0}],
+            "params": {"lr": 1e-3 * (i + 1), "method": "lora"},
+        }
+        for i in range(45)
+    ]
+    bulk, slow = ResultsStore(tmp_path / "bulk.duckdb"), ResultsStore(tmp_path / "slow.duckdb")
+    bulk.write_trials(many)
+    for start in range(0, len(many), 15):  # 20 rows or fewer: one parameter per cell
+        slow.write_trials(many[start : start + 15])
+    query = "SELECT * FROM trials ORDER BY number"
+    assert bulk.query(query) == slow.query(query)
+    assert bulk.trials("s")[7]["tokens"] == 2**40 + 7
+
+
 def test_query_is_read_only_unless_write(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.duckdb")
     store.sync_study(journal_study(tmp_path))

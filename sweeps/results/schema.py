@@ -13,6 +13,7 @@ torch, Optuna or DuckDB installed.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,19 +104,28 @@ class Column:
     def paths(self) -> tuple[str, ...]:
         return tuple(path.strip() for path in self.source.split(" or "))
 
+    @functools.cached_property
+    def _keys(self) -> tuple[tuple[str, ...], ...]:
+        """Each path's keys, split once (a sync reads every column of every logged step)."""
+        return tuple(tuple(path.split(".")) for path in self.paths)
+
     def value(self, record: Mapping[str, Any]) -> Any:
         """This column's value in ``record``: the first of its paths that is not null."""
-        for path in self.paths:
-            found = _lookup(record, path)
+        for keys in self._keys:
+            found = _walk(record, keys)
             if found is not None:
                 return found
         return None
 
 
 def _lookup(record: Mapping[str, Any], path: str) -> Any:
+    return _walk(record, tuple(path.split(".")))
+
+
+def _walk(record: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     node: Any = record
-    for key in path.split("."):
-        if isinstance(node, Mapping):
+    for key in keys:
+        if type(node) is dict or isinstance(node, Mapping):  # a dict without the ABC's check
             node = node.get(key)
         elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]

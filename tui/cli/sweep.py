@@ -927,9 +927,8 @@ def results_sync(storage: str, studies: tuple[str, ...], db: Path) -> None:
     if not storage.startswith(("postgresql", "postgres://")) and not Path(storage).exists():
         raise SweepUsageError(f"no journal file at {storage}", "Pass the storage the sweep used.")
     backend = open_storage(storage)
-    names = [
-        s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)
-    ]
+    # The names alone: the study summaries read (and copy) every trial of every study.
+    names = optuna.get_all_study_names(backend)
     chosen = list(studies) or names
     missing = [s for s in chosen if s not in names]
     if missing:
