@@ -274,29 +274,29 @@ def _check_fields(where: str, rows: list[dict[str, Any]]) -> None:
 def _mlflow_store(uri: str) -> str:
     """The URI of an existing local MLflow store (a path is a ``file:`` folder); anything
     else is the one-paragraph error (MLflow would create an empty store)."""
-    from sweeps.results.tracking import _file_store_path, _is_file_store, _sqlite_path
+    from sweeps.results.tracking import file_store_path, is_file_store, sqlite_path
 
     hint = (
         "Give a local MLflow store: its folder (file:./mlruns or the path) or its database "
         "(sqlite:///mlflow.db), as a sweep's [run] mlflow names it."
     )
-    database = _sqlite_path(uri)
+    database = sqlite_path(uri)
     if database is not None:
         if not database.is_file():
             raise CalibrationInputError(f"MLflow store {uri}: no database at {database}", hint)
         return uri
-    if uri.startswith("sqlite:") or not _is_file_store(uri):
+    if uri.startswith("sqlite:") or not is_file_store(uri):
         raise CalibrationInputError(f"MLflow store {uri}: not a local file: or sqlite: store", hint)
-    folder = _file_store_path(uri)
+    folder = file_store_path(uri)
     if not folder.is_dir():
         raise CalibrationInputError(f"MLflow store {uri}: no folder {folder}", hint)
     return uri if uri.startswith("file:") else folder.resolve().as_uri()
 
 
 def _mlflow_runs(uri: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    from sweeps.results.tracking import _client
+    from sweeps.results.tracking import mlflow_client
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     for experiment in client.search_experiments(max_results=1000):
         token = None
         while True:

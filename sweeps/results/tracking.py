@@ -55,8 +55,12 @@ __all__ = [
     "TrialLogger",
     "WandbOfflineTarget",
     "export_study",
+    "file_store_path",
+    "is_file_store",
     "is_final",
+    "mlflow_client",
     "mlflow_problem",
+    "sqlite_path",
     "trial_content",
     "wandb_problem",
 ]
@@ -315,11 +319,12 @@ def _quiet_mlflow() -> None:
             logger.setLevel(logging.WARNING)
 
 
-def _is_file_store(uri: str) -> bool:
+def is_file_store(uri: str) -> bool:
+    """Whether ``uri`` names an MLflow file store (``file:`` or a plain path)."""
     return uri.startswith("file:") or "://" not in uri and not uri.startswith("databricks")
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (None: another kind, or in memory)."""
     if not uri.startswith("sqlite:///"):
         return None
@@ -327,7 +332,8 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def _file_store_path(uri: str) -> Path:
+def file_store_path(uri: str) -> Path:
+    """The folder of an MLflow file store URI."""
     if uri.startswith("file://"):
         return Path(uri[len("file://") :])
     return Path(uri[len("file:") :] if uri.startswith("file:") else uri)
@@ -354,18 +360,18 @@ def mlflow_problem(uri: str, *, unwritable: Callable[[Path, bool], str | None]) 
     tracking server must answer. ``unwritable(path, folder)`` says why a path is not writable.
     Raises :class:`TrackingError` when MLflow is not installed."""
     _import_extra("mlflow")
-    database = _sqlite_path(uri)
+    database = sqlite_path(uri)
     if database is not None:
         problem = unwritable(database, False)
         if problem or not database.is_file():
             return problem
     elif uri.startswith("sqlite:"):
         return None  # in memory: nothing to check
-    elif _is_file_store(uri):
-        return unwritable(_file_store_path(uri), True)
+    elif is_file_store(uri):
+        return unwritable(file_store_path(uri), True)
     try:
         with _no_retries():
-            _client(uri).search_experiments(max_results=1)
+            mlflow_client(uri).search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - any failure means "cannot log there"
         return _first_line(error)
     return None
@@ -384,9 +390,10 @@ def _first_line(error: BaseException) -> str:
     return line if len(line) <= 300 else line[:299].rstrip(". ") + "…"
 
 
-def _client(uri: str) -> Any:
+def mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` of ``uri`` (the extra checked; a file store allowed)."""
     _import_extra("mlflow")
-    if _is_file_store(uri):
+    if is_file_store(uri):
         # MLflow 3 keeps its file store in maintenance mode behind this switch; a spec that
         # names a file: store asks for one.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -432,7 +439,7 @@ class MlflowTarget:
 
     def __post_init__(self) -> None:
         self.label = self.label or f"MLflow {self.uri}"
-        self.client = _client(self.uri)
+        self.client = mlflow_client(self.uri)
 
     def open_study(self, study: dict[str, Any]) -> None:
         """Find or create the experiment and the study's parent run; note the trials logged."""
@@ -452,7 +459,7 @@ class MlflowTarget:
                     "(or --experiment) to another name.",
                 )
             return str(found.experiment_id)
-        database = _sqlite_path(self.uri)
+        database = sqlite_path(self.uri)
         location = None
         if database is not None:  # beside the database, not in whatever folder runs the sweep
             folder = database.resolve().parent / "mlartifacts" / _key(name).replace("/", "_")
