@@ -1,6 +1,6 @@
 """Does calibrating from one sweep predict another sweep better? Before vs after, one table.
 
-    python benchmarks/calibration_gain.py [--workdir DIR] [--trials 8] [--min-runs 2]
+    python benchmarks/calibration_gain.py [--workdir DIR] [--trials 8] [--steps 4] [--min-runs 2]
 
 Runs two short demo sweeps on the CPU with different seeds and search points (LoRA and
 freeze; ranks, micro-batches and sequence lengths differ), fits a calibration profile on
@@ -11,7 +11,9 @@ compared in both columns. Before a calibration the planner has no CPU throughput
 "before" times a CPU run at the nominal ``planner.calibration.CPU_NOMINAL_FLOPS``.
 
 A sweep already complete in ``--workdir`` is reused (the sweep resumes, nothing reruns),
-so the figures can be reprinted. No GPU rows are involved.
+so the figures can be reprinted (use another ``--workdir`` for other ``--steps``). ``--steps``
+sets each trial's optimizer steps: at 4 a trial's seconds are mostly fixed per-step costs,
+longer trials weigh the throughput a profile fits. No GPU rows are involved.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ SWEEPS = {
 }
 
 
-def _spec(folder: Path, name: str, trials: int) -> Path:
+def _spec(folder: Path, name: str, trials: int, steps: int) -> Path:
     seed, batches, ranks, seq = SWEEPS[name]
     spec = folder / f"{name}.toml"
     spec.write_text(f"""
@@ -48,9 +50,9 @@ methods = ["lora", "freeze"]
 rank = {ranks}
 batch = {batches}
 lr = {{ low = 1e-4, high = 1e-2, log = true }}
-max_steps = 4
+max_steps = {steps}
 [trial]
-eval_every = 4
+eval_every = {steps}
 max_seq_len = {seq}
 [budget]
 trials = {trials}
@@ -64,8 +66,8 @@ calibration = "none"  # the sweeps themselves predict with the defaults, whateve
     return spec
 
 
-def _sweep(folder: Path, name: str, trials: int) -> Path:
-    spec = _spec(folder, name, trials)
+def _sweep(folder: Path, name: str, trials: int, steps: int) -> Path:
+    spec = _spec(folder, name, trials, steps)
     print(f"sweep {name}: {trials} demo trials on the CPU ...", flush=True)
     done = subprocess.run(
         [sys.executable, "-m", "tui.cli", "sweep", "run", str(spec)],
@@ -85,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs") / "calibration_gain")
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps of each trial")
     parser.add_argument("--min-runs", type=int, default=2)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
 
-    first, _ = runs_from_results(_sweep(args.workdir, "calibrate-from", args.trials))
-    second, _ = runs_from_results(_sweep(args.workdir, "predict", args.trials))
+    first, _ = runs_from_results(_sweep(args.workdir, "calibrate-from", args.trials, args.steps))
+    second, _ = runs_from_results(_sweep(args.workdir, "predict", args.trials, args.steps))
     profile = fit(first, args.min_runs)
     groups = errors_against(second, lambda _: profile, args.min_runs)
     overall = errors_against(
