@@ -1,6 +1,6 @@
 """Does calibrating from one sweep predict another sweep better? Before vs after, one table.
 
-    python benchmarks/calibration_gain.py [--workdir DIR] [--trials 8] [--steps 4] [--min-runs 2]
+    python benchmarks/calibration_gain.py [--workdir DIR] [--trials 8] [--steps 30] [--min-runs 2]
 
 Runs two short demo sweeps on the CPU with different seeds and search points (LoRA and
 freeze; ranks, micro-batches and sequence lengths differ), fits a calibration profile on
@@ -12,8 +12,8 @@ compared in both columns. Before a calibration the planner has no CPU throughput
 
 A sweep already complete in ``--workdir`` is reused (the sweep resumes, nothing reruns),
 so the figures can be reprinted (use another ``--workdir`` for other ``--steps``). ``--steps``
-sets each trial's optimizer steps: at 4 a trial's seconds are mostly fixed per-step costs,
-longer trials weigh the throughput a profile fits. No GPU rows are involved.
+sets each trial's optimizer steps: at 4 a trial's seconds are mostly its first step's one-off
+costs, which no per-step model predicts. No GPU rows are involved.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs") / "calibration_gain")
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps of each trial")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps of each trial")
     parser.add_argument("--min-runs", type=int, default=2)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for correction in profile.corrections:
         print(
-            f"  {'/'.join(correction.key)}: {correction.throughput / 1e9:.2f} GFLOP/s, "
+            f"  {'/'.join(correction.key)}: {correction.throughput / 1e9:.2f} GFLOP/s "
+            f"+ {correction.step_overhead_s * 1e3:.2f} ms a step, "
             f"activation scale {correction.activation_scale:.3f}, "
             f"overhead {correction.overhead_bytes / 1e9:.3f} GB "
             f"(from {correction.runs} runs, own weight {correction.memory_weight:.2f})"

@@ -145,6 +145,7 @@ _RESULT_COLUMNS = (
     "measured_peak_gb",
     "measured_peak_reserved_gb",
     "train_s",
+    "steps_done",
 )
 
 
@@ -217,6 +218,7 @@ def trial_run(record: Mapping[str, Any], source: str) -> Run | None:
         seconds=record.get("train_s"),
         peak_flops=_peak_flops(device) if on_gpu and record.get("gpu") else None,
         devices=int(record.get("devices") or 1),
+        steps=int(record["steps_done"]) if record.get("steps_done") else None,
     )
 
 

@@ -161,7 +161,7 @@ def _trial_of(fields: Mapping[str, Any], source: str, imported: Imported) -> Run
     record["device"] = fields.get("hardware.device") or "cpu"
     record["gpu"] = fields.get("hardware.gpu")
     record["devices"] = _number(fields.get("hardware.devices"))
-    for name in ("batch", "predicted_seq_len", "predicted_flops", "train_s"):
+    for name in ("batch", "predicted_seq_len", "predicted_flops", "train_s", "steps_done"):
         record[name] = _number(record.get(name))
     for name in ("measured_peak_gb", "measured_peak_reserved_gb"):
         record[name] = _number(fields.get(name))

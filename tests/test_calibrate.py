@@ -223,3 +223,44 @@ def test_plan_with_a_missing_or_garbled_profile_is_an_error(tmp_path: Path) -> N
     for path, says in ((tmp_path / "absent.toml", "no such file"), (garbled, "version 99")):
         done = paretune("plan", "qwen2.5-0.5b", "--gpu", "h100", "--calibration", str(path))
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_fit_tells_a_fixed_time_per_step_from_throughput() -> None:
+    """Runs timed as ``steps * overhead + flops / throughput`` (two groups, micro-batches 2
+    to 16): the fit finds the overhead and each group's throughput, and predicts a run
+    outside its batches within a percent; with one FLOPs-per-step only, overhead is 0."""
+    from dataclasses import replace
+
+    from planner.calibration import fit
+    from planner.calibration.fit import Run, leave_one_out, predicted_seconds
+
+    overhead, speeds = 0.006, {"lora": 60e9, "freeze": 120e9}
+
+    def run(method: str, batch: int, steps: int = 30) -> Run:
+        flops = 2e8 * batch * steps
+        seconds = steps * overhead + flops / speeds[method]
+        return Run(
+            f"{method}-{batch}", "cpu", method, "transformers", "m", 64, batch, {}, None,
+            flops, seconds, steps=steps,
+        )  # fmt: skip
+
+    runs = [run(m, b) for m in speeds for b in (2, 4, 8, 16)]
+    found = fit(runs, 2)
+    for method, speed in speeds.items():
+        correction = found.correction(("cpu", method, "transformers"))
+        assert correction is not None
+        assert correction.step_overhead_s == pytest.approx(overhead, rel=1e-6)
+        assert correction.throughput == pytest.approx(speed, rel=1e-6)
+        outside = run(method, 64, steps=100)
+        assert predicted_seconds(
+            outside, correction.throughput, correction.step_overhead_s
+        ) == pytest.approx(outside.seconds, rel=0.01)
+    # Leave-one-out: every held-out run is predicted from the others' fit.
+    assert all(e.hours_after is not None and e.hours_after < 0.01 for e in leave_one_out(runs, 2))
+    # Without step counts, throughput alone cannot express the fixed cost: 10% off or more.
+    untimed = [replace(r, steps=None) for r in runs]
+    assert all(c.step_overhead_s == 0.0 for c in fit(untimed, 2).corrections)
+    assert all(e.hours_after is not None and e.hours_after > 0.1 for e in leave_one_out(untimed, 2))
+
+    same = fit([run(m, 8) for m in speeds for _ in range(3)], 2)
+    assert all(c.step_overhead_s == 0.0 for c in same.corrections)

@@ -12,6 +12,14 @@ weights, gradients, optimizer states) stay as computed, since they are exact cou
 - **overhead**: the bytes the run holds beyond its terms (CUDA context, workspaces, the
   caching allocator's reserve; on a CPU the resident set's own overhead): one constant.
 
+Time is ``seconds = steps * step_overhead + flops / throughput``: besides the FLOPs, each
+optimizer step costs a fixed time (the optimizer's update, kernel launches, the Python
+around them), which dominates small models and micro-batches. The step overhead is one
+value per device, fitted by least squares on the runs' relative time together with each
+group's inverse throughput, where the runs' FLOPs per step differ enough to tell the two
+apart (and the fit gives both positive); else it is 0, and throughput alone carries time.
+Runs without a step count (imported tokens/s) are timed by throughput alone.
+
 Memory is the line ``measured - physical = scale * short_lived + overhead``, fitted by
 least squares where the runs' short-lived terms differ enough to tell slope from intercept,
 else with the device's pooled scale and only the overhead fitted.
@@ -99,6 +107,8 @@ class Run:
     seconds: float | None = None
     peak_flops: float | None = None
     devices: int = 1
+    steps: int | None = None
+    """Optimizer steps the ``seconds`` cover (None: not known, e.g. an imported tokens/s)."""
 
     @property
     def key(self) -> Key:
@@ -119,9 +129,17 @@ class Run:
     @property
     def throughput(self) -> float | None:
         """MFU on a GPU, FLOP/s per device on a CPU; None without a timing."""
+        return self.throughput_after(0.0)
+
+    def throughput_after(self, step_overhead: float) -> float | None:
+        """The throughput of the time left after ``step_overhead`` seconds per step (None
+        without a timing, or where the overhead leaves no time)."""
         if not self.flops or not self.seconds or self.seconds <= 0:
             return None
-        per_device = self.flops / self.seconds / max(1, self.devices)
+        seconds = self.seconds - step_overhead * (self.steps or 0)
+        if seconds <= 0:
+            return None
+        per_device = self.flops / seconds / max(1, self.devices)
         return per_device / self.peak_flops if self.peak_flops else per_device
 
 
@@ -144,6 +162,8 @@ class Correction:
     seq_len: tuple[int, int]
     batch: tuple[int, int]
     models: tuple[str, ...]
+    step_overhead_s: float = 0.0
+    """Fixed seconds per optimizer step (the device's; 0: not fitted)."""
 
     @property
     def key(self) -> Key:
@@ -247,10 +267,6 @@ def _by_key(runs: Sequence[Run]) -> dict[Key, list[Run]]:
     return groups
 
 
-def _throughputs(runs: Sequence[Run]) -> list[float]:
-    return [t for run in runs if (t := run.throughput) is not None and t > 0]
-
-
 def _memory_runs(runs: Sequence[Run]) -> list[Run]:
     return [run for run in runs if run.measured_peak_bytes and run.measured_peak_bytes > 0]
 
@@ -263,13 +279,76 @@ def _memory_line(runs: Sequence[Run], slope: float) -> tuple[float, float]:
     )
 
 
+def _step_overhead(groups: Mapping[Key, Sequence[Run]]) -> float:
+    """The device's fixed seconds per optimizer step: least squares of ``1 = overhead *
+    steps / seconds + k_group * flops / seconds`` over the timed runs with a step count
+    (each run weighs the same, whatever its length), ``k`` the group's inverse throughput.
+    0 where no group's runs differ enough in FLOPs per step to tell overhead from
+    throughput, or where the fit is not positive in every value."""
+    timed = {
+        key: [r for r in runs if r.flops and r.seconds and r.seconds > 0 and r.steps]
+        for key, runs in groups.items()
+    }
+    timed = {key: runs for key, runs in timed.items() if runs}
+    spread = any(
+        max(per_step) / min(per_step) >= _SPREAD
+        for runs in timed.values()
+        if len(runs) >= 2
+        and min(per_step := [float(r.flops or 0) / (r.steps or 1) for r in runs]) > 0
+    )
+    if not spread:
+        return 0.0
+    keys = sorted(timed)
+    rows = [
+        [float(r.steps or 0) / float(r.seconds or 1)]
+        + [float(r.flops or 0) / float(r.seconds or 1) if key == k else 0.0 for k in keys]
+        for key in keys
+        for r in timed[key]
+    ]
+    solution = _least_squares(rows, [1.0] * len(rows))
+    if solution is None or any(value <= 0 for value in solution):
+        return 0.0
+    return solution[0]
+
+
+def _least_squares(rows: Sequence[Sequence[float]], targets: Sequence[float]) -> list[float] | None:
+    """The least-squares solution of ``rows x = targets`` by its normal equations
+    (Gaussian elimination with partial pivoting); None when they are singular."""
+    n = len(rows[0])
+    a = [
+        [sum(row[i] * row[j] for row in rows) for j in range(n)]
+        + [sum(row[i] * t for row, t in zip(rows, targets, strict=True))]
+        for i in range(n)
+    ]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
+        scale = max(abs(v) for row in a for v in row[:n]) or 1.0
+        if abs(a[pivot][col]) <= 1e-12 * scale:
+            return None
+        a[col], a[pivot] = a[pivot], a[col]
+        for r in range(n):
+            if r != col:
+                factor = a[r][col] / a[col][col]
+                a[r] = [x - factor * y for x, y in zip(a[r], a[col], strict=True)]
+    return [a[i][n] / a[i][i] for i in range(n)]
+
+
 def _device_fit(groups: dict[Key, list[Run]], min_runs: int) -> list[Correction]:
     """The corrections of every group on one device, pooled with each other."""
     everything = [run for runs in groups.values() for run in runs]
     fitted = {key: runs for key, runs in groups.items() if len(runs) >= min_runs}
 
+    # Time: the device's fixed seconds per step, then each run's throughput of the rest.
+    overhead_s = _step_overhead(groups)
     # Throughput: shrink each group's mean log throughput toward the device's.
-    logs = {key: [math.log(t) for t in _throughputs(runs)] for key, runs in groups.items()}
+    logs = {
+        key: [
+            math.log(t)
+            for run in runs
+            if (t := run.throughput_after(overhead_s)) is not None and t > 0
+        ]
+        for key, runs in groups.items()
+    }
     pooled_log = _mean(sum(logs.values(), [])) if any(logs.values()) else None
     throughput_weights = _shrinkage_weights(logs)
 
@@ -318,6 +397,7 @@ def _device_fit(groups: dict[Key, list[Run]], min_runs: int) -> list[Correction]
                 seq_len=(min(r.seq_len for r in runs), max(r.seq_len for r in runs)),
                 batch=(min(r.batch for r in runs), max(r.batch for r in runs)),
                 models=tuple(sorted({r.model for r in runs})),
+                step_overhead_s=overhead_s,
             )
         )
     return corrections
@@ -340,12 +420,15 @@ def fit(runs: Sequence[Run], min_runs: int = MIN_RUNS) -> Fit:
 # -- leave-one-out -----------------------------------------------------------------------
 
 
-def predicted_seconds(run: Run, throughput: float | None) -> float | None:
-    """Seconds of ``run`` at ``throughput`` (MFU on a GPU, FLOP/s on a CPU)."""
+def predicted_seconds(
+    run: Run, throughput: float | None, step_overhead_s: float = 0.0
+) -> float | None:
+    """Seconds of ``run`` at ``throughput`` (MFU on a GPU, FLOP/s on a CPU), plus
+    ``step_overhead_s`` for each of its steps (where it has a step count)."""
     if not run.flops or not throughput:
         return None
     rate = throughput * run.peak_flops if run.peak_flops else throughput
-    return run.flops / (rate * max(1, run.devices))
+    return run.flops / (rate * max(1, run.devices)) + step_overhead_s * (run.steps or 0)
 
 
 def _log_miss(predicted: float | None, measured: float | None) -> float | None:
@@ -384,7 +467,11 @@ def errors_against(
         )
         seconds_before = predicted_seconds(run, default_throughput(run))
         after_throughput = correction.throughput if correction is not None else None
-        seconds_after = predicted_seconds(run, after_throughput or default_throughput(run))
+        seconds_after = predicted_seconds(
+            run,
+            after_throughput or default_throughput(run),
+            correction.step_overhead_s if after_throughput and correction is not None else 0.0,
+        )
         errors.setdefault(run.key, []).append(
             (
                 _log_miss(default_peak, run.measured_peak_bytes),

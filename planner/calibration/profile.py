@@ -153,6 +153,7 @@ def _group_table(correction: Correction, error: GroupError | None) -> dict[str, 
         "own_weight": correction.throughput_weight,
     }
     _optional(throughput, "value", correction.throughput)
+    throughput["step_overhead_s"] = correction.step_overhead_s
     memory: dict[str, Any] = {
         "runs": correction.memory_runs,
         "own_weight": correction.memory_weight,
@@ -209,6 +210,7 @@ def _correction(group: dict[str, Any]) -> Correction:
         seq_len=(int(group["seq_len"][0]), int(group["seq_len"][1])),
         batch=(int(group["batch"][0]), int(group["batch"][1])),
         models=tuple(str(m) for m in group.get("models", [])),
+        step_overhead_s=float(throughput.get("step_overhead_s", 0.0)),
     )
 
 
@@ -329,16 +331,25 @@ def _corrected_breakdown(estimate: Estimate, correction: Correction) -> dict[str
     return breakdown
 
 
+def _steps(estimate: Estimate) -> int:
+    """The optimizer steps of ``estimate``'s run (every GPU takes a micro-batch a step)."""
+    w = estimate.workload
+    per_step = w.seq_len * w.batch * w.grad_accum * max(1, estimate.gpus)
+    return max(1, math.ceil(w.tokens / per_step))
+
+
 def _corrected_time(estimate: Estimate, correction: Correction) -> dict[str, Any]:
-    """Hours (and dollars, which scale with them) at the fitted throughput."""
+    """Hours (and dollars, which scale with them) at the fitted throughput, plus the fitted
+    fixed time of each optimizer step."""
     if correction.throughput is None:
         return {}
+    fixed = correction.step_overhead_s * _steps(estimate) / 3600
     if correction.on_cpu:
         hours = estimate.flops / (correction.throughput * max(1, estimate.gpus)) / 3600
-        return {"hours": hours}
+        return {"hours": hours + fixed}
     if estimate.hours is None:
         return {}
-    hours = estimate.hours * estimate.mfu / correction.throughput
+    hours = estimate.hours * estimate.mfu / correction.throughput + fixed
     changed: dict[str, Any] = {"hours": hours, "mfu": correction.throughput}
     if estimate.dollars is not None and estimate.hours > 0:
         ratio = Decimal(repr(hours / estimate.hours))
