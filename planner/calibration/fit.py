@@ -285,18 +285,17 @@ def _step_overhead(groups: Mapping[Key, Sequence[Run]]) -> float:
     (each run weighs the same, whatever its length), ``k`` the group's inverse throughput.
     0 where no group's runs differ enough in FLOPs per step to tell overhead from
     throughput, or where the fit is not positive in every value."""
-    timed = {
-        key: [r for r in runs if r.flops and r.seconds and r.seconds > 0 and r.steps]
-        for key, runs in groups.items()
-    }
-    timed = {key: runs for key, runs in timed.items() if runs}
-    spread = any(
-        max(per_step) / min(per_step) >= _SPREAD
-        for runs in timed.values()
-        if len(runs) >= 2
-        and min(per_step := [float(r.flops or 0) / (r.steps or 1) for r in runs]) > 0
-    )
-    if not spread:
+    timed: dict[Key, list[Run]] = {}
+    for key, runs in groups.items():
+        found = [r for r in runs if r.flops and r.seconds and r.seconds > 0 and r.steps]
+        if found:
+            timed[key] = found
+
+    def spread(runs: Sequence[Run]) -> bool:  # timed runs: FLOPs and steps are positive
+        per_step = [float(r.flops or 0) / (r.steps or 1) for r in runs]
+        return len(runs) >= 2 and max(per_step) / min(per_step) >= _SPREAD
+
+    if not any(spread(runs) for runs in timed.values()):
         return 0.0
     keys = sorted(timed)
     rows = [
