@@ -90,8 +90,8 @@ OWN_GRID = {
 EVAL_EVERY = 32
 """Eval NLL every 32 steps besides the rungs' (every trial scores at its rungs anyway)."""
 USD_PER_HOUR = 0.10
-CACHE_FORMAT = 3
-"""3: each trial's rungs are its real rung reports (eval NLL, the retain-subset forgetting
+CACHE_FORMAT = 4
+"""4: the rung reports carry the trial's projected cost at its last step; 3: each trial's rungs are its real rung reports (eval NLL, the retain-subset forgetting
 estimate, the dollars so far) at the default early stopping's rungs; 2 had its logged evals
 and no forgetting estimate; 1 was a list of 3 floats."""
 
@@ -171,7 +171,14 @@ def measure_grid(cache: Path, jobs: int, model: str = "demo") -> dict[str, dict[
     grid = grid_of(model)
     stopping = grid_spec("random", 0, 1, model).early_stopping()
     assert stopping is not None and stopping.min_steps is not None
-    data = own_model(cache.parent / "own-model") if model == "own" else {"model": "demo"}
+    if model == "own":
+        data = own_model(cache.parent / "own-model")
+    else:
+        from sweeps.trial.demo import ensure_demo
+
+        # Built once, before the first trial: its build is not the first point's cost.
+        ensure_demo()
+        data = {"model": "demo"}
     table = load_cache(cache, model)
     points = [p for p in grid_points(grid) if key(p) not in table]
     if points:
@@ -260,11 +267,17 @@ def grid_spec(sampler: str, seed: int, trials: int, model: str = "demo") -> Swee
 
 def rung_point(rung: dict[str, Any]) -> list[float | None]:
     """A rung report as the default objectives, minimised, as the sweep's worker reads it:
-    eval NLL, the forgetting estimate (retain_delta_nll, else retain_kl) and dollars so far."""
+    eval NLL, the forgetting estimate (retain_delta_nll, else retain_kl) and the dollars at
+    the last step at the trial's pace so far."""
     forgetting = rung.get("retain_delta_nll")
     if forgetting is None:
         forgetting = rung.get("retain_kl")
-    return [rung["eval_nll"], forgetting, rung["dollars"]]
+    return [rung["eval_nll"], forgetting, rung.get("projected_dollars") or rung["dollars"]]
+
+
+def _rung_key(rung: dict[str, Any]) -> tuple[int, int | None]:
+    """The rung a report belongs to: its step on its trial's schedule (``max_steps``)."""
+    return rung["step"], rung.get("max_steps")
 
 
 def _decide(point: list, others: list[list], frontier: list[list], eta: int) -> bool:
@@ -327,8 +340,10 @@ def search(
     stopping = spec.early_stopping() if early_stopping else None
     study = optuna.create_study(directions=spec.objectives.directions(), sampler=make_sampler(spec))
     run = Run([], [])
-    at_rung: dict[int, list[list[float | None]]] = {}  # step -> rung points of the trials there
-    complete: list[tuple[list[float], dict[int, list[float | None]]]] = []
+    # (step, max_steps) -> rung points of the trials there: as the sweep's worker, a rung
+    # compares the trials of one schedule (sweeps.early_stopping).
+    at_rung: dict[tuple, list[list[float | None]]] = {}
+    complete: list[tuple[list[float], dict[tuple, list[float | None]]]] = []
     adapter_rank = grid_of(model)["rank"][0]  # a rank of one value is not a parameter
     while len(run.values) < n or (sum(run.dollars) < spend and len(run.values) < len(table)):
         trial = study.ask()
@@ -345,7 +360,7 @@ def search(
         if values is not None and stopping is not None:
             on_front = pareto_mask([v for v, _ in complete]) if complete else []
             for rung in record["rungs"]:
-                step, this = rung["step"], rung_point(rung)
+                step, this = _rung_key(rung), rung_point(rung)
                 frontier = [
                     rungs[step]
                     for (_, rungs), front in zip(complete, on_front, strict=True)
@@ -358,7 +373,7 @@ def search(
                     break
         if values is not None:
             study.tell(trial, values)
-            complete.append((values, {r["step"]: rung_point(r) for r in record["rungs"]}))
+            complete.append((values, {_rung_key(r): rung_point(r) for r in record["rungs"]}))
         elif record["values"] is not None:  # stopped at a rung
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:

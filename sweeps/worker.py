@@ -685,7 +685,7 @@ class Sweep:
             points: list[list[float | None]] = [_rung_point(self.spec, record)]
             frontier: list[int] = []
             for other in study.get_trials(deepcopy=False):
-                found = _rung_record(other, report.step)
+                found = _rung_record(other, report.step, report.max_steps)
                 if other.number == trial.number or found is None:
                     continue
                 if other.number in on_front:
@@ -1166,10 +1166,15 @@ def _objective_values(
     return [float(v) for v in values]
 
 
-def _rung_record(trial: Any, step: int) -> dict[str, Any] | None:
-    """``trial``'s report at the rung of ``step`` (user attribute ``rungs``), or None."""
+def _rung_record(trial: Any, step: int, max_steps: int | None = None) -> dict[str, Any] | None:
+    """``trial``'s report at the rung of ``step`` (user attribute ``rungs``), or None; with
+    ``max_steps``, only if the trial's schedule has that many steps too (a record of an older
+    paretune, without ``max_steps``, matches any): see :mod:`sweeps.early_stopping`."""
     for record in trial.user_attrs.get("rungs") or ():
-        if record.get("step") == step:
+        if record.get("step") != step:
+            continue
+        theirs = record.get("max_steps")
+        if max_steps is None or theirs is None or theirs == max_steps:
             return record
     return None
 
@@ -1178,7 +1183,14 @@ def _rung_point(spec: SweepSpec, record: dict[str, Any]) -> list[float | None]:
     """A rung report as the three objectives, minimised: eval NLL (the rung's quality, also for
     exact match, which is not scored at rungs), the spec's forgetting measure on the retain
     subset (retain_kl when the spec's, else retain_delta_nll, else retain_kl; None without a
-    subset) and the cost so far in the spec's unit."""
+    subset) and the cost in the spec's unit: the trial's cost at its last step at its pace so
+    far (``projected_dollars``, ``projected_wall_s``), else (a record of an older paretune) the
+    cost so far.
+
+    Cost is compared as projected, not as spent: at a rung every trial has paid for the same
+    steps, so its cost so far cannot tell a configuration that finishes cheaply from one that
+    will cost four times as much, and a rung would stop a cheap configuration for not learning
+    as fast as a dear one whose low cost at the rung is borrowed."""
     forgetting_order = (
         ("retain_kl",)
         if spec.objectives.forgetting == "retain_kl"
@@ -1186,9 +1198,10 @@ def _rung_point(spec: SweepSpec, record: dict[str, Any]) -> list[float | None]:
     )
     forgetting = next((record[k] for k in forgetting_order if record.get(k) is not None), None)
     if spec.objectives.cost == "dollars":
-        cost = record.get("dollars")
+        cost = record.get("projected_dollars") or record.get("dollars")
     else:
-        cost = record["wall_s"] / 3600 * record.get("devices", 1)
+        wall = record.get("projected_wall_s") or record["wall_s"]
+        cost = wall / 3600 * record.get("devices", 1)
     return [record.get("eval_nll"), forgetting, cost]
 
 

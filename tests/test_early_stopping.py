@@ -121,6 +121,37 @@ def test_crowding_breaks_ties_within_the_front_that_is_cut() -> None:
     assert at((1.0, 5.0)).position == 2  # an end: among equals, the earlier trials come first
 
 
+def test_a_rung_compares_trials_of_one_schedule_on_their_projected_cost() -> None:
+    """At step 30 a 32-step trial has all but finished its schedule and a 128-step one is at its
+    peak rate: the worker compares a rung's report only with reports of the same max_steps (an
+    older record without max_steps matches any), and compares cost as projected to the last
+    step, where the cost so far ties."""
+    from sweeps.worker import _rung_point, _rung_record
+
+    def trial(number: int, *records: dict) -> optuna.trial.FrozenTrial:
+        made = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE,
+            values=[1.0, 0.0, 1.0],
+            user_attrs={"rungs": list(records)},
+        )
+        made.number = number
+        return made
+
+    report = {"eval_nll": 1.2, "retain_delta_nll": 0.01, "wall_s": 36.0, "dollars": 0.01}
+    short = {**report, "step": 30, "max_steps": 32, "projected_dollars": 0.0107}
+    long = {**report, "step": 30, "max_steps": 128, "projected_dollars": 0.0427}
+    older = {**report, "step": 30}
+    assert _rung_record(trial(0, short), 30, 32) == short
+    assert _rung_record(trial(0, short), 30, 128) is None
+    assert _rung_record(trial(1, short, long), 30, 128) == long
+    assert _rung_record(trial(2, older), 30, 128) == older
+    assert _rung_record(trial(0, short), 10, 32) is None
+    spec = spec_from_text(_spec("max_steps = { low = 32, high = 128, step = 32 }"))
+    assert _rung_point(spec, short) == [1.2, 0.01, 0.0107]
+    assert _rung_point(spec, long) == [1.2, 0.01, 0.0427]
+    assert _rung_point(spec, older) == [1.2, 0.01, 0.01]  # spent, where nothing was projected
+
+
 # --- the spec ------------------------------------------------------------------------------------
 
 
@@ -307,6 +338,7 @@ def test_a_fresh_trial_process_reports_its_rungs_and_stops_when_told(demo, tmp_p
         rung_min_steps=1,
         rung_eta=2,
         rung_retain_rows=4,
+        usd_per_hour=3.6,
     )
     reports = []
 
@@ -321,6 +353,10 @@ def test_a_fresh_trial_process_reports_its_rungs_and_stops_when_told(demo, tmp_p
     assert result.quality.eval_nll == reports[-1].eval_nll
     assert all(r.retain_rows == 4 and r.retain_kl is not None for r in reports)
     assert result.measured.wall_s >= reports[-1].wall_s
+    # Each report projects the trial's cost to its last step at its pace so far.
+    assert all(r.max_steps == 5 for r in reports)
+    assert all(r.projected_wall_s > r.wall_s for r in reports)
+    assert all(math.isclose(r.projected_dollars, r.projected_wall_s / 1000) for r in reports)
     assert "rung" not in (result.command or "")  # rerun alone, it runs to its last step
 
 

@@ -679,7 +679,7 @@ def run_trial(
     model, base = _setup_model(config, where, tokenizer, data)
     load_s = time.perf_counter() - started
     optimization = _setup_optimizer_and_schedule(config, model, data, where)
-    rung = _rung_reporter(config, where, data, started, on_rung)
+    rung = _rung_reporter(config, where, data, started, load_s, optimization.total_steps, on_rung)
     trained = _train(model, data, config, where, optimization, on_step, rung)
     if trained.stopped_at_step is not None:
         return _stopped_result(
@@ -1039,17 +1039,24 @@ def _rung_reporter(
     where: _Where,
     data: _Data,
     started: float,
+    load_s: float,
+    total_steps: int,
     on_rung: Callable[[RungReport], bool] | None,
 ) -> _Rung | None:
     """What the training loop calls at a rung: the rung's report (eval NLL, the forgetting
-    measures on the first ``rung_retain_rows`` rows of the retain source, the cost so far) to
-    ``on_rung``, whose answer says whether the trial goes on. None without rungs."""
+    measures on the first ``rung_retain_rows`` rows of the retain source, the cost so far and
+    the cost at the last step at the pace so far) to ``on_rung``, whose answer says whether
+    the trial goes on. None without rungs."""
     if on_rung is None or config.rung_min_steps is None:
         return None
 
     def report(model, step: int, eval_nll: float) -> bool:
         scores = data.retain.score_subset(model, config.rung_retain_rows)
         wall_s = time.perf_counter() - started
+        # Loading is paid once; every step so far (with its evaluations and rung scoring) is
+        # the pace of the steps left. The final evaluation is not in it: it is the same for
+        # every trial of a sweep, so it moves no trial against another.
+        projected_s = wall_s + (total_steps - step) * max(wall_s - load_s, 0.0) / step
         return on_rung(
             RungReport(
                 step=step,
@@ -1059,6 +1066,9 @@ def _rung_reporter(
                 retain_rows=0 if scores is None else scores.rows,
                 wall_s=wall_s,
                 dollars=wall_s / 3600 * where.price.usd_per_hour,
+                max_steps=total_steps,
+                projected_wall_s=projected_s,
+                projected_dollars=projected_s / 3600 * where.price.usd_per_hour,
             )
         )
 

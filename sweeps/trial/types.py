@@ -214,6 +214,15 @@ class RungReport(_Strict):
     wall_s: float = Field(description="seconds since the trial started")
     dollars: float = Field(description="wall_s at the trial's hourly price")
     devices: int = 1
+    max_steps: int | None = Field(None, description="the trial's last step")
+    projected_wall_s: float | None = Field(
+        None,
+        description="seconds the trial will have taken at max_steps, at its pace so far: "
+        "wall_s plus the steps left at the mean time per step since loading",
+    )
+    projected_dollars: float | None = Field(
+        None, description="projected_wall_s at the trial's hourly price"
+    )
 
 
 class Quality(_Strict):
