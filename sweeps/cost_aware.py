@@ -61,13 +61,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CostModel", "Observation", "make_cost_aware_sampler"]
 
-_MISMATCH = 0.25
-"""Startup design: kernel weight of two different categorical values (a match weighs 1)."""
-_BANDWIDTH = 0.35
-"""Startup design: Gaussian kernel width on a numeric parameter scaled to [0, 1] (log scale
-where it is log)."""
-_CANDIDATES = 64
-"""Candidates the startup design draws per ask."""
 _ALPHA = 0.5
 """The cost exponent at the start of the budget, cooling to 0 as it is spent. Chosen on the
 grid of ``benchmarks/sweep_efficiency.py`` (dollars to reach random search's hypervolume at 2N
@@ -162,41 +155,6 @@ class CostModel:
         return self.intercept + self.slope * self.units(params)
 
 
-def _scaled(distribution: BaseDistribution, value: Any) -> float | Any:
-    """A numeric value (or a choice among numbers) scaled to [0, 1]; another choice as is."""
-    from optuna.distributions import CategoricalDistribution
-
-    if isinstance(distribution, CategoricalDistribution):
-        choices = distribution.choices
-        if all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices):
-            ordered = sorted(choices)  # a list of numbers is a grid: neighbours are near
-            if value not in ordered:
-                return value
-            return ordered.index(value) / max(len(ordered) - 1, 1)
-        return value
-    low, high, log = distribution.low, distribution.high, distribution.log  # type: ignore[attr-defined]
-    if high <= low:
-        return 0.0
-    if log:
-        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
-    return (value - low) / (high - low)
-
-
-def _similarity(space: dict[str, BaseDistribution], x: dict[str, Any], y: dict[str, Any]) -> float:
-    """Product kernel of two points; a parameter only one of them has (rank of an adapter
-    against a full fine-tune) adds nothing: their methods differ already."""
-    weight = 1.0
-    for name, distribution in space.items():
-        if name not in x or name not in y:
-            continue
-        a, b = _scaled(distribution, x[name]), _scaled(distribution, y[name])
-        if isinstance(a, float) and isinstance(b, float):
-            weight *= math.exp(-0.5 * ((a - b) / _BANDWIDTH) ** 2)
-        elif a != b:
-            weight *= _MISMATCH
-    return weight
-
-
 def _budget_used(spec: SweepSpec, trials: int, dollars: float) -> float:
     """The fraction of the budget spent (0 when the spec sets no trial or dollar limit)."""
     used = 0.0
@@ -205,28 +163,6 @@ def _budget_used(spec: SweepSpec, trials: int, dollars: float) -> float:
     if spec.budget.dollars:
         used = max(used, dollars / spec.budget.dollars)
     return min(used, 1.0)
-
-
-def initial_design(
-    candidates: list[dict[str, Any]],
-    *,
-    space: dict[str, BaseDistribution],
-    tried: list[dict[str, Any]],
-    cost: Callable[[dict[str, Any]], float],
-    alpha: float,
-) -> dict[str, Any]:
-    """CArBO's cost-effective initial design: the candidate farthest from every point tried
-    (1 - the largest kernel similarity), less the cost term; cheap points first."""
-    fresh = [c for c in candidates if c not in tried] or candidates
-    costs = [max(cost(c), 1e-12) for c in fresh]
-    typical = sorted(costs)[len(costs) // 2]
-    scores = [
-        math.log(1.0 + 1e-3 - max((_similarity(space, point, t) for t in tried), default=0.0))
-        - alpha * math.log(dollars / typical)
-        for point, dollars in zip(fresh, costs, strict=True)
-    ]
-    best = max(range(len(fresh)), key=lambda i: scores[i])
-    return fresh[best]
 
 
 def make_cost_aware_sampler(
@@ -294,16 +230,7 @@ def make_cost_aware_sampler(
                 tpe_space = self._tpe.infer_relative_search_space(seeded, trial)
                 return self._tpe.sample_relative(seeded, trial, tpe_space)
             rng = np.random.default_rng(np.random.SeedSequence([self._seed, trial.number]))
-            return initial_design(
-                [
-                    draw(lambda name, distribution: _uniform(rng, distribution))
-                    for _ in range(_CANDIDATES)
-                ],
-                space=space,
-                tried=[t.params for t in trials if t.params],
-                cost=self.cost.dollars,
-                alpha=self._alpha,
-            )
+            return draw(lambda name, distribution: _uniform(rng, distribution))
 
         def sample_independent(
             self,

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from pricing.errors import UserError
-from sweeps.cost_aware import CostModel
+from sweeps.cost_aware import _STARTUP, CostModel
 from sweeps.results.store import ResultsStore
 from sweeps.spec import SpecError, SweepSpec, spec_from_text
 from sweeps.study import SweepError, make_sampler, open_storage, open_study, suggest
@@ -61,8 +61,12 @@ def test_with_equal_promise_cheaper_points_are_proposed_first(tmp_path: Path) ->
         # Every point promises the same: equal quality and forgetting; cost as predicted.
         study.tell(trial, [1.0, 0.5, cost])
     assert len(set(costs)) > 2, "the search space has points of different costs"
-    first, last = costs[:4], costs[-4:]
-    assert max(first) <= min(last) and sum(first) < sum(last), f"cheap ones first: {costs}"
+    # After the random startup, TPE's proposals all promise the same, and the cost term picks
+    # among the cheapest points; as the budget is spent it cools, and dearer points come back.
+    cheap = sorted(set(costs))[:2]
+    after = costs[_STARTUP : _STARTUP + 3]
+    assert all(c in cheap for c in after), f"cheap ones first after the startup: {costs}"
+    assert max(costs[_STARTUP + 3 :]) > max(cheap)
 
     # Random search on the same study shape proposes them in no such order.
     shuffled = optuna.create_study(
@@ -74,7 +78,7 @@ def test_with_equal_promise_cheaper_points_are_proposed_first(tmp_path: Path) ->
         trial = shuffled.ask()
         random_costs.append(_predicted(spec, suggest(trial, spec)))
         shuffled.tell(trial, [1.0, 0.5, random_costs[-1]])
-    assert not max(random_costs[:4]) <= min(random_costs[-4:])
+    assert not all(c in cheap for c in random_costs[_STARTUP : _STARTUP + 3])
 
 
 def test_the_cost_model_learns_the_fixed_cost_the_planner_does_not_see() -> None:
@@ -137,7 +141,9 @@ def test_warm_start_seeds_from_another_study_in_the_same_storage(tmp_path: Path)
     _first_study(_spec("first", tmp_path), storage)
     cold = _first_proposals(_spec("cold", tmp_path), storage, 3)
     warm = _first_proposals(_spec("warm", tmp_path, search={"warm_start": "first"}), storage, 3)
-    assert all(p["method"] == "lora" and p["max_steps"] == 50 for p in cold), cold
+    # Cold, the first proposals are the random startup; warm, TPE starts from the earlier
+    # study's good region at once.
+    assert not all(p["method"] == "full" and p["lr"] == 1e-3 for p in cold), cold
     assert all(p["method"] == "full" for p in warm) and warm[0]["lr"] == 1e-3, warm
     # The earlier trials only seed the sampler: the new study holds its own trials alone.
     study = optuna.load_study(study_name="warm", storage=storage)
