@@ -717,10 +717,11 @@ class SweepSpec(_Section):
         "dropout (preflight lists what else differs)",
     )
     sampler: Literal["tpe", "cost-aware", "nsga2", "gp", "random"] = Field(
-        "tpe",
-        description="Optuna sampler: tpe (multi-objective TPE), cost-aware (TPE-like, weighs "
-        "each point's predicted dollars; see sweeps.cost_aware), nsga2 (NSGA-II), gp "
-        "(Gaussian process, needs scipy) or random; none proposes a point a trial already holds",
+        "cost-aware",
+        description="Optuna sampler: cost-aware (multi-objective TPE that weighs each point's "
+        "predicted dollars; see sweeps.cost_aware), tpe (multi-objective TPE), nsga2 "
+        "(NSGA-II), gp (Gaussian process, needs scipy) or random; none proposes a point a "
+        "trial already holds",
     )
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the sampler and every trial")
     data: DataSection = Field(default_factory=DataSection)
@@ -1221,7 +1222,7 @@ def write_spec(spec: SweepSpec, path: str | Path) -> Path:
             spec.framework,
             "planned as: hf, trl, unsloth, axolotl, torchtune, llama-factory",
         ),
-        _line("sampler", spec.sampler, "tpe (default), cost-aware, nsga2, gp, random"),
+        _line("sampler", spec.sampler, "cost-aware (default), tpe, nsga2, gp, random"),
         _line("seed", spec.seed, ""),
         "",
         "[data]  # omit a key to use the bundled demo's data",

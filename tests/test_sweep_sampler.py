@@ -16,7 +16,7 @@ from sweeps.study import make_sampler, open_storage, suggest
 DEMO = Path(__file__).parent.parent / "examples" / "demo.toml"
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "random"])
+@pytest.mark.parametrize("sampler", ["cost-aware", "tpe", "nsga2", "gp", "random"])
 def test_sampler_searches_the_conditional_space(sampler: str) -> None:
     spec = load_spec(DEMO).model_copy(update={"sampler": sampler})
     study = optuna.create_study(directions=spec.objectives.directions(), sampler=make_sampler(spec))
@@ -47,8 +47,10 @@ CHOICES = {
 }
 
 
-def _choices_spec(seed: int = 0) -> SweepSpec:
-    return SweepSpec(name="choices", seed=seed, search=CHOICES, budget={"trials": 16})
+def _choices_spec(seed: int = 0, sampler: str = "cost-aware") -> SweepSpec:
+    return SweepSpec(
+        name="choices", seed=seed, sampler=sampler, search=CHOICES, budget={"trials": 16}
+    )
 
 
 def _point(trial: optuna.trial.FrozenTrial | optuna.Trial) -> tuple:
@@ -79,9 +81,10 @@ def _repeats_after_startup(points: list[tuple], startup: int = 5) -> list[int]:
     return [i for i in range(startup, len(points)) if points[i] in points[:i]]
 
 
-def test_tpe_proposals_never_repeat_a_trial() -> None:
+@pytest.mark.parametrize("sampler", ["cost-aware", "tpe"])
+def test_proposals_never_repeat_a_trial(sampler: str) -> None:
     for seed in range(4):
-        spec = _choices_spec(seed)
+        spec = _choices_spec(seed, sampler)
         points = _sweep(make_sampler(spec), spec)
         assert _repeats_after_startup(points) == [], f"seed {seed}: {points}"
         assert points == _sweep(make_sampler(spec), spec), "the same seed draws the same points"
@@ -100,10 +103,11 @@ def test_tpe_proposals_never_repeat_a_trial() -> None:
     assert sum(map(len, stock)) >= 4, stock
 
 
-def test_tpe_without_repeats_keeps_infeasible_trials_and_queued_points() -> None:
+@pytest.mark.parametrize("sampler", ["cost-aware", "tpe"])
+def test_without_repeats_keeps_infeasible_trials_and_queued_points(sampler: str) -> None:
     """Infeasible trials are told inf values with a positive constraint (as the worker does):
     they count as tried; a queued trial (a re-queued lost one, say) runs its own point."""
-    spec = _choices_spec()
+    spec = _choices_spec(sampler=sampler)
     study = optuna.create_study(directions=spec.objectives.directions(), sampler=make_sampler(spec))
     for _ in range(12):
         trial = study.ask()
