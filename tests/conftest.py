@@ -108,14 +108,19 @@ def write_demo_spec(
     storage: str | None = None,
     extra_run: str = "",
     max_steps: int = 2,
+    sampler: str = "tpe",
 ) -> Path:
-    """A tiny demo spec: LoRA (two ranks) and freeze, 2 optimizer steps per trial."""
+    """A tiny demo spec: LoRA (two ranks) and freeze, 2 optimizer steps per trial. Its sampler
+    is TPE unless asked: the tests on it are about what trials leave, not about which points a
+    sampler draws, and keep the points they were written with (``tests/test_cost_aware.py``
+    runs the default sampler's sweeps)."""
     spec = folder / f"{name}.toml"
     storage_line = f'storage = "{storage}"' if storage else ""
     spec.write_text(f"""
 name = "{name}"
 model = "demo"
 seed = 0
+sampler = "{sampler}"
 [hardware]
 device = "cpu"
 usd_per_hour = 0.10

@@ -285,7 +285,7 @@ calibration = "{first["profile"]}"
     assert len(rows) == 2
     lora = profile.fit.correction(("cpu", "lora", "transformers"))
     for row in (dict(zip(names, r, strict=True)) for r in rows):
-        assert row["calibrated"] is True and row["calibration_sha256"] == profile.sha256
+        assert row["calibrated"] is True and row["calibration_sha256"] == profile.sha256, row
         # CPU trials are timed at the fitted throughput (the planner alone has no CPU hours)
         assert row["predicted_hours"] == pytest.approx(
             row["predicted_flops"] / lora.throughput / 3600

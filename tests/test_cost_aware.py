@@ -206,7 +206,7 @@ def test_demo_sweeps_with_the_cost_aware_sampler_and_a_warm_start(demo, tmp_path
     from conftest import load_spec_study, paretune, write_demo_spec
 
     def cost_aware(path: Path, warm_start: str | None = None) -> Path:
-        text = path.read_text().replace("seed = 0\n", 'seed = 0\nsampler = "cost-aware"\n')
+        text = path.read_text().replace('sampler = "tpe"', 'sampler = "cost-aware"')
         if warm_start:
             text = text.replace("[search]\n", f'[search]\nwarm_start = "{warm_start}"\n')
         path.write_text(text)
