@@ -694,6 +694,8 @@ def _check_framework(context: _Context, report: _Report) -> str:
         else:
             shown = f"{ours:g}" if isinstance(ours, float) else str(ours)
         own = " (the spec's own, over the preset's)" if ours != value else ""
+        if (name, value, ours) == ("loss", "fused", "chunked") and config.gpus > 1:
+            own = " (the preset's fused loss cannot run sharded yet; planned as chunked too)"
         taken.append(f"{name} {shown}{own}")
     runs = (
         f"with {chosen.title}'s {', '.join(taken)}"

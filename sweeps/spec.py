@@ -923,6 +923,11 @@ class SweepSpec(_Section):
             given = set(self.trial.model_extra or {}) | set(self.search.params)
             for name, value in framework_trial_values(self.framework, method, given).items():
                 values.setdefault(name, value)
+            if self.hardware.gpus_per_trial > 1 and values.get("loss") == "fused":
+                # The fused linear cross-entropy does not run on a sharded trial yet; chunked
+                # cross-entropy does not build the whole logits either, and the plan follows
+                # the trial's loss (the preflight says so).
+                values["loss"] = "chunked"
         hw = self.hardware
         stopping = self.early_stopping()
         if stopping is not None:

@@ -68,6 +68,19 @@ def test_trials_take_the_loss_the_framework_computes_unless_the_spec_sets_one() 
     assert (config.loss, config.grad_checkpointing) == ("chunked", False)
 
 
+def test_a_sharded_trial_takes_chunked_loss_where_the_framework_fuses_it() -> None:
+    """A fused linear cross-entropy cannot run on a sharded trial: one of several GPUs takes
+    the chunked loss instead, planned as it runs; a spec's own loss is left as written."""
+    point = {"method": "lora", "lr": 1e-4}
+    two = '[hardware]\ngpu = "h100-sxm"\ngpus_per_trial = 2\n'
+    assert _spec('framework = "unsloth"').trial_config(point).loss == "fused"
+    sharded = _spec('framework = "unsloth"\n' + two).trial_config(point)
+    assert (sharded.gpus, sharded.loss) == (2, "chunked")
+    planned = planner_method(sharded, precision="bf16")
+    assert (planned.loss, planned.gpus) == ("chunked", 2)
+    assert _spec(two).trial_config(point).loss == "standard"  # hf: nothing to change
+
+
 def test_the_prediction_is_the_frameworks_while_the_trainer_runs_peft() -> None:
     config = _spec('framework = "unsloth"').trial_config({"method": "qlora", "lr": 1e-4})
     planned = planner_method(config, precision="bf16")
