@@ -26,14 +26,15 @@ The cache keeps, per trial, its objectives, its measured dollars and its rungs. 
 is measured with the rungs a default sweep of the grid gives it (``[search.early_stopping]``
 not set: eta 3, first rung at 10 steps, so steps 10 and 30, and 90 for the longer trials) and
 reports at each what a sweep's trial reports (``RungReport``): its eval NLL, the forgetting
-estimate on the first 32 rows of the retain source (retain_delta_nll), and the dollars spent
-since it started; it is always told to go on. So early stopping is simulated on the same
-grid exactly as a default sweep applies it: at each rung ``sweeps.early_stopping
-.rung_decision`` on the reports of the earlier trials that reached it and of the frontier's
-complete trials there; a trial it stops is told to the sampler as pruned and costs its
-rung's real dollars. Rows ``SAMPLER+es`` (``--early-stopping``, by default tpe and
-cost-aware) are those sweeps; the default sampler's is the default sweep. The rows without
-it pay for the rung scoring too (32 retain rows at 2-3 rungs; not measured apart).
+estimate on the first 32 rows of the retain source (retain_delta_nll), the dollars spent
+since it started and those projected to its last step; it is always told to go on. So early
+stopping is simulated on the same grid exactly as a default sweep applies it: at each rung
+``sweeps.early_stopping.rung_decision`` on the reports of the earlier trials of the same
+max_steps that reached it and of the frontier's complete trials there; a trial it stops is
+told to the sampler as pruned and costs its rung's real dollars. Rows ``SAMPLER+es``
+(``--early-stopping``, by default tpe and cost-aware) are those sweeps; the default
+sampler's is the default sweep. The rows without it pay for the rung scoring too (32 retain
+rows at 2-3 rungs; not measured apart).
 
 ``--model own`` measures a second grid (its own cache) on a user's own checkpoint instead of
 the demo: a tiny Qwen2 with random weights and a tokenizer trained here, on a small
@@ -46,7 +47,7 @@ the step of the grid's longest trials) and prints its trials back as JSON.
 
     python benchmarks/sweep_efficiency.py [--n 12] [--seeds 20] [--jobs 2] [--json]
         [--samplers random tpe nsga2 cost-aware] [--early-stopping tpe cost-aware]
-        [--first-seed 0] [--model demo|own] [--moasha-python VENV/bin/python]
+        [--first-seed 0] [--model demo|own] [--moasha-python VENV/bin/python] [--cost-alpha A]
         [--cache runs/bench/sweep_grid.json]
 """
 
@@ -500,6 +501,13 @@ def main() -> None:
         help="a Python with syne-tune installed: adds Syne Tune's MO-ASHA "
         "(benchmarks/sweep_efficiency_moasha.py) on the same grid and seeds",
     )
+    parser.add_argument(
+        "--cost-alpha",
+        type=float,
+        default=None,
+        help="the cost-aware sampler's starting cost exponent (sweeps.cost_aware._ALPHA), for "
+        "an ablation; 0 is TPE with the cost-aware sampler's random startup",
+    )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.add_argument(
         "--cache",
@@ -513,6 +521,10 @@ def main() -> None:
         "runs/bench/sweep_grid.json" if args.model == "demo" else "runs/bench/sweep_grid_own.json"
     )
 
+    if args.cost_alpha is not None:
+        import sweeps.cost_aware
+
+        sweeps.cost_aware._ALPHA = args.cost_alpha
     table = measure_grid(cache, args.jobs, args.model)
     measured = [r["values"] for r in table.values() if r["values"] is not None]
     reference = reference_point(measured)

@@ -26,9 +26,11 @@ dollars on the target GPU (the sweep gate's figure), or where the planner cannot
 fitted as ``a + b * predicted``, which learns the fixed part the planner does not see
 (loading, scoring) as well as its scale (with few trials, the measured/predicted ratio).
 
-**The first trials** (fewer than ``_STARTUP`` finished) are CArBO's cost-effective initial
-design instead of TPE's random ones: of 64 random candidates, the one farthest from every
-point tried, less the cost term; the space is covered cheaply first.
+**The first trials** (fewer than ``_STARTUP`` finished) are random, as TPE's. CArBO's
+cost-effective initial design (of 64 random candidates, the one farthest from every point
+tried, less the cost term) was measured worse: it starts at the corners of the space, the
+extreme learning rates, which find little; with early stopping on the demo grid it needed 0.76
+of random search's dollars to reach random's hypervolume at 2N, random startup trials 0.45.
 
 **Warm start** (``[search] warm_start``, :mod:`sweeps.warm_start`): the trials of an earlier
 study on the same model and task are shown to TPE as finished trials of this one and enter
@@ -62,13 +64,13 @@ if TYPE_CHECKING:
 __all__ = ["CostModel", "Observation", "make_cost_aware_sampler"]
 
 _ALPHA = 0.5
-"""The cost exponent at the start of the budget, cooling to 0 as it is spent. Chosen on the
-grid of ``benchmarks/sweep_efficiency.py`` (dollars to reach random search's hypervolume at 2N
-trials, over random's dollars, median of 20 seeds), with a startup of 48 candidates: alpha 0
-(TPE with this startup) 0.64, 0.5 0.46, 1 0.56, 2 0.84; on seeds 20-39, 0.5 0.56 and 1 0.70.
-As shipped (64 candidates): 0.60 on seeds 0-19 and 0.51 on seeds 20-39 (TPE 0.63 and 0.78)."""
+"""The cost exponent at the start of the budget, cooling to 0 as it is spent. Measured on the
+grids of ``benchmarks/sweep_efficiency.py`` with the default early stopping (``--cost-alpha``;
+dollars to reach random search's hypervolume at 2N trials over random's dollars, median of
+seeds 0-19), demo / own-model grid: alpha 0 0.50 / 0.81, 0.25 0.50 / 0.87, 0.5 0.45 / 0.86,
+1 0.48 / 0.87. The differences are within the seeds' noise; 0.5 is CArBO's middle ground."""
 _STARTUP = 5
-"""Finished trials (warm-start ones included) before TPE proposes: the initial design."""
+"""Finished trials (warm-start ones included) before TPE proposes; until then, random points."""
 
 
 @dataclass(frozen=True)
