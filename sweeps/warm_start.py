@@ -47,12 +47,17 @@ def warm_observations(spec: SweepSpec, storage: Any) -> list[Observation]:
             "Check the name with `paretune sweep status` or `paretune results list`, or remove "
             "warm_start to start from nothing.",
         )
-    other_spec, observations = found
-    _check_same_task(spec, name, other_spec)
+    other_spec, observations, hashes = found
+    _check_same_task(spec, name, other_spec, hashes)
     return observations
 
 
-def _from_storage(name: str, storage: Any) -> tuple[dict[str, Any], list[Observation]] | None:
+_Found = tuple[dict[str, Any], list[Observation], dict[str, set[str]]]
+"""An earlier study: its spec, its trials as observations, and the sha256 of each data file
+its trials read, by role (train, eval, retain; empty where none was recorded)."""
+
+
+def _from_storage(name: str, storage: Any) -> _Found | None:
     import optuna
 
     if storage is None:
@@ -61,7 +66,19 @@ def _from_storage(name: str, storage: Any) -> tuple[dict[str, Any], list[Observa
         study = optuna.load_study(study_name=name, storage=storage, sampler=None)
     except KeyError:
         return None
-    return study.user_attrs.get("spec") or {}, [_from_trial(t) for t in _usable(study)]
+    usable = _usable(study)
+    hashes = _file_hashes((t.user_attrs.get("result") or {}).get("data") for t in usable)
+    return study.user_attrs.get("spec") or {}, [_from_trial(t) for t in usable], hashes
+
+
+def _file_hashes(provenances: Any) -> dict[str, set[str]]:
+    """The recorded sha256 of each data file by role, from trials' data provenance."""
+    hashes: dict[str, set[str]] = {}
+    for provenance in provenances:
+        for entry in (provenance or {}).get("files") or ():
+            if entry.get("sha256"):
+                hashes.setdefault(entry["role"], set()).add(entry["sha256"])
+    return hashes
 
 
 def _usable(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -80,7 +97,7 @@ def _from_trial(trial: optuna.trial.FrozenTrial) -> Observation:
     return _observation(trial)
 
 
-def _from_results(name: str, spec: SweepSpec) -> tuple[dict[str, Any], list[Observation]] | None:
+def _from_results(name: str, spec: SweepSpec) -> _Found | None:
     from sweeps.results.store import ResultsStore
 
     store = ResultsStore(spec.run.results)
@@ -93,7 +110,9 @@ def _from_results(name: str, spec: SweepSpec) -> tuple[dict[str, Any], list[Obse
     other_spec = json_value(rows[0]["spec"])
     negate = rows[0]["quality_metric"] == "exact_match"  # stored negated, smaller is better
     observations = []
-    for row in store.trials(name):
+    trials = store.trials(name)
+    hashes = _file_hashes(json_value(row.get("data_provenance")) for row in trials)
+    for row in trials:
         params = json_value(row.get("params"))
         if not params:
             continue
@@ -109,14 +128,35 @@ def _from_results(name: str, spec: SweepSpec) -> tuple[dict[str, Any], list[Obse
                 values = None
         dollars = row.get("dollars") if values is not None else None
         observations.append(Observation(params, values, dollars))
-    return other_spec, observations
+    return other_spec, observations, hashes
 
 
-def _check_same_task(spec: SweepSpec, name: str, other: dict[str, Any]) -> None:
-    """Refuse a study on another model, data or objectives: its results say nothing here."""
+def _check_same_task(
+    spec: SweepSpec, name: str, other: dict[str, Any], hashes: dict[str, set[str]]
+) -> None:
+    """Refuse a study on another model, data or objectives: its results say nothing here.
+
+    A data file is compared by its bytes where the earlier trials recorded their hash: a copy
+    or a moved file is the same data, and a file edited in place since is not. Without a
+    recorded hash (results of an older paretune), by its path."""
+    from sweeps.datacheck.check import file_sha256
     from sweeps.study import SweepError
 
     mine = spec.to_raw()
+    same_bytes = set()
+    for role, recorded in hashes.items():
+        here = _at(mine, ("data", role))
+        now = file_sha256(here) if isinstance(here, str) else None
+        if now is None:
+            continue
+        if now not in recorded:
+            raise SweepError(
+                f"[search] warm_start = {name!r}: that study's {role} data had sha256 "
+                f"{sorted(recorded)[0][:12]}..., this one's {here} has {now[:12]}...; the data "
+                "differ (edited since, or another file), so its results do not carry over",
+                "Warm-start only from a study on the same data, or remove warm_start.",
+            )
+        same_bytes.add(("data", role))
     for path in (
         ("model",),
         ("data", "train"),
@@ -127,7 +167,7 @@ def _check_same_task(spec: SweepSpec, name: str, other: dict[str, Any]) -> None:
         ("objectives", "cost"),
     ):
         here, there = _at(mine, path), _at(other, path)
-        if here != there:
+        if path not in same_bytes and not _same(here, there):
             key = ".".join(path)
             raise SweepError(
                 f"[search] warm_start = {name!r}: that study ran with {key} = {there!r}, "
@@ -135,6 +175,21 @@ def _check_same_task(spec: SweepSpec, name: str, other: dict[str, Any]) -> None:
                 "Warm-start only from a study on the same model, data and objectives, or "
                 "remove warm_start.",
             )
+
+
+def _same(here: Any, there: Any) -> bool:
+    """Equal values, or two spellings of one file or folder (a model folder written as
+    ``./ckpt`` and as its absolute path, a data file behind a symlink)."""
+    import os
+
+    if here == there:
+        return True
+    if not isinstance(here, str) or not isinstance(there, str):
+        return False
+    try:
+        return os.path.samefile(os.path.expanduser(here), os.path.expanduser(there))
+    except OSError:  # either is not there (or is a hub id): only equal text is the same
+        return False
 
 
 def _at(raw: dict[str, Any], path: tuple[str, ...]) -> Any:

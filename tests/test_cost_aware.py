@@ -108,8 +108,9 @@ def test_without_a_target_gpu_the_planner_flops_rank_the_points(tmp_path: Path) 
     assert short > 1e9 and math.isclose(long / short, 4.0, rel_tol=1e-6) and full > short
 
 
-def _first_study(spec: SweepSpec, storage: object) -> None:
-    """An earlier study where only full fine-tunes at lr 1e-3 were good."""
+def _first_study(spec: SweepSpec, storage: object, result: dict | None = None) -> None:
+    """An earlier study where only full fine-tunes at lr 1e-3 were good; each trial keeps
+    ``result`` as its result (what a sweep's trial records), where given."""
     study = open_study(spec, storage)
     for params in (
         {"method": "full", "lr": 1e-3, "max_steps": 50},
@@ -123,6 +124,8 @@ def _first_study(spec: SweepSpec, storage: object) -> None:
     ):
         study.enqueue_trial(params)
         trial = study.ask()
+        if result is not None:
+            trial.set_user_attr("result", result)
         study.tell(trial, _values(suggest(trial, spec)))
 
 
@@ -172,6 +175,49 @@ def test_warm_start_refuses_a_missing_study_or_another_task(tmp_path: Path) -> N
     other_data = _spec("d", tmp_path, data={"train": "task.jsonl"}, search={"warm_start": "first"})
     with pytest.raises(SweepError, match="data.train"):
         open_study(other_data, storage)
+
+
+def test_warm_start_compares_data_by_the_bytes_its_trials_read(tmp_path: Path) -> None:
+    """Where the earlier trials recorded their data files' sha256 (as a sweep's trials do), a
+    copy, a moved or a linked file is the same data, and the same path edited since is not;
+    without a record, the path decides, spelled any way."""
+    from sweeps.datacheck.check import file_sha256
+    from sweeps.trial.types import DataFile, DataProvenance
+
+    task = tmp_path / "task.jsonl"
+    task.write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "link.jsonl").symlink_to(task)
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(task.read_text())
+    read = DataProvenance(
+        fingerprint="-",
+        files=[DataFile(role="train", path=str(task), sha256=file_sha256(str(task)), rows=1)],
+        split="file",
+        train_rows=1,
+        eval_rows=0,
+    )
+
+    def warm(storage: object, name: str, train: Path) -> list[dict]:
+        spec = _spec(name, tmp_path, data={"train": str(train)}, search={"warm_start": "first"})
+        return _first_proposals(spec, storage, 1)
+
+    recorded = open_storage(str(tmp_path / "recorded.journal"))
+    first = _spec("first", tmp_path, data={"train": str(task)})
+    _first_study(first, recorded, {"data": read.model_dump(mode="json")})
+    assert warm(recorded, "by-copy", copy) and warm(
+        recorded, "by-link", tmp_path / "data/link.jsonl"
+    )
+
+    bare = open_storage(str(tmp_path / "bare.journal"))  # trials without a record
+    _first_study(_spec("first", tmp_path, data={"train": str(task)}), bare)
+    assert warm(bare, "spelled", tmp_path / "data" / ".." / "task.jsonl")
+    with pytest.raises(SweepError, match="data.train"):
+        warm(bare, "copied", copy)
+
+    task.write_text('{"prompt": "1+1=", "completion": "3"}\n')  # edited in place since
+    with pytest.raises(SweepError, match="train data had sha256 .* the data differ"):
+        warm(recorded, "edited", task)
 
 
 def test_warm_start_in_the_spec_file(tmp_path: Path) -> None:
