@@ -276,11 +276,6 @@ def rung_point(rung: dict[str, Any]) -> list[float | None]:
     return [rung["eval_nll"], forgetting, rung.get("projected_dollars") or rung["dollars"]]
 
 
-def _rung_key(rung: dict[str, Any]) -> tuple[int, int | None]:
-    """The rung a report belongs to: its step on its trial's schedule (``max_steps``)."""
-    return rung["step"], rung.get("max_steps")
-
-
 def _decide(point: list, others: list[list], frontier: list[list], eta: int) -> bool:
     """``sweeps.early_stopping.rung_decision`` on the objectives every point has (the worker
     leaves out one that some trial has no rung value for)."""
@@ -333,6 +328,7 @@ def search(
     ``spend`` dollars: every row is compared at every dollar budget of the curve."""
     import optuna
 
+    from sweeps.early_stopping import same_schedule
     from sweeps.results.frontier import pareto_mask
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -341,10 +337,10 @@ def search(
     stopping = spec.early_stopping() if early_stopping else None
     study = optuna.create_study(directions=spec.objectives.directions(), sampler=make_sampler(spec))
     run = Run([], [])
-    # (step, max_steps) -> rung points of the trials there: as the sweep's worker, a rung
-    # compares the trials of one schedule (sweeps.early_stopping).
-    at_rung: dict[tuple, list[list[float | None]]] = {}
-    complete: list[tuple[list[float], dict[tuple, list[float | None]]]] = []
+    # step -> (max_steps, rung point) of the trials there: as the sweep's worker, a rung
+    # compares the trials of like schedules (sweeps.early_stopping.same_schedule).
+    at_rung: dict[int, list[tuple[int | None, list[float | None]]]] = {}
+    complete: list[tuple[list[float], dict[int, tuple[int | None, list[float | None]]]]] = []
     adapter_rank = grid_of(model)["rank"][0]  # a rank of one value is not a parameter
     while len(run.values) < n or (sum(run.dollars) < spend and len(run.values) < len(table)):
         trial = study.ask()
@@ -361,20 +357,27 @@ def search(
         if values is not None and stopping is not None:
             on_front = pareto_mask([v for v, _ in complete]) if complete else []
             for rung in record["rungs"]:
-                step, this = _rung_key(rung), rung_point(rung)
+                step, length, this = rung["step"], rung.get("max_steps"), rung_point(rung)
+
+                def like(theirs: int | None) -> bool:
+                    return same_schedule(length, theirs, stopping.eta)  # noqa: B023
+
                 frontier = [
-                    rungs[step]
+                    rungs[step][1]
                     for (_, rungs), front in zip(complete, on_front, strict=True)
-                    if front and step in rungs
+                    if front and step in rungs and like(rungs[step][0])
                 ]
-                go_on = _decide(this, at_rung.get(step, []), frontier, stopping.eta)
-                at_rung.setdefault(step, []).append(this)
+                others = [p for m, p in at_rung.get(step, []) if like(m)]
+                go_on = _decide(this, others, frontier, stopping.eta)
+                at_rung.setdefault(step, []).append((length, this))
                 if not go_on:
                     values, dollars = None, rung["dollars"]
                     break
         if values is not None:
             study.tell(trial, values)
-            complete.append((values, {_rung_key(r): rung_point(r) for r in record["rungs"]}))
+            complete.append(
+                (values, {r["step"]: (r.get("max_steps"), rung_point(r)) for r in record["rungs"]})
+            )
         elif record["values"] is not None:  # stopped at a rung
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:

@@ -5,8 +5,9 @@ A sweep's trial trains for ``max_steps`` optimizer steps. With early stopping it
 ``eta``; :func:`rung_steps`), and reports there its eval NLL, a cheap forgetting estimate (the
 spec's forgetting measure on a fixed small subset of its retain source) and its cost so far.
 The sweep then asks :func:`rung_decision` whether it goes on, given the points of every other
-trial of the study that reached the same rung *on the same schedule* (the same ``max_steps``;
-see "Why this rule" below). The trial goes on when
+trial of the study that reached the same rung *on a like schedule* (a ``max_steps`` within a
+factor ``sqrt(eta)`` of its own, :func:`same_schedule`; see "Why this rule" below). The trial
+goes on when
 
 1. it is in the top ``ceil(n / η)`` of the ``n`` trials at the rung, ranked by non-dominated
    sorting (the front a point is on: 0 for the Pareto-optimal ones, 1 for those optimal once
@@ -49,7 +50,10 @@ Why this rule:
   stalled below random search's (``benchmarks/sweep_efficiency.py`` before this rule: 0.955
   at 1.5 x random's dollars for 2N trials, against random's 0.985); compared per length it
   passes TPE without early stopping at every budget. Successive halving is kept within each
-  length as Hyperband keeps it within each bracket (Li et al., JMLR 2018).
+  length as Hyperband keeps it within each bracket (Li et al., JMLR 2018). "One length" is
+  taken as lengths within half a rung of each other (a factor ``sqrt(eta)``), so that a sweep
+  over a range of ``max_steps`` (90 to 300 by 30, say) still has several trials to compare at
+  each rung; the benchmark's lengths (32, 64, 128) are each a rung apart.
 - **Cost is compared as projected to the trial's last step** (the report's
   ``projected_dollars``: what it has cost, plus the steps left at its pace so far), not as
   spent: cost is known long before quality, and the trials at a rung have all paid for the
@@ -79,6 +83,7 @@ __all__ = [
     "non_dominated_fronts",
     "rung_decision",
     "rung_steps",
+    "same_schedule",
 ]
 
 Point = Sequence[float]
@@ -109,6 +114,16 @@ def default_min_steps(max_steps: int, eta: int = DEFAULT_ETA) -> int:
     ``max_steps``, as successive halving with three brackets of work), and no earlier than
     :data:`DEFAULT_MIN_STEPS_FLOOR`."""
     return max(DEFAULT_MIN_STEPS_FLOOR, max_steps // eta**2)
+
+
+def same_schedule(a: int | None, b: int | None, eta: int = DEFAULT_ETA) -> bool:
+    """Whether two trials' rung reports at one step are compared: their ``max_steps`` are
+    within a factor ``sqrt(eta)`` of each other (half a rung apart, geometrically), so the
+    step is at about the same point of both learning-rate schedules. An unknown ``max_steps``
+    (a report of an older paretune) compares with any."""
+    if a is None or b is None:
+        return True
+    return max(a, b) <= math.sqrt(eta) * min(a, b)
 
 
 def dominates(a: Point, b: Point) -> bool:

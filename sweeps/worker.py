@@ -685,7 +685,7 @@ class Sweep:
             points: list[list[float | None]] = [_rung_point(self.spec, record)]
             frontier: list[int] = []
             for other in study.get_trials(deepcopy=False):
-                found = _rung_record(other, report.step, report.max_steps)
+                found = _rung_record(other, report.step, report.max_steps, eta)
                 if other.number == trial.number or found is None:
                     continue
                 if other.number in on_front:
@@ -1166,15 +1166,17 @@ def _objective_values(
     return [float(v) for v in values]
 
 
-def _rung_record(trial: Any, step: int, max_steps: int | None = None) -> dict[str, Any] | None:
+def _rung_record(
+    trial: Any, step: int, max_steps: int | None = None, eta: int = 3
+) -> dict[str, Any] | None:
     """``trial``'s report at the rung of ``step`` (user attribute ``rungs``), or None; with
-    ``max_steps``, only if the trial's schedule has that many steps too (a record of an older
-    paretune, without ``max_steps``, matches any): see :mod:`sweeps.early_stopping`."""
+    ``max_steps``, only if the trial's schedule is like it
+    (:func:`sweeps.early_stopping.same_schedule`; a record of an older paretune, without
+    ``max_steps``, matches any)."""
+    from sweeps.early_stopping import same_schedule
+
     for record in trial.user_attrs.get("rungs") or ():
-        if record.get("step") != step:
-            continue
-        theirs = record.get("max_steps")
-        if max_steps is None or theirs is None or theirs == max_steps:
+        if record.get("step") == step and same_schedule(max_steps, record.get("max_steps"), eta):
             return record
     return None
 

@@ -27,6 +27,7 @@ from sweeps.early_stopping import (
     non_dominated_fronts,
     rung_decision,
     rung_steps,
+    same_schedule,
 )
 from sweeps.results.store import ResultsStore
 from sweeps.spec import SpecError, load_spec, spec_from_text
@@ -146,6 +147,10 @@ def test_a_rung_compares_trials_of_one_schedule_on_their_projected_cost() -> Non
     assert _rung_record(trial(1, short, long), 30, 128) == long
     assert _rung_record(trial(2, older), 30, 128) == older
     assert _rung_record(trial(0, short), 10, 32) is None
+    # Like schedules: lengths within half a rung (a factor sqrt(eta)) of each other.
+    assert _rung_record(trial(0, short), 30, 48) == short
+    assert same_schedule(90, 150) and not same_schedule(90, 180) and same_schedule(None, 5)
+    assert same_schedule(90, 180, eta=4)
     spec = spec_from_text(_spec("max_steps = { low = 32, high = 128, step = 32 }"))
     assert _rung_point(spec, short) == [1.2, 0.01, 0.0107]
     assert _rung_point(spec, long) == [1.2, 0.01, 0.0427]
