@@ -315,7 +315,9 @@ _WARM_MODULES = [
     "transformers",
     "peft",
     "transformers.models.llama.modeling_llama",
-    *(f"{__package__}.{name}" for name in ("recipe", "metrics", "data")),
+    # Every trial imports these; imported in the child instead, they would be parsed under
+    # the trial's memory cap, where a tight cap fails the parse before the trial starts.
+    *(f"{__package__}.{name}" for name in ("recipe", "metrics", "data", "demo", "retain")),
 ]
 _WARM_LOCK = threading.Lock()
 _warm_context = None
