@@ -9,7 +9,28 @@ Allocator-based measurements (torch.cuda.max_memory_allocated and friends) do no
 see the CUDA context nor the caching allocator's reserve (reserved minus allocated:
 the planner's ``allocator_fragmentation`` share of the short-lived terms), so for those
 rows both are left out of the prediction.
-Rows the planner cannot model (encoder-decoder T5 models) are listed, not scored.
+Every row is planned through its framework's preset (``framework_method``); the row's
+own settings (its config, what that version of the framework did) win over the preset.
+Rows the planner cannot model (encoder-decoder T5 models) and rows whose settings are
+contradicted or not stated are listed, not scored, each with the reason (with the
+prediction where the row can be planned at all).
+
+Sources considered and not added (no row):
+- Unsloth (README, docs "Unsloth Benchmarks", blog posts on Llama 3.1 / 3.3): speed and
+  "VRAM reduction" percentages against Hugging Face + FA2 and the longest context that fits
+  (used by ``context_anchors``), no peak with its settings.
+- Liger-Kernel (README, examples/huggingface/README.md): memory shown as plots, not
+  figures; its Trainer example pads each Alpaca batch to its longest example
+  (DataCollatorForCompletionOnlyLM, pad_to_multiple_of=16), so no step length is fixed.
+- Axolotl: no peak published with its config. Issue threads quote the callback's "GPU
+  memory usage while training" (allocated after the step, not the peak; axolotl#814), or
+  whole gigabytes measured by an unnamed tool (axolotl#602, OpenLLaMA 3B, not in the
+  catalogue).
+- torchtune README, Llama 3.1 8B on an A6000 (full 37.4 GiB, LoRA 30.3 GiB): no config
+  named, and twice the RTX 4090 rows of the same method, so not those configs; Llama 3.1
+  70B full (13.9 GiB): "CPU offload with fused optimizer" (fsdp_cpu_offload: parameters,
+  gradients and states in host memory), which the planner does not model; Llama 3.2 3B
+  "Baseline" (25.5 GiB): pads each batch to its longest Alpaca example.
 Prints, per row, the measured peak and each prediction as a ratio to it (ours, the two
 rules of thumb users quote, and the PyPI peer planners) and the median error of each;
 rows off by more than 5% carry the reason in their note. A peer's column is filled only
