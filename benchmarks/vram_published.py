@@ -272,7 +272,12 @@ ROWS = [
         _TT_955,
         note="sequences are at most 512 tokens (the default data's truncation), an upper "
         "bound: shorter batches need less. At the stated 4096 the prediction is 54 GB: the "
-        "checkpointed layer inputs alone would be 21.5 GB",
+        "checkpointed layer inputs alone would be 21.5 GB. Not modelled: FSDP keeps the "
+        "root unit's parameters (embeddings, final norm, lm_head: 1.05 GB) gathered from "
+        "the forward through the backward (torch/distributed/fsdp/_runtime_utils.py, "
+        "_post_forward_reshard: 'Do not free the root's parameters'), 0.92 GB more here "
+        "(-3.5%); on the Llama 3.1 70B row below the same rule would add 3.7 GB (+8.6%), so "
+        "the planner's zero3 leaves it out until a measurement settles it",
     ),
     Row(
         "Llama2-70B full, PagedAdamW, 8x A100 FSDP, bs 4, seq 4096",
@@ -416,7 +421,8 @@ ROWS = [
         note="the README writes '44.8 GB' where every other row says GiB; read as GiB, the "
         "unit torchtune's memory log prints (as GB the row is off by 7% more). The config's "
         "batch_size 1 and gradient_accumulation_steps 16 are overridden by the README's "
-        "common settings",
+        "common settings, under which the 126 checkpointed layer inputs alone are 16.9 GB "
+        "and the three fp32 logit copies of the unchunked loss 6.3 GB",
     ),
     Row(
         "Llama3.2-3B full, A100, bs 2, packed 4096 (torchtune flags)",
@@ -530,6 +536,11 @@ ROWS = [
         ),
         4.6 * GIB,
         _TT_2003 + ", 'QLoRA'",
+        note="the figure is the floor of that config: NF4 weights with the tied 16-bit "
+        "embedding (2.24 GB), bf16 adapters and their AdamW moments (0.54 GB) and the "
+        "16-bit logits of chunked_output (2.10 GB) = 4.88 GB. The planner adds one chunk's "
+        "logit gradient (0.26 GB), the final norm's fp32 input, the two layer inputs "
+        "offloading keeps on the GPU and the dequantized weight of a matmul",
     ),
     Row(
         "T0_3B full, A100-80GB",
