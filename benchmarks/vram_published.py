@@ -176,7 +176,7 @@ ROWS = [
         ),
         21.3e9,
         _TT_955,
-        note="torchtune's fp32 logits (logit_copies=4). " + _TT_955_LOG + "20.69 GB (-2.9%)",
+        note="torchtune's fp32 logits (logit_copies=4). " + _TT_955_LOG + "20.68 GB (-2.9%)",
     ),
     Row(
         "Llama2-7B LoRA, 2x RTX 4090 FSDP, bs 4, seq 2048 (torchtune)",
