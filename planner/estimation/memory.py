@@ -28,6 +28,7 @@ __all__ = [
     "state_bytes",
     "targeted_shapes",
     "trainable_params",
+    "zero_bucket_bytes",
 ]
 
 TERMS = (
@@ -458,6 +459,29 @@ def state_bytes(arch: ModelArch, method: MethodSpec, *, gpus: int | None = None)
     return {name: int(round(value)) for name, value in found.items()}
 
 
+def zero_bucket_bytes(method: MethodSpec) -> int:
+    """DeepSpeed ZeRO-2's gradient reduction buckets on each GPU, in bytes (0 unless
+    ``method.sharding`` is ``zero2``).
+
+    ``DeepSpeedZeroOptimizer.backward`` (DeepSpeed v0.16.4,
+    deepspeed/runtime/zero/stage_1_and_2.py) allocates, with ``contiguous_gradients``, one
+    ``ipg_buffer`` of ``reduce_bucket_size`` elements in the parameters' dtype (the module is
+    cast to the 16-bit precision by the engine), and a second with ``overlap_comm`` ("double
+    buffers to avoid data access conflict"); each gradient is copied into the current
+    bucket as it is produced, and the buffers are released after the backward
+    (``independent_gradient_partition_epilogue`` -> ``_release_ipg_buffers``). They are
+    allocated on any number of GPUs. ``allgather_bucket_size`` allocates nothing: the
+    updated partitions are gathered into the flat 16-bit groups in place
+    (deepspeed/runtime/utils.py, ``all_gather_dp_groups``). ZeRO-3 is left as it is: the
+    planner's ``zero3`` is also FSDP's full shard, which has no such buffer.
+    """
+    if method.sharding != "zero2":
+        return 0
+    buffers = 2 if method.zero_overlap_comm else 1
+    element_bytes = constants()["bytes_per_param"][method.precision]
+    return int(buffers * method.zero_reduce_bucket_size * element_bytes)
+
+
 def _loss_phase_with_head(
     arch: ModelArch, method: MethodSpec, tokens: int, logits_loss: float, head_values: float
 ) -> float:
@@ -686,6 +710,9 @@ def memory_terms(
         share = late_charged / late if late else 0.0
         gradients -= head_gradient - head_charged + rest_gradients * (1 - share)
         optimizer_states -= late_states * (1 - share)
+    # DeepSpeed ZeRO-2's reduction buckets live from the start of the backward to its end,
+    # through the loss phase and the last gradients alike: charged at both moments.
+    gradients += zero_bucket_bytes(method)
 
     framework = context = reserve = 0.0
     if on_gpu:
