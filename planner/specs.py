@@ -69,6 +69,14 @@ def _positive_number(owner: str, name: str, value: object) -> None:
         )
 
 
+def _non_negative_int(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidSpecError(
+            f"{owner}: `{name}` must be a whole number of at least 0, got {value!r}",
+            f"Give {name.replace('_', '-')} a whole number (0 or more).",
+        )
+
+
 def _choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise InvalidSpecError(
@@ -164,6 +172,20 @@ class MethodSpec:
     default) or in the 16-bit compute dtype (torchtune). ``framework`` names whose
     behaviour these fields describe (see :mod:`planner.frameworks`) and ``speed_factor``
     is that framework's claimed speed over transformers (divides the hours).
+
+    DeepSpeed ZeRO-2's gradient reduction buckets (charged only with ``sharding`` ``zero2``):
+    ``zero_reduce_bucket_size`` is the ``zero_optimization.reduce_bucket_size`` of the
+    DeepSpeed config, in elements, and ``zero_overlap_comm`` its ``overlap_comm``. With
+    ``contiguous_gradients`` (DeepSpeed's default) ``DeepSpeedZeroOptimizer.backward``
+    allocates one buffer of that many elements in the parameters' 16-bit dtype, two with
+    ``overlap_comm``, and frees them after the backward (DeepSpeed v0.16.4,
+    deepspeed/runtime/zero/stage_1_and_2.py, unchanged since v0.3). The defaults are
+    DeepSpeed's own for a config that leaves the keys out (deepspeed/runtime/zero/config.py:
+    ``reduce_bucket_size`` 5e8, ``overlap_comm`` true only for stage 3), which
+    LLaMA-Factory's examples/deepspeed/ds_z2_config.json also sets: ``zero2`` is a DeepSpeed
+    run in practice, and leaving the buffers out would predict below every such run. Set
+    the bucket to 0 for a ZeRO-2 without them (``contiguous_gradients`` false is not
+    modelled).
     """
 
     kind: MethodKind = "lora"
@@ -187,6 +209,8 @@ class MethodSpec:
     adapter_fp32: bool = True
     framework: FrameworkName = "hf"
     speed_factor: float = 1.0
+    zero_reduce_bucket_size: int = 500_000_000
+    zero_overlap_comm: bool = False
 
     def __post_init__(self) -> None:
         _choice("method", "method", self.kind, METHODS)
@@ -208,12 +232,14 @@ class MethodSpec:
             "compiled",
             "offload_checkpoints",
             "adapter_fp32",
+            "zero_overlap_comm",
         ):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidSpecError(
                     f"method: `{flag}` must be true or false, got {getattr(self, flag)!r}"
                 )
         _positive_int("method", "logit_copies", self.logit_copies)
+        _non_negative_int("method", "zero_reduce_bucket_size", self.zero_reduce_bucket_size)
         if isinstance(self.lora_dropout, bool) or not 0 <= self.lora_dropout < 1:
             raise InvalidSpecError(
                 f"method: `lora_dropout` must be in [0, 1), got {self.lora_dropout!r}"

@@ -66,6 +66,26 @@ def test_whole_instance_offers_and_chosen_sharding_are_said() -> None:
     assert row["sharding"] == "zero3" and row["sharding_chosen_by_planner"] is False
 
 
+def test_zero2_bucket_flags_reach_the_plan() -> None:
+    # DeepSpeed ZeRO-2 allocates one reduce_bucket_size buffer of 16-bit elements during
+    # the backward, two with overlap_comm (runtime/zero/stage_1_and_2.py).
+    asked = ("llama-2-7b", "--method", "lora", "--gpu", "a100-80gb", "--gpus", "8")
+    rows = {}
+    for flags in (
+        ("--zero-bucket-size", "0"),
+        (),
+        ("--zero-bucket-size", "1000000000", "--zero-overlap-comm"),
+    ):
+        done = _plan(*asked, "--sharding", "zero2", *flags, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        (rows[flags],) = json.loads(done.stdout)["methods"]
+    none, default, longlora = rows.values()
+    assert default["peak_gb"] - none["peak_gb"] == pytest.approx(5e8 * 2 / 1e9, abs=0.002)
+    assert longlora["peak_gb"] - none["peak_gb"] == pytest.approx(2 * 1e9 * 2 / 1e9, abs=0.002)
+    assert not any("reduction buckets" in note for note in none["notes"])
+    assert any("2 x 1,000,000,000 elements" in note for note in longlora["notes"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

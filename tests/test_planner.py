@@ -22,6 +22,7 @@ from planner import (
     memory_terms,
     plan,
     resolve_model,
+    state_bytes,
     training_flops,
 )
 from planner.errors import InvalidSpecError
@@ -143,7 +144,8 @@ def test_mixed_precision_adamw_is_16_bytes_per_param_and_8bit_much_less() -> Non
 
 
 def test_zero_sharding_divides_the_right_terms() -> None:
-    method = MethodSpec(kind="full", optimizer="adamw")
+    # Without DeepSpeed's reduction buckets (the next test), only the partitioning.
+    method = MethodSpec(kind="full", optimizer="adamw", zero_reduce_bucket_size=0)
     work = WORK.with_(grad_accum=2)  # gradients persist, so every term is charged whole
     one = memory_terms(DENSE, work, method).breakdown
     z2 = memory_terms(DENSE, work, method.with_(sharding="zero2", gpus=4)).breakdown
@@ -155,6 +157,38 @@ def test_zero_sharding_divides_the_right_terms() -> None:
     assert z2["optimizer_states"] == pytest.approx(one["optimizer_states"] / 4, abs=1)
     assert one["weights"] / 4 < z3["weights"] < one["weights"] / 2  # shard + gathered layers
     assert z3["activations"] == one["activations"]
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_zero2_charges_deepspeeds_gradient_reduction_buckets(kind: str) -> None:
+    # DeepSpeedZeroOptimizer.backward (deepspeed/runtime/zero/stage_1_and_2.py, v0.16.4)
+    # allocates one buffer of reduce_bucket_size elements in the 16-bit parameter dtype,
+    # a second with overlap_comm; DeepSpeed's defaults (runtime/zero/config.py): 5e8
+    # elements, overlap_comm off below stage 3.
+    method = MethodSpec(kind=kind, sharding="zero2", gpus=8)
+    cases = {
+        method: 500_000_000 * 2,
+        method.with_(zero_reduce_bucket_size=10**9, zero_overlap_comm=True): 2 * 10**9 * 2,
+        method.with_(precision="fp32"): 500_000_000 * 4,
+        method.with_(gpus=1): 500_000_000 * 2,  # allocated on any number of GPUs
+    }
+    for spec, buckets in cases.items():
+        base = memory_terms(DENSE, WORK, spec.with_(zero_reduce_bucket_size=0))
+        terms = memory_terms(DENSE, WORK, spec)
+        assert terms.breakdown["gradients"] - base.breakdown["gradients"] == buckets
+        assert terms.peak_bytes - base.peak_bytes == buckets
+        others = {k: v for k, v in terms.breakdown.items() if k != "gradients"}
+        assert others == {k: v for k, v in base.breakdown.items() if k != "gradients"}
+    # Released after the backward: not in the states a rank holds between steps.
+    assert state_bytes(DENSE, method) == state_bytes(DENSE, method.with_(zero_reduce_bucket_size=0))
+
+
+@pytest.mark.parametrize("sharding", ["none", "zero3"])
+def test_reduction_buckets_are_charged_only_under_zero2(sharding: str) -> None:
+    method = MethodSpec(kind="lora", sharding=sharding, gpus=8)
+    big = method.with_(zero_reduce_bucket_size=10**9, zero_overlap_comm=True)
+    none = method.with_(zero_reduce_bucket_size=0)
+    assert memory_terms(DENSE, WORK, big) == memory_terms(DENSE, WORK, none)
 
 
 def test_qlora_weights_are_nf4_plus_16bit_embeddings_and_head() -> None:
@@ -635,7 +669,14 @@ def test_logit_copies_scale_the_loss_term(kind: str) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("optimizer_in_backward", "yes"), ("unquantized_fp32", 1), ("logit_copies", 0)],
+    [
+        ("optimizer_in_backward", "yes"),
+        ("unquantized_fp32", 1),
+        ("logit_copies", 0),
+        ("zero_reduce_bucket_size", -1),
+        ("zero_reduce_bucket_size", 5e8),
+        ("zero_overlap_comm", "true"),
+    ],
 )
 def test_framework_options_are_validated(field: str, value: object) -> None:
     with pytest.raises(InvalidSpecError, match=field):

@@ -14,7 +14,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from planner.estimation.arch import ModelArch
-from planner.estimation.memory import TERMS, constants, memory_terms, trainable_params
+from planner.estimation.memory import (
+    TERMS,
+    constants,
+    memory_terms,
+    trainable_params,
+    zero_bucket_bytes,
+)
 from planner.specs import METHODS, MethodSpec, Workload
 
 if TYPE_CHECKING:
@@ -203,6 +209,14 @@ def method_notes(arch: ModelArch, method: MethodSpec) -> tuple[str, ...]:
         notes.append(
             "DoRA leaves the MoE experts untrained: transformers stores them as 3-D "
             "parameters, which peft adapts with LoRA only (the trainable count excludes them)"
+        )
+    buckets = zero_bucket_bytes(method)
+    if buckets:
+        count = 2 if method.zero_overlap_comm else 1
+        notes.append(
+            f"gradients include DeepSpeed ZeRO-2's reduction buckets: {count} x "
+            f"{method.zero_reduce_bucket_size:,} elements ({buckets / GB:.2f} GB; "
+            "reduce_bucket_size and overlap_comm of the DeepSpeed config)"
         )
     return tuple(notes)
 

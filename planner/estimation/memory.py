@@ -28,6 +28,7 @@ __all__ = [
     "state_bytes",
     "targeted_shapes",
     "trainable_params",
+    "zero_bucket_bytes",
 ]
 
 TERMS = (
@@ -213,7 +214,9 @@ def _layer_saved_bytes(arch: ModelArch, method: MethodSpec, seq_len: int, moe: b
       is kept); a plain MLP (gpt2) keeps the GELU input (and output).
     - Dropout (when the config has it: gpt2) keeps a 1-byte mask per value.
     - LoRA (peft) casts each adapted module's input to the fp32 adapter dtype and keeps
-      that copy and the r-wide A output; with dropout, the dropped copy and its mask;
+      that copy and the r-wide A output; with dropout, the dropped copy and its 1-byte
+      mask instead of the copy; with adapters in the compute dtype (torchtune) and no
+      dropout, the input itself, one for the modules that read it (q, k, v; gate, up);
       DoRA also keeps the base output (16-bit) and the LoRA output (fp32) for the
       magnitude's gradient (peft DoraLinearLayer.forward).
     """
@@ -351,10 +354,18 @@ def _eager(arch: ModelArch, method: MethodSpec) -> bool:
     )
 
 
+_SHARED_INPUT = {"q_proj": "attention", "k_proj": "attention", "v_proj": "attention"}
+_SHARED_INPUT |= {"gate_proj": "mlp", "up_proj": "mlp"}
+"""Modules that read the same tensor (the attention or MLP norm's output), by name."""
+
+
 def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> float:
-    """Per token and layer, what the adapters keep (see ``_layer_saved_bytes``)."""
+    """Per token and layer, what the adapters keep (see ``_layer_saved_bytes``). Checked
+    on CPU with torch.autograd.graph.saved_tensors_hooks on peft's LoRA forward
+    (``lora_B(lora_A(dropout(x))) * scaling`` after ``_cast_input_dtype``)."""
     adapter = _adapter_bytes(method)
     ab = _activation_bytes(method)
+    kept_inputs: set[str] = set()
     total = 0.0
     for s in targeted_shapes(arch, method):
         expert = s.name.startswith(("experts.", "shared_expert."))
@@ -363,9 +374,21 @@ def _adapter_saved_bytes(arch: ModelArch, method: MethodSpec, moe: bool) -> floa
             continue  # that module lives in the other kind of layer
         if s.name.startswith("experts."):
             continue  # adapted as parameters: see _expert_delta_bytes
-        per = adapter * (s.d_in + method.rank)
+        per = adapter * method.rank  # A's output, kept by B
         if method.lora_dropout > 0:
-            per += adapter * s.d_in + s.d_in  # the dropped copy and its 1-byte mask
+            # nn.Dropout on CUDA (native_dropout) keeps a 1-byte mask and A keeps the
+            # dropped copy; the input, or the cast copy that fed the dropout, is not kept.
+            per += adapter * s.d_in + s.d_in
+        elif adapter != ab:
+            per += adapter * s.d_in  # the input cast to the adapter dtype, one per module
+        else:
+            # The cast is a no-op: A keeps the module's input itself, shared with the
+            # modules that read the same tensor.
+            prefix, _, leaf = s.name.rpartition(".")
+            read = f"{prefix}.{_SHARED_INPUT.get(leaf, leaf)}"
+            if read not in kept_inputs:
+                kept_inputs.add(read)
+                per += ab * s.d_in
         if method.kind == "dora":
             per += ab * s.d_out + adapter * s.d_out
         total += per * s.active_count
@@ -434,6 +457,57 @@ def state_bytes(arch: ModelArch, method: MethodSpec, *, gpus: int | None = None)
         "optimizer_states": optimizer_states,
     }
     return {name: int(round(value)) for name, value in found.items()}
+
+
+def zero_bucket_bytes(method: MethodSpec) -> int:
+    """DeepSpeed ZeRO-2's gradient reduction buckets on each GPU, in bytes (0 unless
+    ``method.sharding`` is ``zero2``).
+
+    ``DeepSpeedZeroOptimizer.backward`` (DeepSpeed v0.16.4,
+    deepspeed/runtime/zero/stage_1_and_2.py) allocates, with ``contiguous_gradients``, one
+    ``ipg_buffer`` of ``reduce_bucket_size`` elements in the parameters' dtype (the module is
+    cast to the 16-bit precision by the engine), and a second with ``overlap_comm`` ("double
+    buffers to avoid data access conflict"); each gradient is copied into the current
+    bucket as it is produced, and the buffers are released after the backward
+    (``independent_gradient_partition_epilogue`` -> ``_release_ipg_buffers``). They are
+    allocated on any number of GPUs. ``allgather_bucket_size`` allocates nothing: the
+    updated partitions are gathered into the flat 16-bit groups in place
+    (deepspeed/runtime/utils.py, ``all_gather_dp_groups``). ZeRO-3 is left as it is: the
+    planner's ``zero3`` is also FSDP's full shard, which has no such buffer.
+    """
+    if method.sharding != "zero2":
+        return 0
+    buffers = 2 if method.zero_overlap_comm else 1
+    element_bytes = constants()["bytes_per_param"][method.precision]
+    return int(buffers * method.zero_reduce_bucket_size * element_bytes)
+
+
+def _loss_phase_with_head(
+    arch: ModelArch, method: MethodSpec, tokens: int, logits_loss: float, head_values: float
+) -> float:
+    """What the loss phase holds when the lm_head trains (its gradient: ``head_values``
+    bytes on one GPU), against ``logits_loss`` without it.
+
+    torchtune's chunked_output runs the lm_head once per chunk. Autograd runs every
+    chunk's loss backward first (higher sequence numbers), then the head's, one chunk at a
+    time, and sums the chunks' weight gradients in one buffer before AccumulateGrad
+    (torch autograd engine, InputBuffer::accumulate). The first gradient arrives as a
+    transposed view of the matmul's output, which the engine does not add into in place:
+    the first sum is a third head-sized tensor beside the two it adds, later sums go in
+    place. So, with the chunks' logit gradients still waiting: all of them and the first
+    head gradient; seven eighths and two; six eighths and three (the order and the three
+    gradients seen on CPU with torch's MemTracker and in the process's resident memory).
+    Other losses produce the head's gradient once, after the loss tensors (see
+    ``memory_terms``).
+    """
+    if method.loss != "chunked" or not head_values:
+        return logits_loss
+    chunks = constants()["chunked_loss_chunks"]
+    logits16 = tokens * arch.vocab * _activation_bytes(method)
+    return max(
+        logits_loss,
+        *(logits16 * (chunks - k) / chunks + (k + 1) * head_values for k in range(3)),
+    )
 
 
 def memory_terms(
@@ -618,23 +692,27 @@ def memory_terms(
     # The lm_head's weight gradient appears at the end of the loss backward, once the
     # fp32 loss tensors are freed, and lives on through each layer's backward; the others
     # grow while the backward frees the activations.
-    head_gradient = 0.0
-    rest_gradients = gradients if workload.grad_accum == 1 else 0.0
-    if rest_gradients and method.kind == "full":
+    head_values = 0.0  # the trained lm_head's gradient on one GPU
+    if method.kind == "full":
         shards = n_gpus if n_gpus > 1 and method.sharding in ("zero2", "zero3") else 1
-        head_gradient = min(
-            rest_gradients, arch.vocab * arch.hidden * trainable_dtype_bytes / shards
-        )
-        rest_gradients -= head_gradient
-    head_charged = max(0.0, head_gradient - max(0.0, logits_loss - working))
+        head_values = arch.vocab * arch.hidden * trainable_dtype_bytes / shards
+    rest_gradients = gradients if workload.grad_accum == 1 else 0.0
+    head_gradient = min(rest_gradients, head_values)
+    rest_gradients -= head_gradient
+    loss_phase = _loss_phase_with_head(arch, method, tokens, logits_loss, head_values)
+    # Beyond the larger of the loss phase and a layer's backward, both as charged above.
+    head_charged = max(0.0, max(loss_phase, working + head_gradient) - max(logits_loss, working))
     late_states = optimizer_states if method.optimizer.startswith("paged_") else 0.0
     late = rest_gradients + late_states
-    if head_gradient or late:
+    if head_gradient or head_charged or late:
         # The step needs every gradient and state at once, after the activations are gone.
         late_charged = max(0.0, head_gradient + late - (transient + head_charged))
         share = late_charged / late if late else 0.0
         gradients -= head_gradient - head_charged + rest_gradients * (1 - share)
         optimizer_states -= late_states * (1 - share)
+    # DeepSpeed ZeRO-2's reduction buckets live from the start of the backward to its end,
+    # through the loss phase and the last gradients alike: charged at both moments.
+    gradients += zero_bucket_bytes(method)
 
     framework = context = reserve = 0.0
     if on_gpu:

@@ -159,6 +159,23 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     show_default=True,
     help="none (data parallel), zero2 or zero3 (FSDP full shard).",
 )
+@click.option(
+    "--zero-bucket-size",
+    "zero_reduce_bucket_size",
+    type=click.IntRange(min=0),
+    default=500_000_000,
+    show_default=True,
+    help="zero2: the DeepSpeed config's reduce_bucket_size, in elements; DeepSpeed "
+    "allocates one gradient buffer of that many 16-bit elements during the backward "
+    "(two with --zero-overlap-comm). 0: no buffers.",
+)
+@click.option(
+    "--zero-overlap-comm/--no-zero-overlap-comm",
+    "zero_overlap_comm",
+    default=False,
+    show_default=True,
+    help="zero2: the DeepSpeed config's overlap_comm (a second reduction buffer).",
+)
 @click.option("--provider", default=None, help="Price with this provider only.")
 @click.option(
     "--dataset-tokens",
@@ -229,6 +246,8 @@ def plan_command(
     gpu: str | None,
     gpus: int,
     sharding: str,
+    zero_reduce_bucket_size: int,
+    zero_overlap_comm: bool,
     provider: str | None,
     dataset_tokens: str | None,
     examples: int | None,
@@ -268,6 +287,8 @@ def plan_command(
         attention=attention,
         gpus=gpus,
         sharding=sharding,
+        zero_reduce_bucket_size=zero_reduce_bucket_size,
+        zero_overlap_comm=zero_overlap_comm,
         freeze_layers=freeze_layers,
         optimizer_in_backward=optimizer_in_backward,
         unquantized_fp32=unquantized_fp32,
