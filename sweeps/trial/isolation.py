@@ -65,7 +65,11 @@ _OOM_MARKERS = (
     "DefaultCPUAllocator: can't allocate",
     "memory allocation of",  # Rust's allocator (the tokenizers): "memory allocation of N bytes failed"
 )
-_CAPPED_OOM_MARKERS = ("Resource temporarily unavailable", "can't start new thread")
+_CAPPED_OOM_MARKERS = (
+    "Resource temporarily unavailable",
+    "can't start new thread",
+    "failed to map segment from shared object",  # a library loaded past the address-space cap
+)
 
 
 class TrialInputError(UserError):
@@ -315,10 +319,21 @@ _WARM_MODULES = [
     "transformers",
     "peft",
     "transformers.models.llama.modeling_llama",
-    # Every trial imports these; imported in the child instead, they would be parsed under
-    # the trial's memory cap, where a tight cap fails the parse before the trial starts.
     *(f"{__package__}.{name}" for name in ("recipe", "metrics", "data", "demo", "retain")),
+    "pyarrow",
 ]
+_TRIAL_MODULES = (
+    "pyarrow",  # the data check's exact duplicates
+    "planner",
+    "planner.methods",
+    "pricing",
+    "safetensors.torch",
+    "sweeps.datacheck.card",
+    "sweeps.datacheck.clean",
+    "sweeps.early_stopping",
+    *(f"{__package__}.{name}" for name in ("data", "demo", "metrics", "prediction", "retain")),
+)
+"""What ``run_trial`` imports as it goes, imported before the memory cap (:func:`_load_trial_code`)."""
 _WARM_LOCK = threading.Lock()
 _warm_context = None
 
@@ -446,6 +461,21 @@ def _oom_message(tail: str, config: TrialConfig) -> str:
 # --- the child ----------------------------------------------------------------------------------
 
 
+def _load_trial_code() -> None:
+    """Import what the trial will import as it runs, before its memory cap: on CPU the cap is
+    the address space, and Python code parsed under a cap it has reached fails to compile
+    (a ``SyntaxError`` or ``ValueError`` from the compiler, not a ``MemoryError``), which would
+    end an out-of-memory trial as ``failed``. transformers loads its classes on first use."""
+    import importlib
+
+    import transformers
+
+    for name in _TRIAL_MODULES:
+        importlib.import_module(name)
+    for name in ("AutoModelForCausalLM", "AutoTokenizer", "get_scheduler"):
+        getattr(transformers, name)
+
+
 def _limit_memory(limit_gb: float | None, device: str) -> None:
     """Cap the trial's memory at ``limit_gb`` GB, once torch and friends are imported.
 
@@ -506,6 +536,7 @@ def _child(write_fd: int, config_json: str | None = None, decision_fd: int | Non
             import bitsandbytes  # noqa: F401
         if config.method != "full":
             import peft  # noqa: F401
+        _load_trial_code()
         _limit_memory(config.memory_limit_gb, config.device)
         result = run_trial(
             config,
@@ -541,7 +572,7 @@ def _child(write_fd: int, config_json: str | None = None, decision_fd: int | Non
 def _is_oom(error: BaseException, config: TrialConfig) -> bool:
     """An exception that means the trial ran out of memory: CUDA's or torch's allocator, or,
     under the trial's memory cap, anything the cap shows up as (``OSError`` ENOMEM from an
-    mmap, a thread that cannot start: EAGAIN)."""
+    mmap, a thread that cannot start: EAGAIN, a shared library that cannot be mapped)."""
     import errno
 
     name = type(error).__name__
