@@ -358,16 +358,16 @@ def search(
             on_front = pareto_mask([v for v, _ in complete]) if complete else []
             for rung in record["rungs"]:
                 step, length, this = rung["step"], rung.get("max_steps"), rung_point(rung)
-
-                def like(theirs: int | None) -> bool:
-                    return same_schedule(length, theirs, stopping.eta)  # noqa: B023
-
                 frontier = [
                     rungs[step][1]
                     for (_, rungs), front in zip(complete, on_front, strict=True)
-                    if front and step in rungs and like(rungs[step][0])
+                    if front
+                    and step in rungs
+                    and same_schedule(length, rungs[step][0], stopping.eta)
                 ]
-                others = [p for m, p in at_rung.get(step, []) if like(m)]
+                others = [
+                    p for m, p in at_rung.get(step, []) if same_schedule(length, m, stopping.eta)
+                ]
                 go_on = _decide(this, others, frontier, stopping.eta)
                 at_rung.setdefault(step, []).append((length, this))
                 if not go_on:

@@ -314,14 +314,6 @@ def _kill_group(child) -> None:
 
 # Imported once in the fork server; a module that fails to import there is skipped (and
 # imported by the child as usual).
-_WARM_MODULES = [
-    "torch",
-    "transformers",
-    "peft",
-    "transformers.models.llama.modeling_llama",
-    *(f"{__package__}.{name}" for name in ("recipe", "metrics", "data", "demo", "retain")),
-    "pyarrow",
-]
 _TRIAL_MODULES = (
     "pyarrow",  # the data check's exact duplicates
     "planner",
@@ -334,6 +326,14 @@ _TRIAL_MODULES = (
     *(f"{__package__}.{name}" for name in ("data", "demo", "metrics", "prediction", "retain")),
 )
 """What ``run_trial`` imports as it goes, imported before the memory cap (:func:`_load_trial_code`)."""
+_WARM_MODULES = [
+    "torch",
+    "transformers",
+    "peft",
+    "transformers.models.llama.modeling_llama",
+    f"{__package__}.recipe",
+    *_TRIAL_MODULES,
+]
 _WARM_LOCK = threading.Lock()
 _warm_context = None
 
