@@ -59,6 +59,8 @@ def own_model(tmp_path_factory) -> OwnModel:
 
 # --- helpers several test modules share: the command line, demo sweeps, results files -----------
 
+import contextlib  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -182,6 +184,26 @@ def wait_for_running_trial(
             return running[0].number
         time.sleep(0.3)
     raise AssertionError("no trial started running in time")
+
+
+def hold_children(process: subprocess.Popen[str]) -> list:
+    """SIGSTOP every descendant of ``process`` and return them.
+
+    A warm trial server may fork the trial's child between one listing and the stop, so
+    the listing is repeated until a pass, taken with every process already stopped, finds
+    none new: a stopped process cannot fork, and the set is complete."""
+    import psutil
+
+    held: dict[int, psutil.Process] = {}
+    while True:
+        new = [c for c in psutil.Process(process.pid).children(recursive=True) if c.pid not in held]
+        if not new:
+            return list(held.values())
+        for child in new:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.send_signal(signal.SIGSTOP)
+            held[child.pid] = child
+        time.sleep(0.2)
 
 
 def journal_study(tmp_path: Path, name: str = "s"):

@@ -18,6 +18,7 @@ import psutil
 import pytest
 from conftest import (
     OutputWatcher,
+    hold_children,
     load_spec_study,
     start,
     wait_for_running_trial,
@@ -38,9 +39,7 @@ def test_a_worker_at_the_budget_waits_for_a_dead_local_workers_trial_and_runs_it
     try:
         victim = start("sweep", "worker", str(spec), "--storage", journal, "--no-check")
         lost = wait_for_running_trial(spec, victim)
-        held = psutil.Process(victim.pid).children(recursive=True)
-        for child in held:  # its worker lives on; the trial cannot finish
-            child.send_signal(signal.SIGSTOP)
+        held = hold_children(victim)  # its worker lives on; the trial cannot finish
 
         survivor = start("sweep", "worker", str(spec), "--storage", journal, "--no-check")
         watcher = OutputWatcher(survivor)

@@ -23,6 +23,7 @@ import pytest
 from conftest import (
     OutputWatcher,
     cli_env,
+    hold_children,
     paretune,
     start,
     wait_for_running_trial,
@@ -207,9 +208,7 @@ def test_a_worker_at_the_budget_waits_for_a_dead_remote_workers_trial_and_runs_i
             prefix, "sweep", "worker", str(spec), "--storage", postgres_url, "--no-check"
         )
         lost = wait_for_running_trial(spec, victim)
-        held = psutil.Process(victim.pid).children(recursive=True)
-        for child in held:  # its worker keeps beating; the trial cannot finish
-            child.send_signal(signal.SIGSTOP)
+        held = hold_children(victim)  # its worker keeps beating; the trial cannot finish
         study = optuna.load_study(study_name=name, storage=storage)
         assert study.trials[lost].user_attrs["worker_host"] == OTHER_HOST
 
