@@ -33,7 +33,7 @@ MethodKind = Literal["full", "lora", "qlora", "dora", "freeze"]
 Optimizer = Literal["adamw", "adamw_bf16", "adamw8bit", "paged_adamw8bit", "adafactor", "sgd"]
 Precision = Literal["bf16", "fp16", "fp32"]
 Attention = Literal["sdpa", "flash", "eager"]
-Sharding = Literal["none", "zero2", "zero3"]
+Sharding = Literal["none", "zero1", "zero2", "zero3"]
 Loss = Literal["standard", "chunked", "fused"]
 FrameworkName = Literal["hf", "trl", "unsloth", "axolotl", "torchtune", "llama-factory"]
 
@@ -145,7 +145,9 @@ class MethodSpec:
     default of DeepSpeed/FSDP), ``adamw_bf16`` (pure bf16: states in bf16, no master
     copy), ``adamw8bit`` / ``paged_adamw8bit`` (bitsandbytes), ``adafactor`` (factored
     second moment, no momentum), ``sgd`` (momentum in the parameter dtype).
-    ``gpus`` and ``sharding`` (``none`` = data parallel, ``zero2``, ``zero3``/FSDP).
+    ``gpus`` and ``sharding`` (``none`` = data parallel; ``zero1`` partitions the optimizer
+    states over the GPUs, ``zero2`` also the gradients, ``zero3``/FSDP also the weights:
+    the ZeRO paper's P_os, P_os+g and P_os+g+p).
 
     Framework behaviours that change the peak (defaults: transformers + peft today):
     ``optimizer_in_backward`` steps the optimizer on each parameter as soon as its
@@ -185,7 +187,13 @@ class MethodSpec:
     LLaMA-Factory's examples/deepspeed/ds_z2_config.json also sets: ``zero2`` is a DeepSpeed
     run in practice, and leaving the buffers out would predict below every such run. Set
     the bucket to 0 for a ZeRO-2 without them (``contiguous_gradients`` false is not
-    modelled).
+    modelled). ZeRO-1 runs through the same ``DeepSpeedZeroOptimizer`` and allocates the
+    same buffers.
+
+    ``optimizer_offload``: DeepSpeed's ``zero_optimization.offload_optimizer`` (ZeRO-Offload,
+    Ren et al. 2021): the optimizer states, the fp32 master weights and the step live in
+    host memory, and each gradient goes to host memory from the reduction bucket, so the GPU
+    keeps neither (only the buckets). It needs ZeRO (``sharding`` zero1, zero2 or zero3).
     """
 
     kind: MethodKind = "lora"
@@ -211,6 +219,7 @@ class MethodSpec:
     speed_factor: float = 1.0
     zero_reduce_bucket_size: int = 500_000_000
     zero_overlap_comm: bool = False
+    optimizer_offload: bool = False
 
     def __post_init__(self) -> None:
         _choice("method", "method", self.kind, METHODS)
@@ -233,6 +242,7 @@ class MethodSpec:
             "offload_checkpoints",
             "adapter_fp32",
             "zero_overlap_comm",
+            "optimizer_offload",
         ):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidSpecError(
@@ -259,6 +269,12 @@ class MethodSpec:
                 f"method: `targets` must be attn, mlp, all or module names, got {self.targets!r}"
             )
         object.__setattr__(self, "targets", targets)
+        if self.optimizer_offload and self.sharding == "none":
+            raise InvalidSpecError(
+                "method: `optimizer_offload` is DeepSpeed's ZeRO-Offload, which needs ZeRO; "
+                "`sharding` is none",
+                "Use --sharding zero1, zero2 or zero3 with --optimizer-offload.",
+            )
         if self.kind == "qlora" and self.precision == "fp32":
             raise InvalidSpecError(
                 "method: qlora computes in 16-bit; `precision` fp32 is not supported with it",

@@ -213,10 +213,17 @@ def method_notes(arch: ModelArch, method: MethodSpec) -> tuple[str, ...]:
     buckets = zero_bucket_bytes(method)
     if buckets:
         count = 2 if method.zero_overlap_comm else 1
+        stage = method.sharding[-1]
         notes.append(
-            f"gradients include DeepSpeed ZeRO-2's reduction buckets: {count} x "
+            f"gradients include DeepSpeed ZeRO-{stage}'s reduction buckets: {count} x "
             f"{method.zero_reduce_bucket_size:,} elements ({buckets / GB:.2f} GB; "
             "reduce_bucket_size and overlap_comm of the DeepSpeed config)"
+        )
+    if method.optimizer_offload:
+        notes.append(
+            "optimizer states, fp32 master weights and reduced gradients are in host memory "
+            "(DeepSpeed offload_optimizer), not in the GPU peak; the hours leave out the "
+            "optimizer step on the CPU"
         )
     return tuple(notes)
 

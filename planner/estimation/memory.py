@@ -444,12 +444,10 @@ def state_bytes(arch: ModelArch, method: MethodSpec, *, gpus: int | None = None)
     dtype_bytes = _adapter_bytes(method) if method.uses_adapters else pb
     gradients: float = trainable * dtype_bytes
     optimizer_states: float = _optimizer_bytes(arch, method, trainable, dtype_bytes)
-    if n_gpus > 1 and method.sharding in ("zero2", "zero3"):
-        gradients /= n_gpus
-        optimizer_states /= n_gpus
-        if method.sharding == "zero3":
-            weights /= n_gpus
-            adapter_weights /= n_gpus
+    gradients, optimizer_states = _partitioned(method, n_gpus, gradients, optimizer_states)
+    if n_gpus > 1 and method.sharding == "zero3":
+        weights /= n_gpus
+        adapter_weights /= n_gpus
     found = {
         "weights": weights,
         "adapter_weights": adapter_weights,
@@ -459,9 +457,27 @@ def state_bytes(arch: ModelArch, method: MethodSpec, *, gpus: int | None = None)
     return {name: int(round(value)) for name, value in found.items()}
 
 
+def _partitioned(
+    method: MethodSpec, n_gpus: int, gradients: float, optimizer_states: float
+) -> tuple[float, float]:
+    """One GPU's share of the gradients and optimizer states (ZeRO section 5: stage 1
+    partitions the optimizer states, stages 2 and 3 the gradients too). Under
+    ``optimizer_offload`` both are in host memory: DeepSpeed's ZeRO-Offload keeps the
+    states, the fp32 master weights and each reduced gradient partition on the CPU
+    (``DeepSpeedZeroOptimizer`` with ``cpu_offload``: gradients are copied out of the
+    reduction bucket as it is reduced), so only the buckets stay (:func:`zero_bucket_bytes`)."""
+    if method.optimizer_offload and method.sharding != "none":
+        return 0.0, 0.0
+    if n_gpus > 1 and method.sharding in ("zero1", "zero2", "zero3"):
+        optimizer_states /= n_gpus
+        if method.sharding != "zero1":
+            gradients /= n_gpus
+    return gradients, optimizer_states
+
+
 def zero_bucket_bytes(method: MethodSpec) -> int:
-    """DeepSpeed ZeRO-2's gradient reduction buckets on each GPU, in bytes (0 unless
-    ``method.sharding`` is ``zero2``).
+    """DeepSpeed ZeRO-2's (and ZeRO-1's) gradient reduction buckets on each GPU, in bytes
+    (0 unless ``method.sharding`` is ``zero1`` or ``zero2``).
 
     ``DeepSpeedZeroOptimizer.backward`` (DeepSpeed v0.16.4,
     deepspeed/runtime/zero/stage_1_and_2.py) allocates, with ``contiguous_gradients``, one
@@ -475,7 +491,7 @@ def zero_bucket_bytes(method: MethodSpec) -> int:
     (deepspeed/runtime/utils.py, ``all_gather_dp_groups``). ZeRO-3 is left as it is: the
     planner's ``zero3`` is also FSDP's full shard, which has no such buffer.
     """
-    if method.sharding != "zero2":
+    if method.sharding not in ("zero1", "zero2"):
         return 0
     buffers = 2 if method.zero_overlap_comm else 1
     element_bytes = constants()["bytes_per_param"][method.precision]
@@ -589,15 +605,14 @@ def memory_terms(
         # largest: a vocab x hidden embedding or lm_head, or one layer matrix).
         gradients = min(gradients, _largest_parameter(arch, method) * trainable_dtype_bytes)
 
-    # Sharding (ZeRO section 5): stage 2 partitions gradients and optimizer states over
-    # N GPUs; stage 3 (FSDP full shard) also the weights, plus the all-gathered full
-    # weights of the layers being computed and prefetched.
-    if n_gpus > 1 and method.sharding in ("zero2", "zero3"):
-        gradients /= n_gpus
-        optimizer_states /= n_gpus
-        if method.sharding == "zero3":
-            weights = weights / n_gpus + c["zero3_gathered_layers"] * layer_weight_bytes
-            adapter_weights /= n_gpus
+    # Sharding (ZeRO section 5): stage 1 partitions the optimizer states over N GPUs,
+    # stage 2 the gradients too; stage 3 (FSDP full shard) also the weights, plus the
+    # all-gathered full weights of the layers being computed and prefetched. ZeRO-Offload
+    # moves the states and the reduced gradients to host memory.
+    gradients, optimizer_states = _partitioned(method, n_gpus, gradients, optimizer_states)
+    if n_gpus > 1 and method.sharding == "zero3":
+        weights = weights / n_gpus + c["zero3_gathered_layers"] * layer_weight_bytes
+        adapter_weights /= n_gpus
 
     # Activations (bytes per token, then times the tokens of a micro-batch).
     backward_layers = _trained_layers(arch, method)
@@ -694,8 +709,8 @@ def memory_terms(
     # grow while the backward frees the activations.
     head_values = 0.0  # the trained lm_head's gradient on one GPU
     if method.kind == "full":
-        shards = n_gpus if n_gpus > 1 and method.sharding in ("zero2", "zero3") else 1
-        head_values = arch.vocab * arch.hidden * trainable_dtype_bytes / shards
+        head_values = _partitioned(method, n_gpus, arch.vocab * arch.hidden, 0.0)[0]
+        head_values *= trainable_dtype_bytes
     rest_gradients = gradients if workload.grad_accum == 1 else 0.0
     head_gradient = min(rest_gradients, head_values)
     rest_gradients -= head_gradient
