@@ -19,17 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planner.errors import InvalidSpecError
+from planner.frameworks.distributed import deepspeed_fields, fsdp_fields, torchtune_fsdp_fields
+from planner.frameworks.errors import ConfigFileError
 
 __all__ = ["FORMATS", "ConfigFileError", "RunConfig", "read_run_config"]
 
 FORMATS = ("axolotl", "torchtune", "llama-factory", "trl")
-
-
-class ConfigFileError(InvalidSpecError):
-    """A run config that cannot be read (names the file and the key)."""
-
-    title = "Bad config file"
 
 
 @dataclass(frozen=True)
@@ -53,6 +48,7 @@ class _Reader:
     def __init__(self, path: str, data: dict[str, Any]) -> None:
         self.path, self.data = path, data
         self.used: set[str] = set()
+        self.also_unmodelled: list[str] = []  # inside files the config names (DeepSpeed)
 
     def _fail(self, key: str, expected: str, value: Any) -> ConfigFileError:
         return ConfigFileError(
@@ -124,7 +120,14 @@ class _Reader:
             parts = key.split(".")
             return any(".".join(parts[: i + 1]) in self.used for i in range(len(parts)))
 
-        return tuple(sorted(k for k in leaves(self.data, "") if not read(k)))
+        own = sorted(k for k in leaves(self.data, "") if not read(k))
+        return (*own, *self.also_unmodelled)
+
+    def take(self, key: str) -> Any:
+        """The raw value of a top-level ``key``, marked read (None when absent)."""
+        if key in self.data:
+            self.used.add(key)
+        return self.data.get(key)
 
 
 def _put(target: dict[str, Any], name: str, value: Any) -> None:
@@ -172,6 +175,24 @@ def _targets(modules: tuple[str, ...]) -> tuple[str, ...] | str:
     if modules in (("all-linear",), ("all",)):
         return "all"
     return modules
+
+
+def _sharding(reader: _Reader, method: dict[str, Any], *, fsdp: bool) -> None:
+    """A DeepSpeed config named by ``deepspeed`` and, with ``fsdp``, transformers' FSDP
+    keys (``fsdp``, ``fsdp_config``), into ``method``; what they set that the planner does
+    not model goes to the reader's list."""
+    config = Path(reader.path)
+    found: list[tuple[dict[str, Any], tuple[str, ...]]] = []
+    deepspeed = reader.take("deepspeed")
+    if deepspeed is not None:
+        found.append(deepspeed_fields(deepspeed, config=config))
+    if fsdp:
+        options, settings = reader.take("fsdp"), reader.take("fsdp_config")
+        if options or settings:
+            found.append(fsdp_fields(options or None, settings, config=config))
+    for fields, unread in found:
+        method.update(fields)
+        reader.also_unmodelled.extend(unread)
 
 
 # -- one reader per format -----------------------------------------------------------------
@@ -229,6 +250,8 @@ def _axolotl(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, Any
     elif reader.flag("chunked_cross_entropy"):
         method["loss"] = "chunked"
     _precision(reader, method, "bf16", "fp16")
+    reader.integer("fsdp_version")  # 1 or 2: the sharding is read from fsdp / fsdp_config
+    _sharding(reader, method, fsdp=True)
     return reader.text("base_model"), method, work
 
 
@@ -331,6 +354,12 @@ def _torchtune(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, A
     dtype = reader.text("dtype")
     if dtype is not None:
         method["precision"] = {"bf16": "bf16", "fp32": "fp32", "fp16": "fp16"}.get(dtype, dtype)
+    if "fsdp_reshard_after_forward" in reader.data or "fsdp_cpu_offload" in reader.data:
+        fields, unread = torchtune_fsdp_fields(
+            reader.flag("fsdp_reshard_after_forward"), reader.flag("fsdp_cpu_offload")
+        )
+        method.update(fields)
+        reader.also_unmodelled.extend(unread)
     return model, method, work
 
 
@@ -371,6 +400,7 @@ def _llama_factory(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[st
             attention, "sdpa"
         )
     _precision(reader, method, "bf16", "fp16")
+    _sharding(reader, method, fsdp=False)  # FSDP goes through accelerate's own config
     return reader.text("model_name_or_path"), method, work
 
 
@@ -409,6 +439,7 @@ def _trl(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     if loss_type is not None:
         method["loss"] = "fused" if loss_type == "chunked_nll" else "standard"
     _precision(reader, method, "bf16", "fp16")
+    _sharding(reader, method, fsdp=True)
     return reader.text("model_name_or_path"), method, work
 
 

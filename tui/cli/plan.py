@@ -157,7 +157,8 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     "--sharding",
     default="none",
     show_default=True,
-    help="none (data parallel), zero2 or zero3 (FSDP full shard).",
+    help="none (data parallel), zero1 (optimizer states partitioned), zero2 (and "
+    "gradients) or zero3 (and weights: FSDP full shard).",
 )
 @click.option(
     "--zero-bucket-size",
@@ -165,7 +166,7 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     type=click.IntRange(min=0),
     default=500_000_000,
     show_default=True,
-    help="zero2: the DeepSpeed config's reduce_bucket_size, in elements; DeepSpeed "
+    help="zero1/zero2: the DeepSpeed config's reduce_bucket_size, in elements; DeepSpeed "
     "allocates one gradient buffer of that many 16-bit elements during the backward "
     "(two with --zero-overlap-comm). 0: no buffers.",
 )
@@ -174,7 +175,15 @@ _METHOD_CHOICES = ("full", "lora", "qlora", "dora", "freeze")
     "zero_overlap_comm",
     default=False,
     show_default=True,
-    help="zero2: the DeepSpeed config's overlap_comm (a second reduction buffer).",
+    help="zero1/zero2: the DeepSpeed config's overlap_comm (a second reduction buffer).",
+)
+@click.option(
+    "--optimizer-offload/--no-optimizer-offload",
+    "optimizer_offload",
+    default=False,
+    show_default=True,
+    help="DeepSpeed's offload_optimizer (ZeRO-Offload): optimizer states, master weights "
+    "and reduced gradients in host memory. Needs --sharding zero1, zero2 or zero3.",
 )
 @click.option("--provider", default=None, help="Price with this provider only.")
 @click.option(
@@ -248,6 +257,7 @@ def plan_command(
     sharding: str,
     zero_reduce_bucket_size: int,
     zero_overlap_comm: bool,
+    optimizer_offload: bool,
     provider: str | None,
     dataset_tokens: str | None,
     examples: int | None,
@@ -289,6 +299,7 @@ def plan_command(
         sharding=sharding,
         zero_reduce_bucket_size=zero_reduce_bucket_size,
         zero_overlap_comm=zero_overlap_comm,
+        optimizer_offload=optimizer_offload,
         freeze_layers=freeze_layers,
         optimizer_in_backward=optimizer_in_backward,
         unquantized_fp32=unquantized_fp32,
@@ -312,8 +323,12 @@ def plan_command(
             "Give a catalogue name, a Hugging Face id or a local folder: paretune plan MODEL.",
         )
     workload = Workload(**shape)
-    chosen = _framework_methods(framework, kinds, settings, explicit, workload.grad_accum)
     arch = resolve_model(model)
+    if settings["zero_reduce_bucket_size"] == "auto":
+        # transformers fills a DeepSpeed config's "auto" reduce_bucket_size with
+        # hidden_size x hidden_size (integrations/deepspeed.py, trainer_config_finalize).
+        settings["zero_reduce_bucket_size"] = arch.hidden * arch.hidden
+    chosen = _framework_methods(framework, kinds, settings, explicit, workload.grad_accum)
     specs = [c.method for c in chosen]
     result = plan(arch, workload, specs, gpu=gpu, provider=provider, max_fit=max_fit)
     result, calibrated = calibrate_plan(result, calibration, framework)
