@@ -310,6 +310,8 @@ ROWS = [
             # contiguous_gradients true.
             zero_reduce_bucket_size=1_000_000_000,
             zero_overlap_comm=True,
+            # DeepSpeed's engine casts the module, adapters included, to bf16.
+            adapter_fp32=False,
         ),
         25.7e9,
         "LongLoRA (Chen et al. 2023), table 12",

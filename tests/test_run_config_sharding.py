@@ -50,6 +50,7 @@ def test_axolotl_reads_the_deepspeed_json_it_names() -> None:
     assert run.method["zero_reduce_bucket_size"] == 500_000_000
     assert run.method["zero_overlap_comm"] is True
     assert run.method["optimizer_offload"] is True
+    assert run.method["adapter_fp32"] is False  # the engine casts the module to bf16
     # Everything else in that JSON is "auto" (the trainer's settings) or has no effect.
     assert not [k for k in run.unmodelled if k.startswith("deepspeed")], run.unmodelled
     assert "deepspeed" not in run.unmodelled

@@ -133,7 +133,8 @@ def deepspeed_fields(
     ``cpu`` or ``nvme`` sets ``optimizer_offload``. A key left out takes DeepSpeed's own
     default (deepspeed/runtime/zero/config.py: stage 0, reduce_bucket_size 5e8,
     overlap_comm false below stage 3), not the planner's. ``bf16.enabled`` /
-    ``fp16.enabled`` set true give the precision."""
+    ``fp16.enabled`` set true give the precision; either enabled (or ``"auto"``) puts
+    LoRA adapters in the 16-bit dtype, as the engine casts the module."""
     data = _load_deepspeed(value, config, key)
     where = f"{config}: `{key}`"
     zero = data.get("zero_optimization", {})
@@ -185,8 +186,14 @@ def deepspeed_fields(
             fields["optimizer_offload"] = True
     for precision in ("bf16", "fp16"):
         section = data.get(precision)
-        if isinstance(section, dict) and section.get("enabled") is True:
+        enabled = section.get("enabled") if isinstance(section, dict) else None
+        if enabled is True:
             fields["precision"] = precision
+        if enabled in (True, "auto"):
+            # The engine casts the whole module to the 16-bit dtype, adapters included
+            # (DeepSpeedEngine._configure_distributed_model: module.bfloat16() / .half());
+            # the fp32 master copy is the optimizer's.
+            fields["adapter_fp32"] = False
     return fields, _unread(data, read, key)
 
 
