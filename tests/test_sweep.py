@@ -18,6 +18,7 @@ import optuna
 import psutil
 import pytest
 from conftest import (
+    hold_children,
     load_spec_study,
     paretune,
     start,
@@ -102,7 +103,7 @@ def test_kill_9_mid_trial_then_resume(demo, tmp_path: Path) -> None:
     ):
         assert time.monotonic() < deadline, "the running trial never reached the results file"
         time.sleep(0.2)
-    children = psutil.Process(first.pid).children(recursive=True)
+    children = hold_children(first)  # every descendant, even one forked just now
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     for child in children:  # a trial process in its own session survives its parent's group

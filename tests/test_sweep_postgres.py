@@ -119,7 +119,7 @@ def test_a_worker_that_stops_answering_is_failed_by_heartbeat_and_its_trial_retr
         )
         first = start("sweep", "worker", str(spec), "--storage", postgres_url, "--no-check")
         victim = wait_for_running_trial(spec, first)
-        children = psutil.Process(first.pid).children(recursive=True)
+        children = hold_children(first)  # every descendant, even one forked just now
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         for child in children:
