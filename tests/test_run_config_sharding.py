@@ -232,3 +232,28 @@ def test_optimizer_offload_keeps_states_and_gradients_off_the_gpu() -> None:
         assert state_bytes(arch, method)["optimizer_states"] == 0
     with pytest.raises(InvalidSpecError, match="needs ZeRO"):
         MethodSpec(kind="full", optimizer_offload=True)
+
+
+def test_the_simulated_step_says_what_it_did_not_shard_or_offload() -> None:
+    """The simulator runs one device with torch AdamW: beside its column the table says
+    so, since the planner's ZeRO-1 + offload peak is lower than that step's."""
+    done = _plan(
+        "gpt2",
+        "--method",
+        "full",
+        "--gpus",
+        "4",
+        "--sharding",
+        "zero1",
+        "--optimizer-offload",
+        "--gpu",
+        "a100-80gb",
+        "--seq-len",
+        "256",
+        "--simulate",
+    )
+    assert done.returncode == 0, done.stderr
+    flat = " ".join(done.stdout.split())
+    assert "sim full: simulated on one device without sharding" in flat
+    assert "optimizer offload is not simulated" in flat
+    assert "DeepSpeed's reduction buckets are not simulated" in flat

@@ -193,6 +193,10 @@ def _step_from_spec(
             )
     if method.gpus > 1:
         notes.append("simulated on one device without sharding")
+    if method.optimizer_offload:
+        notes.append("optimizer offload is not simulated: states and gradients stay on the device")
+    if method.sharding in ("zero1", "zero2") and method.zero_reduce_bucket_size:
+        notes.append("DeepSpeed's reduction buckets are not simulated (torch AdamW, no ZeRO)")
     param_dtype, autocast_dtype = _dtypes(method.precision)
     if recipe == "trial":
         compute = {"bf16": "bfloat16", "fp16": "float16"}.get(method.precision)

@@ -582,6 +582,10 @@ def _print_table(
         note = f"sim GB ({recipe}): two training steps simulated on fake tensors, "
         note += _RECIPE_NOTES[recipe]
         click.echo(textwrap.fill(note, width=100, subsequent_indent="  "))
+        for row, sim in zip(result.rows, simulated, strict=True):
+            if sim.notes:  # what the simulated step did not do as the plan's run would
+                line = f"sim {row.estimate.method.label()}: {'; '.join(sim.notes)}"
+                click.echo(textwrap.fill(line, width=100, subsequent_indent="  "))
 
     click.echo("\nmemory breakdown (GB per GPU)")
     term_rows = [
