@@ -257,3 +257,19 @@ def test_the_simulated_step_says_what_it_did_not_shard_or_offload() -> None:
     assert "sim full: simulated on one device without sharding" in flat
     assert "optimizer offload is not simulated" in flat
     assert "DeepSpeed's reduction buckets are not simulated" in flat
+
+
+def test_an_8_bit_base_is_listed_not_planned_silently_as_16_bit(tmp_path: Path) -> None:
+    axolotl = tmp_path / "lora8.yml"
+    axolotl.write_text("base_model: meta-llama/Llama-3.1-8B\nadapter: lora\nload_in_8bit: true\n")
+    assert "load_in_8bit" in read_run_config(axolotl).unmodelled
+    axolotl.write_text("base_model: meta-llama/Llama-3.1-8B\nadapter: lora\nload_in_8bit: false\n")
+    assert "load_in_8bit" not in read_run_config(axolotl).unmodelled
+    factory = tmp_path / "lf.yaml"
+    for bits, listed in ((8, True), (4, False)):
+        factory.write_text(
+            f"model_name_or_path: Qwen/Qwen2.5-7B\nfinetuning_type: lora\nquantization_bit: {bits}\n"
+        )
+        run = read_run_config(factory)
+        assert ("quantization_bit" in run.unmodelled) is listed
+        assert run.method["kind"] == ("lora" if listed else "qlora")

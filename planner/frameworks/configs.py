@@ -204,7 +204,8 @@ def _axolotl(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, Any
     work: dict[str, Any] = {}
     adapter = reader.text("adapter")
     four_bit = reader.flag("load_in_4bit")
-    reader.flag("load_in_8bit")
+    if reader.flag("load_in_8bit"):  # an 8-bit base is not modelled: listed, not dropped
+        reader.used.discard("load_in_8bit")
     if adapter is None:
         method["kind"] = "full"
     elif adapter in ("lora", "qlora"):
@@ -370,8 +371,11 @@ def _llama_factory(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[st
     kind = reader.text("finetuning_type") or "lora"
     if kind not in ("lora", "full", "freeze"):
         raise reader._fail("finetuning_type", "lora, full or freeze", kind)
-    if kind == "lora" and reader.integer("quantization_bit") == 4:
+    bits = reader.integer("quantization_bit")
+    if kind == "lora" and bits == 4:
         kind = "qlora"
+    elif bits is not None and bits != 4:  # 8-bit (or HQQ/EETQ) bases are not modelled
+        reader.used.discard("quantization_bit")
     if kind == "lora" and reader.flag("use_dora"):
         kind = "dora"
     method["kind"] = kind
