@@ -162,7 +162,9 @@ def load_spec_study(spec_path: Path):
 def wait_for_running_trial(
     spec_path: Path, process: subprocess.Popen[str], timeout: float = 240
 ) -> int:
-    """The number of a trial that is RUNNING and whose child process has started training."""
+    """The number of a trial that is RUNNING and whose own process has started: a
+    descendant of ``process`` that leads a session, as a trial's process does (it calls
+    setsid; the warm fork server, also a child, does not)."""
     import optuna
     import psutil
 
@@ -180,10 +182,17 @@ def wait_for_running_trial(
             if t.state == optuna.trial.TrialState.RUNNING and "config" in t.user_attrs
         ]
         children = psutil.Process(process.pid).children(recursive=True)
-        if running and children:
+        if running and any(_leads_session(child.pid) for child in children):
             return running[0].number
         time.sleep(0.3)
     raise AssertionError("no trial started running in time")
+
+
+def _leads_session(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except ProcessLookupError:
+        return False
 
 
 def hold_children(process: subprocess.Popen[str]) -> list:
