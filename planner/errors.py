@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pricing.errors import UserError
 
-__all__ = ["InvalidSpecError", "ModelConfigError", "UnknownModelError"]
+__all__ = ["ConfigFileError", "InvalidSpecError", "ModelConfigError", "UnknownModelError"]
 
 
 class UnknownModelError(UserError):
@@ -27,3 +27,9 @@ class InvalidSpecError(UserError):
     """A workload or method setting out of range (names the field and the value)."""
 
     title = "Bad setting"
+
+
+class ConfigFileError(InvalidSpecError):
+    """A run config that cannot be read (names the file and the key)."""
+
+    title = "Bad config file"

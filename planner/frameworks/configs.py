@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from planner.errors import ConfigFileError
 from planner.frameworks.distributed import deepspeed_fields, fsdp_fields, torchtune_fsdp_fields
-from planner.frameworks.errors import ConfigFileError
 
 __all__ = ["FORMATS", "ConfigFileError", "RunConfig", "read_run_config"]
 
@@ -123,12 +123,6 @@ class _Reader:
         own = sorted(k for k in leaves(self.data, "") if not read(k))
         return (*own, *self.also_unmodelled)
 
-    def take(self, key: str) -> Any:
-        """The raw value of a top-level ``key``, marked read (None when absent)."""
-        if key in self.data:
-            self.used.add(key)
-        return self.data.get(key)
-
 
 def _put(target: dict[str, Any], name: str, value: Any) -> None:
     if value is not None:
@@ -177,22 +171,27 @@ def _targets(modules: tuple[str, ...]) -> tuple[str, ...] | str:
     return modules
 
 
+def _merge(
+    reader: _Reader, method: dict[str, Any], found: tuple[dict[str, Any], tuple[str, ...]]
+) -> None:
+    """Fields read from a file the config names into ``method``; what it sets that the
+    planner does not model into the reader's list."""
+    fields, unread = found
+    method.update(fields)
+    reader.also_unmodelled.extend(unread)
+
+
 def _sharding(reader: _Reader, method: dict[str, Any], *, fsdp: bool) -> None:
     """A DeepSpeed config named by ``deepspeed`` and, with ``fsdp``, transformers' FSDP
-    keys (``fsdp``, ``fsdp_config``), into ``method``; what they set that the planner does
-    not model goes to the reader's list."""
+    keys (``fsdp``, ``fsdp_config``), into ``method``."""
     config = Path(reader.path)
-    found: list[tuple[dict[str, Any], tuple[str, ...]]] = []
-    deepspeed = reader.take("deepspeed")
+    deepspeed = reader.raw("deepspeed")
     if deepspeed is not None:
-        found.append(deepspeed_fields(deepspeed, config=config))
+        _merge(reader, method, deepspeed_fields(deepspeed, config=config))
     if fsdp:
-        options, settings = reader.take("fsdp"), reader.take("fsdp_config")
+        options, settings = reader.raw("fsdp"), reader.raw("fsdp_config")
         if options or settings:
-            found.append(fsdp_fields(options or None, settings, config=config))
-    for fields, unread in found:
-        method.update(fields)
-        reader.also_unmodelled.extend(unread)
+            _merge(reader, method, fsdp_fields(options or None, settings, config=config))
 
 
 # -- one reader per format -----------------------------------------------------------------
@@ -356,11 +355,10 @@ def _torchtune(reader: _Reader) -> tuple[str | None, dict[str, Any], dict[str, A
     if dtype is not None:
         method["precision"] = {"bf16": "bf16", "fp32": "fp32", "fp16": "fp16"}.get(dtype, dtype)
     if "fsdp_reshard_after_forward" in reader.data or "fsdp_cpu_offload" in reader.data:
-        fields, unread = torchtune_fsdp_fields(
+        found = torchtune_fsdp_fields(
             reader.flag("fsdp_reshard_after_forward"), reader.flag("fsdp_cpu_offload")
         )
-        method.update(fields)
-        reader.also_unmodelled.extend(unread)
+        _merge(reader, method, found)
     return model, method, work
 
 

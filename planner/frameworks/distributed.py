@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from planner.frameworks.errors import ConfigFileError
+from planner.errors import ConfigFileError
 
 __all__ = ["deepspeed_fields", "fsdp_fields", "torchtune_fsdp_fields"]
 

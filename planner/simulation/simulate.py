@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from planner.estimation.memory import TERMS
+from planner.estimation.memory import TERMS, zero_bucket_bytes
 from planner.methods import MethodSetup
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def _step_from_spec(
         notes.append("simulated on one device without sharding")
     if method.optimizer_offload:
         notes.append("optimizer offload is not simulated: states and gradients stay on the device")
-    if method.sharding in ("zero1", "zero2") and method.zero_reduce_bucket_size:
+    if zero_bucket_bytes(method):
         notes.append("DeepSpeed's reduction buckets are not simulated (torch AdamW, no ZeRO)")
     param_dtype, autocast_dtype = _dtypes(method.precision)
     if recipe == "trial":
