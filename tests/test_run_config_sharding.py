@@ -273,3 +273,25 @@ def test_an_8_bit_base_is_listed_not_planned_silently_as_16_bit(tmp_path: Path) 
         run = read_run_config(factory)
         assert ("quantization_bit" in run.unmodelled) is listed
         assert run.method["kind"] == ("lora" if listed else "qlora")
+
+
+def test_a_config_on_your_own_local_checkpoint(own_model, tmp_path: Path) -> None:
+    """The run a user wrote for their own model folder (a small Qwen2 with random weights
+    and a tokenizer trained here), with Axolotl's zero2.json beside it: planned from the
+    folder's config.json, sharded and offloaded as the JSON says."""
+    shutil.copytree(CONFIGS / "deepspeed_configs", tmp_path / "deepspeed_configs")
+    config = tmp_path / "own.yml"
+    config.write_text(
+        f"base_model: {own_model.model_dir}\n"
+        "adapter: lora\nlora_r: 8\nlora_alpha: 16\nlora_target_linear: true\n"
+        "sequence_len: 128\nmicro_batch_size: 2\n"
+        f"datasets:\n  - path: {own_model.train}\n    ds_type: json\n"
+        "deepspeed: deepspeed_configs/zero2.json\n"
+    )
+    out = _plan_json("--config", str(config), "--gpu", "a100-80gb", "--gpus", "2")
+    (row,) = out["methods"]
+    assert out["config"]["model"] == str(own_model.model_dir)
+    assert row["method"] == "lora" and row["sharding"] == "zero2"
+    assert row["breakdown_gb"]["optimizer_states"] == 0
+    assert any("ZeRO-2's reduction buckets: 2 x 500,000,000" in n for n in row["notes"])
+    assert out["config"]["method"]["adapter_fp32"] is False
